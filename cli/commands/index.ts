@@ -1,0 +1,5 @@
+import type { Command } from 'commander';
+import { registerConfigCommands } from './config.js';
+
+/** Each part of Causeway adds its command group here. */
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands];

@@ -1,0 +1,231 @@
+import { z } from 'zod';
+import { ErrorCodes, ValidationError } from './errors.js';
+import { clusterName, dnsLabel, host, port, spiffeIdText, validate } from './validation.js';
+
+/**
+ * Catalog values as stored in etcd (DESIGN.md "etcd key layout"). Every value is JSON with
+ * a `schema` version field. Readers validate with {@link decodeCatalogValue}; a value that
+ * fails is logged with its key and skipped, never trusted and never fatal.
+ */
+export const CATALOG_SCHEMA_VERSION = 1;
+const schemaVersion = z.literal(CATALOG_SCHEMA_VERSION, { error: `schema must be ${CATALOG_SCHEMA_VERSION}` });
+
+export const Locality = z.strictObject({ region: dnsLabel, zone: dnsLabel });
+export type Locality = z.infer<typeof Locality>;
+
+export const Protocols = ['tcp', 'http', 'http2', 'grpc', 'tls'] as const;
+
+export const ServicePort = z.strictObject({
+  name: dnsLabel,
+  port,
+  /** The app's port behind the sidecar; defaults to `port`. */
+  targetPort: port.optional(),
+  protocol: z.enum(Protocols).default('tcp'),
+});
+export type ServicePort = z.infer<typeof ServicePort>;
+
+export const GatewayAddress = z.strictObject({ address: host, port });
+export type GatewayAddress = z.infer<typeof GatewayAddress>;
+
+export const ClusterInfo = z.strictObject({
+  schema: schemaVersion,
+  name: clusterName,
+  locality: Locality,
+  network: dnsLabel,
+  trustDomain: z.string().min(1),
+  gateways: z.array(GatewayAddress).default([]),
+  controllers: z.array(GatewayAddress).default([]),
+});
+export type ClusterInfo = z.infer<typeof ClusterInfo>;
+
+export const ServiceSpec = z.strictObject({
+  schema: schemaVersion,
+  name: dnsLabel,
+  namespace: dnsLabel,
+  ports: z.array(ServicePort).min(1, 'a service needs at least one port'),
+  /** SPIFFE IDs allowed to serve this service (secure naming). */
+  serviceAccounts: z.array(spiffeIdText).min(1, 'name at least one SPIFFE ID allowed to serve the service'),
+  exported: z.boolean().default(false),
+  /** Subset label keys → values, e.g. `{v2: {version: 'v2'}}`. */
+  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).default({}),
+  createdAt: z.iso.datetime().optional(),
+});
+export type ServiceSpec = z.infer<typeof ServiceSpec>;
+
+export const HealthStates = ['healthy', 'unhealthy', 'unknown'] as const;
+export type HealthState = (typeof HealthStates)[number];
+
+export const Endpoint = z.strictObject({
+  schema: schemaVersion,
+  id: z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/, 'endpoint id must be 1-128 of [a-z0-9._-]'),
+  service: dnsLabel,
+  namespace: dnsLabel,
+  cluster: clusterName,
+  address: host,
+  /** The sidecar's inbound mTLS port (15006 by default). */
+  inboundPort: port,
+  labels: z.record(z.string(), z.string()).default({}),
+  locality: Locality,
+  identity: spiffeIdText,
+  health: z.enum(HealthStates).default('unknown'),
+  registeredAt: z.iso.datetime().optional(),
+});
+export type Endpoint = z.infer<typeof Endpoint>;
+
+export const Gateway = z.strictObject({
+  schema: schemaVersion,
+  id: z.string().min(1).max(128),
+  cluster: clusterName,
+  network: dnsLabel,
+  locality: Locality,
+  address: host,
+  port,
+});
+export type Gateway = z.infer<typeof Gateway>;
+
+export const HealthyCount = z.strictObject({ locality: Locality, healthy: z.number().int().nonnegative(), total: z.number().int().nonnegative() });
+export type HealthyCount = z.infer<typeof HealthyCount>;
+
+/** `/causeway/v1/exports/_cluster`: what a peer needs to reach this cluster. */
+export const ExportedCluster = z.strictObject({
+  schema: schemaVersion,
+  name: clusterName,
+  locality: Locality,
+  network: dnsLabel,
+  trustDomain: z.string().min(1),
+  gateways: z.array(GatewayAddress),
+});
+export type ExportedCluster = z.infer<typeof ExportedCluster>;
+
+/** `/causeway/v1/exports/<ns>/<name>`: the spec plus healthy counts per locality. */
+export const ExportedService = z.strictObject({
+  schema: schemaVersion,
+  service: ServiceSpec,
+  healthy: z.array(HealthyCount),
+  exportedAt: z.iso.datetime(),
+});
+export type ExportedService = z.infer<typeof ExportedService>;
+
+export const Heartbeat = z.strictObject({ schema: schemaVersion, cluster: clusterName, at: z.iso.datetime() });
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+/** `/causeway/v1/imports/<peer>/<ns>/<name>`: a peer's export mirrored locally. */
+export const ImportedService = z.strictObject({
+  schema: schemaVersion,
+  peer: clusterName,
+  service: ServiceSpec,
+  healthy: z.array(HealthyCount),
+  gateways: z.array(GatewayAddress),
+  peerLocality: Locality,
+  peerNetwork: dnsLabel,
+  exportedAt: z.iso.datetime(),
+  /** etcd mod revision of the export in the peer's etcd. */
+  peerRevision: z.string().regex(/^\d+$/),
+  stale: z.boolean().default(false),
+  /** Set when another cluster's older export of the same service has different ports. */
+  conflict: z.string().optional(),
+});
+export type ImportedService = z.infer<typeof ImportedService>;
+
+export const LinkStates = ['connecting', 'syncing', 'synced', 'stale', 'expired', 'down'] as const;
+export type LinkState = (typeof LinkStates)[number];
+
+export const LinkStatus = z.strictObject({
+  schema: schemaVersion,
+  peer: clusterName,
+  state: z.enum(LinkStates),
+  initialSync: z.enum(['pending', 'done', 'timed-out']),
+  appliedRevision: z.string().regex(/^\d+$/),
+  lastHeartbeatAt: z.iso.datetime().optional(),
+  lastSyncLagMs: z.number().nonnegative().optional(),
+  imports: z.number().int().nonnegative(),
+  conflicts: z.array(z.string()).default([]),
+  message: z.string().optional(),
+  updatedAt: z.iso.datetime(),
+});
+export type LinkStatus = z.infer<typeof LinkStatus>;
+
+const PeerSelector = z.strictObject({
+  identities: z.array(spiffeIdText).optional(),
+  namespaces: z.array(dnsLabel).optional(),
+  clusters: z.array(clusterName).optional(),
+});
+
+export const AuthorizationPolicy = z.strictObject({
+  schema: schemaVersion,
+  name: dnsLabel,
+  namespace: dnsLabel,
+  /** Target service in the policy's namespace; omitted = every service in the namespace. */
+  service: dnsLabel.optional(),
+  action: z.enum(['allow', 'deny']),
+  from: z.array(PeerSelector).default([]),
+  ports: z.array(port).default([]),
+});
+export type AuthorizationPolicy = z.infer<typeof AuthorizationPolicy>;
+
+export const TrafficPolicy = z.strictObject({
+  schema: schemaVersion,
+  name: dnsLabel,
+  namespace: dnsLabel,
+  service: dnsLabel,
+  /** Cluster names in preferred order; overrides locality priority. */
+  failoverOrder: z.array(clusterName).optional(),
+  connectTimeoutMs: z.number().int().positive().optional(),
+  requestTimeoutMs: z.number().int().positive().optional(),
+  retries: z.number().int().min(0).max(10).optional(),
+  outlierDetection: z
+    .strictObject({ consecutiveFailures: z.number().int().min(1), baseEjectionMs: z.number().int().positive(), maxEjectionPercent: z.number().min(0).max(100).default(100) })
+    .optional(),
+});
+export type TrafficPolicy = z.infer<typeof TrafficPolicy>;
+
+export const WorkloadGroup = z.strictObject({
+  schema: schemaVersion,
+  name: dnsLabel,
+  namespace: dnsLabel,
+  service: dnsLabel,
+  serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/),
+  labels: z.record(z.string(), z.string()).default({}),
+  ports: z.array(ServicePort).min(1),
+  probe: z
+    .union([
+      z.strictObject({ tcp: z.strictObject({ port }) }),
+      z.strictObject({ http: z.strictObject({ port, path: z.string().startsWith('/') }) }),
+    ])
+    .optional(),
+});
+export type WorkloadGroup = z.infer<typeof WorkloadGroup>;
+
+/**
+ * Decodes a JSON value read from etcd (or a file) with `schema`. Returns the value or
+ * the {@link ValidationError} naming the key and the bad paths; never throws for bad data.
+ */
+export function decodeCatalogValue<S extends z.ZodType>(
+  schema: S,
+  key: string,
+  raw: string | Buffer,
+): { ok: true; value: z.output<S> } | { ok: false; error: ValidationError } {
+  let json: unknown;
+  try {
+    json = JSON.parse(typeof raw === 'string' ? raw : raw.toString('utf8'));
+  } catch (error) {
+    return {
+      ok: false,
+      error: toError(key, [{ path: '', message: `not JSON (${(error as Error).message})` }]),
+    };
+  }
+  try {
+    return { ok: true, value: validate(schema, json, key, ErrorCodes.catalogValueInvalid) };
+  } catch (error) {
+    return { ok: false, error: error as ValidationError };
+  }
+}
+
+/** Serialises a catalog value after validating it, so writers cannot store what readers refuse. */
+export function encodeCatalogValue<S extends z.ZodType>(schema: S, key: string, value: z.input<S>): string {
+  return JSON.stringify(validate(schema, value, key, ErrorCodes.catalogValueInvalid));
+}
+
+function toError(key: string, issues: { path: string; message: string }[]): ValidationError {
+  return new ValidationError(ErrorCodes.catalogValueInvalid, key, issues);
+}

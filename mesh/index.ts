@@ -1,0 +1,15 @@
+/** The shared model of Causeway: names, catalog types, etcd keys, config, logging, metrics. */
+export * from './errors.js';
+export * from './labels.js';
+export * from './sni.js';
+export * from './spiffe-id.js';
+export * from './dns-name.js';
+export * from './etcd-keys.js';
+export * from './catalog.js';
+export * from './snapshot.js';
+export * from './validation.js';
+export * from './config/schemas.js';
+export * from './config/load.js';
+export * from './log.js';
+export * from './observability.js';
+export * from './etcd-client.js';

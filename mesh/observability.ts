@@ -1,0 +1,111 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Registry, collectDefaultMetrics } from 'prom-client';
+
+/** A fresh metrics registry with Node's default process metrics, labelled by component. */
+export function createMetricsRegistry(component: string, options: { defaultMetrics?: boolean } = {}): Registry {
+  const registry = new Registry();
+  registry.setDefaultLabels({ component });
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+  return registry;
+}
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** What is still missing (empty when ready), e.g. `link west: initial sync pending`. */
+  readonly reasons: readonly string[];
+  readonly details?: Record<string, unknown>;
+}
+
+export interface ObservabilityServerOptions {
+  host?: string;
+  /** Port for `/healthz/ready` (0 = pick one). */
+  readyPort: number;
+  /** Port for `/metrics`; when equal to readyPort (or undefined) one server answers both. */
+  metricsPort?: number;
+  registry: Registry;
+  readiness: () => Readiness;
+}
+
+export interface ObservabilityServer {
+  readonly readyPort: number;
+  readonly metricsPort: number;
+  close(): Promise<void>;
+}
+
+function handler(options: ObservabilityServerOptions, serves: { ready: boolean; metrics: boolean }) {
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (serves.ready && (path === '/healthz/ready' || path === '/healthz/live')) {
+      if (path === '/healthz/live') {
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"live":true}\n');
+        return;
+      }
+      let state: Readiness;
+      try {
+        state = options.readiness();
+      } catch (error) {
+        state = { ready: false, reasons: [`readiness check failed: ${(error as Error).message}`] };
+      }
+      res.writeHead(state.ready ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(state)}\n`);
+      return;
+    }
+    if (serves.metrics && path === '/metrics') {
+      options.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': options.registry.contentType }).end(text),
+        (error: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${error.message}\n`),
+      );
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found; try /healthz/ready or /metrics\n');
+  };
+}
+
+function listen(server: Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+/** Serves `/healthz/ready` (200 only when ready, JSON reasons otherwise) and `/metrics`. */
+export async function startObservabilityServer(options: ObservabilityServerOptions): Promise<ObservabilityServer> {
+  const host = options.host ?? '127.0.0.1';
+  const shared = options.metricsPort === undefined || options.metricsPort === options.readyPort;
+  const servers: Server[] = [];
+  const readyServer = createServer(handler(options, { ready: true, metrics: shared }));
+  servers.push(readyServer);
+  const readyPort = await listen(readyServer, options.readyPort, host);
+  let metricsPort = readyPort;
+  if (!shared) {
+    const metricsServer = createServer(handler(options, { ready: false, metrics: true }));
+    servers.push(metricsServer);
+    try {
+      metricsPort = await listen(metricsServer, options.metricsPort ?? 0, host);
+    } catch (error) {
+      readyServer.close();
+      throw error;
+    }
+  }
+  return {
+    readyPort,
+    metricsPort,
+    close: () =>
+      Promise.all(
+        servers.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              s.closeAllConnections();
+              s.close(() => resolve());
+            }),
+        ),
+      ).then(() => undefined),
+  };
+}

@@ -1,0 +1,119 @@
+import { ErrorCodes, InvalidNameError } from './errors.js';
+import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js';
+
+/**
+ * The one codec for Causeway's SNI routing key (DESIGN.md "Names"):
+ *
+ *   service:    `<port>.<subset|all>.<service>.<namespace>.<cluster>.cw1.<trust-domain>`
+ *   controller: `controller.<cluster>.cw1.<trust-domain>`
+ *
+ * Everything else calls this module; a name that does not parse is refused, never guessed.
+ */
+export const SNI_VERSION = 'cw1';
+const VERSION_LABEL = /^cw[0-9]+$/;
+const PORT = /^[1-9][0-9]{0,4}$/;
+
+export interface ServiceSni {
+  readonly kind: 'service';
+  readonly port: number;
+  /** Subset name (e.g. `v2`), or `undefined` for any subset (`all` on the wire). */
+  readonly subset: string | undefined;
+  readonly service: string;
+  readonly namespace: string;
+  readonly cluster: string;
+  readonly trustDomain: string;
+}
+
+export interface ControllerSni {
+  readonly kind: 'controller';
+  readonly cluster: string;
+  readonly trustDomain: string;
+}
+
+export type Sni = ServiceSni | ControllerSni;
+
+function fail(input: string, reason: string, code: string = ErrorCodes.sniInvalid): never {
+  throw new InvalidNameError(code, input, reason);
+}
+
+function checkTrustDomain(input: string, td: string): void {
+  if (td.length === 0) fail(input, 'missing trust domain after the version label');
+  const problem = dnsNameProblem(td);
+  if (problem) fail(input, `trust domain: ${problem}`);
+}
+
+/** Parses an SNI server name. Throws {@link InvalidNameError} naming what is wrong. */
+export function parseSni(input: string): Sni {
+  if (typeof input !== 'string' || input.length === 0) fail(String(input), 'empty server name');
+  if (input.length > 253) fail(input, `server name is ${input.length} characters; at most 253 are allowed`);
+  if (input.endsWith('.')) fail(input, 'server name must not end with "."');
+  const labels = input.split('.');
+  for (const label of labels) {
+    const problem = dnsLabelProblem(label);
+    if (problem) fail(input, problem);
+  }
+  if (labels[0] === 'controller') {
+    const [, cluster = '', version = '', ...td] = labels;
+    if (version !== SNI_VERSION) versionProblem(input, version);
+    const clusterProblem = clusterNameProblem(cluster);
+    if (clusterProblem) fail(input, `cluster: ${clusterProblem}`);
+    checkTrustDomain(input, td.join('.'));
+    return { kind: 'controller', cluster, trustDomain: td.join('.') };
+  }
+  if (labels.length < 7) {
+    fail(input, 'expected <port>.<subset|all>.<service>.<namespace>.<cluster>.cw1.<trust-domain>');
+  }
+  const [portText = '', subset = '', service = '', namespace = '', cluster = '', version = '', ...td] = labels;
+  if (version !== SNI_VERSION) versionProblem(input, version);
+  if (!PORT.test(portText) || Number(portText) > 65535) fail(input, `port "${portText}" must be a number from 1 to 65535`);
+  const clusterProblem = clusterNameProblem(cluster);
+  if (clusterProblem) fail(input, `cluster: ${clusterProblem}`);
+  checkTrustDomain(input, td.join('.'));
+  return {
+    kind: 'service',
+    port: Number(portText),
+    subset: subset === 'all' ? undefined : subset,
+    service,
+    namespace,
+    cluster,
+    trustDomain: td.join('.'),
+  };
+}
+
+function versionProblem(input: string, version: string): never {
+  if (VERSION_LABEL.test(version)) {
+    fail(input, `SNI format version "${version}" is not supported (this build speaks ${SNI_VERSION})`, ErrorCodes.sniUnknownVersion);
+  }
+  fail(input, `expected the format version label "${SNI_VERSION}" in its position, found "${version}"`);
+}
+
+/** Encodes an SNI, validating it by parsing the result (so encode and parse never disagree). */
+export function encodeSni(sni: Omit<ServiceSni, 'kind'> | Omit<ControllerSni, 'kind'> & { kind?: Sni['kind'] }): string {
+  let text: string;
+  if ('port' in sni) {
+    if (sni.subset === 'all') fail('all', 'subset "all" is reserved for "any subset"; pass undefined');
+    text = [String(sni.port), sni.subset ?? 'all', sni.service, sni.namespace, sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
+  } else {
+    text = ['controller', sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
+  }
+  parseSni(text);
+  return text;
+}
+
+export function serviceSni(parts: Omit<ServiceSni, 'kind'>): string {
+  return encodeSni(parts);
+}
+
+export function controllerSni(cluster: string, trustDomain: string): string {
+  return encodeSni({ cluster, trustDomain });
+}
+
+/** Parses without throwing; returns the error instead. For hot paths that count refusals. */
+export function tryParseSni(input: string): Sni | InvalidNameError {
+  try {
+    return parseSni(input);
+  } catch (error) {
+    if (error instanceof InvalidNameError) return error;
+    throw error;
+  }
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// Installs the Debian packages Causeway's tests, demo and benchmarks need, when missing.
+// Usage: node scripts/ensure-system-packages.mjs [test|demo|bench]
+// Plain JavaScript on purpose: it runs before `npm ci` has given us Node 24 and tsx.
+import { execFileSync, spawnSync } from 'node:child_process';
+
+const NEEDS = {
+  // command on PATH -> Debian package providing it
+  test: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2' },
+  demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
+  bench: {
+    etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', haproxy: 'haproxy', nginx: 'nginx-light',
+    wrk: 'wrk', h2load: 'nghttp2-client',
+  },
+};
+// Files (not commands) that a package provides.
+const FILE_NEEDS = { bench: { '/usr/lib/nginx/modules/ngx_stream_module.so': 'libnginx-mod-stream' } };
+
+const purpose = process.argv[2] ?? 'test';
+if (!(purpose in NEEDS)) {
+  process.stderr.write(`ensure-system-packages: unknown purpose "${purpose}"; use test, demo or bench\n`);
+  process.exit(2);
+}
+const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+const missing = new Set();
+for (const [cmd, pkg] of Object.entries(NEEDS[purpose])) if (!has(cmd)) missing.add(pkg);
+for (const [file, pkg] of Object.entries(FILE_NEEDS[purpose] ?? {})) {
+  if (spawnSync('test', ['-e', file]).status !== 0) missing.add(pkg);
+}
+if (missing.size === 0) process.exit(0);
+const list = [...missing];
+if (process.getuid?.() !== 0) {
+  process.stderr.write(`causeway needs these Debian packages: ${list.join(' ')}\nrun as root: apt-get update && apt-get install -y ${list.join(' ')}\n`);
+  process.exit(1);
+}
+process.stderr.write(`installing Debian packages: ${list.join(' ')}\n`);
+const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+const apt = (args) => execFileSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env });
+try {
+  apt(['install', '-y', '-q', '--no-install-recommends', ...list]);
+} catch {
+  apt(['update', '-q']);
+  apt(['install', '-y', '-q', '--no-install-recommends', ...list]);
+}
+// Debian starts services it installs; Causeway runs its own instances on its own ports.
+for (const service of ['etcd', 'haproxy', 'nginx']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });

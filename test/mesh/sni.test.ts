@@ -1,0 +1,82 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { ErrorCodes, InvalidNameError, controllerSni, encodeSni, parseSni } from '../../mesh/index.js';
+
+const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
+
+test('round-trips the example from DESIGN.md', (t) => {
+  const text = '9080.v2.reviews.default.west.cw1.causeway.internal';
+  const sni = parseSni(text);
+  t.deepEqual(sni, { kind: 'service', port: 9080, subset: 'v2', service: 'reviews', namespace: 'default', cluster: 'west', trustDomain: 'causeway.internal' });
+  t.is(encodeSni(sni), text);
+});
+
+test('"all" means any subset', (t) => {
+  const sni = parseSni('443.all.api.prod.east.cw1.example.org');
+  t.is(sni.kind, 'service');
+  t.is(sni.kind === 'service' ? sni.subset : 'x', undefined);
+});
+
+test('controller names round-trip', (t) => {
+  const text = controllerSni('west', 'causeway.internal');
+  t.is(text, 'controller.west.cw1.causeway.internal');
+  t.deepEqual(parseSni(text), { kind: 'controller', cluster: 'west', trustDomain: 'causeway.internal' });
+});
+
+test('property: encode then parse is the identity', (t) => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 65535 }), fc.option(label.filter((l) => l !== 'all'), { nil: undefined }), label, label, label, fc.array(label, { minLength: 1, maxLength: 3 }), (port, subset, service, namespace, cluster, td) => {
+      const parts = { port, subset, service, namespace, cluster, trustDomain: td.join('.') };
+      const text = encodeSni(parts);
+      t.deepEqual(parseSni(text), { kind: 'service', ...parts });
+    }),
+  );
+});
+
+const refusals: Array<[string, string, RegExp]> = [
+  ['empty', '', /empty/],
+  ['upper-case', '9080.all.Reviews.default.west.cw1.causeway.internal', /upper-case/],
+  ['underscore', '9080.all.my_svc.default.west.cw1.causeway.internal', /"_"/],
+  ['unknown version', '9080.all.reviews.default.west.cw2.causeway.internal', /version "cw2" is not supported/],
+  ['missing version', '9080.all.reviews.default.west.causeway.internal', /expected/],
+  ['port zero', '0.all.reviews.default.west.cw1.causeway.internal', /port/],
+  ['port too big', '65536.all.reviews.default.west.cw1.causeway.internal', /port/],
+  ['leading-zero port', '080.all.reviews.default.west.cw1.causeway.internal', /port/],
+  ['non-numeric port', 'http.all.reviews.default.west.cw1.causeway.internal', /port/],
+  ['too long', `9080.all.reviews.default.west.cw1.${'a'.repeat(60)}.${'b'.repeat(60)}.${'c'.repeat(60)}.${'d'.repeat(60)}`, /at most 253/],
+  ['label too long', `9080.all.${'r'.repeat(64)}.default.west.cw1.causeway.internal`, /longer than 63/],
+  ['empty label', '9080..reviews.default.west.cw1.causeway.internal', /empty label/],
+  ['trailing dot', '9080.all.reviews.default.west.cw1.causeway.internal.', /must not end/],
+  ['leading hyphen', '9080.all.-reviews.default.west.cw1.causeway.internal', /not starting or ending/],
+  ['no trust domain', '9080.all.reviews.default.west.cw1', /expected|trust domain/],
+  ['cluster too long', `9080.all.reviews.default.${'c'.repeat(33)}.cw1.causeway.internal`, /longer than 32/],
+  ['controller without trust domain', 'controller.west.cw1', /trust domain/],
+  ['controller unknown version', 'controller.west.cw9.causeway.internal', /not supported/],
+];
+
+for (const [what, input, message] of refusals) {
+  test(`refuses ${what}`, (t) => {
+    const error = t.throws(() => parseSni(input), { instanceOf: InvalidNameError });
+    t.regex(error.message, message);
+    t.true(error.code === ErrorCodes.sniInvalid || error.code === ErrorCodes.sniUnknownVersion);
+  });
+}
+
+test('unknown version has its own code so gateways can count it apart', (t) => {
+  const error = t.throws(() => parseSni('1.all.a.b.c.cw7.td'), { instanceOf: InvalidNameError });
+  t.is(error.code, ErrorCodes.sniUnknownVersion);
+});
+
+test('property: arbitrary strings never crash the parser (they parse or throw InvalidNameError)', (t) => {
+  fc.assert(
+    fc.property(fc.string({ maxLength: 300 }), (input) => {
+      try {
+        const sni = parseSni(input);
+        t.is(encodeSni(sni), input);
+      } catch (error) {
+        t.true(error instanceof InvalidNameError, String(error));
+      }
+    }),
+    { numRuns: 2000 },
+  );
+});
