@@ -7,6 +7,7 @@ export * from './dns-name.js';
 export * from './etcd-keys.js';
 export * from './catalog.js';
 export * from './snapshot.js';
+export * from './identities.js';
 export * from './validation.js';
 export * from './config/schemas.js';
 export * from './config/load.js';
