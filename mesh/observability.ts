@@ -21,7 +21,7 @@ export interface ObservabilityServerOptions {
   host?: string;
   /** Port for `/healthz/ready` (0 = pick one). */
   readyPort: number;
-  /** Port for `/metrics`; when equal to readyPort (or undefined) one server answers both. */
+  /** Port for `/metrics`; when undefined or equal to a non-zero readyPort, one server answers both. */
   metricsPort?: number;
   registry: Registry;
   readiness: () => Readiness;
@@ -78,7 +78,7 @@ function listen(server: Server, port: number, host: string): Promise<number> {
 /** Serves `/healthz/ready` (200 only when ready, JSON reasons otherwise) and `/metrics`. */
 export async function startObservabilityServer(options: ObservabilityServerOptions): Promise<ObservabilityServer> {
   const host = options.host ?? '127.0.0.1';
-  const shared = options.metricsPort === undefined || options.metricsPort === options.readyPort;
+  const shared = options.metricsPort === undefined || (options.metricsPort === options.readyPort && options.readyPort !== 0);
   const servers: Server[] = [];
   const readyServer = createServer(handler(options, { ready: true, metrics: shared }));
   servers.push(readyServer);
