@@ -1,0 +1,43 @@
+/**
+ * The shared-root CA of a Causeway mesh: an offline root, one intermediate per cluster,
+ * SPIFFE X.509-SVID workload certificates, and trust bundles.
+ *
+ * Quick use (tooling, tests, static hosts):
+ * ```ts
+ * const root = await createRootCa({ trustDomain: 'causeway.internal' });
+ * const east = await createIntermediateCa(root, { cluster: 'east' });
+ * const svid = await east.issue({ spiffeId: 'spiffe://causeway.internal/ns/default/sa/reviews' });
+ * tls.createServer({ key: svid.privateKeyPem, cert: svid.certChainPem, ca: svid.trustBundlePem, requestCert: true });
+ * ```
+ * Directories: `writeRootCa` / `loadRootCa` (root-key.pem 0600, root-cert.pem,
+ * trust-bundle.pem), `writeIntermediateCa` / `loadIntermediateCa` (ca-key.pem 0600,
+ * ca-cert.pem, cert-chain.pem, trust-bundle.pem — a controller's `caDir`),
+ * `writeWorkloadCertificate` (key.pem 0600, cert.pem, cert-chain.pem, trust-bundle.pem).
+ */
+export { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
+export { KeyTypes, DEFAULT_KEY_TYPE, parseKeyType, generatePrivateKey, keyTypeOf, describeKey, privateKeyPem, loadPrivateKey, type KeyType } from './keys.js';
+export {
+  CaFiles,
+  Defaults as CaDefaults,
+  DEFAULT_ALLOWED_KEY_TYPES,
+  createRootCa,
+  createIntermediateCa,
+  writeRootCa,
+  loadRootCa,
+  writeIntermediateCa,
+  loadIntermediateCa,
+  writeWorkloadCertificate,
+  type RootCa,
+  type RootCaFiles,
+  type IntermediateCa,
+  type IntermediateCaFiles,
+  type IssueOptions,
+  type SignCsrOptions,
+  type SignedCertificate,
+  type WorkloadCertificate,
+  type WorkloadCertificateFiles,
+  type CredentialFiles,
+} from './authority.js';
+export { createCsr, parseAndVerifyCsr, MAX_CSR_PEM_BYTES, type VerifiedCsr } from './csr.js';
+export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
+export { splitCertificates } from './pem.js';
