@@ -1,0 +1,225 @@
+import { tryParseSni, type HealthState } from '../mesh/index.js';
+
+/**
+ * The gateway's routing state: which SNI goes to which pool of upstream targets.
+ * A table is immutable once built; sources (etcd catalog, routes file) build a new one
+ * and swap it in, so established connections never notice a change.
+ */
+
+export type Balancer = 'round-robin' | 'least-connections';
+export const Balancers: readonly Balancer[] = ['round-robin', 'least-connections'];
+
+/** Why a parsed server name is not routed; also the `reason` label of the refusal metric. */
+export type RouteRefusal =
+  | 'invalid-sni'
+  | 'unknown-sni'
+  | 'unknown-service'
+  | 'not-exported'
+  | 'unknown-port'
+  | 'unknown-subset'
+  | 'no-healthy-endpoint';
+
+export type RouteKind = 'sni' | 'service' | 'peer-cluster' | 'controller';
+
+export interface TargetAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+/** One upstream address; shared by every table so least-connections counts survive a table swap. */
+export class UpstreamTarget implements TargetAddress {
+  /** Connections currently spliced to this target. */
+  active = 0;
+  constructor(
+    readonly address: string,
+    readonly port: number,
+  ) {}
+}
+
+/** Hands out one {@link UpstreamTarget} per address, across table rebuilds. */
+export class TargetRegistry {
+  private readonly targets = new Map<string, UpstreamTarget>();
+
+  get(address: string, port: number): UpstreamTarget {
+    const key = `${address}:${port}`;
+    let target = this.targets.get(key);
+    if (target === undefined) {
+      target = new UpstreamTarget(address, port);
+      this.targets.set(key, target);
+    }
+    return target;
+  }
+
+  /** Forgets targets no table uses and no connection holds. */
+  retain(used: ReadonlySet<UpstreamTarget>): void {
+    for (const [key, target] of this.targets) if (target.active === 0 && !used.has(target)) this.targets.delete(key);
+  }
+}
+
+export class TargetPool {
+  private cursor = 0;
+  constructor(
+    readonly targets: readonly UpstreamTarget[],
+    readonly balancer: Balancer,
+  ) {}
+
+  /** The next target, skipping those in `tried`; undefined when none is left. */
+  pick(tried: readonly UpstreamTarget[] | undefined): UpstreamTarget | undefined {
+    const targets = this.targets;
+    const n = targets.length;
+    if (n === 0) return undefined;
+    const start = this.cursor;
+    this.cursor = start + 1 >= n ? 0 : start + 1;
+    if (this.balancer === 'round-robin') {
+      for (let i = 0; i < n; i++) {
+        const target = targets[(start + i) % n]!;
+        if (tried === undefined || !tried.includes(target)) return target;
+      }
+      return undefined;
+    }
+    let best: UpstreamTarget | undefined;
+    for (let i = 0; i < n; i++) {
+      const target = targets[(start + i) % n]!;
+      if (tried !== undefined && tried.includes(target)) continue;
+      if (best === undefined || target.active < best.active) best = target;
+    }
+    return best;
+  }
+}
+
+/** Counts a route accumulates in plain numbers; the metrics registry reads them on scrape. */
+export interface RouteStats {
+  ok: number;
+  error: number;
+  upstreamFailed: number;
+}
+
+export interface Route {
+  /** Metric label: `<name>.<namespace>`, `cluster/<peer>`, `controller`, or the exact SNI. */
+  readonly name: string;
+  readonly kind: RouteKind;
+  readonly pool: TargetPool;
+  readonly stats: RouteStats;
+}
+
+export interface EndpointSpec extends TargetAddress {
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly health?: HealthState;
+}
+
+export interface ServiceRouteSpec {
+  readonly namespace: string;
+  readonly name: string;
+  /** Only exported services are reachable through the gateway. */
+  readonly exported: boolean;
+  /** Service ports an SNI may name; undefined accepts any. */
+  readonly ports?: readonly number[];
+  /** Subset name → label selector. */
+  readonly subsets?: Readonly<Record<string, Readonly<Record<string, string>>>>;
+  readonly endpoints: readonly EndpointSpec[];
+}
+
+export interface RouteTableSpec {
+  /** This cluster's name: service SNIs naming it go to local endpoints. */
+  readonly cluster?: string;
+  /** Only SNIs in this trust domain are routed (exact `sniRoutes` excepted). */
+  readonly trustDomain?: string;
+  readonly balancer: Balancer;
+  /** Exact server names → targets, checked first. */
+  readonly sniRoutes?: readonly { readonly sni: string; readonly targets: readonly TargetAddress[] }[];
+  readonly services?: readonly ServiceRouteSpec[];
+  /** Other clusters' gateways, for SNIs naming those clusters (chained passthrough). */
+  readonly peerClusters?: readonly { readonly name: string; readonly gateways: readonly TargetAddress[] }[];
+  /** This cluster's controller gRPC addresses, for `controller.<cluster>.cw1.<td>`. */
+  readonly controllers?: readonly TargetAddress[];
+}
+
+export type RouteStatsSource = (name: string) => RouteStats;
+
+/** Route cache bound: only successful lookups are cached, so this is services × ports × subsets. */
+const MAX_CACHED_ROUTES = 10_000;
+
+interface ServiceEntry {
+  readonly spec: ServiceRouteSpec;
+  readonly name: string;
+}
+
+export class RouteTable {
+  private readonly cache = new Map<string, Route>();
+  private readonly exact = new Map<string, Route>();
+  private readonly services = new Map<string, ServiceEntry>();
+  private readonly peers = new Map<string, Route>();
+  private readonly controller: Route | undefined;
+  /** Every target this table can pick, for {@link TargetRegistry.retain}. */
+  readonly targets = new Set<UpstreamTarget>();
+
+  constructor(
+    readonly spec: RouteTableSpec,
+    private readonly registry: TargetRegistry,
+    private readonly statsFor: RouteStatsSource,
+  ) {
+    for (const route of spec.sniRoutes ?? []) this.exact.set(route.sni, this.route(route.sni, 'sni', route.targets));
+    for (const service of spec.services ?? []) {
+      const name = `${service.name}.${service.namespace}`;
+      this.services.set(`${service.namespace}/${service.name}`, { spec: service, name });
+      for (const endpoint of service.endpoints) this.targets.add(registry.get(endpoint.address, endpoint.port));
+    }
+    for (const peer of spec.peerClusters ?? []) {
+      if (peer.name !== spec.cluster && peer.gateways.length > 0) this.peers.set(peer.name, this.route(`cluster/${peer.name}`, 'peer-cluster', peer.gateways));
+    }
+    if (spec.controllers && spec.controllers.length > 0) this.controller = this.route('controller', 'controller', spec.controllers);
+  }
+
+  get routeCount(): number {
+    return this.exact.size + this.services.size + this.peers.size + (this.controller ? 1 : 0);
+  }
+
+  private route(name: string, kind: RouteKind, addresses: readonly TargetAddress[]): Route {
+    const targets = addresses.map((a) => this.registry.get(a.address, a.port));
+    for (const target of targets) this.targets.add(target);
+    return { name, kind, pool: new TargetPool(targets, this.spec.balancer), stats: this.statsFor(name) };
+  }
+
+  /** The route for a server name, or why there is none. */
+  resolve(serverName: string): Route | RouteRefusal {
+    const cached = this.cache.get(serverName);
+    if (cached !== undefined) return cached;
+    const result = this.lookup(serverName);
+    if (typeof result !== 'string') {
+      if (this.cache.size >= MAX_CACHED_ROUTES) this.cache.clear();
+      this.cache.set(serverName, result);
+    }
+    return result;
+  }
+
+  private lookup(serverName: string): Route | RouteRefusal {
+    const exact = this.exact.get(serverName);
+    if (exact !== undefined) return exact;
+    const sni = tryParseSni(serverName);
+    if (sni instanceof Error) return 'invalid-sni';
+    if (this.spec.trustDomain !== undefined && sni.trustDomain !== this.spec.trustDomain) return 'unknown-sni';
+    if (sni.cluster !== this.spec.cluster) return this.peers.get(sni.cluster) ?? 'unknown-sni';
+    if (sni.kind === 'controller') return this.controller ?? 'unknown-sni';
+    const entry = this.services.get(`${sni.namespace}/${sni.service}`);
+    if (entry === undefined) return 'unknown-service';
+    const service = entry.spec;
+    if (!service.exported) return 'not-exported';
+    if (service.ports !== undefined && !service.ports.includes(sni.port)) return 'unknown-port';
+    let selector: Readonly<Record<string, string>> | undefined;
+    if (sni.subset !== undefined) {
+      selector = service.subsets?.[sni.subset];
+      if (selector === undefined) return 'unknown-subset';
+    }
+    const endpoints = service.endpoints.filter((e) => selector === undefined || matches(e.labels, selector));
+    // Healthy endpoints first; endpoints whose health nobody has checked yet only when none is healthy.
+    let usable = endpoints.filter((e) => (e.health ?? 'healthy') === 'healthy');
+    if (usable.length === 0) usable = endpoints.filter((e) => e.health === 'unknown');
+    if (usable.length === 0) return 'no-healthy-endpoint';
+    return this.route(entry.name, 'service', usable);
+  }
+}
+
+function matches(labels: Readonly<Record<string, string>> | undefined, selector: Readonly<Record<string, string>>): boolean {
+  for (const key in selector) if (labels?.[key] !== selector[key]) return false;
+  return true;
+}

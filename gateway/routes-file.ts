@@ -1,0 +1,116 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, dnsLabel, dnsName, host, port, validate } from '../mesh/index.js';
+import { GatewayErrorCodes } from './errors.js';
+import { Balancers, type Balancer, type ServiceRouteSpec, type TargetAddress } from './route-table.js';
+import type { RouteSpecInput } from './sni-gateway.js';
+
+/**
+ * The static routes file (`causeway gateway --routes FILE`), for standalone gateways and
+ * tests. Example:
+ *
+ * ```yaml
+ * cluster: east                       # service SNIs naming this cluster go to endpoints below
+ * trustDomain: causeway.internal
+ * balancer: least-connections
+ * routes:
+ *   - service: reviews.default        # <name>.<namespace>
+ *     ports: [9080]                   # optional: SNI ports accepted
+ *     subsets: { v2: { version: v2 } }
+ *     endpoints:
+ *       - { address: 10.0.0.5, port: 15006, labels: { version: v2 } }
+ *       - 10.0.0.6:15006
+ *   - cluster: west                   # SNIs naming cluster west → its gateways
+ *     gateways: [203.0.113.7:15443]
+ *   - controller: [127.0.0.1:15012]   # controller.east.cw1.causeway.internal
+ *   - sni: legacy.example.internal    # exact server name
+ *     targets: [127.0.0.1:8443]
+ * ```
+ */
+
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
+
+const target = z.union([
+  z.strictObject({ address: host, port }),
+  z.string().transform((text, ctx): TargetAddress => {
+    const match = HOST_PORT.exec(text);
+    const portNumber = Number(match?.[2]);
+    if (!match || portNumber < 1 || portNumber > 65535) {
+      ctx.addIssue({ code: 'custom', message: `"${text}" is not host:port` });
+      return z.NEVER;
+    }
+    return { address: match[1]!.replace(/^\[|\]$/g, ''), port: portNumber };
+  }),
+]);
+
+const endpoint = z.union([
+  target,
+  z.strictObject({ address: host, port, labels: z.record(z.string(), z.string()).optional(), health: z.enum(HealthStates).optional() }),
+]);
+
+const serviceRoute = z.strictObject({
+  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <name>.<namespace>'),
+  exported: z.boolean().default(true),
+  ports: z.array(port).optional(),
+  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).optional(),
+  endpoints: z.array(endpoint),
+});
+const clusterRoute = z.strictObject({ cluster: clusterName, gateways: z.array(target).min(1, 'list at least one gateway') });
+const controllerRoute = z.strictObject({ controller: z.array(target).min(1, 'list at least one controller address') });
+const sniRoute = z.strictObject({ sni: dnsName, targets: z.array(target).min(1, 'list at least one target') });
+
+export const RoutesFile = z.strictObject({
+  cluster: clusterName.optional(),
+  trustDomain: dnsName.optional(),
+  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional(),
+  routes: z.array(z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' })),
+});
+export type RoutesFile = z.output<typeof RoutesFile>;
+
+/** Turns a validated routes file into the gateway's route spec. */
+export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
+  const sniRoutes: { sni: string; targets: TargetAddress[] }[] = [];
+  const services: ServiceRouteSpec[] = [];
+  const peerClusters: { name: string; gateways: TargetAddress[] }[] = [];
+  const controllers: TargetAddress[] = [];
+  for (const route of file.routes) {
+    if ('service' in route) {
+      if (file.cluster === undefined) {
+        throw new ValidationError(ErrorCodes.configInvalid, 'routes file', [{ path: 'cluster', message: 'service routes need the top-level cluster their SNIs name' }]);
+      }
+      const [name = '', namespace = ''] = route.service.split('.');
+      services.push({ name, namespace, exported: route.exported, ports: route.ports, subsets: route.subsets, endpoints: route.endpoints });
+    } else if ('cluster' in route) {
+      peerClusters.push({ name: route.cluster, gateways: route.gateways });
+    } else if ('controller' in route) {
+      controllers.push(...route.controller);
+    } else {
+      sniRoutes.push({ sni: route.sni, targets: route.targets });
+    }
+  }
+  return { cluster: file.cluster, trustDomain: file.trustDomain, balancer: file.balancer, sniRoutes, services, peerClusters, controllers };
+}
+
+/** Parses routes-file YAML text; errors name the file and the bad paths. */
+export function parseRoutesText(text: string, source: string): RouteSpecInput {
+  let value: unknown;
+  try {
+    value = parseYaml(text, { uniqueKeys: true });
+  } catch (error) {
+    throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: `not valid YAML (${(error as Error).message.split('\n')[0]})` }]);
+  }
+  return routeSpecFromFile(validate(RoutesFile, value ?? {}, source, ErrorCodes.configInvalid));
+}
+
+export function loadRoutesFile(path: string): RouteSpecInput {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new CausewayError(GatewayErrorCodes.routesUnreadable, `cannot read routes file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; check the path`, {
+      cause: error,
+    });
+  }
+  return parseRoutesText(text, path);
+}
