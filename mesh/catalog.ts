@@ -142,6 +142,12 @@ export const LinkStatus = z.strictObject({
   conflicts: z.array(z.string()).default([]),
   message: z.string().optional(),
   updatedAt: z.iso.datetime(),
+  /** Whether the federation currently holds a working watch on the peer's etcd. */
+  connected: z.boolean().optional(),
+  /** Imports currently flagged `stale`. */
+  importsStale: z.number().int().nonnegative().optional(),
+  /** Imports removed because the link's heartbeat passed `expireAfter`. */
+  importsExpired: z.number().int().nonnegative().optional(),
 });
 export type LinkStatus = z.infer<typeof LinkStatus>;
 

@@ -1,0 +1,153 @@
+import { Registry } from 'prom-client';
+import {
+  EtcdKeys,
+  logger as moduleLogger,
+  parseEtcdKey,
+  type ClusterConfig,
+  type EtcdConnection,
+  type FederationConfig,
+  type LinkConfig,
+  type Logger,
+  type Readiness,
+} from '../mesh/index.js';
+import { Etcd3CatalogStore, MAX_TXN_OPS, type CatalogStore } from './etcd-store.js';
+import { FederationMetrics } from './metrics.js';
+import { PeerLink, type PeerLinkStatus } from './peer-link.js';
+import { PortConflictBoard, type PortConflict } from './port-conflicts.js';
+
+export interface FederationOptions {
+  /** This cluster's name (imports are written for peers of it). */
+  readonly cluster: string;
+  /** The local etcd: where imports and link status are written. A store the host already has, or a connection. */
+  readonly local: CatalogStore | EtcdConnection;
+  readonly links: readonly LinkConfig[];
+  readonly settings: FederationConfig;
+  /** Metrics land here (the host's registry); a private one otherwise. */
+  readonly registry?: Registry;
+  readonly logger?: Logger;
+  /** Opens a peer's etcd; defaults to etcd3 over the link's endpoints and TLS files. */
+  readonly connectPeer?: (link: LinkConfig) => CatalogStore;
+}
+
+export interface FederationStatus {
+  readonly cluster: string;
+  readonly ready: boolean;
+  readonly links: PeerLinkStatus[];
+  readonly conflicts: PortConflict[];
+}
+
+/**
+ * The federation service of one cluster: one {@link PeerLink} per configured link, a
+ * shared port-conflict board, metrics, and a readiness the controller can embed. Run it
+ * inside the controller (`new Federation(Federation.optionsFrom(config)).start()`) or
+ * standalone with `causeway federation`.
+ */
+export class Federation {
+  readonly #o: FederationOptions;
+  readonly #log: Logger;
+  readonly #local: CatalogStore;
+  readonly #ownsLocal: boolean;
+  readonly #peerStores: CatalogStore[] = [];
+  readonly #links = new Map<string, PeerLink>();
+  readonly #conflicts = new PortConflictBoard();
+  readonly metrics: FederationMetrics;
+  #started = false;
+
+  constructor(options: FederationOptions) {
+    this.#o = options;
+    this.#log = options.logger ?? moduleLogger('federation', { cluster: options.cluster });
+    this.#ownsLocal = !('list' in options.local);
+    this.#local = 'list' in options.local ? options.local : Etcd3CatalogStore.connect(options.local);
+    this.metrics = new FederationMetrics(options.registry ?? new Registry());
+  }
+
+  /** Options for a cluster config as `causeway federation` and the controller read it. */
+  static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local'>> = {}): FederationOptions {
+    return { cluster: config.cluster.name, local: extra.local ?? config.etcd, links: config.links, settings: config.federation, ...extra };
+  }
+
+  /** Loads earlier state, removes imports of peers no longer linked, and starts every link. */
+  async start(): Promise<void> {
+    if (this.#started) return;
+    this.#started = true;
+    await this.#removeUnlinkedPeers();
+    for (const link of this.#o.links) {
+      if (link.peer === this.#o.cluster) {
+        this.#log.warn({ peer: link.peer }, 'ignoring a link to this cluster itself');
+        continue;
+      }
+      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : Etcd3CatalogStore.connect(link.etcd);
+      this.#peerStores.push(peerStore);
+      const peerLink = new PeerLink({
+        peer: link.peer,
+        peerStore,
+        localStore: this.#local,
+        timings: this.#o.settings,
+        conflicts: this.#conflicts,
+        onConflictsChanged: (clusters, service) => {
+          for (const cluster of clusters) if (cluster !== link.peer) this.#links.get(cluster)?.markDirty(service);
+        },
+        metrics: this.metrics,
+        log: this.#log.child({ peer: link.peer }),
+      });
+      this.#links.set(link.peer, peerLink);
+    }
+    for (const link of this.#links.values()) await link.load();
+    for (const link of this.#links.values()) link.start();
+    this.#log.info({ links: [...this.#links.keys()] }, 'federation started');
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.#links.values()].map((l) => l.stop()));
+    for (const store of this.#peerStores) store.close();
+    if (this.#ownsLocal) this.#local.close();
+  }
+
+  /** Ready once every link finished its initial sync or passed `initialSyncTimeout`. */
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    const links: Record<string, string> = {};
+    for (const link of this.#links.values()) {
+      links[link.peer] = link.initialSync;
+      if (link.initialSync === 'pending') reasons.push(`link ${link.peer}: initial sync pending`);
+    }
+    if (!this.#started) reasons.push('federation not started');
+    return { ready: reasons.length === 0, reasons, details: { initialSync: links } };
+  }
+
+  /** Resolves when {@link readiness} turns ready (at most `initialSyncTimeout` after start). */
+  async whenReady(): Promise<Readiness> {
+    await Promise.all([...this.#links.values()].map((l) => l.whenInitialSyncSettled()));
+    return this.readiness();
+  }
+
+  status(): FederationStatus {
+    return {
+      cluster: this.#o.cluster,
+      ready: this.readiness().ready,
+      links: [...this.#links.values()].map((l) => l.status()),
+      conflicts: this.#conflicts.conflicts(),
+    };
+  }
+
+  async #removeUnlinkedPeers(): Promise<void> {
+    const linked = new Set(this.#o.links.map((l) => l.peer));
+    const listing = await this.#local.list(EtcdKeys.importsPrefix);
+    const orphans: string[] = [];
+    for (const entry of listing.entries) {
+      let peer: string | undefined;
+      try {
+        const key = parseEtcdKey(entry.key);
+        peer = key.kind === 'imported-service' || key.kind === 'link-status' ? key.peer : undefined;
+      } catch {
+        peer = undefined;
+      }
+      if (peer === undefined || !linked.has(peer)) orphans.push(entry.key);
+    }
+    if (orphans.length === 0) return;
+    this.#log.info({ keys: orphans.length }, 'removing imports of peers that are no longer linked');
+    for (let i = 0; i < orphans.length; i += MAX_TXN_OPS) {
+      await this.#local.commit(orphans.slice(i, i + MAX_TXN_OPS).map((key) => ({ delete: key })));
+    }
+  }
+}

@@ -1,0 +1,127 @@
+import type { ExecutionContext } from 'ava';
+import { Registry } from 'prom-client';
+import {
+  CATALOG_SCHEMA_VERSION,
+  EtcdKeys,
+  ExportedService,
+  ImportedService,
+  LinkStatus,
+  decodeCatalogValue,
+  encodeCatalogValue,
+  type EtcdConnection,
+  type FederationConfig,
+  type LinkConfig,
+  type ServicePort,
+} from '../../mesh/index.js';
+import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../../federation/index.js';
+import { startEtcd, type EtcdServer } from '../fixtures/index.js';
+
+/** Short federation timings so the suite stays fast; the semantics are the defaults'. */
+export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 1500, expireAfterMs: 4000, initialSyncTimeoutMs: 3000 };
+
+export interface TestCluster {
+  readonly name: string;
+  readonly etcd: EtcdServer;
+  readonly connection: EtcdConnection;
+  /** A root client on this cluster's etcd (what its controller would hold). */
+  readonly store: CatalogStore;
+}
+
+export function connectionTo(endpoints: string[], tls?: { caFile: string; certFile: string; keyFile: string }): EtcdConnection {
+  return { endpoints, dialTimeoutMs: 2000, ...(tls ? { tls: { ca: tls.caFile, cert: tls.certFile, key: tls.keyFile } } : {}) };
+}
+
+export async function startCluster(t: ExecutionContext, name: string, options: { tls?: boolean } = {}): Promise<TestCluster> {
+  const etcd = await startEtcd({ name: `etcd-${name}`, tls: options.tls ?? false });
+  t.teardown(() => etcd.destroy());
+  const connection = connectionTo(etcd.endpoints, etcd.rootClient);
+  const store = Etcd3CatalogStore.connect(connection);
+  t.teardown(() => store.close());
+  return { name, etcd, connection, store };
+}
+
+/** Plays the peer controller's part: exports/_cluster plus a heartbeat on a lease. */
+export async function publishPeer(t: ExecutionContext, cluster: TestCluster, options: { region?: string; heartbeat?: boolean } = {}): Promise<HeartbeatPublisher | undefined> {
+  await publishExportedCluster(cluster.store, {
+    name: cluster.name,
+    locality: { region: options.region ?? `region-${cluster.name}`, zone: 'z1' },
+    network: `net-${cluster.name}`,
+    trustDomain: 'causeway.internal',
+    gateways: [{ address: '127.0.0.1', port: 15443 }],
+  });
+  if (options.heartbeat === false) return undefined;
+  const publisher = new HeartbeatPublisher({ cluster: cluster.name, store: cluster.store, intervalMs: timings.heartbeatIntervalMs });
+  await publisher.start();
+  t.teardown(() => publisher.stop({ revoke: false }).catch(() => undefined));
+  return publisher;
+}
+
+export function exportedService(ns: string, name: string, options: { ports?: ServicePort[]; healthy?: number; exportedAt?: string } = {}): ExportedService {
+  return {
+    schema: CATALOG_SCHEMA_VERSION,
+    service: {
+      schema: CATALOG_SCHEMA_VERSION,
+      name,
+      namespace: ns,
+      ports: options.ports ?? [{ name: 'http', port: 9080, protocol: 'http' }],
+      serviceAccounts: [`spiffe://causeway.internal/ns/${ns}/sa/${name}`],
+      exported: true,
+      subsets: {},
+    },
+    healthy: [{ locality: { region: 'r1', zone: 'z1' }, healthy: options.healthy ?? 2, total: 2 }],
+    exportedAt: options.exportedAt ?? new Date().toISOString(),
+  };
+}
+
+export async function exportService(cluster: TestCluster, value: ExportedService): Promise<void> {
+  const key = EtcdKeys.exportedService(value.service.namespace, value.service.name);
+  await cluster.store.commit([{ put: key, value: encodeCatalogValue(ExportedService, key, value) }]);
+}
+
+export async function unexportService(cluster: TestCluster, ns: string, name: string): Promise<void> {
+  await cluster.store.commit([{ delete: EtcdKeys.exportedService(ns, name) }]);
+}
+
+export async function readImport(cluster: TestCluster, peer: string, ns: string, name: string): Promise<ImportedService | undefined> {
+  const key = EtcdKeys.importedService(peer, ns, name);
+  const kv = await cluster.store.get(key);
+  if (!kv) return undefined;
+  const decoded = decodeCatalogValue(ImportedService, key, kv.value);
+  if (!decoded.ok) throw decoded.error;
+  return decoded.value;
+}
+
+export async function readLinkStatus(cluster: TestCluster, peer: string): Promise<LinkStatus | undefined> {
+  const key = EtcdKeys.linkStatus(peer);
+  const kv = await cluster.store.get(key);
+  if (!kv) return undefined;
+  const decoded = decodeCatalogValue(LinkStatus, key, kv.value);
+  if (!decoded.ok) throw decoded.error;
+  return decoded.value;
+}
+
+export async function startFederation(
+  t: ExecutionContext,
+  local: TestCluster,
+  links: LinkConfig[],
+  settings: FederationConfig = timings,
+): Promise<{ federation: Federation; registry: Registry }> {
+  const registry = new Registry();
+  const federation = new Federation({ cluster: local.name, local: local.connection, links, settings, registry });
+  t.teardown(() => federation.stop());
+  await federation.start();
+  return { federation, registry };
+}
+
+export function linkTo(peer: TestCluster, endpoints = peer.etcd.endpoints): LinkConfig {
+  return { peer: peer.name, etcd: connectionTo(endpoints, peer.etcd.rootClient) };
+}
+
+/** The value of one metric sample, or undefined. */
+export async function metricValue(registry: Registry, name: string, labels: Record<string, string>): Promise<number | undefined> {
+  const metric = registry.getSingleMetric(name);
+  if (!metric) return undefined;
+  const data = await metric.get();
+  const sample = data.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val));
+  return sample?.value;
+}

@@ -1,0 +1,115 @@
+import test from 'ava';
+import { loadConfigFile, parseConfig, type ClusterConfig } from '../../mesh/index.js';
+import { readClusterStatus, renderClusterStatus } from '../../federation/index.js';
+import { startFaultProxy, waitFor } from '../fixtures/index.js';
+import {
+  exportService,
+  exportedService,
+  linkTo,
+  metricValue,
+  publishPeer,
+  readImport,
+  readLinkStatus,
+  startCluster,
+  startFederation,
+  timings,
+  unexportService,
+  type TestCluster,
+} from './helpers.js';
+
+function clusterConfig(local: TestCluster, peers: TestCluster[]): ClusterConfig {
+  return parseConfig('cluster', {
+    cluster: { name: local.name, locality: { region: 'r-a', zone: 'z1' } },
+    etcd: { endpoints: local.etcd.endpoints },
+    links: peers.map((p) => ({ peer: p.name, etcd: { endpoints: p.etcd.endpoints } })),
+    federation: timings,
+  });
+}
+void loadConfigFile;
+
+test('a killed peer goes stale within staleAfter + 1 s, then expires, then recovers when it returns', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  await exportService(b, exportedService('default', 'reviews'));
+  const { federation, registry } = await startFederation(t, a, [linkTo(b)]);
+  await federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'import' });
+
+  const killedAt = Date.now();
+  await b.etcd.kill();
+  const stale = await waitFor(async () => (await readImport(a, 'b', 'default', 'reviews'))?.stale === true, {
+    timeoutMs: timings.staleAfterMs + 1000,
+    intervalMs: 25,
+    what: 'import flagged stale within staleAfter + 1s',
+  });
+  t.true(stale);
+  t.log(`stale after ${Date.now() - killedAt} ms (staleAfter ${timings.staleAfterMs} ms)`);
+
+  const config = clusterConfig(a, [b]);
+  const staleStatus = await waitFor(async () => {
+    const s = await readClusterStatus(a.store, config);
+    return s.links[0]?.state === 'stale' ? s : undefined;
+  }, { what: 'status shows stale' });
+  const link = staleStatus.links[0]!;
+  t.is(link.connected, false);
+  t.is(link.importsStale, 1);
+  t.true((link.heartbeatAgeMs ?? 0) > timings.staleAfterMs);
+  t.regex(renderClusterStatus(staleStatus), /b\s+stale\s+no/);
+  t.is(await metricValue(registry, 'causeway_federation_imports', { peer: 'b', state: 'stale' }), 1);
+
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'reviews')) === undefined, {
+    timeoutMs: timings.expireAfterMs + 2000,
+    what: 'import removed after expireAfter',
+  });
+  const expired = await waitFor(async () => {
+    const s = await readLinkStatus(a, 'b');
+    return s?.state === 'expired' ? s : undefined;
+  }, { what: 'expired status' });
+  t.is(expired.importsExpired, 1);
+  t.is(expired.imports, 0);
+
+  // Peer returns: everything recovers without restarting anything.
+  await b.etcd.restart();
+  const back = await waitFor(async () => {
+    const imp = await readImport(a, 'b', 'default', 'reviews');
+    return imp && !imp.stale ? imp : undefined;
+  }, { timeoutMs: 20_000, what: 'import back and fresh' });
+  t.false(back.stale);
+  await waitFor(async () => (await readLinkStatus(a, 'b'))?.state === 'synced', { timeoutMs: 10_000, what: 'synced again' });
+  const s = (await readClusterStatus(a.store, config)).links[0]!;
+  t.is(s.imports, 1);
+  t.is(s.importsStale, 0);
+  t.is(s.importsExpired, 0);
+});
+
+test('compaction while disconnected: the link re-lists and deletes imports that vanished', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(b.etcd.clientUrl).port) });
+  t.teardown(() => proxy.close());
+  await exportService(b, exportedService('default', 'gone'));
+  await exportService(b, exportedService('default', 'kept', { healthy: 2 }));
+  const { federation, registry } = await startFederation(t, a, [linkTo(b, [proxy.url()])]);
+  await federation.whenReady();
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'gone')) && readImport(a, 'b', 'default', 'kept'), { what: 'both imported' });
+
+  proxy.cut({ refuse: true });
+  await waitFor(async () => (await readLinkStatus(a, 'b'))?.connected === false, { what: 'link sees the disconnect' });
+  await unexportService(b, 'default', 'gone');
+  await exportService(b, exportedService('default', 'kept', { healthy: 1 }));
+  await exportService(b, exportedService('default', 'new'));
+  const revision = (await b.store.list('/causeway/v1/exports/')).revision;
+  b.etcd.etcdctl(['compact', revision]);
+  proxy.heal();
+
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'new')) !== undefined, { timeoutMs: 20_000, what: 'new import after resync' });
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'gone')) === undefined, { what: 'vanished import deleted' });
+  t.is((await readImport(a, 'b', 'default', 'kept'))?.healthy[0]?.healthy, 1);
+  t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'compacted' }), 1);
+  const status = await waitFor(async () => {
+    const s = await readLinkStatus(a, 'b');
+    return s?.state === 'synced' ? s : undefined;
+  }, { what: 'synced' });
+  t.is(status.imports, 2);
+  t.true(BigInt(status.appliedRevision) >= BigInt(revision));
+});
