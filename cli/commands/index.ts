@@ -1,6 +1,9 @@
 import type { Command } from 'commander';
 import { registerConfigCommands } from './config.js';
+import { registerTopologyCommands } from './topology.js';
+import { registerAppCommands } from './app.js';
 import { registerGatewayCommands } from './gateway.js';
+import { registerFederationCommands } from './federation.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerGatewayCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands];
