@@ -1,0 +1,51 @@
+import { CausewayError } from '../mesh/index.js';
+
+/** Stable codes of the sidecar's errors (also the `result` label of its metrics where they apply). */
+export const ProxyErrorCodes = {
+  connectTimeout: 'CW_PROXY_CONNECT_TIMEOUT',
+  connectFailed: 'CW_PROXY_CONNECT_FAILED',
+  handshakeFailed: 'CW_PROXY_HANDSHAKE_FAILED',
+  secureNaming: 'CW_PROXY_SECURE_NAMING',
+  noHealthyTarget: 'CW_PROXY_NO_HEALTHY_TARGET',
+  circuitOpen: 'CW_PROXY_CIRCUIT_OPEN',
+  unknownService: 'CW_PROXY_UNKNOWN_SERVICE',
+  upstreamReset: 'CW_PROXY_UPSTREAM_RESET',
+  noCertificate: 'CW_PROXY_NO_CERTIFICATE',
+  certificateIssue: 'CW_PROXY_CERTIFICATE_ISSUE',
+  certificateStore: 'CW_PROXY_CERTIFICATE_STORE',
+  bootstrapToken: 'CW_PROXY_JOIN_TOKEN',
+  listen: 'CW_PROXY_LISTEN',
+  addressExhausted: 'CW_PROXY_ADDRESS_EXHAUSTED',
+  controlPlane: 'CW_PROXY_CONTROL_PLANE',
+  snapshotRejected: 'CW_PROXY_SNAPSHOT_REJECTED',
+} as const;
+export type ProxyErrorCode = (typeof ProxyErrorCodes)[keyof typeof ProxyErrorCodes];
+
+/** Any error of the sidecar. `retryable` marks failures where another target may succeed. */
+export class ProxyError extends CausewayError {
+  constructor(code: ProxyErrorCode, message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
+    super(code, message, options);
+  }
+}
+
+/** Connecting to one target failed before any byte of the app reached it: safe to try the next target. */
+export class UpstreamConnectError extends ProxyError {
+  readonly target: string;
+  constructor(code: ProxyErrorCode, target: string, message: string, options: { cause?: unknown } = {}) {
+    super(code, `${target}: ${message}`, { ...options, retryable: code !== ProxyErrorCodes.circuitOpen });
+    this.target = target;
+  }
+}
+
+/** The server presented a SPIFFE ID the service does not allow (secure naming). Never retried on that target. */
+export class SecureNamingError extends UpstreamConnectError {
+  readonly presented: string | undefined;
+  constructor(target: string, presented: string | undefined, allowed: readonly string[]) {
+    super(
+      ProxyErrorCodes.secureNaming,
+      target,
+      `server identity ${presented ?? '(none)'} is not one the service allows (${allowed.join(', ') || 'none'}); check the service's serviceAccounts`,
+    );
+    this.presented = presented;
+  }
+}

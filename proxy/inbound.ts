@@ -1,0 +1,303 @@
+import { Agent, createServer as createHttpServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
+import { authorize, type Caller } from './authorization.js';
+import type { SidecarTuning } from './config.js';
+import type { SidecarMetrics } from './metrics.js';
+import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
+import { encodeProxyV2 } from './proxy-protocol.js';
+import type { WorkloadIdentity } from './workload-identity.js';
+
+/** The header the app reads to learn the caller's verified SPIFFE ID (any incoming copy is removed). */
+export const PEER_IDENTITY_HEADER = 'x-causeway-peer-identity';
+/** The caller's cluster (from its certificate's issuing intermediate); also removed when a caller sends it. */
+export const PEER_CLUSTER_HEADER = 'x-causeway-peer-cluster';
+
+export interface InboundDeps {
+  readonly tuning: SidecarTuning;
+  readonly identity: WorkloadIdentity;
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  readonly cluster: string;
+  readonly namespace: string;
+  readonly service: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly ports: readonly ServicePort[];
+  readonly mtlsMode: 'strict' | 'permissive';
+  readonly host: string;
+  readonly port: number;
+  /** Current authorization policies (from the last snapshot). */
+  readonly policies: () => readonly AuthorizationPolicy[];
+  /** Subset definitions of this service (from the last snapshot). */
+  readonly subsets: () => Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
+}
+
+interface InboundContext {
+  caller: Caller;
+  port: ServicePort;
+  denied: string | undefined;
+}
+
+/**
+ * The inbound listener (15006): terminates mTLS (STRICT: a client certificate chaining
+ * to the trust bundle is required; PERMISSIVE: plaintext and certificate-less TLS are
+ * let through as an unauthenticated caller), checks that the SNI names this workload,
+ * applies authorization policy, and forwards to the app port the SNI names, telling the
+ * app who called (HTTP header, or PROXY v2 for TCP ports that ask for it).
+ */
+export class InboundListener {
+  readonly #deps: InboundDeps;
+  readonly #tls: TlsServer;
+  readonly #front: TcpServer | undefined;
+  readonly #http = new Map<number, HttpServer>();
+  readonly #contexts = new WeakMap<Duplex, InboundContext>();
+  readonly #appAgent = new Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo' });
+  readonly #sockets = new Set<Duplex>();
+  readonly #onIdentityChange: () => void;
+  #port = 0;
+
+  constructor(deps: InboundDeps) {
+    this.#deps = deps;
+    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000 });
+    this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
+    this.#tls.on('tlsClientError', (error, socket) => {
+      deps.metrics.inboundRefused.inc({ reason: 'handshake' });
+      deps.log.debug({ err: error, remote: socket.remoteAddress }, 'inbound TLS handshake failed');
+    });
+    // Rotation: new handshakes use the new certificate; established sessions are untouched.
+    this.#onIdentityChange = () => {
+      try {
+        this.#tls.setSecureContext(deps.identity.serverContextOptions());
+      } catch (error) {
+        deps.log.error({ err: error }, 'could not install the new certificate in the inbound listener');
+      }
+    };
+    deps.identity.on('change', this.#onIdentityChange);
+    if (deps.mtlsMode === 'permissive') {
+      this.#front = createTcpServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.#sniff(socket));
+    }
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  async start(): Promise<number> {
+    const server = this.#front ?? this.#tls;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: this.#deps.host, port: this.#deps.port }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (server.address() as AddressInfo).port;
+    return this.#port;
+  }
+
+  async close(): Promise<void> {
+    this.#deps.identity.off('change', this.#onIdentityChange);
+    const server = this.#front ?? this.#tls;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    for (const h of this.#http.values()) h.closeAllConnections();
+    this.#appAgent.destroy();
+    await closed;
+  }
+
+  /** PERMISSIVE: a TLS ClientHello starts with 0x16; anything else is plaintext for the default port. */
+  #sniff(socket: Socket): void {
+    socket.on('error', () => {});
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      socket.unshift(first);
+      if (first[0] === 0x16) {
+        this.#tls.emit('connection', socket);
+      } else {
+        const port = this.#deps.ports[0];
+        if (!port) return this.#refuse(socket, 'no_port');
+        this.#deliver(socket, { caller: { spiffeId: undefined, cluster: undefined }, port, denied: undefined });
+      }
+      socket.resume();
+    });
+  }
+
+  #refuse(socket: Duplex, reason: string, detail: Record<string, unknown> = {}): void {
+    this.#deps.metrics.inboundRefused.inc({ reason });
+    this.#deps.log.debug({ reason, ...detail }, 'inbound connection refused');
+    socket.destroy();
+  }
+
+  #onSecureConnection(socket: TLSSocket): void {
+    socket.on('error', () => {});
+    const cert = socket.getPeerCertificate();
+    const presented = cert && Object.keys(cert).length > 0;
+    let caller: Caller;
+    if (socket.authorized) {
+      const spiffeId = spiffeIdOf(cert);
+      if (!spiffeId) return this.#refuse(socket, 'no_spiffe_id', { san: cert.subjectaltname });
+      caller = { spiffeId, cluster: clusterOfIssuer(cert) };
+    } else if (this.#deps.mtlsMode === 'permissive' && !presented) {
+      caller = { spiffeId: undefined, cluster: undefined };
+    } else {
+      return this.#refuse(socket, presented ? 'untrusted_certificate' : 'no_client_certificate', { error: socket.authorizationError });
+    }
+    const servername = socket.servername;
+    let port: ServicePort | undefined;
+    if (!servername) {
+      if (this.#deps.mtlsMode !== 'permissive') return this.#refuse(socket, 'no_sni');
+      port = this.#deps.ports[0];
+    } else {
+      const sni = tryParseSni(servername);
+      if (sni instanceof Error || sni.kind !== 'service') return this.#refuse(socket, 'bad_sni', { sni: servername });
+      if (sni.namespace !== this.#deps.namespace || sni.service !== this.#deps.service || sni.cluster !== this.#deps.cluster) {
+        return this.#refuse(socket, 'sni_not_this_workload', { sni: servername });
+      }
+      if (sni.subset !== undefined) {
+        const wanted = this.#deps.subsets()?.[sni.subset];
+        if (!wanted || Object.entries(wanted).some(([k, v]) => this.#deps.labels[k] !== v)) return this.#refuse(socket, 'subset_mismatch', { sni: servername });
+      }
+      port = this.#deps.ports.find((p) => p.port === sni.port);
+    }
+    if (!port) return this.#refuse(socket, 'unknown_port', { sni: servername });
+    const decision = authorize(this.#deps.policies(), { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, caller);
+    const context: InboundContext = { caller, port, denied: decision.allowed ? undefined : decision.policy };
+    if (!decision.allowed && port.protocol !== 'http') {
+      this.#countDenial(caller, decision.policy);
+      return this.#refuse(socket, 'authorization_denied', { caller: caller.spiffeId, policy: decision.policy });
+    }
+    this.#deliver(socket, context);
+  }
+
+  #countDenial(caller: Caller, policy: string): void {
+    let ns = 'unknown';
+    try {
+      if (caller.spiffeId) ns = parseSpiffeId(caller.spiffeId).namespace;
+    } catch {
+      /* unparseable IDs were refused earlier */
+    }
+    this.#deps.metrics.authorizationDenials.inc({ destination_service: `${this.#deps.service}.${this.#deps.namespace}`, source_namespace: ns, source_cluster: caller.cluster ?? 'unknown', policy });
+    this.#deps.log.info({ caller: caller.spiffeId ?? '(unauthenticated)', cluster: caller.cluster, policy }, 'authorization denied');
+  }
+
+  #labels(caller: Caller) {
+    let sourceService = 'unknown';
+    if (caller.spiffeId) {
+      const id = parseSpiffeId(caller.spiffeId);
+      sourceService = `${id.serviceAccount}.${id.namespace}`;
+    }
+    return { direction: 'inbound', source_cluster: caller.cluster ?? 'unknown', source_service: sourceService, destination_cluster: this.#deps.cluster, destination_service: `${this.#deps.service}.${this.#deps.namespace}` };
+  }
+
+  #deliver(socket: Duplex, context: InboundContext): void {
+    this.#sockets.add(socket);
+    this.#deps.metrics.activeConnections.inc({ direction: 'inbound' });
+    const started = performance.now();
+    socket.once('close', () => {
+      this.#sockets.delete(socket);
+      this.#deps.metrics.activeConnections.dec({ direction: 'inbound' });
+      const labels = this.#labels(context.caller);
+      this.#deps.metrics.connections.inc({ ...labels, result: 'ok' });
+      this.#deps.metrics.connectionSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
+      const s = socket as Socket;
+      this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'sent' }, s.bytesRead ?? 0);
+      this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'received' }, s.bytesWritten ?? 0);
+    });
+    if (context.port.protocol === 'http') {
+      this.#contexts.set(socket, context);
+      this.#httpServerFor(context.port).emit('connection', socket);
+      return;
+    }
+    this.#pipeTcp(socket, context);
+  }
+
+  #pipeTcp(socket: Duplex, context: InboundContext): void {
+    const targetPort = context.port.targetPort ?? context.port.port;
+    const app = tcpConnect({ host: this.#deps.tuning.appHost, port: targetPort, noDelay: true });
+    app.on('error', (error) => {
+      this.#deps.log.debug({ err: error, port: targetPort }, 'app connection failed');
+      socket.destroy();
+    });
+    socket.once('close', () => app.destroy());
+    app.once('close', () => socket.destroy());
+    app.once('connect', () => {
+      if (this.#deps.tuning.proxyProtocolPorts.includes(targetPort)) {
+        const s = socket as Socket;
+        app.write(
+          encodeProxyV2({
+            sourceAddress: s.remoteAddress ?? '0.0.0.0',
+            sourcePort: s.remotePort ?? 0,
+            destinationAddress: s.localAddress ?? '0.0.0.0',
+            destinationPort: s.localPort ?? 0,
+            spiffeId: context.caller.spiffeId,
+            cluster: context.caller.cluster,
+          }),
+        );
+      }
+      socket.pipe(app);
+      app.pipe(socket);
+    });
+  }
+
+  #httpServerFor(port: ServicePort): HttpServer {
+    let server = this.#http.get(port.port);
+    if (server) return server;
+    server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => this.#proxyHttp(req, res, port));
+    server.on('clientError', (_error, socket: Duplex) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+    this.#http.set(port.port, server);
+    return server;
+  }
+
+  #proxyHttp(req: IncomingMessage, res: ServerResponse, port: ServicePort): void {
+    const started = performance.now();
+    const context = this.#contexts.get(req.socket);
+    if (!context) {
+      res.writeHead(500).end();
+      return;
+    }
+    const labels = this.#labels(context.caller);
+    const finish = (code: number, result: string) => {
+      this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
+      this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
+      if (this.#deps.tuning.accessLog) {
+        this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+      }
+    };
+    if (context.denied) {
+      this.#countDenial(context.caller, context.denied);
+      req.resume();
+      const body = `RBAC: access denied (${context.denied})\n`;
+      res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }).end(body);
+      finish(403, 'denied');
+      return;
+    }
+    const headers: OutgoingHttpHeaders = {};
+    for (const [name, value] of Object.entries(req.headers)) {
+      if (value === undefined || name === PEER_IDENTITY_HEADER || name === PEER_CLUSTER_HEADER || name === 'connection' || name === 'keep-alive') continue;
+      headers[name] = value;
+    }
+    if (context.caller.spiffeId) headers[PEER_IDENTITY_HEADER] = context.caller.spiffeId;
+    if (context.caller.cluster) headers[PEER_CLUSTER_HEADER] = context.caller.cluster;
+    const appReq = httpRequest({ agent: this.#appAgent, host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, method: req.method, path: req.url, headers, setHost: false });
+    appReq.once('response', (appRes) => {
+      const out: OutgoingHttpHeaders = {};
+      for (const [name, value] of Object.entries(appRes.headers)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
+      res.writeHead(appRes.statusCode ?? 502, appRes.statusMessage, out);
+      appRes.pipe(res);
+      res.once('close', () => finish(appRes.statusCode ?? 502, appRes.complete ? 'ok' : 'incomplete'));
+    });
+    appReq.once('error', (error) => {
+      this.#deps.log.debug({ err: error, port: port.targetPort ?? port.port }, 'app request failed');
+      if (!res.headersSent) {
+        res.writeHead(503, { 'content-type': 'text/plain', 'x-causeway-error': 'CW_PROXY_APP_UNAVAILABLE' }).end('the app behind the sidecar did not answer\n');
+      } else res.destroy();
+      finish(503, 'app_unavailable');
+    });
+    req.pipe(appReq);
+  }
+}

@@ -1,0 +1,239 @@
+import { createSocket } from 'node:dgram';
+import { getServers } from 'node:dns';
+import dns2 from 'dns2';
+import { formatMeshDnsName, parseMeshDnsName, type Logger, type ServicePort } from '../mesh/index.js';
+import type { SidecarMetrics } from './metrics.js';
+
+const { Packet, UDPServer, TCPServer } = dns2;
+
+/** What the DNS server asks the outbound side: the loopback address of a (possibly cluster-pinned) service. */
+export type ServiceLookup = (namespace: string, service: string, cluster?: string) => { address: string; ports: readonly ServicePort[] } | undefined;
+
+export interface MeshDnsOptions {
+  host: string;
+  port: number;
+  meshDomain: string;
+  ttlSeconds: number;
+  outside: 'forward' | 'refuse';
+  /** `host:port` of the resolver for names outside the mesh (default: the host's first resolver). */
+  upstream?: string | undefined;
+  lookup: ServiceLookup;
+  metrics: SidecarMetrics;
+  log: Logger;
+}
+
+// dns2's typings lack most of the packet model; this is the part we use.
+interface Question {
+  name: string;
+  type: number;
+  class: number;
+}
+interface DnsPacket {
+  header: { id: number; rcode: number; aa: number; ra: number; rd: number };
+  questions: Question[];
+  answers: unknown[];
+  additionals: unknown[];
+  toBuffer(): Buffer;
+}
+type Send = (response: DnsPacket | Buffer) => void;
+const P = Packet as unknown as {
+  TYPE: Record<string, number>;
+  CLASS: Record<string, number>;
+  RCODE: Record<string, number>;
+  createResponseFromRequest(request: DnsPacket): DnsPacket;
+  createResourceFromQuestion(base: Question, record: Record<string, unknown>): unknown;
+  parse(buffer: Buffer): DnsPacket;
+};
+
+/**
+ * The sidecar's DNS (15053): answers `<svc>.<ns>.svc.<domain>` and
+ * `<svc>.<ns>.svc.<cluster>.<domain>` with the loopback address the sidecar listens on
+ * for that service (A, SRV with the service's ports; AAAA gets an empty answer), NXDOMAIN
+ * for unknown mesh names, and forwards or refuses the rest. UDP and TCP, bound only to
+ * the configured address (dns2's combined server would bind TCP to every interface).
+ */
+export class MeshDnsServer {
+  readonly #options: MeshDnsOptions;
+  readonly #udp: InstanceType<typeof UDPServer>;
+  readonly #tcp: InstanceType<typeof TCPServer>;
+  #port = 0;
+
+  constructor(options: MeshDnsOptions) {
+    this.#options = options;
+    const handle = (request: unknown, send: unknown) => {
+      this.#handle(request as DnsPacket, send as Send).catch((error: unknown) => {
+        options.metrics.dnsQueries.inc({ result: 'error' });
+        options.log.warn({ err: error }, 'DNS query failed');
+        try {
+          const response = P.createResponseFromRequest(request as DnsPacket);
+          response.header.rcode = P.RCODE.SERVFAIL!;
+          (send as Send)(response);
+        } catch {
+          /* a request too broken to answer is dropped */
+        }
+      });
+    };
+    this.#udp = new UDPServer({ type: 'udp4' });
+    this.#udp.on('request', handle);
+    this.#udp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
+    this.#udp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS UDP socket error'));
+    this.#tcp = new TCPServer();
+    this.#tcp.on('request', handle);
+    this.#tcp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
+    this.#tcp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS TCP server error'));
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  /** Binds UDP and TCP on the same port (with port 0, TCP takes whatever UDP got). */
+  async start(): Promise<number> {
+    const { host, port } = this.#options;
+    await new Promise<void>((resolve, reject) => {
+      this.#udp.once('error', reject);
+      this.#udp.bind(port, host, () => {
+        this.#udp.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = this.#udp.address().port;
+    await new Promise<void>((resolve, reject) => {
+      this.#tcp.once('error', reject);
+      this.#tcp.listen(this.#port, host, () => {
+        this.#tcp.off('error', reject);
+        resolve();
+      });
+    });
+    return this.#port;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([
+      new Promise<void>((resolve) => {
+        try {
+          this.#udp.close(() => resolve());
+        } catch {
+          resolve();
+        }
+      }),
+      new Promise<void>((resolve) => this.#tcp.close(() => resolve())),
+    ]);
+  }
+
+  async #handle(request: DnsPacket, send: Send): Promise<void> {
+    const question = request.questions[0];
+    const response = P.createResponseFromRequest(request);
+    response.header.ra = 1;
+    if (!question) {
+      response.header.rcode = P.RCODE.FORMERR!;
+      return send(response);
+    }
+    let match: ReturnType<typeof parseMeshDnsName>;
+    try {
+      match = parseMeshDnsName(question.name, this.#options.meshDomain);
+    } catch {
+      // Inside the mesh domain but not our grammar: no such name.
+      this.#options.metrics.dnsQueries.inc({ result: 'nxdomain' });
+      response.header.rcode = P.RCODE.NXDOMAIN!;
+      response.header.aa = 1;
+      return send(response);
+    }
+    if (match.kind === 'outside') {
+      if (this.#options.outside === 'refuse') {
+        this.#options.metrics.dnsQueries.inc({ result: 'refused' });
+        response.header.rcode = P.RCODE.REFUSED!;
+        return send(response);
+      }
+      const forwarded = await this.#forward(request);
+      this.#options.metrics.dnsQueries.inc({ result: forwarded ? 'forwarded' : 'forward_failed' });
+      if (forwarded) return send(forwarded);
+      response.header.rcode = P.RCODE.SERVFAIL!;
+      return send(response);
+    }
+    const name = match.name;
+    const found = this.#options.lookup(name.namespace, name.service, name.cluster);
+    const ports = found?.ports.filter((p) => name.portName === undefined || p.name === name.portName) ?? [];
+    response.header.aa = 1;
+    if (!found || ports.length === 0) {
+      this.#options.metrics.dnsQueries.inc({ result: 'nxdomain' });
+      response.header.rcode = P.RCODE.NXDOMAIN!;
+      return send(response);
+    }
+    const ttl = this.#options.ttlSeconds;
+    const aRecord = (qname: string) => P.createResourceFromQuestion({ name: qname, type: P.TYPE.A!, class: P.CLASS.IN! }, { ttl, address: found.address });
+    if (question.type === P.TYPE.A || question.type === P.TYPE.ANY) {
+      response.answers.push(aRecord(question.name));
+    } else if (question.type === P.TYPE.SRV) {
+      const host = formatMeshDnsName({ service: name.service, namespace: name.namespace, cluster: name.cluster }, this.#options.meshDomain);
+      this.#options.metrics.dnsQueries.inc({ result: 'mesh' });
+      return send(withSrvAnswers(response, ports.map((p) => p.port), host, ttl));
+    }
+    // AAAA and other types: the name exists but has no such record (NOERROR, no answers).
+    this.#options.metrics.dnsQueries.inc({ result: 'mesh' });
+    send(response);
+  }
+
+  /** Relays the query, as received, to the upstream resolver over UDP; undefined on timeout or error. */
+  #forward(request: DnsPacket): Promise<Buffer | undefined> {
+    const upstream = this.#options.upstream ?? defaultUpstream();
+    if (!upstream) return Promise.resolve(undefined);
+    const colon = upstream.lastIndexOf(':');
+    const host = upstream.slice(0, colon);
+    const port = Number(upstream.slice(colon + 1));
+    return new Promise((resolve) => {
+      const socket = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      const timer = setTimeout(() => finish(undefined), 2_000);
+      const finish = (value: Buffer | undefined) => {
+        clearTimeout(timer);
+        try {
+          socket.close();
+        } catch {
+          /* already closed */
+        }
+        resolve(value);
+      };
+      socket.on('error', () => finish(undefined));
+      socket.on('message', (message: Buffer) => {
+        if (message.length >= 2 && message.readUInt16BE(0) === (request.header.id & 0xffff)) finish(message);
+      });
+      socket.send(request.toBuffer(), port, host, (error) => {
+        if (error) finish(undefined);
+      });
+    });
+  }
+}
+
+/**
+ * Appends SRV answers by hand: RFC 2782 forbids name compression in the target, newer
+ * c-ares (Node 24) rejects a compressed one, and dns2 always compresses.
+ */
+function withSrvAnswers(response: DnsPacket, ports: number[], target: string, ttl: number): Buffer {
+  const base = response.toBuffer();
+  const targetBytes = Buffer.concat([...target.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+  const answers = ports.map((port) => {
+    const rr = Buffer.alloc(12 + 6);
+    rr.writeUInt16BE(0xc00c, 0); // the question's name, at offset 12
+    rr.writeUInt16BE(P.TYPE.SRV!, 2);
+    rr.writeUInt16BE(P.CLASS.IN!, 4);
+    rr.writeUInt32BE(ttl, 6);
+    rr.writeUInt16BE(6 + targetBytes.length, 10);
+    rr.writeUInt16BE(0, 12); // priority
+    rr.writeUInt16BE(1, 14); // weight
+    rr.writeUInt16BE(port, 16);
+    return Buffer.concat([rr, targetBytes]);
+  });
+  const out = Buffer.concat([base, ...answers]);
+  out.writeUInt16BE(answers.length, 6);
+  return out;
+}
+
+function defaultUpstream(): string | undefined {
+  const first = getServers()[0];
+  if (!first) return undefined;
+  // getServers() gives `1.2.3.4`, `1.2.3.4:53`, `::1` or `[::1]:53`.
+  if (first.startsWith('[')) return first.replace(/^\[(.*)\](?::(\d+))?$/, (_m, h: string, p?: string) => `${h}:${p ?? 53}`);
+  if (first.includes(':') && first.split(':').length > 2) return `${first}:53`;
+  return first.includes(':') ? first : `${first}:53`;
+}
+

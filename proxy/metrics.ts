@@ -1,0 +1,43 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+/** The sidecar's metrics, all registered on one registry (served at /metrics). */
+export class SidecarMetrics {
+  readonly connections: Counter<'direction' | 'source_cluster' | 'source_service' | 'destination_cluster' | 'destination_service' | 'result'>;
+  readonly connectionSeconds: Histogram<'direction' | 'destination_cluster' | 'destination_service'>;
+  readonly bytes: Counter<'direction' | 'destination_cluster' | 'destination_service' | 'flow'>;
+  readonly activeConnections: Gauge<'direction'>;
+  readonly requests: Counter<'direction' | 'source_cluster' | 'source_service' | 'destination_cluster' | 'destination_service' | 'code' | 'result'>;
+  readonly requestSeconds: Histogram<'direction' | 'destination_cluster' | 'destination_service'>;
+  readonly connectAttempts: Counter<'destination_cluster' | 'destination_service' | 'kind' | 'result'>;
+  readonly secureNamingRefusals: Counter<'destination_service'>;
+  readonly authorizationDenials: Counter<'destination_service' | 'source_namespace' | 'source_cluster' | 'policy'>;
+  readonly inboundRefused: Counter<'reason'>;
+  readonly outlierEjections: Counter<'destination_cluster' | 'reason'>;
+  readonly certificateExpiry: Gauge<'identity'>;
+  readonly certificateRenewals: Counter<'result'>;
+  readonly snapshots: Counter<'result'>;
+  readonly controlPlaneConnected: Gauge<'stream'>;
+  readonly dnsQueries: Counter<'result'>;
+
+  constructor(registry: Registry) {
+    const registers = [registry];
+    const durationBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    const peerLabels = ['direction', 'source_cluster', 'source_service', 'destination_cluster', 'destination_service'] as const;
+    this.connections = new Counter({ name: 'causeway_sidecar_connections_total', help: 'Proxied TCP connections by peers and result (ok or an error code)', labelNames: [...peerLabels, 'result'], registers });
+    this.connectionSeconds = new Histogram({ name: 'causeway_sidecar_connection_duration_seconds', help: 'Lifetime of proxied connections', labelNames: ['direction', 'destination_cluster', 'destination_service'], buckets: durationBuckets, registers });
+    this.bytes = new Counter({ name: 'causeway_sidecar_bytes_total', help: 'Bytes proxied; flow=sent is towards the destination', labelNames: ['direction', 'destination_cluster', 'destination_service', 'flow'], registers });
+    this.activeConnections = new Gauge({ name: 'causeway_sidecar_active_connections', help: 'Open downstream connections', labelNames: ['direction'], registers });
+    this.requests = new Counter({ name: 'causeway_sidecar_http_requests_total', help: 'HTTP requests on HTTP ports by peers, status code and result', labelNames: [...peerLabels, 'code', 'result'], registers });
+    this.requestSeconds = new Histogram({ name: 'causeway_sidecar_http_request_duration_seconds', help: 'HTTP request duration until the response ends', labelNames: ['direction', 'destination_cluster', 'destination_service'], buckets: durationBuckets, registers });
+    this.connectAttempts = new Counter({ name: 'causeway_sidecar_upstream_connect_attempts_total', help: 'mTLS connects to targets (endpoint or gateway) by result', labelNames: ['destination_cluster', 'destination_service', 'kind', 'result'], registers });
+    this.secureNamingRefusals = new Counter({ name: 'causeway_sidecar_secure_naming_refusals_total', help: 'Upstream connections refused because the server identity is not allowed for the service', labelNames: ['destination_service'], registers });
+    this.authorizationDenials = new Counter({ name: 'causeway_sidecar_authorization_denials_total', help: 'Inbound connections denied by authorization policy', labelNames: ['destination_service', 'source_namespace', 'source_cluster', 'policy'], registers });
+    this.inboundRefused = new Counter({ name: 'causeway_sidecar_inbound_refused_total', help: 'Inbound connections refused before authorization (no/invalid client certificate, bad SNI…)', labelNames: ['reason'], registers });
+    this.outlierEjections = new Counter({ name: 'causeway_sidecar_outlier_ejections_total', help: 'Targets ejected by outlier detection', labelNames: ['destination_cluster', 'reason'], registers });
+    this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
+    this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
+    this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });
+    this.controlPlaneConnected = new Gauge({ name: 'causeway_sidecar_control_plane_connected', help: '1 while the stream to the controller is up', labelNames: ['stream'], registers });
+    this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
+  }
+}

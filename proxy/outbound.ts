@@ -1,0 +1,548 @@
+import { Agent, createServer as createHttpServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
+import { LoopbackAddressAllocator } from './address-allocator.js';
+import type { SidecarTuning } from './config.js';
+import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import type { SidecarMetrics } from './metrics.js';
+import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
+import { connectTarget, dialTarget, sniFor, type UpstreamRoute } from './upstream-connector.js';
+import type { WorkloadIdentity } from './workload-identity.js';
+
+/** One outbound listener: a loopback address and port standing for a mesh service port. */
+export interface OutboundListenerSpec {
+  readonly address: string;
+  readonly port: number;
+  readonly namespace: string;
+  readonly service: string;
+  readonly servicePort: number;
+  /** Set for `<svc>.<ns>.svc.<cluster>.<domain>` addresses and explicit upstreams pinned to a cluster. */
+  readonly pinnedCluster: string | undefined;
+  /** True for `upstreams:` entries from the config (listen even before the service is known). */
+  readonly explicit: boolean;
+}
+
+export interface OutboundDeps {
+  readonly tuning: SidecarTuning;
+  readonly identity: WorkloadIdentity;
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  /** Own cluster and `<svc>.<ns>`, for metric labels. */
+  readonly sourceCluster: string;
+  readonly sourceService: string;
+  readonly upstreams: readonly { service: string; port: number; localPort: number; localAddress: string }[];
+}
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+/** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
+const RETRY_BUFFER_BYTES = 1 << 20;
+
+interface Circuit {
+  active: number;
+  pending: number;
+}
+
+function serviceKey(namespace: string, service: string): string {
+  return `${namespace}/${service}`;
+}
+
+function listenerKey(address: string, port: number): string {
+  return `${address}:${port}`;
+}
+
+/**
+ * The app-facing side: loopback listeners per mesh service port (and explicit
+ * upstreams), each forwarding over mTLS to a target chosen by locality, health and
+ * policy, with retries on the next target, outlier ejection and a circuit breaker.
+ * HTTP ports are proxied per request (pooled upstream connections, 5xx seen by outlier
+ * detection, safe requests retried after a reset); other ports per connection.
+ */
+export class OutboundProxy {
+  readonly #deps: OutboundDeps;
+  readonly #allocator: LoopbackAddressAllocator;
+  readonly #outliers: OutlierDetector;
+  #snapshot: Snapshot | undefined;
+  #services = new Map<string, SnapshotService>();
+  #policies = new Map<string, TrafficPolicy>();
+  readonly #listeners = new Map<string, { spec: OutboundListenerSpec; server: TcpServer | HttpServer; protocol: 'http' | 'tcp'; ready: Promise<void> }>();
+  readonly #agents = new Map<string, TargetAgent>();
+  readonly #circuits = new Map<string, Circuit>();
+  readonly #downstreams = new Set<Socket>();
+  #closed = false;
+
+  constructor(deps: OutboundDeps) {
+    this.#deps = deps;
+    this.#allocator = new LoopbackAddressAllocator(deps.tuning.outboundRange);
+    this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
+      deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
+      deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
+    });
+  }
+
+  get outliers(): OutlierDetector {
+    return this.#outliers;
+  }
+
+  /** The loopback address of a service (optionally pinned to a cluster), if the snapshot has it. */
+  lookup(namespace: string, service: string, cluster?: string): { address: string; ports: readonly ServicePort[] } | undefined {
+    const svc = this.#services.get(serviceKey(namespace, service));
+    if (!svc || svc.ports.length === 0) return undefined;
+    if (cluster !== undefined && !svc.targets.some((t) => t.cluster === cluster)) return undefined;
+    const address = this.#allocator.lookup(cluster ? `${serviceKey(namespace, service)}@${cluster}` : serviceKey(namespace, service));
+    return address ? { address, ports: svc.ports } : undefined;
+  }
+
+  listeners(): OutboundListenerSpec[] {
+    return [...this.#listeners.values()].map((l) => l.spec);
+  }
+
+  /** Applies a snapshot: routes change at once; listeners for new services open, for vanished ones close. */
+  async apply(snapshot: Snapshot): Promise<void> {
+    this.#snapshot = snapshot;
+    this.#services = new Map(snapshot.services.map((s) => [serviceKey(s.namespace, s.name), s]));
+    this.#policies = new Map(snapshot.traffic.map((p) => [serviceKey(p.namespace, p.service), p]));
+    const wanted = new Map<string, OutboundListenerSpec>();
+    for (const svc of snapshot.services) {
+      const keys: [string, string | undefined][] = [[serviceKey(svc.namespace, svc.name), undefined]];
+      for (const cluster of new Set(svc.targets.map((t) => t.cluster))) keys.push([`${serviceKey(svc.namespace, svc.name)}@${cluster}`, cluster]);
+      for (const [key, pinnedCluster] of keys) {
+        let address: string;
+        try {
+          address = this.#allocator.addressFor(key);
+        } catch (error) {
+          this.#deps.log.error({ err: error, service: key }, 'no outbound address for service');
+          continue;
+        }
+        for (const p of svc.ports) {
+          wanted.set(listenerKey(address, p.port), { address, port: p.port, namespace: svc.namespace, service: svc.name, servicePort: p.port, pinnedCluster, explicit: false });
+        }
+      }
+    }
+    for (const up of this.#deps.upstreams) {
+      const [service = '', namespace = ''] = up.service.split('.');
+      wanted.set(listenerKey(up.localAddress, up.localPort), { address: up.localAddress, port: up.localPort, namespace, service, servicePort: up.port, pinnedCluster: undefined, explicit: true });
+    }
+    await this.#reconcile(wanted);
+    const live = new Set<string>();
+    for (const svc of snapshot.services) for (const t of svc.targets) live.add(targetKey(t));
+    this.#outliers.retain(live);
+    for (const [key, agent] of this.#agents) {
+      if (!live.has(targetKey(agent.target))) {
+        agent.destroy();
+        this.#agents.delete(key);
+      }
+    }
+  }
+
+  /** Opens the explicit upstream listeners before any snapshot, so apps can connect early (they wait for a route). */
+  async startExplicit(): Promise<void> {
+    const wanted = new Map<string, OutboundListenerSpec>();
+    for (const up of this.#deps.upstreams) {
+      const [service = '', namespace = ''] = up.service.split('.');
+      wanted.set(listenerKey(up.localAddress, up.localPort), { address: up.localAddress, port: up.localPort, namespace, service, servicePort: up.port, pinnedCluster: undefined, explicit: true });
+    }
+    for (const [key, l] of this.#listeners) if (!wanted.has(key)) wanted.set(key, l.spec);
+    await this.#reconcile(wanted);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    const closing = [...this.#listeners.values()].map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
+    this.#listeners.clear();
+    for (const socket of this.#downstreams) socket.destroy();
+    for (const agent of this.#agents.values()) agent.destroy();
+    this.#agents.clear();
+    await Promise.all(closing);
+  }
+
+  async #reconcile(wanted: Map<string, OutboundListenerSpec>): Promise<void> {
+    const opening: Promise<void>[] = [];
+    for (const [key, current] of this.#listeners) {
+      const next = wanted.get(key);
+      const protocol = next ? this.#protocolOf(next) : undefined;
+      if (!next || protocol !== current.protocol || next.service !== current.spec.service || next.namespace !== current.spec.namespace) {
+        // Stop accepting; connections already open finish normally.
+        current.server.close();
+        this.#listeners.delete(key);
+      } else if (next) {
+        current.spec = next;
+      }
+    }
+    for (const [key, spec] of wanted) {
+      if (this.#listeners.has(key) || this.#closed) continue;
+      const protocol = this.#protocolOf(spec);
+      const server = protocol === 'http' ? this.#httpServer(key) : this.#tcpServer(key);
+      const ready = new Promise<void>((resolve) => {
+        server.once('error', (error: NodeJS.ErrnoException) => {
+          this.#deps.log.error({ err: error, address: spec.address, port: spec.port, service: `${spec.service}.${spec.namespace}` }, 'outbound listener failed to bind');
+          this.#listeners.delete(key);
+          resolve();
+        });
+        server.listen({ host: spec.address, port: spec.port }, () => resolve());
+      });
+      this.#listeners.set(key, { spec, server, protocol, ready });
+      opening.push(ready);
+    }
+    await Promise.all(opening);
+  }
+
+  #protocolOf(spec: OutboundListenerSpec): 'http' | 'tcp' {
+    const svc = this.#services.get(serviceKey(spec.namespace, spec.service));
+    const port = svc?.ports.find((p) => p.port === spec.servicePort);
+    return port?.protocol === 'http' ? 'http' : 'tcp';
+  }
+
+  #specOf(key: string): OutboundListenerSpec | undefined {
+    return this.#listeners.get(key)?.spec;
+  }
+
+  #clusterOfKey(key: string): string {
+    for (const svc of this.#services.values()) for (const t of svc.targets) if (targetKey(t) === key) return t.cluster;
+    return 'unknown';
+  }
+
+  #route(spec: OutboundListenerSpec): { route: UpstreamRoute; policy: TrafficPolicy | undefined } {
+    const svc = this.#services.get(serviceKey(spec.namespace, spec.service));
+    if (!svc || !this.#snapshot) {
+      throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.service}.${spec.namespace} is not in the mesh catalog this sidecar has (yet); check the name and that the service is exported to this cluster`);
+    }
+    if (!svc.ports.some((p) => p.port === spec.servicePort)) {
+      throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.service}.${spec.namespace} has no port ${spec.servicePort}`);
+    }
+    return { route: { service: svc, servicePort: spec.servicePort, subset: undefined, trustDomain: this.#snapshot.trustDomain }, policy: this.#policies.get(serviceKey(spec.namespace, spec.service)) };
+  }
+
+  #plan(spec: OutboundListenerSpec, route: UpstreamRoute, policy: TrafficPolicy | undefined): SnapshotTarget[] {
+    const plan = planTargets(route.service, this.#outliers, { pinnedCluster: spec.pinnedCluster, policy });
+    if (plan.length === 0) {
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `${spec.service}.${spec.namespace}${spec.pinnedCluster ? ` in cluster ${spec.pinnedCluster}` : ''} has no healthy, non-stale target`);
+    }
+    return plan;
+  }
+
+  #circuit(spec: OutboundListenerSpec): Circuit {
+    const key = serviceKey(spec.namespace, spec.service);
+    let c = this.#circuits.get(key);
+    if (!c) this.#circuits.set(key, (c = { active: 0, pending: 0 }));
+    return c;
+  }
+
+  #outlierSettings(policy: TrafficPolicy | undefined) {
+    const o = policy?.outlierDetection;
+    return o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
+  }
+
+  #recordConnectFailure(target: SnapshotTarget, route: UpstreamRoute, error: unknown, policy: TrafficPolicy | undefined): void {
+    const code = error instanceof UpstreamConnectError ? error.code : ProxyErrorCodes.connectFailed;
+    const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind };
+    this.#deps.metrics.connectAttempts.inc({ ...labels, result: code });
+    if (code === ProxyErrorCodes.secureNaming) {
+      this.#deps.metrics.secureNamingRefusals.inc({ destination_service: labels.destination_service });
+      this.#deps.log.warn({ target: targetKey(target), sni: sniFor(route, target), err: error }, 'secure naming: server identity not allowed for the service; connection refused');
+    }
+    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', this.#outlierSettings(policy));
+  }
+
+  // ---------------------------------------------------------------- TCP
+
+  #tcpServer(key: string): TcpServer {
+    const server = createTcpServer({ allowHalfOpen: false, pauseOnConnect: true, noDelay: true }, (socket) => {
+      const spec = this.#specOf(key);
+      if (!spec) return socket.destroy();
+      void this.#proxyTcp(socket, spec);
+    });
+    return server;
+  }
+
+  async #proxyTcp(downstream: Socket, spec: OutboundListenerSpec): Promise<void> {
+    const started = performance.now();
+    this.#downstreams.add(downstream);
+    this.#deps.metrics.activeConnections.inc({ direction: 'outbound' });
+    downstream.on('error', () => {});
+    let upstream: TLSSocket | undefined;
+    let target: SnapshotTarget | undefined;
+    const serviceLabel = `${spec.service}.${spec.namespace}`;
+    const finish = (result: string) => {
+      this.#downstreams.delete(downstream);
+      this.#deps.metrics.activeConnections.dec({ direction: 'outbound' });
+      const cluster = target?.cluster ?? 'none';
+      this.#deps.metrics.connections.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, result });
+      this.#deps.metrics.connectionSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
+      if (upstream) {
+        this.#deps.metrics.bytes.inc({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel, flow: 'sent' }, upstream.bytesWritten);
+        this.#deps.metrics.bytes.inc({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel, flow: 'received' }, upstream.bytesRead);
+      }
+      if (this.#deps.tuning.accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+    };
+    try {
+      ({ socket: upstream, target } = await this.#connectWithRetries(spec));
+    } catch (error) {
+      downstream.destroy();
+      finish(error instanceof ProxyError ? error.code : 'error');
+      return;
+    }
+    if (downstream.destroyed) {
+      upstream.destroy();
+      finish('downstream_closed');
+      return;
+    }
+    const circuit = this.#circuit(spec);
+    circuit.active++;
+    let closed = 0;
+    const onClose = () => {
+      if (++closed === 2) {
+        circuit.active--;
+        finish('ok');
+      }
+      downstream.destroy();
+      upstream!.destroy();
+    };
+    upstream.on('error', () => {}).once('close', onClose);
+    downstream.once('close', onClose);
+    downstream.pipe(upstream);
+    upstream.pipe(downstream);
+    downstream.resume();
+  }
+
+  async #connectWithRetries(spec: OutboundListenerSpec): Promise<{ socket: TLSSocket; target: SnapshotTarget }> {
+    const { route, policy } = this.#route(spec);
+    const plan = this.#plan(spec, route, policy);
+    const circuit = this.#circuit(spec);
+    if (circuit.active >= this.#deps.tuning.circuit.maxConnections || circuit.pending >= this.#deps.tuning.circuit.maxPendingConnects) {
+      throw new ProxyError(ProxyErrorCodes.circuitOpen, `${spec.service}.${spec.namespace}: circuit open (${circuit.active} connections, ${circuit.pending} pending connects)`);
+    }
+    const attempts = Math.min(plan.length, policy?.retries !== undefined ? policy.retries + 1 : this.#deps.tuning.maxAttempts);
+    let lastError: unknown;
+    for (let i = 0; i < attempts; i++) {
+      const target = plan[i]!;
+      circuit.pending++;
+      try {
+        const socket = await connectTarget(target, route, { connectTimeoutMs: policy?.connectTimeoutMs ?? this.#deps.tuning.connectTimeoutMs, identity: this.#deps.identity });
+        this.#deps.metrics.connectAttempts.inc({ destination_cluster: target.cluster, destination_service: `${spec.service}.${spec.namespace}`, kind: target.kind, result: 'ok' });
+        this.#outliers.success(targetKey(target));
+        return { socket, target };
+      } catch (error) {
+        lastError = error;
+        this.#recordConnectFailure(target, route, error, policy);
+      } finally {
+        circuit.pending--;
+      }
+    }
+    throw lastError instanceof ProxyError ? lastError : new ProxyError(ProxyErrorCodes.connectFailed, String(lastError));
+  }
+
+  // ---------------------------------------------------------------- HTTP
+
+  #httpServer(key: string): HttpServer {
+    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => {
+      const spec = this.#specOf(key);
+      if (!spec) {
+        res.writeHead(503).end();
+        return;
+      }
+      void this.#proxyHttp(req, res, spec);
+    });
+    server.on('connection', (socket: Socket) => {
+      this.#downstreams.add(socket);
+      this.#deps.metrics.activeConnections.inc({ direction: 'outbound' });
+      socket.once('close', () => {
+        this.#downstreams.delete(socket);
+        this.#deps.metrics.activeConnections.dec({ direction: 'outbound' });
+      });
+    });
+    // A bad request from the app closes its connection; it never reaches the process.
+    server.on('clientError', (_error, socket: Duplex) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      else socket.destroy();
+    });
+    return server;
+  }
+
+  #agentFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): TargetAgent {
+    const sni = sniFor(route, target);
+    const key = `${targetKey(target)}|${sni}`;
+    let agent = this.#agents.get(key);
+    if (!agent) {
+      agent = new TargetAgent(target, route, { identity: this.#deps.identity, connectTimeoutMs });
+      this.#agents.set(key, agent);
+    }
+    return agent;
+  }
+
+  async #proxyHttp(req: IncomingMessage, res: ServerResponse, spec: OutboundListenerSpec): Promise<void> {
+    const started = performance.now();
+    const serviceLabel = `${spec.service}.${spec.namespace}`;
+    let target: SnapshotTarget | undefined;
+    const done = (code: number, result: string) => {
+      const cluster = target?.cluster ?? 'none';
+      this.#deps.metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
+      this.#deps.metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
+      if (this.#deps.tuning.accessLog) this.#deps.log.debug({ direction: 'outbound', method: req.method, path: req.url, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+    };
+    const fail = (error: unknown) => {
+      const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
+      const status = code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503;
+      if (!res.headersSent) {
+        const body = `${(error as Error).message}\n`;
+        res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': code }).end(body);
+      } else {
+        res.destroy();
+      }
+      done(status, code);
+    };
+    let plan: SnapshotTarget[];
+    let route: UpstreamRoute;
+    let policy: TrafficPolicy | undefined;
+    try {
+      ({ route, policy } = this.#route(spec));
+      plan = this.#plan(spec, route, policy);
+    } catch (error) {
+      req.resume();
+      fail(error);
+      return;
+    }
+    const body = await bufferBody(req, RETRY_BUFFER_BYTES);
+    if (body === 'aborted') {
+      done(499, 'downstream_closed');
+      return;
+    }
+    const headers = forwardHeaders(req.headers);
+    if (body instanceof Buffer) headers['content-length'] = body.length;
+    const attempts = Math.min(plan.length, policy?.retries !== undefined ? policy.retries + 1 : this.#deps.tuning.maxAttempts);
+    const connectTimeoutMs = policy?.connectTimeoutMs ?? this.#deps.tuning.connectTimeoutMs;
+    let lastError: unknown;
+    for (let i = 0; i < attempts; i++) {
+      target = plan[i]!;
+      const agent = this.#agentFor(target, route, connectTimeoutMs);
+      const outcome = await this.#sendOnce(req, body, headers, agent, policy);
+      if ('response' in outcome) {
+        const upstreamRes = outcome.response;
+        const status = upstreamRes.statusCode ?? 502;
+        if (status >= 500) this.#outliers.failure(targetKey(target), 'http-5xx', this.#outlierSettings(policy));
+        else this.#outliers.success(targetKey(target));
+        res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
+        upstreamRes.pipe(res);
+        upstreamRes.once('error', () => res.destroy());
+        res.once('close', () => {
+          if (!upstreamRes.complete) upstreamRes.destroy();
+          done(status, upstreamRes.complete ? 'ok' : 'incomplete');
+        });
+        return;
+      }
+      lastError = outcome.error;
+      const error = outcome.error;
+      if (error instanceof UpstreamConnectError) {
+        this.#recordConnectFailure(target, route, error, policy);
+        continue;
+      }
+      // The request reached the target but no response came (the target died or reset).
+      this.#outliers.failure(targetKey(target), 'connect', this.#outlierSettings(policy));
+      const replayable = body instanceof Buffer && (IDEMPOTENT.has(req.method ?? '') || outcome.reusedSocket);
+      if (!replayable || outcome.timedOut) break;
+    }
+    fail(lastError instanceof ProxyError ? lastError : new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${(lastError as Error)?.message ?? 'no response'}`, { cause: lastError }));
+  }
+
+  #sendOnce(
+    req: IncomingMessage,
+    body: Buffer | 'stream',
+    headers: OutgoingHttpHeaders,
+    agent: TargetAgent,
+    policy: TrafficPolicy | undefined,
+  ): Promise<{ response: IncomingMessage } | { error: unknown; reusedSocket: boolean; timedOut: boolean }> {
+    return new Promise((resolve) => {
+      let timedOut = false;
+      const upstreamReq = httpRequest({ agent, method: req.method, path: req.url, headers, setHost: false });
+      upstreamReq.once('response', (response) => {
+        if (timer) clearTimeout(timer);
+        resolve({ response });
+      });
+      upstreamReq.once('error', (error) => {
+        if (timer) clearTimeout(timer);
+        resolve({ error, reusedSocket: upstreamReq.reusedSocket, timedOut });
+      });
+      const timer = policy?.requestTimeoutMs
+        ? setTimeout(() => {
+            timedOut = true;
+            upstreamReq.destroy(new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${policy.requestTimeoutMs} ms (traffic policy requestTimeoutMs)`));
+          }, policy.requestTimeoutMs)
+        : undefined;
+      if (body === 'stream') {
+        req.pipe(upstreamReq);
+        req.resume();
+      } else upstreamReq.end(body);
+    });
+  }
+}
+
+/**
+ * An http.Agent for one target and SNI: pooled keep-alive mTLS connections, each made
+ * by {@link dialTarget} (so secure naming and the connect timeout apply to every one).
+ */
+class TargetAgent extends Agent {
+  readonly target: SnapshotTarget;
+  readonly #route: UpstreamRoute;
+  readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number };
+
+  constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number }) {
+    super({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo', timeout: 120_000 });
+    this.target = target;
+    this.#route = route;
+    this.#options = options;
+  }
+
+  override createConnection(): Duplex {
+    return dialTarget(this.target, this.#route, this.#options);
+  }
+}
+
+function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  const connectionTokens = new Set(
+    String(headers.connection ?? '')
+      .toLowerCase()
+      .split(',')
+      .map((t) => t.trim())
+      .filter(Boolean),
+  );
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** Reads a request body up to `limit` bytes; beyond that the request streams (and cannot be retried). */
+function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer | 'stream' | 'aborted'> {
+  const length = req.headers['content-length'];
+  const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+  if (!hasBody) {
+    req.resume();
+    return Promise.resolve(Buffer.alloc(0));
+  }
+  if (length !== undefined && Number(length) > limit) return Promise.resolve('stream');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) {
+        // Too big to keep: put what we have back and stream the rest.
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.pause();
+        req.unshift(Buffer.concat(chunks));
+        resolve('stream');
+      }
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks, size));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('aborted', () => resolve('aborted'));
+    req.once('error', () => resolve('aborted'));
+  });
+}

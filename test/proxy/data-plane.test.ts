@@ -1,0 +1,77 @@
+import test from 'ava';
+import { Resolver } from 'node:dns/promises';
+import { StaticSnapshotSource } from '../../proxy/index.js';
+import { createMeshPki, type MeshPki } from './helpers/pki.js';
+import { endpointTarget, get, metricValue, service, snapshot, spiffe, startEchoApp, startTestSidecar } from './helpers/mesh.js';
+
+// These tests feed snapshots by hand (StaticSnapshotSource); the discovery stream has its own test.
+let pki: MeshPki;
+test.before(async () => {
+  pki = await createMeshPki();
+});
+
+async function pair(t: import('ava').ExecutionContext) {
+  const app = await startEchoApp('reviews-east');
+  t.teardown(() => app.close());
+  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
+  t.teardown(() => server.close());
+  const source = new StaticSnapshotSource();
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
+  t.teardown(() => client.close());
+  return { app, server, client, source };
+}
+
+test('an app calls a mesh service by its loopback address and the server app learns the caller SPIFFE ID', async (t) => {
+  const { server, client, source } = await pair(t);
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort, { identity: server.spiffeId })])]));
+  await client.sidecar.settled();
+  const found = client.sidecar.outbound.lookup('default', 'reviews');
+  t.truthy(found);
+  const res = await get(found!.address, 9080, '/hello', { method: 'POST', body: 'abc' });
+  t.is(res.status, 200);
+  t.is(res.json?.peer, spiffe('default', 'productpage'));
+  t.is(res.json?.peerCluster, 'east');
+  t.is(res.json?.body, 'abc');
+  t.true((await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'outbound', destination_service: 'reviews.default', code: '200' })) >= 1);
+  t.true((await metricValue(server.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'inbound', source_service: 'productpage.default', code: '200' })) >= 1);
+});
+
+test('DNS answers mesh names with the loopback address (A, SRV, cluster-pinned), NXDOMAIN for unknown, refuses outside', async (t) => {
+  const { server, client, source } = await pair(t);
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort, { identity: server.spiffeId })])]));
+  await client.sidecar.settled();
+  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
+  const [a] = await resolver.resolve4('reviews.default.svc.causeway.internal');
+  t.is(a, client.sidecar.outbound.lookup('default', 'reviews')!.address);
+  const [pinned] = await resolver.resolve4('reviews.default.svc.east.causeway.internal');
+  t.is(pinned, client.sidecar.outbound.lookup('default', 'reviews', 'east')!.address);
+  t.not(pinned, a);
+  const srv = await resolver.resolveSrv('_http._tcp.reviews.default.svc.causeway.internal');
+  t.deepEqual(srv.map((r) => r.port), [9080]);
+  await t.throwsAsync(resolver.resolve4('ratings.default.svc.causeway.internal'), { code: 'ENOTFOUND' });
+  await t.throwsAsync(resolver.resolve4('reviews.default.svc.west.causeway.internal'), { code: 'ENOTFOUND' });
+  await t.throwsAsync(resolver.resolve4('example.com'), { code: 'EREFUSED' });
+  // The app can use the name it got: the loopback address serves the service port.
+  const res = await get(a!, 9080);
+  t.is(res.json?.peer, spiffe('default', 'productpage'));
+});
+
+test('an incoming x-causeway-peer-identity header is replaced, never trusted', async (t) => {
+  const { server, client, source } = await pair(t);
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
+  await client.sidecar.settled();
+  const { address } = client.sidecar.outbound.lookup('default', 'reviews')!;
+  const res = await new Promise<string>((resolve, reject) => {
+    import('node:http').then(({ request }) => {
+      const req = request({ host: address, port: 9080, path: '/', headers: { 'x-causeway-peer-identity': spiffe('default', 'admin') }, agent: false }, (r) => {
+        let body = '';
+        r.on('data', (c) => (body += c));
+        r.on('end', () => resolve(body));
+      });
+      req.on('error', reject);
+      req.end();
+    }, reject);
+  });
+  t.is(JSON.parse(res).peer, spiffe('default', 'productpage'));
+});
