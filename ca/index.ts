@@ -41,3 +41,25 @@ export {
 export { createCsr, parseAndVerifyCsr, MAX_CSR_PEM_BYTES, type VerifiedCsr } from './csr.js';
 export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
 export { splitCertificates } from './pem.js';
+export { mintJoinToken, verifyJoinToken, joinTokenAudience, DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, type JoinTokenClaims } from './join-token.js';
+export {
+  addCertificateService,
+  createCertificateServiceCredentials,
+  RefusalReasons,
+  ERROR_CODE_METADATA_KEY,
+  type CertificateServiceOptions,
+  type CertificateServiceHandle,
+  type ServerTlsMaterial,
+  type SwappableServerCredentials,
+} from './certificate-service.js';
+export {
+  WorkloadCertificateClient,
+  requestCertificate,
+  signingServiceChannelCredentials,
+  type SigningServiceEndpoint,
+  type SigningCredentials,
+  type CurrentCertificate,
+  type WorkloadCertificateClientOptions,
+  type WorkloadCertificateClientEvents,
+} from './certificate-client.js';
+export { CertificateServiceClient, certificateServiceDefinition, CREATE_CERTIFICATE_PATH, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';

@@ -1,0 +1,309 @@
+import { X509Certificate, createPrivateKey, randomInt } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { Metadata, credentials as grpcCredentials, status, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
+import { Gauge, type Registry } from 'prom-client';
+import { controllerIdentity, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
+import { CaFiles, Defaults } from './authority.js';
+import { createCsr } from './csr.js';
+import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
+import { DEFAULT_KEY_TYPE, generatePrivateKey, privateKeyPem, type KeyType } from './keys.js';
+import { splitCertificates } from './pem.js';
+import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
+import { ERROR_CODE_METADATA_KEY } from './certificate-service.js';
+import { buildTrustBundle, spiffeIdFromSubjectAltName, verifyCertificateChain } from './trust-bundle.js';
+
+/** How to reach and trust a cluster's signing service. */
+export interface SigningServiceEndpoint {
+  /** `host:port` of the controller (or of a gateway that routes `serverName` to it). */
+  readonly address: string;
+  /** Roots to verify the controller's certificate against. */
+  readonly trustBundlePem: string;
+  /** The SPIFFE ID the controller must present; default `spiffe://<td>/ns/causeway-system/sa/controller`. */
+  readonly controllerSpiffeId: string;
+  /** TLS SNI to send, e.g. `controller.<cluster>.cw1.<td>` when going through a gateway. */
+  readonly serverName?: string;
+  readonly deadlineMs?: number;
+}
+
+/** The authentication for one request: a join token, or the current key and chain (mTLS). */
+export type SigningCredentials = { readonly joinToken: string } | { readonly privateKeyPem: string; readonly certChainPem: string };
+
+/**
+ * Channel credentials that verify the controller by its SPIFFE ID (not by host name: the
+ * address may be an IP or a gateway), optionally presenting a client certificate.
+ */
+export function signingServiceChannelCredentials(endpoint: SigningServiceEndpoint, client?: { privateKeyPem: string; certChainPem: string }): ChannelCredentials {
+  return grpcCredentials.createSsl(Buffer.from(endpoint.trustBundlePem), client ? Buffer.from(client.privateKeyPem) : null, client ? Buffer.from(client.certChainPem) : null, {
+    checkServerIdentity: (_host, cert) => {
+      const id = spiffeIdFromSubjectAltName(cert.subjectaltname);
+      return id === endpoint.controllerSpiffeId ? undefined : new Error(`the signing service presented ${id ?? 'no SPIFFE ID'}, expected ${endpoint.controllerSpiffeId}`);
+    },
+  });
+}
+
+function caErrorFromStatus(error: ServiceError): CaError {
+  const code = error.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
+  const known = Object.values(CaErrorCodes) as string[];
+  if (typeof code === 'string' && known.includes(code)) return new CaError(code as CaErrorCode, error.details, { cause: error });
+  const retryable = [status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED, status.INTERNAL, status.UNKNOWN].includes(error.code);
+  return new CaError(CaErrorCodes.fetchFailed, `the signing service call failed (${status[error.code] ?? error.code}): ${error.details || error.message}`, { cause: error, retryable });
+}
+
+const DEFAULT_SERVER_NAME = 'causeway-controller';
+
+/** One CreateCertificate call. Refusals come back as {@link CaError}s with the server's code. */
+export async function requestCertificate(endpoint: SigningServiceEndpoint, auth: SigningCredentials, request: CreateCertificateRequest): Promise<CreateCertificateResponse> {
+  const mtls = 'privateKeyPem' in auth ? auth : undefined;
+  // The controller is verified by SPIFFE ID, so SNI only matters to gateways; an IP in SNI is not allowed (RFC 6066).
+  const host = endpoint.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  const serverName = endpoint.serverName ?? (isIP(host) ? DEFAULT_SERVER_NAME : undefined);
+  const client = new CertificateServiceClient(endpoint.address, signingServiceChannelCredentials(endpoint, mtls), serverName ? { 'grpc.ssl_target_name_override': serverName } : {}) as unknown as Client & {
+    createCertificate(request: CreateCertificateRequest, metadata: Metadata, options: { deadline: Date }, callback: (error: ServiceError | null, response?: CreateCertificateResponse) => void): void;
+  };
+  const metadata = new Metadata();
+  if ('joinToken' in auth) metadata.set('authorization', `Bearer ${auth.joinToken}`);
+  try {
+    return await new Promise<CreateCertificateResponse>((resolve, reject) => {
+      client.createCertificate(request, metadata, { deadline: new Date(Date.now() + (endpoint.deadlineMs ?? 10_000)) }, (error, response) => {
+        if (error) reject(caErrorFromStatus(error));
+        else resolve(response as CreateCertificateResponse);
+      });
+    });
+  } finally {
+    client.close();
+  }
+}
+
+/** The certificate a workload currently serves, in the shapes TLS servers and clients take. */
+export interface CurrentCertificate {
+  readonly spiffeId: string;
+  readonly privateKeyPem: string;
+  /** Leaf then intermediate, as separate PEM strings. */
+  readonly certChain: readonly string[];
+  /** Leaf then intermediate, concatenated. */
+  readonly certChainPem: string;
+  readonly trustBundlePem: string;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** For `tls.createServer`, `server.setSecureContext` and `tls.connect`. */
+  readonly tlsOptions: { key: string; cert: string; ca: string };
+}
+
+export interface WorkloadCertificateClientOptions {
+  readonly endpoint: Omit<SigningServiceEndpoint, 'controllerSpiffeId'> & { controllerSpiffeId?: string };
+  readonly spiffeId: string;
+  /** For the first certificate (or when the saved one has expired). A function is called per use (e.g. re-reading a file). */
+  readonly joinToken?: string | (() => Promise<string | undefined> | string | undefined);
+  /** Where key.pem (0600), cert-chain.pem and trust-bundle.pem are kept across restarts. */
+  readonly stateDir?: string;
+  readonly keyType?: KeyType;
+  /** Requested validity; 0 = the signer's default (24 h). */
+  readonly ttlSeconds?: number;
+  /** Renew at this fraction of the lifetime (default 0.5)… */
+  readonly renewAtFraction?: number;
+  /** …± this fraction, at random, so a fleet started together does not renew together (default 0.1). */
+  readonly jitterFraction?: number;
+  /** Backoff between failed attempts: doubles from min to max (default 1 s … 60 s). */
+  readonly retryDelayMs?: { readonly min: number; readonly max: number };
+  /** Registers `causeway_workload_certificate_expiry_timestamp_seconds` and `…_remaining_seconds`. */
+  readonly registry?: Registry;
+  readonly logger?: Logger;
+}
+
+export interface WorkloadCertificateClientEvents {
+  /** A new certificate is in effect: swap it into live TLS servers (`server.setSecureContext(c.tlsOptions)`). */
+  certificate: [CurrentCertificate];
+  /** An attempt failed; the client retries on its own. Never thrown: no listener is needed. */
+  'renewal-failed': [CaError];
+}
+
+/**
+ * Keeps a workload's certificate fresh: generates a key, sends a CSR (join token first,
+ * mTLS with the current certificate afterwards), persists the result with mode 0600,
+ * renews at half-life with jitter, and tells listeners to hot-swap TLS contexts.
+ */
+export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateClientEvents> {
+  private currentCertificate: CurrentCertificate | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private failures = 0;
+  private inflight: Promise<CurrentCertificate> | undefined;
+  private readonly endpoint: SigningServiceEndpoint;
+  private readonly log: Logger;
+
+  constructor(private readonly options: WorkloadCertificateClientOptions) {
+    super();
+    const id = parseSpiffeId(options.spiffeId);
+    this.endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
+    this.log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
+    if (options.registry) this.registerMetrics(options.registry);
+  }
+
+  /** The certificate in effect, if any. */
+  current(): CurrentCertificate | undefined {
+    return this.currentCertificate;
+  }
+
+  /**
+   * Loads a still-valid saved certificate or fetches one, then keeps renewing. Resolves
+   * with the first certificate; rejects if the first fetch fails (e.g. bad token).
+   */
+  async start(): Promise<CurrentCertificate> {
+    const saved = await this.loadSaved();
+    if (saved) {
+      this.install(saved, false);
+      return saved;
+    }
+    const fresh = await this.renewNow();
+    return fresh;
+  }
+
+  /** Fetches a new certificate now (coalescing concurrent calls) and reschedules. */
+  renewNow(): Promise<CurrentCertificate> {
+    this.inflight ??= this.fetch().finally(() => {
+      this.inflight = undefined;
+    });
+    return this.inflight;
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  private async fetch(): Promise<CurrentCertificate> {
+    const key = await generatePrivateKey(this.options.keyType ?? DEFAULT_KEY_TYPE);
+    const csr = createCsr(key, this.options.spiffeId);
+    const auth = await this.credentials();
+    const response = await requestCertificate(this.endpoint, auth, { csr, validitySeconds: this.options.ttlSeconds ?? 0 });
+    const trustBundlePem = buildTrustBundle(response.trustBundle);
+    const certChainPem = response.certChain.join('');
+    // Never serve what peers would reject: check the chain and the identity before installing.
+    const verified = verifyCertificateChain(certChainPem, trustBundlePem);
+    if (verified.spiffeId !== this.options.spiffeId) throw new CaError(CaErrorCodes.certificateInvalid, `the signing service returned a certificate for ${verified.spiffeId}, not ${this.options.spiffeId}`);
+    const cert = toCurrent(this.options.spiffeId, privateKeyPem(key), response.certChain, trustBundlePem, verified.leaf);
+    await this.persist(cert);
+    this.install(cert, true);
+    return cert;
+  }
+
+  private async credentials(): Promise<SigningCredentials> {
+    const current = this.currentCertificate;
+    // Renew with the current certificate while it is valid (with a minute to spare for clock skew).
+    if (current && current.notAfter.getTime() - Date.now() > 60_000) return { privateKeyPem: current.privateKeyPem, certChainPem: current.certChainPem };
+    const token = typeof this.options.joinToken === 'function' ? await this.options.joinToken() : this.options.joinToken;
+    if (!token) {
+      throw new CaError(
+        CaErrorCodes.unauthenticated,
+        current ? `the certificate for ${this.options.spiffeId} expired and no join token is configured; mint one with \`causeway ca token\`` : `no certificate yet for ${this.options.spiffeId} and no join token; mint one with \`causeway ca token\``,
+      );
+    }
+    return { joinToken: token.trim() };
+  }
+
+  private install(cert: CurrentCertificate, fresh: boolean): void {
+    this.currentCertificate = cert;
+    this.failures = 0;
+    this.log.info({ notAfter: cert.notAfter.toISOString(), fresh }, 'workload certificate in effect');
+    this.schedule(this.renewalDelayMs(cert));
+    this.emit('certificate', cert);
+  }
+
+  private renewalDelayMs(cert: CurrentCertificate): number {
+    // Our CA backdates notBefore; the lifetime the caller asked for starts at issuance.
+    const issuedAt = Math.min(cert.notBefore.getTime() + Defaults.backdateSeconds * 1000, cert.notAfter.getTime());
+    const lifetime = cert.notAfter.getTime() - issuedAt;
+    const fraction = this.options.renewAtFraction ?? 0.5;
+    const jitter = this.options.jitterFraction ?? 0.1;
+    const at = issuedAt + lifetime * (fraction + jitter * (Math.random() * 2 - 1));
+    return Math.max(0, at - Date.now());
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.renewNow().catch((error: unknown) => {
+        const failure = error instanceof CaError ? error : new CaError(CaErrorCodes.fetchFailed, `renewal failed: ${(error as Error).message}`, { cause: error, retryable: true });
+        this.failures++;
+        const { min, max } = this.options.retryDelayMs ?? { min: 1000, max: 60_000 };
+        const backoff = Math.min(max, min * 2 ** Math.min(this.failures - 1, 16));
+        this.log.warn({ code: failure.code, attempt: this.failures, retryInMs: backoff }, `certificate renewal failed: ${failure.message}`);
+        this.emit('renewal-failed', failure);
+        this.schedule(backoff / 2 + randomInt(Math.max(1, Math.floor(backoff / 2))));
+      });
+    }, delayMs);
+    this.timer.unref();
+  }
+
+  private async persist(cert: CurrentCertificate): Promise<void> {
+    const dir = this.options.stateDir;
+    if (!dir) return;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // Write then rename: a crash never leaves a key that does not match its certificate.
+    const write = async (name: string, text: string, mode: number) => {
+      const temp = join(dir, `.${name}.tmp`);
+      await writeFile(temp, text, { mode });
+      await chmod(temp, mode);
+      await rename(temp, join(dir, name));
+    };
+    await write(CaFiles.workloadKey, cert.privateKeyPem, 0o600);
+    await write(CaFiles.certChain, cert.certChainPem, 0o644);
+    await write(CaFiles.trustBundle, cert.trustBundlePem, 0o644);
+  }
+
+  private async loadSaved(): Promise<CurrentCertificate | undefined> {
+    const dir = this.options.stateDir;
+    if (!dir) return undefined;
+    try {
+      const [key, chain, bundle] = await Promise.all([CaFiles.workloadKey, CaFiles.certChain, CaFiles.trustBundle].map((name) => readFile(join(dir, name), 'utf8')));
+      const verified = verifyCertificateChain(chain as string, bundle as string);
+      if (verified.spiffeId !== this.options.spiffeId || !verified.leaf.checkPrivateKey(createPrivateKey(key as string))) return undefined;
+      return toCurrent(this.options.spiffeId, key as string, splitCertificates(chain as string), bundle as string, verified.leaf);
+    } catch (error) {
+      this.log.debug({ err: error }, 'no usable saved certificate');
+      return undefined;
+    }
+  }
+
+  private registerMetrics(registry: Registry): void {
+    const labels = { spiffe_id: this.options.spiffeId };
+    const self = this;
+    new Gauge({
+      name: 'causeway_workload_certificate_expiry_timestamp_seconds',
+      help: 'notAfter of the workload certificate currently served (Unix seconds); 0 before the first one',
+      labelNames: ['spiffe_id'] as const,
+      registers: [registry],
+      collect() {
+        this.set(labels, (self.currentCertificate?.notAfter.getTime() ?? 0) / 1000);
+      },
+    });
+    new Gauge({
+      name: 'causeway_workload_certificate_remaining_seconds',
+      help: 'Seconds until the served workload certificate expires (negative once expired: alert on it)',
+      labelNames: ['spiffe_id'] as const,
+      registers: [registry],
+      collect() {
+        const notAfter = self.currentCertificate?.notAfter.getTime();
+        if (notAfter !== undefined) this.set(labels, (notAfter - Date.now()) / 1000);
+      },
+    });
+  }
+}
+
+function toCurrent(spiffeId: string, keyPem: string, chain: readonly string[], trustBundlePem: string, leaf: X509Certificate): CurrentCertificate {
+  const certChainPem = chain.map((c) => (c.endsWith('\n') ? c : `${c}\n`)).join('');
+  return {
+    spiffeId,
+    privateKeyPem: keyPem,
+    certChain: chain,
+    certChainPem,
+    trustBundlePem,
+    notBefore: new Date(leaf.validFrom),
+    notAfter: new Date(leaf.validTo),
+    tlsOptions: { key: keyPem, cert: certChainPem, ca: trustBundlePem },
+  };
+}
