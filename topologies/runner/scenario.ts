@@ -1,0 +1,311 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { formatPath } from '../../mesh/index.js';
+import type { LoadReport } from '../demo-app/load-client.js';
+import { parseComposeDurationMs } from './compose-file.js';
+import { TopologyErrorCodes, TopologyFileError } from './errors.js';
+import { CHECKOUT_ROOT } from './image-map.js';
+import type { TopologyRun } from './topology-run.js';
+
+const duration = z.string().refine((v) => parseComposeDurationMs(v) !== undefined, 'must be a duration such as 500ms, 2s or 1m').transform((v) => parseComposeDurationMs(v)!);
+const serviceName = z.string().min(1);
+const command = z.array(z.string()).min(1, 'needs at least the program');
+
+/** What a batch of requests must show; shared by `call` and `await`. */
+const requirements = {
+  minSuccesses: z.number().int().min(0).optional(),
+  maxSuccesses: z.number().int().min(0).optional(),
+  maxFailures: z.number().int().min(0).optional(),
+  /** Every successful reply came from one of these clusters. */
+  onlyClusters: z.array(z.string()).optional(),
+  /** Each of these clusters answered at least once. */
+  seenClusters: z.array(z.string()).optional(),
+  /** Every successful reply saw this caller identity (as the sidecar reported it). */
+  peerIdentity: z.string().optional(),
+};
+const requestShape = {
+  from: serviceName,
+  url: z.string().url(),
+  rps: z.number().positive().default(20),
+  timeout: duration.default(2000),
+  /** Fields every reply's JSON must have to count as a success, e.g. `{ service: echo-a }`. */
+  expect: z.record(z.string(), z.string()).optional(),
+};
+
+const stepSchemas = {
+  call: z.strictObject({ ...requestShape, requests: z.number().int().min(1).default(10), ...requirements }),
+  load: z.strictObject({ ...requestShape, id: z.string().min(1), duration }),
+  await: z.strictObject({ id: z.string().min(1), ...requirements }),
+  stop: z.union([serviceName, z.array(serviceName).min(1)]),
+  start: z.union([serviceName, z.array(serviceName).min(1)]),
+  wait: z
+    .strictObject({
+      in: serviceName.optional(),
+      http: z.string().url().optional(),
+      command: command.optional(),
+      healthy: serviceName.optional(),
+      timeout: duration.default(30_000),
+      interval: duration.default(250),
+    })
+    .refine((w) => [w.http, w.command, w.healthy].filter((x) => x !== undefined).length === 1, 'give exactly one of http, command or healthy')
+    .refine((w) => w.healthy !== undefined || w.in !== undefined, '`in` names the service to run the check from'),
+  exec: z.strictObject({
+    in: serviceName,
+    command,
+    exitCode: z.number().int().default(0),
+    /** A regular expression the combined output must match. */
+    outputMatches: z.string().optional(),
+    timeout: duration.default(30_000),
+  }),
+  sleep: duration,
+} as const;
+
+type StepKind = keyof typeof stepSchemas;
+export type ScenarioStep = { [K in StepKind]: { kind: K; name: string; spec: z.output<(typeof stepSchemas)[K]> } }[StepKind];
+
+export interface Scenario {
+  readonly file: string;
+  readonly name: string;
+  readonly steps: readonly ScenarioStep[];
+  readonly continueOnFailure: boolean;
+}
+
+export interface StepResult {
+  readonly index: number;
+  readonly name: string;
+  readonly kind: StepKind;
+  readonly status: 'passed' | 'failed' | 'skipped';
+  readonly durationMs: number;
+  readonly detail: string;
+  readonly report?: LoadReport;
+}
+
+export interface ScenarioReport {
+  readonly scenario: string;
+  readonly passed: number;
+  readonly failed: number;
+  readonly skipped: number;
+  readonly steps: readonly StepResult[];
+}
+
+export function loadScenarioFile(file: string): Scenario {
+  let raw: unknown;
+  try {
+    raw = parseYaml(readFileSync(file, 'utf8'));
+  } catch (error) {
+    throw new TopologyFileError(TopologyErrorCodes.scenarioInvalid, file, '', `cannot read: ${(error as Error).message.split('\n')[0]}`);
+  }
+  return parseScenario(raw, file);
+}
+
+export function parseScenario(raw: unknown, file: string): Scenario {
+  const fail = (path: string, reason: string): never => {
+    throw new TopologyFileError(TopologyErrorCodes.scenarioInvalid, file, path, reason);
+  };
+  const top = z.strictObject({ name: z.string().optional(), description: z.string().optional(), continueOnFailure: z.boolean().default(false), steps: z.array(z.unknown()).min(1) }).safeParse(raw);
+  if (!top.success) {
+    const issue = top.error.issues[0]!;
+    return fail(formatPath(issue.path), issue.message);
+  }
+  const steps = top.data.steps.map((entry, i): ScenarioStep => {
+    const path = `steps[${i}]`;
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return fail(path, 'must be a mapping with one of the keys call, load, await, stop, start, wait, exec, sleep (and an optional name)');
+    const { name, ...rest } = entry as Record<string, unknown>;
+    const kinds = Object.keys(rest);
+    if (kinds.length !== 1 || !(kinds[0]! in stepSchemas)) return fail(path, `needs exactly one of ${Object.keys(stepSchemas).join(', ')} (got ${kinds.join(', ') || 'none'})`);
+    const kind = kinds[0] as StepKind;
+    const parsed = stepSchemas[kind].safeParse(rest[kind]);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      const sub = formatPath(issue.path);
+      return fail(`${path}.${kind}${sub ? `.${sub}` : ''}`, issue.message);
+    }
+    return { kind, name: typeof name === 'string' ? name : describe(kind, parsed.data), spec: parsed.data } as ScenarioStep;
+  });
+  return { file, name: top.data.name ?? file, steps, continueOnFailure: top.data.continueOnFailure };
+}
+
+function describe(kind: StepKind, spec: unknown): string {
+  const s = spec as Record<string, unknown>;
+  switch (kind) {
+    case 'call':
+      return `call ${s.url} from ${s.from} ${s.requests}x`;
+    case 'load':
+      return `start load "${s.id}" on ${s.url} from ${s.from}`;
+    case 'await':
+      return `await load "${s.id}"`;
+    case 'stop':
+    case 'start':
+      return `${kind} ${[spec].flat().join(', ')}`;
+    case 'wait':
+      return `wait until ${s.healthy ? `${s.healthy} is healthy` : s.http ? `${s.http} answers from ${s.in}` : `\`${(s.command as string[]).join(' ')}\` succeeds in ${s.in}`}`;
+    case 'exec':
+      return `exec \`${(s.command as string[]).join(' ')}\` in ${s.in}`;
+    case 'sleep':
+      return `sleep ${spec} ms`;
+  }
+}
+
+/** The load client, run inside a service's namespace: this checkout's CLI under this Node. */
+function loadClientArgv(spec: { url: string; rps: number; timeout: number; expect?: Record<string, string> | undefined }, amount: string[]): string[] {
+  const argv = [process.execPath, join(CHECKOUT_ROOT, 'bin', 'causeway.js'), 'app', 'load', '--url', spec.url, '--rps', String(spec.rps), '--timeout', `${spec.timeout}ms`, ...amount];
+  for (const [k, v] of Object.entries(spec.expect ?? {})) argv.push('--expect', `${k}=${v}`);
+  return argv;
+}
+
+function parseLoadReport(stdout: string): LoadReport | undefined {
+  const line = stdout.trim().split('\n').reverse().find((l) => l.startsWith('{'));
+  if (!line) return undefined;
+  try {
+    return JSON.parse(line) as LoadReport;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Checks a load report against the step's requirements; returns the broken ones. */
+export function unmetRequirements(report: LoadReport, req: { minSuccesses?: number | undefined; maxSuccesses?: number | undefined; maxFailures?: number | undefined; onlyClusters?: string[] | undefined; seenClusters?: string[] | undefined; peerIdentity?: string | undefined }): string[] {
+  const problems: string[] = [];
+  if (req.minSuccesses !== undefined && report.successes < req.minSuccesses) problems.push(`${report.successes} successes < required ${req.minSuccesses}`);
+  if (req.maxSuccesses !== undefined && report.successes > req.maxSuccesses) problems.push(`${report.successes} successes > allowed ${req.maxSuccesses}`);
+  if (req.maxFailures !== undefined && report.failures > req.maxFailures) problems.push(`${report.failures} failures > allowed ${req.maxFailures} (${JSON.stringify(report.failuresBy)})`);
+  if (req.onlyClusters) {
+    const others = Object.keys(report.byCluster).filter((c) => !req.onlyClusters!.includes(c));
+    if (others.length > 0) problems.push(`answers from clusters ${others.join(', ')} (only ${req.onlyClusters.join(', ')} allowed)`);
+  }
+  for (const c of req.seenClusters ?? []) if (!report.byCluster[c]) problems.push(`no answer from cluster ${c}`);
+  if (req.peerIdentity !== undefined) {
+    const others = Object.keys(report.byPeerIdentity).filter((p) => p !== req.peerIdentity);
+    if (others.length > 0) problems.push(`peer identities ${others.join(', ')} seen (expected ${req.peerIdentity})`);
+  }
+  return problems;
+}
+
+function summary(report: LoadReport): string {
+  const failures = report.failures > 0 ? ` (${Object.entries(report.failuresBy).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '';
+  const clusters = Object.keys(report.byCluster).length > 0 ? `, by cluster ${JSON.stringify(report.byCluster)}` : '';
+  return `${report.successes}/${report.requests} ok, ${report.failures} failed${failures}${clusters}, p99 ${report.latencyMs.p99} ms`;
+}
+
+/**
+ * Runs each step against a running topology and reports. A failed step stops the
+ * scenario (later steps are `skipped`) unless `continueOnFailure` is set.
+ */
+export async function runScenario(run: TopologyRun, scenario: Scenario, options: { onStep?: (result: StepResult) => void } = {}): Promise<ScenarioReport> {
+  const results: StepResult[] = [];
+  const background = new Map<string, Promise<{ report?: LoadReport; error?: string }>>();
+  let stopped = false;
+  for (const [index, step] of scenario.steps.entries()) {
+    if (stopped) {
+      const result: StepResult = { index, name: step.name, kind: step.kind, status: 'skipped', durationMs: 0, detail: 'an earlier step failed' };
+      results.push(result);
+      options.onStep?.(result);
+      continue;
+    }
+    const t0 = Date.now();
+    let outcome: { ok: boolean; detail: string; report?: LoadReport };
+    try {
+      outcome = await runStep(run, step, background);
+    } catch (error) {
+      outcome = { ok: false, detail: (error as Error).message };
+    }
+    const result: StepResult = { index, name: step.name, kind: step.kind, status: outcome.ok ? 'passed' : 'failed', durationMs: Date.now() - t0, detail: outcome.detail, ...(outcome.report ? { report: outcome.report } : {}) };
+    results.push(result);
+    options.onStep?.(result);
+    if (!outcome.ok && !scenario.continueOnFailure) stopped = true;
+  }
+  await Promise.allSettled(background.values());
+  return {
+    scenario: scenario.name,
+    passed: results.filter((r) => r.status === 'passed').length,
+    failed: results.filter((r) => r.status === 'failed').length,
+    skipped: results.filter((r) => r.status === 'skipped').length,
+    steps: results,
+  };
+}
+
+async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<string, Promise<{ report?: LoadReport; error?: string }>>): Promise<{ ok: boolean; detail: string; report?: LoadReport }> {
+  switch (step.kind) {
+    case 'call': {
+      const s = step.spec;
+      const result = await run.exec(s.from, loadClientArgv(s, ['--requests', String(s.requests)]), { timeoutMs: 30_000 + (s.requests / s.rps) * 1000 + s.timeout });
+      const report = parseLoadReport(result.stdout);
+      if (!report) return { ok: false, detail: `load client failed (exit ${result.exitCode}): ${(result.stderr || result.stdout).trim().slice(-500)}` };
+      const problems = unmetRequirements(report, s);
+      return { ok: problems.length === 0, detail: problems.length === 0 ? summary(report) : `${problems.join('; ')} — ${summary(report)}`, report };
+    }
+    case 'load': {
+      const s = step.spec;
+      if (background.has(s.id)) return { ok: false, detail: `a load named "${s.id}" is already running` };
+      const pending = run
+        .exec(s.from, loadClientArgv(s, ['--duration', `${s.duration}ms`]), { timeoutMs: s.duration + s.timeout + 30_000 })
+        .then((result) => {
+          const report = parseLoadReport(result.stdout);
+          return report ? { report } : { error: `load client failed (exit ${result.exitCode}): ${(result.stderr || result.stdout).trim().slice(-500)}` };
+        });
+      background.set(s.id, pending);
+      return { ok: true, detail: `running in the background for ${s.duration} ms` };
+    }
+    case 'await': {
+      const s = step.spec;
+      const pending = background.get(s.id);
+      if (!pending) return { ok: false, detail: `no load named "${s.id}" was started` };
+      const { report, error } = await pending;
+      background.delete(s.id);
+      if (!report) return { ok: false, detail: error ?? 'no report' };
+      const problems = unmetRequirements(report, s);
+      return { ok: problems.length === 0, detail: problems.length === 0 ? summary(report) : `${problems.join('; ')} — ${summary(report)}`, report };
+    }
+    case 'stop': {
+      for (const name of [step.spec].flat()) await run.stopService(name);
+      return { ok: true, detail: 'stopped' };
+    }
+    case 'start': {
+      for (const name of [step.spec].flat()) run.startService(name);
+      return { ok: true, detail: 'started' };
+    }
+    case 'wait': {
+      const s = step.spec;
+      if (s.healthy !== undefined) {
+        await run.waitHealthy(s.healthy, s.timeout);
+        return { ok: true, detail: 'healthy' };
+      }
+      const argv = s.http !== undefined ? [process.execPath, join(CHECKOUT_ROOT, 'bin', 'causeway.js'), 'app', 'probe', '--url', s.http, '--wait', `${s.timeout}ms`] : s.command!;
+      const deadline = Date.now() + s.timeout;
+      let last = '';
+      for (;;) {
+        const result = await run.exec(s.in!, argv, { timeoutMs: Math.max(1000, deadline - Date.now() + 2000) });
+        if (result.exitCode === 0) return { ok: true, detail: 'succeeded' };
+        last = `exit ${result.exitCode}: ${(result.stderr || result.stdout).trim().slice(-300)}`;
+        if (Date.now() + s.interval >= deadline) return { ok: false, detail: `still failing after ${s.timeout} ms (${last})` };
+        await new Promise((r) => setTimeout(r, s.interval));
+      }
+    }
+    case 'exec': {
+      const s = step.spec;
+      const result = await run.exec(s.in, s.command, { timeoutMs: s.timeout });
+      const output = `${result.stdout}${result.stderr}`;
+      if (result.timedOut) return { ok: false, detail: `timed out after ${s.timeout} ms` };
+      if (result.exitCode !== s.exitCode) return { ok: false, detail: `exit code ${result.exitCode}, expected ${s.exitCode}: ${output.trim().slice(-300)}` };
+      if (s.outputMatches !== undefined && !new RegExp(s.outputMatches).test(output)) return { ok: false, detail: `output does not match /${s.outputMatches}/: ${output.trim().slice(-300)}` };
+      return { ok: true, detail: `exit ${result.exitCode}` };
+    }
+    case 'sleep': {
+      await new Promise((r) => setTimeout(r, step.spec));
+      return { ok: true, detail: '' };
+    }
+  }
+}
+
+/** The report as a table, ending with the plain `N passed, N failed, N skipped` line. */
+export function formatScenarioReport(report: ScenarioReport): string {
+  const lines = [`scenario: ${report.scenario}`];
+  for (const r of report.steps) {
+    const mark = r.status === 'passed' ? 'ok  ' : r.status === 'failed' ? 'FAIL' : 'skip';
+    lines.push(`  ${mark} ${String(r.index + 1).padStart(2)}. ${r.name} (${r.durationMs} ms)${r.detail ? ` — ${r.detail}` : ''}`);
+  }
+  lines.push(`${report.passed} passed, ${report.failed} failed, ${report.skipped} skipped`);
+  return `${lines.join('\n')}\n`;
+}
