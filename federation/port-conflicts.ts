@@ -31,6 +31,8 @@ export function portsSignature(ports: readonly ServicePort[]): string {
 
 export class PortConflictBoard {
   readonly #claims = new Map<string, Map<string, Claim>>();
+  /** cluster → services where its export loses (kept in step by claim(), so reads are cheap). */
+  readonly #losing = new Map<string, Set<string>>();
 
   /**
    * Records `cluster`'s export of `service` (or its removal with `ports` undefined) and
@@ -48,7 +50,14 @@ export class PortConflictBoard {
     }
     const after = this.#conflictsOf(service);
     const changed = new Set<string>();
-    for (const c of new Set([...before.keys(), ...after.keys()])) if (before.get(c) !== after.get(c)) changed.add(c);
+    for (const c of new Set([...before.keys(), ...after.keys()])) {
+      if (before.get(c) === after.get(c)) continue;
+      changed.add(c);
+      let losing = this.#losing.get(c);
+      if (!losing) this.#losing.set(c, (losing = new Set()));
+      if (after.has(c)) losing.add(service);
+      else losing.delete(service);
+    }
     return [...changed];
   }
 
@@ -57,10 +66,17 @@ export class PortConflictBoard {
     return this.#conflictsOf(service).get(cluster);
   }
 
+  /** Services (`<name>.<namespace>`) where `cluster`'s export loses. */
+  losingServices(cluster: string): string[] {
+    return [...(this.#losing.get(cluster) ?? [])].sort();
+  }
+
   /** Every service with a conflict. */
   conflicts(): PortConflict[] {
     const out: PortConflict[] = [];
-    for (const service of this.#claims.keys()) {
+    const involved = new Set<string>();
+    for (const services of this.#losing.values()) for (const s of services) involved.add(s);
+    for (const service of involved) {
       const winner = this.#winner(service);
       if (!winner) continue;
       const losers = [...this.#conflictsOf(service).keys()].sort();

@@ -1,0 +1,73 @@
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import test from 'ava';
+import { stringify } from 'yaml';
+import { freePort, startProcess, waitFor } from '../fixtures/index.js';
+import { exportService, exportedService, publishPeer, startCluster, timings, type TestCluster } from './helpers.js';
+
+const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
+
+function causeway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function writeConfig(local: TestCluster, peers: TestCluster[], port: number): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-federation-cli-'));
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(
+    file,
+    stringify({
+      cluster: { name: local.name, locality: { region: 'r-a', zone: 'z1' } },
+      etcd: { endpoints: local.etcd.endpoints },
+      links: peers.map((p) => ({ peer: p.name, etcd: { endpoints: p.etcd.endpoints } })),
+      federation: timings,
+      observability: { host: '127.0.0.1', readyPort: port, metricsPort: port },
+    }),
+  );
+  return file;
+}
+
+test('causeway federation serves readiness and metrics, and causeway status tells the truth when the peer dies', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  await exportService(b, exportedService('default', 'reviews'));
+  const port = await freePort();
+  const config = writeConfig(a, [b], port);
+  t.teardown(() => rmSync(join(config, '..'), { recursive: true, force: true }));
+
+  const proc = startProcess(process.execPath, [bin, 'federation', '--config', config], { name: 'causeway federation' });
+  t.teardown(() => proc.kill());
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 20_000, what: 'ready' });
+  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  t.regex(metrics, /causeway_federation_link_state\{[^}]*peer="b"[^}]*state="synced"[^}]*\} 1/);
+  t.regex(metrics, /causeway_federation_sync_lag_seconds_bucket/);
+
+  const synced = await waitFor(async () => {
+    const r = await causeway(['status', '--json', '--config', config]);
+    const s = JSON.parse(r.stdout) as { links: Array<{ peer: string; state: string; imports: number; connected: boolean }> };
+    return s.links[0]?.state === 'synced' && s.links[0].imports === 1 ? s : undefined;
+  }, { timeoutMs: 15_000, what: 'status synced' });
+  t.like(synced.links[0], { peer: 'b', connected: true });
+
+  await b.etcd.kill();
+  const down = await waitFor(async () => {
+    const r = await causeway(['status', '--config', config]);
+    return /b\s+stale\s+no/.test(r.stdout) ? r.stdout : undefined;
+  }, { timeoutMs: 15_000, what: 'human status shows b stale and disconnected' });
+  t.regex(down, /no heartbeat from b/);
+
+  proc.child.kill('SIGTERM');
+  t.is(await proc.exited, 0);
+  // With the federation gone, status still reports what it last knew — and that it stopped.
+  const after = await causeway(['status', '--json', '--config', config]);
+  const s = JSON.parse(after.stdout) as { links: Array<{ connected: boolean; message?: string }> };
+  t.false(s.links[0]!.connected);
+  t.regex(s.links[0]!.message ?? '', /federation stopped/);
+});
