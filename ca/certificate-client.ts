@@ -177,8 +177,22 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
   private async fetch(): Promise<CurrentCertificate> {
     const key = await generatePrivateKey(this.options.keyType ?? DEFAULT_KEY_TYPE);
     const csr = createCsr(key, this.options.spiffeId);
-    const auth = await this.credentials();
-    const response = await requestCertificate(this.endpoint, auth, { csr, validitySeconds: this.options.ttlSeconds ?? 0 });
+    const request = { csr, validitySeconds: this.options.ttlSeconds ?? 0 };
+    const current = this.currentCertificate;
+    // Once we hold a certificate, the signer's latest bundle (not the bootstrap one) says whom to trust: it is how a root rotation reaches us.
+    const endpoint = current ? { ...this.endpoint, trustBundlePem: current.trustBundlePem } : this.endpoint;
+    let response: CreateCertificateResponse | undefined;
+    // Renew with the current certificate while it is valid; fall back to a token if the signer no longer accepts it.
+    if (current && current.notAfter.getTime() - Date.now() > 1000) {
+      try {
+        response = await requestCertificate(endpoint, { privateKeyPem: current.privateKeyPem, certChainPem: current.certChainPem }, request);
+      } catch (error) {
+        const rejected = error instanceof CaError && (error.code === CaErrorCodes.unauthenticated || error.code === CaErrorCodes.peerCertificateInvalid);
+        if (!rejected || !this.options.joinToken) throw error;
+        this.log.warn({ code: error.code }, 'the signing service refused the current certificate; retrying with the join token');
+      }
+    }
+    response ??= await requestCertificate(endpoint, { joinToken: await this.joinToken(current !== undefined) }, request);
     const trustBundlePem = buildTrustBundle(response.trustBundle);
     const certChainPem = response.certChain.join('');
     // Never serve what peers would reject: check the chain and the identity before installing.
@@ -190,18 +204,17 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     return cert;
   }
 
-  private async credentials(): Promise<SigningCredentials> {
-    const current = this.currentCertificate;
-    // Renew with the current certificate while it is valid (with a minute to spare for clock skew).
-    if (current && current.notAfter.getTime() - Date.now() > 60_000) return { privateKeyPem: current.privateKeyPem, certChainPem: current.certChainPem };
+  private async joinToken(hadCertificate: boolean): Promise<string> {
     const token = typeof this.options.joinToken === 'function' ? await this.options.joinToken() : this.options.joinToken;
-    if (!token) {
+    if (!token?.trim()) {
       throw new CaError(
         CaErrorCodes.unauthenticated,
-        current ? `the certificate for ${this.options.spiffeId} expired and no join token is configured; mint one with \`causeway ca token\`` : `no certificate yet for ${this.options.spiffeId} and no join token; mint one with \`causeway ca token\``,
+        hadCertificate
+          ? `the certificate for ${this.options.spiffeId} expired or was refused and no join token is configured; mint one with \`causeway ca token\``
+          : `no certificate yet for ${this.options.spiffeId} and no join token; mint one with \`causeway ca token\``,
       );
     }
-    return { joinToken: token.trim() };
+    return token.trim();
   }
 
   private install(cert: CurrentCertificate, fresh: boolean): void {

@@ -18,6 +18,7 @@ export interface RunningSigningService {
   readonly registry: Registry;
   readonly tls: SwappableServerCredentials;
   readonly port: number;
+  readonly server: Server;
 }
 
 /** A real gRPC server on loopback hosting the signing service, as a controller would. */
@@ -29,7 +30,7 @@ export async function startSigningService(t: ExecutionContext, ca: IntermediateC
   const tls = createCertificateServiceCredentials({ privateKeyPem: controller.privateKeyPem, certChainPem: controller.certChainPem, trustBundlePem: ca.trustBundlePem });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', tls.credentials satisfies ServerCredentials, (error, bound) => (error ? reject(error) : resolve(bound))));
   t.teardown(() => server.forceShutdown());
-  return { endpoint: { address: `127.0.0.1:${port}`, trustBundlePem: ca.trustBundlePem, controllerSpiffeId: controllerIdentity(ca.trustDomain) }, handle, registry, tls, port };
+  return { endpoint: { address: `127.0.0.1:${port}`, trustBundlePem: ca.trustBundlePem, controllerSpiffeId: controllerIdentity(ca.trustDomain) }, handle, registry, tls, port, server };
 }
 
 export async function counterValue(handle: CertificateServiceHandle, name: 'refusals' | 'issued', label: string): Promise<number> {
