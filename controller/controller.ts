@@ -1,0 +1,318 @@
+import { hostname } from 'node:os';
+import { Server } from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
+import { loadIntermediateCa, type IntermediateCa } from '../ca/index.js';
+import {
+  controllerIdentity,
+  createMetricsRegistry,
+  logger,
+  startObservabilityServer,
+  type ClusterConfig,
+  type ObservabilityServer,
+  type Readiness,
+} from '../mesh/index.js';
+import { CatalogCache, CatalogChanges } from './catalog-cache.js';
+import { ClusterRecord } from './cluster-record.js';
+import { DiscoveryService, type NodeStatus } from './discovery-service.js';
+import { OperatorDnsServer } from './dns-server.js';
+import { ControllerError, ControllerErrorCodes } from './errors.js';
+import { Etcd3Store, type EtcdStore } from './etcd-store.js';
+import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
+import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
+import { ControllerMetrics } from './metrics.js';
+import { discoveryService, registrationService } from './protos.js';
+import { RegistrationService } from './registration-service.js';
+import { SnapshotBuilder } from './snapshot-builder.js';
+import { SwappableServerCredentials, type TlsIdentity } from './tls.js';
+
+/** Lifetime of the controller's own serving certificate; renewed at half-life. */
+const SERVER_CERT_TTL_SECONDS = 24 * 3600;
+
+export interface ControllerOptions {
+  /** The validated cluster config (`loadConfigFile('cluster', …)`). */
+  readonly config: ClusterConfig;
+  /**
+   * The controller's serving identity. Default: issued from the cluster's intermediate
+   * (`intermediate`, else `config.controller.caDir`) for
+   * `spiffe://<td>/ns/causeway-system/sa/controller`, renewed at half-life.
+   */
+  readonly tls?: TlsIdentity;
+  /** The cluster's intermediate CA, when the caller has it loaded already. */
+  readonly intermediate?: IntermediateCa;
+  /** Address written to `/causeway/v1/cluster` `controllers` (default: the gRPC host, or the host name when it is a wildcard). */
+  readonly advertiseAddress?: string;
+  /** Adds more services (e.g. the CA's CertificateService) to the gRPC server before it starts. */
+  readonly addServices?: (server: Server, context: { intermediate: IntermediateCa | undefined; registry: Registry }) => void | Promise<void>;
+  /** Serve `/healthz/ready` and `/metrics` (default true). */
+  readonly observability?: boolean;
+  /** Active health-check timing (default 5 s interval, 1 s timeout, 2 failures). */
+  readonly healthChecks?: Partial<HealthCheckSettings>;
+  /** Prometheus registry to use (default: a fresh one labelled component=controller). */
+  readonly registry?: Registry;
+  /** A store other than etcd3 over `config.etcd` (tests of fault handling). */
+  readonly store?: EtcdStore;
+  /**
+   * Hosts extra components in-process (the federation, when the config has links) and
+   * folds their readiness into the controller's.
+   */
+  readonly components?: ReadonlyArray<HostedComponent>;
+}
+
+/** Something the controller runs alongside itself, e.g. the federation's links. */
+export interface HostedComponent {
+  readonly name: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  readiness(): Readiness;
+}
+
+/**
+ * The per-cluster control plane (issue 5): catalog on etcd, Registration and Discovery
+ * over gRPC/mTLS on 15012, exports for peers, active health checks, operator DNS,
+ * readiness and metrics. Several controllers may share one etcd.
+ *
+ * ```ts
+ * const controller = new Controller({ config });
+ * await controller.start();
+ * // … controller.grpcPort, controller.readiness(), controller.nodes()
+ * await controller.stop();
+ * ```
+ */
+export class Controller {
+  readonly registry: Registry;
+  readonly metrics: ControllerMetrics;
+  private readonly log = logger('controller');
+  private readonly config: ClusterConfig;
+  private store: EtcdStore | undefined;
+  private catalog: CatalogCache | undefined;
+  private discovery: DiscoveryService | undefined;
+  private publisher: ExportPublisher | undefined;
+  private checker: HealthChecker | undefined;
+  private dns: OperatorDnsServer | undefined;
+  private server: Server | undefined;
+  private credentials: SwappableServerCredentials | undefined;
+  private record: ClusterRecord | undefined;
+  private observability: ObservabilityServer | undefined;
+  private intermediate: IntermediateCa | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private boundPort = 0;
+  private serving = false;
+  private stopped = false;
+  private advertised: { address: string; port: number } | undefined;
+
+  constructor(private readonly options: ControllerOptions) {
+    this.config = options.config;
+    this.registry = options.registry ?? createMetricsRegistry('controller');
+    this.metrics = new ControllerMetrics(this.registry);
+  }
+
+  /** The bound gRPC port (useful with `grpcPort: 0`). */
+  get grpcPort(): number {
+    return this.boundPort;
+  }
+
+  get dnsPort(): number | undefined {
+    return this.dns?.port;
+  }
+
+  get readyPort(): number | undefined {
+    return this.observability?.readyPort;
+  }
+
+  /** The catalog as this controller sees it (read-only use). */
+  get catalogView(): CatalogCache | undefined {
+    return this.catalog;
+  }
+
+  /** Connected discovery nodes and the versions they hold. */
+  nodes(): NodeStatus[] {
+    return this.discovery?.status() ?? [];
+  }
+
+  readiness(): Readiness {
+    const reasons: string[] = [];
+    if (!this.catalog?.loaded) reasons.push('catalog not loaded from etcd yet');
+    else if (!this.catalog.watching) reasons.push('etcd watch not connected');
+    if (!this.serving) reasons.push('gRPC server not serving');
+    const details: Record<string, unknown> = {};
+    for (const c of this.options.components ?? []) {
+      const r = c.readiness();
+      reasons.push(...r.reasons);
+      details[c.name] = r.details ?? r.ready;
+    }
+    return { ready: reasons.length === 0, reasons, details };
+  }
+
+  async start(): Promise<void> {
+    const { config } = this;
+    const td = config.trustDomain;
+    const tls = await this.servingIdentity();
+    this.store = this.options.store ?? new Etcd3Store(config.etcd);
+    const store = this.store;
+    const catalog = (this.catalog = new CatalogCache(store));
+    catalog.on('invalid', () => this.metrics.invalidValues.inc());
+    const settings = { ...DEFAULT_HEALTH_CHECKS, ...this.options.healthChecks };
+    let discovery: DiscoveryService | undefined;
+    let publisher: ExportPublisher | undefined;
+    const checker = (this.checker = new HealthChecker(catalog, settings, this.metrics, (services) => {
+      const changes = new CatalogChanges();
+      for (const s of services) changes.services.add(s);
+      discovery?.onCatalogChange(changes);
+      publisher?.schedule();
+    }));
+    const endpointHealthy = checker.endpointHealthy.bind(checker);
+    const trustBundle = () => splitPem(String(this.credentialsTls?.trustBundle ?? ''));
+    const builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy });
+    discovery = this.discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
+    publisher = this.publisher = new ExportPublisher(
+      store,
+      catalog,
+      {
+        cluster: config.cluster.name,
+        locality: config.cluster.locality,
+        network: config.cluster.network,
+        trustDomain: td,
+        heartbeatIntervalMs: config.federation.heartbeatIntervalMs,
+        debounceMs: config.controller.pushDebounceMs,
+        endpointHealthy,
+      },
+      this.metrics,
+    );
+    const record = (this.record = new ClusterRecord(store, { name: config.cluster.name, locality: config.cluster.locality, network: config.cluster.network, trustDomain: td }));
+    let lastGateways = '';
+    catalog.on('change', (changes) => {
+      discovery!.onCatalogChange(changes);
+      publisher!.onCatalogChange(changes);
+      this.metrics.endpoints.set(catalog.endpointCount());
+      this.metrics.services.set(catalog.services.size);
+      if (changes.everything || changes.gateways) {
+        const gateways = gatewayAddresses(catalog);
+        const text = JSON.stringify(gateways);
+        if (text !== lastGateways) {
+          lastGateways = text;
+          record.setGateways(gateways).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
+        }
+      }
+    });
+
+    await catalog.start();
+    this.log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');
+
+    const registration = new RegistrationService(store, catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, leaseTtlSeconds: config.controller.endpointLeaseTtlSeconds }, this.metrics);
+    const server = (this.server = new Server({
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+      'grpc.max_send_message_length': -1,
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+    }));
+    server.addService(registrationService, registration.implementation());
+    server.addService(discoveryService, discovery.implementation());
+    await this.options.addServices?.(server, { intermediate: this.intermediate, registry: this.registry });
+    this.credentials = new SwappableServerCredentials(tls);
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${bracket(config.controller.host)}:${config.controller.grpcPort}`, this.credentials!.credentials, (error, port) => (error ? reject(error) : resolve(port)));
+    });
+    this.serving = true;
+    this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort };
+    await record.addController(this.advertised);
+    await publisher.start();
+    checker.start();
+    if (config.controller.dns) {
+      this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
+      await this.dns.start();
+    }
+    for (const c of this.options.components ?? []) await c.start();
+    if (this.options.observability ?? true) {
+      const o = config.observability;
+      this.observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
+    }
+    this.log.info({ grpcPort: this.boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.dns?.port }, 'controller serving');
+  }
+
+  private credentialsTls: TlsIdentity | undefined;
+
+  private async servingIdentity(): Promise<TlsIdentity> {
+    if (this.options.tls) return (this.credentialsTls = this.options.tls);
+    this.intermediate = this.options.intermediate ?? (this.config.controller.caDir ? await loadIntermediateCa(this.config.controller.caDir) : undefined);
+    if (!this.intermediate) {
+      throw new ControllerError(ControllerErrorCodes.tlsMissing, 'the controller needs its cluster intermediate CA: set controller.caDir in the cluster config (see causeway ca intermediate)');
+    }
+    return (this.credentialsTls = await this.issueServingCertificate());
+  }
+
+  private async issueServingCertificate(): Promise<TlsIdentity> {
+    const ca = this.intermediate!;
+    const cert = await ca.issue({ spiffeId: controllerIdentity(this.config.trustDomain), ttlSeconds: SERVER_CERT_TTL_SECONDS });
+    const tls = { key: cert.privateKeyPem, certChain: cert.certChainPem, trustBundle: cert.trustBundlePem };
+    // Renew at half-life with ±10 % jitter; open connections keep the old certificate.
+    const delay = SERVER_CERT_TTL_SECONDS * 500 * (0.9 + Math.random() * 0.2);
+    clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => {
+      this.issueServingCertificate().then(
+        (next) => {
+          this.credentials?.update(next);
+          this.log.info('serving certificate renewed');
+        },
+        (error: Error) => this.log.error({ err: error.message }, 'serving certificate renewal failed'),
+      );
+    }, delay);
+    this.renewTimer.unref();
+    this.credentialsTls = tls;
+    return tls;
+  }
+
+  /**
+   * Stops serving: discovery streams end with UNAVAILABLE (nodes keep their snapshot and
+   * reconnect), this controller leaves the cluster record, and etcd is closed. Endpoint
+   * leases stay in etcd — sidecars heartbeat through the next controller.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.serving = false;
+    clearTimeout(this.renewTimer);
+    this.discovery?.close();
+    if (this.server) {
+      const server = this.server;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 2000);
+        server.tryShutdown(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+    for (const c of [...(this.options.components ?? [])].reverse()) await c.stop().catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    this.checker?.close();
+    await this.publisher?.close();
+    await this.dns?.close();
+    if (this.advertised && this.record) {
+      await withTimeout(this.record.removeController(this.advertised), 2000).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
+    }
+    await this.catalog?.close();
+    if (!this.options.store) await this.store?.close();
+    await this.observability?.close();
+    this.log.info('controller stopped');
+  }
+}
+
+function splitPem(text: string): string[] {
+  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((p) => `${p}\n`) ?? [];
+}
+
+function bracket(host: string): string {
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+function advertiseHost(host: string): string {
+  return host === '0.0.0.0' || host === '::' ? hostname() : host;
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return Promise.race([promise, new Promise<T>((_, reject) => setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms).unref())]);
+}

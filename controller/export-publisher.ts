@@ -1,0 +1,169 @@
+import { isDeepStrictEqual } from 'node:util';
+import {
+  CATALOG_SCHEMA_VERSION,
+  EtcdKeys,
+  ExportedCluster,
+  ExportedService,
+  Heartbeat,
+  encodeCatalogValue,
+  logger,
+  type GatewayAddress,
+  type HealthyCount,
+  type Locality,
+} from '../mesh/index.js';
+import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from './catalog-cache.js';
+import type { EtcdStore } from './etcd-store.js';
+import type { ControllerMetrics } from './metrics.js';
+
+export interface ExportPublisherOptions {
+  readonly cluster: string;
+  readonly locality: Locality;
+  readonly network: string;
+  readonly trustDomain: string;
+  readonly heartbeatIntervalMs: number;
+  readonly debounceMs: number;
+  endpointHealthy(endpoint: StoredEndpoint): boolean;
+}
+
+/** Gateway addresses of this cluster, sorted (from `/causeway/v1/gateways/`). */
+export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
+  return [...catalog.gateways.values()]
+    .map((g) => ({ address: g.value.address, port: g.value.port }))
+    .sort((a, b) => a.address.localeCompare(b.address) || a.port - b.port);
+}
+
+/**
+ * Maintains what peers read of this cluster: `/exports/<ns>/<name>` for exported
+ * services (spec + healthy counts per locality), `/exports/_cluster` and the
+ * `/exports/_heartbeat` key on a lease.
+ *
+ * Several controllers of one cluster run this at once without fighting: every value is
+ * a pure function of the shared catalog, a write happens only when etcd holds something
+ * different (ignoring `exportedAt`, which is kept from the first write), so their writes
+ * converge instead of alternating. The heartbeat is refreshed by each of them; peers
+ * only need it to be fresh, and it vanishes with the lease when no controller is left.
+ */
+export class ExportPublisher {
+  private readonly log = logger('controller-exports');
+  private timer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private heartbeatLease: string | undefined;
+  private running: Promise<void> | undefined;
+  private again = false;
+  private closed = false;
+
+  constructor(
+    private readonly store: EtcdStore,
+    private readonly catalog: CatalogCache,
+    private readonly options: ExportPublisherOptions,
+    private readonly metrics: ControllerMetrics,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.beat();
+    await this.reconcile();
+  }
+
+  onCatalogChange(changes: CatalogChanges): void {
+    if (changes.everything || changes.exports || changes.gateways || changes.services.size > 0) this.schedule();
+  }
+
+  /** Recompute soon (health-check results changed). */
+  schedule(): void {
+    if (this.closed || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.reconcile().catch((error: Error) => {
+        this.log.warn({ err: error.message }, 'export reconcile failed; retrying');
+        setTimeout(() => this.schedule(), 1000).unref();
+      });
+    }, this.options.debounceMs);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.heartbeatTimer);
+    await this.running?.catch(() => undefined);
+  }
+
+  /** Healthy and total endpoint counts per locality, sorted by region then zone. */
+  healthyCounts(key: ServiceKey): HealthyCount[] {
+    const counts = new Map<string, HealthyCount>();
+    for (const stored of this.catalog.endpointsOf(key).values()) {
+      const l = stored.value.locality;
+      const k = `${l.region}/${l.zone}`;
+      const c = counts.get(k) ?? { locality: l, healthy: 0, total: 0 };
+      counts.set(k, { locality: l, healthy: c.healthy + (this.options.endpointHealthy(stored) ? 1 : 0), total: c.total + 1 });
+    }
+    return [...counts.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, c]) => c);
+  }
+
+  /** Brings `/exports/` in line with the catalog; runs one pass at a time. */
+  reconcile(): Promise<void> {
+    if (this.running) {
+      this.again = true;
+      return this.running;
+    }
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.pass();
+        } while (this.again && !this.closed);
+      } finally {
+        this.running = undefined;
+      }
+    })();
+    return this.running;
+  }
+
+  private async pass(): Promise<void> {
+    const o = this.options;
+    const cluster: ExportedCluster = {
+      schema: CATALOG_SCHEMA_VERSION,
+      name: o.cluster,
+      locality: o.locality,
+      network: o.network,
+      trustDomain: o.trustDomain,
+      gateways: gatewayAddresses(this.catalog),
+    };
+    if (!isDeepStrictEqual(this.catalog.exportedCluster?.value, cluster)) {
+      await this.store.put(EtcdKeys.exportedCluster, encodeCatalogValue(ExportedCluster, EtcdKeys.exportedCluster, cluster));
+      this.metrics.exportWrites.inc({ kind: 'cluster' });
+    }
+    for (const [key, { value: spec }] of this.catalog.services) {
+      if (!spec.exported) continue;
+      const current = this.catalog.exports.get(key);
+      const healthy = this.healthyCounts(key);
+      if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) continue;
+      const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
+      const value: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: spec, healthy, exportedAt: current?.value.exportedAt ?? new Date().toISOString() };
+      await this.store.putIfUnchanged(etcdKey, encodeCatalogValue(ExportedService, etcdKey, value), current?.modRevision ?? '0');
+      this.metrics.exportWrites.inc({ kind: 'service' });
+    }
+    for (const [key, current] of this.catalog.exports) {
+      if (this.catalog.services.get(key)?.value.exported) continue;
+      const { namespace, name } = current.value.service;
+      await this.store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
+      this.metrics.exportWrites.inc({ kind: 'unexport' });
+      this.log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
+    }
+  }
+
+  private async beat(): Promise<void> {
+    const ttlSeconds = Math.max(3, Math.ceil((this.options.heartbeatIntervalMs * 3) / 1000));
+    try {
+      if (this.heartbeatLease && (await this.store.keepAlive(this.heartbeatLease)) <= 0) this.heartbeatLease = undefined;
+      this.heartbeatLease ??= await this.store.grantLease(ttlSeconds);
+      const value: Heartbeat = { schema: CATALOG_SCHEMA_VERSION, cluster: this.options.cluster, at: new Date().toISOString() };
+      await this.store.put(EtcdKeys.heartbeat, encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, value), { lease: this.heartbeatLease });
+    } catch (error) {
+      this.heartbeatLease = undefined;
+      this.log.warn({ err: (error as Error).message }, 'export heartbeat failed; peers will see this cluster as stale if it lasts');
+    }
+    if (!this.closed) {
+      this.heartbeatTimer = setTimeout(() => void this.beat(), this.options.heartbeatIntervalMs);
+    }
+  }
+}

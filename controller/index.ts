@@ -1,0 +1,24 @@
+/**
+ * The cluster controller (issue 5): what other parts and operators may use.
+ *
+ * - {@link Controller}: run the control plane in-process (`causeway controller` does).
+ * - {@link DiscoveryClient} / {@link RegistrationClient}: the node side of the discovery
+ *   stream and of endpoint registration, with reconnect + backoff — for sidecars and gateways.
+ * - {@link CatalogAdmin}: validated writes of services, exports and policies.
+ */
+export { Controller, type ControllerOptions, type HostedComponent } from './controller.js';
+export {
+  DiscoveryClient,
+  RegistrationClient,
+  type ControllerConnection,
+  type DiscoveryClientOptions,
+  type DiscoveryHello,
+  type EndpointRegistration,
+  type RegistrationClientOptions,
+} from './client.js';
+export { CatalogAdmin, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
+export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
+export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
+export { SwappableServerCredentials, callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
+export type { NodeStatus } from './discovery-service.js';
+export type { HealthCheckSettings } from './health-checker.js';

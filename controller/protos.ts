@@ -1,0 +1,81 @@
+import { fileURLToPath } from 'node:url';
+import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+
+/**
+ * The controller's gRPC contracts, loaded from api/*.proto at runtime (one source of
+ * truth for both ends). Field names are camelCase; 64-bit integers arrive as numbers.
+ */
+const API_DIR = fileURLToPath(new URL('../api/', import.meta.url));
+
+const definition = loadSync(['registry.proto', 'discovery.proto', 'ca.proto'], {
+  includeDirs: [API_DIR],
+  keepCase: false,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+const loaded = loadPackageDefinition(definition) as unknown as {
+  causeway: { registry: { v1: GrpcObject }; discovery: { v1: GrpcObject }; ca: { v1: GrpcObject } };
+};
+
+export const RegistrationClientConstructor = loaded.causeway.registry.v1.Registration as ServiceClientConstructor;
+export const DiscoveryClientConstructor = loaded.causeway.discovery.v1.Discovery as ServiceClientConstructor;
+export const registrationService: ServiceDefinition = RegistrationClientConstructor.service;
+export const discoveryService: ServiceDefinition = DiscoveryClientConstructor.service;
+
+export interface LocalityMessage {
+  region: string;
+  zone: string;
+}
+
+export interface RegisterRequest {
+  service: string;
+  namespace: string;
+  endpointId: string;
+  address: string;
+  inboundPort: number;
+  labels: Record<string, string>;
+  locality: LocalityMessage | null;
+  health: string;
+}
+export interface RegisterResponse {
+  endpointId: string;
+  leaseTtlSeconds: number;
+}
+export interface HeartbeatRequest {
+  service: string;
+  namespace: string;
+  endpointId: string;
+  health: string;
+}
+export interface HeartbeatResponse {
+  leaseTtlSeconds: number;
+}
+export interface DeregisterRequest {
+  service: string;
+  namespace: string;
+  endpointId: string;
+}
+
+export interface HelloMessage {
+  nodeKind: string;
+  nodeId: string;
+  cluster: string;
+  region: string;
+  zone: string;
+  lastVersion: string;
+  acceptEncodings: string[];
+}
+export interface DiscoveryRequest {
+  hello?: HelloMessage | null;
+  ack?: { version: string } | null;
+  nack?: { version: string; reason: string } | null;
+  message?: 'hello' | 'ack' | 'nack';
+}
+export interface DiscoveryResponse {
+  version: string;
+  snapshot: Buffer;
+  encoding: string;
+}

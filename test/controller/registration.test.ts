@@ -1,0 +1,95 @@
+import test from 'ava';
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { controllerIdentity } from '../../mesh/index.js';
+import { waitFor } from '../fixtures/ports.js';
+import { RegistrationClientConstructor } from '../../controller/protos.js';
+import { controllerWorld, reviews, TD } from './harness.js';
+
+const endpoint = (id: string, address = '127.0.0.10') => ({ service: 'reviews', namespace: 'default', endpointId: id, address, inboundPort: 15006, labels: { version: 'v1' } });
+
+test('a registered endpoint appears in other nodes\' snapshots, and leaves them within the TTL when its sidecar dies', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController();
+  const watcher = await world.discovery(controller, 'default/productpage');
+  const first = await watcher.firstSnapshot();
+  t.deepEqual(first.services.find((s) => s.name === 'reviews')?.targets, []);
+
+  const sidecar = await world.registration(controller, 'default/reviews', endpoint('reviews-1'));
+  await sidecar.start();
+  const seen = await waitFor(() => watcher.snapshot?.services.find((s) => s.name === 'reviews')?.targets[0], { what: 'endpoint in the snapshot' });
+  t.like(seen, { kind: 'endpoint', address: '127.0.0.10', port: 15006, priority: 0, healthy: true, identity: 'spiffe://causeway.internal/ns/default/sa/reviews', endpointId: 'reviews-1' });
+  t.deepEqual(seen.labels, { version: 'v1' });
+
+  // Killed sidecar: no more heartbeats, no deregistration. TTL is 2 s here.
+  sidecar.abandon();
+  const killedAt = Date.now();
+  await waitFor(() => watcher.snapshot?.services.find((s) => s.name === 'reviews')?.targets.length === 0, { timeoutMs: 15_000, what: 'endpoint to expire' });
+  t.log(`endpoint gone ${Date.now() - killedAt} ms after the last heartbeat stopped (TTL 2 s)`);
+});
+
+test('heartbeats keep an endpoint alive past its TTL and carry health changes', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController();
+  const sidecar = await world.registration(controller, 'default/reviews', endpoint('reviews-2'));
+  await sidecar.start();
+  const watcher = await world.discovery(controller, 'default/productpage');
+  await waitFor(() => watcher.snapshot?.services[0]?.targets.length === 1);
+  await new Promise((r) => setTimeout(r, 3000));
+  t.is(watcher.snapshot?.services[0]?.targets.length, 1, 'still registered after 1.5 × TTL thanks to heartbeats');
+  sidecar.setHealth('unhealthy');
+  await waitFor(() => watcher.snapshot?.services[0]?.targets[0]?.healthy === false, { what: 'unhealthy target' });
+  t.is(watcher.snapshot?.services[0]?.targets[0]?.weight, 0);
+});
+
+test('a node whose identity may not serve the service cannot register for it', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController();
+  const impostor = await world.registration(controller, 'default/ratings', endpoint('reviews-evil'));
+  const refused = new Promise<ServiceError>((resolve) => impostor.once('refused', resolve));
+  void impostor.start();
+  const error = await refused;
+  t.is(error.code, status.PERMISSION_DENIED);
+  t.regex(error.details, /spiffe:\/\/causeway\.internal\/ns\/default\/sa\/ratings may not serve reviews\.default/);
+  await impostor.stop();
+  t.is(controller.catalogView?.endpointsOf('default/reviews').size, 0);
+
+  // No client certificate at all: UNAUTHENTICATED (the server only requests one).
+  const pki = await world.identity('default/reviews');
+  const anonymous = new RegistrationClientConstructor(`127.0.0.1:${controller.grpcPort}`, credentials.createSsl(Buffer.from(pki.trustBundle), null, null, { checkServerIdentity: () => undefined }));
+  t.teardown(() => anonymous.close());
+  const anonymousError = await new Promise<ServiceError>((resolve) =>
+    (anonymous as unknown as { Register(req: object, cb: (e: ServiceError) => void): void }).Register({ service: 'reviews', namespace: 'default', endpointId: 'x', address: '127.0.0.1', inboundPort: 1 }, resolve),
+  );
+  t.is(anonymousError.code, status.UNAUTHENTICATED);
+
+  // An endpoint for an unknown service is refused with FAILED_PRECONDITION.
+  const lost = await world.registration(controller, 'default/reviews', { ...endpoint('x1'), service: 'nope' });
+  const unknown = new Promise<ServiceError>((resolve) => lost.once('refused', resolve));
+  void lost.start();
+  t.is((await unknown).code, status.FAILED_PRECONDITION);
+  await lost.stop();
+  t.truthy(controllerIdentity(TD));
+});
+
+test('a heartbeat for an endpoint registered through another controller works (controllers share etcd)', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const a = await world.startController();
+  const b = await world.startController();
+  const viaA = await world.registration(a, 'default/reviews', endpoint('reviews-3'));
+  await viaA.start();
+  viaA.abandon();
+  // Same endpoint, heartbeats through B only: B finds the lease A granted.
+  const viaB = await world.registration(b, 'default/reviews', endpoint('reviews-3'));
+  const beats: number[] = [];
+  viaB.on('heartbeat', (ttl) => beats.push(ttl));
+  await viaB.start();
+  await new Promise((r) => setTimeout(r, 3000));
+  t.true(beats.length >= 2);
+  t.is(b.catalogView?.endpointsOf('default/reviews').size, 1);
+  const info = a.catalogView?.cluster?.value;
+  t.is(info?.controllers.length, 2, 'both controllers listed in /causeway/v1/cluster');
+});
