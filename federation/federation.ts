@@ -11,6 +11,7 @@ import {
   type Readiness,
 } from '../mesh/index.js';
 import { Etcd3CatalogStore, MAX_TXN_OPS, type CatalogStore } from './etcd-store.js';
+import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
 import { PortConflictBoard, type PortConflict } from './port-conflicts.js';
@@ -51,6 +52,7 @@ export class Federation {
   readonly #links = new Map<string, PeerLink>();
   readonly #conflicts = new PortConflictBoard();
   readonly metrics: FederationMetrics;
+  #localExports: LocalExportClaims | undefined;
   #started = false;
 
   constructor(options: FederationOptions) {
@@ -84,20 +86,32 @@ export class Federation {
         localStore: this.#local,
         timings: this.#o.settings,
         conflicts: this.#conflicts,
-        onConflictsChanged: (clusters, service) => {
-          for (const cluster of clusters) if (cluster !== link.peer) this.#links.get(cluster)?.markDirty(service);
-        },
+        onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, link.peer),
         metrics: this.metrics,
         log: this.#log.child({ peer: link.peer }),
       });
       this.#links.set(link.peer, peerLink);
     }
     for (const link of this.#links.values()) await link.load();
+    this.#localExports = new LocalExportClaims({
+      cluster: this.#o.cluster,
+      store: this.#local,
+      conflicts: this.#conflicts,
+      onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, this.#o.cluster),
+      log: this.#log.child({ peer: this.#o.cluster }),
+    });
+    await this.#localExports.start();
     for (const link of this.#links.values()) link.start();
     this.#log.info({ links: [...this.#links.keys()] }, 'federation started');
   }
 
+  /** Re-renders the imports whose conflict changed, except on the link that caused it (it already does). */
+  #conflictsChanged(clusters: readonly string[], serviceKey: string, cause: string): void {
+    for (const cluster of clusters) if (cluster !== cause) this.#links.get(cluster)?.markDirty(serviceKey);
+  }
+
   async stop(): Promise<void> {
+    this.#localExports?.stop();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
     for (const store of this.#peerStores) store.close();
     if (this.#ownsLocal) this.#local.close();

@@ -23,6 +23,9 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
   // "ratings" is exported by both peers; c's export is older and its ports differ.
   await exportService(b, exportedService('default', 'ratings', { exportedAt: newer, ports: [{ name: 'http', port: 9080, protocol: 'http' }] }));
   await exportService(c, exportedService('default', 'ratings', { exportedAt: older, ports: [{ name: 'grpc', port: 9090, protocol: 'grpc' }] }));
+  // a itself exported "details" first; b's later export with other ports is the one in conflict.
+  await exportService(a, exportedService('default', 'details', { exportedAt: older, ports: [{ name: 'http', port: 9080, protocol: 'http' }] }));
+  await exportService(b, exportedService('default', 'details', { exportedAt: newer, ports: [{ name: 'http', port: 8080, protocol: 'http' }] }));
   // A bad value is logged and skipped, never fatal.
   await b.store.commit([{ put: EtcdKeys.exportedService('default', 'broken'), value: '{"schema":1,"nope":true}' }]);
 
@@ -54,9 +57,10 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
   t.truthy(ratingsC);
   t.is(ratingsC!.conflict, undefined);
   const conflicts = federation.status().conflicts;
-  t.deepEqual(conflicts.map((x) => [x.service, x.winner, x.losers]), [['ratings.default', 'c', ['b']]]);
+  t.deepEqual(conflicts.map((x) => [x.service, x.winner, x.losers]), [['details.default', 'a', ['b']], ['ratings.default', 'c', ['b']]]);
+  t.regex((await readImport(a, 'b', 'default', 'details'))?.conflict ?? '', /cluster a's older export/);
   await waitFor(async () => (await readLinkStatus(a, 'b'))?.conflicts.includes('ratings.default'), { what: 'conflict in b link status' });
-  t.is(await metricValue(registry, 'causeway_federation_port_conflicts', { peer: 'b' }), 1);
+  t.is(await metricValue(registry, 'causeway_federation_port_conflicts', { peer: 'b' }), 2);
 
   // c stops exporting ratings: the conflict clears on b's import.
   await unexportService(c, 'default', 'ratings');
@@ -65,6 +69,13 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
     const imp = await readImport(a, 'b', 'default', 'ratings');
     return imp !== undefined && imp.conflict === undefined;
   }, { what: 'b ratings conflict cleared' });
+  t.deepEqual(federation.status().conflicts.map((x) => x.service), ['details.default']);
+  // a stops exporting details: b's import of it is no longer in conflict either.
+  await unexportService(a, 'default', 'details');
+  await waitFor(async () => {
+    const imp = await readImport(a, 'b', 'default', 'details');
+    return imp !== undefined && imp.conflict === undefined;
+  }, { what: 'b details conflict cleared' });
   t.deepEqual(federation.status().conflicts, []);
 
   // Unexport propagates.
