@@ -13,5 +13,5 @@ export { resolveTopology, TOPOLOGIES_DIR } from './runner/topology-files.js';
 export { loadScenarioFile, parseScenario, runScenario, formatScenarioReport, unmetRequirements } from './runner/scenario.js';
 export type { Scenario, ScenarioStep, ScenarioReport, StepResult } from './runner/scenario.js';
 export { TopologyErrorCodes, TopologyFileError, TopologyNeedsRootError, TopologyRuntimeError } from './runner/errors.js';
-export { startEchoServer, peerIdentityOf, PEER_IDENTITY_HEADER, type EchoOptions, type EchoReply } from './demo-app/echo-server.js';
+export { startEchoServer, peerIdentityOf, PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, type EchoOptions, type EchoReply } from './demo-app/echo-server.js';
 export { runLoad, type LoadOptions, type LoadReport } from './demo-app/load-client.js';

@@ -50,7 +50,7 @@ export function registerAppCommands(program: Command): void {
 
   app
     .command('echo')
-    .description(`HTTP echo service: answers JSON {service, cluster, version, hostname, peerIdentity, method, path}; peerIdentity is the caller's SPIFFE ID from the sidecar's ${PEER_IDENTITY_HEADER} header; GET /healthz answers ok`)
+    .description(`HTTP echo service: answers JSON {service, cluster, version, hostname, peerIdentity, peerCluster, method, path}; peerIdentity is the caller's SPIFFE ID from the sidecar's ${PEER_IDENTITY_HEADER} header; GET /healthz answers ok`)
     .requiredOption('--port <port>', 'port to listen on', intOption('--port', 1, 65535))
     .option('--host <address>', 'address to listen on', '0.0.0.0')
     .option('--name <service>', 'service name to report', 'echo')

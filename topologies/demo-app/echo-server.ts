@@ -6,6 +6,8 @@ import { hostname } from 'node:os';
  * taken from the client certificate it verified on its inbound (15006) listener.
  */
 export const PEER_IDENTITY_HEADER = 'x-causeway-peer-identity';
+/** The caller's cluster, as the sidecar read it from the caller certificate's issuer. */
+export const PEER_CLUSTER_HEADER = 'x-causeway-peer-cluster';
 
 export interface EchoOptions {
   readonly port: number;
@@ -23,6 +25,8 @@ export interface EchoReply {
   readonly hostname: string;
   /** The caller's SPIFFE ID as the sidecar reported it, or null when no sidecar vouched for one. */
   readonly peerIdentity: string | null;
+  /** The caller's cluster as the sidecar reported it, or null. */
+  readonly peerCluster: string | null;
   readonly method: string;
   readonly path: string;
 }
@@ -55,6 +59,7 @@ export function startEchoServer(options: EchoOptions): Promise<Server> {
       version: options.version,
       hostname: process.env.HOSTNAME ?? hostname(),
       peerIdentity: peerIdentityOf(req.headers),
+      peerCluster: typeof req.headers[PEER_CLUSTER_HEADER] === 'string' ? req.headers[PEER_CLUSTER_HEADER] : null,
       method: req.method ?? 'GET',
       path: req.url ?? '/',
     };

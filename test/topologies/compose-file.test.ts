@@ -1,0 +1,169 @@
+import test from 'ava';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  TOPOLOGIES_DIR,
+  TopologyErrorCodes,
+  TopologyFileError,
+  loadComposeFile,
+  loadScenarioFile,
+  parseCompose,
+  parseComposeDurationMs,
+  parseScenario,
+  planAddresses,
+  shellWords,
+} from '../../topologies/index.js';
+
+const context = { file: '/virtual/compose.yaml', dir: '/virtual/demo', env: { TAG: 'v2', EMPTY: '' } };
+const parse = (text: string) => parseCompose(text, context);
+
+function refused(t: import('ava').ExecutionContext, text: string, path: string, code: string = TopologyErrorCodes.unsupported): TopologyFileError {
+  const error = t.throws(() => parse(text), { instanceOf: TopologyFileError })!;
+  t.is(error.code, code);
+  t.is(error.path, path);
+  t.true(error.message.includes(path), error.message);
+  return error;
+}
+
+const minimal = (service: string) => `services:\n  app:\n    image: causeway:dev\n${service}`;
+
+test('every compose file under topologies/ passes docker-compose config -q and the runner', (t) => {
+  const dirs = readdirSync(TOPOLOGIES_DIR).filter((d) => existsSync(join(TOPOLOGIES_DIR, d, 'compose.yaml')));
+  t.true(dirs.includes('smoke'));
+  for (const dir of dirs) {
+    const file = join(TOPOLOGIES_DIR, dir, 'compose.yaml');
+    t.notThrows(() => execFileSync('docker-compose', ['-f', file, 'config', '-q'], { stdio: ['ignore', 'pipe', 'pipe'] }), `docker-compose rejects ${file}`);
+    const project = loadComposeFile(file);
+    planAddresses(project, 'check');
+    if (existsSync(join(TOPOLOGIES_DIR, dir, 'scenario.yaml'))) loadScenarioFile(join(TOPOLOGIES_DIR, dir, 'scenario.yaml'));
+  }
+});
+
+test('refuses keys outside the subset, naming the key', (t) => {
+  refused(t, minimal('    ports: ["8080:8080"]\n'), 'services.app.ports');
+  refused(t, minimal('    build: .\n'), 'services.app.build');
+  refused(t, minimal('    restart: always\n'), 'services.app.restart');
+  refused(t, minimal('    network_mode: host\n'), 'services.app.network_mode');
+  refused(t, minimal('    healthcheck: { test: ["CMD", "true"], start_interval: 1s }\n'), 'services.app.healthcheck.start_interval');
+  refused(t, `${minimal('')}configs: {}\n`, 'configs');
+  refused(t, `${minimal('    networks: [n]\n')}networks:\n  n: { driver: overlay }\n`, 'networks.n.driver');
+  refused(t, `${minimal('    volumes: ["/data"]\n')}`, 'services.app.volumes[0]');
+  const error = refused(t, minimal('    cap_add: [NET_ADMIN]\n'), 'services.app.cap_add');
+  t.regex(error.message, /not supported by the causeway topology runner/);
+});
+
+test('refuses references to undeclared things and cycles', (t) => {
+  refused(t, minimal('    networks: [missing]\n'), 'services.app.networks.missing', TopologyErrorCodes.fileInvalid);
+  refused(t, minimal('    depends_on: [ghost]\n'), 'services.app.depends_on.ghost', TopologyErrorCodes.fileInvalid);
+  refused(t, minimal('    volumes: ["data:/data"]\n'), 'services.app.volumes[0]', TopologyErrorCodes.fileInvalid);
+  refused(
+    t,
+    'services:\n  a: { image: causeway, depends_on: [b] }\n  b: { image: causeway, depends_on: [a] }\n',
+    'services.a.depends_on',
+    TopologyErrorCodes.fileInvalid,
+  );
+  refused(
+    t,
+    'services:\n  a: { image: causeway }\n  b: { image: causeway, depends_on: { a: { condition: service_healthy } } }\n',
+    'services.b.depends_on.a.condition',
+    TopologyErrorCodes.fileInvalid,
+  );
+});
+
+test('interpolates ${VAR}, defaults, and $$', (t) => {
+  const project = parse(minimal('    command: ["echo", "${TAG}", "${MISSING:-fallback}", "${EMPTY:-e}", "${EMPTY-kept}", "$$HOME"]\n'));
+  t.deepEqual(project.services.get('app')!.command, ['echo', 'v2', 'fallback', 'e', '', '$HOME']);
+  const error = t.throws(() => parse(minimal('    command: "${NEEDED:?set NEEDED}"\n')), { instanceOf: TopologyFileError })!;
+  t.regex(error.message, /NEEDED is required: set NEEDED/);
+});
+
+test('normalizes the supported keys', (t) => {
+  const project = parse(`
+services:
+  db:
+    image: quay.io/coreos/etcd:v3.5.17
+    healthcheck: { test: "etcdctl endpoint health", interval: 1m30s, retries: 5 }
+    networks: [back]
+  app:
+    image: causeway:dev
+    command: app echo --port 8080 --name "my app"
+    environment: [A=1, B=x=y]
+    depends_on: { db: { condition: service_healthy } }
+    networks:
+      back: { ipv4_address: 10.9.0.50, aliases: [api] }
+    volumes: ["data:/data:ro", { type: bind, source: /tmp, target: /host-tmp }]
+  side:
+    image: causeway:dev
+    network_mode: "service:app"
+networks:
+  back:
+    ipam: { config: [{ subnet: 10.9.0.0/24 }] }
+volumes:
+  data: {}
+`);
+  t.is(project.name, 'demo');
+  const app = project.services.get('app')!;
+  t.deepEqual(app.command, ['app', 'echo', '--port', '8080', '--name', 'my app']);
+  t.deepEqual(app.environment, { A: '1', B: 'x=y' });
+  t.is(app.dependsOn.get('db'), 'service_healthy');
+  t.deepEqual(app.volumes, [
+    { kind: 'volume', source: 'data', target: '/data', readOnly: true },
+    { kind: 'bind', source: '/tmp', target: '/host-tmp', readOnly: false },
+  ]);
+  t.deepEqual(project.services.get('db')!.healthcheck, { argv: ['sh', '-c', 'etcdctl endpoint health'], intervalMs: 90_000, timeoutMs: 30_000, retries: 5, startPeriodMs: 0 });
+  const side = project.services.get('side')!;
+  t.is(side.sharesNetworkOf, 'app');
+  t.is(side.dependsOn.get('app'), 'service_started');
+});
+
+test('plans addresses as compose would: ipam honoured, .1 kept free, names only on shared networks', (t) => {
+  const project = parse(`
+services:
+  a: { image: causeway, networks: { left: { ipv4_address: 10.9.0.50 } } }
+  b: { image: causeway, networks: [right] }
+  both: { image: causeway, networks: [left, right] }
+  pod: { image: causeway, network_mode: "service:a" }
+  lone: { image: causeway }
+networks:
+  left: { ipam: { config: [{ subnet: 10.9.0.0/24 }] } }
+  right: {}
+`);
+  const plan = planAddresses(project, 'abc123');
+  t.is(plan.routerNamespace, 'cw-abc123');
+  t.deepEqual(plan.networks.map((n) => [n.name, n.subnet]), [['left', '10.9.0.0/24'], ['right', '10.77.1.0/24'], ['default', '10.77.2.0/24']]);
+  const ns = (s: string) => plan.namespaceOf.get(s)!;
+  t.is(ns('pod'), ns('a'));
+  t.deepEqual(ns('a').services, ['a', 'pod']);
+  t.is(ns('a').interfaces[0]!.address, '10.9.0.50');
+  t.deepEqual(ns('both').interfaces.map((i) => [i.name, i.network, i.address]), [['eth0', 'left', '10.9.0.2'], ['eth1', 'right', '10.77.1.3']]);
+  t.is(ns('b').interfaces[0]!.address, '10.77.1.2');
+  t.true(ns('a').hosts.includes('10.9.0.2\tboth'));
+  t.false(/\sb$/m.test(ns('a').hosts), 'a shares no network with b, so b does not resolve there');
+  t.true(/^10\.77\.1\.2\tb$/m.test(ns('both').hosts));
+  t.true(plan.namespaces.every((n) => n.interfaces.every((i) => i.peer.length <= 15 && i.name.length <= 15)));
+  const clash = `services:\n  a: { image: causeway, networks: { n: { ipv4_address: 10.9.0.1 } } }\nnetworks:\n  n: { ipam: { config: [{ subnet: 10.9.0.0/24 }] } }\n`;
+  t.throws(() => planAddresses(parse(clash), 'x'), { message: /not a host address/ });
+});
+
+test('shell words and durations follow compose', (t) => {
+  t.deepEqual(shellWords(`sh -c 'echo "$X" && exit 1' "a b" c\\ d`), ['sh', '-c', 'echo "$X" && exit 1', 'a b', 'c d']);
+  t.throws(() => shellWords('"open'));
+  t.is(parseComposeDurationMs('1m30s'), 90_000);
+  t.is(parseComposeDurationMs('500ms'), 500);
+  t.is(parseComposeDurationMs('1.5s'), 1500);
+  t.is(parseComposeDurationMs('10'), undefined);
+});
+
+test('scenario files: steps are checked and a bad one names its path', (t) => {
+  const scenario = parseScenario({ steps: [{ call: { from: 'a', url: 'http://b:80/', requests: 3, minSuccesses: 3 } }, { stop: 'b' }, { sleep: '1s' }] }, 's.yaml');
+  t.is(scenario.steps.length, 3);
+  t.is(scenario.steps[0]!.name, 'call http://b:80/ from a 3x');
+  const sleep = scenario.steps[2]!;
+  t.is(sleep.kind === 'sleep' ? sleep.spec : 0, 1000);
+  const bad = t.throws(() => parseScenario({ steps: [{ stop: 'b' }, { call: { from: 'a', url: 'not a url' } }] }, 's.yaml'), { instanceOf: TopologyFileError })!;
+  t.is(bad.code, TopologyErrorCodes.scenarioInvalid);
+  t.regex(bad.message, /steps\[1\]\.call\.url/);
+  t.throws(() => parseScenario({ steps: [{ dance: {} }] }, 's.yaml'), { message: /steps\[0\]: needs exactly one of/ });
+  t.throws(() => parseScenario({ steps: [{ wait: { in: 'a' } }] }, 's.yaml'), { message: /exactly one of http, command or healthy/ });
+});

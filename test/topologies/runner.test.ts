@@ -1,0 +1,197 @@
+// End to end: the runner brings real topologies up in network namespaces (root only; CI
+// is root), runs scenarios through the real CLI, and leaves nothing behind.
+import test, { type ExecutionContext } from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CHECKOUT_ROOT, listNamespaces, readRunState, type RunState } from '../../topologies/index.js';
+
+const isRoot = process.getuid?.() === 0;
+const rootTest = isRoot ? test.serial : test.serial.skip;
+const CLI = join(CHECKOUT_ROOT, 'bin', 'causeway.js');
+
+interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+function cli(args: readonly string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], cwd: options.cwd ?? CHECKOUT_ROOT });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGINT'), options.timeoutMs ?? 150_000);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+const projectName = (base: string) => `${base}${randomBytes(3).toString('hex')}`;
+const runIdOf = (output: string) => /is up \(run ([a-z0-9]+)/.exec(output)?.[1];
+
+/** Everything a run could leave behind: namespaces, /etc/netns folders, links, processes, files. */
+async function leftovers(project: string, runId: string): Promise<string[]> {
+  const problems: string[] = [];
+  const prefix = `cw-${runId}`;
+  const namespaces = (await listNamespaces()).filter((n) => n === prefix || n.startsWith(`${prefix}-`));
+  if (namespaces.length > 0) problems.push(`namespaces: ${namespaces.join(', ')}`);
+  const etc = existsSync('/etc/netns') ? readdirSync('/etc/netns').filter((n) => n.startsWith(prefix)) : [];
+  if (etc.length > 0) problems.push(`/etc/netns: ${etc.join(', ')}`);
+  // The runner never creates links in the host's namespace; any of its names there is a leak.
+  const links = spawnSync('ip', ['-o', 'link', 'show'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(': ')[1]?.split('@')[0] ?? '');
+  const ours = links.filter((l) => /^v\d+n\d+$/.test(l) || /^br\d+$/.test(l));
+  if (ours.length > 0) problems.push(`links: ${ours.join(', ')}`);
+  const runDir = join(tmpdir(), `causeway-topology-${project}-${runId}`);
+  if (existsSync(runDir)) problems.push(`run folder ${runDir}`);
+  if (readRunState(project)) problems.push('state file');
+  // Every process of the run carries the run folder in its environment (HOME, PATH).
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (environ.includes(runDir)) problems.push(`process ${pid}: ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')}`);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return problems;
+}
+
+async function assertClean(t: ExecutionContext, project: string, runId: string | undefined): Promise<void> {
+  t.truthy(runId, 'the run printed its id');
+  if (!runId) return;
+  t.deepEqual(await leftovers(project, runId), [], 'nothing of the run remains');
+}
+
+/** A two-service topology in a temp folder: an echo app with a healthcheck, and a client. */
+function tinyTopology(t: ExecutionContext, extra = '', scenario?: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-tiny-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(
+    join(dir, 'compose.yaml'),
+    `services:
+  web:
+    image: causeway:dev
+    command: app echo --port 8080 --name web --cluster tiny --version v3
+    healthcheck: { test: [CMD, causeway, app, probe, --url, "http://127.0.0.1:8080/healthz"], interval: 1s, timeout: 10s, retries: 30 }
+  client:
+    image: causeway:dev
+    entrypoint: [sleep, infinity]
+    depends_on: { web: { condition: service_healthy } }
+${extra}`,
+  );
+  if (scenario) writeFileSync(join(dir, 'scenario.yaml'), scenario);
+  return dir;
+}
+
+rootTest('smoke: names resolve, networks are isolated, pods share loopback, volumes mount; nothing remains', async (t) => {
+  t.timeout(240_000);
+  const project = projectName('smoke');
+  const result = await cli(['topology', 'test', 'smoke', '-p', project], { timeoutMs: 220_000 });
+  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /^15 passed, 0 failed, 0 skipped$/m);
+  t.regex(result.stdout, /echo-b cannot reach echo-a's address.*ENETUNREACH/);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
+
+rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
+  const scenario = `steps:
+  - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }
+  - name: wrong cluster on purpose
+    call: { from: client, url: "http://web:8080/", requests: 2, minSuccesses: 2, expect: { cluster: elsewhere } }
+  - sleep: 1s
+`;
+  const dir = tinyTopology(t, '', scenario);
+  const project = projectName('tiny');
+  const result = await cli(['topology', 'test', dir, '-p', project]);
+  t.is(result.code, 1, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /FAIL\s+2\. wrong cluster on purpose .*0 successes < required 2/);
+  t.regex(result.stdout, /skip\s+3\./);
+  t.regex(result.stdout, /^1 passed, 1 failed, 1 skipped$/m);
+  t.regex(result.stderr, /CW_TOPOLOGY_SCENARIO_FAILED/);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
+
+rootTest('SIGTERM to a foreground `up` removes every namespace and process', async (t) => {
+  const dir = tinyTopology(t);
+  const project = projectName('tiny');
+  const child = spawn(process.execPath, [CLI, 'topology', 'up', dir, '-p', project], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const deadline = Date.now() + 90_000;
+  while (!runIdOf(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+  const runId = runIdOf(output);
+  t.truthy(runId, output);
+  const state = readRunState(project) as RunState;
+  const pids = Object.values(state.services).map((s) => s.pid).filter((p): p is number => p !== undefined);
+  t.is(pids.length, 2);
+  t.true((await listNamespaces()).includes(`cw-${runId}-web`));
+  child.kill('SIGTERM');
+  t.is(await exited, 143, output);
+  for (const pid of pids) t.throws(() => process.kill(pid, 0), undefined, `pid ${pid} still alive`);
+  await assertClean(t, project, runId);
+});
+
+rootTest('up --detach, then exec, ps, logs and down from other processes', async (t) => {
+  const dir = tinyTopology(t);
+  const project = projectName('tiny');
+  const up = await cli(['topology', 'up', dir, '-p', project, '--detach']);
+  t.is(up.code, 0, `${up.stdout}\n${up.stderr}`);
+  const runId = runIdOf(up.stdout);
+  try {
+    const exec = await cli(['topology', 'exec', dir, 'client', '-p', project, '--', 'cat', '/etc/hosts']);
+    t.is(exec.code, 0, exec.stderr);
+    t.regex(exec.stdout, /\tweb$/m);
+    const ps = await cli(['topology', 'ps', dir, '-p', project]);
+    t.regex(ps.stdout, /web\s+running/);
+    const logs = await cli(['topology', 'logs', dir, 'web', '-p', project]);
+    t.regex(logs.stdout, /web\s+\| echo web \(cluster tiny, version v3\) listening on 0\.0\.0\.0:8080/);
+  } finally {
+    const down = await cli(['topology', 'down', dir, '-p', project]);
+    t.is(down.code, 0, down.stderr);
+  }
+  await assertClean(t, project, runId);
+  const again = await cli(['topology', 'down', dir, '-p', project]);
+  t.regex(again.stdout, /not up; nothing to do/);
+});
+
+rootTest('an unhealthy service fails `up` with its log, and nothing remains', async (t) => {
+  const dir = tinyTopology(t, `  sick:
+    image: causeway:dev
+    entrypoint: [sh, -c, "echo about to be sick; exec sleep infinity"]
+    healthcheck: { test: [CMD-SHELL, "exit 1"], interval: 200ms, retries: 2 }
+`);
+  const project = projectName('tiny');
+  const result = await cli(['topology', 'up', dir, '-p', project, '--detach']);
+  t.is(result.code, 1, result.stdout);
+  t.regex(result.stderr, /service "sick" is unhealthy .*about to be sick.*CW_TOPOLOGY_SERVICE_FAILED/s);
+  const dirs = readdirSync(tmpdir()).filter((d) => d.startsWith(`causeway-topology-${project}-`));
+  t.deepEqual(dirs, []);
+  // Its run id was never printed; the service names are unique to this file's serial tests.
+  t.deepEqual((await listNamespaces()).filter((n) => n.startsWith('cw-') && n.endsWith('-sick')), []);
+  t.is(readRunState(project), undefined);
+});
+
+test('without root the runner says so and exits 2', async (t) => {
+  const setpriv = spawnSync('sh', ['-c', 'command -v setpriv'], { encoding: 'utf8' }).stdout.trim();
+  if (!isRoot || !setpriv) {
+    t.pass('needs root (to drop it) and setpriv');
+    return;
+  }
+  const result = spawnSync(setpriv, ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'topology', 'up', 'smoke'], {
+    encoding: 'utf8',
+    cwd: '/',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/tmp' },
+  });
+  t.is(result.status, 2, result.stderr);
+  t.regex(result.stderr, /causeway topology up needs root.*CW_TOPOLOGY_NEEDS_ROOT/);
+});
