@@ -14,15 +14,15 @@ export function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Validates an already-parsed config object; errors name each bad path. */
-export function parseConfig<K extends ConfigKind>(kind: K, value: unknown, source = `${kind} config`): z.output<(typeof ConfigSchemas)[K]> {
-  const result = ConfigSchemas[kind].safeParse(value);
+/** Validates a parsed value with any schema; errors name each bad path; the result is frozen. */
+export function parseWithSchema<S extends z.ZodType>(schema: S, value: unknown, source: string): z.output<S> {
+  const result = schema.safeParse(value);
   if (!result.success) throw new ValidationError(ErrorCodes.configInvalid, source, issuesOf(result.error));
-  return deepFreeze(result.data) as z.output<(typeof ConfigSchemas)[K]>;
+  return deepFreeze(result.data);
 }
 
-/** Parses YAML text; a syntax error names its line and column. */
-export function parseConfigText<K extends ConfigKind>(kind: K, text: string, source: string): z.output<(typeof ConfigSchemas)[K]> {
+/** Parses YAML text with any schema; a syntax error names its line and column. */
+export function parseYamlWithSchema<S extends z.ZodType>(schema: S, text: string, source: string): z.output<S> {
   let value: unknown;
   try {
     value = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
@@ -34,20 +34,38 @@ export function parseConfigText<K extends ConfigKind>(kind: K, text: string, sou
   if (value === null || value === undefined) {
     throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: 'the file is empty' }]);
   }
-  return parseConfig(kind, value, source);
+  return parseWithSchema(schema, value, source);
 }
 
-/** Reads, parses and validates a YAML config file. */
-export function loadConfigFile<K extends ConfigKind>(kind: K, file: string): z.output<(typeof ConfigSchemas)[K]> {
-  let text: string;
+/** Reads a file for a loader; a missing or unreadable file is a config error that says so. */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (error) {
     throw new CausewayError(ErrorCodes.configUnreadable, `cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; check the path`, {
       cause: error,
     });
   }
-  return parseConfigText(kind, text, file);
+}
+
+/** Reads, parses and validates a YAML file with any schema (service specs, policies, routes…). */
+export function loadYamlWithSchema<S extends z.ZodType>(schema: S, file: string): z.output<S> {
+  return parseYamlWithSchema(schema, readConfigText(file), file);
+}
+
+/** Validates an already-parsed config object; errors name each bad path. */
+export function parseConfig<K extends ConfigKind>(kind: K, value: unknown, source = `${kind} config`): z.output<(typeof ConfigSchemas)[K]> {
+  return parseWithSchema(ConfigSchemas[kind], value, source) as z.output<(typeof ConfigSchemas)[K]>;
+}
+
+/** Parses YAML text of a config kind. */
+export function parseConfigText<K extends ConfigKind>(kind: K, text: string, source: string): z.output<(typeof ConfigSchemas)[K]> {
+  return parseYamlWithSchema(ConfigSchemas[kind], text, source) as z.output<(typeof ConfigSchemas)[K]>;
+}
+
+/** Reads, parses and validates a YAML config file. */
+export function loadConfigFile<K extends ConfigKind>(kind: K, file: string): z.output<(typeof ConfigSchemas)[K]> {
+  return loadYamlWithSchema(ConfigSchemas[kind], file) as z.output<(typeof ConfigSchemas)[K]>;
 }
 
 /** The JSON Schema of a config kind, generated from the zod schema (never hand-kept). */
