@@ -268,6 +268,9 @@ export class InboundListener {
         this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
       }
     };
+    // Policies can change while a pooled connection lives: decide per request.
+    const decision = authorize(this.#deps.policies(), { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, context.caller);
+    context.denied = decision.allowed ? undefined : decision.policy;
     if (context.denied) {
       this.#countDenial(context.caller, context.denied);
       req.resume();

@@ -14,3 +14,5 @@ export { encodeProxyV2, decodeProxyV2, PP2_TYPE_CAUSEWAY_SPIFFE_ID, PP2_TYPE_CAU
 export { planTargets, OutlierDetector, targetKey } from './target-balancer.js';
 export { spiffeIdOf, clusterOfIssuer } from './peer-certificate.js';
 export { sniFor } from './upstream-connector.js';
+export { runSidecar, type RunSidecarOptions } from './run.js';
+export { DiscoverySnapshotSource, certificatePart, registrationPart, probeApp, workloadSpiffeId, defaultEndpointId, controllerConnection } from './control-plane.js';

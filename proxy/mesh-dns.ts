@@ -54,7 +54,8 @@ const P = Packet as unknown as {
  */
 export class MeshDnsServer {
   readonly #options: MeshDnsOptions;
-  readonly #udp: InstanceType<typeof UDPServer>;
+  #udp: InstanceType<typeof UDPServer>;
+  readonly #newUdp: () => InstanceType<typeof UDPServer>;
   readonly #tcp: InstanceType<typeof TCPServer>;
   #port = 0;
 
@@ -73,10 +74,14 @@ export class MeshDnsServer {
         }
       });
     };
-    this.#udp = new UDPServer({ type: 'udp4' });
-    this.#udp.on('request', handle);
-    this.#udp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
-    this.#udp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS UDP socket error'));
+    this.#newUdp = () => {
+      const udp = new UDPServer({ type: 'udp4' });
+      udp.on('request', handle);
+      udp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
+      udp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS UDP socket error'));
+      return udp;
+    };
+    this.#udp = this.#newUdp();
     this.#tcp = new TCPServer();
     this.#tcp.on('request', handle);
     this.#tcp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
@@ -87,25 +92,34 @@ export class MeshDnsServer {
     return this.#port;
   }
 
-  /** Binds UDP and TCP on the same port (with port 0, TCP takes whatever UDP got). */
+  /** Binds UDP and TCP on the same port (with port 0, TCP takes whatever UDP got, retrying on a clash). */
   async start(): Promise<number> {
     const { host, port } = this.#options;
-    await new Promise<void>((resolve, reject) => {
-      this.#udp.once('error', reject);
-      this.#udp.bind(port, host, () => {
-        this.#udp.off('error', reject);
-        resolve();
+    for (let attempt = 0; ; attempt++) {
+      await new Promise<void>((resolve, reject) => {
+        this.#udp.once('error', reject);
+        this.#udp.bind(port, host, () => {
+          this.#udp.off('error', reject);
+          resolve();
+        });
       });
-    });
-    this.#port = this.#udp.address().port;
-    await new Promise<void>((resolve, reject) => {
-      this.#tcp.once('error', reject);
-      this.#tcp.listen(this.#port, host, () => {
-        this.#tcp.off('error', reject);
-        resolve();
-      });
-    });
-    return this.#port;
+      this.#port = this.#udp.address().port;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          this.#tcp.once('error', reject);
+          this.#tcp.listen(this.#port, host, () => {
+            this.#tcp.off('error', reject);
+            resolve();
+          });
+        });
+        return this.#port;
+      } catch (error) {
+        if (port !== 0 || attempt >= 5 || (error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+        // A dgram socket cannot be re-bound after close; take a fresh one.
+        await new Promise<void>((resolve) => this.#udp.close(() => resolve()));
+        this.#udp = this.#newUdp();
+      }
+    }
   }
 
   async close(): Promise<void> {

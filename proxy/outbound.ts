@@ -241,7 +241,7 @@ export class OutboundProxy {
     this.#deps.metrics.connectAttempts.inc({ ...labels, result: code });
     if (code === ProxyErrorCodes.secureNaming) {
       this.#deps.metrics.secureNamingRefusals.inc({ destination_service: labels.destination_service });
-      this.#deps.log.warn({ target: targetKey(target), sni: sniFor(route, target), err: error }, 'secure naming: server identity not allowed for the service; connection refused');
+      this.#deps.log.warn({ target: targetKey(target), sni: sniFor(route, target), reason: (error as Error).message }, 'secure naming: server identity not allowed for the service; connection refused');
     }
     this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', this.#outlierSettings(policy));
   }

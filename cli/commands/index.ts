@@ -4,6 +4,7 @@ import { registerTopologyCommands } from './topology.js';
 import { registerAppCommands } from './app.js';
 import { registerGatewayCommands } from './gateway.js';
 import { registerFederationCommands } from './federation.js';
+import { registerSidecarCommands } from './sidecar.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands];

@@ -1,0 +1,256 @@
+import test from 'ava';
+import { connect as tcpConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
+import { createMeshPki, type MeshPki } from './helpers/pki.js';
+import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
+
+// Snapshots are fed by hand here (StaticSnapshotSource). A "gateway" target points
+// straight at the remote sidecar's inbound port: a real gateway forwards the same bytes
+// (SNI passthrough), so the sidecars cannot tell the difference; the multi-cluster test
+// runs the real gateway.
+let pki: MeshPki;
+test.before(async () => {
+  pki = await createMeshPki();
+});
+
+async function server(t: import('ava').ExecutionContext, cluster: string, name: string, options: { sa?: string; status?: number; mtlsMode?: 'strict' | 'permissive' } = {}) {
+  const app = await startEchoApp(`${name}-${cluster}`, { status: options.status });
+  t.teardown(() => app.close());
+  const sc = await startTestSidecar({
+    cluster,
+    service: 'reviews',
+    serviceAccount: options.sa ?? 'reviews',
+    pki,
+    ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }],
+    config: options.mtlsMode ? { mtlsMode: options.mtlsMode } : {},
+  });
+  t.teardown(() => sc.close());
+  return { app, sc };
+}
+
+async function client(t: import('ava').ExecutionContext, cluster = 'east') {
+  const source = new StaticSnapshotSource();
+  const sc = await startTestSidecar({ cluster, service: 'productpage', pki, source });
+  t.teardown(() => sc.close());
+  return { sc, source: source as StaticSnapshotSource };
+}
+
+async function addressOf(c: TestSidecar, svc = 'reviews') {
+  await c.sidecar.settled();
+  return c.sidecar.outbound.lookup('default', svc)!.address;
+}
+
+/** Runs `workers` request loops until stop() and counts failures. */
+function load(address: string, workers = 4) {
+  let running = true;
+  let ok = 0;
+  const failures: string[] = [];
+  const apps = new Map<string, number>();
+  const loops = Array.from({ length: workers }, async () => {
+    while (running) {
+      try {
+        const res = await get(address, 9080, '/load');
+        if (res.status === 200) {
+          ok++;
+          const app = String(res.json?.app);
+          apps.set(app, (apps.get(app) ?? 0) + 1);
+        } else failures.push(`${res.status} ${res.headers['x-causeway-error'] ?? ''} ${res.body.slice(0, 200)}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  });
+  return {
+    ok: () => ok,
+    apps,
+    failures,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('local endpoints are preferred; killing them moves traffic to the next cluster with zero failed requests', async (t) => {
+  const east = await server(t, 'east', 'reviews');
+  const west = await server(t, 'west', 'reviews');
+  const c = await client(t);
+  c.source.push(
+    snapshot('east', [
+      service('reviews', [
+        endpointTarget('east', east.sc.sidecar.inboundPort, { identity: east.sc.spiffeId }),
+        gatewayTarget('west', '127.0.0.1', west.sc.sidecar.inboundPort, { priority: 1, weight: 1 }),
+      ]),
+    ]),
+  );
+  const address = await addressOf(c.sc);
+  const run = load(address);
+  await until(() => run.ok() >= 30, 'some traffic');
+  t.is(run.apps.get('reviews-west'), undefined, 'a service in both clusters is served locally');
+  const before = run.ok();
+  await east.sc.close(); // the local endpoint dies (its sockets are destroyed)
+  await until(() => (run.apps.get('reviews-west') ?? 0) >= 30 && run.ok() > before + 30, 'traffic in west');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+  t.true((await metricValue(c.sc.sidecar, 'causeway_sidecar_http_requests_total', { destination_cluster: 'west', code: '200' })) >= 30);
+});
+
+test('failover skips a dead gateway to the next priority (region) and honours failoverOrder', async (t) => {
+  const west = await server(t, 'west', 'reviews');
+  const south = await server(t, 'south', 'reviews');
+  const c = await client(t);
+  c.source.push(
+    snapshot('east', [
+      service('reviews', [
+        gatewayTarget('west', '127.0.0.1', west.sc.sidecar.inboundPort, { priority: 1 }),
+        gatewayTarget('south', '127.0.0.1', south.sc.sidecar.inboundPort, { priority: 2 }),
+      ]),
+    ]),
+  );
+  const address = await addressOf(c.sc);
+  const run = load(address, 3);
+  await until(() => run.ok() >= 20, 'traffic');
+  t.is(run.apps.get('reviews-south'), undefined);
+  await west.sc.close();
+  await until(() => (run.apps.get('reviews-south') ?? 0) >= 20, 'traffic in south');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+
+  // A traffic policy's failoverOrder overrides locality priority.
+  const west2 = await server(t, 'west', 'reviews');
+  c.source.push(
+    snapshot('east', [
+      service('reviews', [
+        gatewayTarget('west', '127.0.0.1', west2.sc.sidecar.inboundPort, { priority: 1 }),
+        gatewayTarget('south', '127.0.0.1', south.sc.sidecar.inboundPort, { priority: 2 }),
+      ]),
+    ], { traffic: [{ schema: 1, name: 'prefer-south', namespace: 'default', service: 'reviews', failoverOrder: ['south', 'west'] }] }),
+  );
+  await c.sc.sidecar.settled();
+  for (let i = 0; i < 10; i++) t.is((await get(address, 9080)).json?.app, 'reviews-south');
+});
+
+test('outlier detection ejects an endpoint answering 5xx', async (t) => {
+  const good = await server(t, 'east', 'reviews');
+  const bad = await server(t, 'east', 'reviews', { status: 503 });
+  const c = await client(t);
+  c.source.push(
+    snapshot('east', [service('reviews', [endpointTarget('east', good.sc.sidecar.inboundPort), endpointTarget('east', bad.sc.sidecar.inboundPort)])]),
+  );
+  const address = await addressOf(c.sc);
+  await until(async () => {
+    await get(address, 9080);
+    return (await metricValue(c.sc.sidecar, 'causeway_sidecar_outlier_ejections_total')) >= 1;
+  }, 'an ejection');
+  const statuses = await Promise.all(Array.from({ length: 20 }, () => get(address, 9080).then((r) => r.status)));
+  t.deepEqual(new Set(statuses), new Set([200]));
+});
+
+test('secure naming: a server whose SPIFFE ID the service does not allow is refused and counted', async (t) => {
+  const impostor = await server(t, 'east', 'reviews', { sa: 'impostor' });
+  const c = await client(t);
+  c.source.push(snapshot('east', [service('reviews', [endpointTarget('east', impostor.sc.sidecar.inboundPort)])]));
+  const address = await addressOf(c.sc);
+  const res = await get(address, 9080);
+  t.is(res.status, 503);
+  t.is(res.headers['x-causeway-error'], 'CW_PROXY_SECURE_NAMING');
+  t.is(impostor.app.hits(), 0);
+  t.true((await metricValue(c.sc.sidecar, 'causeway_sidecar_secure_naming_refusals_total', { destination_service: 'reviews.default' })) >= 1);
+});
+
+test('authorization: deny by identity is enforced and counted; allow lists by namespace and cluster apply', async (t) => {
+  const s = await server(t, 'east', 'reviews');
+  const serverSource = s.sc.source as StaticSnapshotSource;
+  const c = await client(t);
+  c.source.push(snapshot('east', [service('reviews', [endpointTarget('east', s.sc.sidecar.inboundPort)])]));
+  const address = await addressOf(c.sc);
+  serverSource.push(snapshot('east', [], { authorization: [{ schema: 1, name: 'no-productpage', namespace: 'default', service: 'reviews', action: 'deny', from: [{ identities: [spiffe('default', 'productpage')] }], ports: [] }] }));
+  await s.sc.sidecar.settled();
+  const denied = await get(address, 9080);
+  t.is(denied.status, 403);
+  t.is(s.app.hits(), 0);
+  t.true((await metricValue(s.sc.sidecar, 'causeway_sidecar_authorization_denials_total', { policy: 'default/no-productpage', source_cluster: 'east' })) >= 1);
+
+  // ALLOW only callers from cluster west: east's productpage does not match.
+  serverSource.push(snapshot('east', [], { authorization: [{ schema: 1, name: 'west-only', namespace: 'default', action: 'allow', from: [{ clusters: ['west'] }], ports: [] }] }));
+  await s.sc.sidecar.settled();
+  t.is((await get(address, 9080, '/', { agent: false })).status, 403);
+  serverSource.push(snapshot('east', [], { authorization: [{ schema: 1, name: 'east-default', namespace: 'default', action: 'allow', from: [{ clusters: ['east'], namespaces: ['default'] }], ports: [] }] }));
+  await s.sc.sidecar.settled();
+  t.is((await get(address, 9080, '/', { agent: false })).status, 200);
+});
+
+test('TCP ports: bytes flow both ways, and PROXY v2 carries the caller SPIFFE ID and cluster to the app', async (t) => {
+  const app = await startTcpEchoApp('db');
+  t.teardown(() => app.close());
+  const s = await startTestSidecar({ cluster: 'east', service: 'db', pki, ports: [{ name: 'tcp', port: 5432, targetPort: app.port, protocol: 'tcp' }], config: { sidecar: { proxyProtocolPorts: [app.port] } } });
+  t.teardown(() => s.close());
+  const c = await client(t);
+  c.source.push(snapshot('east', [service('db', [endpointTarget('east', s.sidecar.inboundPort)], { ports: [{ name: 'tcp', port: 5432, protocol: 'tcp' }] })]));
+  const address = await addressOf(c.sc, 'db');
+  const socket = tcpConnect(5432, address);
+  t.teardown(() => socket.destroy());
+  socket.write('ping');
+  const reply = await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+  const header = decodeProxyV2(Buffer.from(reply.slice(3), 'latin1'));
+  t.truthy(header);
+  t.is(header!.tlvs.get(PP2_TYPE_CAUSEWAY_SPIFFE_ID), spiffe('default', 'productpage'));
+  t.is(header!.tlvs.get(PP2_TYPE_CAUSEWAY_CLUSTER), 'east');
+  t.true(reply.endsWith('ping'));
+});
+
+test('STRICT refuses plaintext and certificate-less TLS; PERMISSIVE lets them through without an identity', async (t) => {
+  const strict = await server(t, 'east', 'reviews');
+  const plain = await get('127.0.0.1', strict.sc.sidecar.inboundPort, '/', { agent: false }).catch((e: Error) => e);
+  t.true(plain instanceof Error);
+  const noCert = await new Promise<string>((resolve) => {
+    const s = tlsConnect({ port: strict.sc.sidecar.inboundPort, host: '127.0.0.1', servername: '9080.all.reviews.default.east.cw1.causeway.internal', rejectUnauthorized: false });
+    s.on('error', (e) => resolve(`error ${e.message}`));
+    s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n'));
+    s.on('close', () => resolve('closed'));
+  });
+  t.regex(noCert, /closed|error/);
+  t.true((await metricValue(strict.sc.sidecar, 'causeway_sidecar_inbound_refused_total', { reason: 'no_client_certificate' })) >= 1);
+  t.is(strict.app.hits(), 0);
+
+  const permissive = await server(t, 'east', 'reviews', { mtlsMode: 'permissive' });
+  const res = await get('127.0.0.1', permissive.sc.sidecar.inboundPort, '/', { agent: false });
+  t.is(res.status, 200);
+  t.is(res.json?.peer, null);
+});
+
+test('certificate rotation under load: new handshakes get the new certificate and no request fails', async (t) => {
+  const s = await server(t, 'east', 'reviews');
+  const c = await client(t);
+  c.source.push(snapshot('east', [service('reviews', [endpointTarget('east', s.sc.sidecar.inboundPort)])]));
+  const address = await addressOf(c.sc);
+  const run = load(address);
+  await until(() => run.ok() >= 20, 'traffic');
+  for (const side of [s.sc, c.sc]) {
+    const pem = await pki.issue('east', side.spiffeId, { seconds: 7200 });
+    side.identity.set({ keyPem: pem.key, chainPem: pem.chain, trustBundlePem: [pki.rootPem] });
+  }
+  const newServerCert = s.sc.identity.certificate!.chainPem[0]!;
+  const seen = await new Promise<string>((resolve, reject) => {
+    const sock = tlsConnect({ port: s.sc.sidecar.inboundPort, host: '127.0.0.1', servername: '9080.all.reviews.default.east.cw1.causeway.internal', secureContext: c.sc.identity.secureContext, checkServerIdentity: () => undefined });
+    sock.on('secureConnect', () => {
+      resolve(sock.getPeerX509Certificate()!.toString());
+      sock.destroy();
+    });
+    sock.on('error', reject);
+  });
+  t.is(seen.trim(), newServerCert.trim());
+  const after = run.ok();
+  await until(() => run.ok() >= after + 20, 'traffic after rotation');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+});
