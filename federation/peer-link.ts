@@ -132,6 +132,7 @@ export class PeerLink {
     }, this.#o.timings.initialSyncTimeoutMs);
     const tickMs = Math.max(50, Math.min(1000, Math.floor(Math.min(this.#o.timings.staleAfterMs, this.#o.timings.heartbeatIntervalMs) / 5)));
     this.#ticker = setInterval(() => this.#tick(), tickMs);
+    this.#tick(); // an old heartbeat from the last run makes the link stale before it writes anything
     this.#loop = this.#run();
   }
 
@@ -144,7 +145,6 @@ export class PeerLink {
     await this.#loop;
     await this.#chain;
     this.#connected = false;
-    this.#lastError = 'federation stopped';
     try {
       await this.#writeStatus(true);
     } catch (error) {
@@ -198,13 +198,15 @@ export class PeerLink {
   #state(): LinkState {
     if (this.#freshness === 'expired') return 'expired';
     if (this.#freshness === 'stale') return 'stale';
+    if (this.#stopped) return 'down';
     if (!this.#connected) return this.#lastError ? 'down' : 'connecting';
     return this.#syncing || !this.#syncedOnce ? 'syncing' : 'synced';
   }
 
   #message(): string | undefined {
     const parts: string[] = [];
-    if (!this.#connected && this.#lastError) parts.push(`peer etcd unreachable: ${this.#lastError}`);
+    if (this.#stopped) parts.push('federation stopped: this status is no longer updated');
+    else if (!this.#connected && this.#lastError) parts.push(`peer etcd unreachable: ${this.#lastError}`);
     if (this.#freshness !== 'fresh') {
       const age = Math.round((Date.now() - (this.#heartbeatAtMs ?? this.#startedAtMs)) / 1000);
       parts.push(
@@ -591,7 +593,7 @@ export class PeerLink {
       this.#requestFlush();
     } else if (now - this.#lastStatusWriteMs >= heartbeatIntervalMs) {
       this.#lastStatusWriteMs = now;
-      this.#enqueue(() => this.#writeStatus(false));
+      this.#enqueue(() => this.#writeStatus(true));
     }
     // A watch stream can hang silently (a partition); probe it, and recycle it when mute.
     if (this.#watch && this.#connected) {

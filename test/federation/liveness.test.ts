@@ -113,3 +113,29 @@ test('compaction while disconnected: the link re-lists and deletes imports that 
   t.is(status.imports, 2);
   t.true(BigInt(status.appliedRevision) >= BigInt(revision));
 });
+
+test('a federation restarted while its peer is down keeps the imports, lets them go stale and expire on the old heartbeat clock', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  await exportService(b, exportedService('default', 'reviews'));
+  const first = await startFederation(t, a, [linkTo(b)]);
+  await first.federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'import' });
+  // The status is refreshed while nothing changes, so its age means something.
+  const before = Date.parse((await readLinkStatus(a, 'b'))!.updatedAt);
+  await waitFor(async () => Date.parse((await readLinkStatus(a, 'b'))!.updatedAt) > before, { timeoutMs: 3 * timings.heartbeatIntervalMs + 2000, what: 'status refreshed' });
+
+  await first.federation.stop();
+  const stopped = await readLinkStatus(a, 'b');
+  t.is(stopped?.state, 'down');
+  t.regex(stopped?.message ?? '', /federation stopped/);
+  const killedAt = Date.now();
+  await b.etcd.kill();
+
+  const second = await startFederation(t, a, [linkTo(b)]);
+  t.truthy(await readImport(a, 'b', 'default', 'reviews'), 'imports survive a restart while the peer is down');
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'reviews'))?.stale === true, { timeoutMs: timings.staleAfterMs + 1000, what: 'stale on the old clock' });
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'reviews')) === undefined, { timeoutMs: timings.expireAfterMs + 2000, what: 'expired on the old clock' });
+  t.true(Date.now() - killedAt < timings.expireAfterMs + 3000);
+  t.is(second.federation.status().links[0]?.state, 'expired');
+});

@@ -107,3 +107,19 @@ test('a peer that is down at start delays readiness by at most initialSyncTimeou
   t.regex(status.message ?? '', /unreachable/);
   void b;
 });
+
+test('a link whose etcd belongs to another cluster imports nothing and says why', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  await exportService(b, exportedService('default', 'reviews'));
+  // Misconfigured: the link calls the peer "c" but points at b's etcd.
+  const { federation } = await startFederation(t, a, [{ ...linkTo(b), peer: 'c' }]);
+  const status = await waitFor(async () => {
+    const s = await readLinkStatus(a, 'c');
+    return s?.message?.includes('belongs to cluster "b"') ? s : undefined;
+  }, { what: 'mismatch reported' });
+  t.is(status.imports, 0);
+  t.is(status.state, 'down');
+  t.is(await readImport(a, 'c', 'default', 'reviews'), undefined);
+  t.is(federation.readiness().ready, false);
+});
