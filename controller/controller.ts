@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
-import { loadIntermediateCa, type IntermediateCa } from '../ca/index.js';
+import { addCertificateService, createCertificateServiceCredentials, loadIntermediateCa, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
   controllerIdentity,
   createMetricsRegistry,
@@ -23,7 +23,7 @@ import { ControllerMetrics } from './metrics.js';
 import { discoveryService, registrationService } from './protos.js';
 import { RegistrationService } from './registration-service.js';
 import { SnapshotBuilder } from './snapshot-builder.js';
-import { SwappableServerCredentials, type TlsIdentity } from './tls.js';
+import type { TlsIdentity } from './tls.js';
 
 /** Lifetime of the controller's own serving certificate; renewed at half-life. */
 const SERVER_CERT_TTL_SECONDS = 24 * 3600;
@@ -41,7 +41,12 @@ export interface ControllerOptions {
   readonly intermediate?: IntermediateCa;
   /** Address written to `/causeway/v1/cluster` `controllers` (default: the gRPC host, or the host name when it is a wildcard). */
   readonly advertiseAddress?: string;
-  /** Adds more services (e.g. the CA's CertificateService) to the gRPC server before it starts. */
+  /**
+   * Host the CA's `CertificateService` on the same port (default: whenever the
+   * intermediate is known, i.e. `intermediate` or `config.controller.caDir` is set).
+   */
+  readonly hostCa?: boolean;
+  /** Adds more services to the gRPC server before it starts. */
   readonly addServices?: (server: Server, context: { intermediate: IntermediateCa | undefined; registry: Registry }) => void | Promise<void>;
   /** Serve `/healthz/ready` and `/metrics` (default true). */
   readonly observability?: boolean;
@@ -209,8 +214,12 @@ export class Controller {
     }));
     server.addService(registrationService, registration.implementation());
     server.addService(discoveryService, discovery.implementation());
+    if (this.intermediate && (this.options.hostCa ?? true)) {
+      const intermediate = this.intermediate;
+      addCertificateService(server, { ca: intermediate, registry: this.registry, logger: logger('controller-ca') });
+    }
     await this.options.addServices?.(server, { intermediate: this.intermediate, registry: this.registry });
-    this.credentials = new SwappableServerCredentials(tls);
+    this.credentials = createCertificateServiceCredentials(material(tls));
     this.boundPort = await new Promise<number>((resolve, reject) => {
       server.bindAsync(`${bracket(config.controller.host)}:${config.controller.grpcPort}`, this.credentials!.credentials, (error, port) => (error ? reject(error) : resolve(port)));
     });
@@ -252,7 +261,7 @@ export class Controller {
     this.renewTimer = setTimeout(() => {
       this.issueServingCertificate().then(
         (next) => {
-          this.credentials?.update(next);
+          this.credentials?.update(material(next));
           this.log.info('serving certificate renewed');
         },
         (error: Error) => this.log.error({ err: error.message }, 'serving certificate renewal failed'),
@@ -299,6 +308,10 @@ export class Controller {
     await this.observability?.close();
     this.log.info('controller stopped');
   }
+}
+
+function material(tls: TlsIdentity) {
+  return { privateKeyPem: String(tls.key), certChainPem: String(tls.certChain), trustBundlePem: String(tls.trustBundle) };
 }
 
 function splitPem(text: string): string[] {

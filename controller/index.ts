@@ -19,6 +19,6 @@ export {
 export { CatalogAdmin, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
 export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
-export { SwappableServerCredentials, callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
+export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { CatalogAdmin, Controller, DiscoveryClient, Etcd3Store, RegistrationClient, type ControllerOptions, type TlsIdentity } from '../../controller/index.js';
+import { CatalogAdmin, Controller, DiscoveryClient, Etcd3Store, RegistrationClient, type ControllerOptions, type EtcdStore, type TlsIdentity } from '../../controller/index.js';
 import { controllerIdentity, parseConfig, type ClusterConfig } from '../../mesh/index.js';
 import { startEtcd, type EtcdServer } from '../fixtures/etcd.js';
 import { createMeshPki, type MeshPki } from '../fixtures/mesh-pki.js';
@@ -15,6 +15,8 @@ export interface ControllerWorld {
   readonly etcd: EtcdServer;
   readonly pki: MeshPki;
   readonly admin: CatalogAdmin;
+  /** Direct etcd access (what an operator or another component would write). */
+  readonly store: EtcdStore;
   config(overrides?: { grpcPort?: number; dns?: boolean; leaseTtlSeconds?: number; debounceMs?: number }): ClusterConfig;
   startController(options?: Partial<ControllerOptions> & { grpcPort?: number; dns?: boolean; leaseTtlSeconds?: number }): Promise<Controller>;
   /** A workload identity's TLS material (`<ns>/<sa>`). */
@@ -57,6 +59,7 @@ export async function controllerWorld(t: ExecutionContext): Promise<ControllerWo
     etcd,
     pki,
     admin,
+    store: adminStore,
     config,
     async startController(options = {}) {
       const { grpcPort, dns, leaseTtlSeconds, ...rest } = options;

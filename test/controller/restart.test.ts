@@ -1,0 +1,76 @@
+import test from 'ava';
+import { connect, createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { waitFor } from '../fixtures/ports.js';
+import { controllerWorld, reviews } from './harness.js';
+
+/** One request over TCP to the target the node's last snapshot names (what a sidecar does). */
+function request(address: string, port: number, body: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: address, port });
+    let data = '';
+    socket.setTimeout(2000, () => socket.destroy(new Error('timeout')));
+    socket.on('connect', () => socket.end(body));
+    socket.on('data', (chunk) => (data += chunk.toString()));
+    socket.on('end', () => resolve(data));
+    socket.on('error', reject);
+  });
+}
+
+test('a controller restart under a stream of requests loses none of them', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const app = createServer((s) => s.pipe(s)).listen(0, '127.0.0.31');
+  t.teardown(() => app.close());
+  await new Promise((r) => app.once('listening', r));
+  const appPort = (app.address() as AddressInfo).port;
+
+  let controller = await world.startController({ leaseTtlSeconds: 4 });
+  const grpcPort = controller.grpcPort;
+  const sidecar = await world.registration(grpcPort, 'default/reviews', { service: 'reviews', namespace: 'default', endpointId: 'r-1', address: '127.0.0.31', inboundPort: appPort });
+  await sidecar.start();
+  const node = await world.discovery(grpcPort, 'default/productpage');
+  await waitFor(() => node.snapshot?.services[0]?.targets.some((x) => x.healthy));
+  let disconnects = 0;
+  node.on('disconnected', () => disconnects++);
+
+  let sent = 0;
+  const failures: string[] = [];
+  let running = true;
+  const load = (async () => {
+    while (running) {
+      const target = node.snapshot?.services.find((s) => s.name === 'reviews')?.targets.find((x) => x.healthy);
+      const body = `req-${sent++}`;
+      try {
+        if (!target) throw new Error('no healthy target in the node\'s snapshot');
+        const reply = await request(target.address, target.port, body);
+        if (reply !== body) throw new Error(`reply ${reply}`);
+      } catch (error) {
+        failures.push(`${body}: ${(error as Error).message}`);
+      }
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+
+  await new Promise((r) => setTimeout(r, 500));
+  await controller.stop();
+  // While no controller runs, a second sidecar starts registering: it must get in once one is back.
+  const late = await world.registration(grpcPort, 'default/reviews', { service: 'reviews', namespace: 'default', endpointId: 'r-2', address: '127.0.0.32', inboundPort: appPort });
+  const lateRegistered = late.start();
+  await new Promise((r) => setTimeout(r, 700));
+  controller = await world.startController({ grpcPort, leaseTtlSeconds: 4 });
+  await lateRegistered;
+  const beatsAfter: number[] = [];
+  sidecar.on('heartbeat', (ttl) => beatsAfter.push(ttl));
+  await waitFor(() => controller.nodes().length === 1 && node.snapshot?.services[0]?.targets.length === 2, { what: 'node resynced with both endpoints' });
+  await waitFor(() => beatsAfter.length > 0, { what: 'heartbeats through the new controller' });
+  await new Promise((r) => setTimeout(r, 500));
+  running = false;
+  await load;
+
+  t.log(`${sent} requests, ${failures.length} failed, ${disconnects} discovery disconnects`);
+  t.true(sent > 50);
+  t.true(disconnects >= 1, 'the discovery stream did break');
+  t.deepEqual(failures, []);
+  t.deepEqual([...controller.catalogView!.endpointsOf('default/reviews').keys()].sort(), ['r-1', 'r-2']);
+});
