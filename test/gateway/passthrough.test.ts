@@ -25,7 +25,6 @@ function tlsClient(port: number, servername: string | undefined, options: { cert
     ca: pki.ca,
     ...(options.cert === false ? {} : { cert: pki.client.cert, key: pki.client.key }),
     checkServerIdentity: () => undefined,
-    allowHalfOpen: true,
   });
   socket.on('error', () => undefined);
   socket.on('end', () => socket.end());
@@ -70,7 +69,7 @@ test('TLS is not terminated: each side sees the other\'s SPIFFE certificate and 
   const { gateway, port } = await startGateway(echoRoutes([(server.address() as AddressInfo).port]));
   t.teardown(() => gateway.close());
 
-  const socket = tlsConnect({ host: '127.0.0.1', port, servername: ECHO_SNI, ...clientId.tls, checkServerIdentity: () => undefined, allowHalfOpen: true });
+  const socket = tlsConnect({ host: '127.0.0.1', port, servername: ECHO_SNI, ...clientId.tls, checkServerIdentity: () => undefined });
   const clientReceived: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => clientReceived.push(chunk));
   await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
