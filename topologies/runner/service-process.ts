@@ -29,14 +29,15 @@ export interface LaunchSpec {
  * namespace and the namespace's /etc/hosts), builds the service's root and execs the
  * service, so the service's pid is the child's pid.
  */
-const LAUNCHER = readFileSync(new URL('./launch-service.sh', import.meta.url), 'utf8');
+let launcher: string | undefined;
+const launcherScript = () => (launcher ??= readFileSync(new URL('./launch-service.sh', import.meta.url), 'utf8'));
 
 export function launchService(spec: LaunchSpec): ChildProcess {
   const log = openSync(spec.logFile, 'a');
   try {
     const args = ['netns', 'exec', spec.namespace];
     if (spec.rootDir !== undefined) {
-      args.push('sh', '-c', LAUNCHER, 'cw-launch', spec.rootDir, spec.workDir, String(spec.mounts.length));
+      args.push('sh', '-c', launcherScript(), 'cw-launch', spec.rootDir, spec.workDir, String(spec.mounts.length));
       for (const m of spec.mounts) args.push(m.source, m.target, m.readOnly ? 'ro' : 'rw');
       args.push(...spec.argv);
     } else {

@@ -1,0 +1,47 @@
+# syntax=docker/dockerfile:1
+# One image for every Causeway part: controller, gateway, federation, sidecar, CA tooling
+# and the demo app. `docker build -t causeway:dev .` — the tag the topologies use.
+# (Without Docker, `causeway topology` maps causeway:* to this checkout's CLI instead.)
+
+# --- build: type-check and compile the TypeScript to plain ESM JavaScript ----------------
+FROM node:24-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+# --ignore-scripts: no install hooks needed to compile; the `node` devDependency's binary is not used here.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY api ./api
+COPY mesh ./mesh
+COPY ca ./ca
+COPY controller ./controller
+COPY federation ./federation
+COPY gateway ./gateway
+COPY proxy ./proxy
+COPY cli ./cli
+COPY topologies ./topologies
+RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","mesh","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
+ && npx tsc -p tsconfig.build.json \
+ && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
+ && cp package.json /build/
+
+# --- production dependencies only --------------------------------------------------------
+FROM node:24-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# --- runtime -----------------------------------------------------------------------------
+FROM node:24-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /build ./
+RUN printf '#!/bin/sh\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
+ && chmod 0755 /usr/local/bin/causeway \
+ && mkdir -p /certs /data /config \
+ && chown -R node:node /certs /data /config
+# The node image's unprivileged user (uid 1000). Mesh ports are all above 1024.
+USER node
+EXPOSE 15443 15012 15006 15001 15053 15021 15090
+ENTRYPOINT ["causeway"]
+CMD ["--help"]
