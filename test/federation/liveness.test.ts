@@ -139,3 +139,25 @@ test('a federation restarted while its peer is down keeps the imports, lets them
   t.true(Date.now() - killedAt < timings.expireAfterMs + 3000);
   t.is(second.federation.status().links[0]?.state, 'expired');
 });
+
+test('after a disconnect the link resumes from the applied revision: changes made meanwhile arrive without a re-list', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(b.etcd.clientUrl).port) });
+  t.teardown(() => proxy.close());
+  await exportService(b, exportedService('default', 'gone'));
+  const { federation, registry } = await startFederation(t, a, [linkTo(b, [proxy.url()])]);
+  await federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'gone'), { what: 'imported' });
+
+  proxy.cut({ refuse: true });
+  await waitFor(async () => (await readLinkStatus(a, 'b'))?.connected === false, { what: 'link sees the disconnect' });
+  await unexportService(b, 'default', 'gone');
+  await exportService(b, exportedService('default', 'new'));
+  proxy.heal();
+
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'new')) !== undefined, { timeoutMs: 20_000, what: 'new import after resume' });
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'gone')) === undefined, { what: 'deleted while disconnected' });
+  t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'initial' }), 1);
+  t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'compacted' }), undefined);
+});
