@@ -11,6 +11,7 @@ import {
   type ObservabilityServer,
   type Readiness,
 } from '../mesh/index.js';
+import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../federation/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
 import { ClusterRecord } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
@@ -57,9 +58,12 @@ export interface ControllerOptions {
   /** A store other than etcd3 over `config.etcd` (tests of fault handling). */
   readonly store?: EtcdStore;
   /**
-   * Hosts extra components in-process (the federation, when the config has links) and
-   * folds their readiness into the controller's.
+   * Run the federation's links in this process when the config has `links` (default
+   * true). Set false when `causeway federation` runs separately: only one federation may
+   * write a cluster's imports.
    */
+  readonly federation?: boolean;
+  /** More components to run in-process, their readiness folded into the controller's. */
   readonly components?: ReadonlyArray<HostedComponent>;
 }
 
@@ -104,6 +108,10 @@ export class Controller {
   private serving = false;
   private stopped = false;
   private advertised: { address: string; port: number } | undefined;
+  private federationStore: CatalogStore | undefined;
+  private heartbeat: HeartbeatPublisher | undefined;
+  private readonly hosted: HostedComponent[] = [];
+  private hostedFederation: Federation | undefined;
 
   constructor(private readonly options: ControllerOptions) {
     this.config = options.config;
@@ -129,6 +137,11 @@ export class Controller {
     return this.catalog;
   }
 
+  /** The in-process federation (config with links), for status. */
+  get federation(): Federation | undefined {
+    return this.hostedFederation;
+  }
+
   /** Connected discovery nodes and the versions they hold. */
   nodes(): NodeStatus[] {
     return this.discovery?.status() ?? [];
@@ -140,7 +153,7 @@ export class Controller {
     else if (!this.catalog.watching) reasons.push('etcd watch not connected');
     if (!this.serving) reasons.push('gRPC server not serving');
     const details: Record<string, unknown> = {};
-    for (const c of this.options.components ?? []) {
+    for (const c of this.hosted) {
       const r = c.readiness();
       reasons.push(...r.reasons);
       details[c.name] = r.details ?? r.ready;
@@ -154,6 +167,13 @@ export class Controller {
     const tls = await this.servingIdentity();
     this.store = this.options.store ?? new Etcd3Store(config.etcd);
     const store = this.store;
+    // The federation's own store type: its heartbeat, _cluster writer and links use it.
+    const federationStore = (this.federationStore = Etcd3CatalogStore.connect(config.etcd));
+    this.hosted.push(...(this.options.components ?? []));
+    if (config.links.length > 0 && (this.options.federation ?? true)) {
+      const federation = (this.hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: federationStore })));
+      this.hosted.push({ name: 'federation', start: () => federation.start(), stop: () => federation.stop(), readiness: () => federation.readiness() });
+    }
     const catalog = (this.catalog = new CatalogCache(store));
     catalog.on('invalid', () => this.metrics.invalidValues.inc());
     const settings = { ...DEFAULT_HEALTH_CHECKS, ...this.options.healthChecks };
@@ -177,9 +197,9 @@ export class Controller {
         locality: config.cluster.locality,
         network: config.cluster.network,
         trustDomain: td,
-        heartbeatIntervalMs: config.federation.heartbeatIntervalMs,
         debounceMs: config.controller.pushDebounceMs,
         endpointHealthy,
+        publishCluster: (value) => publishExportedCluster(federationStore, value),
       },
       this.metrics,
     );
@@ -227,12 +247,14 @@ export class Controller {
     this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort };
     await record.addController(this.advertised);
     await publisher.start();
+    this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
+    await this.heartbeat.start();
     checker.start();
     if (config.controller.dns) {
       this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
       await this.dns.start();
     }
-    for (const c of this.options.components ?? []) await c.start();
+    for (const c of this.hosted) await c.start();
     if (this.options.observability ?? true) {
       const o = config.observability;
       this.observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
@@ -296,14 +318,18 @@ export class Controller {
         });
       });
     }
-    for (const c of [...(this.options.components ?? [])].reverse()) await c.stop().catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    for (const c of [...this.hosted].reverse()) await c.stop().catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
     this.checker?.close();
     await this.publisher?.close();
     await this.dns?.close();
     if (this.advertised && this.record) {
       await withTimeout(this.record.removeController(this.advertised), 2000).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
     }
+    // Not revoked: a restarting controller (or another one) beats again before peers call
+    // this cluster stale; with none left, the lease expires within ~3 intervals.
+    await this.heartbeat?.stop({ revoke: false }).catch(() => undefined);
     await this.catalog?.close();
+    this.federationStore?.close();
     if (!this.options.store) await this.store?.close();
     await this.observability?.close();
     this.log.info('controller stopped');

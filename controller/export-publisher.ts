@@ -4,7 +4,6 @@ import {
   EtcdKeys,
   ExportedCluster,
   ExportedService,
-  Heartbeat,
   encodeCatalogValue,
   logger,
   type GatewayAddress,
@@ -20,8 +19,9 @@ export interface ExportPublisherOptions {
   readonly locality: Locality;
   readonly network: string;
   readonly trustDomain: string;
-  readonly heartbeatIntervalMs: number;
   readonly debounceMs: number;
+  /** Writes `/exports/_cluster` (the federation's `publishExportedCluster`). */
+  publishCluster(value: Omit<ExportedCluster, 'schema'>): Promise<void>;
   endpointHealthy(endpoint: StoredEndpoint): boolean;
 }
 
@@ -34,20 +34,18 @@ export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
 
 /**
  * Maintains what peers read of this cluster: `/exports/<ns>/<name>` for exported
- * services (spec + healthy counts per locality), `/exports/_cluster` and the
- * `/exports/_heartbeat` key on a lease.
+ * services (spec + healthy counts per locality) and `/exports/_cluster`. (The
+ * `/exports/_heartbeat` lease is the federation's HeartbeatPublisher, run by the
+ * controller beside this.)
  *
  * Several controllers of one cluster run this at once without fighting: every value is
  * a pure function of the shared catalog, a write happens only when etcd holds something
  * different (ignoring `exportedAt`, which is kept from the first write), so their writes
- * converge instead of alternating. The heartbeat is refreshed by each of them; peers
- * only need it to be fresh, and it vanishes with the lease when no controller is left.
+ * converge instead of alternating.
  */
 export class ExportPublisher {
   private readonly log = logger('controller-exports');
   private timer: NodeJS.Timeout | undefined;
-  private heartbeatTimer: NodeJS.Timeout | undefined;
-  private heartbeatLease: string | undefined;
   private running: Promise<void> | undefined;
   private again = false;
   private closed = false;
@@ -59,9 +57,8 @@ export class ExportPublisher {
     private readonly metrics: ControllerMetrics,
   ) {}
 
-  async start(): Promise<void> {
-    await this.beat();
-    await this.reconcile();
+  start(): Promise<void> {
+    return this.reconcile();
   }
 
   onCatalogChange(changes: CatalogChanges): void {
@@ -83,7 +80,6 @@ export class ExportPublisher {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.timer);
-    clearTimeout(this.heartbeatTimer);
     await this.running?.catch(() => undefined);
   }
 
@@ -129,7 +125,8 @@ export class ExportPublisher {
       gateways: gatewayAddresses(this.catalog),
     };
     if (!isDeepStrictEqual(this.catalog.exportedCluster?.value, cluster)) {
-      await this.store.put(EtcdKeys.exportedCluster, encodeCatalogValue(ExportedCluster, EtcdKeys.exportedCluster, cluster));
+      const { schema: _schema, ...value } = cluster;
+      await o.publishCluster(value);
       this.metrics.exportWrites.inc({ kind: 'cluster' });
     }
     for (const [key, { value: spec }] of this.catalog.services) {
@@ -148,22 +145,6 @@ export class ExportPublisher {
       await this.store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
       this.metrics.exportWrites.inc({ kind: 'unexport' });
       this.log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
-    }
-  }
-
-  private async beat(): Promise<void> {
-    const ttlSeconds = Math.max(3, Math.ceil((this.options.heartbeatIntervalMs * 3) / 1000));
-    try {
-      if (this.heartbeatLease && (await this.store.keepAlive(this.heartbeatLease)) <= 0) this.heartbeatLease = undefined;
-      this.heartbeatLease ??= await this.store.grantLease(ttlSeconds);
-      const value: Heartbeat = { schema: CATALOG_SCHEMA_VERSION, cluster: this.options.cluster, at: new Date().toISOString() };
-      await this.store.put(EtcdKeys.heartbeat, encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, value), { lease: this.heartbeatLease });
-    } catch (error) {
-      this.heartbeatLease = undefined;
-      this.log.warn({ err: (error as Error).message }, 'export heartbeat failed; peers will see this cluster as stale if it lasts');
-    }
-    if (!this.closed) {
-      this.heartbeatTimer = setTimeout(() => void this.beat(), this.options.heartbeatIntervalMs);
     }
   }
 }
