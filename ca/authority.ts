@@ -191,8 +191,8 @@ export async function createIntermediateCa(
 function intermediateFrom(parts: { cluster: string; privateKey: KeyObject; certificatePem: string; certChainPem: string; trustBundlePem: string }): IntermediateCa {
   const certificate = new X509Certificate(parts.certificatePem);
   const trustDomain = trustDomainOfCa(certificate);
-  if (!trustDomain) throw new CaError(CaErrorCodes.caInvalid, `${certificate.subject.replace(/\n/g, ', ')} has no spiffe://<trust-domain> URI SAN; create intermediates with \`causeway ca intermediate\``);
-  if (!certificate.ca) throw new CaError(CaErrorCodes.caInvalid, `${certificate.subject.replace(/\n/g, ', ')} is not a CA certificate`);
+  if (!trustDomain) throw new CaError(CaErrorCodes.caInvalid, `${(certificate.subject ?? '').replace(/\n/g, ', ')} has no spiffe://<trust-domain> URI SAN; create intermediates with \`causeway ca intermediate\``);
+  if (!certificate.ca) throw new CaError(CaErrorCodes.caInvalid, `${(certificate.subject ?? '').replace(/\n/g, ', ')} is not a CA certificate`);
   if (!certificate.checkPrivateKey(parts.privateKey)) throw new CaError(CaErrorCodes.caInvalid, 'the intermediate key does not match the intermediate certificate; keep ca-key.pem and ca-cert.pem from the same `causeway ca intermediate` run');
   const template = new LeafTemplate(certificate.raw, parts.privateKey);
   const notAfterLimit = new Date(certificate.validTo);

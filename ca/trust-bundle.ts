@@ -15,7 +15,7 @@ export function buildTrustBundle(pems: readonly string[]): string {
   for (const pem of pems) {
     for (const one of splitCertificates(pem, 'trust bundle input')) {
       const cert = new X509Certificate(one);
-      if (!cert.ca) throw new CaError(CaErrorCodes.certificateInvalid, `${cert.subject.replace(/\n/g, ', ')} is not a CA certificate; a trust bundle holds only roots`);
+      if (!cert.ca) throw new CaError(CaErrorCodes.certificateInvalid, `${(cert.subject ?? '').replace(/\n/g, ', ')} is not a CA certificate; a trust bundle holds only roots`);
       if (seen.has(cert.fingerprint256)) continue;
       seen.add(cert.fingerprint256);
       out.push(one);
@@ -63,7 +63,7 @@ export interface ChainVerification {
 }
 
 function describe(cert: X509Certificate): string {
-  return cert.subject.replace(/\n/g, ', ') || `serial ${cert.serialNumber}`;
+  return (cert.subject ?? '').replace(/\n/g, ', ') || `serial ${cert.serialNumber}`;
 }
 
 /**

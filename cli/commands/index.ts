@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { registerConfigCommands } from './config.js';
+import { registerCaCommands } from './ca.js';
 import { registerTopologyCommands } from './topology.js';
 import { registerAppCommands } from './app.js';
 import { registerGatewayCommands } from './gateway.js';
@@ -7,4 +8,4 @@ import { registerFederationCommands } from './federation.js';
 import { registerSidecarCommands } from './sidecar.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands];
