@@ -1,22 +1,10 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { freePort, startProcess, waitFor } from '../fixtures/index.js';
-import { exportService, exportedService, publishPeer, startCluster, timings, type TestCluster } from './helpers.js';
-
-const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
-
-function causeway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
-      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
-}
+import { freePort, waitFor } from '../fixtures/index.js';
+import { causeway, exportService, exportedService, publishPeer, startCauseway, startCluster, timings, type TestCluster } from './helpers.js';
 
 function writeConfig(local: TestCluster, peers: TestCluster[], port: number): string {
   const dir = mkdtempSync(join(tmpdir(), 'cw-federation-cli-'));
@@ -42,7 +30,7 @@ test('causeway federation serves readiness and metrics, and causeway status tell
   const config = writeConfig(a, [b], port);
   t.teardown(() => rmSync(join(config, '..'), { recursive: true, force: true }));
 
-  const proc = startProcess(process.execPath, [bin, 'federation', '--config', config], { name: 'causeway federation' });
+  const proc = startCauseway(['federation', '--config', config]);
   t.teardown(() => proc.kill());
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 20_000, what: 'ready' });
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();

@@ -1,3 +1,5 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
 import { Registry } from 'prom-client';
 import {
@@ -14,7 +16,7 @@ import {
   type ServicePort,
 } from '../../mesh/index.js';
 import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../../federation/index.js';
-import { startEtcd, type EtcdServer } from '../fixtures/index.js';
+import { startEtcd, startProcess, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
 
 /** Short federation timings so the suite stays fast; the semantics are the defaults'. */
 export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 1500, expireAfterMs: 4000, initialSyncTimeoutMs: 3000 };
@@ -124,4 +126,20 @@ export async function metricValue(registry: Registry, name: string, labels: Reco
   const data = await metric.get();
   const sample = data.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val));
   return sample?.value;
+}
+
+const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
+
+/** Runs the real `causeway` command (bin/causeway.js) and collects its output. */
+export function causeway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Spawns `causeway` as a long-running process. */
+export function startCauseway(args: string[]): ManagedProcess {
+  return startProcess(process.execPath, [bin, ...args], { name: `causeway ${args[0] ?? ''}` });
 }
