@@ -14,6 +14,10 @@ import type { WorkloadIdentity } from './workload-identity.js';
 export const PEER_IDENTITY_HEADER = 'x-causeway-peer-identity';
 /** The caller's cluster (from its certificate's issuing intermediate); also removed when a caller sends it. */
 export const PEER_CLUSTER_HEADER = 'x-causeway-peer-cluster';
+/** `x-causeway-error` of a 503 the server sidecar sends when its app does not accept the connection (safe to retry anywhere). */
+export const APP_UNAVAILABLE = 'CW_PROXY_APP_UNAVAILABLE';
+/** `x-causeway-error` of a 503 when the app took the request and closed without answering (retry only if idempotent). */
+export const APP_RESET = 'CW_PROXY_APP_RESET';
 
 export interface InboundDeps {
   readonly tuning: SidecarTuning;
@@ -294,12 +298,19 @@ export class InboundListener {
       appRes.pipe(res);
       res.once('close', () => finish(appRes.statusCode ?? 502, appRes.complete ? 'ok' : 'incomplete'));
     });
+    let connected = false;
+    appReq.once('socket', (socket) => {
+      if (!socket.connecting) connected = true;
+      else socket.once('connect', () => (connected = true));
+    });
     appReq.once('error', (error) => {
       this.#deps.log.debug({ err: error, port: port.targetPort ?? port.port }, 'app request failed');
+      // Unavailable = the request never reached the app, so the caller may safely retry it elsewhere.
+      const code = connected ? APP_RESET : APP_UNAVAILABLE;
       if (!res.headersSent) {
-        res.writeHead(503, { 'content-type': 'text/plain', 'x-causeway-error': 'CW_PROXY_APP_UNAVAILABLE' }).end('the app behind the sidecar did not answer\n');
+        res.writeHead(503, { 'content-type': 'text/plain', 'x-causeway-error': code }).end(connected ? 'the app closed the connection without answering\n' : 'the app behind the sidecar is not listening\n');
       } else res.destroy();
-      finish(503, 'app_unavailable');
+      finish(503, connected ? 'app_reset' : 'app_unavailable');
     });
     req.pipe(appReq);
   }

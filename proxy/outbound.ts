@@ -6,6 +6,7 @@ import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, Tr
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import { APP_RESET, APP_UNAVAILABLE } from './inbound.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
 import { connectTarget, dialTarget, sniFor, type UpstreamRoute } from './upstream-connector.js';
@@ -421,6 +422,15 @@ export class OutboundProxy {
       if ('response' in outcome) {
         const upstreamRes = outcome.response;
         const status = upstreamRes.statusCode ?? 502;
+        // The server sidecar answered for an app that is gone: eject it and try the next target.
+        const serverSide = status === 503 ? upstreamRes.headers['x-causeway-error'] : undefined;
+        const replayable = body instanceof Buffer && (serverSide === APP_UNAVAILABLE || (serverSide === APP_RESET && IDEMPOTENT.has(req.method ?? '')));
+        if (replayable && i + 1 < attempts) {
+          upstreamRes.resume();
+          this.#outliers.failure(targetKey(target), 'connect', this.#outlierSettings(policy));
+          lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${String(serverSide)} from ${targetKey(target)}`);
+          continue;
+        }
         if (status >= 500) this.#outliers.failure(targetKey(target), 'http-5xx', this.#outlierSettings(policy));
         else this.#outliers.success(targetKey(target));
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));

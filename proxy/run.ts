@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import type { Registry } from 'prom-client';
-import { logger as moduleLogger, type Logger } from '../mesh/index.js';
+import { logger as moduleLogger, workloadGroupEndpointId, type Logger } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { DiscoverySnapshotSource, certificatePart, defaultEndpointId, registrationPart } from './control-plane.js';
 import { Sidecar } from './sidecar.js';
@@ -23,6 +23,8 @@ export interface RunSidecarOptions {
 export async function runSidecar(config: SidecarConfig, options: RunSidecarOptions = {}): Promise<Sidecar> {
   const log = options.log ?? moduleLogger('sidecar', { workload: `${config.service}.${config.namespace}`, cluster: config.cluster });
   const identity = new WorkloadIdentity();
+  // A host onboarded into a workload group registers as `<group>-<address>` (issue 9).
+  if (!options.endpointId && config.workloadGroup) options = { ...options, endpointId: workloadGroupEndpointId(config.workloadGroup, config.advertiseAddress) };
   const nodeId = options.endpointId ?? (config.inboundPort !== 0 ? defaultEndpointId(config, config.inboundPort) : `${config.service}-${hostname()}-${process.pid}`.toLowerCase().replace(/[^a-z0-9.-]/g, '-'));
   const snapshots = new DiscoverySnapshotSource(config, identity, log.child({ module: 'discovery' }), nodeId);
   const sidecar = new Sidecar({

@@ -1,0 +1,166 @@
+import test from 'ava';
+import { Resolver } from 'node:dns/promises';
+import type { Sidecar } from '../../proxy/index.js';
+import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
+import { get, metricValue, spiffe } from './helpers/mesh.js';
+
+// Three clusters on loopback, each with a real etcd, controller (CA + federation links)
+// and SNI gateway: east and west share region eu, south is in us. Sidecars talk to
+// their controller for real (discovery stream + registration).
+test.serial.before(async (t) => {
+  const world = await startMesh([
+    { name: 'east', region: 'eu', zone: 'eu-1' },
+    { name: 'west', region: 'eu', zone: 'eu-2' },
+    { name: 'south', region: 'us', zone: 'us-1' },
+  ]);
+  (t.context as { world: MeshWorld }).world = world;
+});
+
+test.after.always(async (t) => {
+  await (t.context as { world?: MeshWorld }).world?.close();
+});
+
+const reviewsSpec = { name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')], exported: true };
+const ratingsSpec = { ...reviewsSpec, name: 'ratings', serviceAccounts: [spiffe('default', 'ratings')] };
+const productpageSpec = { ...reviewsSpec, name: 'productpage', serviceAccounts: [spiffe('default', 'productpage')], exported: false };
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function targetsOf(sidecar: Sidecar, svc: string) {
+  return sidecar.snapshot?.services.find((s) => s.name === svc)?.targets ?? [];
+}
+
+function load(address: string, port = 9080, workers = 3) {
+  let running = true;
+  let ok = 0;
+  const failures: string[] = [];
+  const apps = new Map<string, number>();
+  const loops = Array.from({ length: workers }, async () => {
+    while (running) {
+      try {
+        const res = await get(address, port, '/load');
+        if (res.status === 200) {
+          ok++;
+          apps.set(String(res.json?.app), (apps.get(String(res.json?.app)) ?? 0) + 1);
+        } else failures.push(`${res.status} ${String(res.headers['x-causeway-error'] ?? '')} ${res.body.slice(0, 160)}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  });
+  return {
+    ok: () => ok,
+    apps,
+    failures,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+test.serial('an app in east calls a service only in west/south by its natural name and port, through the gateway; the server learns east\'s SPIFFE ID', async (t) => {
+  const world = (t.context as { world: MeshWorld }).world;
+  for (const name of ['east', 'west', 'south']) await world.cluster(name).admin.applyService(productpageSpec);
+  for (const name of ['west', 'south']) await world.cluster(name).admin.applyService(reviewsSpec);
+  const workloads: MeshWorkload[] = [];
+  t.teardown(async () => {
+    for (const w of workloads) await w.close();
+  });
+  workloads.push(await startWorkload(world, 'west', { service: 'reviews' }));
+  workloads.push(await startWorkload(world, 'south', { service: 'reviews' }));
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  workloads.push(client);
+  await until(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= 2, 'reviews imported from west and south');
+  await client.sidecar.settled();
+  t.deepEqual(new Set(targetsOf(client.sidecar, 'reviews').map((x) => x.kind)), new Set(['gateway']));
+
+  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
+  const [address] = await resolver.resolve4('reviews.default.svc.causeway.internal');
+  const res = await get(address!, 9080, '/hello');
+  t.is(res.status, 200);
+  t.is(res.json?.app, 'reviews-west', 'same region (west) before other regions (south)');
+  t.is(res.json?.peer, spiffe('default', 'productpage'));
+  t.is(res.json?.peerCluster, 'east');
+  // Pinned to a cluster by name.
+  const [southAddress] = await resolver.resolve4('reviews.default.svc.south.causeway.internal');
+  t.is((await get(southAddress!, 9080)).json?.app, 'reviews-south');
+
+  // Killing west's gateway moves the traffic to south (next region) with no failed request.
+  const run = load(address!);
+  await until(() => run.ok() >= 20, 'traffic through west');
+  await world.cluster('west').stopGateway();
+  await until(() => (run.apps.get('reviews-south') ?? 0) >= 20, 'traffic through south');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+  await world.cluster('west').startGateway();
+});
+
+test.serial('a service in both clusters is served locally; killing the local endpoints moves traffic to west with zero failed requests', async (t) => {
+  const world = (t.context as { world: MeshWorld }).world;
+  for (const name of ['east', 'west']) await world.cluster(name).admin.applyService(ratingsSpec);
+  const workloads: MeshWorkload[] = [];
+  t.teardown(async () => {
+    for (const w of workloads) await w.close().catch(() => undefined);
+  });
+  const local1 = await startWorkload(world, 'east', { service: 'ratings' });
+  const local2 = await startWorkload(world, 'east', { service: 'ratings' });
+  workloads.push(local1, local2, await startWorkload(world, 'west', { service: 'ratings' }));
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  workloads.push(client);
+  await until(() => {
+    const targets = targetsOf(client.sidecar, 'ratings');
+    return targets.filter((x) => x.kind === 'endpoint' && x.healthy).length === 2 && targets.some((x) => x.kind === 'gateway' && x.healthy);
+  }, 'ratings: two local endpoints and west');
+  await client.sidecar.settled();
+  const address = client.sidecar.outbound.lookup('default', 'ratings')!.address;
+  const run = load(address);
+  await until(() => run.ok() >= 30, 'local traffic');
+  t.is(run.apps.get('ratings-west'), undefined, 'served locally while local endpoints are up');
+  await local1.kill();
+  await local2.kill();
+  await until(() => (run.apps.get('ratings-west') ?? 0) >= 30, 'traffic in west');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+  t.true((await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { destination_cluster: 'west', destination_service: 'ratings.default', code: '200' })) >= 30);
+});
+
+test.serial('authorization deny from the controller is enforced and counted; a controller restart under load fails no request', async (t) => {
+  const world = (t.context as { world: MeshWorld }).world;
+  const east = world.cluster('east');
+  await east.admin.applyService({ ...ratingsSpec, name: 'details', serviceAccounts: [spiffe('default', 'details')] });
+  const server = await startWorkload(world, 'east', { service: 'details' });
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  t.teardown(async () => {
+    await client.close();
+    await server.close();
+  });
+  await until(() => targetsOf(client.sidecar, 'details').some((x) => x.healthy), 'details endpoint');
+  await client.sidecar.settled();
+  const address = client.sidecar.outbound.lookup('default', 'details')!.address;
+  t.is((await get(address, 9080)).status, 200);
+
+  const run = load(address);
+  await until(() => run.ok() >= 20, 'traffic');
+  await east.stopController();
+  await new Promise((r) => setTimeout(r, 500));
+  await east.startController();
+  await until(() => run.ok() >= 60, 'traffic after the restart');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+
+  await east.admin.applyPolicy('authorization', { name: 'deny-productpage', namespace: 'default', service: 'details', action: 'deny', from: [{ identities: [spiffe('default', 'productpage')] }] });
+  await until(() => (server.sidecar.snapshot?.authorization.length ?? 0) > 0, 'policy pushed');
+  await server.sidecar.settled();
+  const denied = await get(address, 9080);
+  t.is(denied.status, 403);
+  t.true((await metricValue(server.sidecar, 'causeway_sidecar_authorization_denials_total', { policy: 'default/deny-productpage' })) >= 1);
+  await east.admin.deletePolicy('authorization', 'deny-productpage', 'default');
+});
