@@ -22,3 +22,5 @@ export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './e
 export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';
+export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
+export { writeWorkloadBundle, systemdUnit, installScript, BundleFiles, BundleDefaults, type WorkloadBundle, type WorkloadBundleOptions } from './workload-bundle.js';

@@ -6,6 +6,8 @@ import { registerAppCommands } from './app.js';
 import { registerGatewayCommands } from './gateway.js';
 import { registerFederationCommands } from './federation.js';
 import { registerSidecarCommands } from './sidecar.js';
+import { registerWorkloadCommands } from './workload.js';
+import { registerControllerCommands } from './controller.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands, registerControllerCommands];

@@ -1,0 +1,137 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef, type TlsIdentity } from '../../controller/index.js';
+import { CausewayError, ErrorCodes, UsageError, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
+
+interface ConfigFlag {
+  config?: string;
+}
+
+function clusterConfig(flags: ConfigFlag): ClusterConfig {
+  if (!flags.config) throw new UsageError('--config <cluster.yaml> is required (its etcd section says where the catalog lives)');
+  return loadConfigFile('cluster', flags.config);
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new CausewayError(ErrorCodes.configUnreadable, `cannot read ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; check the path`, { cause: error });
+  }
+}
+
+/** Runs `work` with a catalog admin on the config's etcd, closing the connection after. */
+async function withAdmin<T>(flags: ConfigFlag, work: (admin: CatalogAdmin) => Promise<T>): Promise<T> {
+  const store = new Etcd3Store(clusterConfig(flags).etcd);
+  try {
+    return await work(new CatalogAdmin(store));
+  } finally {
+    await store.close();
+  }
+}
+
+function tlsFromDir(dir: string): TlsIdentity {
+  return { key: readText(join(dir, 'key.pem')), certChain: readText(join(dir, 'cert-chain.pem')), trustBundle: readText(join(dir, 'trust-bundle.pem')) };
+}
+
+const configOption = (cmd: Command) => cmd.option('-c, --config <file>', 'cluster config (YAML); its etcd section is used');
+
+export function registerControllerCommands(program: Command): void {
+  program
+    .command('controller')
+    .description('run the cluster controller: registry on etcd, discovery stream and CA on :15012 (mTLS), exports, health checks, DNS; runs until SIGINT/SIGTERM')
+    .option('-c, --config <file>', 'cluster config (YAML)')
+    .option('--advertise-address <host>', 'address written to /causeway/v1/cluster for this controller (default: controller.host, or the host name)')
+    .option('--tls-dir <dir>', 'serve with key.pem, cert-chain.pem, trust-bundle.pem from this directory instead of issuing from controller.caDir')
+    .option('--no-federation', 'do not run the config\'s federation links in this process (when `causeway federation` runs them)')
+    .action(async (flags: ConfigFlag & { advertiseAddress?: string; tlsDir?: string; federation: boolean }) => {
+      const config = clusterConfig(flags);
+      if (!flags.tlsDir && !config.controller.caDir) throw new UsageError('set controller.caDir in the cluster config (the intermediate from `causeway ca intermediate`), or pass --tls-dir');
+      const controller = new Controller({
+        config,
+        federation: flags.federation,
+        ...(flags.tlsDir ? { tls: tlsFromDir(flags.tlsDir) } : {}),
+        ...(flags.advertiseAddress ? { advertiseAddress: flags.advertiseAddress } : {}),
+      });
+      await controller.start();
+      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
+      const log = logger('controller');
+      await new Promise<void>((resolve) => {
+        const stop = (signal: NodeJS.Signals) => {
+          log.info({ signal }, 'stopping');
+          void controller.stop().then(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+      process.stdout.write('controller stopped\n');
+    });
+
+  const service = program.command('service').description('services in the cluster catalog');
+  configOption(
+    service
+      .command('apply')
+      .description('create or replace services from a YAML file (one or more documents: name, namespace, ports, serviceAccounts, exported?, subsets?)')
+      .requiredOption('-f, --file <file>', 'service manifest (YAML)'),
+  ).action(async (flags: ConfigFlag & { file: string }) => {
+    const docs = parseManifest(readText(flags.file), flags.file, 'service');
+    await withAdmin(flags, async (admin) => {
+      for (const doc of docs) {
+        const spec = await admin.applyService(doc.body, doc.source);
+        process.stdout.write(`service ${spec.name}.${spec.namespace} applied${spec.exported ? ' (exported)' : ''}\n`);
+      }
+    });
+  });
+  configOption(service.command('list').description('list services as JSON')).action(async (flags: ConfigFlag) => {
+    const specs = await withAdmin(flags, (admin) => admin.listServices());
+    process.stdout.write(`${JSON.stringify(specs, null, 2)}\n`);
+  });
+  configOption(service.command('delete').description('remove a service from the catalog').argument('<service.namespace>')).action(async (ref: string, flags: ConfigFlag) => {
+    const { name, namespace } = parseServiceRef(ref);
+    const deleted = await withAdmin(flags, (admin) => admin.deleteService(name, namespace));
+    process.stdout.write(deleted ? `service ${ref} deleted\n` : `service ${ref} was not in the catalog\n`);
+  });
+
+  for (const [verb, exported] of [['export', true], ['unexport', false]] as const) {
+    configOption(
+      program
+        .command(verb)
+        .description(exported ? 'offer a service to linked peers (the controller publishes it under /causeway/v1/exports/)' : 'stop offering a service to peers')
+        .argument('<service.namespace>'),
+    ).action(async (ref: string, flags: ConfigFlag) => {
+      const { name, namespace } = parseServiceRef(ref);
+      await withAdmin(flags, (admin) => admin.setExported(name, namespace, exported));
+      process.stdout.write(`service ${ref} ${exported ? 'exported' : 'unexported'}\n`);
+    });
+  }
+
+  const policy = program.command('policy').description('authorization and traffic policies');
+  configOption(
+    policy
+      .command('apply')
+      .description('validate and store policies from a YAML file; each document has kind: AuthorizationPolicy or TrafficPolicy')
+      .requiredOption('-f, --file <file>', 'policy manifest (YAML)'),
+  ).action(async (flags: ConfigFlag & { file: string }) => {
+    const docs = parseManifest(readText(flags.file), flags.file, 'policy');
+    await withAdmin(flags, async (admin) => {
+      for (const doc of docs) {
+        if (doc.kind === 'service') continue;
+        const stored = await admin.applyPolicy(doc.kind, doc.body, doc.source);
+        process.stdout.write(`${doc.kind} policy ${stored.name}.${stored.namespace} applied\n`);
+      }
+    });
+  });
+  configOption(
+    policy
+      .command('delete')
+      .description('remove a policy')
+      .argument('<kind>', 'authorization | traffic')
+      .argument('<name.namespace>'),
+  ).action(async (kind: string, ref: string, flags: ConfigFlag) => {
+    if (kind !== 'authorization' && kind !== 'traffic') throw new UsageError(`kind must be authorization or traffic (got "${kind}")`);
+    const { name, namespace } = parseServiceRef(ref);
+    const deleted = await withAdmin(flags, (admin) => admin.deletePolicy(kind, name, namespace));
+    process.stdout.write(deleted ? `${kind} policy ${ref} deleted\n` : `${kind} policy ${ref} did not exist\n`);
+  });
+}

@@ -1,0 +1,71 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { EtcdKeys } from '../../mesh/index.js';
+import { startEtcd } from '../fixtures/etcd.js';
+import { freePorts, waitFor } from '../fixtures/ports.js';
+import { startProcess } from '../fixtures/processes.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI = ['--import=tsx', join(ROOT, 'cli/main.ts')];
+
+function causeway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...CLI, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test('causeway controller, service apply, export/unexport and policy apply work against a real etcd', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'cw-ctrl-cli-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const etcd = await startEtcd({ name: 'east' });
+  t.teardown(() => etcd.destroy());
+  t.is((await causeway(['ca', 'init', '--trust-domain', 'causeway.internal', '--out', join(dir, 'root')])).code, 0);
+  t.is((await causeway(['ca', 'intermediate', '--root', join(dir, 'root'), '--cluster', 'east', '--out', join(dir, 'east-ca')])).code, 0);
+  const [grpcPort, readyPort] = await freePorts(2);
+  const config = join(dir, 'cluster.yaml');
+  await writeFile(
+    config,
+    [
+      'cluster: { name: east, locality: { region: eu, zone: eu-1 } }',
+      `etcd: { endpoints: [${etcd.clientUrl}] }`,
+      `controller: { host: 127.0.0.1, grpcPort: ${grpcPort}, caDir: ${join(dir, 'east-ca')} }`,
+      `observability: { host: 127.0.0.1, readyPort: ${readyPort}, metricsPort: ${readyPort} }`,
+    ].join('\n'),
+  );
+  const svc = join(dir, 'svc.yaml');
+  await writeFile(svc, ['kind: Service', 'name: reviews', 'namespace: default', 'ports: [{ name: http, port: 9080, protocol: http }]', 'serviceAccounts: [spiffe://causeway.internal/ns/default/sa/reviews]'].join('\n'));
+  const applied = await causeway(['service', 'apply', '-f', svc, '--config', config]);
+  t.is(applied.code, 0, applied.stderr);
+  t.regex(applied.stdout, /service reviews\.default applied/);
+
+  const proc = startProcess(process.execPath, [...CLI, 'controller', '--config', config], { cwd: ROOT, name: 'controller' });
+  t.teardown(() => proc.kill());
+  await proc.waitForOutput(/serving gRPC on port \d+/, 30_000);
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${readyPort}/healthz/ready`)).status === 200, { what: 'ready' });
+
+  t.is((await causeway(['export', 'reviews.default', '--config', config])).code, 0);
+  await waitFor(() => etcd.etcdctl(['get', EtcdKeys.exportedService('default', 'reviews'), '--print-value-only']).includes('"healthy"'), { what: 'export published by the running controller' });
+  t.is((await causeway(['unexport', 'reviews.default', '--config', config])).code, 0);
+  await waitFor(() => etcd.etcdctl(['get', EtcdKeys.exportedService('default', 'reviews'), '--print-value-only']).trim() === '', { what: 'export removed' });
+
+  const policy = join(dir, 'policy.yaml');
+  await writeFile(policy, ['kind: AuthorizationPolicy', 'name: allow-productpage', 'namespace: default', 'service: reviews', 'action: allow', 'from: [{ identities: [spiffe://causeway.internal/ns/default/sa/productpage] }]', '---', 'kind: TrafficPolicy', 'name: reviews-failover', 'namespace: default', 'service: reviews', 'failoverOrder: [east, west]', 'retries: 2'].join('\n'));
+  const policyResult = await causeway(['policy', 'apply', '-f', policy, '--config', config]);
+  t.is(policyResult.code, 0, policyResult.stderr);
+  t.true(etcd.etcdctl(['get', EtcdKeys.policy('authorization', 'default', 'allow-productpage'), '--print-value-only']).includes('"action":"allow"'));
+
+  const bad = join(dir, 'bad.yaml');
+  await writeFile(bad, ['kind: AuthorizationPolicy', 'name: broken', 'namespace: default', 'action: maybe'].join('\n'));
+  const badResult = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
+  t.not(badResult.code, 0);
+  t.regex(badResult.stderr, /action/);
+
+  await proc.stop();
+  t.regex(proc.output(), /controller stopped/);
+});
