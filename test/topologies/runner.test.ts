@@ -141,6 +141,24 @@ rootTest('SIGTERM to a foreground `up` removes every namespace and process', asy
   await assertClean(t, project, runId);
 });
 
+rootTest('after the runner is SIGKILLed, `down` still removes everything it made', async (t) => {
+  const dir = tinyTopology(t);
+  const project = projectName('tiny');
+  const child = spawn(process.execPath, [CLI, 'topology', 'up', dir, '-p', project], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise((resolve) => child.on('close', resolve));
+  const deadline = Date.now() + 90_000;
+  while (!runIdOf(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
+  const runId = runIdOf(output);
+  child.kill('SIGKILL');
+  await exited;
+  t.true((await listNamespaces()).includes(`cw-${runId}-web`), 'a killed runner cannot clean up by itself');
+  const down = await cli(['topology', 'down', dir, '-p', project]);
+  t.is(down.code, 0, down.stderr);
+  await assertClean(t, project, runId);
+});
+
 rootTest('up --detach, then exec, ps, logs and down from other processes', async (t) => {
   const dir = tinyTopology(t);
   const project = projectName('tiny');

@@ -46,11 +46,14 @@ const stepSchemas = {
       http: z.string().url().optional(),
       command: command.optional(),
       healthy: serviceName.optional(),
+      /** With `command`: keep trying until it exits 0 and its output matches this regular expression. */
+      outputMatches: z.string().optional(),
       timeout: duration.default(30_000),
       interval: duration.default(250),
     })
     .refine((w) => [w.http, w.command, w.healthy].filter((x) => x !== undefined).length === 1, 'give exactly one of http, command or healthy')
-    .refine((w) => w.healthy !== undefined || w.in !== undefined, '`in` names the service to run the check from'),
+    .refine((w) => w.healthy !== undefined || w.in !== undefined, '`in` names the service to run the check from')
+    .refine((w) => w.outputMatches === undefined || w.command !== undefined, 'outputMatches goes with command'),
   exec: z.strictObject({
     in: serviceName,
     command,
@@ -277,8 +280,10 @@ async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<str
       let last = '';
       for (;;) {
         const result = await run.exec(s.in!, argv, { timeoutMs: Math.max(1000, deadline - Date.now() + 2000) });
-        if (result.exitCode === 0) return { ok: true, detail: 'succeeded' };
-        last = `exit ${result.exitCode}: ${(result.stderr || result.stdout).trim().slice(-300)}`;
+        const output = `${result.stdout}${result.stderr}`;
+        const matches = s.outputMatches === undefined || new RegExp(s.outputMatches).test(output);
+        if (result.exitCode === 0 && matches) return { ok: true, detail: 'succeeded' };
+        last = result.exitCode === 0 ? `output does not match /${s.outputMatches}/: ${output.trim().slice(-300)}` : `exit ${result.exitCode}: ${output.trim().slice(-300)}`;
         if (Date.now() + s.interval >= deadline) return { ok: false, detail: `still failing after ${s.timeout} ms (${last})` };
         await new Promise((r) => setTimeout(r, s.interval));
       }

@@ -101,9 +101,11 @@ export class TopologyRun {
     checkImages(project.file, project.services.values());
     const existing = readRunState(project.name);
     if (existing) {
-      const alive = existing.ownerPid !== undefined && existing.ownerPid !== process.pid && isAlive(existing.ownerPid);
-      const anyService = Object.values(existing.services).some((s) => s.pid !== undefined && isAlive(s.pid));
-      if (alive || anyService) {
+      // A run whose owner died (SIGKILL, crash) is cleaned up here; a live owner's run, or a
+      // detached run with live services, is someone's topology and is left alone.
+      const ownerAlive = existing.ownerPid !== undefined && existing.ownerPid !== process.pid && isAlive(existing.ownerPid);
+      const detachedAndRunning = existing.ownerPid === undefined && Object.values(existing.services).some((s) => s.pid !== undefined && isAlive(s.pid));
+      if (ownerAlive || detachedAndRunning) {
         throw new TopologyRuntimeError(
           TopologyErrorCodes.alreadyUp,
           `topology "${project.name}" is already up (run ${existing.runId}); run \`causeway topology down ${project.name}\` first, or pick another project name with -p`,
