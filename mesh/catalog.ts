@@ -203,6 +203,14 @@ export const WorkloadGroup = z.strictObject({
 export type WorkloadGroup = z.infer<typeof WorkloadGroup>;
 
 /**
+ * The endpoint id of a host onboarded into a workload group: `<group>-<address>`, with
+ * anything outside `[a-z0-9.-]` (e.g. an IPv6 colon) replaced by `-`.
+ */
+export function workloadGroupEndpointId(group: string, address: string): string {
+  return `${group}-${address}`.toLowerCase().replace(/[^a-z0-9.-]/g, '-').replace(/-+$/, '');
+}
+
+/**
  * Decodes a JSON value read from etcd (or a file) with `schema`. Returns the value or
  * the {@link ValidationError} naming the key and the bad paths; never throws for bad data.
  */

@@ -10,4 +10,4 @@ import { registerWorkloadCommands } from './workload.js';
 import { registerControllerCommands } from './controller.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands, registerControllerCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands, registerControllerCommands, registerWorkloadCommands];

@@ -117,6 +117,11 @@ export const WorkloadConfig = z.strictObject({
   namespace: dnsLabel,
   service: dnsLabel,
   serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/, 'service account may contain only letters, digits, ".", "-" and "_"'),
+  /**
+   * The workload group a VM or bare-metal host was onboarded into (`causeway workload
+   * bundle`); its endpoint is then named `<group>-<advertiseAddress>`.
+   */
+  workloadGroup: dnsLabel.optional(),
   labels: z.record(z.string(), z.string()).default({}),
   ports: z.array(ServicePort).default([]),
   /** Controller gRPC address `host:port` (directly, or a gateway with the controller's SNI). */
