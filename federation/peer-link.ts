@@ -108,6 +108,13 @@ export class PeerLink {
   #wake: (() => void) | undefined;
   #loop: Promise<void> | undefined;
   readonly #syncWaiters = new Set<() => void>();
+  /** Ends the current watch (with the error that made the loop retry). */
+  #breakWatch: ((error: Error) => void) | undefined;
+  /** When the watch batches waiting for the next flush arrived (for sync lag). */
+  readonly #pendingReceivedAtMs: number[] = [];
+  #flushQueued = false;
+  /** The last status written, without its updatedAt. */
+  #lastStatusSent = '';
 
   constructor(options: PeerLinkOptions) {
     this.peer = options.peer;
@@ -357,9 +364,6 @@ export class PeerLink {
     }
   }
 
-  readonly #pendingReceivedAtMs: number[] = [];
-  #flushQueued = false;
-
   #requestFlush(): void {
     if (this.#flushQueued) return;
     this.#flushQueued = true;
@@ -564,8 +568,6 @@ export class PeerLink {
     }
   }
 
-  #lastStatusSent = '';
-
   /** Runs `task` after every earlier one; failures are logged (use {@link #serialised} to see them). */
   #enqueue(task: () => Promise<void>): void {
     this.#serialised(task).catch((error: unknown) => this.#log.error({ err: error }, 'link task failed'));
@@ -607,8 +609,6 @@ export class PeerLink {
     this.#o.metrics.heartbeatAge.set({ peer: this.peer }, age / 1000);
     this.#o.metrics.setLinkState(this.peer, this.#state());
   }
-
-  #breakWatch: ((error: Error) => void) | undefined;
 
   #updateMetrics(): void {
     const s = this.status();
