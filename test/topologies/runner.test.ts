@@ -119,10 +119,10 @@ rootTest('a failed step fails `topology test` with a report, skips the rest, and
   await assertClean(t, project, runIdOf(result.stdout));
 });
 
-rootTest('SIGTERM to a foreground `up` removes every namespace and process', async (t) => {
-  const dir = tinyTopology(t);
-  const project = projectName('tiny');
+/** Starts a foreground `up` and resolves once it printed its run id (the topology is up). */
+async function foregroundUp(t: ExecutionContext, dir: string, project: string) {
   const child = spawn(process.execPath, [CLI, 'topology', 'up', dir, '-p', project], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => child.kill('SIGKILL'));
   let output = '';
   child.stdout.on('data', (c: Buffer) => (output += c.toString()));
   child.stderr.on('data', (c: Buffer) => (output += c.toString()));
@@ -131,12 +131,19 @@ rootTest('SIGTERM to a foreground `up` removes every namespace and process', asy
   while (!runIdOf(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
   const runId = runIdOf(output);
   t.truthy(runId, output);
+  t.true((await listNamespaces()).includes(`cw-${runId}-web`));
+  return { child, exited, runId, output: () => output };
+}
+
+rootTest('SIGTERM to a foreground `up` removes every namespace and process', async (t) => {
+  const dir = tinyTopology(t);
+  const project = projectName('tiny');
+  const { child, exited, runId, output } = await foregroundUp(t, dir, project);
   const state = readRunState(project) as RunState;
   const pids = Object.values(state.services).map((s) => s.pid).filter((p): p is number => p !== undefined);
   t.is(pids.length, 2);
-  t.true((await listNamespaces()).includes(`cw-${runId}-web`));
   child.kill('SIGTERM');
-  t.is(await exited, 143, output);
+  t.is(await exited, 143, output());
   for (const pid of pids) t.throws(() => process.kill(pid, 0), undefined, `pid ${pid} still alive`);
   await assertClean(t, project, runId);
 });
@@ -144,13 +151,7 @@ rootTest('SIGTERM to a foreground `up` removes every namespace and process', asy
 rootTest('after the runner is SIGKILLed, `down` still removes everything it made', async (t) => {
   const dir = tinyTopology(t);
   const project = projectName('tiny');
-  const child = spawn(process.execPath, [CLI, 'topology', 'up', dir, '-p', project], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-  const exited = new Promise((resolve) => child.on('close', resolve));
-  const deadline = Date.now() + 90_000;
-  while (!runIdOf(output) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 100));
-  const runId = runIdOf(output);
+  const { child, exited, runId } = await foregroundUp(t, dir, project);
   child.kill('SIGKILL');
   await exited;
   t.true((await listNamespaces()).includes(`cw-${runId}-web`), 'a killed runner cannot clean up by itself');
