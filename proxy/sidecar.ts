@@ -84,6 +84,11 @@ export class Sidecar {
     return this.#outbound;
   }
 
+  /** A bootstrap or hosted part by name (e.g. `certificates`, `registration`). */
+  part(name: string): SidecarPart | undefined {
+    return [...(this.#options.bootstrap ?? []), ...(this.#options.parts ?? [])].find((p) => p.name === name);
+  }
+
   readiness(): Readiness {
     const reasons: string[] = [];
     if (!this.identity.ready) reasons.push('no workload certificate yet');

@@ -2,7 +2,7 @@ import test from 'ava';
 import { Resolver } from 'node:dns/promises';
 import type { Sidecar } from '../../proxy/index.js';
 import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
-import { get, metricValue, spiffe } from './helpers/mesh.js';
+import { get, load, metricValue, spiffe, until } from './helpers/mesh.js';
 
 // Three clusters on loopback, each with a real etcd, controller (CA + federation links)
 // and SNI gateway: east and west share region eu, south is in us. Sidecars talk to
@@ -24,46 +24,11 @@ const reviewsSpec = { name: 'reviews', namespace: 'default', ports: [{ name: 'ht
 const ratingsSpec = { ...reviewsSpec, name: 'ratings', serviceAccounts: [spiffe('default', 'ratings')] };
 const productpageSpec = { ...reviewsSpec, name: 'productpage', serviceAccounts: [spiffe('default', 'productpage')], exported: false };
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 function targetsOf(sidecar: Sidecar, svc: string) {
   return sidecar.snapshot?.services.find((s) => s.name === svc)?.targets ?? [];
 }
 
-function load(address: string, port = 9080, workers = 3) {
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const apps = new Map<string, number>();
-  const loops = Array.from({ length: workers }, async () => {
-    while (running) {
-      try {
-        const res = await get(address, port, '/load');
-        if (res.status === 200) {
-          ok++;
-          apps.set(String(res.json?.app), (apps.get(String(res.json?.app)) ?? 0) + 1);
-        } else failures.push(`${res.status} ${String(res.headers['x-causeway-error'] ?? '')} ${res.body.slice(0, 160)}`);
-      } catch (error) {
-        failures.push((error as Error).message);
-      }
-    }
-  });
-  return {
-    ok: () => ok,
-    apps,
-    failures,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-    },
-  };
-}
 
 test.serial('an app in east calls a service only in west/south by its natural name and port, through the gateway; the server learns east\'s SPIFFE ID', async (t) => {
   const world = (t.context as { world: MeshWorld }).world;

@@ -3,7 +3,7 @@ import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
+import { endpointTarget, gatewayTarget, get, load, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, until, type TestSidecar } from './helpers/mesh.js';
 
 // Snapshots are fed by hand here (StaticSnapshotSource). A "gateway" target points
 // straight at the remote sidecar's inbound port: a real gateway forwards the same bytes
@@ -41,44 +41,7 @@ async function addressOf(c: TestSidecar, svc = 'reviews') {
   return c.sidecar.outbound.lookup('default', svc)!.address;
 }
 
-/** Runs `workers` request loops until stop() and counts failures. */
-function load(address: string, workers = 4) {
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const apps = new Map<string, number>();
-  const loops = Array.from({ length: workers }, async () => {
-    while (running) {
-      try {
-        const res = await get(address, 9080, '/load');
-        if (res.status === 200) {
-          ok++;
-          const app = String(res.json?.app);
-          apps.set(app, (apps.get(app) ?? 0) + 1);
-        } else failures.push(`${res.status} ${res.headers['x-causeway-error'] ?? ''} ${res.body.slice(0, 200)}`);
-      } catch (error) {
-        failures.push((error as Error).message);
-      }
-    }
-  });
-  return {
-    ok: () => ok,
-    apps,
-    failures,
-    async stop() {
-      running = false;
-      await Promise.all(loops);
-    },
-  };
-}
 
-async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test('local endpoints are preferred; killing them moves traffic to the next cluster with zero failed requests', async (t) => {
   const east = await server(t, 'east', 'reviews');
@@ -117,7 +80,7 @@ test('failover skips a dead gateway to the next priority (region) and honours fa
     ]),
   );
   const address = await addressOf(c.sc);
-  const run = load(address, 3);
+  const run = load(address, { workers: 3 });
   await until(() => run.ok() >= 20, 'traffic');
   t.is(run.apps.get('reviews-south'), undefined);
   await west.sc.close();

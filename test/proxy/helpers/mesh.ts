@@ -216,3 +216,43 @@ export function tempDir(prefix: string): { dir: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), prefix));
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** Polls `check` until true; the message names what was awaited. */
+export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Steady request load: `workers` loops of GETs until stop(); counts answers per app and every failure. */
+export function load(address: string, options: { port?: number; workers?: number } = {}) {
+  let running = true;
+  let ok = 0;
+  const failures: string[] = [];
+  const apps = new Map<string, number>();
+  const loops = Array.from({ length: options.workers ?? 3 }, async () => {
+    while (running) {
+      try {
+        const res = await get(address, options.port ?? 9080, '/load');
+        if (res.status === 200) {
+          ok++;
+          const app = String(res.json?.app);
+          apps.set(app, (apps.get(app) ?? 0) + 1);
+        } else failures.push(`${res.status} ${String(res.headers['x-causeway-error'] ?? '')} ${res.body.slice(0, 160)}`);
+      } catch (error) {
+        failures.push((error as Error).message);
+      }
+    }
+  });
+  return {
+    ok: () => ok,
+    apps,
+    failures,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
