@@ -16,7 +16,6 @@ export class SidecarMetrics {
   readonly certificateExpiry: Gauge<'identity'>;
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
-  readonly controlPlaneConnected: Gauge<'stream'>;
   readonly dnsQueries: Counter<'result'>;
 
   constructor(registry: Registry) {
@@ -37,7 +36,6 @@ export class SidecarMetrics {
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });
-    this.controlPlaneConnected = new Gauge({ name: 'causeway_sidecar_control_plane_connected', help: '1 while the stream to the controller is up', labelNames: ['stream'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

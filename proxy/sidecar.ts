@@ -61,7 +61,18 @@ export class Sidecar {
     this.registry = options.registry ?? createMetricsRegistry('sidecar');
     this.metrics = new SidecarMetrics(this.registry);
     this.log = options.log ?? moduleLogger('sidecar', { workload: `${options.config.service}.${options.config.namespace}`, cluster: options.config.cluster });
+    this.identity.on('change', this.#onIdentityChange);
+    this.#onIdentityChange();
   }
+
+  readonly #onIdentityChange = () => {
+    const id = this.identity.spiffeId;
+    const notAfter = this.identity.notAfter;
+    if (!id || !notAfter) return;
+    this.metrics.certificateExpiry.reset();
+    this.metrics.certificateExpiry.set({ identity: id }, notAfter.getTime() / 1000);
+    this.log.info({ identity: id, notAfter: notAfter.toISOString() }, 'serving workload certificate');
+  };
 
   get snapshot(): Snapshot | undefined {
     return this.#snapshot;
@@ -173,6 +184,7 @@ export class Sidecar {
   }
 
   async close(): Promise<void> {
+    this.identity.off('change', this.#onIdentityChange);
     this.#options.snapshots.off('snapshot', this.#onSnapshot);
     for (const part of [...(this.#options.parts ?? [])].reverse()) await part.close();
     await this.#options.snapshots.close?.();

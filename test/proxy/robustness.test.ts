@@ -1,0 +1,91 @@
+import test from 'ava';
+import { createSocket } from 'node:dgram';
+import { connect as tcpConnect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { OutlierDetector, planTargets, StaticSnapshotSource } from '../../proxy/index.js';
+import { createMeshPki, type MeshPki } from './helpers/pki.js';
+import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startEchoApp, startTestSidecar } from './helpers/mesh.js';
+
+let pki: MeshPki;
+test.before(async () => {
+  pki = await createMeshPki();
+});
+
+function send(port: number, host: string, bytes: Buffer): Promise<void> {
+  return new Promise((resolve) => {
+    const s = tcpConnect(port, host, () => s.end(bytes));
+    // Some listeners rightly wait for the rest of a length-prefixed message; do not wait for them.
+    const timer = setTimeout(() => s.destroy(), 200);
+    s.on('error', () => resolve());
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    s.resume();
+  });
+}
+
+test('garbage on every listener (inbound TLS, outbound HTTP, DNS over UDP and TCP, bad SNI) never takes the sidecar down', async (t) => {
+  const app = await startEchoApp('reviews');
+  t.teardown(() => app.close());
+  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
+  t.teardown(() => server.close());
+  const source = new StaticSnapshotSource();
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
+  t.teardown(() => client.close());
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
+  await client.sidecar.settled();
+  const address = client.sidecar.outbound.lookup('default', 'reviews')!.address;
+
+  const junk = [Buffer.from('\x16\x03\x01\x00\x05hello'), Buffer.alloc(4096, 0xff), Buffer.from('GET / HTTP/1.1\r\n\r\n'), Buffer.from('\x16\x03\x03\xff\xff')];
+  for (const bytes of junk) {
+    await send(server.sidecar.inboundPort, '127.0.0.1', bytes);
+    await send(9080, address, bytes);
+    await send(client.sidecar.dnsPort, '127.0.0.1', bytes);
+    await new Promise<void>((resolve) => {
+      const u = createSocket('udp4');
+      u.send(bytes, client.sidecar.dnsPort, '127.0.0.1', () => {
+        u.close();
+        resolve();
+      });
+    });
+  }
+  // A valid certificate but an SNI that does not parse, or names another workload.
+  for (const servername of ['not-a-mesh-name', '9080.all.ratings.default.east.cw1.causeway.internal', '9080.all.reviews.default.west.cw1.causeway.internal']) {
+    await new Promise<void>((resolve) => {
+      const s = tlsConnect({ port: server.sidecar.inboundPort, host: '127.0.0.1', servername, secureContext: client.identity.secureContext, checkServerIdentity: () => undefined });
+      s.on('secureConnect', () => s.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n'));
+      s.on('error', () => resolve());
+      s.on('close', () => resolve());
+    });
+  }
+  t.true((await metricValue(server.sidecar, 'causeway_sidecar_inbound_refused_total', { reason: 'bad_sni' })) >= 1);
+  t.true((await metricValue(server.sidecar, 'causeway_sidecar_inbound_refused_total', { reason: 'sni_not_this_workload' })) >= 2);
+  t.is(app.hits(), 0);
+  const res = await get(address, 9080);
+  t.is(res.status, 200);
+  t.true((await metricValue(server.sidecar, 'causeway_sidecar_certificate_expiry_timestamp_seconds')) > Date.now() / 1000);
+});
+
+test('planTargets: unhealthy, stale and zero-weight targets never; priority groups in order; failoverOrder overrides; ejected go last', (t) => {
+  const outliers = new OutlierDetector({ consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 10_000 });
+  const svc = service('reviews', [
+    endpointTarget('east', 1),
+    endpointTarget('east', 2, { healthy: false }),
+    gatewayTarget('west', '127.0.0.1', 3, { priority: 1 }),
+    gatewayTarget('south', '127.0.0.1', 4, { priority: 2 }),
+    gatewayTarget('north', '127.0.0.1', 5, { priority: 1, stale: true }),
+    gatewayTarget('mid', '127.0.0.1', 6, { priority: 1, weight: 0 }),
+  ]);
+  t.deepEqual(planTargets(svc, outliers).map((x) => x.port), [1, 3, 4]);
+  const policy = { schema: 1 as const, name: 'p', namespace: 'default', service: 'reviews', failoverOrder: ['south'] };
+  t.deepEqual(planTargets(svc, outliers, { policy }).map((x) => x.port), [4, 1, 3]);
+  t.deepEqual(planTargets(svc, outliers, { pinnedCluster: 'west' }).map((x) => x.port), [3]);
+  outliers.failure('127.0.0.1:1', 'connect');
+  t.deepEqual(planTargets(svc, outliers).map((x) => x.port), [3, 4, 1]);
+  // Weighted: a gateway fronting 9 healthy endpoints wins most first picks against one with 1.
+  const weighted = service('reviews', [gatewayTarget('a', '127.0.0.1', 10, { weight: 9 }), gatewayTarget('b', '127.0.0.1', 11, { weight: 1 })]);
+  let firstA = 0;
+  for (let i = 0; i < 1000; i++) if (planTargets(weighted, outliers)[0]!.port === 10) firstA++;
+  t.true(firstA > 800 && firstA < 980);
+});
