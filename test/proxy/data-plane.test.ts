@@ -1,8 +1,7 @@
 import test from 'ava';
 import { Resolver } from 'node:dns/promises';
-import { StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, get, metricValue, service, snapshot, spiffe, startEchoApp, startTestSidecar } from './helpers/mesh.js';
+import { endpointTarget, get, metricValue, service, snapshot, spiffe, startPair } from './helpers/mesh.js';
 
 // These tests feed snapshots by hand (StaticSnapshotSource); the discovery stream has its own test.
 let pki: MeshPki;
@@ -10,16 +9,7 @@ test.before(async () => {
   pki = await createMeshPki();
 });
 
-async function pair(t: import('ava').ExecutionContext) {
-  const app = await startEchoApp('reviews-east');
-  t.teardown(() => app.close());
-  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
-  t.teardown(() => server.close());
-  const source = new StaticSnapshotSource();
-  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
-  t.teardown(() => client.close());
-  return { app, server, client, source };
-}
+const pair = (t: import('ava').ExecutionContext) => startPair(t, pki);
 
 test('an app calls a mesh service by its loopback address and the server app learns the caller SPIFFE ID', async (t) => {
   const { server, client, source } = await pair(t);

@@ -2,9 +2,9 @@ import test from 'ava';
 import { createSocket } from 'node:dgram';
 import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { OutlierDetector, planTargets, StaticSnapshotSource } from '../../proxy/index.js';
+import { OutlierDetector, planTargets } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startEchoApp, startTestSidecar } from './helpers/mesh.js';
+import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startPair } from './helpers/mesh.js';
 
 let pki: MeshPki;
 test.before(async () => {
@@ -26,13 +26,7 @@ function send(port: number, host: string, bytes: Buffer): Promise<void> {
 }
 
 test('garbage on every listener (inbound TLS, outbound HTTP, DNS over UDP and TCP, bad SNI) never takes the sidecar down', async (t) => {
-  const app = await startEchoApp('reviews');
-  t.teardown(() => app.close());
-  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
-  t.teardown(() => server.close());
-  const source = new StaticSnapshotSource();
-  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
-  t.teardown(() => client.close());
+  const { app, server, client, source } = await startPair(t, pki);
   source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
   await client.sidecar.settled();
   const address = client.sidecar.outbound.lookup('default', 'reviews')!.address;

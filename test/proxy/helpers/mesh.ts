@@ -256,3 +256,15 @@ export function load(address: string, options: { port?: number; workers?: number
     },
   };
 }
+
+/** An echo app behind a `reviews` sidecar in east, and a `productpage` client sidecar whose snapshots the test pushes. */
+export async function startPair(t: import('ava').ExecutionContext, pki: MeshPki) {
+  const app = await startEchoApp('reviews-east');
+  t.teardown(() => app.close());
+  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
+  t.teardown(() => server.close());
+  const source = new StaticSnapshotSource();
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
+  t.teardown(() => client.close());
+  return { app, server, client, source };
+}
