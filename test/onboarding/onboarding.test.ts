@@ -1,0 +1,108 @@
+import test from 'ava';
+import { Resolver } from 'node:dns/promises';
+import { existsSync, rmSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Etcd3Store } from '../../controller/index.js';
+import { EtcdKeys, ExportedService, ImportedService, decodeCatalogValue } from '../../mesh/index.js';
+import { startMesh, startWorkload } from '../proxy/helpers/clusters.js';
+import { get, startEchoApp } from '../proxy/helpers/mesh.js';
+import { applyGroup, endpointOf, hostBundle, spiffe, startHost, until, webGroup } from './helpers.js';
+
+// Two clusters on loopback, each with a real etcd, controller (CA + federation) and SNI
+// gateway. A "host" is onboarded into east from a bundle and runs `causeway sidecar` as a
+// real process, reaching east's controller only through east's gateway (controller SNI).
+
+async function healthyIn(store: Etcd3Store, key: string, schema: typeof ExportedService | typeof ImportedService): Promise<number> {
+  const kv = await store.get(key);
+  if (!kv) return -1;
+  const decoded = decodeCatalogValue(schema, key, kv.value);
+  return decoded.ok ? decoded.value.healthy.reduce((n, h) => n + h.healthy, 0) : -1;
+}
+
+test('a host onboarded from the bundle registers as <group>-<address>, is exported to peers, calls and is called by mesh name; stop → gone within the lease; restart → back without a token', async (t) => {
+  const mesh = await startMesh([
+    { name: 'east', region: 'eu', zone: 'eu-1' },
+    { name: 'west', region: 'us', zone: 'us-1' },
+  ]);
+  t.teardown(() => mesh.close());
+  const east = mesh.cluster('east');
+  const west = mesh.cluster('west');
+  const eastStore = new Etcd3Store({ endpoints: east.etcd.endpoints, dialTimeoutMs: 5000 });
+  t.teardown(() => eastStore.close());
+  const westStore = new Etcd3Store({ endpoints: west.etcd.endpoints, dialTimeoutMs: 5000 });
+  t.teardown(() => westStore.close());
+
+  // The operator: a group whose service does not exist yet (apply creates and exports it).
+  const applied = await applyGroup(eastStore, webGroup(), true);
+  t.is(applied.service, 'created');
+  // A service in east for the host to call, and a caller in west.
+  await east.admin.applyService({ name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')] });
+  await west.admin.applyService({ name: 'client', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'client')] });
+  const reviews = await startWorkload(mesh, 'east', { service: 'reviews' });
+  t.teardown(() => reviews.close());
+  const client = await startWorkload(mesh, 'west', { service: 'client', app: false });
+  t.teardown(() => client.close());
+
+  // The host: its app keeps its own port; the bundle points at east's gateway.
+  const app = await startEchoApp('web-on-host');
+  t.teardown(() => app.close());
+  const gatewayAddress = `127.0.0.1:${east.gateway!.port}`;
+  const dir = join(mesh.dir, 'host-bundle');
+  const { bundle, dnsPort } = await hostBundle({ cluster: east.config, ca: (await mesh.pki.cluster('east')).ca, group: webGroup(), dir, controllerAddress: gatewayAddress, viaGateway: true, appPort: app.port });
+  t.is(bundle.endpointId, 'web-vms-127.0.0.1');
+
+  let host = startHost(bundle);
+  t.teardown(() => host.stop(2000));
+  await host.waitForOutput(/sidecar web\.default \(spiffe:\/\/causeway\.internal\/ns\/default\/sa\/web-vm\)/, 30_000);
+  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', 'the host registered and healthy in east');
+  const endpoint = (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))!;
+  t.is(endpoint.identity, spiffe('default', 'web-vm'));
+  t.is(endpoint.cluster, 'east');
+  t.deepEqual(endpoint.labels, { version: 'v1' });
+  t.is(statSync(join(dir, 'state', 'key.pem')).mode & 0o777, 0o600, 'the host key stays 0600 in its state directory');
+
+  // In east's exports, hence in west's imports.
+  await until(async () => (await healthyIn(eastStore, EtcdKeys.exportedService('default', 'web'), ExportedService)) === 1, 'east exports web with one healthy host');
+  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, 'west imports web from east');
+
+  // West's workload → the host, by mesh name, through east's gateway; the host's app learns the caller.
+  const westResolver = new Resolver({ timeout: 2000, tries: 1 });
+  westResolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
+  await until(() => client.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.healthy)) ?? false, 'west sidecar sees web');
+  await client.sidecar.settled();
+  const [webAddress] = await westResolver.resolve4('web.default.svc.causeway.internal');
+  const toHost = await get(webAddress!, 8080, '/from-west');
+  t.is(toHost.status, 200);
+  t.is(toHost.json?.app, 'web-on-host');
+  t.is(toHost.json?.peer, spiffe('default', 'client'));
+  t.is(toHost.json?.peerCluster, 'west');
+
+  // The host's app → reviews in east, by name, through the host sidecar's DNS and loopback listener.
+  const hostResolver = new Resolver({ timeout: 2000, tries: 1 });
+  hostResolver.setServers([`127.0.0.1:${dnsPort}`]);
+  let reviewsAddress: string | undefined;
+  await until(async () => {
+    reviewsAddress = (await hostResolver.resolve4('reviews.default.svc.causeway.internal').catch(() => []))[0];
+    return reviewsAddress !== undefined;
+  }, 'the host sidecar resolves reviews');
+  const fromHost = await get(reviewsAddress!, 9080, '/from-host');
+  t.is(fromHost.status, 200);
+  t.is(fromHost.json?.app, 'reviews-east');
+  t.is(fromHost.json?.peer, spiffe('default', 'web-vm'));
+
+  // Host stops without deregistering (a crash, a power cut): the lease ends the endpoint, in east and in west.
+  await host.kill('SIGKILL');
+  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId)) === undefined, 'the endpoint gone after the lease TTL', 20_000);
+  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 0, 'west sees no healthy host');
+
+  // Restart with no token at all: the certificate in the state directory is still valid.
+  rmSync(bundle.files.joinToken);
+  t.false(existsSync(bundle.files.joinToken));
+  host = startHost(bundle, 'host-restarted');
+  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', 'the host back after restart without a token');
+  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, 'west imports the host again');
+
+  // A graceful stop (systemctl stop → SIGTERM) deregisters at once.
+  t.is(await host.stop(5000), 0);
+  t.is(await endpointOf(eastStore, 'default', 'web', bundle.endpointId), undefined);
+});
