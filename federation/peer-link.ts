@@ -243,7 +243,9 @@ export class PeerLink {
       } catch (error) {
         if (this.#stopped) break;
         const message = (error as Error).message;
-        if (this.#connected || this.#lastError !== message) this.#log.warn({ err: error }, 'link to peer broken; retrying');
+        // One warning per outage; the retries' errors (which vary) only at debug.
+        if (this.#connected || this.#lastError === undefined) this.#log.warn({ err: error }, 'link to peer broken; retrying');
+        else this.#log.debug({ err: error }, 'peer still unreachable');
         this.#connected = false;
         this.#syncing = false;
         this.#lastError = message;

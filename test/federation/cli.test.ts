@@ -15,7 +15,8 @@ function writeConfig(local: TestCluster, peers: TestCluster[], port: number): st
       cluster: { name: local.name, locality: { region: 'r-a', zone: 'z1' } },
       etcd: { endpoints: local.etcd.endpoints },
       links: peers.map((p) => ({ peer: p.name, etcd: { endpoints: p.etcd.endpoints } })),
-      federation: timings,
+      // Expiry far away, so the status can be caught while stale however slow the machine.
+      federation: { ...timings, expireAfterMs: 120_000 },
       observability: { host: '127.0.0.1', readyPort: port, metricsPort: port },
     }),
   );
@@ -32,7 +33,7 @@ test('causeway federation serves readiness and metrics, and causeway status tell
 
   const proc = startCauseway(['federation', '--config', config]);
   t.teardown(() => proc.kill());
-  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 20_000, what: 'ready' });
+  await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 45_000, what: 'ready' });
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   t.regex(metrics, /causeway_federation_link_state\{[^}]*peer="b"[^}]*state="synced"[^}]*\} 1/);
   t.regex(metrics, /causeway_federation_sync_lag_seconds_bucket/);
@@ -41,14 +42,14 @@ test('causeway federation serves readiness and metrics, and causeway status tell
     const r = await causeway(['status', '--json', '--config', config]);
     const s = JSON.parse(r.stdout) as { links: Array<{ peer: string; state: string; imports: number; connected: boolean }> };
     return s.links[0]?.state === 'synced' && s.links[0].imports === 1 ? s : undefined;
-  }, { timeoutMs: 15_000, what: 'status synced' });
+  }, { timeoutMs: 45_000, what: 'status synced' });
   t.like(synced.links[0], { peer: 'b', connected: true });
 
   await b.etcd.kill();
   const down = await waitFor(async () => {
     const r = await causeway(['status', '--config', config]);
     return /b\s+stale\s+no/.test(r.stdout) ? r.stdout : undefined;
-  }, { timeoutMs: 15_000, what: 'human status shows b stale and disconnected' });
+  }, { timeoutMs: 45_000, what: 'human status shows b stale and disconnected' });
   t.regex(down, /no heartbeat from b/);
 
   proc.child.kill('SIGTERM');

@@ -19,7 +19,7 @@ import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedClust
 import { startEtcd, startProcess, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
 
 /** Short federation timings so the suite stays fast; the semantics are the defaults'. */
-export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 1500, expireAfterMs: 4000, initialSyncTimeoutMs: 3000 };
+export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 2000, expireAfterMs: 5000, initialSyncTimeoutMs: 3000 };
 
 export interface TestCluster {
   readonly name: string;
