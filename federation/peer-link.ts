@@ -51,6 +51,7 @@ export interface PeerLinkStatus extends LinkStatus {
 }
 
 type Freshness = 'fresh' | 'stale' | 'expired';
+type ResyncReason = 'initial' | 'compacted' | 'peer-reset';
 
 interface PeerExport {
   readonly value: ExportedService;
@@ -229,14 +230,25 @@ export class PeerLink {
   // ---- the mirroring loop ------------------------------------------------------------
 
   async #run(): Promise<void> {
-    let needFullSync: 'initial' | 'compacted' | undefined = 'initial';
+    let needFullSync: ResyncReason | undefined = 'initial';
+    let resuming = false;
     let backoffMs = 100;
     while (!this.#stopped) {
       try {
+        if (resuming && !needFullSync) {
+          // A peer etcd rebuilt from scratch restarts its revisions: resuming at our old
+          // revision would wait for a future that means something else. Re-list instead.
+          const { revision } = await this.#o.peerStore.list(EtcdKeys.heartbeat);
+          if (BigInt(revision) < BigInt(this.#appliedRevision)) {
+            this.#log.warn({ appliedRevision: this.#appliedRevision, peerRevision: revision }, 'peer etcd revision went backwards (rebuilt?); re-listing');
+            needFullSync = 'peer-reset';
+          }
+        }
         if (needFullSync) {
           await this.#fullSync(needFullSync);
           needFullSync = undefined;
         }
+        resuming = true;
         backoffMs = 100;
         const ending = await this.#watchUntilOver();
         if (ending === 'compacted') needFullSync = 'compacted';
@@ -267,7 +279,7 @@ export class PeerLink {
     this.#wake = undefined;
   }
 
-  async #fullSync(reason: 'initial' | 'compacted'): Promise<void> {
+  async #fullSync(reason: ResyncReason): Promise<void> {
     this.#syncing = true;
     const listStartMs = Date.now();
     const listing = await this.#o.peerStore.list(EtcdKeys.exportsPrefix);

@@ -161,3 +161,25 @@ test('after a disconnect the link resumes from the applied revision: changes mad
   t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'initial' }), 1);
   t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'compacted' }), undefined);
 });
+
+test('a peer etcd rebuilt from scratch (revisions restarted) is re-listed, not waited for', async (t) => {
+  const [a, b1, b2] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b'), startCluster(t, 'b')]);
+  await publishPeer(t, b1);
+  for (let i = 0; i < 30; i++) await exportService(b1, exportedService('default', 'old', { healthy: (i % 3) + 1 }));
+  const target = { host: '127.0.0.1', port: Number(new URL(b1.etcd.clientUrl).port) };
+  const proxy = await startFaultProxy(target);
+  t.teardown(() => proxy.close());
+  const { federation, registry } = await startFederation(t, a, [linkTo(b1, [proxy.url()])]);
+  await federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'old'), { what: 'imported from the first etcd' });
+
+  proxy.cut({ refuse: true });
+  await publishPeer(t, b2);
+  await exportService(b2, exportedService('default', 'fresh'));
+  target.port = Number(new URL(b2.etcd.clientUrl).port);
+  proxy.heal();
+
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'fresh')) !== undefined, { timeoutMs: 20_000, what: 'import from the rebuilt etcd' });
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'old')) === undefined, { what: 'old import deleted' });
+  t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'peer-reset' }), 1);
+});
