@@ -260,7 +260,8 @@ export class PeerLink {
         else this.#log.debug({ err: error }, 'peer still unreachable');
         this.#connected = false;
         this.#syncing = false;
-        this.#lastError = message;
+        // etcd3's circuit breaker answers for the peer after repeated failures; the cause is the earlier error.
+        if (!(this.#lastError && /circuit breaker is open/.test(message))) this.#lastError = message;
         this.#requestFlush();
         await this.#sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, Math.max(1000, this.#o.timings.heartbeatIntervalMs));
