@@ -101,6 +101,18 @@ rootTest('smoke: names resolve, networks are isolated, pods share loopback, volu
   await assertClean(t, project, runIdOf(result.stdout));
 });
 
+// The whole mesh in network namespaces: CA one-shot, etcds, controllers with federation
+// links, gateways and sidecars, as topologies/two-clusters/compose.yaml describes it.
+rootTest('two-clusters: east calls a service only in west through west\'s gateway, with its SPIFFE ID; nothing remains', async (t) => {
+  t.timeout(600_000);
+  const project = projectName('twoclusters');
+  const result = await cli(['topology', 'test', 'two-clusters', '-p', project, '--timeout', '5m'], { timeoutMs: 580_000 });
+  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /^5 passed, 0 failed, 0 skipped$/m);
+  t.regex(result.stdout, /every answer comes from west .* 20\/20 ok/);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
+
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:
   - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }
