@@ -95,6 +95,7 @@ export class Controller {
   private store: EtcdStore | undefined;
   private catalog: CatalogCache | undefined;
   private discovery: DiscoveryService | undefined;
+  private builder: SnapshotBuilder | undefined;
   private publisher: ExportPublisher | undefined;
   private checker: HealthChecker | undefined;
   private dns: OperatorDnsServer | undefined;
@@ -187,7 +188,7 @@ export class Controller {
     }));
     const endpointHealthy = checker.endpointHealthy.bind(checker);
     const trustBundle = () => splitPem(String(this.credentialsTls?.trustBundle ?? ''));
-    const builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy });
+    const builder = (this.builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy }));
     discovery = this.discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
     publisher = this.publisher = new ExportPublisher(
       store,
@@ -284,6 +285,9 @@ export class Controller {
       this.issueServingCertificate().then(
         (next) => {
           this.credentials?.update(material(next));
+          // The bundle travels in snapshots: a rotated root reaches every node.
+          this.builder?.invalidateAll();
+          this.discovery?.schedulePush();
           this.log.info('serving certificate renewed');
         },
         (error: Error) => this.log.error({ err: error.message }, 'serving certificate renewal failed'),

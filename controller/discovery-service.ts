@@ -18,6 +18,8 @@ export interface NodeStatus {
   readonly nackReason: string | undefined;
 }
 
+const IN_FLIGHT_TIMEOUT_MS = 30_000;
+
 type Stream = ServerDuplexStream<DiscoveryRequest, DiscoveryResponse>;
 
 class NodeStream implements NodeStatus {
@@ -212,7 +214,8 @@ export class DiscoveryService {
       if (!snapshot) views.set(node.view, (snapshot = this.current(node.view)));
       if (node.sentVersion === snapshot.version) continue;
       if (node.changeAt === 0) node.changeAt = changeAt;
-      if (!node.inFlight) this.send(node, snapshot);
+      // A node silent for too long on its in-flight version gets the latest anyway.
+      if (!node.inFlight || Date.now() - node.sentAt > IN_FLIGHT_TIMEOUT_MS) this.send(node, snapshot);
     }
   }
 

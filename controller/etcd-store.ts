@@ -45,6 +45,8 @@ export interface EtcdStore {
    * must be absent). Returns false when someone else wrote first.
    */
   putIfUnchanged(key: string, value: string, modRevision: string, options?: { lease?: string }): Promise<boolean>;
+  /** Writes many keys in transactions of at most 128 puts (etcd's default --max-txn-ops). */
+  putMany(entries: ReadonlyArray<{ key: string; value: string }>, options?: { lease?: string }): Promise<void>;
   delete(key: string): Promise<void>;
   deleteIfUnchanged(key: string, modRevision: string): Promise<boolean>;
   watchPrefix(prefix: string, afterRevision: string, handlers: WatchHandlers): Promise<PrefixWatch>;
@@ -183,6 +185,15 @@ export class Etcd3Store implements EtcdStore {
         { deadline: Date.now() + this.timeoutMs },
       );
       return res.succeeded;
+    });
+  }
+
+  putMany(entries: ReadonlyArray<{ key: string; value: string }>, options: { lease?: string } = {}): Promise<void> {
+    return this.call(`put ${entries.length} keys`, async () => {
+      for (let i = 0; i < entries.length; i += 128) {
+        const success = entries.slice(i, i + 128).map((e) => ({ request_put: { key: Buffer.from(e.key), value: Buffer.from(e.value), ...(options.lease ? { lease: options.lease } : {}) } }));
+        await this.client.kv.txn({ compare: [], success }, { deadline: Date.now() + this.timeoutMs });
+      }
     });
   }
 

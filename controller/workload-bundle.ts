@@ -3,8 +3,10 @@ import { isAbsolute, join, posix } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
 import { mintJoinToken, type IntermediateCa } from '../ca/index.js';
 import {
+  NETWORK_LABEL,
   WorkloadConfig,
   controllerSni,
+  dnsLabelProblem,
   host as hostSchema,
   parseWithSchema,
   workloadGroupEndpointId,
@@ -57,6 +59,12 @@ export interface WorkloadBundleOptions {
   /** Default: the cluster's locality. */
   readonly locality?: Locality;
   readonly inboundPort?: number;
+  /**
+   * The host's network (label `causeway.io/network` on its endpoint), when it is not the
+   * cluster's: default, with `viaGateway`, the group's name. Cluster workloads with a
+   * `networkGateway` reach such hosts through the gateway, and the host reaches them so.
+   */
+  readonly network?: string;
   readonly now?: Date;
 }
 
@@ -98,6 +106,8 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
   }
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user)) throw invalid(`--user must be a system user name (got "${user}")`);
 
+  const network = options.network ?? (options.viaGateway ? group.name : undefined);
+  if (network !== undefined && dnsLabelProblem(network)) throw invalid(`--network: ${dnsLabelProblem(network)}`);
   const identity = workloadGroupIdentity(group, trustDomain);
   const ttlSeconds = options.ttlSeconds ?? BundleDefaults.ttlSeconds;
   const now = options.now ?? new Date();
@@ -114,9 +124,11 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
     service: group.service,
     serviceAccount: group.serviceAccount,
     workloadGroup: group.name,
-    labels: { ...group.labels },
+    labels: network ? { ...group.labels, [NETWORK_LABEL]: network } : { ...group.labels },
     ports: group.ports,
     controller: { address: options.controllerAddress, viaGateway: options.viaGateway },
+    // Outside the cluster networks, the gateway is the way to the cluster's endpoints too.
+    ...(options.viaGateway ? { networkGateway: options.controllerAddress } : {}),
     advertiseAddress: options.address,
     ...(options.inboundPort !== undefined ? { inboundPort: options.inboundPort } : {}),
     stateDir,
