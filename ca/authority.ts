@@ -5,7 +5,7 @@ import { clusterNameProblem, parseSpiffeId, trustDomainProblem } from '../mesh/i
 import { Extensions, LeafTemplate, distinguishedName, issuerFields, keyIdentifier, randomSerial, signTbs, spkiOf, tbsCertificate } from './certificate-profile.js';
 import { parseAndVerifyCsr } from './csr.js';
 import { CaError, CaErrorCodes } from './errors.js';
-import { DEFAULT_KEY_TYPE, describeKey, generatePrivateKey, isRsa, keyTypeOf, loadPrivateKey, privateKeyPem, signatureSchemeFor, type KeyType } from './keys.js';
+import { DEFAULT_KEY_TYPE, generatePrivateKey, isRsa, loadPrivateKey, privateKeyPem, signatureSchemeFor, type KeyType } from './keys.js';
 import { pemEncode } from './pem.js';
 import { buildTrustBundle, trustDomainOfCa } from './trust-bundle.js';
 
@@ -243,10 +243,10 @@ function intermediateFrom(parts: { cluster: string; privateKey: KeyObject; certi
       if (options.expectedSpiffeId !== undefined && spiffeId !== options.expectedSpiffeId) {
         throw new CaError(CaErrorCodes.identityMismatch, `the CSR asks for ${spiffeId} but the caller authenticated as ${options.expectedSpiffeId}; request a certificate for your own identity`);
       }
-      const keyType = keyTypeOf(csr.publicKey);
+      const keyType = csr.keyType;
       const allowed = options.allowedKeyTypes ?? DEFAULT_ALLOWED_KEY_TYPES;
       if (keyType === undefined || !allowed.includes(keyType)) {
-        throw new CaError(CaErrorCodes.keyNotAllowed, `the CSR's key (${describeKey(csr.publicKey)}) is not allowed; use one of ${allowed.join(', ')}`);
+        throw new CaError(CaErrorCodes.keyNotAllowed, `the CSR's key (${csr.keyDescription}) is not allowed; use one of ${allowed.join(', ')}`);
       }
       const ttlSeconds = resolveTtl(options);
       return signLeaf(spiffeId, csr.subjectPublicKeyInfo, keyType.startsWith('rsa'), ttlSeconds, options.now ?? new Date());

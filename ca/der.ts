@@ -56,7 +56,19 @@ export function unsignedInteger(bytes: Buffer): Buffer {
 
 export const smallInteger = (value: number): Buffer => unsignedInteger(Buffer.from([value & 0xff]));
 
+const oidCache = new Map<string, Buffer>();
+
+/** An OBJECT IDENTIFIER; encodings are cached (a handful of OIDs recur in every certificate). */
 export function oid(dotted: string): Buffer {
+  let encoded = oidCache.get(dotted);
+  if (!encoded) {
+    encoded = encodeOid(dotted);
+    oidCache.set(dotted, encoded);
+  }
+  return encoded;
+}
+
+function encodeOid(dotted: string): Buffer {
   const parts = dotted.split('.').map(Number);
   const first = parts[0] ?? 0;
   const second = parts[1] ?? 0;
@@ -71,10 +83,11 @@ export function oid(dotted: string): Buffer {
 
 /** UTCTime until 2049, GeneralizedTime from 2050, as RFC 5280 §4.1.2.5 requires. */
 export function time(date: Date): Buffer {
-  const iso = date.toISOString(); // 2026-11-22T01:51:59.123Z
-  const digits = iso.slice(0, 19).replace(/[-T:]/g, ''); // 20261122015159
-  if (date.getUTCFullYear() < 2050 && date.getUTCFullYear() >= 1950) return tlv(Tag.utcTime, Buffer.from(`${digits.slice(2)}Z`, 'ascii'));
-  return tlv(Tag.generalizedTime, Buffer.from(`${digits}Z`, 'ascii'));
+  const year = date.getUTCFullYear();
+  const two = (n: number) => (n < 10 ? `0${n}` : `${n}`);
+  const rest = `${two(date.getUTCMonth() + 1)}${two(date.getUTCDate())}${two(date.getUTCHours())}${two(date.getUTCMinutes())}${two(date.getUTCSeconds())}Z`;
+  if (year < 2050 && year >= 1950) return tlv(Tag.utcTime, Buffer.from(`${two(year % 100)}${rest}`, 'latin1'));
+  return tlv(Tag.generalizedTime, Buffer.from(`${String(year).padStart(4, '0')}${rest}`, 'latin1'));
 }
 
 /** One element as read from a buffer. `content` and `whole` are views, not copies. */

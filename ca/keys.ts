@@ -1,6 +1,6 @@
 import { createPrivateKey, generateKeyPair, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { promisify } from 'node:util';
-import { nullValue, oid, sequence } from './der.js';
+import { Tag, children, decodeOid, nullValue, oid, readOnly, sequence } from './der.js';
 import { CaError, CaErrorCodes } from './errors.js';
 
 /** Key types the CA creates and accepts. ECDSA P-256 is the default everywhere. */
@@ -59,6 +59,40 @@ export function keyTypeOf(key: KeyObject): KeyType | undefined {
     if (bits === 4096) return 'rsa-4096';
   }
   return undefined;
+}
+
+const OID_EC_PUBLIC_KEY = '1.2.840.10045.2.1';
+const OID_RSA_ENCRYPTION = '1.2.840.113549.1.1.1';
+const CURVES: Readonly<Record<string, { type?: KeyType; name: string }>> = {
+  '1.2.840.10045.3.1.7': { type: 'ec-p256', name: 'P-256' },
+  '1.3.132.0.34': { type: 'ec-p384', name: 'P-384' },
+  '1.3.132.0.35': { name: 'P-521' },
+};
+
+/**
+ * The key type of a DER SubjectPublicKeyInfo, read from its bytes: `KeyObject`'s
+ * `asymmetricKeyDetails` costs as much as an ECDSA signature, and the signer asks per request.
+ * `description` names keys the mesh does not accept too (`EC P-521`, `RSA 1024`, an OID).
+ */
+export function keyTypeOfSpki(spki: Buffer): { type: KeyType | undefined; family: 'ec' | 'rsa' | 'other'; description: string } {
+  const [algorithm, subjectPublicKey] = children(readOnly(spki, Tag.sequence).content);
+  const [algorithmOid, parameter] = children(algorithm?.content ?? Buffer.alloc(0));
+  const id = algorithmOid?.tag === Tag.oid ? decodeOid(algorithmOid.content) : '';
+  if (id === OID_EC_PUBLIC_KEY) {
+    const curveOid = parameter?.tag === Tag.oid ? decodeOid(parameter.content) : 'explicit parameters';
+    const curve = CURVES[curveOid];
+    if (curve?.type) return { type: curve.type, family: 'ec', description: `ECDSA ${curve.name}` };
+    return { type: undefined, family: 'ec', description: `EC ${curve?.name ?? curveOid}` };
+  }
+  if (id === OID_RSA_ENCRYPTION && subjectPublicKey?.tag === Tag.bitString) {
+    const [modulus] = children(readOnly(subjectPublicKey.content.subarray(1), Tag.sequence).content);
+    let bytes = modulus?.content ?? Buffer.alloc(0);
+    while (bytes.length > 0 && bytes[0] === 0) bytes = bytes.subarray(1);
+    const bits = bytes.length === 0 ? 0 : (bytes.length - 1) * 8 + (32 - Math.clz32(bytes[0] as number));
+    const type = bits === 2048 ? 'rsa-2048' : bits === 3072 ? 'rsa-3072' : bits === 4096 ? 'rsa-4096' : undefined;
+    return { type, family: 'rsa', description: `RSA ${bits}` };
+  }
+  return { type: undefined, family: 'other', description: `key algorithm ${id || 'unknown'}` };
 }
 
 /** A human description of a key: `ECDSA P-256`, `RSA 3072`, `ed25519`. */
