@@ -203,6 +203,12 @@ export const WorkloadGroup = z.strictObject({
 export type WorkloadGroup = z.infer<typeof WorkloadGroup>;
 
 /**
+ * Endpoint label naming the network an endpoint sits in when it is not its cluster's own
+ * (a VM onboarded from outside the cluster networks). No label: the cluster's network.
+ */
+export const NETWORK_LABEL = 'causeway.io/network';
+
+/**
  * The endpoint id of a host onboarded into a workload group: `<group>-<address>`, with
  * anything outside `[a-z0-9.-]` (e.g. an IPv6 colon) replaced by `-`.
  */

@@ -3,6 +3,7 @@ import { createMetricsRegistry, logger as moduleLogger, startObservabilityServer
 import type { SidecarConfig } from './config.js';
 import { InboundListener } from './inbound.js';
 import { MeshDnsServer } from './mesh-dns.js';
+import { reachOtherNetworks } from './network-routes.js';
 import { SidecarMetrics } from './metrics.js';
 import { OutboundProxy } from './outbound.js';
 import type { SnapshotSource } from './snapshot-source.js';
@@ -50,7 +51,7 @@ export class Sidecar {
   #snapshot: Snapshot | undefined;
   #applying: Promise<void> = Promise.resolve();
   readonly #onSnapshot = (snapshot: Snapshot) => {
-    this.#applying = this.#applying.then(() => this.#apply(snapshot));
+    this.#applying = this.#applying.then(() => this.#apply(reachOtherNetworks(snapshot, this.config)));
   };
   #started = false;
 

@@ -54,6 +54,7 @@ interface BundleCliOptions {
   causewayBin?: string;
   user?: string;
   locality?: string;
+  network?: string;
   json?: boolean;
 }
 
@@ -77,6 +78,7 @@ async function bundle(options: BundleCliOptions): Promise<void> {
     ...(options.causewayBin ? { causewayBin: options.causewayBin } : {}),
     ...(options.user ? { user: options.user } : {}),
     ...(locality ? { locality } : {}),
+    ...(options.network ? { network: label('--network', options.network) } : {}),
   });
   if (options.json) {
     process.stdout.write(`${JSON.stringify({ dir: written.dir, files: written.files, identity: written.identity, endpointId: written.endpointId, tokenExpiresAt: written.tokenExpiresAt.toISOString() }, null, 2)}\n`);
@@ -173,6 +175,7 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--causeway-bin <path>', 'the causeway CLI on the host', '/usr/local/bin/causeway')
     .option('--user <name>', 'system user the sidecar runs as', 'causeway')
     .option('--locality <region/zone>', "the host's locality (default: the cluster's)")
+    .option('--network <name>', "the host's network, labelled on its endpoint (default with --via-gateway: the group's name); endpoints in other networks are reached through the gateway")
     .option('--json', 'print the result as JSON')
     .action((options: BundleCliOptions) => bundle(options));
 }

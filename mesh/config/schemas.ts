@@ -126,6 +126,13 @@ export const WorkloadConfig = z.strictObject({
   ports: z.array(ServicePort).default([]),
   /** Controller gRPC address `host:port` (directly, or a gateway with the controller's SNI). */
   controller: z.strictObject({ address: z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port'), viaGateway: z.boolean().default(false) }),
+  /**
+   * This cluster's east-west gateway as this workload reaches it (`host:port`), for a
+   * workload whose network differs from some of its cluster's endpoints (a VM outside the
+   * cluster networks, or the cluster's workloads calling such a VM): endpoints whose
+   * `causeway.io/network` label differs from this workload's own are reached through it.
+   */
+  networkGateway: z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port').optional(),
   /** Where this workload's sidecar is reachable by peers (its inbound address). */
   advertiseAddress: host,
   inboundPort: portOrZero.default(15006),

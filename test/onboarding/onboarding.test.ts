@@ -36,17 +36,22 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   const applied = await applyGroup(eastStore, webGroup(), true);
   t.is(applied.service, 'created');
   // A service in east for the host to call, and a caller in west.
-  await east.admin.applyService({ name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')] });
+  // Exported: the gateway passes only exported services, also to a host of its own cluster.
+  await east.admin.applyService({ name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')], exported: true });
+  await east.admin.applyService({ name: 'frontend', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'frontend')] });
   await west.admin.applyService({ name: 'client', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'client')] });
   const reviews = await startWorkload(mesh, 'east', { service: 'reviews' });
   t.teardown(() => reviews.close());
   const client = await startWorkload(mesh, 'west', { service: 'client', app: false });
   t.teardown(() => client.close());
+  const gatewayAddress = `127.0.0.1:${east.gateway!.port}`;
+  // An east workload that knows its gateway, so it reaches endpoints in other networks through it.
+  const frontend = await startWorkload(mesh, 'east', { service: 'frontend', app: false, config: { networkGateway: gatewayAddress } });
+  t.teardown(() => frontend.close());
 
   // The host: its app keeps its own port; the bundle points at east's gateway.
   const app = await startEchoApp('web-on-host');
   t.teardown(() => app.close());
-  const gatewayAddress = `127.0.0.1:${east.gateway!.port}`;
   const dir = join(mesh.dir, 'host-bundle');
   const { bundle, dnsPort } = await hostBundle({ cluster: east.config, ca: (await mesh.pki.cluster('east')).ca, group: webGroup(), dir, controllerAddress: gatewayAddress, viaGateway: true, appPort: app.port });
   t.is(bundle.endpointId, 'web-vms-127.0.0.1');
@@ -58,7 +63,7 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   const endpoint = (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))!;
   t.is(endpoint.identity, spiffe('default', 'web-vm'));
   t.is(endpoint.cluster, 'east');
-  t.deepEqual(endpoint.labels, { version: 'v1' });
+  t.deepEqual(endpoint.labels, { version: 'v1', 'causeway.io/network': 'web-vms' });
   t.is(statSync(join(dir, 'state', 'key.pem')).mode & 0o777, 0o600, 'the host key stays 0600 in its state directory');
 
   // In east's exports, hence in west's imports.
@@ -76,6 +81,18 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   t.is(toHost.json?.app, 'web-on-host');
   t.is(toHost.json?.peer, spiffe('default', 'client'));
   t.is(toHost.json?.peerCluster, 'west');
+
+  // East's workload → the host, through east's gateway (the host is in another network).
+  await until(() => frontend.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.kind === 'gateway' && x.cluster === 'east' && x.healthy)) ?? false, 'east frontend reaches web through its gateway');
+  await frontend.sidecar.settled();
+  const eastResolver = new Resolver({ timeout: 2000, tries: 1 });
+  eastResolver.setServers([`127.0.0.1:${frontend.sidecar.dnsPort}`]);
+  const [webInEast] = await eastResolver.resolve4('web.default.svc.causeway.internal');
+  const fromEast = await get(webInEast!, 8080, '/from-east');
+  t.is(fromEast.status, 200);
+  t.is(fromEast.json?.app, 'web-on-host');
+  t.is(fromEast.json?.peer, spiffe('default', 'frontend'));
+  t.is(fromEast.json?.peerCluster, 'east');
 
   // The host's app → reviews in east, by name, through the host sidecar's DNS and loopback listener.
   const hostResolver = new Resolver({ timeout: 2000, tries: 1 });
