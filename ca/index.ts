@@ -13,6 +13,23 @@
  * trust-bundle.pem), `writeIntermediateCa` / `loadIntermediateCa` (ca-key.pem 0600,
  * ca-cert.pem, cert-chain.pem, trust-bundle.pem — a controller's `caDir`),
  * `writeWorkloadCertificate` (key.pem 0600, cert.pem, cert-chain.pem, trust-bundle.pem).
+ *
+ * How the controller hosts the signing service (`causeway.ca.v1.CertificateService`) on
+ * its own gRPC server:
+ * ```ts
+ * const ca = await loadIntermediateCa(config.controller.caDir);
+ * const own = await ca.issue({ spiffeId: controllerIdentity(ca.trustDomain) });
+ * const tls = createCertificateServiceCredentials({ privateKeyPem: own.privateKeyPem, certChainPem: own.certChainPem, trustBundlePem: ca.trustBundlePem });
+ * const server = new grpc.Server();
+ * addCertificateService(server, { ca, registry });        // + the controller's own services
+ * server.bindAsync(`${host}:${grpcPort}`, tls.credentials, done);
+ * tls.update({...});                                      // on renewal of `own` or a bundle change
+ * ```
+ * The credentials REQUEST but do not REQUIRE a client certificate (first-time callers
+ * have only a join token). In any handler, `call.getAuthContext().sslPeerCertificate` is
+ * the caller's certificate only when it verified against the trust bundle (grpc-js
+ * 1.14.7 checks `socket.authorized`); `spiffeIdFromSubjectAltName(cert.subjectaltname)`
+ * gives its SPIFFE ID. Workloads use {@link WorkloadCertificateClient}. See ca/README.md.
  */
 export { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
 export { KeyTypes, DEFAULT_KEY_TYPE, parseKeyType, generatePrivateKey, keyTypeOf, describeKey, privateKeyPem, loadPrivateKey, type KeyType } from './keys.js';
