@@ -74,3 +74,21 @@ test('a controller restart under a stream of requests loses none of them', async
   t.deepEqual(failures, []);
   t.deepEqual([...controller.catalogView!.endpointsOf('default/reviews').keys()].sort(), ['r-1', 'r-2']);
 });
+
+test('an etcd outage makes the controller unready while nodes keep their snapshot; it recovers when etcd returns', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController({ leaseTtlSeconds: 10 });
+  const node = await world.discovery(controller, 'default/productpage');
+  await node.firstSnapshot();
+  await world.etcd.stop();
+  await waitFor(() => !controller.readiness().ready, { timeoutMs: 20_000, what: 'unready while etcd is down' });
+  t.true(controller.readiness().reasons.some((r) => /etcd/.test(r)));
+  t.truthy(node.snapshot, 'nodes keep serving their last snapshot');
+  await world.etcd.restart();
+  await waitFor(() => controller.readiness().ready, { timeoutMs: 30_000, what: 'ready again' });
+  const sidecar = await world.registration(controller, 'default/reviews', { service: 'reviews', namespace: 'default', endpointId: 'after-outage', address: '127.0.0.41', inboundPort: 15006 });
+  await sidecar.start();
+  await waitFor(() => node.snapshot?.services[0]?.targets.length === 1, { timeoutMs: 20_000, what: 'registration after the outage reaches the node' });
+  t.pass();
+});
