@@ -1,4 +1,4 @@
-import { status, type ServerDuplexStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Metadata, status, type ServerDuplexStream, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { logger, parseSpiffeId, type Locality } from '../mesh/index.js';
 import type { CatalogChanges } from './catalog-cache.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -187,6 +187,8 @@ export class DiscoveryService {
     node.gzip = (hello.acceptEncodings ?? []).includes('gzip');
     this.nodes.add(node);
     this.metrics.connectedNodes.inc({ kind: node.kind });
+    // Headers now: the node learns it is connected even when no snapshot follows (same version).
+    node.call.sendMetadata(new Metadata());
     this.log.debug({ identity: node.identity, node: node.nodeId, view: node.view }, 'node connected');
     const current = this.current(node.view);
     if (hello.lastVersion && hello.lastVersion === current.version) {

@@ -191,3 +191,28 @@ test('readiness and metrics are served over HTTP', async (t) => {
   t.regex(registry, /causeway_controller_connected_nodes/);
 });
 
+
+test('a node reconnecting with the current version is told it is connected and is not sent that version again', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController();
+  const first = await (await world.discovery(controller, 'default/productpage', { nodeId: 'a' })).firstSnapshot();
+  const pushes = async () => (await controller.metrics.pushes.get()).values.reduce((n, v) => n + v.value, 0);
+  const before = await pushes();
+  const { DiscoveryClient } = await import('../../controller/index.js');
+  const again = new DiscoveryClient({
+    address: `127.0.0.1:${controller.grpcPort}`,
+    tls: await world.identity('default/productpage'),
+    expectedServerId: controllerIdentity(TD),
+    hello: { nodeId: 'b', cluster: 'east', region: 'eu' },
+    initialSnapshot: first,
+  });
+  t.teardown(() => again.close());
+  const connected = new Promise<void>((resolve) => again.once('connected', resolve));
+  again.start();
+  await connected;
+  await waitFor(() => controller.nodes().find((n) => n.nodeId === 'b'));
+  t.like(controller.nodes().find((n) => n.nodeId === 'b'), { ackedVersion: first.version, sentVersion: first.version });
+  t.is(await pushes(), before);
+  t.is(again.version, first.version);
+});
