@@ -82,6 +82,10 @@ export function verifyJoinToken(token: string, ca: IntermediateCa, options: { no
   const parts = token.split('.');
   if (parts.length !== 3) throw malformed('expected header.payload.signature');
   const [headerText, payloadText, signatureText] = parts as [string, string, string];
+  // Node's base64 decoder skips stray characters and spare bits: insist on the one canonical spelling.
+  for (const part of parts) {
+    if (!/^[A-Za-z0-9_-]+$/.test(part) || Buffer.from(part, 'base64url').toString('base64url') !== part) throw malformed('a part is not canonical base64url');
+  }
   let header: { alg?: unknown; kid?: unknown };
   let claims: Partial<Record<keyof JoinTokenClaims, unknown>>;
   try {
