@@ -51,8 +51,13 @@ export interface ControllerOptions {
   readonly addServices?: (server: Server, context: { intermediate: IntermediateCa | undefined; registry: Registry }) => void | Promise<void>;
   /** Serve `/healthz/ready` and `/metrics` (default true). */
   readonly observability?: boolean;
-  /** Active health-check timing (default 5 s interval, 1 s timeout, 2 failures). */
-  readonly healthChecks?: Partial<HealthCheckSettings>;
+  /**
+   * Active health checks by the controller (off unless `enabled`): endpoints of workload
+   * groups with a `probe` are dialled from the controller. Leave off when workloads sit
+   * in networks the controller cannot reach (their sidecars probe locally and report
+   * health in heartbeats). Timing defaults: 5 s interval, 1 s timeout, 2 failures.
+   */
+  readonly healthChecks?: Partial<HealthCheckSettings> & { readonly enabled?: boolean };
   /** Prometheus registry to use (default: a fresh one labelled component=controller). */
   readonly registry?: Registry;
   /** A store other than etcd3 over `config.etcd` (tests of fault handling). */
@@ -250,7 +255,7 @@ export class Controller {
     await publisher.start();
     this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
     await this.heartbeat.start();
-    checker.start();
+    if (this.options.healthChecks?.enabled) checker.start();
     if (config.controller.dns) {
       this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
       await this.dns.start();

@@ -24,7 +24,7 @@ interface CheckState {
 }
 
 /**
- * Active health checks run by the controller. An endpoint is checked when a workload
+ * Active health checks run by the controller (opt-in: `healthChecks.enabled`). An endpoint is checked when a workload
  * group (`/causeway/v1/workloads/<ns>/<name>`) of its service and namespace, whose labels
  * the endpoint carries, declares a `probe` (TCP connect, or HTTP GET expecting 2xx/3xx)
  * — the probe port is dialled on the endpoint's address.

@@ -44,13 +44,15 @@ export function registerControllerCommands(program: Command): void {
     .option('-c, --config <file>', 'cluster config (YAML)')
     .option('--advertise-address <host>', 'address written to /causeway/v1/cluster for this controller (default: controller.host, or the host name)')
     .option('--tls-dir <dir>', 'serve with key.pem, cert-chain.pem, trust-bundle.pem from this directory instead of issuing from controller.caDir')
+    .option('--active-health-checks', 'probe endpoints of workload groups that declare a probe from the controller (only when the controller can reach them)')
     .option('--no-federation', 'do not run the config\'s federation links in this process (when `causeway federation` runs them)')
-    .action(async (flags: ConfigFlag & { advertiseAddress?: string; tlsDir?: string; federation: boolean }) => {
+    .action(async (flags: ConfigFlag & { advertiseAddress?: string; tlsDir?: string; federation: boolean; activeHealthChecks?: boolean }) => {
       const config = clusterConfig(flags);
       if (!flags.tlsDir && !config.controller.caDir) throw new UsageError('set controller.caDir in the cluster config (the intermediate from `causeway ca intermediate`), or pass --tls-dir');
       const controller = new Controller({
         config,
         federation: flags.federation,
+        healthChecks: { enabled: flags.activeHealthChecks ?? false },
         ...(flags.tlsDir ? { tls: tlsFromDir(flags.tlsDir) } : {}),
         ...(flags.advertiseAddress ? { advertiseAddress: flags.advertiseAddress } : {}),
       });

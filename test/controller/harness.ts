@@ -63,7 +63,7 @@ export async function controllerWorld(t: ExecutionContext): Promise<ControllerWo
     config,
     async startController(options = {}) {
       const { grpcPort, dns, leaseTtlSeconds, ...rest } = options;
-      const controller = new Controller({ config: config({ grpcPort, dns, leaseTtlSeconds }), intermediate: east.ca, healthChecks: { intervalMs: 100, timeoutMs: 200 }, ...rest });
+      const controller = new Controller({ config: config({ grpcPort, dns, leaseTtlSeconds }), intermediate: east.ca, healthChecks: { enabled: true, intervalMs: 100, timeoutMs: 200 }, ...rest });
       t.teardown(() => controller.stop());
       await controller.start();
       return controller;
