@@ -41,6 +41,9 @@ test('heartbeats keep an endpoint alive past its TTL and carry health changes', 
   sidecar.setHealth('unhealthy');
   await waitFor(() => watcher.snapshot?.services[0]?.targets[0]?.healthy === false, { what: 'unhealthy target' });
   t.is(watcher.snapshot?.services[0]?.targets[0]?.weight, 0);
+  // A clean shutdown deregisters at once instead of waiting for the lease.
+  await sidecar.stop({ deregister: true });
+  await waitFor(() => watcher.snapshot?.services[0]?.targets.length === 0, { what: 'deregistered endpoint gone' });
 });
 
 test('a node whose identity may not serve the service cannot register for it', async (t) => {
