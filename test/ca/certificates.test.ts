@@ -134,3 +134,18 @@ test('signCsr: one URI SAN in the trust domain, the caller’s own identity, an 
   t.throws(() => ca.signCsr(createCsr(rsaKey, reviews), { allowedKeyTypes: ['ec-p256'] }), { code: CaErrorCodes.keyNotAllowed });
   t.throws(() => ca.signCsr('garbage'), { code: CaErrorCodes.csrMalformed });
 });
+
+test('an RSA-3072 root and intermediate (ca init --key-type rsa-3072) issue chains openssl and node:tls accept', async (t) => {
+  const pki = await createMeshPki(await tempDir(t), { keyType: 'rsa-3072' });
+  const east = await pki.cluster('east');
+  const text = (await openssl(['x509', '-in', east.certFile, '-noout', '-text'])).stdout;
+  t.regex(text, /Signature Algorithm: sha256WithRSAEncryption/);
+  t.regex(text, /Public-Key: \(3072 bit\)/);
+  const a = await pki.workload('east', 'default/reviews', { commonName: 'reviews-etcd-user' });
+  const b = await pki.workload('west', 'default/ratings', { keyType: 'rsa-2048' });
+  t.is((await openssl(['verify', '-CAfile', pki.trustBundleFile, '-untrusted', east.certFile, a.certFile])).code, 0);
+  t.regex((await openssl(['x509', '-in', a.certFile, '-noout', '-subject', '-ext', 'subjectAltName'])).stdout, /subject=CN = reviews-etcd-user\nX509v3 Subject Alternative Name: \n\s+URI:spiffe/);
+  const seen = await mutualTlsHandshake(a.tls, b.tls);
+  t.is(seen.error, undefined);
+  t.is(seen.serverSaw, `URI:${ratings}`);
+});
