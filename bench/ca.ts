@@ -28,7 +28,7 @@ import {
   type CreateCertificateRequest,
 } from '../ca/index.js';
 import { ReferenceLeafIssuer } from '../ca/x509-reference.js';
-import { controllerIdentity } from '../mesh/index.js';
+import { controllerIdentity, createRootLogger } from '../mesh/index.js';
 
 const args = process.argv.slice(2);
 const flag = (name: string, fallback: number) => {
@@ -95,7 +95,7 @@ async function main(): Promise<void> {
 
   const controller = await ca.issue({ spiffeId: controllerIdentity(TD) });
   const server = new Server();
-  addCertificateService(server, { ca });
+  addCertificateService(server, { ca, logger: createRootLogger({ level: 'warn' }) });
   const tls = createCertificateServiceCredentials({ privateKeyPem: controller.privateKeyPem, certChainPem: controller.certChainPem, trustBundlePem: ca.trustBundlePem });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', tls.credentials, (e, p) => (e ? reject(e) : resolve(p))));
   const endpoint = { address: `127.0.0.1:${port}`, trustBundlePem: ca.trustBundlePem, controllerSpiffeId: controllerIdentity(TD) };

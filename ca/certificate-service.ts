@@ -129,7 +129,8 @@ export function addCertificateService(server: Server, options: CertificateServic
         ...(options.allowedKeyTypes ? { allowedKeyTypes: options.allowedKeyTypes } : {}),
       });
       issued.inc({ authentication: caller.authentication });
-      log.debug({ spiffeId: signed.spiffeId, notAfter: signed.notAfter.toISOString(), authentication: caller.authentication }, 'issued a workload certificate');
+      // An audit trail of who obtained which identity: one line per certificate, not per connection.
+      log.info({ spiffeId: signed.spiffeId, notAfter: signed.notAfter.toISOString(), authentication: caller.authentication, peer: call.getPeer() }, 'issued a workload certificate');
       callback(null, { certChain: [...signed.certChain], trustBundle: splitCertificates(currentBundle(ca)) });
     } catch (error) {
       const code = error instanceof CaError ? error.code : undefined;

@@ -1,7 +1,9 @@
 import test from 'ava';
 import { writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { status, type ServiceError } from '@grpc/grpc-js';
+import { createRootLogger } from '../../mesh/index.js';
 import { CaError, CaErrorCodes, CertificateServiceClient, ERROR_CODE_METADATA_KEY, signingServiceChannelCredentials, createCsr, generatePrivateKey, mintJoinToken, requestCertificate, verifyCertificateChain, type SigningCredentials } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { openssl, tempDir } from './helpers.js';
@@ -203,4 +205,18 @@ test('the refusal counter is exported in Prometheus text with every reason', asy
   for (const reason of ['identity_mismatch', 'token_expired', 'csr_signature_invalid', 'key_not_allowed', 'ttl_above_maximum']) {
     t.regex(text, new RegExp(`causeway_ca_refusals_total\\{reason="${reason}"\\} 0`));
   }
+});
+
+test('every decision is one structured log line: issued with the identity, refused with the reason and the caller', async (t) => {
+  const lines: Record<string, unknown>[] = [];
+  const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
+  const log = createRootLogger({ level: 'info', destination: sink });
+  const { east, service } = await setup(t, { logger: log });
+  const token = mintJoinToken(east.ca, { spiffeId: reviews });
+  await requestCertificate(service.endpoint, { joinToken: token }, { csr: createCsr(await generatePrivateKey(), reviews), validitySeconds: 0 });
+  await refusal(service.endpoint, { joinToken: token }, createCsr(await generatePrivateKey(), ratings));
+  const issued = lines.find((l) => l.msg === 'issued a workload certificate');
+  t.like(issued, { spiffeId: reviews, authentication: 'join_token', level: 30 });
+  const refused = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('refused a certificate request'));
+  t.like(refused, { reason: 'identity_mismatch', caller: reviews });
 });
