@@ -31,7 +31,8 @@ export interface LinkStatusView {
   readonly importsStale: number;
   readonly importsExpired: number;
   readonly importsInConflict: number;
-  readonly conflicts: readonly string[];
+  /** Imports in conflict: `<name>.<namespace>` and why (which older export wins). */
+  readonly conflicts: ReadonlyArray<{ service: string; reason: string }>;
   /** How long ago the federation last wrote this link's status. */
   readonly statusAgeMs: number | undefined;
   readonly message: string | undefined;
@@ -67,12 +68,12 @@ export async function readClusterStatus(store: CatalogStore, config: ClusterConf
     status?: LinkStatus;
     imports: number;
     stale: number;
-    conflict: number;
+    conflicts: Array<{ service: string; reason: string }>;
   }
   const byPeer = new Map<string, Tally>();
   const tally = (peer: string) => {
     let t = byPeer.get(peer);
-    if (!t) byPeer.set(peer, (t = { imports: 0, stale: 0, conflict: 0 }));
+    if (!t) byPeer.set(peer, (t = { imports: 0, stale: 0, conflicts: [] }));
     return t;
   };
   for (const link of config.links) tally(link.peer);
@@ -92,7 +93,7 @@ export async function readClusterStatus(store: CatalogStore, config: ClusterConf
       const t = tally(key.peer);
       t.imports += 1;
       if (decoded.value.stale) t.stale += 1;
-      if (decoded.value.conflict) t.conflict += 1;
+      if (decoded.value.conflict) t.conflicts.push({ service: `${key.name}.${key.namespace}`, reason: decoded.value.conflict });
     }
   }
   // The federation rewrites each status at least every heartbeat interval.
@@ -125,8 +126,8 @@ export async function readClusterStatus(store: CatalogStore, config: ClusterConf
         imports: t.imports,
         importsStale: t.stale,
         importsExpired: s?.importsExpired ?? 0,
-        importsInConflict: t.conflict,
-        conflicts: s?.conflicts ?? [],
+        importsInConflict: t.conflicts.length,
+        conflicts: t.conflicts,
         statusAgeMs,
         message: s?.message,
         warnings,
@@ -178,7 +179,7 @@ export function renderClusterStatus(status: ClusterStatus): string {
     );
     for (const l of status.links) {
       for (const line of [l.message, ...l.warnings]) if (line) out.push(`  ${l.peer}: ${line}`);
-      for (const c of l.conflicts) out.push(`  ${l.peer}: port conflict on ${c} (oldest export wins)`);
+      for (const c of l.conflicts) out.push(`  ${l.peer}: conflict on ${c.service}: ${c.reason}`);
     }
   }
   return `${out.join('\n')}\n`;

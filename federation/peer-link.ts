@@ -305,6 +305,7 @@ export class PeerLink {
       }
       this.#appliedRevision = listing.revision;
       this.#syncedOnce = true;
+      this.#refreshFreshness();
       this.#markAllDirty();
       const decodedAtMs = Date.now();
       await this.#flush([receivedAtMs]);
@@ -373,6 +374,8 @@ export class PeerLink {
     this.#eventsApplied += batch.events.length;
     this.#o.metrics.eventsApplied.inc({ peer: this.peer }, batch.events.length);
     if (BigInt(batch.revision) > BigInt(this.#appliedRevision)) this.#appliedRevision = batch.revision;
+    // A heartbeat brings a stale link back at once, not at the next tick.
+    if (this.#freshness !== 'fresh') changed = this.#refreshFreshness() || changed;
     if (changed || this.#dirty.size > 0) {
       this.#pendingReceivedAtMs.push(batch.receivedAtMs);
       this.#requestFlush();
@@ -594,19 +597,27 @@ export class PeerLink {
     return next;
   }
 
+  /** Re-derives freshness from the heartbeat age; on a change every import is re-rendered. Returns whether it changed. */
+  #refreshFreshness(now = Date.now()): boolean {
+    const age = now - (this.#heartbeatAtMs ?? this.#startedAtMs);
+    const { staleAfterMs, expireAfterMs } = this.#o.timings;
+    const freshness: Freshness = age > expireAfterMs ? 'expired' : age > staleAfterMs ? 'stale' : 'fresh';
+    if (freshness === this.#freshness) return false;
+    const before = this.#freshness;
+    if (freshness === 'expired') this.#importsExpired += this.#written.size;
+    if (before === 'expired') this.#importsExpired = 0;
+    this.#freshness = freshness;
+    this.#log[freshness === 'fresh' ? 'info' : 'warn']({ from: before, to: freshness, heartbeatAgeMs: age }, `link is now ${freshness}`);
+    this.#markAllDirty();
+    return true;
+  }
+
   #tick(): void {
     if (this.#stopped) return;
     const now = Date.now();
     const age = now - (this.#heartbeatAtMs ?? this.#startedAtMs);
-    const { staleAfterMs, expireAfterMs, heartbeatIntervalMs } = this.#o.timings;
-    const freshness: Freshness = age > expireAfterMs ? 'expired' : age > staleAfterMs ? 'stale' : 'fresh';
-    if (freshness !== this.#freshness) {
-      const before = this.#freshness;
-      if (freshness === 'expired') this.#importsExpired += this.#written.size;
-      if (before === 'expired') this.#importsExpired = 0;
-      this.#freshness = freshness;
-      this.#log.warn({ from: before, to: freshness, heartbeatAgeMs: age }, `link is now ${freshness}`);
-      this.#markAllDirty();
+    const { heartbeatIntervalMs } = this.#o.timings;
+    if (this.#refreshFreshness(now)) {
       this.#requestFlush();
     } else if (now - this.#lastStatusWriteMs >= heartbeatIntervalMs) {
       this.#lastStatusWriteMs = now;

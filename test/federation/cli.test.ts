@@ -55,8 +55,10 @@ test('causeway federation serves readiness and metrics, and causeway status tell
   proc.child.kill('SIGTERM');
   t.is(await proc.exited, 0);
   // With the federation gone, status still reports what it last knew — and that it stopped.
-  const after = await causeway(['status', '--json', '--config', config]);
-  const s = JSON.parse(after.stdout) as { links: Array<{ connected: boolean; message?: string }> };
-  t.false(s.links[0]!.connected);
-  t.regex(s.links[0]!.message ?? '', /federation stopped/);
+  const after = await waitFor(async () => {
+    const r = await causeway(['status', '--json', '--config', config]);
+    return JSON.parse(r.stdout) as { links: Array<{ connected: boolean; message?: string }> };
+  }, { timeoutMs: 45_000, what: 'status after stop' });
+  t.false(after.links[0]!.connected);
+  t.regex(after.links[0]!.message ?? '', /federation stopped/);
 });

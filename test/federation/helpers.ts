@@ -10,6 +10,8 @@ import {
   LinkStatus,
   decodeCatalogValue,
   encodeCatalogValue,
+  parseConfig,
+  type ClusterConfig,
   type EtcdConnection,
   type FederationConfig,
   type LinkConfig,
@@ -133,7 +135,7 @@ const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
 /** Runs the real `causeway` command (bin/causeway.js) and collects its output. */
 export function causeway(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { timeout: 30_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [bin, ...args], { timeout: 90_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
     });
   });
@@ -142,4 +144,14 @@ export function causeway(args: string[]): Promise<{ code: number; stdout: string
 /** Spawns `causeway` as a long-running process. */
 export function startCauseway(args: string[]): ManagedProcess {
   return startProcess(process.execPath, [bin, ...args], { name: `causeway ${args[0] ?? ''}` });
+}
+
+/** The cluster config `causeway status` would read for `local` linked to `peers`. */
+export function clusterConfig(local: TestCluster, peers: TestCluster[]): ClusterConfig {
+  return parseConfig('cluster', {
+    cluster: { name: local.name, locality: { region: `region-${local.name}`, zone: 'z1' } },
+    etcd: { endpoints: local.etcd.endpoints },
+    links: peers.map((p) => ({ peer: p.name, etcd: { endpoints: p.etcd.endpoints } })),
+    federation: timings,
+  });
 }

@@ -47,8 +47,11 @@ test('a granted peer reads exports and nothing else, writes nothing, and can run
   // b's federation mirrors a over exactly those credentials.
   const { federation } = await startFederation(t, b, [{ peer: 'a', etcd: connectionTo(a.etcd.endpoints, peerCreds) }]);
   await federation.whenReady();
-  const imported = await waitFor(() => readImport(b, 'a', 'default', 'reviews'), { what: 'import over peer credentials' });
-  t.false(imported.stale);
+  const imported = await waitFor(async () => {
+    const imp = await readImport(b, 'a', 'default', 'reviews');
+    return imp && !imp.stale ? imp : undefined;
+  }, { timeoutMs: 20_000, what: 'fresh import over peer credentials' });
+  t.is(imported.peer, 'a');
 });
 
 test('causeway federation grant creates the read-only role and user, and warns while etcd auth is off', async (t) => {

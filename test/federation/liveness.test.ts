@@ -1,8 +1,8 @@
 import test from 'ava';
-import { loadConfigFile, parseConfig, type ClusterConfig } from '../../mesh/index.js';
 import { readClusterStatus, renderClusterStatus } from '../../federation/index.js';
 import { startFaultProxy, waitFor } from '../fixtures/index.js';
 import {
+  clusterConfig,
   exportService,
   exportedService,
   linkTo,
@@ -14,18 +14,7 @@ import {
   startFederation,
   timings,
   unexportService,
-  type TestCluster,
 } from './helpers.js';
-
-function clusterConfig(local: TestCluster, peers: TestCluster[]): ClusterConfig {
-  return parseConfig('cluster', {
-    cluster: { name: local.name, locality: { region: 'r-a', zone: 'z1' } },
-    etcd: { endpoints: local.etcd.endpoints },
-    links: peers.map((p) => ({ peer: p.name, etcd: { endpoints: p.etcd.endpoints } })),
-    federation: timings,
-  });
-}
-void loadConfigFile;
 
 test('a killed peer goes stale within staleAfter + 1 s, then expires, then recovers when it returns', async (t) => {
   const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);

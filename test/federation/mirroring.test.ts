@@ -1,7 +1,9 @@
 import test from 'ava';
 import { EtcdKeys } from '../../mesh/index.js';
+import { readClusterStatus, renderClusterStatus } from '../../federation/index.js';
 import { waitFor } from '../fixtures/index.js';
 import {
+  clusterConfig,
   exportService,
   exportedService,
   linkTo,
@@ -62,6 +64,11 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
   t.regex((await readImport(a, 'b', 'default', 'details'))?.conflict ?? '', /cluster a's older export/);
   await waitFor(async () => (await readLinkStatus(a, 'b'))?.conflicts.includes('ratings.default'), { what: 'conflict in b link status' });
   t.is(await metricValue(registry, 'causeway_federation_port_conflicts', { peer: 'b' }), 2);
+  const report = await readClusterStatus(a.store, clusterConfig(a, [b, c]));
+  const linkB = report.links.find((l) => l.peer === 'b')!;
+  t.deepEqual(linkB.conflicts.map((x) => x.service).sort(), ['details.default', 'ratings.default']);
+  t.is(linkB.importsInConflict, 2);
+  t.regex(renderClusterStatus(report), /b: conflict on ratings\.default: .*cluster c's older export/);
 
   // c stops exporting ratings: the conflict clears on b's import.
   await unexportService(c, 'default', 'ratings');
