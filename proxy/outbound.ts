@@ -367,7 +367,8 @@ export class OutboundProxy {
     const key = `${targetKey(target)}|${sni}`;
     let agent = this.#agents.get(key);
     if (!agent) {
-      agent = new TargetAgent(target, route, { identity: this.#deps.identity, connectTimeoutMs });
+      const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind, result: 'ok' };
+      agent = new TargetAgent(target, route, { identity: this.#deps.identity, connectTimeoutMs, onConnected: () => this.#deps.metrics.connectAttempts.inc(labels) });
       this.#agents.set(key, agent);
     }
     return agent;
@@ -495,9 +496,9 @@ export class OutboundProxy {
 class TargetAgent extends Agent {
   readonly target: SnapshotTarget;
   readonly #route: UpstreamRoute;
-  readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number };
+  readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void };
 
-  constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number }) {
+  constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void }) {
     super({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo', timeout: 120_000 });
     this.target = target;
     this.#route = route;
@@ -505,7 +506,9 @@ class TargetAgent extends Agent {
   }
 
   override createConnection(): Duplex {
-    return dialTarget(this.target, this.#route, this.#options);
+    const socket = dialTarget(this.target, this.#route, this.#options);
+    socket.once('secureConnect', this.#options.onConnected);
+    return socket;
   }
 }
 

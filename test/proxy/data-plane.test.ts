@@ -24,6 +24,9 @@ test('an app calls a mesh service by its loopback address and the server app lea
   t.is(res.json?.body, 'abc');
   t.true((await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'outbound', destination_service: 'reviews.default', code: '200' })) >= 1);
   t.true((await metricValue(server.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'inbound', source_service: 'productpage.default', code: '200' })) >= 1);
+  // Sequential requests reuse one pooled mTLS connection rather than handshaking each time.
+  for (let i = 0; i < 10; i++) t.is((await get(found!.address, 9080)).status, 200);
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_upstream_connect_attempts_total', { result: 'ok' }), 1);
 });
 
 test('DNS answers mesh names with the loopback address (A, SRV, cluster-pinned), NXDOMAIN for unknown, refuses outside', async (t) => {

@@ -1,0 +1,200 @@
+/**
+ * `npm run bench:mesh`: the full cross-cluster path against the direct path at a fixed
+ * request rate.
+ *
+ *   direct: load → app
+ *   mesh:   load → east sidecar (127.0.0.1 upstream) ─mTLS─► west gateway (SNI passthrough) ─► west sidecar :inbound → app
+ *
+ * Every hop is its own process (sidecars, gateway, app), as in a deployment; the load
+ * generator is open-loop (latency measured from each request's scheduled send time, so
+ * a stall is not hidden by coordinated omission). Reports added p50/p99, sidecar CPU per
+ * 1000 requests/s (from /proc) and RSS. Options: --rps 1000 --seconds 10 --warmup 2.
+ */
+import 'reflect-metadata';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
+const rps = Number(args.get('rps') ?? 1000);
+const seconds = Number(args.get('seconds') ?? 10);
+const warmup = Number(args.get('warmup') ?? 2);
+const TD = 'causeway.internal';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const children: ChildProcess[] = [];
+function start(name: string, argv: string[], readyText: RegExp): Promise<ChildProcess> {
+  // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
+  const child = spawn(process.execPath, ['--import', 'tsx', ...argv], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
+  children.push(child);
+  let output = '';
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      output += d.toString();
+      if (readyText.test(output)) resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${output.slice(-2000)}`)));
+    setTimeout(() => reject(new Error(`${name} not ready after 30 s:\n${output.slice(-2000)}`)), 30_000).unref();
+  });
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
+}
+
+function rssMb(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
+  return Number(line.replace(/\D+/g, '')) / 1024;
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/** Open-loop load at `rate`/s for `durationS`; returns latencies (ms) of the measured window and the error count. */
+async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<{ latencies: number[]; errors: number; sent: number }> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+  const latencies: number[] = [];
+  let errors = 0;
+  let sent = 0;
+  const start = performance.now();
+  const total = Math.round(rate * (durationS + warmupS));
+  const interval = 1000 / rate;
+  const inflight: Promise<void>[] = [];
+  const fire = (i: number) => {
+    const scheduled = start + i * interval;
+    const measured = i >= rate * warmupS;
+    sent++;
+    inflight.push(
+      new Promise<void>((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path: '/bench', agent }, (res) => {
+          res.resume();
+          res.once('end', () => {
+            if (res.statusCode !== 200) errors++;
+            else if (measured) latencies.push(performance.now() - scheduled);
+            resolve();
+          });
+        });
+        req.once('error', () => {
+          errors++;
+          resolve();
+        });
+        req.end();
+      }),
+    );
+  };
+  // Each turn of the event loop sends every request that is due, then yields, so
+  // responses are read between sends and a late request still counts from its schedule.
+  for (let next = 0; next < total; ) {
+    const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1);
+    while (next < due) fire(next++);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(inflight);
+  agent.destroy();
+  return { latencies: latencies.sort((a, b) => a - b), errors, sent };
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
+  try {
+    const rootCa = await createRootCa({ trustDomain: TD });
+    const eastCa = await createIntermediateCa(rootCa, { cluster: 'east' });
+    const westCa = await createIntermediateCa(rootCa, { cluster: 'west' });
+    const [appPort, gatewayPort, serverInbound, clientLocal, dnsA, dnsB] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
+    const echo = { name: 'echo', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' as const }], serviceAccounts: [`spiffe://${TD}/ns/default/sa/echo`], subsets: {} };
+    const snapshot = (cluster: string, targets: unknown[]) => ({ schema: 1, version: '1', cluster, trustDomain: TD, trustBundle: [], services: [{ ...echo, targets }], authorization: [], traffic: [] });
+    const sidecarSpec = async (name: string, cluster: string, ca: typeof eastCa, extra: Record<string, unknown>, snap: unknown) => {
+      const cert = await ca.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/${name}` });
+      const file = join(dir, `${name}.json`);
+      const config = {
+        cluster,
+        locality: { region: cluster === 'east' ? 'eu' : 'us', zone: 'z1' },
+        namespace: 'default',
+        service: name,
+        serviceAccount: name,
+        controller: { address: '127.0.0.1:1' },
+        advertiseAddress: '127.0.0.1',
+        stateDir: join(dir, name),
+        sidecar: { inboundHost: '127.0.0.1', accessLog: false, dns: { outside: 'refuse' }, outboundRange: cluster === 'east' ? '127.61.0.0/16' : '127.62.0.0/16' },
+        ...extra,
+      };
+      writeFileSync(file, JSON.stringify({ config, keyPem: cert.privateKeyPem, chainPem: [...cert.certChain], trustBundlePem: splitCertificates(cert.trustBundlePem), snapshot: snap }));
+      return file;
+    };
+    const serverFile = await sidecarSpec('echo', 'west', westCa, { ports: [{ name: 'http', port: 9080, targetPort: appPort, protocol: 'http' }], inboundPort: serverInbound, dnsPort: dnsB }, snapshot('west', []));
+    const gatewayTarget = { kind: 'gateway', cluster: 'west', address: '127.0.0.1', port: gatewayPort, locality: { region: 'us', zone: 'z1' }, priority: 2, weight: 1, labels: {}, healthy: true, stale: false };
+    const clientFile = await sidecarSpec('load', 'east', eastCa, { inboundPort: 0, dnsPort: dnsA, upstreams: [{ service: 'echo.default', port: 9080, localPort: clientLocal }] }, snapshot('east', [gatewayTarget]));
+    const routesFile = join(dir, 'routes.yaml');
+    writeFileSync(routesFile, `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n`);
+
+    const app = await start('app', ['cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
+    const gateway = await start('gateway', ['cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
+    const server = await start('server sidecar', ['bench/mesh-sidecar.ts', serverFile], /READY/);
+    const client = await start('client sidecar', ['bench/mesh-sidecar.ts', clientFile], /READY/);
+    void app;
+    void gateway;
+
+    process.stderr.write(`direct path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
+    const direct = await drive(appPort, rps, seconds, warmup);
+    process.stderr.write(`mesh path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
+    await drive(clientLocal, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
+    const cpuBefore = { client: cpuSeconds(client.pid!), server: cpuSeconds(server.pid!), gateway: cpuSeconds(gateway.pid!) };
+    const t0 = performance.now();
+    const mesh = await drive(clientLocal, rps, seconds, warmup);
+    const elapsed = (performance.now() - t0) / 1000;
+    const cpu = { client: cpuSeconds(client.pid!) - cpuBefore.client, server: cpuSeconds(server.pid!) - cpuBefore.server, gateway: cpuSeconds(gateway.pid!) - cpuBefore.gateway };
+    const perSidecarVcpuPer1000 = ((cpu.client + cpu.server) / 2 / elapsed) * (1000 / rps);
+    const result = {
+      rps,
+      seconds,
+      direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
+      mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors },
+      addedP50Ms: percentile(mesh.latencies, 50) - percentile(direct.latencies, 50),
+      addedP99Ms: percentile(mesh.latencies, 99) - percentile(direct.latencies, 99),
+      sidecarVcpuPer1000Rps: perSidecarVcpuPer1000,
+      clientSidecarVcpuPer1000Rps: (cpu.client / elapsed) * (1000 / rps),
+      serverSidecarVcpuPer1000Rps: (cpu.server / elapsed) * (1000 / rps),
+      gatewayVcpuPer1000Rps: (cpu.gateway / elapsed) * (1000 / rps),
+      rssMb: { clientSidecar: rssMb(client.pid!), serverSidecar: rssMb(server.pid!), gateway: rssMb(gateway.pid!) },
+    };
+    const f = (n: number) => n.toFixed(3);
+    process.stdout.write(
+      [
+        `path    p50 ms   p99 ms   errors`,
+        `direct  ${f(result.direct.p50Ms)}    ${f(result.direct.p99Ms)}    ${result.direct.errors}`,
+        `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p99Ms)}    ${result.mesh.errors}`,
+        `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
+        `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
+        `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB`,
+        JSON.stringify(result),
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    for (const c of children) c.kill('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
