@@ -1,4 +1,4 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { chmod, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import {
@@ -174,6 +174,7 @@ export function registerCaCommands(program: Command): void {
       const token = mintJoinToken(intermediate, { spiffeId, ttlSeconds });
       if (flags.out) {
         await writeFile(flags.out, `${token}\n`, { mode: 0o600 });
+        await chmod(flags.out, 0o600);
         print(`join token for ${spiffeId} (cluster ${intermediate.cluster}, ${flags.ttl}) written to ${flags.out}`);
       } else {
         print(token);

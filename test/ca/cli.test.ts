@@ -65,6 +65,13 @@ test.serial('causeway ca: init → intermediate → issue → token → inspect 
   t.is(claims.sub, 'spiffe://causeway.internal/ns/default/sa/reviews');
   t.is(claims.aud, 'controller.east.cw1.causeway.internal');
   t.is(claims.exp - claims.iat, 3600);
+  const tokenFile = join(dir, 'reviews.token');
+  t.is((await causeway('ca', 'token', '--ca', east, '--ns', 'default', '--sa', 'reviews', '--out', tokenFile)).code, 0);
+  t.is((await stat(tokenFile)).mode & 0o777, 0o600);
+  t.is(verifyJoinToken((await readFile(tokenFile, 'utf8')).trim(), await loadIntermediateCa(east)).sub, claims.sub);
+  const tooLong = await causeway('ca', 'token', '--ca', east, '--ns', 'default', '--sa', 'reviews', '--ttl', '30d');
+  t.is(tooLong.code, 2);
+  t.regex(tooLong.stderr, /at most 7d/);
   const wrongCluster = await causeway('ca', 'token', '--ca', east, '--cluster', 'west', '--ns', 'default', '--sa', 'reviews');
   t.is(wrongCluster.code, 2);
 
