@@ -2,7 +2,7 @@ import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { PeerCertificate } from 'node:tls';
 import { credentials, status, type Client, type ClientDuplexStream, type ServiceError, type ChannelOptions } from '@grpc/grpc-js';
-import { Snapshot, controllerSni, logger, parseSpiffeId, type HealthState, type Locality } from '../mesh/index.js';
+import { controllerSni, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { TypedEmitter } from './etcd-store.js';
 import {
@@ -13,6 +13,7 @@ import {
   type HeartbeatResponse,
   type RegisterResponse,
 } from './protos.js';
+import { SnapshotDecoder } from './snapshot-decoder.js';
 import { spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 
 const gunzipAsync = promisify(gunzip);
@@ -122,7 +123,9 @@ type DiscoveryEvents = {
  * // discovery.snapshot — the last accepted snapshot, kept across disconnects
  * await discovery.close();
  * ```
- * Guarantees: snapshots are validated with mesh/snapshot.ts before `snapshot` fires;
+ * Guarantees: snapshots are validated with mesh/snapshot.ts before `snapshot` fires
+ * (only changed services are re-validated; treat snapshots as read-only: unchanged
+ * services are shared between consecutive snapshots);
  * a rejected one is nacked and the previous snapshot stays; the stream reconnects
  * forever with exponential backoff + jitter, announcing the last applied version so an
  * unchanged catalog is not re-sent. gzip-encoded snapshots are accepted.
@@ -136,6 +139,7 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   private started = false;
   private isConnected = false;
   private readonly backoff: Backoff;
+  private readonly decoder = new SnapshotDecoder();
   private readonly log = logger('discovery-client');
 
   constructor(private readonly options: DiscoveryClientOptions) {
@@ -254,10 +258,10 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
     try {
       const body = res.encoding === 'gzip' ? await gunzipAsync(res.snapshot) : res.encoding === '' ? res.snapshot : undefined;
       if (!body) throw new Error(`unknown snapshot encoding "${res.encoding}"`);
-      const parsed = Snapshot.safeParse(JSON.parse(body.toString('utf8')));
-      if (!parsed.success) reason = `snapshot does not match the schema: ${parsed.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`;
-      else if (parsed.data.version !== res.version) reason = `snapshot version ${parsed.data.version} differs from the message version ${res.version}`;
-      else snapshot = parsed.data;
+      const decoded = this.decoder.decode(body.toString('utf8'));
+      if (!decoded.ok) reason = decoded.reason;
+      else if (decoded.snapshot.version !== res.version) reason = `snapshot version ${decoded.snapshot.version} differs from the message version ${res.version}`;
+      else snapshot = decoded.snapshot;
       if (snapshot && this.options.accept) reason = this.options.accept(snapshot);
     } catch (error) {
       reason = `unreadable snapshot: ${(error as Error).message}`;
