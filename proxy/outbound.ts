@@ -406,6 +406,15 @@ export class OutboundProxy {
       fail(error);
       return;
     }
+    // Circuit breaker for HTTP: requests in flight to the service stand for its connections.
+    const circuit = this.#circuit(spec);
+    if (circuit.active >= this.#deps.tuning.circuit.maxConnections) {
+      req.resume();
+      fail(new ProxyError(ProxyErrorCodes.circuitOpen, `${serviceLabel}: circuit open (${circuit.active} requests in flight)`));
+      return;
+    }
+    circuit.active++;
+    res.once('close', () => circuit.active--);
     const body = await bufferBody(req, RETRY_BUFFER_BYTES);
     if (body === 'aborted') {
       done(499, 'downstream_closed');

@@ -4,7 +4,7 @@ import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { OutlierDetector, planTargets } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startPair } from './helpers/mesh.js';
+import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startPair, startTestSidecar } from './helpers/mesh.js';
 
 let pki: MeshPki;
 test.before(async () => {
@@ -82,4 +82,27 @@ test('planTargets: unhealthy, stale and zero-weight targets never; priority grou
   let firstA = 0;
   for (let i = 0; i < 1000; i++) if (planTargets(weighted, outliers)[0]!.port === 10) firstA++;
   t.true(firstA > 800 && firstA < 980);
+});
+
+test('circuit breaker: past maxConnections to a service, new connections are refused at once and counted', async (t) => {
+  const { app, server, client, source } = await startPair(t, pki);
+  void app;
+  const limited = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { sidecar: { circuit: { maxConnections: 1, maxPendingConnects: 10 } } } });
+  t.teardown(() => limited.close());
+  void client;
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)], { ports: [{ name: 'tcp', port: 9080, protocol: 'tcp' }] })]));
+  await limited.sidecar.settled();
+  const address = limited.sidecar.outbound.lookup('default', 'reviews')!.address;
+  const first = tcpConnect(9080, address);
+  t.teardown(() => first.destroy());
+  first.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n');
+  await new Promise((resolve) => first.once('data', resolve));
+  const second = tcpConnect(9080, address);
+  const closed = await new Promise<boolean>((resolve) => {
+    second.on('data', () => resolve(false));
+    second.on('close', () => resolve(true));
+    second.on('error', () => resolve(true));
+  });
+  t.true(closed);
+  t.true((await metricValue(limited.sidecar, 'causeway_sidecar_connections_total', { result: 'CW_PROXY_CIRCUIT_OPEN' })) >= 1);
 });
