@@ -59,6 +59,8 @@ export interface WorkloadBundleOptions {
   /** Default: the cluster's locality. */
   readonly locality?: Locality;
   readonly inboundPort?: number;
+  /** The sidecar's DNS port (default 15053); below 1024 the unit grants CAP_NET_BIND_SERVICE. */
+  readonly dnsPort?: number;
   /**
    * The host's network (label `causeway.io/network` on its endpoint), when it is not the
    * cluster's: default, with `viaGateway`, the group's name. Cluster workloads with a
@@ -131,6 +133,7 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
     ...(options.viaGateway ? { networkGateway: options.controllerAddress } : {}),
     advertiseAddress: options.address,
     ...(options.inboundPort !== undefined ? { inboundPort: options.inboundPort } : {}),
+    ...(options.dnsPort !== undefined ? { dnsPort: options.dnsPort } : {}),
     stateDir,
     joinTokenFile: posix.join(installDir, BundleFiles.joinToken),
     trustBundleFile: posix.join(installDir, BundleFiles.trustBundle),
@@ -156,10 +159,13 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
   ].join('\n');
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
-    await put(files.config, header + stringifyYaml(draft), 0o644);
+    // On port 53 the sidecar is the host's resolver: forwarding other names to "the host's resolver" would loop.
+    const tuning = sidecarConfig.dnsPort === 53 ? '# The host resolves through this sidecar (DNS on 53): names outside the mesh are refused, not forwarded to itself.\nsidecar:\n  dns: { outside: refuse }\n' : '';
+    await put(files.config, header + stringifyYaml(draft) + tuning, 0o644);
     await put(files.trustBundle, ca.trustBundlePem.endsWith('\n') ? ca.trustBundlePem : `${ca.trustBundlePem}\n`, 0o644);
     await put(files.joinToken, `${token}\n`, 0o600);
-    await put(files.unit, systemdUnit({ group, cluster, installDir, stateDir, causewayBin, user }), 0o644);
+    const lowPort = [sidecarConfig.dnsPort, sidecarConfig.inboundPort].some((p) => p > 0 && p < 1024);
+    await put(files.unit, systemdUnit({ group, cluster, installDir, stateDir, causewayBin, user, bindsLowPorts: lowPort }), 0o644);
     await put(files.install, installScript({ installDir, stateDir, user }), 0o755);
   } catch (error) {
     throw new WorkloadError(WorkloadErrorCodes.bundleWriteFailed, `cannot write the bundle to ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
@@ -177,7 +183,7 @@ async function put(file: string, text: string, mode: number): Promise<void> {
  * The systemd unit: the sidecar as its own user, restarted on failure, with a private
  * state directory (0700) and a umask that makes every key and certificate it writes 0600.
  */
-export function systemdUnit(o: { group: WorkloadGroup; cluster: string; installDir: string; stateDir: string; causewayBin: string; user: string }): string {
+export function systemdUnit(o: { group: WorkloadGroup; cluster: string; installDir: string; stateDir: string; causewayBin: string; user: string; bindsLowPorts?: boolean }): string {
   const stateUnderVarLib = o.stateDir.startsWith('/var/lib/') && o.stateDir.length > '/var/lib/'.length;
   const state = stateUnderVarLib
     ? [`StateDirectory=${o.stateDir.slice('/var/lib/'.length)}`, 'StateDirectoryMode=0700']
@@ -201,6 +207,8 @@ export function systemdUnit(o: { group: WorkloadGroup; cluster: string; installD
     'TimeoutStopSec=15s',
     ...state,
     'UMask=0077',
+    // Only when the config asks for a port below 1024 (e.g. DNS on 53 for the host's resolver).
+    ...(o.bindsLowPorts ? ['AmbientCapabilities=CAP_NET_BIND_SERVICE', 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE'] : ['CapabilityBoundingSet=']),
     'NoNewPrivileges=yes',
     'ProtectSystem=strict',
     'ProtectHome=yes',

@@ -33,6 +33,12 @@ export function parseTokenTtl(text: string): number {
   return seconds;
 }
 
+function parsePort(flag: string, text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port < 1 || port > 65535) throw new UsageError(`${flag} must be a port 1-65535 (got "${text}")`);
+  return port;
+}
+
 function parseLocality(text: string): Locality {
   const [region = '', zone = '', ...rest] = text.split('/');
   if (rest.length > 0 || !region || !zone) throw new UsageError(`--locality must be <region>/<zone> (got "${text}")`);
@@ -55,6 +61,7 @@ interface BundleCliOptions {
   user?: string;
   locality?: string;
   network?: string;
+  dnsPort?: string;
   json?: boolean;
 }
 
@@ -79,6 +86,7 @@ async function bundle(options: BundleCliOptions): Promise<void> {
     ...(options.user ? { user: options.user } : {}),
     ...(locality ? { locality } : {}),
     ...(options.network ? { network: label('--network', options.network) } : {}),
+    ...(options.dnsPort !== undefined ? { dnsPort: parsePort('--dns-port', options.dnsPort) } : {}),
   });
   if (options.json) {
     process.stdout.write(`${JSON.stringify({ dir: written.dir, files: written.files, identity: written.identity, endpointId: written.endpointId, tokenExpiresAt: written.tokenExpiresAt.toISOString() }, null, 2)}\n`);
@@ -176,6 +184,7 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--user <name>', 'system user the sidecar runs as', 'causeway')
     .option('--locality <region/zone>', "the host's locality (default: the cluster's)")
     .option('--network <name>', "the host's network, labelled on its endpoint (default with --via-gateway: the group's name); endpoints in other networks are reached through the gateway")
+    .option('--dns-port <port>', "the sidecar's DNS port on the host (default 15053; 53 lets the host's resolver use it directly)")
     .option('--json', 'print the result as JSON')
     .action((options: BundleCliOptions) => bundle(options));
 }
