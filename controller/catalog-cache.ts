@@ -19,7 +19,8 @@ import {
   type EtcdKey,
 } from '../mesh/index.js';
 import type { z } from 'zod';
-import { TypedEmitter, type EtcdStore, type PrefixWatch, type StoredValue, type WatchEvent } from './etcd-store.js';
+import type { EtcdStore, PrefixWatch, StoredValue, WatchEvent } from './etcd-store.js';
+import { TypedEmitter } from './typed-emitter.js';
 
 /** `<namespace>/<name>`: how the controller keys a service everywhere. */
 export type ServiceKey = string;

@@ -4,7 +4,7 @@ import type { PeerCertificate } from 'node:tls';
 import { credentials, status, type Client, type ClientDuplexStream, type ServiceError, type ChannelOptions } from '@grpc/grpc-js';
 import { controllerSni, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
-import { TypedEmitter } from './etcd-store.js';
+import { TypedEmitter } from './typed-emitter.js';
 import {
   DiscoveryClientConstructor,
   RegistrationClientConstructor,

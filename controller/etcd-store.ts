@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { connectEtcd, logger, type EtcdConnection } from '../mesh/index.js';
 import { EtcdUnavailableError } from './errors.js';
@@ -271,21 +270,5 @@ export class Etcd3Store implements EtcdStore {
     this.watchers.clear();
     this.client.close();
     this.log.debug('etcd client closed');
-  }
-}
-
-/** Emits nothing itself; a typed shared base for the controller's emitters. */
-export class TypedEmitter<Events extends Record<string, unknown[]>> extends EventEmitter {
-  override on<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.on(event, listener as (...args: unknown[]) => void);
-  }
-  override once<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.once(event, listener as (...args: unknown[]) => void);
-  }
-  override off<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.off(event, listener as (...args: unknown[]) => void);
-  }
-  override emit<E extends keyof Events & string>(event: E, ...args: Events[E]): boolean {
-    return super.emit(event, ...args);
   }
 }
