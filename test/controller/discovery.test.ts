@@ -216,3 +216,20 @@ test('a node reconnecting with the current version is told it is connected and i
   t.is(await pushes(), before);
   t.is(again.version, first.version);
 });
+
+test('the discovery stream refuses a node of another cluster with FAILED_PRECONDITION', async (t) => {
+  const world = await controllerWorld(t);
+  const controller = await world.startController();
+  const { DiscoveryClient } = await import('../../controller/index.js');
+  const stray = new DiscoveryClient({
+    address: `127.0.0.1:${controller.grpcPort}`,
+    tls: await world.identity('default/productpage'),
+    expectedServerId: controllerIdentity(TD),
+    hello: { nodeId: 'stray', cluster: 'west', region: 'us' },
+  });
+  t.teardown(() => stray.close());
+  const error = await new Promise<Error & { code?: number }>((resolve) => stray.once('disconnected', resolve).start());
+  t.is(error.code, 9);
+  t.regex(error.message, /serves cluster east, not west/);
+  t.is(stray.snapshot, undefined);
+});
