@@ -92,8 +92,10 @@ export class SnapshotBuilder {
     const rest =
       `"cluster":${JSON.stringify(this.source.cluster)},"trustDomain":${JSON.stringify(this.source.trustDomain)},` +
       `"trustBundle":${JSON.stringify(this.source.trustBundle())},"services":[${parts.join(',')}],${this.policiesJson}}`;
-    const version = createHash('sha256').update(rest).digest('hex').slice(0, 20);
-    const json = Buffer.from(`{"schema":1,"version":"${version}",${rest}`);
+    // Encode once; the version is a hash of everything but itself.
+    const body = Buffer.from(rest);
+    const version = createHash('sha256').update(body).digest('hex').slice(0, 20);
+    const json = Buffer.concat([Buffer.from(`{"schema":1,"version":"${version}",`), body]);
     const snapshot = new BuiltSnapshot(version, json, Date.now(), parts.length, targets);
     this.built.set(viewRegion, snapshot);
     return snapshot;
