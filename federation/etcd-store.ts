@@ -100,16 +100,30 @@ function cast(error: unknown, what: string): FederationError {
   return new FederationError(code, `${what}: ${message}`, { cause: error, retryable: code === FederationErrorCodes.etcdUnavailable });
 }
 
+export interface Etcd3CatalogStoreOptions {
+  /**
+   * Deadline of each unary call. gRPC has none by default, so without one a call into a
+   * partitioned peer would hang — and with it the link's loop and its shutdown.
+   */
+  readonly callTimeoutMs?: number;
+}
+
 export class Etcd3CatalogStore implements CatalogStore {
   readonly #client: Etcd3;
   readonly #leases = new Set<Lease>();
+  readonly #callTimeoutMs: number;
 
-  constructor(client: Etcd3) {
+  constructor(client: Etcd3, options: Etcd3CatalogStoreOptions = {}) {
     this.#client = client;
+    this.#callTimeoutMs = options.callTimeoutMs ?? 10_000;
   }
 
-  static connect(connection: EtcdConnection): Etcd3CatalogStore {
-    return new Etcd3CatalogStore(connectEtcd(connection));
+  static connect(connection: EtcdConnection, options: Etcd3CatalogStoreOptions = {}): Etcd3CatalogStore {
+    return new Etcd3CatalogStore(connectEtcd(connection), options);
+  }
+
+  #deadline(): { deadline: number } {
+    return { deadline: Date.now() + this.#callTimeoutMs };
   }
 
   async list(prefix: string, options: { pageSize?: number } = {}): Promise<Listing> {
@@ -120,7 +134,7 @@ export class Etcd3CatalogStore implements CatalogStore {
     let revision: string | undefined;
     try {
       for (;;) {
-        const res = await this.#client.kv.range({ key: from, range_end: end, limit: pageSize, ...(revision ? { revision } : {}) });
+        const res = await this.#client.kv.range({ key: from, range_end: end, limit: pageSize, ...(revision ? { revision } : {}) }, this.#deadline());
         revision ??= res.header.revision;
         for (const kv of res.kvs) entries.push({ key: kv.key.toString('utf8'), value: kv.value, modRevision: kv.mod_revision });
         const last = res.kvs.at(-1);
@@ -135,7 +149,7 @@ export class Etcd3CatalogStore implements CatalogStore {
 
   async get(key: string): Promise<StoredValue | undefined> {
     try {
-      const res = await this.#client.kv.range({ key: Buffer.from(key) });
+      const res = await this.#client.kv.range({ key: Buffer.from(key) }, this.#deadline());
       const kv = res.kvs[0];
       return kv ? { key, value: kv.value, modRevision: kv.mod_revision } : undefined;
     } catch (error) {
@@ -217,7 +231,7 @@ export class Etcd3CatalogStore implements CatalogStore {
             ? { request_put: { key: Buffer.from(op.put), value: Buffer.from(op.value) } }
             : { request_delete_range: { key: Buffer.from(op.delete) } },
         ),
-      });
+      }, this.#deadline());
       return res.header.revision;
     } catch (error) {
       throw cast(error, `writing ${ops.length} keys`);
@@ -268,15 +282,15 @@ export class Etcd3CatalogStore implements CatalogStore {
     const auth = this.#client.auth;
     const permType = ({ read: 'Read', write: 'Write', readwrite: 'Readwrite' } as const)[options.permission];
     try {
-      await tolerating(/already exists/i, auth.roleAdd({ name: options.role }));
+      await tolerating(/already exists/i, auth.roleAdd({ name: options.role }, this.#deadline()));
       // Make the role hold exactly this one permission, whatever an earlier grant left.
-      const existing = await auth.roleGet({ role: options.role });
+      const existing = await auth.roleGet({ role: options.role }, this.#deadline());
       for (const perm of existing.perm ?? []) {
-        await auth.roleRevokePermission({ role: options.role, key: perm.key, range_end: perm.range_end });
+        await auth.roleRevokePermission({ role: options.role, key: perm.key, range_end: perm.range_end }, this.#deadline());
       }
-      await auth.roleGrantPermission({ name: options.role, perm: { permType, key: Buffer.from(options.prefix), range_end: prefixEnd(options.prefix) } });
-      await tolerating(/already exists/i, auth.userAdd({ name: options.user, options: { no_password: true } }));
-      await auth.userGrantRole({ user: options.user, role: options.role });
+      await auth.roleGrantPermission({ name: options.role, perm: { permType, key: Buffer.from(options.prefix), range_end: prefixEnd(options.prefix) } }, this.#deadline());
+      await tolerating(/already exists/i, auth.userAdd({ name: options.user, options: { no_password: true } }, this.#deadline()));
+      await auth.userGrantRole({ user: options.user, role: options.role }, this.#deadline());
     } catch (error) {
       throw cast(error, `granting ${options.user} ${options.permission} on ${options.prefix}`);
     }
@@ -285,8 +299,8 @@ export class Etcd3CatalogStore implements CatalogStore {
   async revokeUser(options: { user: string; role: string }): Promise<void> {
     const auth = this.#client.auth;
     try {
-      await tolerating(/not found/i, auth.userDelete({ name: options.user }));
-      await tolerating(/not found/i, auth.roleDelete({ role: options.role }));
+      await tolerating(/not found/i, auth.userDelete({ name: options.user }, this.#deadline()));
+      await tolerating(/not found/i, auth.roleDelete({ role: options.role }, this.#deadline()));
     } catch (error) {
       throw cast(error, `revoking ${options.user}`);
     }
@@ -295,7 +309,7 @@ export class Etcd3CatalogStore implements CatalogStore {
   async authEnabled(): Promise<boolean> {
     // etcd 3.4 has no AuthStatus RPC; authenticating as nobody tells the two states apart.
     try {
-      await this.#client.auth.authenticate({ name: 'causeway-auth-probe', password: 'x' });
+      await this.#client.auth.authenticate({ name: 'causeway-auth-probe', password: 'x' }, this.#deadline());
       return true;
     } catch (error) {
       const message = (error as Error).message;

@@ -172,3 +172,27 @@ test('a peer etcd rebuilt from scratch (revisions restarted) is re-listed, not w
   await waitFor(async () => (await readImport(a, 'b', 'default', 'old')) === undefined, { what: 'old import deleted' });
   t.is(await metricValue(registry, 'causeway_federation_resyncs_total', { peer: 'b', reason: 'peer-reset' }), 1);
 });
+
+test('a partitioned peer (traffic held, nothing refused) goes stale, and comes back when the partition heals', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(b.etcd.clientUrl).port) });
+  t.teardown(() => proxy.close());
+  await exportService(b, exportedService('default', 'reviews', { healthy: 2 }));
+  const { federation } = await startFederation(t, a, [linkTo(b, [proxy.url()])]);
+  await federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'imported' });
+
+  proxy.pause();
+  await waitFor(async () => (await readImport(a, 'b', 'default', 'reviews'))?.stale === true, { timeoutMs: timings.staleAfterMs + 3000, what: 'stale while partitioned' });
+  // Nothing errors on a held connection: the link must notice the silence itself.
+  await waitFor(async () => (await readLinkStatus(a, 'b'))?.connected === false, { timeoutMs: 15_000, what: 'silent watch stream noticed' });
+  await exportService(b, exportedService('default', 'reviews', { healthy: 1 }));
+  proxy.resume();
+  const back = await waitFor(async () => {
+    const imp = await readImport(a, 'b', 'default', 'reviews');
+    return imp && !imp.stale && imp.healthy[0]?.healthy === 1 ? imp : undefined;
+  }, { timeoutMs: 30_000, what: 'fresh again with the change made during the partition' });
+  t.false(back.stale);
+  t.is((await readLinkStatus(a, 'b'))?.state, 'synced');
+});
