@@ -8,6 +8,7 @@ export const GatewayErrorCodes = {
   routesUnreadable: 'CW_GATEWAY_ROUTES_UNREADABLE',
   catalogUnavailable: 'CW_GATEWAY_CATALOG_UNAVAILABLE',
   workerFailed: 'CW_GATEWAY_WORKER_FAILED',
+  relayUnavailable: 'CW_GATEWAY_RELAY_UNAVAILABLE',
 } as const;
 
 export class GatewayError extends CausewayError {}

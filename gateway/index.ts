@@ -1,5 +1,6 @@
 /** The SNI passthrough east-west gateway: what other parts and the CLI may use. */
-export { SniGateway, type SniGatewayOptions, type RouteSpecInput, type DrainResult } from './sni-gateway.js';
+export { SniGateway, type SniGatewayOptions, type RelayKind, type RouteSpecInput, type DrainResult } from './sni-gateway.js';
+export { relayHandlesAvailable } from './handle-relay.js';
 export {
   RouteTable,
   TargetPool,

@@ -12,11 +12,12 @@ export class GatewayMetrics {
   bytesUpstream = 0;
   bytesDownstream = 0;
   upstreamConnectFailures = 0;
+  /** Open connections, counted by the relay (read through `activeConnections`). */
   active = 0;
   readonly helloWait: Histogram;
   readonly upstreamConnect: Histogram;
 
-  constructor(registry: Registry, routeCount: () => number) {
+  constructor(registry: Registry, routeCount: () => number, activeConnections: () => number) {
     const self = this;
     new Counter({
       name: 'causeway_gateway_connections_total',
@@ -50,7 +51,7 @@ export class GatewayMetrics {
       help: 'Client connections open now (inspecting, connecting or spliced).',
       registers: [registry],
       collect() {
-        this.set(self.active);
+        this.set(activeConnections());
       },
     });
     new Counter({

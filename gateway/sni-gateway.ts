@@ -2,11 +2,19 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { Registry } from 'prom-client';
 import { GatewayConfig, logger as moduleLogger, validate, ErrorCodes, type Logger, type Readiness } from '../mesh/index.js';
 import { GatewayError, GatewayErrorCodes } from './errors.js';
+import { HandleRelay, relayHandlesAvailable } from './handle-relay.js';
 import { GatewayMetrics } from './metrics.js';
 import { PassthroughConnection, type PassthroughContext } from './passthrough.js';
 import { RouteTable, TargetRegistry, type RouteTableSpec } from './route-table.js';
 
+export type RelayKind = 'handles' | 'sockets';
+
 export interface SniGatewayOptions extends Partial<GatewayConfig> {
+  /**
+   * How bytes are relayed: `handles` drives libuv TCP handles directly (fast; the default
+   * where this Node exposes them), `sockets` uses `net.Socket` (portable, slower).
+   */
+  relay?: RelayKind;
   /** Bind with SO_REUSEPORT so several processes share the port (Linux; Node ≥ 22.12). */
   reusePort?: boolean;
   /** Where metrics register; a fresh registry by default. */
@@ -35,18 +43,24 @@ export class SniGateway {
   private readonly ctx: PassthroughContext;
   private readonly server: Server;
   private readonly reusePort: boolean;
+  readonly relayKind: RelayKind;
+  private handleRelay: HandleRelay | undefined;
   private drainWaiters: (() => void)[] = [];
   private draining = false;
   private listening = false;
   private routesSyncedAt: Date | undefined;
 
   constructor(options: SniGatewayOptions = {}) {
-    const { reusePort, registry, logger, ...config } = options;
+    const { reusePort, registry, logger, relay, ...config } = options;
+    this.relayKind = relay ?? (relayHandlesAvailable() ? 'handles' : 'sockets');
+    if (this.relayKind === 'handles' && !relayHandlesAvailable()) {
+      throw new GatewayError(GatewayErrorCodes.relayUnavailable, 'relay "handles" needs Node\'s tcp_wrap binding, which this Node lacks; use relay "sockets"');
+    }
     this.config = validate(GatewayConfig, config, 'gateway options', ErrorCodes.configInvalid);
     this.reusePort = reusePort ?? false;
     this.registry = registry ?? new Registry();
     this.log = logger ?? moduleLogger('gateway');
-    this.metrics = new GatewayMetrics(this.registry, () => this.ctx.table?.routeCount ?? 0);
+    this.metrics = new GatewayMetrics(this.registry, () => this.ctx.table?.routeCount ?? 0, () => this.activeConnections);
     this.ctx = {
       table: undefined,
       inspectTimeoutMs: this.config.inspectTimeoutMs,
@@ -95,12 +109,12 @@ export class SniGateway {
     return {
       ready: reasons.length === 0,
       reasons,
-      details: { routes: this.ctx.table?.routeCount ?? 0, activeConnections: this.ctx.open.size, routesSyncedAt: this.routesSyncedAt?.toISOString() },
+      details: { routes: this.ctx.table?.routeCount ?? 0, activeConnections: this.activeConnections, relay: this.relayKind, routesSyncedAt: this.routesSyncedAt?.toISOString() },
     };
   }
 
   get activeConnections(): number {
-    return this.ctx.open.size;
+    return this.handleRelay?.open.size ?? this.ctx.open.size;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -115,6 +129,7 @@ export class SniGateway {
       });
     });
     this.listening = true;
+    if (this.relayKind === 'handles') this.handleRelay = new HandleRelay(this.server, { ctx: this.ctx, maxConnections: this.config.maxConnections });
     return this.address();
   }
 
@@ -131,7 +146,7 @@ export class SniGateway {
   async drain(timeoutMs = this.config.drainTimeoutMs): Promise<DrainResult> {
     this.draining = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    if (this.ctx.open.size > 0) {
+    if (this.activeConnections > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
         new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
@@ -141,8 +156,10 @@ export class SniGateway {
       ]);
       clearTimeout(timer);
     }
-    const forced = this.ctx.open.size;
+    const forced = this.activeConnections;
     for (const connection of [...this.ctx.open]) connection.destroy();
+    this.handleRelay?.destroyAll();
+    this.handleRelay?.stop();
     await closed;
     this.listening = false;
     return { forced };

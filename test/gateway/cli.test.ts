@@ -21,7 +21,7 @@ async function startCli(t: import('ava').ExecutionContext, routes: string, worke
     env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'info' },
   });
   t.teardown(() => proc.kill());
-  const line = await proc.waitForOutput(/gateway listening on port \d+ \(ready :\d+, metrics :\d+\)/, 30_000);
+  const line = await proc.waitForOutput(/gateway listening on port \d+ \(ready :\d+, metrics :\d+\)/, 120_000);
   const [port, readyPort, metricsPort] = [...line.matchAll(/\d+/g)].map((m) => Number(m[0]));
   return { proc, port: port!, readyPort: readyPort!, metricsPort: metricsPort! };
 }
