@@ -199,15 +199,7 @@ test('a node reconnecting with the current version is told it is connected and i
   const first = await (await world.discovery(controller, 'default/productpage', { nodeId: 'a' })).firstSnapshot();
   const pushes = async () => (await controller.metrics.pushes.get()).values.reduce((n, v) => n + v.value, 0);
   const before = await pushes();
-  const { DiscoveryClient } = await import('../../controller/index.js');
-  const again = new DiscoveryClient({
-    address: `127.0.0.1:${controller.grpcPort}`,
-    tls: await world.identity('default/productpage'),
-    expectedServerId: controllerIdentity(TD),
-    hello: { nodeId: 'b', cluster: 'east', region: 'eu' },
-    initialSnapshot: first,
-  });
-  t.teardown(() => again.close());
+  const again = await world.discovery(controller, 'default/productpage', { nodeId: 'b', initialSnapshot: first, start: false });
   const connected = new Promise<void>((resolve) => again.once('connected', resolve));
   again.start();
   await connected;
@@ -220,14 +212,7 @@ test('a node reconnecting with the current version is told it is connected and i
 test('the discovery stream refuses a node of another cluster with FAILED_PRECONDITION', async (t) => {
   const world = await controllerWorld(t);
   const controller = await world.startController();
-  const { DiscoveryClient } = await import('../../controller/index.js');
-  const stray = new DiscoveryClient({
-    address: `127.0.0.1:${controller.grpcPort}`,
-    tls: await world.identity('default/productpage'),
-    expectedServerId: controllerIdentity(TD),
-    hello: { nodeId: 'stray', cluster: 'west', region: 'us' },
-  });
-  t.teardown(() => stray.close());
+  const stray = await world.discovery(controller, 'default/productpage', { nodeId: 'stray', cluster: 'west', region: 'us', start: false });
   const error = await new Promise<Error & { code?: number }>((resolve) => stray.once('disconnected', resolve).start());
   t.is(error.code, 9);
   t.regex(error.message, /serves cluster east, not west/);

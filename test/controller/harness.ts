@@ -21,8 +21,18 @@ export interface ControllerWorld {
   startController(options?: Partial<ControllerOptions> & { grpcPort?: number; dns?: boolean; leaseTtlSeconds?: number }): Promise<Controller>;
   /** A workload identity's TLS material (`<ns>/<sa>`). */
   identity(nsSa: string): Promise<TlsIdentity>;
-  discovery(controller: Controller | number, nsSa: string, options?: { nodeId?: string; region?: string; accept?: ConstructorParameters<typeof DiscoveryClient>[0]['accept'] }): Promise<DiscoveryClient>;
+  /** A started DiscoveryClient (pass `start: false` to attach listeners first). */
+  discovery(controller: Controller | number, nsSa: string, options?: DiscoveryOptions): Promise<DiscoveryClient>;
   registration(controller: Controller | number, nsSa: string, endpoint: ConstructorParameters<typeof RegistrationClient>[0]['endpoint'], options?: { heartbeatIntervalMs?: number }): Promise<RegistrationClient>;
+}
+
+export interface DiscoveryOptions {
+  nodeId?: string;
+  region?: string;
+  cluster?: string;
+  accept?: ConstructorParameters<typeof DiscoveryClient>[0]['accept'];
+  initialSnapshot?: ConstructorParameters<typeof DiscoveryClient>[0]['initialSnapshot'];
+  start?: boolean;
 }
 
 export async function controllerWorld(t: ExecutionContext): Promise<ControllerWorld> {
@@ -74,12 +84,13 @@ export async function controllerWorld(t: ExecutionContext): Promise<ControllerWo
         address: `127.0.0.1:${port(c)}`,
         tls: await identity(nsSa),
         expectedServerId: controllerIdentity(TD),
-        hello: { nodeId: o.nodeId ?? nsSa.replace('/', '-'), cluster: 'east', region: o.region ?? 'eu', zone: 'eu-1' },
+        hello: { nodeId: o.nodeId ?? nsSa.replace('/', '-'), cluster: o.cluster ?? 'east', region: o.region ?? 'eu', zone: 'eu-1' },
         backoff: { initialMs: 50, maxMs: 300 },
         ...(o.accept ? { accept: o.accept } : {}),
+        ...(o.initialSnapshot ? { initialSnapshot: o.initialSnapshot } : {}),
       });
       t.teardown(() => client.close());
-      return client.start();
+      return o.start === false ? client : client.start();
     },
     async registration(c, nsSa, endpoint, o = {}) {
       const client = new RegistrationClient({
