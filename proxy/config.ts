@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CausewayError, ErrorCodes, ValidationError, WorkloadConfig, deepFreeze, durationMs, host, issuesOf, port } from '../mesh/index.js';
+import { CausewayError, ErrorCodes, ValidationError, WorkloadConfig, deepFreeze, durationMs, host, issuesOf, port, portOrZero } from '../mesh/index.js';
 
 /**
  * Sidecar tuning that the shared WorkloadConfig does not carry. It lives under the
@@ -41,6 +41,8 @@ export const SidecarTuning = z.strictObject({
   circuit: z
     .strictObject({ maxConnections: z.number().int().positive().default(10_000), maxPendingConnects: z.number().int().positive().default(1_000) })
     .default(() => ({ maxConnections: 10_000, maxPendingConnects: 1_000 })),
+  /** Outbound HTTP proxy for apps that honour HTTP_PROXY (DESIGN.md: 15001, optional); absent = off, 0 = any port. */
+  httpProxy: z.strictObject({ host: host.default('127.0.0.1'), port: portOrZero.default(15001) }).optional(),
   /** App target ports (TCP) that receive a PROXY protocol v2 header carrying the caller's SPIFFE ID. */
   proxyProtocolPorts: z.array(port).default([]),
   /** Requested certificate lifetime; 0 = the CA's default. */

@@ -73,6 +73,7 @@ export class OutboundProxy {
   readonly #circuits = new Map<string, Circuit>();
   readonly #downstreams = new Set<Socket>();
   #closed = false;
+  #httpProxy: HttpServer | undefined;
 
   constructor(deps: OutboundDeps) {
     this.#deps = deps;
@@ -149,8 +150,63 @@ export class OutboundProxy {
     await this.#reconcile(wanted);
   }
 
+  /**
+   * The optional outbound HTTP proxy (15001) for apps that honour `HTTP_PROXY`: requests in
+   * absolute form and CONNECT tunnels to `<svc>.<ns>.svc[.<cluster>].<domain>:<port>` (or
+   * `<svc>.<ns>:<port>`) go the same way as through the loopback listeners; any other
+   * host is refused with 403, since the sidecar only routes inside the mesh.
+   */
+  async startHttpProxy(host: string, port: number, resolveHost: (hostname: string) => { namespace: string; service: string; cluster: string | undefined } | undefined): Promise<number> {
+    const specFor = (authority: string | undefined, defaultPort: number): OutboundListenerSpec | undefined => {
+      if (!authority) return undefined;
+      const match = /^([^:]+)(?::(\d+))?$/.exec(authority);
+      if (!match) return undefined;
+      const target = resolveHost(match[1]!);
+      if (!target) return undefined;
+      const servicePort = Number(match[2] ?? defaultPort);
+      return { address: host, port, namespace: target.namespace, service: target.service, servicePort, pinnedCluster: target.cluster, explicit: true };
+    };
+    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => {
+      let authority: string | undefined;
+      try {
+        authority = req.url?.startsWith('/') ? req.headers.host : new URL(req.url ?? '').host;
+      } catch {
+        authority = undefined;
+      }
+      const spec = specFor(authority, 80);
+      if (!spec) {
+        req.resume();
+        res.writeHead(403, { 'content-type': 'text/plain', 'x-causeway-error': ProxyErrorCodes.unknownService }).end(`${authority ?? '(no host)'} is not a mesh service name\n`);
+        return;
+      }
+      void this.#proxyHttp(req, res, spec);
+    });
+    server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => {});
+      const spec = specFor(req.url, 443);
+      if (!spec) {
+        socket.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n');
+        return;
+      }
+      const downstream = socket as Socket;
+      downstream.pause();
+      if (head.length > 0) downstream.unshift(head);
+      downstream.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      void this.#proxyTcp(downstream, spec);
+    });
+    server.on('clientError', (_error, socket: Duplex) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host, port }, () => resolve());
+    });
+    this.#httpProxy = server;
+    return (server.address() as { port: number }).port;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
+    this.#httpProxy?.closeAllConnections();
+    this.#httpProxy?.close();
     const closing = [...this.#listeners.values()].map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
     this.#listeners.clear();
     for (const socket of this.#downstreams) socket.destroy();
@@ -475,7 +531,7 @@ export class OutboundProxy {
   ): Promise<{ response: IncomingMessage } | { error: unknown; reusedSocket: boolean; timedOut: boolean }> {
     return new Promise((resolve) => {
       let timedOut = false;
-      const upstreamReq = httpRequest({ agent, method: req.method, path: req.url, headers, setHost: false });
+      const upstreamReq = httpRequest({ agent, method: req.method, path: pathOf(req.url), headers, setHost: false });
       upstreamReq.once('response', (response) => {
         if (timer) clearTimeout(timer);
         resolve({ response });
@@ -535,6 +591,18 @@ function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeader
     out[name] = value;
   }
   return out;
+}
+
+/** An absolute-form target (`http://host:port/path`, sent to a forward proxy) becomes its origin form. */
+function pathOf(url: string | undefined): string {
+  if (!url) return '/';
+  if (url.startsWith('/')) return url;
+  try {
+    const parsed = new URL(url);
+    return `${parsed.pathname}${parsed.search}`;
+  } catch {
+    return '/';
+  }
 }
 
 /** Reads a request body up to `limit` bytes; beyond that the request streams (and cannot be retried). */

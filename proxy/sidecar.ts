@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client';
-import { createMetricsRegistry, logger as moduleLogger, startObservabilityServer, type Logger, type ObservabilityServer, type Readiness, type Snapshot } from '../mesh/index.js';
+import { createMetricsRegistry, logger as moduleLogger, parseMeshDnsName, startObservabilityServer, type Logger, type ObservabilityServer, type Readiness, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { InboundListener } from './inbound.js';
 import { MeshDnsServer } from './mesh-dns.js';
@@ -54,6 +54,7 @@ export class Sidecar {
     this.#applying = this.#applying.then(() => this.#apply(reachOtherNetworks(snapshot, this.config)));
   };
   #started = false;
+  #httpProxyPort = 0;
 
   constructor(options: SidecarOptions) {
     this.#options = options;
@@ -81,6 +82,23 @@ export class Sidecar {
 
   get inboundPort(): number {
     return this.#inbound?.port ?? 0;
+  }
+
+  /** The outbound HTTP proxy's port (0 when `sidecar.httpProxy` is not configured). */
+  get httpProxyPort(): number {
+    return this.#httpProxyPort;
+  }
+
+  /** `<svc>.<ns>.svc[.<cluster>].<domain>` or `<svc>.<ns>` → the service (for the HTTP proxy). */
+  #meshHost(hostname: string): { namespace: string; service: string; cluster: string | undefined } | undefined {
+    try {
+      const match = parseMeshDnsName(hostname, this.config.meshDomain);
+      if (match.kind === 'mesh') return { namespace: match.name.namespace, service: match.name.service, cluster: match.name.cluster };
+    } catch {
+      return undefined;
+    }
+    const short = /^([a-z0-9-]+)\.([a-z0-9-]+)$/.exec(hostname.toLowerCase());
+    return short ? { service: short[1]!, namespace: short[2]!, cluster: undefined } : undefined;
   }
 
   get dnsPort(): number {
@@ -128,6 +146,9 @@ export class Sidecar {
       upstreams: c.upstreams,
     });
     await this.#outbound.startExplicit();
+    if (t.httpProxy) {
+      this.#httpProxyPort = await this.#outbound.startHttpProxy(t.httpProxy.host, t.httpProxy.port, (hostname) => this.#meshHost(hostname));
+    }
     this.#dns = new MeshDnsServer({
       host: t.dns.host,
       port: c.dnsPort,

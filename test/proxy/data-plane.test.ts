@@ -1,7 +1,8 @@
 import test from 'ava';
 import { Resolver } from 'node:dns/promises';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, get, metricValue, service, snapshot, spiffe, startPair } from './helpers/mesh.js';
+import { connect as tcpConnect } from 'node:net';
+import { endpointTarget, get, metricValue, service, snapshot, spiffe, startPair, startTestSidecar } from './helpers/mesh.js';
 
 // These tests feed snapshots by hand (StaticSnapshotSource); the discovery stream has its own test.
 let pki: MeshPki;
@@ -67,4 +68,36 @@ test('an incoming x-causeway-peer-identity header is replaced, never trusted', a
     }, reject);
   });
   t.is(JSON.parse(res).peer, spiffe('default', 'productpage'));
+});
+
+test('the optional HTTP proxy routes absolute-form requests and CONNECT tunnels to mesh services, and refuses other hosts', async (t) => {
+  const { server, source } = await startPair(t, pki);
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { sidecar: { httpProxy: { host: '127.0.0.1', port: 0 } } } });
+  t.teardown(() => client.close());
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
+  await client.sidecar.settled();
+  const proxyPort = client.sidecar.httpProxyPort;
+  const viaProxy = await get('127.0.0.1', proxyPort, 'http://reviews.default.svc.causeway.internal:9080/x?y=1', { agent: false });
+  t.is(viaProxy.status, 200);
+  t.is(viaProxy.json?.path, '/x?y=1');
+  t.is(viaProxy.json?.peer, spiffe('default', 'productpage'));
+  t.is((await get('127.0.0.1', proxyPort, 'http://www.example.com/', { agent: false })).status, 403);
+  const unknown = await get('127.0.0.1', proxyPort, 'http://ratings.default:9080/', { agent: false });
+  t.is(unknown.headers['x-causeway-error'], 'CW_PROXY_UNKNOWN_SERVICE');
+  const tunnel = await new Promise<string>((resolve, reject) => {
+    const s = tcpConnect(proxyPort, '127.0.0.1', () => s.write('CONNECT reviews.default:9080 HTTP/1.1\r\nhost: reviews.default:9080\r\n\r\n'));
+    let text = '';
+    s.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.startsWith('HTTP/1.1 200 Connection Established\r\n\r\n') && !text.includes('GET')) {
+        if (!text.includes('x-sent')) {
+          text += 'x-sent';
+          s.write('GET /tunnel HTTP/1.1\r\nhost: reviews\r\nconnection: close\r\n\r\n');
+        }
+      }
+    });
+    s.on('end', () => resolve(text));
+    s.on('error', reject);
+  });
+  t.regex(tunnel, /HTTP\/1.1 200 OK[\s\S]*"path":"\/tunnel"/);
 });
