@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { EtcdKeys } from '../../mesh/index.js';
 import { stringify } from 'yaml';
 import { freePort, waitFor } from '../fixtures/index.js';
 import { causeway, exportService, exportedService, publishPeer, startCauseway, startCluster, timings, type TestCluster } from './helpers.js';
@@ -31,12 +32,15 @@ test('causeway federation serves readiness and metrics, and causeway status tell
   const config = writeConfig(a, [b], port);
   t.teardown(() => rmSync(join(config, '..'), { recursive: true, force: true }));
 
-  const proc = startCauseway(['federation', '--config', config]);
+  const proc = startCauseway(['federation', '--config', config, '--heartbeat']);
   t.teardown(() => proc.kill());
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 45_000, what: 'ready' });
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   t.regex(metrics, /causeway_federation_link_state\{[^}]*peer="b"[^}]*state="synced"[^}]*\} 1/);
   t.regex(metrics, /causeway_federation_sync_lag_seconds_bucket/);
+  // --heartbeat: this cluster tells its own peers it is alive, and how to reach it.
+  t.truthy(await a.store.get(EtcdKeys.heartbeat));
+  t.regex((await a.store.get(EtcdKeys.exportedCluster))?.value.toString() ?? '', /"name":"a"/);
 
   const synced = await waitFor(async () => {
     const r = await causeway(['status', '--json', '--config', config]);
