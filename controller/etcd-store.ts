@@ -111,6 +111,11 @@ class LeaseKeepAliveChannel {
       const timer = setTimeout(() => {
         const i = queue.findIndex((w) => w.timer === timer);
         if (i >= 0) queue.splice(i, 1);
+        // A stream that stopped answering is dropped; the next keep-alive opens a new one.
+        if (this.stream === stream) {
+          this.stream = undefined;
+          stream.end();
+        }
         reject(new Error(`lease ${leaseId} keep-alive timed out after ${timeoutMs} ms`));
       }, timeoutMs);
       queue.push({ resolve, reject, timer });

@@ -98,3 +98,30 @@ test('an etcd outage makes the controller unready while nodes keep their snapsho
   await waitFor(() => node.snapshot?.services[0]?.targets.length === 1, { timeoutMs: 20_000, what: 'registration after the outage reaches the node' });
   t.pass();
 });
+
+test('heartbeats recover after a silent partition from etcd (traffic held, no connection error)', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const { startFaultProxy } = await import('../fixtures/fault-proxy.js');
+  const { Controller } = await import('../../controller/index.js');
+  const { parseConfig } = await import('../../mesh/index.js');
+  const etcdPort = Number(new URL(world.etcd.clientUrl).port);
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: etcdPort });
+  t.teardown(() => proxy.close());
+  const base = structuredClone(world.config({ leaseTtlSeconds: 10 })) as Record<string, unknown>;
+  const config = parseConfig('cluster', { ...base, etcd: { endpoints: [proxy.url()], dialTimeoutMs: 1000 } });
+  const controller = new Controller({ config, intermediate: (await world.pki.cluster('east')).ca, observability: false });
+  t.teardown(() => controller.stop());
+  await controller.start();
+  const sidecar = await world.registration(controller, 'default/reviews', { service: 'reviews', namespace: 'default', endpointId: 'r-p', address: '127.0.0.51', inboundPort: 15006 }, { heartbeatIntervalMs: 300 });
+  await sidecar.start();
+  const failures: number[] = [];
+  sidecar.on('error', (e) => failures.push(e.code));
+  proxy.pause();
+  await waitFor(() => failures.length > 0, { timeoutMs: 20_000, what: 'heartbeats failing while etcd is unreachable' });
+  proxy.resume();
+  const beat = new Promise((resolve) => sidecar.once('heartbeat', resolve));
+  await beat;
+  t.true(sidecar.isRegistered);
+  t.is((await world.store.get('/causeway/v1/endpoints/default/reviews/r-p'))?.key, '/causeway/v1/endpoints/default/reviews/r-p');
+});
