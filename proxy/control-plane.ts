@@ -5,7 +5,7 @@ import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { WorkloadCertificateClient, splitCertificates, type CurrentCertificate } from '../ca/index.js';
 import { DiscoveryClient, RegistrationClient, type ControllerConnection } from '../controller/index.js';
-import { controllerIdentity, controllerSni, formatSpiffeId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
+import { controllerIdentity, controllerSni, formatSpiffeId, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { Sidecar, SidecarPart } from './sidecar.js';
@@ -19,8 +19,12 @@ export function workloadSpiffeId(config: SidecarConfig): string {
   return formatSpiffeId({ trustDomain: config.trustDomain, namespace: config.namespace, serviceAccount: config.serviceAccount });
 }
 
-/** A stable endpoint id for this workload instance: `<service>-<address>-<inbound port>` in `[a-z0-9.-]`. */
+/**
+ * A stable endpoint id for this workload instance: `<group>-<address>` for a host
+ * onboarded into a workload group (mesh/catalog.ts), else `<service>-<address>-<inbound port>`.
+ */
 export function defaultEndpointId(config: SidecarConfig, inboundPort: number): string {
+  if (config.workloadGroup) return workloadGroupEndpointId(config.workloadGroup, config.advertiseAddress);
   return `${config.service}-${config.advertiseAddress}-${inboundPort}`.toLowerCase().replace(/[^a-z0-9.-]/g, '-');
 }
 
