@@ -44,6 +44,23 @@ function algorithmOf(key: KeyObject): { alg: string; digest: string; ec: boolean
 
 const b64 = (value: Buffer | string) => Buffer.from(value).toString('base64url');
 
+interface TokenVerifier {
+  readonly algorithm: ReturnType<typeof algorithmOf>;
+  readonly publicKey: KeyObject;
+}
+
+// X509Certificate#publicKey builds a new KeyObject, and asymmetricKeyDetails costs as much
+// as a signature, on every access: work them out once per intermediate.
+const verifiers = new WeakMap<IntermediateCa, TokenVerifier>();
+function verifierFor(ca: IntermediateCa): TokenVerifier {
+  let verifier = verifiers.get(ca);
+  if (!verifier) {
+    verifier = { algorithm: algorithmOf(ca.privateKey), publicKey: ca.certificate.publicKey };
+    verifiers.set(ca, verifier);
+  }
+  return verifier;
+}
+
 function keyId(ca: IntermediateCa): string {
   return issuerFields(ca.certificate.raw).keyIdentifier.toString('hex');
 }
@@ -95,13 +112,12 @@ export function verifyJoinToken(token: string, ca: IntermediateCa, options: { no
     throw malformed('header or payload is not base64url JSON');
   }
   if (typeof header !== 'object' || header === null || typeof claims !== 'object' || claims === null) throw malformed('header or payload is not a JSON object');
-  const expected = algorithmOf(ca.privateKey);
+  const { algorithm: expected, publicKey } = verifierFor(ca);
   if (header.alg !== expected.alg) {
     throw new CaError(CaErrorCodes.tokenSignatureInvalid, `the join token is signed with ${String(header.alg)}, but this cluster's CA signs with ${expected.alg}; it was not minted by this cluster's intermediate`);
   }
   let valid = false;
   try {
-    const publicKey = ca.certificate.publicKey;
     valid = verify(expected.digest, Buffer.from(`${headerText}.${payloadText}`), expected.ec ? { key: publicKey, dsaEncoding: 'ieee-p1363' } : publicKey, Buffer.from(signatureText, 'base64url'));
   } catch {
     valid = false;
