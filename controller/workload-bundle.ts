@@ -217,7 +217,7 @@ export function systemdUnit(o: { group: WorkloadGroup; cluster: string; installD
     'ProtectKernelTunables=yes',
     'ProtectKernelModules=yes',
     'ProtectControlGroups=yes',
-    'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX',
+    'RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK',
     'LimitNOFILE=65536',
     '',
     '[Install]',

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +105,35 @@ test('bundle: sidecar config in the sidecar format, trust bundle, a 0600 join to
   }
   const install = readFileSync(bundle.files.install, 'utf8');
   t.regex(install, /install -m 0600 -o causeway -g causeway join-token \/etc\/causeway\/join-token/);
+});
+
+test('bundle with DNS on 53: the unit grants CAP_NET_BIND_SERVICE and nothing else, and the sidecar refuses names outside the mesh instead of forwarding them to itself', async (t) => {
+  const w = await world(t);
+  await w.groups.apply(webGroup());
+  const group = await w.groups.get('default', 'web-vms');
+  const low = await writeWorkloadBundle({ cluster: w.cluster, group, ca: w.east.ca, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'low'), dnsPort: 53 });
+  const unit = readFileSync(low.files.unit, 'utf8').split('\n');
+  t.true(unit.includes('AmbientCapabilities=CAP_NET_BIND_SERVICE'));
+  t.true(unit.includes('CapabilityBoundingSet=CAP_NET_BIND_SERVICE'));
+  const config = parseSidecarConfig(parseYaml(readFileSync(low.files.config, 'utf8')), low.files.config);
+  t.is(config.dnsPort, 53);
+  t.is(config.sidecar.dns.outside, 'refuse');
+  t.is(config.networkGateway, undefined, 'a host in the cluster network goes direct');
+  t.is(config.labels['causeway.io/network'], undefined);
+  const high = await writeWorkloadBundle({ cluster: w.cluster, group, ca: w.east.ca, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'high') });
+  t.true(readFileSync(high.files.unit, 'utf8').split('\n').includes('CapabilityBoundingSet='));
+});
+
+const systemdAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
+(systemdAnalyze ? test : test.skip)('the systemd unit passes systemd-analyze verify', async (t) => {
+  const w = await world(t);
+  await w.groups.apply(webGroup());
+  const group = await w.groups.get('default', 'web-vms');
+  // ExecStart must name an existing executable for verify: point it at this Node.
+  const bundle = await writeWorkloadBundle({ cluster: w.cluster, group, ca: w.east.ca, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'unit'), causewayBin: process.execPath });
+  const verify = spawnSync('systemd-analyze', ['verify', bundle.files.unit], { encoding: 'utf8' });
+  t.is(verify.status, 0, verify.stderr);
+  t.is(verify.stderr.trim(), '');
 });
 
 test('bundle refuses a CA of another cluster and a token TTL above the limit', async (t) => {
