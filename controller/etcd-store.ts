@@ -151,10 +151,17 @@ export class Etcd3Store implements EtcdStore {
   }
 
   private async call<T>(operation: string, run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (error) {
-      throw new EtcdUnavailableError(operation, error);
+    // One more try with a fresh deadline: etcd3's own retries reuse the first deadline,
+    // so a call delayed past it (a starved event loop, a channel still resolving) fails
+    // at once ("Deadline exceeded after 0.000s"). Every caller tolerates a repeat:
+    // CAS writes re-read, and a duplicate lease grant just expires.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run();
+      } catch (error) {
+        const transient = /DEADLINE_EXCEEDED|UNAVAILABLE/.test((error as Error)?.message ?? '');
+        if (attempt >= 2 || !transient) throw new EtcdUnavailableError(operation, error);
+      }
     }
   }
 

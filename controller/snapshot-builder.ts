@@ -6,6 +6,12 @@ import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from '.
 
 const gzipAsync = promisify(gzip);
 
+interface Fragment {
+  readonly json: Buffer;
+  readonly digest: Buffer;
+  readonly targets: number;
+}
+
 /** One built snapshot, shared (bytes and all) by every node of the same view. */
 export class BuiltSnapshot {
   private gzipped: Promise<Buffer> | undefined;
@@ -41,7 +47,7 @@ export interface SnapshotSource {
  * endpoint among 10,000 re-serialises one service and concatenates the rest.
  */
 export class SnapshotBuilder {
-  private readonly fragments = new Map<ServiceKey, Map<string, { json: string; targets: number } | null>>();
+  private readonly fragments = new Map<ServiceKey, Map<string, Fragment | null>>();
   private policiesJson: string | undefined;
   private readonly built = new Map<string, BuiltSnapshot>();
 
@@ -80,23 +86,26 @@ export class SnapshotBuilder {
     if (cached) return cached;
     const keys = new Set<ServiceKey>([...this.catalog.services.keys(), ...this.catalog.imports.keys()]);
     const sorted = [...keys].sort();
-    const parts: string[] = [];
+    const parts: Buffer[] = [];
+    // The version hashes the fragments' own digests, not the megabytes they add up to.
+    const digest = createHash('sha256');
     let targets = 0;
+    let count = 0;
+    const comma = Buffer.from(',');
     for (const key of sorted) {
       const fragment = this.fragment(key, viewRegion);
       if (!fragment) continue;
+      if (count++ > 0) parts.push(comma);
       parts.push(fragment.json);
+      digest.update(fragment.digest);
       targets += fragment.targets;
     }
     this.policiesJson ??= this.policies();
-    const rest =
-      `"cluster":${JSON.stringify(this.source.cluster)},"trustDomain":${JSON.stringify(this.source.trustDomain)},` +
-      `"trustBundle":${JSON.stringify(this.source.trustBundle())},"services":[${parts.join(',')}],${this.policiesJson}}`;
-    // Encode once; the version is a hash of everything but itself.
-    const body = Buffer.from(rest);
-    const version = createHash('sha256').update(body).digest('hex').slice(0, 20);
-    const json = Buffer.concat([Buffer.from(`{"schema":1,"version":"${version}",`), body]);
-    const snapshot = new BuiltSnapshot(version, json, Date.now(), parts.length, targets);
+    const head = `"cluster":${JSON.stringify(this.source.cluster)},"trustDomain":${JSON.stringify(this.source.trustDomain)},"trustBundle":${JSON.stringify(this.source.trustBundle())},"services":[`;
+    const tail = `],${this.policiesJson}}`;
+    const version = digest.update(head).update(tail).digest('hex').slice(0, 20);
+    const json = Buffer.concat([Buffer.from(`{"schema":1,"version":"${version}",${head}`), ...parts, Buffer.from(tail)]);
+    const snapshot = new BuiltSnapshot(version, json, Date.now(), count, targets);
     this.built.set(viewRegion, snapshot);
     return snapshot;
   }
@@ -108,13 +117,18 @@ export class SnapshotBuilder {
     return `"authorization":${JSON.stringify(authorization)},"traffic":${JSON.stringify(traffic)}`;
   }
 
-  private fragment(key: ServiceKey, viewRegion: string): { json: string; targets: number } | null {
+  private fragment(key: ServiceKey, viewRegion: string): Fragment | null {
     let byView = this.fragments.get(key);
     if (!byView) this.fragments.set(key, (byView = new Map()));
     let fragment = byView.get(viewRegion);
     if (fragment === undefined) {
       const service = this.service(key, viewRegion);
-      fragment = service ? { json: JSON.stringify(service), targets: service.targets.length } : null;
+      if (service) {
+        const json = Buffer.from(JSON.stringify(service));
+        fragment = { json, digest: createHash('sha256').update(json).digest(), targets: service.targets.length };
+      } else {
+        fragment = null;
+      }
       byView.set(viewRegion, fragment);
     }
     return fragment;

@@ -36,8 +36,15 @@ test('heartbeats keep an endpoint alive past its TTL and carry health changes', 
   await sidecar.start();
   const watcher = await world.discovery(controller, 'default/productpage');
   await waitFor(() => watcher.snapshot?.services[0]?.targets.length === 1);
-  await new Promise((r) => setTimeout(r, 3000));
-  t.is(watcher.snapshot?.services[0]?.targets.length, 1, 'still registered after 1.5 × TTL thanks to heartbeats');
+  let dropped = false;
+  watcher.on('snapshot', (s) => (dropped ||= s.services[0]?.targets.length !== 1));
+  const beats: number[] = [];
+  sidecar.on('heartbeat', (ttl) => beats.push(ttl));
+  const since = Date.now();
+  // Past 1.5 × the 2 s TTL, on heartbeats alone.
+  await waitFor(() => beats.length >= 3 && Date.now() - since > 3000, { timeoutMs: 30_000, what: 'heartbeats past the TTL' });
+  t.false(dropped, 'the endpoint never left the snapshot');
+  t.is(watcher.snapshot?.services[0]?.targets.length, 1);
   sidecar.setHealth('unhealthy');
   await waitFor(() => watcher.snapshot?.services[0]?.targets[0]?.healthy === false, { what: 'unhealthy target' });
   t.is(watcher.snapshot?.services[0]?.targets[0]?.weight, 0);
@@ -85,14 +92,26 @@ test('a heartbeat for an endpoint registered through another controller works (c
   const viaA = await world.registration(a, 'default/reviews', endpoint('reviews-3'));
   await viaA.start();
   viaA.abandon();
-  // Same endpoint, heartbeats through B only: B finds the lease A granted.
-  const viaB = await world.registration(b, 'default/reviews', endpoint('reviews-3'));
-  const beats: number[] = [];
-  viaB.on('heartbeat', (ttl) => beats.push(ttl));
-  await viaB.start();
-  await new Promise((r) => setTimeout(r, 3000));
-  t.true(beats.length >= 2);
+  const key = '/causeway/v1/endpoints/default/reviews/reviews-3';
+  const lease = (await world.store.get(key))?.lease;
+  t.truthy(lease);
+  // Bare Heartbeat calls through B, no Register: B finds the lease A granted.
+  const tls = await world.identity('default/reviews');
+  const client = new RegistrationClientConstructor(
+    `127.0.0.1:${b.grpcPort}`,
+    credentials.createSsl(Buffer.from(String(tls.trustBundle)), Buffer.from(String(tls.key)), Buffer.from(String(tls.certChain)), { checkServerIdentity: () => undefined }),
+  );
+  t.teardown(() => client.close());
+  const heartbeat = () =>
+    new Promise<{ leaseTtlSeconds: number }>((resolve, reject) =>
+      (client as unknown as { Heartbeat(req: object, cb: (e: ServiceError | null, r: { leaseTtlSeconds: number }) => void): void }).Heartbeat(
+        { service: 'reviews', namespace: 'default', endpointId: 'reviews-3', health: 'healthy' },
+        (e, r) => (e ? reject(e) : resolve(r)),
+      ),
+    );
+  for (let i = 0; i < 3; i++) t.true((await heartbeat()).leaseTtlSeconds > 0);
+  t.is((await world.store.get(key))?.lease, lease, 'the same lease, refreshed by B');
   t.is(b.catalogView?.endpointsOf('default/reviews').size, 1);
-  const info = a.catalogView?.cluster?.value;
-  t.is(info?.controllers.length, 2, 'both controllers listed in /causeway/v1/cluster');
+  await waitFor(() => a.catalogView?.cluster?.value.controllers.length === 2, { what: 'both controllers listed in /causeway/v1/cluster' });
+  t.pass();
 });
