@@ -8,16 +8,8 @@ import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
+import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
-
-/** The header the app reads to learn the caller's verified SPIFFE ID (any incoming copy is removed). */
-export const PEER_IDENTITY_HEADER = 'x-causeway-peer-identity';
-/** The caller's cluster (from its certificate's issuing intermediate); also removed when a caller sends it. */
-export const PEER_CLUSTER_HEADER = 'x-causeway-peer-cluster';
-/** `x-causeway-error` of a 503 the server sidecar sends when its app does not accept the connection (safe to retry anywhere). */
-export const APP_UNAVAILABLE = 'CW_PROXY_APP_UNAVAILABLE';
-/** `x-causeway-error` of a 503 when the app took the request and closed without answering (retry only if idempotent). */
-export const APP_RESET = 'CW_PROXY_APP_RESET';
 
 export interface InboundDeps {
   readonly tuning: SidecarTuning;
@@ -248,7 +240,7 @@ export class InboundListener {
   #httpServerFor(port: ServicePort): HttpServer {
     let server = this.#http.get(port.port);
     if (server) return server;
-    server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => this.#proxyHttp(req, res, port));
+    server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => this.#proxyHttp(req, res, port));
     server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       else socket.destroy();

@@ -8,7 +8,7 @@ export { SidecarConfig, SidecarTuning, loadSidecarConfig, parseSidecarConfig, ty
 export { StaticSnapshotSource, parseSnapshot, type SnapshotSource } from './snapshot-source.js';
 export { WorkloadIdentity, type WorkloadCertificate } from './workload-identity.js';
 export { ProxyError, ProxyErrorCodes, SecureNamingError, UpstreamConnectError, type ProxyErrorCode } from './errors.js';
-export { PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER } from './inbound.js';
+export { PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, APP_UNAVAILABLE, APP_RESET } from './wire.js';
 export { authorize, type Caller, type AuthorizationDecision } from './authorization.js';
 export { encodeProxyV2, decodeProxyV2, PP2_TYPE_CAUSEWAY_SPIFFE_ID, PP2_TYPE_CAUSEWAY_CLUSTER } from './proxy-protocol.js';
 export { planTargets, OutlierDetector, targetKey } from './target-balancer.js';

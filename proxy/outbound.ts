@@ -6,7 +6,7 @@ import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, Tr
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
-import { APP_RESET, APP_UNAVAILABLE } from './inbound.js';
+import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
 import { connectTarget, dialTarget, sniFor, type UpstreamRoute } from './upstream-connector.js';
@@ -38,6 +38,7 @@ export interface OutboundDeps {
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+const POOLED_IDLE_MS = 60_000;
 /** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
 const RETRY_BUFFER_BYTES = 1 << 20;
 
@@ -166,7 +167,7 @@ export class OutboundProxy {
       const servicePort = Number(match[2] ?? defaultPort);
       return { address: host, port, namespace: target.namespace, service: target.service, servicePort, pinnedCluster: target.cluster, explicit: true };
     };
-    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => {
+    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => {
       let authority: string | undefined;
       try {
         authority = req.url?.startsWith('/') ? req.headers.host : new URL(req.url ?? '').host;
@@ -394,7 +395,7 @@ export class OutboundProxy {
   // ---------------------------------------------------------------- HTTP
 
   #httpServer(key: string): HttpServer {
-    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0 }, (req, res) => {
+    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => {
       const spec = this.#specOf(key);
       if (!spec) {
         res.writeHead(503).end();
@@ -564,7 +565,7 @@ class TargetAgent extends Agent {
   readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void };
 
   constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void }) {
-    super({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo', timeout: 120_000 });
+    super({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo', timeout: POOLED_IDLE_MS });
     this.target = target;
     this.#route = route;
     this.#options = options;
