@@ -196,6 +196,8 @@ export class Etcd3CatalogStore implements CatalogStore {
       (s) => {
         stream = s;
         if (over) {
+          // Closed before the stream existed: cancel it (its CANCELLED error needs a listener).
+          s.on('error', () => undefined);
           (s as unknown as { cancel?: () => void }).cancel?.();
           return;
         }
