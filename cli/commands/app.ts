@@ -76,6 +76,7 @@ export function registerAppCommands(program: Command): void {
     .option('--requests <n>', 'how many requests to send', intOption('--requests', 1, 10_000_000))
     .option('--timeout <d>', 'per-request timeout', durationOption('--timeout'), 2000)
     .option('--keep-alive', 'reuse connections (default: a new connection per request)')
+    .option('--progress', 'also print `progress {"requests":…,"successes":…,"failures":…}` lines to stderr twice a second')
     .option('--expect <field=value>', "count a reply as a success only if its JSON has this field value (repeatable), e.g. --expect cluster=west", expectOption)
     .option('--min-successes <n>', 'exit 1 when fewer requests succeed', intOption('--min-successes', 0, 10_000_000))
     .option('--min-success-ratio <r>', 'exit 1 when the share of successes is lower (0-1)', (t: string) => {
@@ -84,7 +85,7 @@ export function registerAppCommands(program: Command): void {
       return r;
     })
     .option('--max-failures <n>', 'exit 1 when more requests fail', intOption('--max-failures', 0, 10_000_000))
-    .action(async (options: { url: string; rps: number; duration?: number; requests?: number; timeout: number; keepAlive?: boolean; expect?: Record<string, string>; minSuccesses?: number; minSuccessRatio?: number; maxFailures?: number }) => {
+    .action(async (options: { url: string; rps: number; duration?: number; requests?: number; timeout: number; keepAlive?: boolean; progress?: boolean; expect?: Record<string, string>; minSuccesses?: number; minSuccessRatio?: number; maxFailures?: number }) => {
       if (options.duration === undefined && options.requests === undefined) throw new UsageError('give --duration or --requests (or both)');
       const report = await runLoad({
         url: options.url,
@@ -94,6 +95,7 @@ export function registerAppCommands(program: Command): void {
         ...(options.requests === undefined ? {} : { requests: options.requests }),
         ...(options.expect ? { expect: options.expect } : {}),
         keepAlive: options.keepAlive ?? false,
+        ...(options.progress ? { onProgress: (p: object) => process.stderr.write(`progress ${JSON.stringify(p)}\n`) } : {}),
       });
       process.stdout.write(`${JSON.stringify(report)}\n`);
       const problems: string[] = [];

@@ -36,6 +36,16 @@ test('echo answers its name, cluster, version and the caller identity; load coun
   t.like(wrong, { successes: 0, failures: 3, failuresBy: { unexpected_cluster: 3 } });
 });
 
+test('load reports progress while it runs', async (t) => {
+  const server = await startEchoServer({ port: 0, host: '127.0.0.1', name: 'x', cluster: 'c', version: 'v' });
+  t.teardown(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const seen: number[] = [];
+  const report = await runLoad({ url: `http://127.0.0.1:${port}/`, rps: 100, durationMs: 400, timeoutMs: 1000, progressEveryMs: 50, onProgress: (p) => seen.push(p.successes) });
+  t.true(seen.length >= 3);
+  t.true(seen.some((n) => n > 0 && n < report.successes), `progress ${seen.join(',')} of ${report.successes}`);
+});
+
 test('load counts refused connections as failures without throwing', async (t) => {
   const server = await startEchoServer({ port: 0, host: '127.0.0.1', name: 'x', cluster: 'c', version: 'v' });
   const { port } = server.address() as AddressInfo;

@@ -113,6 +113,16 @@ rootTest('two-clusters: east calls a service only in west through west\'s gatewa
   await assertClean(t, project, runIdOf(result.stdout));
 });
 
+rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', async (t) => {
+  t.timeout(1_200_000);
+  const project = projectName('threeregions');
+  const result = await cli(['topology', 'test', 'three-regions-failover', '-p', project, '--timeout', '8m'], { timeoutMs: 1_150_000 });
+  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /^16 passed, 0 failed, 0 skipped$/m);
+  t.regex(result.stdout, /zero failed requests while region west went away .* 0 failed/);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
+
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:
   - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }

@@ -13,6 +13,15 @@ export interface LoadOptions {
   readonly expect?: Readonly<Record<string, string>>;
   /** Reuse connections (default false: each request opens a new one, as failover tests want). */
   readonly keepAlive?: boolean;
+  /** Called about every `progressEveryMs` (default 500) with the counts so far. */
+  readonly onProgress?: (progress: LoadProgress) => void;
+  readonly progressEveryMs?: number;
+}
+
+export interface LoadProgress {
+  readonly requests: number;
+  readonly successes: number;
+  readonly failures: number;
 }
 
 /** The report `causeway app load` prints as JSON. */
@@ -77,16 +86,24 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     }
   };
 
+  let completed = 0;
+  const progress = options.onProgress
+    ? setInterval(() => options.onProgress!({ requests: completed, successes, failures: completed - successes }), options.progressEveryMs ?? 500)
+    : undefined;
   while (sent < limit && Date.now() < endAt) {
     const due = started + sent * intervalMs;
     const wait = due - Date.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     if (Date.now() >= endAt) break;
     sent++;
-    const p: Promise<void> = one().finally(() => inFlight.delete(p));
+    const p: Promise<void> = one().finally(() => {
+      completed++;
+      inFlight.delete(p);
+    });
     inFlight.add(p);
   }
   await Promise.all(inFlight);
+  if (progress) clearInterval(progress);
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const pct = (q: number) => (latencies.length === 0 ? 0 : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))]! * 100) / 100);

@@ -44,7 +44,14 @@ export function imageMappingFor(image: string): ImageMapping | undefined {
     // process.execPath is the Node (>= 22.12) running this runner; bin/causeway.js would
     // otherwise re-check the version on every start.
     const cli = `exec ${shellQuote(process.execPath)} ${shellQuote(join(CHECKOUT_ROOT, 'bin', 'causeway.js'))} "$@"`;
-    return { kind: 'causeway', entrypoint: ['causeway'], command: ['--help'], programs: { causeway: cli }, paths: { '/usr/local/bin/causeway': 'causeway' } };
+    // The image is node:24-slim: `node` itself is there too (cheap healthchecks use it).
+    return {
+      kind: 'causeway',
+      entrypoint: ['causeway'],
+      command: ['--help'],
+      programs: { causeway: cli, node: `exec ${shellQuote(process.execPath)} "$@"` },
+      paths: { '/usr/local/bin/causeway': 'causeway', '/usr/local/bin/node': 'node' },
+    };
   }
   if (ETCD_IMAGE.test(image)) {
     const etcd = which('etcd', process.env.CAUSEWAY_ETCD_BIN);

@@ -36,7 +36,14 @@ const requestShape = {
 
 const stepSchemas = {
   call: z.strictObject({ ...requestShape, requests: z.number().int().min(1).default(10), ...requirements }),
-  load: z.strictObject({ ...requestShape, id: z.string().min(1), duration }),
+  load: z.strictObject({
+    ...requestShape,
+    id: z.string().min(1),
+    duration,
+    /** The step returns once this many requests succeeded (the load is really flowing), then the load goes on in the background. */
+    startedAfter: z.number().int().min(0).default(1),
+    startTimeout: duration.default(60_000),
+  }),
   await: z.strictObject({ id: z.string().min(1), ...requirements }),
   stop: z.union([serviceName, z.array(serviceName).min(1)]),
   start: z.union([serviceName, z.array(serviceName).min(1)]),
@@ -242,14 +249,40 @@ async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<str
     case 'load': {
       const s = step.spec;
       if (background.has(s.id)) return { ok: false, detail: `a load named "${s.id}" is already running` };
+      // The client's start can take seconds on a loaded machine: wait for its progress
+      // lines to show real successes before the next step (e.g. a kill) runs.
+      let seen = 0;
+      let finished = false;
+      let output = '';
+      let onSeen: (() => void) | undefined;
       const pending = run
-        .exec(s.from, loadClientArgv(s, ['--duration', `${s.duration}ms`]), { timeoutMs: s.duration + s.timeout + 30_000 })
+        .exec(s.from, loadClientArgv(s, ['--duration', `${s.duration}ms`, '--progress']), {
+          timeoutMs: s.duration + s.timeout + s.startTimeout + 30_000,
+          onOutput: (chunk) => {
+            output = (output + chunk).slice(-4096);
+            for (const m of output.matchAll(/^progress \{.*"successes":(\d+).*\}$/gm)) seen = Math.max(seen, Number(m[1]));
+            if (seen >= s.startedAfter) onSeen?.();
+          },
+        })
         .then((result) => {
+          finished = true;
+          onSeen?.();
           const report = parseLoadReport(result.stdout);
-          return report ? { report } : { error: `load client failed (exit ${result.exitCode}): ${(result.stderr || result.stdout).trim().slice(-500)}` };
+          return report ? { report } : { error: `load client failed (exit ${result.exitCode}): ${result.stderr.replace(/^progress .*\n/gm, '').trim().slice(-500) || result.stdout.slice(-500)}` };
         });
       background.set(s.id, pending);
-      return { ok: true, detail: `running in the background for ${s.duration} ms` };
+      if (s.startedAfter > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, s.startTimeout);
+          onSeen = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          if (seen >= s.startedAfter) onSeen();
+        });
+        if (seen < s.startedAfter) return { ok: false, detail: `${finished ? 'the load ended' : `no ${s.startedAfter} successes within ${s.startTimeout} ms`} (${seen} so far): ${output.replace(/^progress .*\n/gm, '').trim().slice(-300)}` };
+      }
+      return { ok: true, detail: `flowing (${seen} successes so far); runs in the background for ${s.duration} ms` };
     }
     case 'await': {
       const s = step.spec;

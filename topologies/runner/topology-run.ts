@@ -47,6 +47,8 @@ interface ServiceRuntime {
   pid?: number | undefined;
   exitCode?: number | null;
   consecutiveFailures: number;
+  /** What the last failed healthcheck said, for error messages. */
+  lastProbeFailure?: string | undefined;
   healthTimer?: NodeJS.Timeout | undefined;
   /** Bumped on every start so a stale health loop or exit handler of an earlier start is ignored. */
   generation: number;
@@ -246,7 +248,13 @@ export class TopologyRun {
         },
         left(),
         'every healthcheck to pass',
-      );
+      ).catch((error: unknown) => {
+        const pending = [...this.services.values()].filter((s) => s.health === 'starting' && s.status !== 'exited');
+        if (error instanceof TopologyRuntimeError && pending.length > 0) {
+          error.message += `; still starting: ${pending.map((s) => `${s.spec.name} (${s.lastProbeFailure ?? 'no probe finished yet'})`).join(', ')}`;
+        }
+        throw error;
+      });
     } else unhealthyOrFailed();
     log.debug({ project: this.project.name, runId: this.plan.runId }, 'topology up');
   }
@@ -333,6 +341,7 @@ export class TopologyRun {
       const result = await this.exec(s.spec.name, hc.argv, { timeoutMs: hc.timeoutMs });
       if (s.generation !== generation || s.status !== 'running') return;
       const ok = result.exitCode === 0;
+      s.lastProbeFailure = ok ? undefined : `${result.timedOut ? `timed out after ${hc.timeoutMs} ms` : `exit ${result.exitCode}`}: ${`${result.stderr}${result.stdout}`.trim().slice(-200)}`;
       if (ok) {
         s.consecutiveFailures = 0;
         if (s.health !== 'healthy') log.debug({ service: s.spec.name }, 'healthy');
