@@ -13,7 +13,7 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
@@ -168,6 +168,7 @@ async function main(): Promise<void> {
     });
     const perNode: number[] = [];
     let wire = 0;
+    const cpuBefore = process.cpuUsage();
     for (let r = 0; r < rounds; r++) {
       // Round 2k takes an endpoint out, round 2k+1 puts it back: every round changes the snapshot.
       const s = Math.floor(r / 2) % services;
@@ -183,6 +184,8 @@ async function main(): Promise<void> {
       for (const at of message.ackTimes) perNode.push(at - t0);
       await new Promise((res) => setTimeout(res, 50));
     }
+    const cpu = process.cpuUsage(cpuBefore);
+    const cpuPerChangeMs = (cpu.user + cpu.system) / 1000 / rounds;
     allAcks.sort((a, b) => a - b);
     watchLag.sort((a, b) => a - b);
     perNode.sort((a, b) => a - b);
@@ -213,6 +216,7 @@ async function main(): Promise<void> {
         `  etcd change → all ${nodeCount} acks:  p50 ${quantile(allAcks, 0.5)} ms   p99 ${quantile(allAcks, 0.99)} ms   max ${allAcks[allAcks.length - 1]} ms`,
         `  of which etcd write + watch delivery to the controller: p50 ${quantile(watchLag, 0.5)} ms   p99 ${quantile(watchLag, 0.99)} ms`,
         `  etcd change → one node's ack:   p50 ${quantile(perNode, 0.5)} ms   p99 ${quantile(perNode, 0.99)} ms`,
+        `  controller process CPU per change (watch, build, gzip, 100 TLS pushes, acks): ${cpuPerChangeMs.toFixed(0)} ms (load average ${loadavg()[0]!.toFixed(1)} on ${cpus().length} cores)`,
         `  snapshot: ${(built.json.length / 1e6).toFixed(2)} MB JSON, ${(wire / 1e3).toFixed(0)} kB gzipped on the wire (built once per version, shared by all nodes)`,
         `  snapshot build: mean ${((buildSum / Math.max(1, builds)) * 1000).toFixed(1)} ms over ${builds} builds (one service re-serialised per change)`,
         `  node side, gunzip + JSON.parse + validate: first snapshot ${coldDecodeMs.toFixed(0)} ms, next (one service changed) ${warmDecodeMs.toFixed(0)} ms`,
