@@ -128,6 +128,7 @@ export interface WorkloadCertificateClientEvents {
 export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateClientEvents> {
   private currentCertificate: CurrentCertificate | undefined;
   private timer: NodeJS.Timeout | undefined;
+  private renewalAt: Date | undefined;
   private closed = false;
   private failures = 0;
   private inflight: Promise<CurrentCertificate> | undefined;
@@ -140,6 +141,11 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     this.endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
     this.log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
     if (options.registry) this.registerMetrics(options.registry);
+  }
+
+  /** When the next renewal (or retry) is due; undefined before start() and after close(). */
+  nextRenewalAt(): Date | undefined {
+    return this.closed ? undefined : this.renewalAt;
   }
 
   /** The certificate in effect, if any. */
@@ -238,6 +244,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
   private schedule(delayMs: number): void {
     if (this.closed) return;
     if (this.timer) clearTimeout(this.timer);
+    this.renewalAt = new Date(Date.now() + delayMs);
     this.timer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
         const failure = error instanceof CaError ? error : new CaError(CaErrorCodes.fetchFailed, `renewal failed: ${(error as Error).message}`, { cause: error, retryable: true });

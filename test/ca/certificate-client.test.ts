@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { CaError, CaErrorCodes, WorkloadCertificateClient, mintJoinToken, type CurrentCertificate } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { createRootLogger } from '../../mesh/index.js';
 import { tempDir } from './helpers.js';
 import { counterValue, startSigningService } from './signing-service.js';
 
@@ -31,6 +32,10 @@ test('bootstraps with a join token, persists key 0600, exposes expiry gauges; a 
   client.on('certificate', (c) => seen.push(c));
   const first = await client.start();
   t.is(first.spiffeId, reviews);
+  // Renewal is due at half-life ± 10 % jitter of the 24 h certificate.
+  const issuedAt = first.notBefore.getTime() + 60_000;
+  const fraction = ((client.nextRenewalAt()?.getTime() ?? 0) - issuedAt) / (first.notAfter.getTime() - issuedAt);
+  t.true(fraction >= 0.399 && fraction <= 0.601, `renewal at ${fraction} of the lifetime`);
   t.is(seen.length, 1);
   t.is((await stat(join(stateDir, 'key.pem'))).mode & 0o777, 0o600);
   const text = await registry.metrics();
@@ -51,9 +56,10 @@ test('bootstraps with a join token, persists key 0600, exposes expiry gauges; a 
   t.is(await counterValue(service.handle, 'issued', 'certificate'), 1);
 });
 
-test('renews at half-life on its own and hot-swaps a live TLS server without dropping an open connection', async (t) => {
+test('renews on its own schedule and hot-swaps a live TLS server without dropping an open connection', async (t) => {
   const { east, service } = await setup(t);
-  const client = new WorkloadCertificateClient({ endpoint: service.endpoint, spiffeId: reviews, joinToken: mintJoinToken(east.ca, { spiffeId: reviews }), ttlSeconds: 4, jitterFraction: 0.05 });
+  // Renew early in a 60 s life: the renewal is due within seconds, yet the current certificate is far from expiry even on a loaded machine.
+  const client = new WorkloadCertificateClient({ endpoint: service.endpoint, spiffeId: reviews, joinToken: mintJoinToken(east.ca, { spiffeId: reviews }), ttlSeconds: 60, renewAtFraction: 0.05, jitterFraction: 0.01 });
   t.teardown(() => client.close());
   const first = await client.start();
   const server = tls.createServer({ ...first.tlsOptions, requestCert: true }, (socket) => socket.pipe(socket));
@@ -102,7 +108,7 @@ test('a bad token fails start() with the server’s reason; no token, no certifi
 
 test('a failed renewal is reported as an event (not thrown) and retried with backoff', async (t) => {
   const { east, service } = await setup(t);
-  const client = new WorkloadCertificateClient({ endpoint: { ...service.endpoint, deadlineMs: 2000 }, spiffeId: reviews, joinToken: mintJoinToken(east.ca, { spiffeId: reviews }), ttlSeconds: 2, retryDelayMs: { min: 100, max: 200 } });
+  const client = new WorkloadCertificateClient({ endpoint: service.endpoint, spiffeId: reviews, joinToken: mintJoinToken(east.ca, { spiffeId: reviews }), ttlSeconds: 60, renewAtFraction: 0.05, jitterFraction: 0.01, retryDelayMs: { min: 100, max: 200 }, logger: createRootLogger({ level: 'silent' }) });
   t.teardown(() => client.close());
   await client.start();
   service.server.forceShutdown();
