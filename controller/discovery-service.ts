@@ -2,7 +2,7 @@ import { Metadata, status, type ServerDuplexStream, type UntypedServiceImplement
 import { logger, parseSpiffeId, type Locality } from '../mesh/index.js';
 import type { CatalogChanges } from './catalog-cache.js';
 import type { ControllerMetrics } from './metrics.js';
-import type { DiscoveryRequest, DiscoveryResponse, HelloMessage } from './protos.js';
+import { preserializedResponse, type DiscoveryRequest, type DiscoveryResponse, type HelloMessage } from './protos.js';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder.js';
 import { callerSpiffeId } from './tls.js';
 
@@ -64,6 +64,7 @@ export interface DiscoveryOptions {
  */
 export class DiscoveryService {
   private readonly nodes = new Set<NodeStream>();
+  private readonly responses = new WeakMap<BuiltSnapshot, Map<string, DiscoveryResponse>>();
   private readonly log = logger('controller-discovery');
   private debounce: NodeJS.Timeout | undefined;
   private firstPendingChangeAt = 0;
@@ -228,7 +229,7 @@ export class DiscoveryService {
     const write = (body: Buffer, encoding: string) => {
       if (node.closed || node.sentVersion !== snapshot.version) return;
       try {
-        node.call.write({ version: snapshot.version, snapshot: body, encoding });
+        node.call.write(this.response(snapshot, body, encoding));
         this.metrics.pushes.inc({ encoding: encoding || 'json' });
       } catch (error) {
         this.log.debug({ err: (error as Error).message, node: node.nodeId }, 'push failed; node is gone');
@@ -242,6 +243,15 @@ export class DiscoveryService {
     } else {
       write(snapshot.json, '');
     }
+  }
+
+  /** One encoded response per snapshot version and encoding, shared by every node. */
+  private response(snapshot: BuiltSnapshot, body: Buffer, encoding: string): DiscoveryResponse {
+    let byEncoding = this.responses.get(snapshot);
+    if (!byEncoding) this.responses.set(snapshot, (byEncoding = new Map()));
+    let response = byEncoding.get(encoding);
+    if (!response) byEncoding.set(encoding, (response = preserializedResponse({ version: snapshot.version, snapshot: body, encoding })));
+    return response;
   }
 
   private settle(node: NodeStream): void {

@@ -23,7 +23,27 @@ const loaded = loadPackageDefinition(definition) as unknown as {
 export const RegistrationClientConstructor = loaded.causeway.registry.v1.Registration as ServiceClientConstructor;
 export const DiscoveryClientConstructor = loaded.causeway.discovery.v1.Discovery as ServiceClientConstructor;
 export const registrationService: ServiceDefinition = RegistrationClientConstructor.service;
-export const discoveryService: ServiceDefinition = DiscoveryClientConstructor.service;
+
+const PRESERIALIZED = Symbol('causeway.preserialized');
+const streamMethod = DiscoveryClientConstructor.service.Stream!;
+
+/**
+ * Wraps a DiscoveryResponse whose protobuf encoding is computed once: a snapshot version
+ * goes to every node of its view, and encoding a large message per node would copy it
+ * once per node.
+ */
+export function preserializedResponse(message: DiscoveryResponse): DiscoveryResponse {
+  return Object.assign({ ...message }, { [PRESERIALIZED]: streamMethod.responseSerialize(message) });
+}
+
+/** The Discovery service definition, serialising {@link preserializedResponse} messages as they are. */
+export const discoveryService: ServiceDefinition = {
+  ...DiscoveryClientConstructor.service,
+  Stream: {
+    ...streamMethod,
+    responseSerialize: (value: DiscoveryResponse & { [PRESERIALIZED]?: Buffer }) => value[PRESERIALIZED] ?? streamMethod.responseSerialize(value),
+  },
+};
 
 export interface LocalityMessage {
   region: string;
