@@ -226,7 +226,12 @@ export class Controller {
       }
     });
 
-    await catalog.start();
+    if (this.options.observability ?? true) {
+      // Up first, so that /healthz/ready tells what is missing while etcd is not.
+      const o = config.observability;
+      this.observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
+    }
+    await this.loadCatalog(catalog);
     this.log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');
 
     const registration = new RegistrationService(store, catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, leaseTtlSeconds: config.controller.endpointLeaseTtlSeconds }, this.metrics);
@@ -261,14 +266,24 @@ export class Controller {
       await this.dns.start();
     }
     for (const c of this.hosted) await c.start();
-    if (this.options.observability ?? true) {
-      const o = config.observability;
-      this.observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
-    }
     this.log.info({ grpcPort: this.boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.dns?.port }, 'controller serving');
   }
 
   private credentialsTls: TlsIdentity | undefined;
+
+  /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
+  private async loadCatalog(catalog: CatalogCache): Promise<void> {
+    for (let attempt = 1, delayMs = 200; ; attempt++, delayMs = Math.min(delayMs * 2, 5000)) {
+      try {
+        await catalog.start();
+        return;
+      } catch (error) {
+        if (this.stopped) throw error;
+        if (attempt === 1) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
+        await new Promise((resolve) => setTimeout(resolve, delayMs));
+      }
+    }
+  }
 
   private async servingIdentity(): Promise<TlsIdentity> {
     if (this.options.tls) return (this.credentialsTls = this.options.tls);

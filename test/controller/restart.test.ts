@@ -125,3 +125,22 @@ test('heartbeats recover after a silent partition from etcd (traffic held, no co
   t.true(sidecar.isRegistered);
   t.is((await world.store.get('/causeway/v1/endpoints/default/reviews/r-p'))?.key, '/causeway/v1/endpoints/default/reviews/r-p');
 });
+
+test('a controller started before its etcd waits unready and starts serving once etcd is up', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  await world.etcd.stop();
+  const { Controller } = await import('../../controller/index.js');
+  const controller = new Controller({ config: world.config(), intermediate: (await world.pki.cluster('east')).ca });
+  t.teardown(() => controller.stop());
+  const started = controller.start();
+  await waitFor(() => controller.readyPort, { what: 'readiness endpoint up before etcd' });
+  const unready = await fetch(`http://127.0.0.1:${controller.readyPort}/healthz/ready`);
+  t.is(unready.status, 503);
+  t.regex(await unready.text(), /catalog not loaded/);
+  await world.etcd.restart();
+  await started;
+  await waitFor(() => controller.readiness().ready, { timeoutMs: 20_000, what: 'ready once etcd is up' });
+  const node = await world.discovery(controller, 'default/productpage');
+  t.deepEqual((await node.firstSnapshot()).services.map((s) => s.name), ['reviews']);
+});
