@@ -15,7 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
@@ -72,11 +72,16 @@ function percentile(sorted: number[], p: number): number {
 }
 
 /** Open-loop load at `rate`/s for `durationS`; returns latencies (ms) of the measured window and the error count. */
-async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<{ latencies: number[]; errors: number; sent: number }> {
+async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
   const latencies: number[] = [];
   let errors = 0;
   let sent = 0;
+  const errorKinds: Record<string, number> = {};
+  const failed = (kind: string) => {
+    errors++;
+    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
+  };
   const start = performance.now();
   const total = Math.round(rate * (durationS + warmupS));
   const interval = 1000 / rate;
@@ -90,13 +95,13 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
         const req = request({ host: '127.0.0.1', port, path: '/bench', agent }, (res) => {
           res.resume();
           res.once('end', () => {
-            if (res.statusCode !== 200) errors++;
+            if (res.statusCode !== 200) failed(`${res.statusCode} ${String(res.headers['x-causeway-error'] ?? '')}`.trim());
             else if (measured) latencies.push(performance.now() - scheduled);
             resolve();
           });
         });
-        req.once('error', () => {
-          errors++;
+        req.once('error', (error: NodeJS.ErrnoException) => {
+          failed(error.code ?? error.message);
           resolve();
         });
         req.end();
@@ -112,7 +117,7 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
   }
   await Promise.all(inflight);
   agent.destroy();
-  return { latencies: latencies.sort((a, b) => a - b), errors, sent };
+  return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
 }
 
 async function main(): Promise<void> {
@@ -169,7 +174,8 @@ async function main(): Promise<void> {
       rps,
       seconds,
       direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
-      mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors },
+      mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors, errorKinds: mesh.errorKinds },
+      loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
       addedP50Ms: percentile(mesh.latencies, 50) - percentile(direct.latencies, 50),
       addedP99Ms: percentile(mesh.latencies, 99) - percentile(direct.latencies, 99),
       sidecarVcpuPer1000Rps: perSidecarVcpuPer1000,
@@ -186,6 +192,7 @@ async function main(): Promise<void> {
         `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p99Ms)}    ${result.mesh.errors}`,
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
+        `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores — numbers are only meaningful on an idle machine)`,
         `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB`,
         JSON.stringify(result),
         '',
