@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { registerDemoCommand } from './demo.js';
 import { registerConfigCommands } from './config.js';
 import { registerCaCommands } from './ca.js';
 import { registerTopologyCommands } from './topology.js';
@@ -10,4 +11,6 @@ import { registerWorkloadCommands } from './workload.js';
 import { registerControllerCommands } from './controller.js';
 
 /** Each part of Causeway adds its command group here. */
-export const commandGroups: ReadonlyArray<(program: Command) => void> = [registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands, registerControllerCommands, registerWorkloadCommands];
+export const commandGroups: ReadonlyArray<(program: Command) => void> = [
+  registerDemoCommand,
+  registerConfigCommands, registerCaCommands, registerTopologyCommands, registerAppCommands, registerGatewayCommands, registerFederationCommands, registerSidecarCommands, registerControllerCommands, registerWorkloadCommands];
