@@ -101,3 +101,22 @@ test('the optional HTTP proxy routes absolute-form requests and CONNECT tunnels 
   });
   t.regex(tunnel, /HTTP\/1.1 200 OK[\s\S]*"path":"\/tunnel"/);
 });
+
+test('DNS forwards names outside the mesh domain to the configured upstream when outside: forward', async (t) => {
+  const dns2 = (await import('dns2')).default;
+  const Packet = dns2.Packet as unknown as { createResponseFromRequest(r: unknown): { answers: unknown[] }; createResourceFromQuestion(q: unknown, r: unknown): unknown; TYPE: { A: number }; CLASS: { IN: number } };
+  const upstream = new dns2.UDPServer({ type: 'udp4' });
+  upstream.on('request', (request: { questions: { name: string }[] }, send: (r: unknown) => void) => {
+    const response = Packet.createResponseFromRequest(request);
+    response.answers.push(Packet.createResourceFromQuestion({ name: request.questions[0]!.name, type: Packet.TYPE.A, class: Packet.CLASS.IN }, { ttl: 60, address: '192.0.2.7' }));
+    send(response);
+  });
+  await new Promise<void>((resolve) => upstream.bind(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => upstream.close());
+  const sc = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, config: { sidecar: { dns: { outside: 'forward', upstream: `127.0.0.1:${upstream.address().port}` } } } });
+  t.teardown(() => sc.close());
+  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  resolver.setServers([`127.0.0.1:${sc.sidecar.dnsPort}`]);
+  t.deepEqual(await resolver.resolve4('www.example.com'), ['192.0.2.7']);
+  t.true((await metricValue(sc.sidecar, 'causeway_sidecar_dns_queries_total', { result: 'forwarded' })) >= 1);
+});
