@@ -224,6 +224,11 @@ export class Controller {
           record.setGateways(gateways).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
         }
       }
+      // Self-healing: the record lost this controller (deleted, restored from an old backup).
+      const me = this.advertised;
+      if (me && !this.stopped && (changes.everything || changes.cluster) && !catalog.cluster?.value.controllers.some((c) => c.address === me.address && c.port === me.port)) {
+        record.addController(me).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot add this controller to the cluster record'));
+      }
     });
 
     if (this.options.observability ?? true) {
