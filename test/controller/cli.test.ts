@@ -66,6 +66,6 @@ test('causeway controller, service apply, export/unexport and policy apply work 
   t.not(badResult.code, 0);
   t.regex(badResult.stderr, /action/);
 
-  await proc.stop();
+  t.is(await proc.stop(15_000), 0, 'SIGTERM: a clean exit, no SIGKILL needed');
   t.regex(proc.output(), /controller stopped/);
 });
