@@ -45,6 +45,8 @@ interface InboundContext {
  */
 export class InboundListener {
   readonly #deps: InboundDeps;
+  /** Access logging costs an object per request: decided once, not per request. */
+  readonly #accessLog: boolean;
   readonly #tls: TlsServer;
   readonly #front: TcpServer | undefined;
   readonly #http = new Map<number, HttpServer>();
@@ -56,6 +58,7 @@ export class InboundListener {
 
   constructor(deps: InboundDeps) {
     this.#deps = deps;
+    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
     this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000 });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
@@ -260,7 +263,7 @@ export class InboundListener {
     const finish = (code: number, result: string) => {
       this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
       this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-      if (this.#deps.tuning.accessLog) {
+      if (this.#accessLog) {
         this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
       }
     };

@@ -64,6 +64,8 @@ function listenerKey(address: string, port: number): string {
  */
 export class OutboundProxy {
   readonly #deps: OutboundDeps;
+  /** Access logging costs an object per request: decided once, not per request. */
+  readonly #accessLog: boolean;
   readonly #allocator: LoopbackAddressAllocator;
   readonly #outliers: OutlierDetector;
   #snapshot: Snapshot | undefined;
@@ -78,6 +80,7 @@ export class OutboundProxy {
 
   constructor(deps: OutboundDeps) {
     this.#deps = deps;
+    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
     this.#allocator = new LoopbackAddressAllocator(deps.tuning.outboundRange);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
@@ -333,7 +336,7 @@ export class OutboundProxy {
         this.#deps.metrics.bytes.inc({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel, flow: 'sent' }, upstream.bytesWritten);
         this.#deps.metrics.bytes.inc({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel, flow: 'received' }, upstream.bytesRead);
       }
-      if (this.#deps.tuning.accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+      if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
     };
     try {
       ({ socket: upstream, target } = await this.#connectWithRetries(spec));
@@ -439,7 +442,7 @@ export class OutboundProxy {
       const cluster = target?.cluster ?? 'none';
       this.#deps.metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
       this.#deps.metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-      if (this.#deps.tuning.accessLog) this.#deps.log.debug({ direction: 'outbound', method: req.method, path: req.url, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+      if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', method: req.method, path: req.url, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
     };
     const fail = (error: unknown) => {
       const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
