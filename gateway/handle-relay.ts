@@ -39,7 +39,7 @@ interface ConnectReq {
   conn: HandleConnection;
 }
 interface TcpHandle {
-  onread: ((this: TcpHandle, arrayBuffer: ArrayBuffer) => void) | undefined;
+  onread: ((this: TcpHandle, arrayBuffer: ArrayBuffer | undefined) => void) | undefined;
   readStart(): number;
   readStop(): number;
   writeBuffer(req: WriteReq, buffer: Buffer): number;
@@ -50,8 +50,13 @@ interface TcpHandle {
   close(callback?: () => void): void;
   reset?(callback?: () => void): number;
   getpeername(out: Record<string, unknown>): number;
+  useUserBuffer(buffer: Buffer): void;
   readonly writeQueueSize: number;
   conn: HandleConnection | undefined;
+  /** Bytes read so far; once past BULK_THRESHOLD_BYTES the handle reads into its own buffer. */
+  readBytes: number;
+  /** The handle's own read buffer (bulk connections only). */
+  ownBuffer: Buffer | undefined;
 }
 interface Bindings {
   TCP: new (type: number) => TcpHandle;
@@ -115,6 +120,13 @@ export function relayHandlesAvailable(): boolean {
 const UV_EOF = -4095;
 /** Queued bytes on one side above which the other side stops reading. */
 const HIGH_WATER_BYTES = 64 * 1024;
+/**
+ * After this many bytes a handle reads into a buffer of its own instead of a fresh 64 KiB
+ * allocation per read: bulk transfers then reuse warm memory and leave the GC alone, while
+ * idle and short connections cost nothing extra.
+ */
+const BULK_THRESHOLD_BYTES = 256 * 1024;
+const OWN_BUFFER_BYTES = 64 * 1024;
 
 const INSPECTING = 0;
 const CONNECTING = 1;
@@ -222,6 +234,8 @@ class HandleConnection {
     readonly client: TcpHandle,
   ) {
     client.conn = this;
+    client.readBytes = 0;
+    client.ownBuffer = undefined;
     client.onread = onClientRead;
     this.deadlineMs = clock.nowMs + relay.ctx.inspectTimeoutMs;
     relay.open.add(this);
@@ -277,6 +291,8 @@ class HandleConnection {
     const b = this.b;
     const upstream = new b.TCP(b.socketType);
     upstream.conn = this;
+    upstream.readBytes = 0;
+    upstream.ownBuffer = undefined;
     upstream.onread = onUpstreamRead;
     this.upstream = upstream;
     const req = new b.TCPConnectWrap();
@@ -339,7 +355,8 @@ class HandleConnection {
     req.buffer = chunk;
     const err = to.writeBuffer(req, chunk);
     if (err < 0) return this.destroy(true);
-    if (b.state[b.kLastWriteWasAsync] && to.writeQueueSize > HIGH_WATER_BYTES) {
+    if (b.state[b.kLastWriteWasAsync] && (to.writeQueueSize > HIGH_WATER_BYTES || chunk.buffer === this.sourceOf(to).ownBuffer?.buffer)) {
+      // Queued too much, or the queued bytes live in the source's own read buffer, which must not be read into again until they are out.
       if (to === this.client) {
         if (!this.upstreamReadPaused) {
           this.upstreamReadPaused = true;
@@ -350,6 +367,10 @@ class HandleConnection {
         this.client.readStop();
       }
     }
+  }
+
+  private sourceOf(to: TcpHandle): TcpHandle {
+    return to === this.client ? this.upstream! : this.client;
   }
 
   writeDone(to: TcpHandle, status: number): void {
@@ -459,19 +480,31 @@ class HandleConnection {
   }
 }
 
-function onClientRead(this: TcpHandle, arrayBuffer: ArrayBuffer): void {
+/** The bytes of one read: in Node's fresh buffer, or (for bulk handles) in the handle's own. */
+function readChunk(handle: TcpHandle, b: Bindings, arrayBuffer: ArrayBuffer | undefined, nread: number): Buffer {
+  const chunk = arrayBuffer === undefined ? handle.ownBuffer!.subarray(0, nread) : Buffer.from(arrayBuffer, b.state[b.kArrayBufferOffset], nread);
+  if (handle.ownBuffer === undefined) {
+    handle.readBytes += nread;
+    if (handle.readBytes > BULK_THRESHOLD_BYTES) {
+      handle.ownBuffer = Buffer.allocUnsafeSlow(OWN_BUFFER_BYTES);
+      handle.useUserBuffer(handle.ownBuffer);
+    }
+  }
+  return chunk;
+}
+
+function onClientRead(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void {
   const c = this.conn;
   if (c === undefined) return;
   const b = c.b;
   const nread = b.state[b.kReadBytesOrError]!;
   if (nread > 0) {
-    const chunk = Buffer.from(arrayBuffer, b.state[b.kArrayBufferOffset], nread);
     if (c.state === SPLICED) {
       c.bytesUp += nread;
       c.deadlineMs = clock.nowMs + c.relay.ctx.idleTimeoutMs;
-      c.write(c.upstream!, chunk);
+      c.write(c.upstream!, readChunk(this, b, arrayBuffer, nread));
     } else if (c.state === INSPECTING) {
-      c.inspect(chunk);
+      c.inspect(Buffer.from(arrayBuffer!, b.state[b.kArrayBufferOffset], nread));
     }
     return;
   }
@@ -479,7 +512,7 @@ function onClientRead(this: TcpHandle, arrayBuffer: ArrayBuffer): void {
   else if (nread < 0) c.destroy(true);
 }
 
-function onUpstreamRead(this: TcpHandle, arrayBuffer: ArrayBuffer): void {
+function onUpstreamRead(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void {
   const c = this.conn;
   if (c === undefined) return;
   const b = c.b;
@@ -488,7 +521,7 @@ function onUpstreamRead(this: TcpHandle, arrayBuffer: ArrayBuffer): void {
     if (c.state !== SPLICED) c.spliced();
     c.bytesDown += nread;
     c.deadlineMs = clock.nowMs + c.relay.ctx.idleTimeoutMs;
-    c.write(c.client, Buffer.from(arrayBuffer, b.state[b.kArrayBufferOffset], nread));
+    c.write(c.client, readChunk(this, b, arrayBuffer, nread));
     return;
   }
   if (nread === UV_EOF) c.upstreamEnded();

@@ -132,7 +132,7 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   const workers = options.workers ?? 1;
   if (workers > 1) return runPrimary(options, workers, log);
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   const gateway = new SniGateway({ ...gatewaySettings(options), registry, logger: log });
   const closeSource = await startRouteSource(options, gateway, log);
   const { port } = await gateway.listen();
@@ -250,7 +250,7 @@ export async function runGatewayWorker(options: RunGatewayOptions): Promise<void
   const log = (options.logger ?? moduleLogger('gateway')).child({ worker: cluster.worker?.id });
   const port = Number(process.env[WORKER_ENV]);
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
+  collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   AggregatorRegistry.setRegistries([registry]);
   const gateway = new SniGateway({ ...gatewaySettings(options), port, reusePort: true, registry, logger: log });
   let closeSource: () => Promise<void>;
