@@ -152,18 +152,20 @@ export function registerCaCommands(program: Command): void {
 
   ca.command('token')
     .description("mint a join token for one workload identity's first certificate, signed by the cluster's intermediate")
-    .requiredOption('--ca <dir>', "the cluster's intermediate directory (the controller's caDir)")
+    .option('--ca <dir>', "the cluster's intermediate directory (the controller's caDir); default $CAUSEWAY_CA_DIR")
     .option('--cluster <name>', "the cluster whose signing service accepts it (must match the intermediate's)")
     .requiredOption('--ns <namespace>', 'namespace of the identity')
     .requiredOption('--sa <serviceAccount>', 'service account of the identity')
     .option('--ttl <duration>', 'validity', `${DEFAULT_JOIN_TOKEN_TTL_SECONDS / 3600}h`)
     .option('--out <file>', 'write the token to this file (mode 0600) instead of stdout')
-    .action(async (flags: { ca: string; cluster?: string; ns: string; sa: string; ttl: string; out?: string }) => {
+    .action(async (flags: { ca?: string; cluster?: string; ns: string; sa: string; ttl: string; out?: string }) => {
+      const caDir = flags.ca ?? process.env.CAUSEWAY_CA_DIR;
+      if (!caDir) throw new UsageError("give the cluster's intermediate directory: --ca DIR (or set CAUSEWAY_CA_DIR)");
       const ttlSeconds = ttlFlag('ttl', flags.ttl);
       if (ttlSeconds > MAX_JOIN_TOKEN_TTL_SECONDS) throw new UsageError(`--ttl must be at most 7d for a join token (got "${flags.ttl}"); it only has to last until the first certificate`);
-      const intermediate = await loadIntermediateCa(flags.ca);
+      const intermediate = await loadIntermediateCa(caDir);
       if (flags.cluster !== undefined && flags.cluster !== intermediate.cluster) {
-        throw new UsageError(`--cluster ${flags.cluster} does not match the intermediate in ${flags.ca}, which is cluster ${intermediate.cluster}; use that cluster's CA directory`);
+        throw new UsageError(`--cluster ${flags.cluster} does not match the intermediate in ${caDir}, which is cluster ${intermediate.cluster}; use that cluster's CA directory`);
       }
       let spiffeId: string;
       try {

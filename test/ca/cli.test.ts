@@ -72,6 +72,14 @@ test.serial('causeway ca: init → intermediate → issue → token → inspect 
   const tooLong = await causeway('ca', 'token', '--ca', east, '--ns', 'default', '--sa', 'reviews', '--ttl', '30d');
   t.is(tooLong.code, 2);
   t.regex(tooLong.stderr, /at most 7d/);
+  process.env.CAUSEWAY_CA_DIR = east;
+  try {
+    const fromEnv = await causeway('ca', 'token', '--cluster', 'east', '--ns', 'default', '--sa', 'reviews', '--ttl', '1h');
+    t.is(fromEnv.code, 0, fromEnv.stderr);
+  } finally {
+    delete process.env.CAUSEWAY_CA_DIR;
+  }
+  t.is((await causeway('ca', 'token', '--cluster', 'east', '--ns', 'default', '--sa', 'reviews')).code, 2, 'no --ca and no CAUSEWAY_CA_DIR');
   const wrongCluster = await causeway('ca', 'token', '--ca', east, '--cluster', 'west', '--ns', 'default', '--sa', 'reviews');
   t.is(wrongCluster.code, 2);
 
