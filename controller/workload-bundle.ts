@@ -1,4 +1,4 @@
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
 import { mintJoinToken, type IntermediateCa } from '../ca/index.js';
@@ -174,9 +174,15 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
 }
 
 async function put(file: string, text: string, mode: number): Promise<void> {
-  await writeFile(file, text, { mode });
-  // writeFile's mode applies only to a new file and passes through the umask: set it exactly.
-  await chmod(file, mode);
+  const handle = await open(file, 'w', mode);
+  try {
+    // The open mode applies only to a new file and passes through the umask: set it exactly,
+    // before the content, so a token never sits in a file others may read.
+    await handle.chmod(mode);
+    await handle.writeFile(text);
+  } finally {
+    await handle.close();
+  }
 }
 
 /**

@@ -107,11 +107,21 @@ export async function applyGroup(store: EtcdStore, group: WorkloadGroup, exportS
   return new WorkloadGroups(store, TD).apply(group, { exportService });
 }
 
-/** Polls `check` until true; the error names what was awaited. */
+/**
+ * Polls `check` until true; the error names what was awaited. A check that throws a
+ * retryable error (etcd busy on a loaded machine) counts as "not yet".
+ */
 export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await check()) return;
+    } catch (error) {
+      if (!(error as { retryable?: boolean }).retryable) throw error;
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

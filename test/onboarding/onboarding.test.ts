@@ -109,7 +109,7 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
 
   // Host stops without deregistering (a crash, a power cut): the lease ends the endpoint, in east and in west.
   await host.kill('SIGKILL');
-  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId)) === undefined, 'the endpoint gone after the lease TTL', 20_000);
+  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId)) === undefined, 'the endpoint gone after the lease TTL');
   await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 0, 'west sees no healthy host');
 
   // Restart with no token at all: the certificate in the state directory is still valid.
