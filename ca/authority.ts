@@ -7,7 +7,7 @@ import { parseAndVerifyCsr } from './csr.js';
 import { CaError, CaErrorCodes } from './errors.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, isRsa, loadPrivateKey, privateKeyPem, signatureSchemeFor, type KeyType } from './keys.js';
 import { pemEncode } from './pem.js';
-import { buildTrustBundle, trustDomainOfCa } from './trust-bundle.js';
+import { buildTrustBundle, trustDomainOfCa, verifyCaChain } from './trust-bundle.js';
 
 export const DAY_SECONDS = 86_400;
 export const Defaults = {
@@ -340,7 +340,13 @@ export async function loadIntermediateCa(dir: string): Promise<IntermediateCa> {
   const privateKey = loadPrivateKey(await readText(dir, CaFiles.caKey, 'intermediate key'), 'intermediate key');
   const certChainPem = await readText(dir, CaFiles.certChain, 'certificate chain');
   const trustBundlePem = buildTrustBundle([await readText(dir, CaFiles.trustBundle, 'trust bundle')]);
-  const ou = /^OU=(.*)$/m.exec(new X509Certificate(certificatePem).subject)?.[1];
+  try {
+    verifyCaChain(certChainPem, trustBundlePem);
+  } catch (error) {
+    // Every certificate this CA issued would be refused by peers: say so now, not at the first handshake.
+    throw new CaError(CaErrorCodes.caInvalid, `${join(dir, CaFiles.certChain)} does not chain to a root in ${join(dir, CaFiles.trustBundle)}: ${(error as Error).message}. During a root rotation the bundle must keep the old root until this intermediate is replaced`, { cause: error });
+  }
+  const ou = /^OU=(.*)$/m.exec(new X509Certificate(certificatePem).subject ?? '')?.[1];
   if (!ou) throw new CaError(CaErrorCodes.caInvalid, `${join(dir, CaFiles.caCert)} names no cluster (subject OU); create it with \`causeway ca intermediate\``);
   return intermediateFrom({ cluster: ou, privateKey, certificatePem, certChainPem, trustBundlePem });
 }

@@ -56,7 +56,7 @@ export {
   type CredentialFiles,
 } from './authority.js';
 export { createCsr, parseAndVerifyCsr, MAX_CSR_PEM_BYTES, type VerifiedCsr } from './csr.js';
-export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
+export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, verifyCaChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
 export { splitCertificates } from './pem.js';
 export { mintJoinToken, verifyJoinToken, joinTokenAudience, DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, type JoinTokenClaims } from './join-token.js';
 export {

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import { describeKey } from './keys.js';
 import { splitCertificates } from './pem.js';
-import { spiffeIdFromSubjectAltName, verifyCertificateChain } from './trust-bundle.js';
+import { spiffeIdFromSubjectAltName, verifyCaChain, verifyCertificateChain } from './trust-bundle.js';
 
 /** What `causeway ca inspect` reports about one certificate. */
 export interface CertificateSummary {
@@ -21,7 +21,7 @@ export interface CertificateSummary {
 export interface InspectionReport {
   readonly certificates: readonly CertificateSummary[];
   /** Present when a bundle was given: whether the chain (first certificate first) verifies. */
-  readonly verification?: { readonly ok: true; readonly spiffeId: string; readonly path: readonly string[] } | { readonly ok: false; readonly error: string };
+  readonly verification?: { readonly ok: true; readonly spiffeId?: string; readonly path: readonly string[] } | { readonly ok: false; readonly error: string };
 }
 
 const oneLine = (dn: string | undefined) => (dn ?? '').split('\n').filter(Boolean).join(', ');
@@ -47,9 +47,11 @@ export function summarizeCertificate(cert: X509Certificate, now = new Date()): C
 export function inspectCertificates(pem: string, trustBundlePem?: string, now = new Date()): InspectionReport {
   const certificates = splitCertificates(pem, 'file').map((one) => summarizeCertificate(new X509Certificate(one), now));
   if (trustBundlePem === undefined) return { certificates };
+  const name = (c: X509Certificate) => oneLine(c.subject) || spiffeIdFromSubjectAltName(c.subjectAltName) || '(empty subject)';
   try {
+    if (certificates[0]?.ca) return { certificates, verification: { ok: true, path: verifyCaChain(pem, trustBundlePem, { at: now }).map(name) } };
     const verified = verifyCertificateChain(pem, trustBundlePem, { at: now });
-    return { certificates, verification: { ok: true, spiffeId: verified.spiffeId, path: verified.path.map((c) => oneLine(c.subject) || spiffeIdFromSubjectAltName(c.subjectAltName) || '(empty subject)') } };
+    return { certificates, verification: { ok: true, spiffeId: verified.spiffeId, path: verified.path.map(name) } };
   } catch (error) {
     return { certificates, verification: { ok: false, error: (error as Error).message } };
   }

@@ -66,22 +66,16 @@ function describe(cert: X509Certificate): string {
   return (cert.subject ?? '').replace(/\n/g, ', ') || `serial ${cert.serialNumber}`;
 }
 
-/**
- * Verifies a workload chain (leaf first, as served) against a trust bundle: signatures,
- * issuer links, CA flags and validity of every certificate at `at`, and the leaf's SPIFFE
- * ID in the trust domain of its issuer. OpenSSL enforces the same plus name constraints
- * during TLS; this is for places outside a handshake (inspection, per-call re-checks).
- */
-export function verifyCertificateChain(chainPem: string, trustBundlePem: string, options: { at?: Date } = {}): ChainVerification {
-  const at = options.at ?? new Date();
+/** Builds and checks the path from `chain[0]` to a root of the bundle: signatures, issuer links, CA flags, validity at `at`. */
+function verifiedPath(chainPem: string, trustBundlePem: string, at: Date): { chain: X509Certificate[]; path: X509Certificate[]; fail: (reason: string) => never } {
   const chain = splitCertificates(chainPem, 'certificate chain').map((pem) => new X509Certificate(pem));
   const roots = trustBundleCertificates(trustBundlePem);
-  const leaf = chain[0] as X509Certificate;
+  const first = chain[0] as X509Certificate;
   const fail = (reason: string): never => {
-    throw new CaError(CaErrorCodes.certificateInvalid, `certificate chain of ${describeLeaf(leaf)} does not verify: ${reason}`);
+    throw new CaError(CaErrorCodes.certificateInvalid, `certificate chain of ${describeLeaf(first)} does not verify: ${reason}`);
   };
   const path: X509Certificate[] = [];
-  let current = leaf;
+  let current = first;
   for (let depth = 0; ; depth++) {
     if (depth > 4) fail('the chain is longer than 4 certificates');
     if (at < new Date(current.validFrom)) fail(`${describe(current)} is not valid before ${new Date(current.validFrom).toISOString()}`);
@@ -101,11 +95,30 @@ export function verifyCertificateChain(chainPem: string, trustBundlePem: string,
     if (!current.verify((issuer as X509Certificate).publicKey)) fail(`the signature on ${describe(current)} does not verify`);
     current = issuer as X509Certificate;
   }
+  return { chain, path, fail };
+}
+
+/**
+ * Verifies a workload chain (leaf first, as served) against a trust bundle: signatures,
+ * issuer links, CA flags and validity of every certificate at `at`, and the leaf's SPIFFE
+ * ID in the trust domain of its issuer. OpenSSL enforces the same plus name constraints
+ * during TLS; this is for places outside a handshake (inspection, per-call re-checks).
+ */
+export function verifyCertificateChain(chainPem: string, trustBundlePem: string, options: { at?: Date } = {}): ChainVerification {
+  const { path, fail } = verifiedPath(chainPem, trustBundlePem, options.at ?? new Date());
+  const leaf = path[0] as X509Certificate;
+  if (leaf.ca) fail('the first certificate is a CA, not a workload certificate');
   const spiffeId = spiffeIdOf(leaf);
-  if (leaf.ca) fail('the leaf is a CA certificate');
   const issuerDomain = path[1] ? trustDomainOfCa(path[1]) : undefined;
   if (issuerDomain !== undefined && parseSpiffeId(spiffeId).trustDomain !== issuerDomain) fail(`${spiffeId} is outside trust domain ${issuerDomain}`);
   return { spiffeId, leaf, path };
+}
+
+/** Verifies that a CA certificate (first in `chainPem`, e.g. an intermediate's cert-chain.pem) chains to a root of the bundle; returns the path. */
+export function verifyCaChain(chainPem: string, trustBundlePem: string, options: { at?: Date } = {}): readonly X509Certificate[] {
+  const { path, fail } = verifiedPath(chainPem, trustBundlePem, options.at ?? new Date());
+  if (!path[0]?.ca) fail('the first certificate is not a CA');
+  return path;
 }
 
 function describeLeaf(leaf: X509Certificate): string {

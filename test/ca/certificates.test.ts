@@ -2,7 +2,7 @@ import test from 'ava';
 import { X509Certificate } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CaErrorCodes, createCsr, createIntermediateCa, createRootCa, generatePrivateKey, verifyCertificateChain } from '../../ca/index.js';
+import { CaErrorCodes, createCsr, createIntermediateCa, createRootCa, generatePrivateKey, inspectCertificates, loadIntermediateCa, verifyCertificateChain } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { freePort } from '../fixtures/ports.js';
 import { startProcess } from '../fixtures/processes.js';
@@ -148,4 +148,14 @@ test('an RSA-3072 root and intermediate (ca init --key-type rsa-3072) issue chai
   const seen = await mutualTlsHandshake(a.tls, b.tls);
   t.is(seen.error, undefined);
   t.is(seen.serverSaw, `URI:${ratings}`);
+});
+
+test('loading a caDir whose trust bundle lacks its root fails at once, naming the files; inspect verifies CA chains too', async (t) => {
+  const pki = await createMeshPki(await tempDir(t));
+  const east = await pki.cluster('east');
+  t.deepEqual(inspectCertificates(await readFile(east.certChainFile, 'utf8'), pki.trustBundlePem).verification?.ok, true);
+  const other = await createRootCa({ trustDomain: TD });
+  await writeFile(east.trustBundleFile, other.certificatePem);
+  const error = await t.throwsAsync(loadIntermediateCa(east.caDir), { code: CaErrorCodes.caInvalid });
+  t.regex(error?.message ?? '', /cert-chain\.pem does not chain to a root in .*trust-bundle\.pem.*keep the old root/);
 });
