@@ -28,7 +28,8 @@ export const SidecarTuning = z.strictObject({
       ttlSeconds: z.number().int().min(0).max(3600).default(5),
     })
     .default(() => ({ host: '127.0.0.1', outside: 'forward' as const, ttlSeconds: 5 })),
-  connectTimeoutMs: durationMs.default(1_000),
+  /** TCP connect plus mTLS handshake to one target (a refused connect moves on at once regardless). */
+  connectTimeoutMs: durationMs.default(2_000),
   /** Attempts per request or connection, across targets (a failed connect always moves on). */
   maxAttempts: z.number().int().min(1).max(10).default(4),
   outlier: z

@@ -423,8 +423,8 @@ export class OutboundProxy {
   }
 
   #agentFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): TargetAgent {
-    const sni = sniFor(route, target);
-    const key = `${targetKey(target)}|${sni}`;
+    // Keyed by what the SNI is made of, so the hot path does not re-encode (and re-validate) it.
+    const key = `${targetKey(target)}|${route.servicePort}|${route.subset ?? ''}|${route.service.name}.${route.service.namespace}|${target.cluster}`;
     let agent = this.#agents.get(key);
     if (!agent) {
       const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind, result: 'ok' };
