@@ -68,6 +68,21 @@ export interface CertificateServiceHandle {
   readonly registry: Registry;
 }
 
+function checkServiceOptions(options: CertificateServiceOptions): void {
+  const seconds = (name: keyof CertificateServiceOptions) => {
+    const value = options[name];
+    if (value !== undefined && (typeof value !== 'number' || !Number.isInteger(value) || value <= 0)) throw new CaError(CaErrorCodes.ttlInvalid, `${name} must be a positive whole number of seconds (got ${String(value)})`);
+  };
+  seconds('defaultTtlSeconds');
+  seconds('maxTtlSeconds');
+  seconds('maxJoinTokenTtlSeconds');
+  if (options.defaultTtlSeconds !== undefined && options.maxTtlSeconds !== undefined && options.defaultTtlSeconds > options.maxTtlSeconds) {
+    throw new CaError(CaErrorCodes.ttlInvalid, `defaultTtlSeconds (${options.defaultTtlSeconds}) must not exceed maxTtlSeconds (${options.maxTtlSeconds})`);
+  }
+  if (options.aboveMaximum !== undefined && options.aboveMaximum !== 'cap' && options.aboveMaximum !== 'refuse') throw new CaError(CaErrorCodes.ttlInvalid, `aboveMaximum must be "cap" or "refuse" (got ${String(options.aboveMaximum)})`);
+  if (options.allowedKeyTypes !== undefined && options.allowedKeyTypes.length === 0) throw new CaError(CaErrorCodes.keyNotAllowed, 'allowedKeyTypes must list at least one key type');
+}
+
 interface Caller {
   readonly spiffeId: string;
   readonly authentication: 'join_token' | 'certificate';
@@ -103,6 +118,7 @@ function authenticate(call: ServerUnaryCall<CreateCertificateRequest, CreateCert
  * present their certificate while first-time callers, who have only a token, still connect.
  */
 export function addCertificateService(server: Server, options: CertificateServiceOptions): CertificateServiceHandle {
+  checkServiceOptions(options);
   const registry = options.registry ?? new Registry();
   const log = options.logger ?? logger('ca-signer');
   const refusals = new Counter({ name: 'causeway_ca_refusals_total', help: 'Certificate requests the CA refused, by reason', labelNames: ['reason'] as const, registers: [registry] });
@@ -136,8 +152,13 @@ export function addCertificateService(server: Server, options: CertificateServic
       const code = error instanceof CaError ? error.code : undefined;
       const refusal = (code && REFUSALS[code]) ?? { status: status.INTERNAL, reason: 'internal' };
       refusals.inc({ reason: refusal.reason });
-      const message = error instanceof Error ? error.message : String(error);
-      log.info({ reason: refusal.reason, caller: caller?.spiffeId, peer: call.getPeer() }, `refused a certificate request: ${message}`);
+      let message = error instanceof Error ? error.message : String(error);
+      if (refusal.reason === 'internal') {
+        log.error({ err: error, caller: caller?.spiffeId, peer: call.getPeer() }, 'certificate request failed inside the signer');
+        message = 'the signer failed on this request; it is logged on the controller — retry later';
+      } else {
+        log.info({ reason: refusal.reason, caller: caller?.spiffeId, peer: call.getPeer() }, `refused a certificate request: ${message}`);
+      }
       const metadata = new Metadata();
       metadata.set(ERROR_CODE_METADATA_KEY, code ?? 'CW_CA_INTERNAL');
       callback({ code: refusal.status, details: message, metadata });

@@ -2,9 +2,9 @@ import test from 'ava';
 import { writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
-import { status, type ServiceError } from '@grpc/grpc-js';
+import { Server, status, type ServiceError } from '@grpc/grpc-js';
 import { createRootLogger } from '../../mesh/index.js';
-import { CaError, CaErrorCodes, CertificateServiceClient, ERROR_CODE_METADATA_KEY, signingServiceChannelCredentials, createCsr, generatePrivateKey, mintJoinToken, requestCertificate, verifyCertificateChain, type SigningCredentials } from '../../ca/index.js';
+import { CaError, CaErrorCodes, CertificateServiceClient, addCertificateService, ERROR_CODE_METADATA_KEY, signingServiceChannelCredentials, createCsr, generatePrivateKey, mintJoinToken, requestCertificate, verifyCertificateChain, type SigningCredentials } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { openssl, tempDir } from './helpers.js';
 import { counterValue, startSigningService } from './signing-service.js';
@@ -219,4 +219,12 @@ test('every decision is one structured log line: issued with the identity, refus
   t.like(issued, { spiffeId: reviews, authentication: 'join_token', level: 30 });
   const refused = lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('refused a certificate request'));
   t.like(refused, { reason: 'identity_mismatch', caller: reviews });
+});
+
+test('service options are checked once, with one exact message per bad value', (t) => {
+  const server = new Server();
+  const ca = {} as never;
+  t.throws(() => addCertificateService(server, { ca, maxTtlSeconds: -1 }), { message: 'maxTtlSeconds must be a positive whole number of seconds (got -1)' });
+  t.throws(() => addCertificateService(server, { ca, defaultTtlSeconds: 7200, maxTtlSeconds: 3600 }), { message: 'defaultTtlSeconds (7200) must not exceed maxTtlSeconds (3600)' });
+  t.throws(() => addCertificateService(server, { ca, allowedKeyTypes: [] }), { code: CaErrorCodes.keyNotAllowed });
 });
