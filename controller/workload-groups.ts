@@ -2,6 +2,7 @@ import { parseAllDocuments } from 'yaml';
 import {
   CATALOG_SCHEMA_VERSION,
   CausewayError,
+  ClusterInfo,
   Endpoint,
   ErrorCodes,
   EtcdKeys,
@@ -170,6 +171,25 @@ export class WorkloadGroups {
     const kv = await this.store.get(key);
     if (!kv) return false;
     return this.store.deleteIfUnchanged(key, kv.modRevision);
+  }
+
+  /**
+   * Where a new host should reach the controller when the operator does not say: the first
+   * gateway (`viaGateway`) or controller listed in `/causeway/v1/cluster`, which the
+   * running controllers and gateways keep current.
+   */
+  async controllerAddress(viaGateway: boolean): Promise<string> {
+    const kv = await this.store.get(EtcdKeys.cluster);
+    const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
+    const list = decoded?.ok ? (viaGateway ? decoded.value.gateways : decoded.value.controllers) : [];
+    const first = list[0];
+    if (!first) {
+      throw new WorkloadError(
+        WorkloadErrorCodes.bundleInvalid,
+        `the cluster record lists no ${viaGateway ? 'gateway' : 'controller'} yet (is it running?); pass --controller <host:port>`,
+      );
+    }
+    return `${first.address}:${first.port}`;
   }
 
   /** The hosts currently registered from `group` (endpoints of its service named `<group>-…` with its identity). */

@@ -50,7 +50,7 @@ interface BundleCliOptions {
   namespace: string;
   config: string;
   ca: string;
-  controller: string;
+  controller?: string;
   viaGateway?: boolean;
   address: string;
   out: string;
@@ -69,13 +69,16 @@ async function bundle(options: BundleCliOptions): Promise<void> {
   const ttlSeconds = parseTokenTtl(options.ttl);
   const locality = options.locality ? parseLocality(options.locality) : undefined;
   const config = loadConfigFile('cluster', options.config);
-  const group = await withGroups(config, (groups) => groups.get(label('--namespace', options.namespace), label('--group', options.group)));
+  const { group, controllerAddress } = await withGroups(config, async (groups) => ({
+    group: await groups.get(label('--namespace', options.namespace), label('--group', options.group)),
+    controllerAddress: options.controller ?? (await groups.controllerAddress(options.viaGateway ?? false)),
+  }));
   const ca = await loadIntermediateCa(options.ca);
   const written = await writeWorkloadBundle({
     cluster: config,
     group,
     ca,
-    controllerAddress: options.controller,
+    controllerAddress,
     viaGateway: options.viaGateway ?? false,
     address: options.address,
     outDir: options.out,
@@ -95,7 +98,7 @@ async function bundle(options: BundleCliOptions): Promise<void> {
   process.stdout.write(
     [
       `bundle for workload group ${group.name} (${group.service}.${group.namespace}) written to ${written.dir}:`,
-      `  ${written.files.config}        sidecar config (cluster ${config.cluster.name}, controller ${options.controller}${options.viaGateway ? ' through the gateway' : ''})`,
+      `  ${written.files.config}        sidecar config (cluster ${config.cluster.name}, controller ${controllerAddress}${options.viaGateway ? ' through the gateway' : ''})`,
       `  ${written.files.trustBundle}   mesh trust bundle`,
       `  ${written.files.joinToken}          join token for ${written.identity} only, 0600, expires ${written.tokenExpiresAt.toISOString()}`,
       `  ${written.files.unit}  systemd unit`,
@@ -173,7 +176,7 @@ export function registerWorkloadCommands(program: Command): void {
     .option('-n, --namespace <ns>', "the group's namespace", 'default')
     .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
     .requiredOption('--ca <dir>', "the cluster's intermediate CA directory (signs the join token)")
-    .requiredOption('--controller <host:port>', "the controller's gRPC address, or the east-west gateway's with --via-gateway")
+    .option('--controller <host:port>', "the controller's gRPC address, or the east-west gateway's with --via-gateway (default: the first one the cluster record lists)")
     .option('--via-gateway', 'the host is in another network: reach the controller through the gateway by its SNI')
     .requiredOption('--address <host>', "the host's address, where peers reach its sidecar")
     .requiredOption('-o, --out <dir>', 'directory to write the bundle to')

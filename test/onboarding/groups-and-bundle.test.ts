@@ -136,6 +136,17 @@ const systemdAnalyze = spawnSync('systemd-analyze', ['--version']).status === 0;
   t.is(verify.stderr.trim(), '');
 });
 
+test('without --controller the bundle takes the first gateway (--via-gateway) or controller of the cluster record', async (t) => {
+  const w = await world(t);
+  await t.throwsAsync(w.groups.controllerAddress(true), { message: /lists no gateway yet .*pass --controller/ });
+  await w.store.put(
+    EtcdKeys.cluster,
+    JSON.stringify({ schema: 1, name: 'east', locality: { region: 'eu', zone: 'eu-1' }, network: 'east-net', trustDomain: TD, gateways: [{ address: '203.0.113.10', port: 15443 }], controllers: [{ address: 'controller-east', port: 15012 }] }),
+  );
+  t.is(await w.groups.controllerAddress(true), '203.0.113.10:15443');
+  t.is(await w.groups.controllerAddress(false), 'controller-east:15012');
+});
+
 test('bundle refuses a CA of another cluster and a token TTL above the limit', async (t) => {
   const w = await world(t);
   await w.groups.apply(webGroup());
