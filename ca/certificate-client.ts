@@ -137,6 +137,10 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
 
   constructor(private readonly options: WorkloadCertificateClientOptions) {
     super();
+    const fraction = options.renewAtFraction ?? 0.5;
+    const jitter = options.jitterFraction ?? 0.1;
+    if (!(fraction > 0 && fraction < 1)) throw new CaError(CaErrorCodes.ttlInvalid, `renewAtFraction must be between 0 and 1, exclusive (got ${fraction})`);
+    if (!(jitter >= 0 && jitter < Math.min(fraction, 1 - fraction))) throw new CaError(CaErrorCodes.ttlInvalid, `jitterFraction must be at least 0 and less than ${Math.min(fraction, 1 - fraction)} so renewal stays inside the lifetime (got ${jitter})`);
     const id = parseSpiffeId(options.spiffeId);
     this.endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
     this.log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
