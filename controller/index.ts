@@ -20,6 +20,7 @@ export { CatalogAdmin, parseManifest, parseServiceRef, type ManifestDocument } f
 export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
 export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
+export { SnapshotDecoder, type DecodedSnapshot } from './snapshot-decoder.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';
 export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
