@@ -240,6 +240,8 @@ class HandleConnection {
     this.deadlineMs = clock.nowMs + relay.ctx.inspectTimeoutMs;
     relay.open.add(this);
     relay.ctx.metrics.active++;
+    // Like HAProxy and nginx: no Nagle delay on a relayed handshake's small records.
+    client.setNoDelay(true);
     const err = client.readStart();
     if (err < 0) this.destroy(true);
   }
