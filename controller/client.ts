@@ -377,6 +377,12 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
     this.client = undefined;
   }
 
+  /** Uses fresh TLS material (`tls()` is read again) from the next call on, e.g. after a renewal. */
+  reconnect(): void {
+    this.client?.close();
+    this.client = undefined;
+  }
+
   /** Stops heartbeating without deregistering, like a killed sidecar (tests, drills). */
   abandon(): void {
     this.stopped = true;
@@ -447,6 +453,8 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
         return;
       }
       if (this.listenerCount('error') > 0) this.emit('error', err);
+      // A broken channel is rebuilt, reading the (possibly renewed) certificate again.
+      if (err.code === status.UNAVAILABLE) this.reconnect();
       this.tick(this.backoff.next());
     }
   }
