@@ -25,8 +25,19 @@ export function reachOtherNetworks(snapshot: Snapshot, view: NetworkView): Snaps
   let changed = false;
   const services = snapshot.services.map((service): SnapshotService => {
     const elsewhere = service.targets.filter((t) => t.kind === 'endpoint' && t.cluster === snapshot.cluster && t.labels[NETWORK_LABEL] !== own);
-    if (elsewhere.length === 0) return service;
+    // A workload outside the cluster networks reaches peers through its own gateway too:
+    // the SNI still names the peer, and the gateway forwards it to the peer's gateway.
+    const peers = own === undefined ? [] : service.targets.filter((t) => t.kind === 'gateway' && t.cluster !== snapshot.cluster);
+    if (elsewhere.length === 0 && peers.length === 0) return service;
     changed = true;
+    const viaOwnGateway = new Map<string, SnapshotTarget>();
+    for (const t of peers) {
+      const seen = viaOwnGateway.get(t.cluster);
+      // One target per peer: its gateways all lead to the same healthy instances.
+      if (!seen || (t.healthy && !seen.healthy)) viaOwnGateway.set(t.cluster, { ...t, address, port });
+    }
+    const kept = service.targets.filter((t) => !elsewhere.includes(t) && !peers.includes(t));
+    if (elsewhere.length === 0) return { ...service, targets: [...kept, ...viaOwnGateway.values()] };
     const healthy = elsewhere.filter((t) => t.healthy).length;
     const gateway: SnapshotTarget = {
       kind: 'gateway',
@@ -40,7 +51,7 @@ export function reachOtherNetworks(snapshot: Snapshot, view: NetworkView): Snaps
       healthy: healthy > 0,
       stale: false,
     };
-    return { ...service, targets: [...service.targets.filter((t) => !elsewhere.includes(t)), gateway] };
+    return { ...service, targets: [...kept, gateway, ...viaOwnGateway.values()] };
   });
   return changed ? { ...snapshot, services } : snapshot;
 }

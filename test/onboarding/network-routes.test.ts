@@ -38,3 +38,12 @@ test('without a networkGateway, or with every endpoint in the same network, the 
   const same = snapshot([endpoint('10.0.0.5', {})]);
   t.is(reachOtherNetworks(same, { labels: {}, networkGateway: '10.0.0.2:15443' }), same);
 });
+
+test('a workload outside the cluster networks reaches peers through its own gateway (one target per peer, SNI still naming the peer); cluster workloads keep going direct', (t) => {
+  const secondWest: SnapshotTarget = { ...peerGateway, address: '192.0.2.2', healthy: false };
+  const input = snapshot([endpoint('172.16.0.7', { [NETWORK_LABEL]: 'vms' }), secondWest, peerGateway]);
+  const vm = reachOtherNetworks(input, { labels: { [NETWORK_LABEL]: 'vms' }, networkGateway: '172.16.0.2:15443' });
+  t.deepEqual(vm.services[0]!.targets.map((x) => `${x.kind} ${x.cluster} ${x.address} ${x.healthy}`), ['endpoint east 172.16.0.7 true', 'gateway west 172.16.0.2 true']);
+  const inCluster = reachOtherNetworks(snapshot([endpoint('10.0.0.5', {}), peerGateway]), { labels: {}, networkGateway: '10.0.0.2:15443' });
+  t.deepEqual(inCluster.services[0]!.targets.map((x) => `${x.kind} ${x.cluster} ${x.address}`), ['endpoint east 10.0.0.5', 'gateway west 192.0.2.1']);
+});

@@ -44,6 +44,10 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   t.teardown(() => reviews.close());
   const client = await startWorkload(mesh, 'west', { service: 'client', app: false });
   t.teardown(() => client.close());
+  // A service only in west, for the host to reach through east's gateway, which forwards to west's.
+  await west.admin.applyService({ name: 'ratings', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'ratings')], exported: true });
+  const ratings = await startWorkload(mesh, 'west', { service: 'ratings' });
+  t.teardown(() => ratings.close());
   const gatewayAddress = `127.0.0.1:${east.gateway!.port}`;
   // An east workload that knows its gateway, so it reaches endpoints in other networks through it.
   const frontend = await startWorkload(mesh, 'east', { service: 'frontend', app: false, config: { networkGateway: gatewayAddress } });
@@ -106,6 +110,21 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   t.is(fromHost.status, 200);
   t.is(fromHost.json?.app, 'reviews-east');
   t.is(fromHost.json?.peer, spiffe('default', 'web-vm'));
+
+  // The host's app → ratings, only in west: through east's gateway (the host reaches no other), forwarded to west's.
+  let ratingsAddress: string | undefined;
+  await until(async () => {
+    ratingsAddress = (await hostResolver.resolve4('ratings.default.svc.causeway.internal').catch(() => []))[0];
+    return ratingsAddress !== undefined;
+  }, 'the host sidecar resolves ratings');
+  let fromHostToWest: Awaited<ReturnType<typeof get>> | undefined;
+  await until(async () => {
+    fromHostToWest = await get(ratingsAddress!, 9080, '/from-host').catch(() => undefined);
+    return fromHostToWest?.status === 200;
+  }, 'the host reaches ratings in west');
+  t.is(fromHostToWest?.json?.app, 'ratings-west');
+  t.is(fromHostToWest?.json?.peer, spiffe('default', 'web-vm'));
+  t.is(fromHostToWest?.json?.peerCluster, 'east');
 
   // Host stops without deregistering (a crash, a power cut): the lease ends the endpoint, in east and in west.
   await host.kill('SIGKILL');
