@@ -1,5 +1,6 @@
 import { createSocket } from 'node:dgram';
 import { getServers } from 'node:dns';
+import type { Socket } from 'node:net';
 import dns2 from 'dns2';
 import { formatMeshDnsName, parseMeshDnsName, type Logger, type ServicePort } from '../mesh/index.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -76,6 +77,14 @@ export class MeshDnsServer {
     };
     this.#newUdp = () => {
       const udp = new UDPServer({ type: 'udp4' });
+      // dns2 parses whatever arrives, and some junk makes its parser spin for seconds
+      // (4 KiB of 0xff: ~13 s with the event loop blocked). Only plausible queries reach it.
+      const parse = (UDPServer.prototype as unknown as { handle: (data: Buffer, rinfo: unknown) => void }).handle;
+      udp.removeAllListeners('message');
+      udp.on('message', (data: Buffer, rinfo: unknown) => {
+        if (plausibleQuery(data)) parse.call(udp, data, rinfo);
+        else options.metrics.dnsQueries.inc({ result: 'malformed' });
+      });
       udp.on('request', handle);
       udp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
       udp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS UDP socket error'));
@@ -83,6 +92,9 @@ export class MeshDnsServer {
     };
     this.#udp = this.#newUdp();
     this.#tcp = new TCPServer();
+    // Same guard for TCP: our own framing (RFC 1035 §4.2.2 length prefix) in front of dns2's parser.
+    this.#tcp.removeAllListeners('connection');
+    this.#tcp.on('connection', (socket: Socket) => readTcpQueries(socket, options, handle));
     this.#tcp.on('request', handle);
     this.#tcp.on('requestError', () => options.metrics.dnsQueries.inc({ result: 'malformed' }));
     this.#tcp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS TCP server error'));
@@ -216,6 +228,69 @@ export class MeshDnsServer {
       });
     });
   }
+}
+
+/**
+ * A DNS message worth parsing: a query (QR=0) with exactly one question whose name is
+ * made of in-bounds, uncompressed labels, no answer or authority records and at most one
+ * additional (EDNS OPT). Anything else is dropped before dns2 sees it.
+ */
+export function plausibleQuery(data: Buffer): boolean {
+  if (data.length < 17 || data.length > 4096) return false;
+  if ((data[2]! & 0x80) !== 0) return false;
+  if (data.readUInt16BE(4) !== 1 || data.readUInt16BE(6) !== 0 || data.readUInt16BE(8) !== 0 || data.readUInt16BE(10) > 1) return false;
+  let offset = 12;
+  for (;;) {
+    const length = data[offset];
+    if (length === undefined || length > 63) return false;
+    offset += 1 + length;
+    if (length === 0) break;
+    if (offset > 12 + 255) return false;
+  }
+  offset += 4; // QTYPE, QCLASS
+  if (offset > data.length) return false;
+  return data.readUInt16BE(10) === 0 ? offset === data.length : data.length - offset >= 11;
+}
+
+/** Length-prefixed queries over one TCP connection, each checked by {@link plausibleQuery} before parsing. */
+function readTcpQueries(socket: Socket, options: MeshDnsOptions, handle: (request: unknown, send: unknown) => void): void {
+  let buffered = Buffer.alloc(0);
+  socket.setTimeout(10_000, () => socket.destroy());
+  socket.on('error', () => socket.destroy());
+  const send = (response: DnsPacket | Buffer) => {
+    const body = Buffer.isBuffer(response) ? response : (response as DnsPacket).toBuffer();
+    const length = Buffer.alloc(2);
+    length.writeUInt16BE(body.length);
+    if (socket.writable) socket.write(Buffer.concat([length, body]));
+  };
+  socket.on('data', (chunk: Buffer) => {
+    buffered = Buffer.concat([buffered, chunk]);
+    while (buffered.length >= 2) {
+      const length = buffered.readUInt16BE(0);
+      if (length > 4096) {
+        options.metrics.dnsQueries.inc({ result: 'malformed' });
+        socket.destroy();
+        return;
+      }
+      if (buffered.length < 2 + length) return;
+      const message = buffered.subarray(2, 2 + length);
+      buffered = buffered.subarray(2 + length);
+      if (!plausibleQuery(message)) {
+        options.metrics.dnsQueries.inc({ result: 'malformed' });
+        socket.destroy();
+        return;
+      }
+      let request: DnsPacket;
+      try {
+        request = P.parse(message);
+      } catch {
+        options.metrics.dnsQueries.inc({ result: 'malformed' });
+        socket.destroy();
+        return;
+      }
+      handle(request, send);
+    }
+  });
 }
 
 /**

@@ -106,3 +106,14 @@ test('circuit breaker: past maxConnections to a service, new connections are ref
   t.true(closed);
   t.true((await metricValue(limited.sidecar, 'causeway_sidecar_connections_total', { result: 'CW_PROXY_CIRCUIT_OPEN' })) >= 1);
 });
+
+test('DNS junk that makes dns2 parse for seconds is dropped before parsing (regression: 4 KiB of 0xff blocked the loop ~13 s)', async (t) => {
+  const { plausibleQuery } = await import('../../proxy/mesh-dns.js');
+  t.false(plausibleQuery(Buffer.alloc(4096, 0xff)));
+  t.false(plausibleQuery(Buffer.from('GET / HTTP/1.1\r\n\r\n')));
+  const dns2 = (await import('dns2')).default;
+  const query = new (dns2.Packet as unknown as new () => { header: { id: number; rd: number }; questions: unknown[]; toBuffer(): Buffer })();
+  query.header.id = 7;
+  query.questions.push({ name: 'reviews.default.svc.causeway.internal', type: 1, class: 1 });
+  t.true(plausibleQuery(query.toBuffer()));
+});
