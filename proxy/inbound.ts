@@ -30,10 +30,19 @@ export interface InboundDeps {
   readonly subsets: () => Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
 }
 
+interface PeerLabels {
+  direction: 'inbound';
+  source_cluster: string;
+  source_service: string;
+  destination_cluster: string;
+  destination_service: string;
+}
+
 interface InboundContext {
   caller: Caller;
   port: ServicePort;
   denied: string | undefined;
+  labels?: PeerLabels;
 }
 
 /**
@@ -181,13 +190,17 @@ export class InboundListener {
     this.#deps.log.info({ caller: caller.spiffeId ?? '(unauthenticated)', cluster: caller.cluster, policy }, 'authorization denied');
   }
 
-  #labels(caller: Caller) {
+  /** Metric labels of a caller, computed once per connection (parsing the SPIFFE ID per request showed in profiles). */
+  #labels(context: InboundContext): PeerLabels {
+    if (context.labels) return context.labels;
+    const caller = context.caller;
     let sourceService = 'unknown';
     if (caller.spiffeId) {
       const id = parseSpiffeId(caller.spiffeId);
       sourceService = `${id.serviceAccount}.${id.namespace}`;
     }
-    return { direction: 'inbound', source_cluster: caller.cluster ?? 'unknown', source_service: sourceService, destination_cluster: this.#deps.cluster, destination_service: `${this.#deps.service}.${this.#deps.namespace}` };
+    context.labels = { direction: 'inbound', source_cluster: caller.cluster ?? 'unknown', source_service: sourceService, destination_cluster: this.#deps.cluster, destination_service: `${this.#deps.service}.${this.#deps.namespace}` };
+    return context.labels;
   }
 
   #deliver(socket: Duplex, context: InboundContext): void {
@@ -197,7 +210,7 @@ export class InboundListener {
     socket.once('close', () => {
       this.#sockets.delete(socket);
       this.#deps.metrics.activeConnections.dec({ direction: 'inbound' });
-      const labels = this.#labels(context.caller);
+      const labels = this.#labels(context);
       this.#deps.metrics.connections.inc({ ...labels, result: 'ok' });
       this.#deps.metrics.connectionSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
       const s = socket as Socket;
@@ -259,7 +272,7 @@ export class InboundListener {
       res.writeHead(500).end();
       return;
     }
-    const labels = this.#labels(context.caller);
+    const labels = this.#labels(context);
     const finish = (code: number, result: string) => {
       this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
       this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
