@@ -2,6 +2,7 @@ import { createHash, createPublicKey, randomBytes, sign, type KeyObject } from '
 import {
   Tag,
   bitString,
+  header,
   boolean,
   children,
   decodeOid,
@@ -170,13 +171,19 @@ export interface LeafRequest {
 
 /**
  * Everything of a workload leaf that is fixed per issuer, encoded once. Issuing is then
- * a handful of small buffer concatenations plus one `crypto.sign`.
+ * two buffer concatenations around one `crypto.sign`: the element headers are computed
+ * from the part lengths instead of nesting small buffers (which cost more than the
+ * signature). test/ca/equivalence.test.ts proves the output equal to @peculiar/x509's.
  */
 export class LeafTemplate {
   private readonly scheme: SignatureScheme;
-  private readonly issuerName: Buffer;
-  private readonly fixedExtensions: { ec: Buffer[]; rsa: Buffer[] };
+  /** `[0] version 3`, then the serial's INTEGER header (16 random bytes follow). */
+  private static readonly versionAndSerialHeader = Buffer.concat([VERSION_3, header(Tag.integer, 16)]);
   private static readonly emptySubject = sequence();
+  /** The SKI extension up to the 20-byte SHA-1 key id. */
+  private static readonly subjectKeyIdPrefix = Extensions.subjectKeyIdentifier(Buffer.alloc(20)).subarray(0, -20);
+  private readonly algorithmAndIssuer: Buffer;
+  private readonly fixedExtensions: { ec: Buffer; rsa: Buffer };
 
   constructor(
     issuerCertificateDer: Buffer,
@@ -184,28 +191,44 @@ export class LeafTemplate {
   ) {
     this.scheme = signatureSchemeFor(issuerKey);
     const issuer = issuerFields(issuerCertificateDer);
-    this.issuerName = issuer.subject;
+    this.algorithmAndIssuer = Buffer.concat([this.scheme.algorithmIdentifier, issuer.subject]);
     const common = [Extensions.leafBasicConstraints(), Extensions.serverAndClientAuth(), Extensions.authorityKeyIdentifier(issuer.keyIdentifier)];
-    this.fixedExtensions = { ec: [Extensions.leafKeyUsage(false), ...common], rsa: [Extensions.leafKeyUsage(true), ...common] };
+    this.fixedExtensions = { ec: Buffer.concat([Extensions.leafKeyUsage(false), ...common]), rsa: Buffer.concat([Extensions.leafKeyUsage(true), ...common]) };
   }
 
   /** Returns the DER of a signed leaf certificate. */
   sign(request: LeafRequest): Buffer {
+    const serial = randomSerial();
     const subject = request.commonName === undefined ? LeafTemplate.emptySubject : distinguishedName([['CN', request.commonName]]);
-    const tbs = tbsCertificate({
-      serial: randomSerial(),
-      signatureAlgorithm: this.scheme.algorithmIdentifier,
-      issuer: this.issuerName,
-      notBefore: request.notBefore,
-      notAfter: request.notAfter,
+    const fixed = request.rsa ? this.fixedExtensions.rsa : this.fixedExtensions.ec;
+    const keyId = keyIdentifier(request.subjectPublicKeyInfo);
+    const san = Extensions.uriSubjectAltName(request.spiffeId, request.commonName === undefined);
+    const extensionsLength = fixed.length + LeafTemplate.subjectKeyIdPrefix.length + keyId.length + san.length;
+    const extensionsSequence = header(Tag.sequence, extensionsLength);
+    const parts = [
+      LeafTemplate.versionAndSerialHeader,
+      serial,
+      this.algorithmAndIssuer,
+      sequence(time(request.notBefore), time(request.notAfter)),
       subject,
-      subjectPublicKeyInfo: request.subjectPublicKeyInfo,
-      extensions: [
-        ...(request.rsa ? this.fixedExtensions.rsa : this.fixedExtensions.ec),
-        Extensions.subjectKeyIdentifier(keyIdentifier(request.subjectPublicKeyInfo)),
-        Extensions.uriSubjectAltName(request.spiffeId, request.commonName === undefined),
-      ],
-    });
-    return signTbs(tbs, this.issuerKey, this.scheme);
+      request.subjectPublicKeyInfo,
+      header(0xa3, extensionsSequence.length + extensionsLength),
+      extensionsSequence,
+      fixed,
+      LeafTemplate.subjectKeyIdPrefix,
+      keyId,
+      san,
+    ];
+    let tbsLength = 0;
+    for (const part of parts) tbsLength += part.length;
+    const tbsHeader = header(Tag.sequence, tbsLength);
+    const tbs = Buffer.concat([tbsHeader, ...parts], tbsHeader.length + tbsLength);
+    const signature = sign(this.scheme.digest, tbs, this.issuerKey);
+    const algorithm = this.scheme.algorithmIdentifier;
+    const signatureHeader = header(Tag.bitString, signature.length + 1);
+    const bodyLength = tbs.length + algorithm.length + signatureHeader.length + 1 + signature.length;
+    return Buffer.concat([header(Tag.sequence, bodyLength), tbs, algorithm, signatureHeader, ZERO_UNUSED_BITS, signature]);
   }
 }
+
+const ZERO_UNUSED_BITS = Buffer.from([0]);

@@ -27,6 +27,11 @@ function lengthBytes(length: number): Buffer {
   return Buffer.from([0x80 | bytes.length, ...bytes]);
 }
 
+/** Tag and length bytes of an element whose content is `length` bytes long. */
+export function header(tag: number, length: number): Buffer {
+  return Buffer.concat([Buffer.from([tag]), lengthBytes(length)]);
+}
+
 export function tlv(tag: number, content: Buffer): Buffer {
   return Buffer.concat([Buffer.from([tag]), lengthBytes(content.length), content]);
 }
