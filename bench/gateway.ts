@@ -9,14 +9,15 @@
  *   every process of that server (master + workers/threads), divided by connections.
  * - CPU per GB: curl downloads a large body through the path; proxy CPU per GB moved.
  * - Added round trip p50/p99: keep-alive TLS request/response ping-pong on 8 connections
- *   (a Node client in its own process), minus the direct path's.
+ *   per path (a Node client in its own process, rounds interleaved across the paths so
+ *   background noise hits all alike), minus the direct path's.
  * - Idle memory per connection: RSS growth of the proxy's processes with N established,
  *   idle TLS connections through it.
  *
  * Every server gets the same worker count (BENCH_WORKERS, default: the core count).
  * Writes bench/results/gateway-<time>.{md,json} and prints the table and the ratios.
  * Environment: BENCH_CONNECTIONS (2000), BENCH_BULK_MB (512), BENCH_PINGS (1500 per
- * connection), BENCH_IDLE (1000), BENCH_ROUNDS (2: connection-rate rounds; the median is kept).
+ * connection), BENCH_IDLE (2000), BENCH_ROUNDS (2: connection-rate rounds; the median is kept).
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,7 +37,7 @@ const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 2000);
 const BULK_MB = Number(process.env.BENCH_BULK_MB ?? 512);
 const PINGS = Number(process.env.BENCH_PINGS ?? 1500);
 const PING_CONNECTIONS = 8;
-const IDLE = Number(process.env.BENCH_IDLE ?? 1000);
+const IDLE = Number(process.env.BENCH_IDLE ?? 2000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const BIG_FILE_MB = 256;
 
@@ -53,11 +54,16 @@ interface Server {
 
 // ---------------------------------------------------------------- child-process clients
 
-/** `--ping PORT`: PING_CONNECTIONS keep-alive TLS connections doing request/response; prints RTTs (µs) as JSON. */
-async function pingClient(port: number, ca: string): Promise<void> {
+/**
+ * `--ping CA PORT...`: PING_CONNECTIONS keep-alive TLS connections to each port, then
+ * request/response rounds interleaved across the ports (so background noise hits every
+ * path alike); prints the RTTs (µs) per port as JSON.
+ */
+async function pingClient(ca: string, ports: number[]): Promise<void> {
   const request = Buffer.from(`GET /ping HTTP/1.1\r\nHost: ${SNI}\r\n\r\n`);
-  const one = async (): Promise<number[]> => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, servername: SNI, ca: readFileSync(ca) });
+  const caPem = readFileSync(ca);
+  const open = async (port: number) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername: SNI, ca: caPem });
     socket.setNoDelay(true);
     await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
     // Learn the response size once, then count bytes.
@@ -72,20 +78,26 @@ async function pingClient(port: number, ca: string): Promise<void> {
         done?.();
       }
     });
-    const rtts: number[] = [];
-    for (let i = 0; i < PINGS + 50; i++) {
+    return async (): Promise<number> => {
       const start = process.hrtime.bigint();
       await new Promise<void>((resolve) => {
         done = resolve;
         socket.write(request);
       });
-      if (i >= 50) rtts.push(Number(process.hrtime.bigint() - start) / 1000);
-    }
-    socket.destroy();
-    return rtts;
+      return Number(process.hrtime.bigint() - start) / 1000;
+    };
   };
-  const all = (await Promise.all(Array.from({ length: PING_CONNECTIONS }, one))).flat();
-  process.stdout.write(JSON.stringify(all));
+  const pingers = await Promise.all(ports.map((port) => Promise.all(Array.from({ length: PING_CONNECTIONS }, () => open(port)))));
+  const rtts: number[][] = ports.map(() => []);
+  for (let i = 0; i < PINGS + 50; i++) {
+    for (let k = 0; k < ports.length; k++) {
+      const p = (i + k) % ports.length;
+      const samples = await Promise.all(pingers[p]!.map((ping) => ping()));
+      if (i >= 50) rtts[p]!.push(...samples);
+    }
+  }
+  process.stdout.write(JSON.stringify(rtts));
+  process.exit(0);
 }
 
 /** `--idle PORT N`: opens N TLS connections, prints `ready`, holds them until stdin closes. */
@@ -319,7 +331,32 @@ stream {
   await new Promise((r) => setTimeout(r, 500));
   const serverOf: Record<PathName, Server | undefined> = { direct: undefined, haproxy: started[1], nginx: started[2], causeway: started[3] };
   const pidsOf = (path: PathName) => descendants(serverOf[path]!.proc.pid!);
+  const self = fileURLToPath(import.meta.url);
   log(`gateway bench: ${WORKERS} workers each; ${CONNECTIONS} connections × ${ROUNDS} rounds, ${BULK_MB} MB bulk, ${PING_CONNECTIONS}×${PINGS} pings, ${IDLE} idle`);
+
+  // Idle memory per established connection, first, while every server's heap is fresh.
+  const idleBytes: Partial<Record<PathName, number>> = {};
+  for (const path of PROXIES) {
+    const pids = pidsOf(path);
+    const before = rssKb(pids);
+    const client = spawn(process.execPath, ['--import', 'tsx', self, '--idle', String(ports[path]), String(IDLE), pki.caCertFile], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const opened = await new Promise<number>((resolve, reject) => {
+      let out = '';
+      client.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        const match = /ready (\d+)/.exec(out);
+        if (match) resolve(Number(match[1]));
+      });
+      client.once('exit', (code) => reject(new Error(`${path} idle client exited ${code}`)));
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = rssKb(descendants(serverOf[path]!.proc.pid!));
+    idleBytes[path] = ((after - before) * 1024) / opened;
+    client.stdin.end();
+    await new Promise((r) => client.once('exit', r));
+    log(`  idle ${path}: ${opened} connections, ${(idleBytes[path]! / 1024).toFixed(2)} kB each`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 
   const curlBase = (port: number) => ['-sS', '--cacert', pki.caCertFile, '--connect-to', `${SNI}:443:127.0.0.1:${port}`, '--no-sessionid'];
 
@@ -370,39 +407,17 @@ stream {
     log(`  bulk ${path}: ${throughput[path]!.toFixed(2)} Gbit/s${path === 'direct' ? '' : `, ${perGb[path]!.toFixed(3)} CPU-s/GB`}`);
   }
 
-  // Round trips on established keep-alive connections.
-  const self = fileURLToPath(import.meta.url);
+  // Round trips on established keep-alive connections, all paths interleaved.
   const rtt: Partial<Record<PathName, { p50: number; p99: number }>> = {};
-  for (const path of PATHS) {
-    const result = await run(process.execPath, ['--import', 'tsx', self, '--ping', String(ports[path]), pki.caCertFile]);
-    if (result.code !== 0) throw new Error(`${path} ping client failed: ${result.stderr}`);
-    const samples = (JSON.parse(result.stdout) as number[]).sort((a, b) => a - b);
-    rtt[path] = { p50: percentile(samples, 50), p99: percentile(samples, 99) };
-    log(`  round trip ${path}: p50 ${rtt[path]!.p50.toFixed(0)} µs, p99 ${rtt[path]!.p99.toFixed(0)} µs`);
-  }
-
-  // Idle memory per established connection.
-  const idleBytes: Partial<Record<PathName, number>> = {};
-  for (const path of PROXIES) {
-    const pids = pidsOf(path);
-    const before = rssKb(pids);
-    const client = spawn(process.execPath, ['--import', 'tsx', self, '--idle', String(ports[path]), String(IDLE), pki.caCertFile], { stdio: ['pipe', 'pipe', 'inherit'] });
-    const opened = await new Promise<number>((resolve, reject) => {
-      let out = '';
-      client.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        const match = /ready (\d+)/.exec(out);
-        if (match) resolve(Number(match[1]));
-      });
-      client.once('exit', (code) => reject(new Error(`${path} idle client exited ${code}`)));
+  {
+    const result = await run(process.execPath, ['--import', 'tsx', self, '--ping', pki.caCertFile, ...PATHS.map((path) => String(ports[path]))]);
+    if (result.code !== 0) throw new Error(`ping client failed: ${result.stderr}`);
+    const perPath = JSON.parse(result.stdout) as number[][];
+    PATHS.forEach((path, i) => {
+      const samples = perPath[i]!.sort((x, y) => x - y);
+      rtt[path] = { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+      log(`  round trip ${path}: p50 ${rtt[path]!.p50.toFixed(0)} µs, p99 ${rtt[path]!.p99.toFixed(0)} µs`);
     });
-    await new Promise((r) => setTimeout(r, 1500));
-    const after = rssKb(descendants(serverOf[path]!.proc.pid!));
-    idleBytes[path] = ((after - before) * 1024) / opened;
-    client.stdin.end();
-    await new Promise((r) => client.once('exit', r));
-    log(`  idle ${path}: ${opened} connections, ${(idleBytes[path]! / 1024).toFixed(2)} kB each`);
-    await new Promise((r) => setTimeout(r, 500));
   }
 
   // Report.
@@ -463,6 +478,6 @@ stream {
 }
 
 const args = process.argv.slice(2);
-if (args[0] === '--ping') await pingClient(Number(args[1]), args[2]!);
+if (args[0] === '--ping') await pingClient(args[1]!, args.slice(2).map(Number));
 else if (args[0] === '--idle') await idleClient(Number(args[1]), Number(args[2]), args[3]!);
 else await main();

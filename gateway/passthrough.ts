@@ -5,13 +5,16 @@ import type { GatewayMetrics } from './metrics.js';
 import type { Route, RouteTable, UpstreamTarget } from './route-table.js';
 
 /**
- * One client connection through the gateway: read the ClientHello, pick an upstream,
- * replay the bytes, then splice both directions until both sides are done.
+ * One client connection through the gateway on `net.Socket` streams — the portable relay
+ * (`relay: 'sockets'`), used where Node lacks the TCP handle bindings that the default
+ * relay in handle-relay.ts drives. Same behaviour: read the ClientHello, pick an
+ * upstream, replay the bytes, then splice both directions until both sides are done.
  *
- * This is the hot path. Event handlers are module-level functions that find their
- * connection through a symbol on the socket (no closures per connection), relaying is a
- * plain data/drain loop (no pipe(), no pipeline(), no promises), counters are plain
- * numbers, and nothing is logged unless debug is on.
+ * Event handlers are module-level functions that find their connection through a symbol
+ * on the socket (no closures per connection), relaying is a plain data/drain loop (no
+ * pipe(), no pipeline(), no promises), counters are plain numbers, and nothing is logged
+ * unless debug is on. Even so the streams machinery costs about twice HAProxy's CPU per
+ * connection, which is why it is not the default.
  */
 
 /** What every connection of one gateway shares. */
