@@ -122,12 +122,13 @@ export class InboundListener {
       socket.pause();
       socket.unshift(first);
       if (first[0] === 0x16) {
+        // The TLS socket reads the unshifted ClientHello itself; resuming here would emit it to nobody.
         this.#tls.emit('connection', socket);
-      } else {
-        const port = this.#deps.ports[0];
-        if (!port) return this.#refuse(socket, 'no_port');
-        this.#deliver(socket, { caller: { spiffeId: undefined, cluster: undefined }, port, denied: undefined });
+        return;
       }
+      const port = this.#deps.ports[0];
+      if (!port) return this.#refuse(socket, 'no_port');
+      this.#deliver(socket, { caller: { spiffeId: undefined, cluster: undefined }, port, denied: undefined });
       socket.resume();
     });
   }

@@ -189,6 +189,12 @@ test('STRICT refuses plaintext and certificate-less TLS; PERMISSIVE lets them th
   const res = await get('127.0.0.1', permissive.sc.sidecar.inboundPort, '/', { agent: false });
   t.is(res.status, 200);
   t.is(res.json?.peer, null);
+  // …and mTLS callers still get through PERMISSIVE with their identity.
+  const c = await client(t);
+  c.source.push(snapshot('east', [service('reviews', [endpointTarget('east', permissive.sc.sidecar.inboundPort)])]));
+  const viaMesh = await get(await addressOf(c.sc), 9080);
+  t.is(viaMesh.status, 200);
+  t.is(viaMesh.json?.peer, spiffe('default', 'productpage'));
 });
 
 test('certificate rotation under load: new handshakes get the new certificate and no request fails', async (t) => {
