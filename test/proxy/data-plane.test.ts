@@ -120,3 +120,18 @@ test('DNS forwards names outside the mesh domain to the configured upstream when
   t.deepEqual(await resolver.resolve4('www.example.com'), ['192.0.2.7']);
   t.true((await metricValue(sc.sidecar, 'causeway_sidecar_dns_queries_total', { result: 'forwarded' })) >= 1);
 });
+
+test('explicit upstreams: localhost:<localPort> reaches the service, listening before the first snapshot', async (t) => {
+  const { server, source } = await startPair(t, pki);
+  const { freePort } = await import('../fixtures/ports.js');
+  const localPort = await freePort();
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { upstreams: [{ service: 'reviews.default', port: 9080, localPort }] } });
+  t.teardown(() => client.close());
+  const early = await get('127.0.0.1', localPort, '/', { agent: false }).catch((e: Error) => e);
+  t.true(early instanceof Error, 'before any snapshot the connection is accepted and closed (no route yet)');
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
+  await client.sidecar.settled();
+  const res = await get('127.0.0.1', localPort, '/up', { agent: false });
+  t.is(res.status, 200);
+  t.is(res.json?.peer, spiffe('default', 'productpage'));
+});
