@@ -113,6 +113,15 @@ rootTest('two-clusters: east calls a service only in west through west\'s gatewa
   await assertClean(t, project, runIdOf(result.stdout));
 });
 
+rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', async (t) => {
+  t.timeout(600_000);
+  const project = projectName('chained');
+  const result = await cli(['topology', 'test', 'chained-gateways', '-p', project, '--timeout', '5m'], { timeoutMs: 580_000 });
+  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /^9 passed, 0 failed, 0 skipped$/m);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
+
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', async (t) => {
   t.timeout(1_200_000);
   const project = projectName('threeregions');
