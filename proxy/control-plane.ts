@@ -53,6 +53,7 @@ export class DiscoverySnapshotSource extends EventEmitter<SnapshotSourceEvents> 
   readonly #stateDir: string;
   readonly #log: Logger;
   #connected = false;
+  #started = false;
 
   constructor(config: SidecarConfig, identity: WorkloadIdentity, log: Logger, nodeId: string) {
     super();
@@ -78,6 +79,14 @@ export class DiscoverySnapshotSource extends EventEmitter<SnapshotSourceEvents> 
       this.#connected = false;
     });
     this.#client.on('nack', (version, reason) => log.warn({ version, reason }, 'snapshot rejected'));
+    // A gRPC channel keeps the credentials it was made with: reconnect with a renewed
+    // certificate (the last snapshot keeps serving meanwhile). The first one starts the stream.
+    let leaf = identity.certificate?.chainPem[0];
+    identity.on('change', () => {
+      const next = identity.certificate?.chainPem[0];
+      if (leaf !== undefined && next !== leaf && this.#started) this.#client.reconnect();
+      leaf = next;
+    });
   }
 
   get current(): Snapshot | undefined {
@@ -94,6 +103,7 @@ export class DiscoverySnapshotSource extends EventEmitter<SnapshotSourceEvents> 
   }
 
   start(): void {
+    this.#started = true;
     this.#client.start();
   }
 
@@ -232,27 +242,46 @@ export function registrationPart(config: SidecarConfig, identity: WorkloadIdenti
   let client: RegistrationClient | undefined;
   let timer: NodeJS.Timeout | undefined;
   let health: HealthState = 'unknown';
+  let closed = false;
+  let onIdentityChange: (() => void) | undefined;
   return {
     name: 'registration',
     client: () => client,
     async start(sidecar: Sidecar) {
       health = await probeApp(config);
-      client = new RegistrationClient({
-        ...controllerConnection(config, identity),
-        endpoint: {
-          service: config.service,
-          namespace: config.namespace,
-          endpointId: endpointId ?? defaultEndpointId(config, sidecar.inboundPort),
-          address: config.advertiseAddress,
-          inboundPort: sidecar.inboundPort,
-          labels: { ...config.labels },
-          locality: config.locality,
-        },
-        health,
-      });
-      client.on('refused', (error) => log.error({ reason: error.details }, 'the controller refused this endpoint registration'));
-      client.on('error', (error) => log.debug({ reason: error.details }, 'registration call failed; retrying'));
-      client.on('registered', (ttl) => log.info({ leaseTtlSeconds: ttl, health }, 'endpoint registered'));
+      const connect = () => {
+        const next = new RegistrationClient({
+          ...controllerConnection(config, identity),
+          endpoint: {
+            service: config.service,
+            namespace: config.namespace,
+            endpointId: endpointId ?? defaultEndpointId(config, sidecar.inboundPort),
+            address: config.advertiseAddress,
+            inboundPort: sidecar.inboundPort,
+            labels: { ...config.labels },
+            locality: config.locality,
+          },
+          health,
+        });
+        next.on('refused', (error) => log.error({ reason: error.details }, 'the controller refused this endpoint registration'));
+        next.on('error', (error) => log.debug({ reason: error.details }, 'registration call failed; retrying'));
+        next.on('registered', (ttl) => log.info({ leaseTtlSeconds: ttl, health }, 'endpoint registered'));
+        return next;
+      };
+      client = connect();
+      // A gRPC channel keeps the credentials it was made with: after a renewal, a new
+      // client (the endpoint and its lease stay; Register is idempotent for the same identity).
+      let leaf = identity.certificate?.chainPem[0];
+      onIdentityChange = () => {
+        const next = identity.certificate?.chainPem[0];
+        if (closed || next === leaf) return; // e.g. only the trust bundle grew
+        leaf = next;
+        const old = client;
+        client = connect();
+        old?.abandon();
+        void client.start();
+      };
+      identity.on('change', onIdentityChange);
       // Do not block the sidecar on the controller: it registers whenever the controller answers.
       void client.start();
       const tick = async () => {
@@ -267,6 +296,8 @@ export function registrationPart(config: SidecarConfig, identity: WorkloadIdenti
       timer.unref();
     },
     async close() {
+      closed = true;
+      if (onIdentityChange) identity.off('change', onIdentityChange);
       clearTimeout(timer);
       await client?.stop({ deregister: true });
     },

@@ -87,6 +87,9 @@ test('join token → first certificate from the controller CA; persisted certifi
   const answer = await new Promise<string>((resolve) => open.once('data', (d: Buffer) => resolve(d.toString())));
   t.regex(answer, /^HTTP\/1.1 200/);
   open.destroy();
+  // After the renewal the discovery stream and registration run on new channels: the endpoint outlives a lease TTL.
+  await new Promise((r) => setTimeout(r, 3500));
+  await until(() => sidecar.snapshot?.services.some((s) => s.targets.some((x) => x.endpointId === 'reviews-boot' && x.healthy)) ?? false, 'endpoint still registered after renewal');
 
   // Restart with no token and the controller down: the saved certificate and snapshot serve.
   await sidecar.close();
