@@ -91,46 +91,30 @@ ${extra}`,
   return dir;
 }
 
-rootTest('smoke: names resolve, networks are isolated, pods share loopback, volumes mount; nothing remains', async (t) => {
-  t.timeout(240_000);
-  const project = projectName('smoke');
-  const result = await cli(['topology', 'test', 'smoke', '-p', project], { timeoutMs: 220_000 });
+/** Runs `causeway topology test <topology>` and checks its report and that nothing of the run remains. */
+async function scenarioPasses(t: ExecutionContext, topology: string, options: { minutes: number; steps: number; lines?: RegExp[] }): Promise<void> {
+  t.timeout(options.minutes * 120_000);
+  const project = projectName(topology.replace(/-/g, '').slice(0, 16));
+  const result = await cli(['topology', 'test', topology, '-p', project, '--timeout', `${options.minutes}m`], { timeoutMs: options.minutes * 115_000 });
   t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
-  t.regex(result.stdout, /^15 passed, 0 failed, 0 skipped$/m);
-  t.regex(result.stdout, /echo-b cannot reach echo-a's address.*ENETUNREACH/);
+  t.regex(result.stdout, new RegExp(`^${options.steps} passed, 0 failed, 0 skipped$`, 'm'));
+  for (const line of options.lines ?? []) t.regex(result.stdout, line);
   await assertClean(t, project, runIdOf(result.stdout));
-});
+}
+
+rootTest('smoke: names resolve, networks are isolated, pods share loopback, volumes mount; nothing remains', (t) =>
+  scenarioPasses(t, 'smoke', { minutes: 2, steps: 15, lines: [/echo-b cannot reach echo-a's address.*ENETUNREACH/] }));
 
 // The whole mesh in network namespaces: CA one-shot, etcds, controllers with federation
-// links, gateways and sidecars, as topologies/two-clusters/compose.yaml describes it.
-rootTest('two-clusters: east calls a service only in west through west\'s gateway, with its SPIFFE ID; nothing remains', async (t) => {
-  t.timeout(600_000);
-  const project = projectName('twoclusters');
-  const result = await cli(['topology', 'test', 'two-clusters', '-p', project, '--timeout', '5m'], { timeoutMs: 580_000 });
-  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
-  t.regex(result.stdout, /^5 passed, 0 failed, 0 skipped$/m);
-  t.regex(result.stdout, /every answer comes from west .* 20\/20 ok/);
-  await assertClean(t, project, runIdOf(result.stdout));
-});
+// links, gateways and sidecars, as topologies/*/compose.yaml describe them.
+rootTest("two-clusters: east calls a service only in west through west's gateway, with its SPIFFE ID; nothing remains", (t) =>
+  scenarioPasses(t, 'two-clusters', { minutes: 5, steps: 5, lines: [/every answer comes from west .* 20\/20 ok/] }));
 
-rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', async (t) => {
-  t.timeout(600_000);
-  const project = projectName('chained');
-  const result = await cli(['topology', 'test', 'chained-gateways', '-p', project, '--timeout', '5m'], { timeoutMs: 580_000 });
-  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
-  t.regex(result.stdout, /^9 passed, 0 failed, 0 skipped$/m);
-  await assertClean(t, project, runIdOf(result.stdout));
-});
+rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', (t) =>
+  scenarioPasses(t, 'chained-gateways', { minutes: 5, steps: 9 }));
 
-rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', async (t) => {
-  t.timeout(1_200_000);
-  const project = projectName('threeregions');
-  const result = await cli(['topology', 'test', 'three-regions-failover', '-p', project, '--timeout', '8m'], { timeoutMs: 1_150_000 });
-  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
-  t.regex(result.stdout, /^16 passed, 0 failed, 0 skipped$/m);
-  t.regex(result.stdout, /zero failed requests while region west went away .* 0 failed/);
-  await assertClean(t, project, runIdOf(result.stdout));
-});
+rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
+  scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 16, lines: [/zero failed requests while region west went away .* 0 failed/] }));
 
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:
