@@ -96,8 +96,8 @@ async function pingClient(ca: string, ports: number[]): Promise<void> {
       if (i >= 50) rtts[p]!.push(...samples);
     }
   }
-  process.stdout.write(JSON.stringify(rtts));
-  process.exit(0);
+  // stdout is a pipe: exit only once it is flushed.
+  process.stdout.write(JSON.stringify(rtts), () => process.exit(0));
 }
 
 /** `--idle PORT N`: opens N TLS connections, prints `ready`, holds them until stdin closes. */
@@ -411,7 +411,7 @@ stream {
   const rtt: Partial<Record<PathName, { p50: number; p99: number }>> = {};
   {
     const result = await run(process.execPath, ['--import', 'tsx', self, '--ping', pki.caCertFile, ...PATHS.map((path) => String(ports[path]))]);
-    if (result.code !== 0) throw new Error(`ping client failed: ${result.stderr}`);
+    if (result.code !== 0) throw new Error(`ping client failed: ${result.stderr.slice(0, 2000)}`);
     const perPath = JSON.parse(result.stdout) as number[][];
     PATHS.forEach((path, i) => {
       const samples = perPath[i]!.sort((x, y) => x - y);
