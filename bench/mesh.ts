@@ -120,29 +120,6 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
   return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
 }
 
-/** `count` requests with `concurrency` in flight; returns how many succeeded. */
-async function closedLoop(port: number, concurrency: number, count: number): Promise<number> {
-  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
-  let left = count;
-  let ok = 0;
-  await Promise.all(
-    Array.from({ length: concurrency }, async () => {
-      while (left-- > 0) {
-        ok += await new Promise<number>((resolve) => {
-          const req = request({ host: '127.0.0.1', port, path: '/bench', agent }, (res) => {
-            res.resume();
-            res.once('end', () => resolve(res.statusCode === 200 ? 1 : 0));
-          });
-          req.once('error', () => resolve(0));
-          req.end();
-        });
-      }
-    }),
-  );
-  agent.destroy();
-  return ok;
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
@@ -191,13 +168,11 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const mesh = await drive(clientLocal, rps, seconds, warmup);
     const elapsed = (performance.now() - t0) / 1000;
-    // CPU per request measured closed-loop too (4 requests in flight): on a busy machine the
-    // open-loop figure includes the handshake churn a backlog causes; this one does not.
-    const closedBefore = { client: cpuSeconds(client.pid!), server: cpuSeconds(server.pid!) };
-    const closedRequests = await closedLoop(clientLocal, 4, Math.max(1000, rps * 2));
-    const closedCpuPerRequest = (cpuSeconds(client.pid!) - closedBefore.client + cpuSeconds(server.pid!) - closedBefore.server) / 2 / closedRequests;
     const cpu = { client: cpuSeconds(client.pid!) - cpuBefore.client, server: cpuSeconds(server.pid!) - cpuBefore.server, gateway: cpuSeconds(gateway.pid!) - cpuBefore.gateway };
-    const perSidecarVcpuPer1000 = ((cpu.client + cpu.server) / 2 / elapsed) * (1000 / rps);
+    // Per request actually answered (a starved run answers fewer than it sent).
+    const answered = Math.max(1, mesh.sent - mesh.errors);
+    const perRequest = (seconds: number) => (seconds / answered) * 1000;
+    const perSidecarVcpuPer1000 = perRequest((cpu.client + cpu.server) / 2);
     const result = {
       rps,
       seconds,
@@ -207,10 +182,10 @@ async function main(): Promise<void> {
       addedP50Ms: percentile(mesh.latencies, 50) - percentile(direct.latencies, 50),
       addedP99Ms: percentile(mesh.latencies, 99) - percentile(direct.latencies, 99),
       sidecarVcpuPer1000Rps: perSidecarVcpuPer1000,
-      clientSidecarVcpuPer1000Rps: (cpu.client / elapsed) * (1000 / rps),
-      serverSidecarVcpuPer1000Rps: (cpu.server / elapsed) * (1000 / rps),
-      gatewayVcpuPer1000Rps: (cpu.gateway / elapsed) * (1000 / rps),
-      closedLoopSidecarVcpuPer1000Rps: closedCpuPerRequest * 1000,
+      clientSidecarVcpuPer1000Rps: perRequest(cpu.client),
+      serverSidecarVcpuPer1000Rps: perRequest(cpu.server),
+      gatewayVcpuPer1000Rps: perRequest(cpu.gateway),
+      meshPhaseSeconds: elapsed,
       rssMb: { clientSidecar: rssMb(client.pid!), serverSidecar: rssMb(server.pid!), gateway: rssMb(gateway.pid!) },
     };
     const f = (n: number) => n.toFixed(3);
@@ -221,7 +196,6 @@ async function main(): Promise<void> {
         `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p99Ms)}    ${result.mesh.errors}`,
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
-        `sidecar CPU per 1000 req/s, closed loop (no backlog): ${f(result.closedLoopSidecarVcpuPer1000Rps)} vCPU`,
         `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores — numbers are only meaningful on an idle machine)`,
         `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB`,
         JSON.stringify(result),

@@ -39,6 +39,12 @@ export interface OutboundDeps {
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const POOLED_IDLE_MS = 60_000;
+/**
+ * Pooled mTLS connections per target and route. A burst queues in the pool instead of
+ * opening a handshake per request: on a CPU-starved host, hundreds of simultaneous
+ * handshakes time out together and each retry adds more (seen in bench:mesh).
+ */
+const MAX_CONNECTIONS_PER_TARGET = 64;
 /** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
 const RETRY_BUFFER_BYTES = 1 << 20;
 
@@ -568,7 +574,7 @@ class TargetAgent extends Agent {
   readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void };
 
   constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void }) {
-    super({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo', timeout: POOLED_IDLE_MS });
+    super({ keepAlive: true, maxSockets: MAX_CONNECTIONS_PER_TARGET, maxFreeSockets: MAX_CONNECTIONS_PER_TARGET, scheduling: 'lifo', timeout: POOLED_IDLE_MS });
     this.target = target;
     this.#route = route;
     this.#options = options;
