@@ -434,7 +434,17 @@ export class OutboundProxy {
     let agent = this.#agents.get(key);
     if (!agent) {
       const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind, result: 'ok' };
-      agent = new TargetAgent(target, route, { identity: this.#deps.identity, connectTimeoutMs, onConnected: () => this.#deps.metrics.connectAttempts.inc(labels) });
+      const bytes = { direction: 'outbound', destination_cluster: target.cluster, destination_service: labels.destination_service };
+      agent = new TargetAgent(target, route, {
+        identity: this.#deps.identity,
+        connectTimeoutMs,
+        onConnected: () => this.#deps.metrics.connectAttempts.inc(labels),
+        // Pooled connections carry many requests: their bytes are counted when they close.
+        onClosed: (socket) => {
+          this.#deps.metrics.bytes.inc({ ...bytes, flow: 'sent' }, socket.bytesWritten);
+          this.#deps.metrics.bytes.inc({ ...bytes, flow: 'received' }, socket.bytesRead);
+        },
+      });
       this.#agents.set(key, agent);
     }
     return agent;
@@ -564,6 +574,13 @@ export class OutboundProxy {
   }
 }
 
+interface TargetAgentOptions {
+  identity: WorkloadIdentity;
+  connectTimeoutMs: number;
+  onConnected: () => void;
+  onClosed: (socket: TLSSocket) => void;
+}
+
 /**
  * An http.Agent for one target and SNI: pooled keep-alive mTLS connections, each made
  * by {@link dialTarget} (so secure naming and the connect timeout apply to every one).
@@ -571,9 +588,9 @@ export class OutboundProxy {
 class TargetAgent extends Agent {
   readonly target: SnapshotTarget;
   readonly #route: UpstreamRoute;
-  readonly #options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void };
+  readonly #options: TargetAgentOptions;
 
-  constructor(target: SnapshotTarget, route: UpstreamRoute, options: { identity: WorkloadIdentity; connectTimeoutMs: number; onConnected: () => void }) {
+  constructor(target: SnapshotTarget, route: UpstreamRoute, options: TargetAgentOptions) {
     super({ keepAlive: true, maxSockets: MAX_CONNECTIONS_PER_TARGET, maxFreeSockets: MAX_CONNECTIONS_PER_TARGET, scheduling: 'lifo', timeout: POOLED_IDLE_MS });
     this.target = target;
     this.#route = route;
@@ -583,6 +600,7 @@ class TargetAgent extends Agent {
   override createConnection(): Duplex {
     const socket = dialTarget(this.target, this.#route, this.#options);
     socket.once('secureConnect', this.#options.onConnected);
+    socket.once('close', () => this.#options.onClosed(socket));
     return socket;
   }
 }
