@@ -34,7 +34,7 @@ test('DNS answers mesh names with the loopback address (A, SRV, cluster-pinned),
   const { server, client, source } = await pair(t);
   source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort, { identity: server.spiffeId })])]));
   await client.sidecar.settled();
-  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  const resolver = new Resolver({ timeout: 10_000, tries: 2 });
   resolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
   const [a] = await resolver.resolve4('reviews.default.svc.causeway.internal');
   t.is(a, client.sidecar.outbound.lookup('default', 'reviews')!.address);
@@ -115,7 +115,7 @@ test('DNS forwards names outside the mesh domain to the configured upstream when
   t.teardown(() => upstream.close());
   const sc = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, config: { sidecar: { dns: { outside: 'forward', upstream: `127.0.0.1:${upstream.address().port}` } } } });
   t.teardown(() => sc.close());
-  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  const resolver = new Resolver({ timeout: 10_000, tries: 2 });
   resolver.setServers([`127.0.0.1:${sc.sidecar.dnsPort}`]);
   t.deepEqual(await resolver.resolve4('www.example.com'), ['192.0.2.7']);
   t.true((await metricValue(sc.sidecar, 'causeway_sidecar_dns_queries_total', { result: 'forwarded' })) >= 1);

@@ -46,7 +46,7 @@ test.serial('an app in east calls a service only in west/south by its natural na
   await client.sidecar.settled();
   t.deepEqual(new Set(targetsOf(client.sidecar, 'reviews').map((x) => x.kind)), new Set(['gateway']));
 
-  const resolver = new Resolver({ timeout: 2000, tries: 1 });
+  const resolver = new Resolver({ timeout: 10_000, tries: 2 });
   resolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
   const [address] = await resolver.resolve4('reviews.default.svc.causeway.internal');
   const res = await get(address!, 9080, '/hello');
