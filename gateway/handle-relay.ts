@@ -1,7 +1,7 @@
 import { lookup } from 'node:dns';
 import { isIPv6, isIP, type Server } from 'node:net';
 import { ClientHelloReader } from './client-hello.js';
-import type { PassthroughContext } from './passthrough.js';
+import { routeHello, type PassthroughContext } from './passthrough.js';
 import type { Route, UpstreamTarget } from './route-table.js';
 
 /**
@@ -251,15 +251,8 @@ class HandleConnection {
   }
 
   inspect(chunk: Buffer): void {
-    const outcome = this.reader!.push(chunk);
-    if (outcome === undefined) return;
-    const ctx = this.ctx;
-    ctx.metrics.helloWait.observe((performance.now() - this.acceptedAt) / 1000);
-    if (!outcome.ok) return this.refuse(outcome.reason);
-    this.serverName = outcome.serverName;
-    const table = ctx.table;
-    if (table === undefined) return this.refuse('no-routes');
-    const route = table.resolve(outcome.serverName);
+    const route = routeHello(this.ctx, this.reader!, chunk, this.acceptedAt, this);
+    if (route === undefined) return;
     if (typeof route === 'string') return this.refuse(route);
     this.route = route;
     this.replay = this.reader!.wireBytes;

@@ -32,6 +32,21 @@ export interface PassthroughContext {
   readonly onLastClosed: () => void;
 }
 
+/**
+ * Feeds a chunk of a connection's first bytes to its ClientHello reader and, once the
+ * hello is complete, routes its server name (kept on `named`). Returns undefined while
+ * more bytes are needed, else the route or the refusal reason. Both relays use it.
+ */
+export function routeHello(ctx: PassthroughContext, reader: ClientHelloReader, chunk: Buffer, acceptedAt: number, named: { serverName: string | undefined }): Route | string | undefined {
+  const outcome = reader.push(chunk);
+  if (outcome === undefined) return undefined;
+  ctx.metrics.helloWait.observe((performance.now() - acceptedAt) / 1000);
+  if (!outcome.ok) return outcome.reason;
+  named.serverName = outcome.serverName;
+  if (ctx.table === undefined) return 'no-routes';
+  return ctx.table.resolve(outcome.serverName);
+}
+
 const INSPECTING = 0;
 const CONNECTING = 1;
 /** Connected and the hello replayed; the client stays paused until the first byte comes back, so a retry can replay again. */
@@ -77,21 +92,14 @@ export class PassthroughConnection {
   }
 
   inspect(chunk: Buffer): void {
-    const outcome = this.reader!.push(chunk);
-    if (outcome === undefined) return;
-    const ctx = this.ctx;
-    ctx.metrics.helloWait.observe((performance.now() - this.acceptedAt) / 1000);
-    if (!outcome.ok) return this.refuse(outcome.reason);
-    this.serverName = outcome.serverName;
-    const table = ctx.table;
-    if (table === undefined) return this.refuse('no-routes');
-    const route = table.resolve(outcome.serverName);
+    const route = routeHello(this.ctx, this.reader!, chunk, this.acceptedAt, this);
+    if (route === undefined) return;
     if (typeof route === 'string') return this.refuse(route);
     this.route = route;
     this.replay = this.reader!.wireBytes;
     this.reader = undefined;
     this.client.pause();
-    this.client.setTimeout(ctx.idleTimeoutMs);
+    this.client.setTimeout(this.ctx.idleTimeoutMs);
     this.connectUpstream();
   }
 
