@@ -78,6 +78,8 @@ export class GatewayMetrics {
       name: 'causeway_gateway_routes',
       help: 'Routes in the active route table.',
       registers: [registry],
+      // Every worker holds the same table: across workers this is a max, not a sum.
+      aggregator: 'max',
       collect() {
         this.set(routeCount());
       },

@@ -252,6 +252,8 @@ export async function runGatewayWorker(options: RunGatewayOptions): Promise<void
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   AggregatorRegistry.setRegistries([registry]);
+  // prom-client installs a worker's answer to the primary's metrics requests only when an AggregatorRegistry is constructed.
+  new AggregatorRegistry();
   const gateway = new SniGateway({ ...gatewaySettings(options), port, reusePort: true, registry, logger: log });
   let closeSource: () => Promise<void>;
   try {

@@ -85,6 +85,9 @@ for (const workers of [1, 2]) {
       return rounds;
     });
     await new Promise((r) => setTimeout(r, 200));
+    // /metrics (aggregated over the workers) sees every open connection.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    t.regex(metrics, /^causeway_gateway_active_connections(\{[^}]*\})? 16$/m);
     proc.child.kill('SIGTERM');
     await proc.waitForOutput('draining', 10_000).catch(() => undefined);
     // The listener is closed: a new connection is refused (or closed without an answer).
@@ -96,7 +99,6 @@ for (const workers of [1, 2]) {
     t.false(results.includes(-1), `every connection kept echoing through the drain: ${JSON.stringify(results)}`);
     t.is(await proc.exited, 0);
     t.regex(proc.output(), /gateway stopped/);
-    void metricsPort;
   });
 }
 
