@@ -10,7 +10,7 @@ const NEEDS = {
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', haproxy: 'haproxy', nginx: 'nginx-light',
-    wrk: 'wrk', h2load: 'nghttp2-client',
+    wrk: 'wrk', h2load: 'nghttp2-client', curl: 'curl',
   },
 };
 // Files (not commands) that a package provides.
