@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { CausewayError, ErrorCodes, UsageError, ValidationError } from '../mesh/index.js';
-import { commandGroups } from './commands/index.js';
+import { commandGroupsFor } from './commands/index.js';
 
 export const ExitCodes = { ok: 0, failure: 1, usage: 2 } as const;
 
@@ -10,15 +10,18 @@ function packageVersion(): string {
   return pkg.version;
 }
 
-/** Builds the `causeway` command tree; every part registers its group in commands/index.ts. */
-export function buildProgram(): Command {
+/**
+ * Builds the `causeway` command tree for `argv`; every part registers its group in
+ * commands/index.ts, and only the group `argv` names is loaded (all of them for help).
+ */
+export async function buildProgram(argv: readonly string[] = []): Promise<Command> {
   const program = new Command('causeway')
     .description('Causeway connects service-mesh clusters: SNI-passthrough gateways, etcd federation, a shared-root SPIFFE CA and sidecars.')
     .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
-  for (const register of commandGroups) register(program);
+  for (const register of await commandGroupsFor(argv)) register(program);
   // Every subcommand inherits the error handling, so usage errors exit 2 at any level.
   const inherit = (cmd: Command) => {
     for (const sub of cmd.commands) {
@@ -46,7 +49,13 @@ export function oneLine(error: unknown): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  let program: Command;
+  try {
+    program = await buildProgram(argv);
+  } catch (error) {
+    process.stderr.write(`causeway: error: ${oneLine(error)}\n`);
+    return ExitCodes.failure;
+  }
   try {
     await program.parseAsync(argv, { from: 'user' });
     return ExitCodes.ok;
