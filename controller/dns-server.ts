@@ -1,31 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
-import dns2 from 'dns2';
-import { logger, parseMeshDnsName, type MeshDnsName } from '../mesh/index.js';
+import { DnsPacket, DnsTransport, logger, parseMeshDnsName, type DnsQuestion, type DnsSend, type MeshDnsName } from '../mesh/index.js';
 import { serviceKey, type CatalogCache, type StoredEndpoint } from './catalog-cache.js';
 import type { ControllerMetrics } from './metrics.js';
-
-const { Packet, UDPServer, TCPServer } = dns2;
-
-// dns2's typings lack most of the packet model; this is the part used here.
-interface Question {
-  name: string;
-  type: number;
-  class: number;
-}
-interface DnsPacket {
-  header: { id: number; rcode: number; aa: number; ra: number };
-  questions: Question[];
-  answers: unknown[];
-  additionals: unknown[];
-}
-type Send = (response: DnsPacket) => void;
-const P = Packet as unknown as {
-  TYPE: Record<'A' | 'AAAA' | 'SRV' | 'ANY', number>;
-  CLASS: Record<'IN', number>;
-  RCODE: Record<'NOERROR' | 'NXDOMAIN' | 'REFUSED' | 'FORMERR' | 'SERVFAIL', number>;
-  createResponseFromRequest(request: DnsPacket): DnsPacket;
-  createResourceFromQuestion(base: Question, record: Record<string, unknown>): unknown;
-};
 
 /** One address a mesh name resolves to. */
 export interface DnsTarget {
@@ -54,11 +30,11 @@ export interface OperatorDnsOptions {
  * `address:port` with locality priority; the port is the endpoint sidecar's inbound
  * port or the peer gateway's port, where mesh traffic actually goes. Unknown mesh
  * names are NXDOMAIN; names outside the mesh domain are REFUSED (this is not a resolver).
+ * Junk is dropped before dns2 parses it (the shared {@link DnsTransport}) and counted
+ * with rcode `malformed`.
  */
 export class OperatorDnsServer {
-  private readonly udp: InstanceType<typeof UDPServer>;
-  private readonly tcp: InstanceType<typeof TCPServer>;
-  private boundPort = 0;
+  private readonly transport: DnsTransport;
   private readonly log = logger('controller-dns');
 
   constructor(
@@ -66,61 +42,36 @@ export class OperatorDnsServer {
     private readonly options: OperatorDnsOptions,
     private readonly metrics: ControllerMetrics,
   ) {
-    const handle = (request: unknown, send: unknown) => {
-      try {
-        this.handle(request as DnsPacket, send as Send);
-      } catch (error) {
-        this.log.warn({ err: (error as Error).message }, 'DNS query failed');
-        this.metrics.dnsQueries.inc({ rcode: 'SERVFAIL' });
-        const response = P.createResponseFromRequest(request as DnsPacket);
-        response.header.rcode = P.RCODE.SERVFAIL;
-        (send as Send)(response);
-      }
-    };
-    this.udp = new UDPServer({ type: isIPv6(options.host) ? 'udp6' : 'udp4' });
-    this.udp.on('request', handle);
-    this.udp.on('error', (error: Error) => this.log.warn({ err: error.message }, 'DNS UDP socket error'));
-    this.tcp = new TCPServer();
-    this.tcp.on('request', handle);
-    this.tcp.on('error', (error: Error) => this.log.warn({ err: error.message }, 'DNS TCP server error'));
+    this.transport = new DnsTransport({
+      host: options.host,
+      port: options.port,
+      log: this.log,
+      onMalformed: () => this.metrics.dnsQueries.inc({ rcode: 'malformed' }),
+      onRequest: (request, send) => {
+        try {
+          this.handle(request, send);
+        } catch (error) {
+          this.log.warn({ err: (error as Error).message }, 'DNS query failed');
+          this.metrics.dnsQueries.inc({ rcode: 'SERVFAIL' });
+          const response = DnsPacket.createResponseFromRequest(request);
+          response.header.rcode = DnsPacket.RCODE.SERVFAIL;
+          send(response);
+        }
+      },
+    });
   }
 
   get port(): number {
-    return this.boundPort;
+    return this.transport.port;
   }
 
   /** Binds UDP then TCP on the same port (port 0: TCP takes the port UDP got). */
-  async start(): Promise<number> {
-    const { host, port } = this.options;
-    await new Promise<void>((resolve, reject) => {
-      this.udp.once('error', reject);
-      this.udp.bind(port, host, () => {
-        this.udp.off('error', reject);
-        resolve();
-      });
-    });
-    this.boundPort = this.udp.address().port;
-    await new Promise<void>((resolve, reject) => {
-      this.tcp.once('error', reject);
-      this.tcp.listen(this.boundPort, host, () => {
-        this.tcp.off('error', reject);
-        resolve();
-      });
-    });
-    return this.boundPort;
+  start(): Promise<number> {
+    return this.transport.start();
   }
 
-  async close(): Promise<void> {
-    await Promise.all([
-      new Promise<void>((resolve) => {
-        try {
-          this.udp.close(() => resolve());
-        } catch {
-          resolve();
-        }
-      }),
-      new Promise<void>((resolve) => this.tcp.close(() => resolve())),
-    ]);
+  close(): Promise<void> {
+    return this.transport.close();
   }
 
   /** The targets a mesh name resolves to, best first; undefined for an unknown service. */
@@ -148,11 +99,11 @@ export class OperatorDnsServer {
     return remote.sort((a, b) => a.priority - b.priority);
   }
 
-  private handle(request: DnsPacket, send: Send): void {
-    const response = P.createResponseFromRequest(request);
+  private handle(request: DnsPacket, send: DnsSend): void {
+    const response = DnsPacket.createResponseFromRequest(request);
     const question = request.questions[0];
-    const reply = (rcode: keyof typeof P.RCODE) => {
-      response.header.rcode = P.RCODE[rcode];
+    const reply = (rcode: keyof typeof DnsPacket.RCODE) => {
+      response.header.rcode = DnsPacket.RCODE[rcode];
       this.metrics.dnsQueries.inc({ rcode });
       send(response);
     };
@@ -169,12 +120,12 @@ export class OperatorDnsServer {
     const targets = this.resolve(match.name);
     if (!targets) return reply('NXDOMAIN');
     const ttl = this.options.ttlSeconds ?? 5;
-    const addressRecord = (base: Question, address: string): unknown | undefined => {
-      if (isIPv4(address)) return P.createResourceFromQuestion({ ...base, type: P.TYPE.A }, { address, ttl });
-      if (isIPv6(address)) return P.createResourceFromQuestion({ ...base, type: P.TYPE.AAAA }, { address, ttl });
+    const addressRecord = (base: DnsQuestion, address: string): unknown | undefined => {
+      if (isIPv4(address)) return DnsPacket.createResourceFromQuestion({ ...base, type: DnsPacket.TYPE.A }, { address, ttl });
+      if (isIPv6(address)) return DnsPacket.createResourceFromQuestion({ ...base, type: DnsPacket.TYPE.AAAA }, { address, ttl });
       return undefined;
     };
-    const wantsSrv = question.type === P.TYPE.SRV || match.name.portName !== undefined;
+    const wantsSrv = question.type === DnsPacket.TYPE.SRV || match.name.portName !== undefined;
     if (wantsSrv) {
       if (match.name.portName !== undefined) {
         const spec = this.catalog.services.get(serviceKey(match.name.namespace, match.name.service))?.value;
@@ -182,13 +133,13 @@ export class OperatorDnsServer {
         const ports = (spec ?? imported)?.ports ?? [];
         if (!ports.some((p) => p.name === match.name.portName)) return reply('NXDOMAIN');
       }
-      if (question.type !== P.TYPE.SRV && question.type !== P.TYPE.ANY) return reply('NOERROR');
+      if (question.type !== DnsPacket.TYPE.SRV && question.type !== DnsPacket.TYPE.ANY) return reply('NOERROR');
       const seen = new Set<string>();
       for (const t of targets) {
-        response.answers.push(P.createResourceFromQuestion(question, { type: P.TYPE.SRV, priority: t.priority, weight: t.weight, port: t.port, target: t.address, ttl }));
+        response.answers.push(DnsPacket.createResourceFromQuestion(question, { type: DnsPacket.TYPE.SRV, priority: t.priority, weight: t.weight, port: t.port, target: t.address, ttl }));
         if (!seen.has(t.address)) {
           seen.add(t.address);
-          const extra = addressRecord({ name: t.address, type: P.TYPE.A, class: P.CLASS.IN }, t.address);
+          const extra = addressRecord({ name: t.address, type: DnsPacket.TYPE.A, class: DnsPacket.CLASS.IN }, t.address);
           if (extra) response.additionals.push(extra);
         }
       }
@@ -198,9 +149,9 @@ export class OperatorDnsServer {
     for (const t of targets) {
       if (seen.has(t.address)) continue;
       seen.add(t.address);
-      const family = isIPv4(t.address) ? P.TYPE.A : isIPv6(t.address) ? P.TYPE.AAAA : undefined;
+      const family = isIPv4(t.address) ? DnsPacket.TYPE.A : isIPv6(t.address) ? DnsPacket.TYPE.AAAA : undefined;
       if (family === undefined) continue;
-      if (question.type !== family && question.type !== P.TYPE.ANY) continue;
+      if (question.type !== family && question.type !== DnsPacket.TYPE.ANY) continue;
       const record = addressRecord(question, t.address);
       if (record) response.answers.push(record);
     }

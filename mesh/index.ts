@@ -1,9 +1,10 @@
-/** The shared model of Causeway: names, catalog types, etcd keys, config, logging, metrics. */
+/** The shared model of Causeway: names, catalog types, etcd keys, config, logging, metrics, the guarded DNS transport. */
 export * from './errors.js';
 export * from './labels.js';
 export * from './sni.js';
 export * from './spiffe-id.js';
 export * from './dns-name.js';
+export * from './dns-transport.js';
 export * from './etcd-keys.js';
 export * from './catalog.js';
 export * from './snapshot.js';
