@@ -20,6 +20,9 @@ export async function buildProgram(argv: readonly string[] = []): Promise<Comman
     .version(packageVersion(), '-V, --version', 'print the version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride()
+    // Options belong to the command they follow (`causeway app echo --version v2`, `federation
+    // grant --config …`), whichever groups are loaded; so `causeway --version` goes first.
+    .enablePositionalOptions()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
   for (const register of await commandGroupsFor(argv)) register(program);
   // Every subcommand inherits the error handling, so usage errors exit 2 at any level.
