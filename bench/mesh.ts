@@ -42,7 +42,8 @@ function freePort(): Promise<number> {
 const children: ChildProcess[] = [];
 function start(name: string, argv: string[], readyText: RegExp): Promise<ChildProcess> {
   // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
-  const child = spawn(process.execPath, ['--import', 'tsx', ...argv], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
+  const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...extra, '--import', 'tsx', ...argv], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
   children.push(child);
   let output = '';
   return new Promise((resolve, reject) => {
@@ -203,7 +204,21 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
   } finally {
-    for (const c of children) c.kill('SIGKILL');
+    // SIGTERM first so that a profiled run (CAUSEWAY_BENCH_NODE_OPTIONS=--cpu-prof) can write its profile.
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            const kill = setTimeout(() => c.kill('SIGKILL'), 3000);
+            c.once('exit', () => {
+              clearTimeout(kill);
+              resolve();
+            });
+            c.kill('SIGTERM');
+          }),
+      ),
+    );
     rmSync(dir, { recursive: true, force: true });
   }
 }
