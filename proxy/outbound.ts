@@ -569,6 +569,9 @@ export class OutboundProxy {
       if (body === 'stream') {
         req.pipe(upstreamReq);
         req.resume();
+      } else if (body.length === 0) {
+        // end() without a chunk sends the head as one string: one TLS write instead of a writev of two.
+        upstreamReq.end();
       } else upstreamReq.end(body);
     });
   }
@@ -607,15 +610,21 @@ class TargetAgent extends Agent {
 
 function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  const connectionTokens = new Set(
-    String(headers.connection ?? '')
-      .toLowerCase()
-      .split(',')
-      .map((t) => t.trim())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(headers)) {
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens.has(name)) continue;
+  // Runs twice per request: no token set unless the message names extra hop-by-hop headers.
+  const connection = headers.connection;
+  const connectionTokens =
+    connection === undefined || connection === '' || connection === 'keep-alive'
+      ? undefined
+      : new Set(
+          connection
+            .toLowerCase()
+            .split(',')
+            .map((t) => t.trim())
+            .filter(Boolean),
+        );
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.has(name)) continue;
     out[name] = value;
   }
   return out;

@@ -110,9 +110,12 @@ export function planTargets(service: SnapshotService, outliers: OutlierDetector,
     }
     return true;
   });
+  // One target (a gateway per remote cluster is common): nothing to order.
+  if (usable.length < 2) return usable;
   const live: SnapshotTarget[] = [];
   const ejected: SnapshotTarget[] = [];
   for (const t of usable) (outliers.isEjected(targetKey(t)) ? ejected : live).push(t);
+  if (ejected.length === 0) return orderByRank(live, rank, random);
   return [...orderByRank(live, rank, random), ...orderByRank(ejected, rank, random)];
 }
 
