@@ -14,6 +14,8 @@ export interface AuthorizationDecision {
   readonly policy: string;
 }
 
+const DEFAULT_ALLOW: AuthorizationDecision = Object.freeze({ allowed: true, policy: 'default-allow' });
+
 /**
  * Istio's evaluation order: a matching DENY policy denies; otherwise, if any ALLOW
  * policy applies to the workload and port, one of them must match; otherwise allow.
@@ -25,6 +27,8 @@ export function authorize(policies: readonly AuthorizationPolicy[], target: { na
   const applicable = policies.filter(
     (p) => p.namespace === target.namespace && (p.service === undefined || p.service === target.service) && (p.ports.length === 0 || p.ports.includes(target.port)),
   );
+  // No policy for this workload and port (the common case): nothing to parse.
+  if (applicable.length === 0) return DEFAULT_ALLOW;
   let callerNamespace: string | undefined;
   if (caller.spiffeId) {
     try {
@@ -43,7 +47,7 @@ export function authorize(policies: readonly AuthorizationPolicy[], target: { na
     });
   for (const p of applicable) if (p.action === 'deny' && matches(p)) return { allowed: false, policy: `${p.namespace}/${p.name}` };
   const allows = applicable.filter((p) => p.action === 'allow');
-  if (allows.length === 0) return { allowed: true, policy: 'default-allow' };
+  if (allows.length === 0) return DEFAULT_ALLOW;
   const hit = allows.find(matches);
   return hit ? { allowed: true, policy: `${hit.namespace}/${hit.name}` } : { allowed: false, policy: 'no-allow-matched' };
 }

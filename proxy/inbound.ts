@@ -43,6 +43,8 @@ interface InboundContext {
   port: ServicePort;
   denied: string | undefined;
   labels?: PeerLabels;
+  /** The policy list `denied` was decided against: a pooled connection re-decides only when the snapshot's list changes. */
+  decidedFor?: readonly AuthorizationPolicy[];
 }
 
 /**
@@ -281,9 +283,14 @@ export class InboundListener {
         this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
       }
     };
-    // Policies can change while a pooled connection lives: decide per request.
-    const decision = authorize(this.#deps.policies(), { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, context.caller);
-    context.denied = decision.allowed ? undefined : decision.policy;
+    // Policies can change while a pooled connection lives: decide again whenever the
+    // snapshot's policy list is another one (a new snapshot brings a new array).
+    const policies = this.#deps.policies();
+    if (context.decidedFor !== policies || context.port !== port) {
+      const decision = authorize(policies, { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, context.caller);
+      context.denied = decision.allowed ? undefined : decision.policy;
+      context.decidedFor = policies;
+    }
     if (context.denied) {
       this.#countDenial(context.caller, context.denied);
       req.resume();
@@ -293,7 +300,9 @@ export class InboundListener {
       return;
     }
     const headers: OutgoingHttpHeaders = {};
-    for (const [name, value] of Object.entries(req.headers)) {
+    const incoming = req.headers;
+    for (const name in incoming) {
+      const value = incoming[name];
       if (value === undefined || name === PEER_IDENTITY_HEADER || name === PEER_CLUSTER_HEADER || name === 'connection' || name === 'keep-alive') continue;
       headers[name] = value;
     }
@@ -302,7 +311,11 @@ export class InboundListener {
     const appReq = httpRequest({ agent: this.#appAgent, host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, method: req.method, path: req.url, headers, setHost: false });
     appReq.once('response', (appRes) => {
       const out: OutgoingHttpHeaders = {};
-      for (const [name, value] of Object.entries(appRes.headers)) if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
+      const answered = appRes.headers;
+      for (const name in answered) {
+        const value = answered[name];
+        if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
+      }
       res.writeHead(appRes.statusCode ?? 502, appRes.statusMessage, out);
       appRes.pipe(res);
       res.once('close', () => finish(appRes.statusCode ?? 502, appRes.complete ? 'ok' : 'incomplete'));
