@@ -1,5 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { connectEtcd, logger, type EtcdConnection } from '../mesh/index.js';
+import { logger, type EtcdConnection } from '../mesh/index.js';
+import { connectEtcd } from '../mesh/etcd-client.js';
 import { EtcdUnavailableError } from './errors.js';
 
 /**

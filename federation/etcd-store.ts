@@ -1,5 +1,6 @@
 import type { Etcd3, IWatchResponse, Lease } from 'etcd3';
-import { connectEtcd, type EtcdConnection } from '../mesh/index.js';
+import type { EtcdConnection } from '../mesh/index.js';
+import { connectEtcd } from '../mesh/etcd-client.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
 
 /**

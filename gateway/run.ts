@@ -1,8 +1,8 @@
 import cluster from 'node:cluster';
 import { hostname } from 'node:os';
 import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
+import { connectEtcd } from '../mesh/etcd-client.js';
 import {
-  connectEtcd,
   logger as moduleLogger,
   startObservabilityServer,
   type ClusterConfig,

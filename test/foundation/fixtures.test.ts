@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import test from 'ava';
 import { Etcd3 } from 'etcd3';
-import { connectEtcd } from '../../mesh/index.js';
+import { connectEtcd } from '../../mesh/etcd-client.js';
 import { startEtcd, startFaultProxy } from '../fixtures/index.js';
 
 test('a plain etcd starts, serves and is destroyed', async (t) => {

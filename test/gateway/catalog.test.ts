@@ -8,11 +8,11 @@ import {
   EtcdKeys,
   ImportedService,
   ServiceSpec,
-  connectEtcd,
   createRootLogger,
   encodeCatalogValue,
   parseConfig,
 } from '../../mesh/index.js';
+import { connectEtcd } from '../../mesh/etcd-client.js';
 import { startEtcd, waitFor } from '../fixtures/index.js';
 import { ECHO_SNI, TD, closed, makePki, startEchoServer, startGateway, echoRoutes } from './helpers.js';
 
