@@ -91,6 +91,7 @@ export function registerDemoCommand(program: Command): void {
         process.stdout.write('\ncauseway status, as east sees the mesh:\n');
         const status = await run.exec('controller-east', ['causeway', 'status', '-c', '/config/east.yaml'], { timeoutMs: 30_000 });
         process.stdout.write(status.stdout.replace(/^/gm, '  '));
+        if (status.exitCode !== 0) process.stdout.write(`  (causeway status exited ${status.exitCode}: ${status.stderr.trim().split('\n').pop() ?? 'no output'})\n`);
         if (options.once) return await tearDown(failures === 0 ? 0 : 1);
         process.stdout.write(`\nthe mesh is up; one request every ${options.interval} (Ctrl-C tears everything down)\n`);
         process.stdout.write(`  logs: ${run.runDir}/logs   more: causeway topology exec ${TOPOLOGY} ${CALLER} -- …\n`);
