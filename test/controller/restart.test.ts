@@ -96,7 +96,7 @@ test('an etcd outage makes the controller unready while nodes keep their snapsho
   const sidecar = await world.registration(controller, 'default/reviews', { service: 'reviews', namespace: 'default', endpointId: 'after-outage', address: '127.0.0.41', inboundPort: 15006 });
   await sidecar.start();
   await waitFor(() => node.snapshot?.services[0]?.targets.length === 1, { timeoutMs: 20_000, what: 'registration after the outage reaches the node' });
-  t.pass();
+  t.is(node.snapshot?.services[0]?.targets[0]?.endpointId, 'after-outage');
 });
 
 test('heartbeats recover after a silent partition from etcd (traffic held, no connection error)', async (t) => {

@@ -10,10 +10,10 @@ import { join } from 'node:path';
 import { readRunState } from '../../topologies/index.js';
 import { CAUSEWAY } from './helpers.js';
 import { startProcess } from '../fixtures/processes.js';
+import { assertRoot } from '../fixtures/root.js';
 
-const rootTest = process.getuid?.() === 0 ? test : test.skip;
-
-rootTest('vm-onboarding: onboarding from the bundle, calls both ways through the gateway, lease expiry, restart without a token; nothing remains', async (t) => {
+test('vm-onboarding: onboarding from the bundle, calls both ways through the gateway, lease expiry, restart without a token; nothing remains', async (t) => {
+  if (!assertRoot(t)) return;
   t.timeout(900_000);
   const project = `vmonboard${randomBytes(3).toString('hex')}`;
   const run = startProcess(process.execPath, [CAUSEWAY, 'topology', 'test', 'vm-onboarding', '-p', project, '--timeout', '8m'], { name: 'topology test vm-onboarding' });
