@@ -1,7 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CausewayError, ErrorCodes, ValidationError, WorkloadConfig, deepFreeze, durationMs, host, issuesOf, port, portOrZero } from '../mesh/index.js';
+import { WorkloadConfig, durationMs, host, loadYamlWithSchema, parseWithSchema, port, portOrZero } from '../mesh/index.js';
 
 /**
  * Sidecar tuning that the shared WorkloadConfig does not carry. It lives under the
@@ -61,23 +59,10 @@ export type SidecarConfigInput = z.input<typeof SidecarConfig>;
 
 /** Validates a sidecar config object (a WorkloadConfig plus the optional `sidecar:` tuning); frozen. */
 export function parseSidecarConfig(value: unknown, source = 'sidecar config'): SidecarConfig {
-  const result = SidecarConfig.safeParse(value);
-  if (!result.success) throw new ValidationError(ErrorCodes.configInvalid, source, issuesOf(result.error));
-  return deepFreeze(result.data);
+  return parseWithSchema(SidecarConfig, value, source);
 }
 
+/** Reads and validates a sidecar config file, with the same errors as every other config file. */
 export function loadSidecarConfig(file: string): SidecarConfig {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new CausewayError(ErrorCodes.configUnreadable, `cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}; check the path`, { cause: error });
-  }
-  let value: unknown;
-  try {
-    value = parseYaml(text, { uniqueKeys: true });
-  } catch (error) {
-    throw new ValidationError(ErrorCodes.configInvalid, file, [{ path: '', message: `not valid YAML (${(error as Error).message.split('\n')[0]})` }]);
-  }
-  return parseSidecarConfig(value ?? {}, file);
+  return loadYamlWithSchema(SidecarConfig, file);
 }
