@@ -114,6 +114,10 @@ test('a failed renewal is reported as an event (not thrown) and retried with bac
   service.server.forceShutdown();
   const failures: CaError[] = [];
   client.on('renewal-failed', (e) => failures.push(e));
+  // The client's renewal timers are unref'd (they never keep a process alive); with the
+  // server gone nothing else may be pending in this worker, so hold the loop open here.
+  const keepAlive = setInterval(() => undefined, 1000);
+  t.teardown(() => clearInterval(keepAlive));
   while (failures.length < 2) await once(client, 'renewal-failed');
   t.is(failures[0]?.code, CaErrorCodes.fetchFailed);
   t.true(failures[0]?.retryable);

@@ -116,5 +116,6 @@ test('a heartbeat for an endpoint registered through another controller works (c
   // The record is rewritten without them (e.g. restored from an old backup): both add themselves back.
   await world.store.put('/causeway/v1/cluster', JSON.stringify({ ...a.catalogView!.cluster!.value, controllers: [] }));
   await waitFor(() => a.catalogView?.cluster?.value.controllers.length === 2, { what: 'controllers back in the record' });
-  t.is(b.catalogView?.cluster?.value.controllers.length, 2);
+  await waitFor(() => b.catalogView?.cluster?.value.controllers.length === 2, { what: 'the second controller sees both back too' });
+  t.is(a.catalogView?.cluster?.value.controllers.length, 2);
 });
