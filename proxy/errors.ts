@@ -10,6 +10,7 @@ export const ProxyErrorCodes = {
   circuitOpen: 'CW_PROXY_CIRCUIT_OPEN',
   unknownService: 'CW_PROXY_UNKNOWN_SERVICE',
   upstreamReset: 'CW_PROXY_UPSTREAM_RESET',
+  badRequest: 'CW_PROXY_BAD_REQUEST',
   noCertificate: 'CW_PROXY_NO_CERTIFICATE',
   certificateIssue: 'CW_PROXY_CERTIFICATE_ISSUE',
   certificateStore: 'CW_PROXY_CERTIFICATE_STORE',

@@ -8,6 +8,8 @@ import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
+import { rewriteHead, textResponse, type ResponseHead } from './http1.js';
+import { DownstreamConnection, UpstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -45,7 +47,15 @@ interface InboundContext {
   labels?: PeerLabels;
   /** The policy list `denied` was decided against: a pooled connection re-decides only when the snapshot's list changes. */
   decidedFor?: readonly AuthorizationPolicy[];
+  /** The fast path's connection to the app (one per inbound connection, opened at its first request). */
+  app?: UpstreamConnection | undefined;
+  /** The caller's identity as header lines for the app, built once per connection. */
+  identityLines?: string;
 }
+
+/** Headers a caller may not set: the sidecar writes them from the verified certificate. */
+const IDENTITY_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER]);
+const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
 
 /**
  * The inbound listener (15006): terminates mTLS (STRICT: a client certificate chaining
@@ -65,6 +75,7 @@ export class InboundListener {
   readonly #appAgent = new Agent({ keepAlive: true, maxSockets: 1024, maxFreeSockets: 128, scheduling: 'lifo' });
   readonly #sockets = new Set<Duplex>();
   readonly #onIdentityChange: () => void;
+  readonly #fastPath: DownstreamHandler<InboundContext>;
   #port = 0;
 
   constructor(deps: InboundDeps) {
@@ -85,6 +96,14 @@ export class InboundListener {
       }
     };
     deps.identity.on('change', this.#onIdentityChange);
+    this.#fastPath = {
+      handle: (connection, request) => this.#forwardHttp(connection, request),
+      handOff: (socket, _buffered, connection) => {
+        this.#contexts.set(socket, connection.context);
+        this.#httpServerFor(connection.context.port).emit('connection', socket);
+        socket.resume();
+      },
+    };
     if (deps.mtlsMode === 'permissive') {
       this.#front = createTcpServer({ pauseOnConnect: false, noDelay: true }, (socket) => this.#sniff(socket));
     }
@@ -212,6 +231,7 @@ export class InboundListener {
     const started = performance.now();
     socket.once('close', () => {
       this.#sockets.delete(socket);
+      context.app?.destroy();
       this.#deps.metrics.activeConnections.dec({ direction: 'inbound' });
       const labels = this.#labels(context);
       this.#deps.metrics.connections.inc({ ...labels, result: 'ok' });
@@ -221,8 +241,7 @@ export class InboundListener {
       this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'received' }, s.bytesWritten ?? 0);
     });
     if (context.port.protocol === 'http') {
-      this.#contexts.set(socket, context);
-      this.#httpServerFor(context.port).emit('connection', socket);
+      new DownstreamConnection(socket as Socket, this.#fastPath, context, IDLE_KEEPALIVE_MS);
       return;
     }
     this.#pipeTcp(socket, context);
@@ -256,6 +275,108 @@ export class InboundListener {
     });
   }
 
+  /** Authorization for one request: decided again only when the snapshot's policy list changed. */
+  #denied(context: InboundContext, port: ServicePort): string | undefined {
+    const policies = this.#deps.policies();
+    if (context.decidedFor !== policies || context.port !== port) {
+      const decision = authorize(policies, { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, context.caller);
+      context.denied = decision.allowed ? undefined : decision.policy;
+      context.decidedFor = policies;
+    }
+    return context.denied;
+  }
+
+  /**
+   * One request on the fast path: authorized, its head rewritten (incoming identity
+   * headers dropped, the verified ones added), sent with its body to the app on this
+   * connection's own app connection, and the response relayed back as it comes.
+   */
+  #forwardHttp(connection: DownstreamConnection<InboundContext>, request: BufferedRequest, retried = false): void {
+    const context = connection.context;
+    const port = context.port;
+    const labels = this.#labels(context);
+    const deps = this.#deps;
+    const finish = (code: number, result: string) => {
+      deps.metrics.requests.inc({ ...labels, code: String(code), result });
+      deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - request.started) / 1000);
+      if (this.#accessLog) {
+        deps.log.debug({ direction: 'inbound', method: request.head.method, path: request.head.target, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - request.started) * 100) / 100 }, 'request');
+      }
+    };
+    const denied = this.#denied(context, port);
+    if (denied) {
+      this.#countDenial(context.caller, denied);
+      connection.write(textResponse(403, `RBAC: access denied (${denied})\n`, { 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }));
+      finish(403, 'denied');
+      connection.finish(request.head.close);
+      return;
+    }
+    if (context.identityLines === undefined) {
+      let lines = '';
+      if (context.caller.spiffeId) lines += `${PEER_IDENTITY_HEADER}: ${context.caller.spiffeId}\r\n`;
+      if (context.caller.cluster) lines += `${PEER_CLUSTER_HEADER}: ${context.caller.cluster}\r\n`;
+      context.identityLines = lines;
+    }
+    const head = rewriteHead(request.head, IDENTITY_HEADERS, context.identityLines);
+    const targetPort = port.targetPort ?? port.port;
+    let app = context.app;
+    if (!app || app.closed) {
+      const socket = tcpConnect({ host: deps.tuning.appHost, port: targetPort, noDelay: true });
+      app = context.app = new UpstreamConnection(socket);
+      socket.once('connect', () => (socket as Socket & { causewayConnected?: boolean }).causewayConnected = true);
+    }
+    const upstream = app;
+    const reused = upstream.served > 0;
+    let status = 0;
+    let closeAfter = request.head.close;
+    connection.onAbort(() => {
+      upstream.destroy();
+      if (context.app === upstream) context.app = undefined;
+      finish(status || 499, 'incomplete');
+    });
+    upstream.send(request.head.method, head, request.body, {
+      head: (response: ResponseHead, kind) => {
+        if (response.status < 200) {
+          connection.write(rewriteHead(response, NO_EXTRA_DROPS, ''));
+          return 'forward';
+        }
+        status = response.status;
+        if (kind === 'close') closeAfter = true;
+        connection.write(rewriteHead(response, NO_EXTRA_DROPS, closeAfter ? 'connection: close\r\n' : ''));
+        return 'forward';
+      },
+      body: (chunk) => connection.write(chunk, upstream.socket),
+      end: (reusable) => {
+        connection.onAbort(undefined);
+        if (!reusable && context.app === upstream) context.app = undefined;
+        finish(status, 'ok');
+        connection.finish(closeAfter);
+      },
+      fail: (error, gotHead) => {
+        connection.onAbort(undefined);
+        upstream.destroy();
+        if (context.app === upstream) context.app = undefined;
+        if (gotHead) {
+          connection.abort();
+          finish(status, 'incomplete');
+          return;
+        }
+        // A kept-alive app connection the app had just closed: one fresh try.
+        if (reused && !retried) {
+          this.#forwardHttp(connection, request, true);
+          return;
+        }
+        const connected = (upstream.socket as Socket & { causewayConnected?: boolean }).causewayConnected === true;
+        deps.log.debug({ err: error, port: targetPort }, 'app request failed');
+        // Unavailable = the request never reached the app, so the caller may safely retry it elsewhere.
+        const code = connected ? APP_RESET : APP_UNAVAILABLE;
+        connection.write(textResponse(503, connected ? 'the app closed the connection without answering\n' : 'the app behind the sidecar is not listening\n', { 'x-causeway-error': code }));
+        finish(503, connected ? 'app_reset' : 'app_unavailable');
+        connection.finish(request.head.close);
+      },
+    });
+  }
+
   #httpServerFor(port: ServicePort): HttpServer {
     let server = this.#http.get(port.port);
     if (server) return server;
@@ -285,16 +406,11 @@ export class InboundListener {
     };
     // Policies can change while a pooled connection lives: decide again whenever the
     // snapshot's policy list is another one (a new snapshot brings a new array).
-    const policies = this.#deps.policies();
-    if (context.decidedFor !== policies || context.port !== port) {
-      const decision = authorize(policies, { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, context.caller);
-      context.denied = decision.allowed ? undefined : decision.policy;
-      context.decidedFor = policies;
-    }
-    if (context.denied) {
-      this.#countDenial(context.caller, context.denied);
+    const denied = this.#denied(context, port);
+    if (denied) {
+      this.#countDenial(context.caller, denied);
       req.resume();
-      const body = `RBAC: access denied (${context.denied})\n`;
+      const body = `RBAC: access denied (${denied})\n`;
       res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }).end(body);
       finish(403, 'denied');
       return;

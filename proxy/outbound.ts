@@ -6,6 +6,8 @@ import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, Tr
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import { headerValue, rewriteHead, textResponse, type ResponseHead } from './http1.js';
+import { DownstreamConnection, UpstreamPool, type BufferedRequest, type DownstreamHandler, type UpstreamConnection } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
@@ -47,6 +49,14 @@ const POOLED_IDLE_MS = 60_000;
 const MAX_CONNECTIONS_PER_TARGET = 64;
 /** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
 const RETRY_BUFFER_BYTES = 1 << 20;
+const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
+
+interface RoutedPlan {
+  route: UpstreamRoute;
+  policy: TrafficPolicy | undefined;
+  /** Targets to try, in order. */
+  plan: SnapshotTarget[];
+}
 
 interface Circuit {
   active: number;
@@ -79,6 +89,10 @@ export class OutboundProxy {
   #policies = new Map<string, TrafficPolicy>();
   readonly #listeners = new Map<string, { spec: OutboundListenerSpec; server: TcpServer | HttpServer; protocol: 'http' | 'tcp'; ready: Promise<void> }>();
   readonly #agents = new Map<string, TargetAgent>();
+  /** Fast-path connection pools, keyed like the agents (target and SNI). */
+  readonly #pools = new Map<string, { pool: UpstreamPool; target: SnapshotTarget }>();
+  /** Node's HTTP server per listener, for connections the fast path hands off (HTTP/1.0, Upgrade, large bodies…). */
+  readonly #fallbacks = new Map<string, HttpServer>();
   readonly #circuits = new Map<string, Circuit>();
   readonly #downstreams = new Set<Socket>();
   #closed = false;
@@ -145,6 +159,12 @@ export class OutboundProxy {
       if (!live.has(targetKey(agent.target))) {
         agent.destroy();
         this.#agents.delete(key);
+      }
+    }
+    for (const [key, entry] of this.#pools) {
+      if (!live.has(targetKey(entry.target))) {
+        entry.pool.destroy();
+        this.#pools.delete(key);
       }
     }
   }
@@ -222,6 +242,10 @@ export class OutboundProxy {
     for (const socket of this.#downstreams) socket.destroy();
     for (const agent of this.#agents.values()) agent.destroy();
     this.#agents.clear();
+    for (const entry of this.#pools.values()) entry.pool.destroy();
+    this.#pools.clear();
+    for (const server of this.#fallbacks.values()) server.closeAllConnections();
+    this.#fallbacks.clear();
     await Promise.all(closing);
   }
 
@@ -234,6 +258,7 @@ export class OutboundProxy {
         // Stop accepting; connections already open finish normally.
         current.server.close();
         this.#listeners.delete(key);
+        this.#fallbacks.delete(key);
       } else if (next) {
         current.spec = next;
       }
@@ -241,7 +266,7 @@ export class OutboundProxy {
     for (const [key, spec] of wanted) {
       if (this.#listeners.has(key) || this.#closed) continue;
       const protocol = this.#protocolOf(spec);
-      const server = protocol === 'http' ? this.#httpServer(key) : this.#tcpServer(key);
+      const server = protocol === 'http' ? this.#httpListener(key) : this.#tcpServer(key);
       const ready = new Promise<void>((resolve) => {
         server.once('error', (error: NodeJS.ErrnoException) => {
           this.#deps.log.error({ err: error, address: spec.address, port: spec.port, service: `${spec.service}.${spec.namespace}` }, 'outbound listener failed to bind');
@@ -280,6 +305,12 @@ export class OutboundProxy {
       throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.service}.${spec.namespace} has no port ${spec.servicePort}`);
     }
     return { route: { service: svc, servicePort: spec.servicePort, subset: undefined, trustDomain: this.#snapshot.trustDomain }, policy: this.#policies.get(serviceKey(spec.namespace, spec.service)) };
+  }
+
+  /** The route of a listener and the targets to try, in order; throws a ProxyError when there is none. */
+  #routeAndPlan(spec: OutboundListenerSpec): RoutedPlan {
+    const { route, policy } = this.#route(spec);
+    return { route, policy, plan: this.#plan(spec, route, policy) };
   }
 
   #plan(spec: OutboundListenerSpec, route: UpstreamRoute, policy: TrafficPolicy | undefined): SnapshotTarget[] {
@@ -403,8 +434,31 @@ export class OutboundProxy {
 
   // ---------------------------------------------------------------- HTTP
 
-  #httpServer(key: string): HttpServer {
-    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => {
+  /** An HTTP port's listener: the fast path ({@link DownstreamConnection}) per connection. */
+  #httpListener(key: string): TcpServer {
+    const handler: DownstreamHandler<undefined> = {
+      handle: (connection, request) => this.#forwardHttp(connection, request, key),
+      handOff: (socket) => {
+        this.#fallbackServer(key).emit('connection', socket);
+        socket.resume();
+      },
+    };
+    return createTcpServer({ noDelay: true }, (socket) => {
+      this.#downstreams.add(socket);
+      this.#deps.metrics.activeConnections.inc({ direction: 'outbound' });
+      socket.once('close', () => {
+        this.#downstreams.delete(socket);
+        this.#deps.metrics.activeConnections.dec({ direction: 'outbound' });
+      });
+      new DownstreamConnection(socket, handler, undefined, IDLE_KEEPALIVE_MS);
+    });
+  }
+
+  /** Node's HTTP server for connections the fast path hands over (never listening itself). */
+  #fallbackServer(key: string): HttpServer {
+    let server = this.#fallbacks.get(key);
+    if (server) return server;
+    server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => {
       const spec = this.#specOf(key);
       if (!spec) {
         res.writeHead(503).end();
@@ -412,29 +466,197 @@ export class OutboundProxy {
       }
       void this.#proxyHttp(req, res, spec);
     });
-    server.on('connection', (socket: Socket) => {
-      this.#downstreams.add(socket);
-      this.#deps.metrics.activeConnections.inc({ direction: 'outbound' });
-      socket.once('close', () => {
-        this.#downstreams.delete(socket);
-        this.#deps.metrics.activeConnections.dec({ direction: 'outbound' });
-      });
-    });
     // A bad request from the app closes its connection; it never reaches the process.
     server.on('clientError', (_error, socket: Duplex) => {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
       else socket.destroy();
     });
+    this.#fallbacks.set(key, server);
     return server;
   }
 
+  #poolFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): UpstreamPool {
+    const key = upstreamKey(target, route);
+    let entry = this.#pools.get(key);
+    if (!entry) {
+      const { labels, bytes } = upstreamLabels(target, route);
+      const dial = () =>
+        connectTarget(target, route, { identity: this.#deps.identity, connectTimeoutMs }).then((socket) => {
+          this.#deps.metrics.connectAttempts.inc(labels);
+          // Pooled connections carry many requests: their bytes are counted when they close.
+          socket.once('close', () => {
+            this.#deps.metrics.bytes.inc({ ...bytes, flow: 'sent' }, socket.bytesWritten);
+            this.#deps.metrics.bytes.inc({ ...bytes, flow: 'received' }, socket.bytesRead);
+          });
+          return socket;
+        });
+      entry = { pool: new UpstreamPool(dial, { max: MAX_CONNECTIONS_PER_TARGET, idleMs: POOLED_IDLE_MS }), target };
+      this.#pools.set(key, entry);
+    }
+    return entry.pool;
+  }
+
+  /**
+   * One request on the fast path: targets in plan order; a connect failure, a reset
+   * before any response of a replayable request, or a server sidecar's "app unavailable"
+   * moves on to the next target. The response head is rewritten, its body forwarded as is.
+   */
+  #forwardHttp(connection: DownstreamConnection<undefined>, request: BufferedRequest, key: string): void {
+    const spec = this.#specOf(key);
+    const method = request.head.method;
+    const deps = this.#deps;
+    const serviceLabel = spec ? `${spec.service}.${spec.namespace}` : 'unknown';
+    let target: SnapshotTarget | undefined;
+    let finished = false;
+    let circuit: Circuit | undefined;
+    const done = (code: number, result: string) => {
+      if (finished) return;
+      finished = true;
+      if (circuit) circuit.active--;
+      const cluster = target?.cluster ?? 'none';
+      deps.metrics.requests.inc({ direction: 'outbound', source_cluster: deps.sourceCluster, source_service: deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
+      deps.metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - request.started) / 1000);
+      if (this.#accessLog) deps.log.debug({ direction: 'outbound', method, path: request.head.target, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - request.started) * 100) / 100 }, 'request');
+    };
+    const fail = (error: unknown) => {
+      const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
+      const status = code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503;
+      connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
+      done(status, code);
+      connection.finish(request.head.close);
+    };
+    if (!spec) {
+      fail(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
+      return;
+    }
+    let routed: RoutedPlan;
+    try {
+      routed = this.#routeAndPlan(spec);
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    const { route, policy, plan } = routed;
+    // Circuit breaker for HTTP: requests in flight to the service stand for its connections.
+    const c = this.#circuit(spec);
+    if (c.active >= deps.tuning.circuit.maxConnections) {
+      fail(new ProxyError(ProxyErrorCodes.circuitOpen, `${serviceLabel}: circuit open (${c.active} requests in flight)`));
+      return;
+    }
+    circuit = c;
+    c.active++;
+    const head = rewriteHead(request.head, NO_EXTRA_DROPS, '');
+    const attempts = Math.min(plan.length, policy?.retries !== undefined ? policy.retries + 1 : deps.tuning.maxAttempts);
+    const connectTimeoutMs = policy?.connectTimeoutMs ?? deps.tuning.connectTimeoutMs;
+    const outlier = this.#outlierSettings(policy);
+    let lastError: unknown;
+    const next = (i: number, error: unknown) => {
+      lastError = error;
+      if (connection.gone) done(499, 'downstream_closed');
+      else if (i + 1 < attempts) attempt(i + 1);
+      else fail(lastError instanceof ProxyError ? lastError : new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${(lastError as Error)?.message ?? 'no response'}`, { cause: lastError }));
+    };
+    const attempt = (i: number) => {
+      const t = (target = plan[i]!);
+      const pool = this.#poolFor(t, route, connectTimeoutMs);
+      pool.acquire().then(
+        (upstream) => send(i, t, pool, upstream),
+        (error: unknown) => {
+          this.#recordConnectFailure(t, route, error, policy);
+          next(i, error);
+        },
+      );
+    };
+    const send = (i: number, t: SnapshotTarget, pool: UpstreamPool, upstream: UpstreamConnection) => {
+      if (connection.gone) {
+        pool.release(upstream, true);
+        done(499, 'downstream_closed');
+        return;
+      }
+      const reused = upstream.served > 0;
+      let status = 0;
+      let discarding = false;
+      let closeAfter = request.head.close;
+      let settled = false;
+      let timer: NodeJS.Timeout | undefined;
+      const failed = (error: Error, gotHead: boolean, timedOut: boolean) => {
+        if (settled) return;
+        settled = true;
+        if (timer) clearTimeout(timer);
+        pool.release(upstream, false);
+        if (gotHead && !discarding) {
+          // Part of the response is already with the app: nothing to do but cut it.
+          connection.abort();
+          done(status, 'incomplete');
+          return;
+        }
+        // The request reached the target but no response came (the target died or reset).
+        this.#outliers.failure(targetKey(t), 'connect', outlier);
+        if (timedOut || !(IDEMPOTENT.has(method) || reused)) {
+          lastError = error;
+          next(attempts, error);
+        } else next(i, error);
+      };
+      connection.onAbort(() => {
+        settled = true;
+        if (timer) clearTimeout(timer);
+        upstream.destroy();
+        pool.release(upstream, false);
+        done(status || 499, status ? 'incomplete' : 'downstream_closed');
+      });
+      upstream.send(method, head, request.body, {
+        head: (response: ResponseHead, kind) => {
+          if (response.status < 200) {
+            connection.write(rewriteHead(response, NO_EXTRA_DROPS, ''));
+            return 'forward';
+          }
+          if (timer) clearTimeout(timer);
+          status = response.status;
+          // The server sidecar answered for an app that is gone: eject it and try the next target.
+          const serverSide = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
+          if ((serverSide === APP_UNAVAILABLE || (serverSide === APP_RESET && IDEMPOTENT.has(method))) && i + 1 < attempts) {
+            discarding = true;
+            this.#outliers.failure(targetKey(t), 'connect', outlier);
+            lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${serverSide} from ${targetKey(t)}`);
+            return 'discard';
+          }
+          if (status >= 500) this.#outliers.failure(targetKey(t), 'http-5xx', outlier);
+          else this.#outliers.success(targetKey(t));
+          if (kind === 'close') closeAfter = true;
+          connection.write(rewriteHead(response, NO_EXTRA_DROPS, closeAfter ? 'connection: close\r\n' : ''));
+          return 'forward';
+        },
+        body: (chunk) => connection.write(chunk, upstream.socket),
+        end: (reusable) => {
+          if (settled) return;
+          settled = true;
+          connection.onAbort(undefined);
+          pool.release(upstream, reusable);
+          if (discarding) {
+            next(i, lastError);
+            return;
+          }
+          done(status, 'ok');
+          connection.finish(closeAfter);
+        },
+        fail: (error, gotHead) => failed(error, gotHead, false),
+      });
+      if (policy?.requestTimeoutMs) {
+        const ms = policy.requestTimeoutMs;
+        timer = setTimeout(() => {
+          upstream.destroy();
+          failed(new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`), status !== 0, true);
+        }, ms);
+      }
+    };
+    attempt(0);
+  }
+
   #agentFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): TargetAgent {
-    // Keyed by what the SNI is made of, so the hot path does not re-encode (and re-validate) it.
-    const key = `${targetKey(target)}|${route.servicePort}|${route.subset ?? ''}|${route.service.name}.${route.service.namespace}|${target.cluster}`;
+    const key = upstreamKey(target, route);
     let agent = this.#agents.get(key);
     if (!agent) {
-      const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind, result: 'ok' };
-      const bytes = { direction: 'outbound', destination_cluster: target.cluster, destination_service: labels.destination_service };
+      const { labels, bytes } = upstreamLabels(target, route);
       agent = new TargetAgent(target, route, {
         identity: this.#deps.identity,
         connectTimeoutMs,
@@ -471,17 +693,15 @@ export class OutboundProxy {
       }
       done(status, code);
     };
-    let plan: SnapshotTarget[];
-    let route: UpstreamRoute;
-    let policy: TrafficPolicy | undefined;
+    let routed: RoutedPlan;
     try {
-      ({ route, policy } = this.#route(spec));
-      plan = this.#plan(spec, route, policy);
+      routed = this.#routeAndPlan(spec);
     } catch (error) {
       req.resume();
       fail(error);
       return;
     }
+    const { route, policy, plan } = routed;
     // Circuit breaker for HTTP: requests in flight to the service stand for its connections.
     const circuit = this.#circuit(spec);
     if (circuit.active >= this.#deps.tuning.circuit.maxConnections) {
@@ -606,6 +826,20 @@ class TargetAgent extends Agent {
     socket.once('close', () => this.#options.onClosed(socket));
     return socket;
   }
+}
+
+/** Pools and agents are keyed by what the SNI is made of, so the hot path does not re-encode (and re-validate) it. */
+function upstreamKey(target: SnapshotTarget, route: UpstreamRoute): string {
+  return `${targetKey(target)}|${route.servicePort}|${route.subset ?? ''}|${route.service.name}.${route.service.namespace}|${target.cluster}`;
+}
+
+/** Metric labels of one target and route: connect attempts, and bytes of its pooled connections. */
+function upstreamLabels(target: SnapshotTarget, route: UpstreamRoute) {
+  const destination = `${route.service.name}.${route.service.namespace}`;
+  return {
+    labels: { destination_cluster: target.cluster, destination_service: destination, kind: target.kind, result: 'ok' },
+    bytes: { direction: 'outbound', destination_cluster: target.cluster, destination_service: destination },
+  };
 }
 
 function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeaders {

@@ -1,0 +1,507 @@
+import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { ProxyErrorCodes } from './errors.js';
+import { BodyFramer, Http1Error, headEnd, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, textResponse, type RequestHead, type ResponseHead } from './http1.js';
+
+/**
+ * The sidecar's HTTP/1.1 fast path: requests are read off the downstream socket with
+ * {@link parseRequestHead} and {@link BodyFramer}, one at a time, and handed to a handler
+ * that forwards the (rewritten) head and the body bytes as received on an
+ * {@link UpstreamConnection}, whose response is framed the same way and written back.
+ * No IncomingMessage/ServerResponse/ClientRequest per request: that machinery was ~85 %
+ * of a sidecar's CPU (proxy/README.md "Performance").
+ *
+ * Requests the fast path does not take (see {@link RequestHead.unusual}, and bodies
+ * larger than the retry buffer) are handed, with every byte read so far, to Node's HTTP
+ * server for the rest of the connection.
+ */
+
+type AnySocket = Socket | TLSSocket;
+
+/** Request bodies up to this size are held whole, so that a failed attempt can be replayed on another target. */
+export const REQUEST_BUFFER_BYTES = 1 << 20;
+/** Pipelined bytes kept while a request is in flight before reading from the peer pauses. */
+const PIPELINE_BUFFER_BYTES = 64 * 1024;
+
+/** A whole request, as received: the parsed head and the raw body bytes (chunk framing included). */
+export interface BufferedRequest {
+  readonly head: RequestHead;
+  readonly body: Buffer;
+  /** performance.now() when the head was complete. */
+  readonly started: number;
+}
+
+export interface DownstreamHandler<C> {
+  /** Serve one request; end with {@link DownstreamConnection.finish} (or abort). Never called again before that. */
+  handle(connection: DownstreamConnection<C>, request: BufferedRequest): void;
+  /** The fast path does not take this connection any more: serve it from `buffered` on (Node's HTTP server). */
+  handOff(socket: AnySocket, buffered: Buffer, connection: DownstreamConnection<C>): void;
+  /** A malformed request: answered with `error.status` and the connection closed. */
+  rejected?(connection: DownstreamConnection<C>, error: Http1Error): void;
+}
+
+const enum ReadState {
+  Head,
+  Body,
+  Busy,
+  Gone,
+}
+
+/** One downstream (app-facing or inbound) connection on the fast path. */
+export class DownstreamConnection<C = unknown> {
+  readonly socket: AnySocket;
+  /** What the handler keeps per connection (caller identity, app connection…). */
+  context: C;
+  readonly #handler: DownstreamHandler<C>;
+  #state = ReadState.Head;
+  /** Unprocessed bytes, from the start of the current request's head. */
+  #pending: Buffer | undefined;
+  #head: RequestHead | undefined;
+  #headBytes: Buffer | undefined;
+  #framer: BodyFramer | undefined;
+  #bodyParts: Buffer[] = [];
+  #bodyLength = 0;
+  #started = 0;
+  /** Called when the connection goes while a request is being served. */
+  #onAbort: (() => void) | undefined;
+  #closeAfter = false;
+
+  constructor(socket: AnySocket, handler: DownstreamHandler<C>, context: C, idleTimeoutMs: number) {
+    this.socket = socket;
+    this.#handler = handler;
+    this.context = context;
+    socket.on('data', this.#onData);
+    socket.on('error', noop);
+    socket.once('close', this.#onClose);
+    socket.setTimeout(idleTimeoutMs, this.#onTimeout);
+  }
+
+  /** Set by the handler while it serves a request: runs if the downstream goes away meanwhile. */
+  onAbort(callback: (() => void) | undefined): void {
+    this.#onAbort = callback;
+  }
+
+  get gone(): boolean {
+    return this.#state === ReadState.Gone;
+  }
+
+  /** Writes response bytes; when the socket's buffer is full, `source` is paused until it drains. */
+  write(chunk: Buffer | string, source?: AnySocket): void {
+    if (this.#state === ReadState.Gone) return;
+    const ok = typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
+    if (!ok && source) {
+      source.pause();
+      this.socket.once('drain', () => source.resume());
+    }
+  }
+
+  /**
+   * The response to the current request is complete. `close` ends the connection (the
+   * request or the response asked for it); otherwise the next pipelined request is read.
+   */
+  finish(close: boolean): void {
+    this.#onAbort = undefined;
+    if (this.#state === ReadState.Gone) return;
+    if (close || this.#closeAfter) {
+      this.#state = ReadState.Gone;
+      this.socket.end();
+      return;
+    }
+    this.#state = ReadState.Head;
+    this.#head = undefined;
+    this.#headBytes = undefined;
+    this.#framer = undefined;
+    this.#bodyParts = [];
+    this.#bodyLength = 0;
+    if (this.socket.isPaused()) this.socket.resume();
+    if (this.#pending) this.#advance();
+  }
+
+  /** Ends the connection now (the response cannot be completed). */
+  abort(): void {
+    this.#onAbort = undefined;
+    this.#state = ReadState.Gone;
+    this.socket.destroy();
+  }
+
+  readonly #onTimeout = (): void => {
+    // Idle between requests: close. While a request is served, its own timeouts apply.
+    if (this.#state === ReadState.Head && this.#pending === undefined) this.socket.destroy();
+  };
+
+  readonly #onClose = (): void => {
+    const abort = this.#onAbort;
+    this.#state = ReadState.Gone;
+    this.#onAbort = undefined;
+    this.#pending = undefined;
+    abort?.();
+  };
+
+  readonly #onData = (chunk: Buffer): void => {
+    switch (this.#state) {
+      case ReadState.Head:
+        this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+        this.#advance();
+        return;
+      case ReadState.Body:
+        this.#takeBody(chunk);
+        return;
+      case ReadState.Busy:
+        // Pipelined: kept until the current response is done.
+        this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+        if (this.#pending.length > PIPELINE_BUFFER_BYTES) this.socket.pause();
+        return;
+      case ReadState.Gone:
+        return;
+    }
+  };
+
+  #advance(): void {
+    const buf = this.#pending!;
+    let start: number;
+    let end: number;
+    try {
+      start = leadingEmptyLines(buf);
+      end = headEnd(buf, start);
+      if (end < 0) return;
+      this.#head = parseRequestHead(buf, start, end);
+    } catch (error) {
+      this.#reject(error);
+      return;
+    }
+    this.#started = performance.now();
+    if (this.#head.unusual !== undefined) {
+      this.#handOff(buf.subarray(start));
+      return;
+    }
+    this.#headBytes = buf.subarray(start, end);
+    this.#pending = undefined;
+    this.#framer = BodyFramer.forRequest(this.#head);
+    this.#closeAfter = this.#head.close;
+    this.#state = ReadState.Body;
+    if (this.#framer.done) {
+      this.#dispatch(end < buf.length ? buf.subarray(end) : undefined);
+      return;
+    }
+    if (end < buf.length) this.#takeBody(buf.subarray(end));
+  }
+
+  #takeBody(chunk: Buffer): void {
+    let n: number;
+    try {
+      n = this.#framer!.consume(chunk, 0, chunk.length);
+    } catch (error) {
+      this.#reject(error);
+      return;
+    }
+    if (n > 0) {
+      this.#bodyParts.push(n === chunk.length ? chunk : chunk.subarray(0, n));
+      this.#bodyLength += n;
+    }
+    if (this.#framer!.done) {
+      this.#dispatch(n < chunk.length ? chunk.subarray(n) : undefined);
+    } else if (this.#bodyLength > REQUEST_BUFFER_BYTES) {
+      // Too large to hold for a replay: Node's server streams it (without retries).
+      this.#handOff(Buffer.concat([this.#headBytes!, ...this.#bodyParts]));
+    }
+  }
+
+  #dispatch(rest: Buffer | undefined): void {
+    this.#state = ReadState.Busy;
+    this.#pending = rest;
+    const parts = this.#bodyParts;
+    const body = parts.length === 0 ? EMPTY : parts.length === 1 ? parts[0]! : Buffer.concat(parts, this.#bodyLength);
+    this.#handler.handle(this, { head: this.#head!, body, started: this.#started });
+  }
+
+  #handOff(buffered: Buffer): void {
+    this.#state = ReadState.Gone;
+    this.#pending = undefined;
+    const socket = this.socket;
+    socket.off('data', this.#onData);
+    socket.off('close', this.#onClose);
+    socket.setTimeout(0);
+    socket.pause();
+    if (buffered.length > 0) socket.unshift(buffered);
+    this.#handler.handOff(socket, buffered, this);
+  }
+
+  #reject(error: unknown): void {
+    const status = error instanceof Http1Error ? error.status : 400;
+    if (error instanceof Http1Error) this.#handler.rejected?.(this, error);
+    this.#state = ReadState.Gone;
+    this.#pending = undefined;
+    this.socket.end(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': ProxyErrorCodes.badRequest }, true));
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+function noop(): void {}
+
+/** What an {@link UpstreamConnection} reports about the response it is reading. */
+export interface ResponseSink {
+  /**
+   * The head arrived (1xx interim heads too). Return `'forward'` to have the body passed
+   * to {@link body}, `'discard'` to read and drop it (the connection stays usable).
+   */
+  head(head: ResponseHead, kind: 'none' | 'length' | 'chunked' | 'close'): 'forward' | 'discard';
+  body(chunk: Buffer): void;
+  /** The response is complete; `reusable` says whether the connection may carry another request. */
+  end(reusable: boolean): void;
+  /** The connection failed or answered garbage; `gotHead` says whether a head was already reported. */
+  fail(error: Error, gotHead: boolean): void;
+}
+
+const enum ResponseState {
+  Idle,
+  Head,
+  Body,
+}
+
+/**
+ * One connection to an upstream (a target's mTLS connection, or the app's), reading one
+ * response at a time. Its listeners are installed once, not per request.
+ */
+export class UpstreamConnection {
+  readonly socket: AnySocket;
+  /** Requests this connection has answered (a failure on a reused connection may be a keep-alive race). */
+  served = 0;
+  #state = ResponseState.Idle;
+  #sink: ResponseSink | undefined;
+  #method = 'GET';
+  #pending: Buffer | undefined;
+  #framer: BodyFramer | undefined;
+  #forward = true;
+  #reusable = true;
+  #closed = false;
+  #onIdleClose: (() => void) | undefined;
+
+  constructor(socket: AnySocket) {
+    this.socket = socket;
+    socket.on('data', this.#onData);
+    socket.on('error', noop);
+    socket.once('close', this.#onClose);
+  }
+
+  get closed(): boolean {
+    return this.#closed || this.socket.destroyed;
+  }
+
+  /** Called when the connection closes while no response is being read (pools drop it). */
+  set onIdleClose(callback: (() => void) | undefined) {
+    this.#onIdleClose = callback;
+  }
+
+  /** Sends a request (`head` already rewritten, `body` as received) and reads its response into `sink`. */
+  send(method: string, head: string, body: Buffer, sink: ResponseSink): void {
+    this.#method = method;
+    this.#sink = sink;
+    this.#state = ResponseState.Head;
+    this.#forward = true;
+    this.#reusable = true;
+    if (this.closed) {
+      // It went between the pool handing it out and this request: report it like a reset.
+      queueMicrotask(() => {
+        if (this.#sink !== sink) return;
+        this.#state = ResponseState.Idle;
+        this.#sink = undefined;
+        sink.fail(new Error('the connection closed before a response'), false);
+      });
+      return;
+    }
+    if (this.socket.isPaused()) this.socket.resume();
+    if (body.length === 0) {
+      this.socket.write(head, 'latin1');
+    } else {
+      this.socket.cork();
+      this.socket.write(head, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+    }
+  }
+
+  /** Gives up on the response being read (timeout, downstream gone): the connection is closed. */
+  destroy(error?: Error): void {
+    this.#sink = undefined;
+    this.#state = ResponseState.Idle;
+    this.socket.destroy(error);
+  }
+
+  readonly #onClose = (): void => {
+    this.#closed = true;
+    if (this.#state === ResponseState.Idle) {
+      this.#onIdleClose?.();
+      return;
+    }
+    const sink = this.#sink;
+    if (this.#state === ResponseState.Body && this.#framer?.untilClose) {
+      this.#complete(false);
+      return;
+    }
+    const gotHead = this.#state === ResponseState.Body;
+    this.#state = ResponseState.Idle;
+    this.#sink = undefined;
+    sink?.fail(new Error(gotHead ? 'the connection closed in the middle of the response body' : 'the connection closed before a response'), gotHead);
+  };
+
+  readonly #onData = (chunk: Buffer): void => {
+    try {
+      this.#read(chunk);
+    } catch (error) {
+      const sink = this.#sink;
+      const gotHead = this.#state === ResponseState.Body;
+      this.#state = ResponseState.Idle;
+      this.#sink = undefined;
+      this.socket.destroy();
+      sink?.fail(error as Error, gotHead);
+    }
+  };
+
+  #read(chunk: Buffer): void {
+    let buf = chunk;
+    let offset = 0;
+    while (offset < buf.length) {
+      if (this.#state === ResponseState.Idle) {
+        // Bytes nobody asked for: the connection cannot be trusted with another request.
+        this.socket.destroy();
+        return;
+      }
+      if (this.#state === ResponseState.Head) {
+        if (this.#pending) {
+          buf = Buffer.concat([this.#pending, buf.subarray(offset)]);
+          offset = 0;
+          this.#pending = undefined;
+        }
+        const end = headEnd(buf, offset);
+        if (end < 0) {
+          this.#pending = offset === 0 ? buf : buf.subarray(offset);
+          return;
+        }
+        const head = parseResponseHead(buf, offset, end);
+        offset = end;
+        if (head.status === 101) throw new Http1Error(502, 'the upstream switched protocols without being asked');
+        const kind = responseBodyKind({ method: this.#method }, head);
+        if (head.close || kind === 'close') this.#reusable = false;
+        const decision = this.#sink!.head(head, kind);
+        if (head.status < 200) continue; // interim (100, 103): the final head follows
+        this.#forward = decision === 'forward';
+        this.#framer = new BodyFramer(kind, head.contentLength);
+        if (this.#framer.done) {
+          this.#complete(this.#reusable);
+          continue;
+        }
+        this.#state = ResponseState.Body;
+        continue;
+      }
+      // Body
+      const n = this.#framer!.consume(buf, offset, buf.length);
+      if (n > 0 && this.#forward) this.#sink!.body(offset === 0 && n === buf.length ? buf : buf.subarray(offset, offset + n));
+      offset += n;
+      if (this.#framer!.done) this.#complete(this.#reusable);
+    }
+  }
+
+  #complete(reusable: boolean): void {
+    const sink = this.#sink;
+    this.#state = ResponseState.Idle;
+    this.#sink = undefined;
+    this.#framer = undefined;
+    this.served++;
+    if (!reusable) this.socket.destroy();
+    sink?.end(reusable && !this.closed);
+  }
+}
+
+/**
+ * Pooled keep-alive connections to one upstream (LIFO, so that idle ones age out), at
+ * most `max` at once; callers queue beyond that — on a CPU-starved host hundreds of
+ * simultaneous handshakes time out together and each retry adds more (seen in bench:mesh).
+ */
+export class UpstreamPool {
+  readonly #dial: () => Promise<AnySocket>;
+  readonly #max: number;
+  readonly #idleMs: number;
+  readonly #idle: UpstreamConnection[] = [];
+  readonly #waiters: { resolve: (c: UpstreamConnection) => void; reject: (e: unknown) => void }[] = [];
+  #open = 0;
+  #destroyed = false;
+
+  constructor(dial: () => Promise<AnySocket>, options: { max: number; idleMs: number }) {
+    this.#dial = dial;
+    this.#max = options.max;
+    this.#idleMs = options.idleMs;
+  }
+
+  get size(): number {
+    return this.#open;
+  }
+
+  /** An idle connection, a new one, or the next one released when `max` are busy. */
+  acquire(): Promise<UpstreamConnection> {
+    while (this.#idle.length > 0) {
+      const c = this.#idle.pop()!;
+      if (c.closed) continue;
+      c.onIdleClose = undefined;
+      return Promise.resolve(c);
+    }
+    if (this.#open < this.#max) return this.#connect();
+    return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
+  }
+
+  /** Back to the pool after a complete response (`reusable`), or dropped. */
+  release(c: UpstreamConnection, reusable: boolean): void {
+    if (!reusable || c.closed || this.#destroyed) {
+      this.#drop(c);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      waiter.resolve(c);
+      return;
+    }
+    c.onIdleClose = () => {
+      const at = this.#idle.indexOf(c);
+      if (at >= 0) this.#idle.splice(at, 1);
+      this.#gone();
+    };
+    this.#idle.push(c);
+  }
+
+  /** A connection that failed or was given up on. */
+  #drop(c: UpstreamConnection): void {
+    c.onIdleClose = undefined;
+    if (!c.socket.destroyed) c.destroy();
+    this.#gone();
+  }
+
+  #gone(): void {
+    this.#open--;
+    // A queued caller gets a fresh connection in place of the one that went.
+    const waiter = this.#waiters.shift();
+    if (waiter) this.#connect().then(waiter.resolve, waiter.reject);
+  }
+
+  #connect(): Promise<UpstreamConnection> {
+    this.#open++;
+    return this.#dial().then(
+      (socket) => {
+        const c = new UpstreamConnection(socket);
+        // Set once: fires after idleMs without traffic, and closes the connection only while it sits idle.
+        socket.setTimeout(this.#idleMs, () => {
+          if (this.#idle.includes(c)) c.destroy();
+        });
+        return c;
+      },
+      (error: unknown) => {
+        this.#open--;
+        throw error;
+      },
+    );
+  }
+
+  destroy(): void {
+    this.#destroyed = true;
+    for (const c of this.#idle.splice(0)) c.destroy();
+    for (const w of this.#waiters.splice(0)) w.reject(new Error('the pool was closed'));
+  }
+}
