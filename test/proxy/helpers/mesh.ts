@@ -10,7 +10,8 @@ import type { MeshPki } from './pki.js';
 export const TD = 'causeway.internal';
 export const spiffe = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
 
-let rangeCounter = 0;
+// Test files run in parallel worker processes: each starts its loopback ranges at its own offset.
+let rangeCounter = (process.pid % 700) * 64;
 
 /** An HTTP app that answers with who called it (the header the sidecar sets) and where it runs. */
 export async function startEchoApp(name: string, options: { status?: number } = {}): Promise<{ port: number; server: HttpServer; hits: () => number; setStatus(s: number): void; close(): Promise<void> }> {
