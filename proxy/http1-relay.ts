@@ -250,6 +250,8 @@ export interface ResponseSink {
   end(reusable: boolean): void;
   /** The connection failed or answered garbage; `gotHead` says whether a head was already reported. */
   fail(error: Error, gotHead: boolean): void;
+  /** Brackets the handling of one read: writes in between may be coalesced (cork/uncork). */
+  batch?(open: boolean): void;
 }
 
 const enum ResponseState {
@@ -345,6 +347,9 @@ export class UpstreamConnection {
   };
 
   readonly #onData = (chunk: Buffer): void => {
+    // What one read produces (usually a whole response: head and body) goes out as one write.
+    const sink = this.#sink;
+    sink?.batch?.(true);
     try {
       this.#read(chunk);
     } catch (error) {
@@ -354,6 +359,8 @@ export class UpstreamConnection {
       this.#sink = undefined;
       this.socket.destroy();
       sink?.fail(error as Error, gotHead);
+    } finally {
+      sink?.batch?.(false);
     }
   };
 
@@ -436,14 +443,21 @@ export class UpstreamPool {
     return this.#open;
   }
 
-  /** An idle connection, a new one, or the next one released when `max` are busy. */
-  acquire(): Promise<UpstreamConnection> {
+  /** An idle connection, if there is one (the common case, without a promise). */
+  takeIdle(): UpstreamConnection | undefined {
     while (this.#idle.length > 0) {
       const c = this.#idle.pop()!;
       if (c.closed) continue;
       c.onIdleClose = undefined;
-      return Promise.resolve(c);
+      return c;
     }
+    return undefined;
+  }
+
+  /** An idle connection, a new one, or the next one released when `max` are busy. */
+  acquire(): Promise<UpstreamConnection> {
+    const idle = this.takeIdle();
+    if (idle) return Promise.resolve(idle);
     if (this.#open < this.#max) return this.#connect();
     return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }));
   }

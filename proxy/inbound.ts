@@ -9,7 +9,7 @@ import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
 import { rewriteHead, textResponse, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
+import { DownstreamConnection, UpstreamConnection, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -76,6 +76,7 @@ export class InboundListener {
   readonly #sockets = new Set<Duplex>();
   readonly #onIdentityChange: () => void;
   readonly #fastPath: DownstreamHandler<InboundContext>;
+  readonly #appHost: AppExchangeHost;
   #port = 0;
 
   constructor(deps: InboundDeps) {
@@ -96,6 +97,12 @@ export class InboundListener {
       }
     };
     deps.identity.on('change', this.#onIdentityChange);
+    this.#appHost = {
+      metrics: deps.metrics,
+      log: deps.log,
+      accessLog: this.#accessLog,
+      retry: (connection, request) => this.#forwardHttp(connection, request, true),
+    };
     this.#fastPath = {
       handle: (connection, request) => this.#forwardHttp(connection, request),
       handOff: (socket, _buffered, connection) => {
@@ -294,20 +301,11 @@ export class InboundListener {
   #forwardHttp(connection: DownstreamConnection<InboundContext>, request: BufferedRequest, retried = false): void {
     const context = connection.context;
     const port = context.port;
-    const labels = this.#labels(context);
-    const deps = this.#deps;
-    const finish = (code: number, result: string) => {
-      deps.metrics.requests.inc({ ...labels, code: String(code), result });
-      deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - request.started) / 1000);
-      if (this.#accessLog) {
-        deps.log.debug({ direction: 'inbound', method: request.head.method, path: request.head.target, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - request.started) * 100) / 100 }, 'request');
-      }
-    };
     const denied = this.#denied(context, port);
     if (denied) {
       this.#countDenial(context.caller, denied);
       connection.write(textResponse(403, `RBAC: access denied (${denied})\n`, { 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }));
-      finish(403, 'denied');
+      new AppExchange(this.#appHost, connection, request, this.#labels(context), undefined, retried).finish(403, 'denied');
       connection.finish(request.head.close);
       return;
     }
@@ -318,63 +316,15 @@ export class InboundListener {
       context.identityLines = lines;
     }
     const head = rewriteHead(request.head, IDENTITY_HEADERS, context.identityLines);
-    const targetPort = port.targetPort ?? port.port;
     let app = context.app;
     if (!app || app.closed) {
-      const socket = tcpConnect({ host: deps.tuning.appHost, port: targetPort, noDelay: true });
+      const socket = tcpConnect({ host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, noDelay: true });
       app = context.app = new UpstreamConnection(socket);
-      socket.once('connect', () => (socket as Socket & { causewayConnected?: boolean }).causewayConnected = true);
+      socket.once('connect', markConnected);
     }
-    const upstream = app;
-    const reused = upstream.served > 0;
-    let status = 0;
-    let closeAfter = request.head.close;
-    connection.onAbort(() => {
-      upstream.destroy();
-      if (context.app === upstream) context.app = undefined;
-      finish(status || 499, 'incomplete');
-    });
-    upstream.send(request.head.method, head, request.body, {
-      head: (response: ResponseHead, kind) => {
-        if (response.status < 200) {
-          connection.write(rewriteHead(response, NO_EXTRA_DROPS, ''));
-          return 'forward';
-        }
-        status = response.status;
-        if (kind === 'close') closeAfter = true;
-        connection.write(rewriteHead(response, NO_EXTRA_DROPS, closeAfter ? 'connection: close\r\n' : ''));
-        return 'forward';
-      },
-      body: (chunk) => connection.write(chunk, upstream.socket),
-      end: (reusable) => {
-        connection.onAbort(undefined);
-        if (!reusable && context.app === upstream) context.app = undefined;
-        finish(status, 'ok');
-        connection.finish(closeAfter);
-      },
-      fail: (error, gotHead) => {
-        connection.onAbort(undefined);
-        upstream.destroy();
-        if (context.app === upstream) context.app = undefined;
-        if (gotHead) {
-          connection.abort();
-          finish(status, 'incomplete');
-          return;
-        }
-        // A kept-alive app connection the app had just closed: one fresh try.
-        if (reused && !retried) {
-          this.#forwardHttp(connection, request, true);
-          return;
-        }
-        const connected = (upstream.socket as Socket & { causewayConnected?: boolean }).causewayConnected === true;
-        deps.log.debug({ err: error, port: targetPort }, 'app request failed');
-        // Unavailable = the request never reached the app, so the caller may safely retry it elsewhere.
-        const code = connected ? APP_RESET : APP_UNAVAILABLE;
-        connection.write(textResponse(503, connected ? 'the app closed the connection without answering\n' : 'the app behind the sidecar is not listening\n', { 'x-causeway-error': code }));
-        finish(503, connected ? 'app_reset' : 'app_unavailable');
-        connection.finish(request.head.close);
-      },
-    });
+    const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
+    connection.onAbort(exchange.onAbort);
+    app.send(request.head.method, head, request.body, exchange);
   }
 
   #httpServerFor(port: ServicePort): HttpServer {
@@ -451,5 +401,116 @@ export class InboundListener {
       finish(503, connected ? 'app_reset' : 'app_unavailable');
     });
     req.pipe(appReq);
+  }
+}
+
+interface AppExchangeHost {
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  readonly accessLog: boolean;
+  /** Sends the request again on a fresh app connection. */
+  retry(connection: DownstreamConnection<InboundContext>, request: BufferedRequest): void;
+}
+
+const CONNECTED = Symbol('connected');
+function markConnected(this: Socket): void {
+  (this as Socket & { [CONNECTED]?: boolean })[CONNECTED] = true;
+}
+
+/** One request from an inbound connection to the app, and its response back (a class: made once per request). */
+class AppExchange implements ResponseSink {
+  readonly #host: AppExchangeHost;
+  readonly #connection: DownstreamConnection<InboundContext>;
+  readonly #request: BufferedRequest;
+  readonly #labels: PeerLabels;
+  readonly #app: UpstreamConnection | undefined;
+  readonly #retried: boolean;
+  readonly #reused: boolean;
+  #status = 0;
+  #closeAfter: boolean;
+
+  constructor(host: AppExchangeHost, connection: DownstreamConnection<InboundContext>, request: BufferedRequest, labels: PeerLabels, app: UpstreamConnection | undefined, retried: boolean) {
+    this.#host = host;
+    this.#connection = connection;
+    this.#request = request;
+    this.#labels = labels;
+    this.#app = app;
+    this.#retried = retried;
+    this.#reused = app !== undefined && app.served > 0;
+    this.#closeAfter = request.head.close;
+  }
+
+  finish(code: number, result: string): void {
+    const labels = this.#labels;
+    const started = this.#request.started;
+    this.#host.metrics.requests.inc({ ...labels, code: String(code), result });
+    this.#host.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
+    if (this.#host.accessLog) {
+      const caller = this.#connection.context.caller;
+      this.#host.log.debug({ direction: 'inbound', method: this.#request.head.method, path: this.#request.head.target, caller: caller.spiffeId, cluster: caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+    }
+  }
+
+  readonly onAbort = (): void => {
+    this.#dropApp();
+    this.finish(this.#status || 499, 'incomplete');
+  };
+
+  #dropApp(): void {
+    const app = this.#app!;
+    app.destroy();
+    const context = this.#connection.context;
+    if (context.app === app) context.app = undefined;
+  }
+
+  head(response: ResponseHead, kind: 'none' | 'length' | 'chunked' | 'close'): 'forward' | 'discard' {
+    if (response.status < 200) {
+      this.#connection.write(rewriteHead(response, NO_EXTRA_DROPS, ''));
+      return 'forward';
+    }
+    this.#status = response.status;
+    if (kind === 'close') this.#closeAfter = true;
+    this.#connection.write(rewriteHead(response, NO_EXTRA_DROPS, this.#closeAfter ? 'connection: close\r\n' : ''));
+    return 'forward';
+  }
+
+  body(chunk: Buffer): void {
+    this.#connection.write(chunk, this.#app!.socket);
+  }
+
+  end(reusable: boolean): void {
+    this.#connection.onAbort(undefined);
+    const context = this.#connection.context;
+    if (!reusable && context.app === this.#app) context.app = undefined;
+    this.finish(this.#status, 'ok');
+    this.#connection.finish(this.#closeAfter);
+  }
+
+  fail(error: Error, gotHead: boolean): void {
+    const connection = this.#connection;
+    connection.onAbort(undefined);
+    this.#dropApp();
+    if (gotHead) {
+      connection.abort();
+      this.finish(this.#status, 'incomplete');
+      return;
+    }
+    // A kept-alive app connection the app had just closed: one fresh try.
+    if (this.#reused && !this.#retried) {
+      this.#host.retry(connection, this.#request);
+      return;
+    }
+    const connected = (this.#app!.socket as Socket & { [CONNECTED]?: boolean })[CONNECTED] === true;
+    this.#host.log.debug({ err: error, port: connection.context.port.targetPort ?? connection.context.port.port }, 'app request failed');
+    // Unavailable = the request never reached the app, so the caller may safely retry it elsewhere.
+    const code = connected ? APP_RESET : APP_UNAVAILABLE;
+    connection.write(textResponse(503, connected ? 'the app closed the connection without answering\n' : 'the app behind the sidecar is not listening\n', { 'x-causeway-error': code }));
+    this.finish(503, connected ? 'app_reset' : 'app_unavailable');
+    connection.finish(this.#request.head.close);
+  }
+
+  batch(open: boolean): void {
+    if (open) this.#connection.socket.cork();
+    else this.#connection.socket.uncork();
   }
 }

@@ -6,8 +6,8 @@ import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, Tr
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
-import { headerValue, rewriteHead, textResponse, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamPool, type BufferedRequest, type DownstreamHandler, type UpstreamConnection } from './http1-relay.js';
+import { DownstreamConnection, UpstreamPool, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
+import { IDEMPOTENT, OutboundExchange, outlierSettings, type Circuit, type OutboundExchangeHost } from './outbound-exchange.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
@@ -39,7 +39,6 @@ export interface OutboundDeps {
 }
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
-const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const POOLED_IDLE_MS = 60_000;
 /**
  * Pooled mTLS connections per target and route. A burst queues in the pool instead of
@@ -49,18 +48,12 @@ const POOLED_IDLE_MS = 60_000;
 const MAX_CONNECTIONS_PER_TARGET = 64;
 /** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
 const RETRY_BUFFER_BYTES = 1 << 20;
-const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
 
 interface RoutedPlan {
   route: UpstreamRoute;
   policy: TrafficPolicy | undefined;
   /** Targets to try, in order. */
   plan: SnapshotTarget[];
-}
-
-interface Circuit {
-  active: number;
-  pending: number;
 }
 
 function serviceKey(namespace: string, service: string): string {
@@ -91,12 +84,15 @@ export class OutboundProxy {
   readonly #agents = new Map<string, TargetAgent>();
   /** Fast-path connection pools, keyed like the agents (target and SNI). */
   readonly #pools = new Map<string, { pool: UpstreamPool; target: SnapshotTarget }>();
+  /** The last pool used per target object of the current snapshot (a new snapshot brings new objects). */
+  #poolsByTarget = new WeakMap<SnapshotTarget, { route: SnapshotService; port: number; subset: string | undefined; pool: UpstreamPool }>();
   /** Node's HTTP server per listener, for connections the fast path hands off (HTTP/1.0, Upgrade, large bodies…). */
   readonly #fallbacks = new Map<string, HttpServer>();
   readonly #circuits = new Map<string, Circuit>();
   readonly #downstreams = new Set<Socket>();
   #closed = false;
   #httpProxy: HttpServer | undefined;
+  readonly #exchangeHost: OutboundExchangeHost;
 
   constructor(deps: OutboundDeps) {
     this.#deps = deps;
@@ -106,6 +102,16 @@ export class OutboundProxy {
       deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
     });
+    this.#exchangeHost = {
+      metrics: deps.metrics,
+      log: deps.log,
+      accessLog: this.#accessLog,
+      sourceCluster: deps.sourceCluster,
+      sourceService: deps.sourceService,
+      outliers: this.#outliers,
+      pool: (target, route, connectTimeoutMs) => this.#poolFor(target, route, connectTimeoutMs),
+      connectFailed: (target, route, error, policy) => this.#recordConnectFailure(target, route, error, policy),
+    };
   }
 
   get outliers(): OutlierDetector {
@@ -167,6 +173,7 @@ export class OutboundProxy {
         this.#pools.delete(key);
       }
     }
+    this.#poolsByTarget = new WeakMap();
   }
 
   /** Opens the explicit upstream listeners before any snapshot, so apps can connect early (they wait for a route). */
@@ -328,11 +335,6 @@ export class OutboundProxy {
     return c;
   }
 
-  #outlierSettings(policy: TrafficPolicy | undefined) {
-    const o = policy?.outlierDetection;
-    return o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
-  }
-
   #recordConnectFailure(target: SnapshotTarget, route: UpstreamRoute, error: unknown, policy: TrafficPolicy | undefined): void {
     const code = error instanceof UpstreamConnectError ? error.code : ProxyErrorCodes.connectFailed;
     const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind };
@@ -341,7 +343,7 @@ export class OutboundProxy {
       this.#deps.metrics.secureNamingRefusals.inc({ destination_service: labels.destination_service });
       this.#deps.log.warn({ target: targetKey(target), sni: sniFor(route, target), reason: (error as Error).message }, 'secure naming: server identity not allowed for the service; connection refused');
     }
-    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', this.#outlierSettings(policy));
+    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', outlierSettings(policy));
   }
 
   // ---------------------------------------------------------------- TCP
@@ -476,6 +478,9 @@ export class OutboundProxy {
   }
 
   #poolFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): UpstreamPool {
+    // Per request: found through the target object first (no key string to build).
+    const cached = this.#poolsByTarget.get(target);
+    if (cached && cached.route === route.service && cached.port === route.servicePort && cached.subset === route.subset) return cached.pool;
     const key = upstreamKey(target, route);
     let entry = this.#pools.get(key);
     if (!entry) {
@@ -493,163 +498,36 @@ export class OutboundProxy {
       entry = { pool: new UpstreamPool(dial, { max: MAX_CONNECTIONS_PER_TARGET, idleMs: POOLED_IDLE_MS }), target };
       this.#pools.set(key, entry);
     }
+    this.#poolsByTarget.set(target, { route: route.service, port: route.servicePort, subset: route.subset, pool: entry.pool });
     return entry.pool;
   }
 
-  /**
-   * One request on the fast path: targets in plan order; a connect failure, a reset
-   * before any response of a replayable request, or a server sidecar's "app unavailable"
-   * moves on to the next target. The response head is rewritten, its body forwarded as is.
-   */
+  /** One request on the fast path (see {@link OutboundExchange}). */
   #forwardHttp(connection: DownstreamConnection<undefined>, request: BufferedRequest, key: string): void {
     const spec = this.#specOf(key);
-    const method = request.head.method;
-    const deps = this.#deps;
-    const serviceLabel = spec ? `${spec.service}.${spec.namespace}` : 'unknown';
-    let target: SnapshotTarget | undefined;
-    let finished = false;
-    let circuit: Circuit | undefined;
-    const done = (code: number, result: string) => {
-      if (finished) return;
-      finished = true;
-      if (circuit) circuit.active--;
-      const cluster = target?.cluster ?? 'none';
-      deps.metrics.requests.inc({ direction: 'outbound', source_cluster: deps.sourceCluster, source_service: deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
-      deps.metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - request.started) / 1000);
-      if (this.#accessLog) deps.log.debug({ direction: 'outbound', method, path: request.head.target, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - request.started) * 100) / 100 }, 'request');
-    };
-    const fail = (error: unknown) => {
-      const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
-      const status = code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503;
-      connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
-      done(status, code);
-      connection.finish(request.head.close);
-    };
     if (!spec) {
-      fail(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
+      new OutboundExchange(this.#exchangeHost, connection, request, 'unknown', undefined, undefined).refuse(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
       return;
     }
+    const serviceLabel = `${spec.service}.${spec.namespace}`;
     let routed: RoutedPlan;
     try {
       routed = this.#routeAndPlan(spec);
     } catch (error) {
-      fail(error);
+      new OutboundExchange(this.#exchangeHost, connection, request, serviceLabel, undefined, undefined).refuse(error);
       return;
     }
-    const { route, policy, plan } = routed;
     // Circuit breaker for HTTP: requests in flight to the service stand for its connections.
-    const c = this.#circuit(spec);
-    if (c.active >= deps.tuning.circuit.maxConnections) {
-      fail(new ProxyError(ProxyErrorCodes.circuitOpen, `${serviceLabel}: circuit open (${c.active} requests in flight)`));
+    const circuit = this.#circuit(spec);
+    if (circuit.active >= this.#deps.tuning.circuit.maxConnections) {
+      new OutboundExchange(this.#exchangeHost, connection, request, serviceLabel, undefined, undefined).refuse(new ProxyError(ProxyErrorCodes.circuitOpen, `${serviceLabel}: circuit open (${circuit.active} requests in flight)`));
       return;
     }
-    circuit = c;
-    c.active++;
-    const head = rewriteHead(request.head, NO_EXTRA_DROPS, '');
-    const attempts = Math.min(plan.length, policy?.retries !== undefined ? policy.retries + 1 : deps.tuning.maxAttempts);
-    const connectTimeoutMs = policy?.connectTimeoutMs ?? deps.tuning.connectTimeoutMs;
-    const outlier = this.#outlierSettings(policy);
-    let lastError: unknown;
-    const next = (i: number, error: unknown) => {
-      lastError = error;
-      if (connection.gone) done(499, 'downstream_closed');
-      else if (i + 1 < attempts) attempt(i + 1);
-      else fail(lastError instanceof ProxyError ? lastError : new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${(lastError as Error)?.message ?? 'no response'}`, { cause: lastError }));
-    };
-    const attempt = (i: number) => {
-      const t = (target = plan[i]!);
-      const pool = this.#poolFor(t, route, connectTimeoutMs);
-      pool.acquire().then(
-        (upstream) => send(i, t, pool, upstream),
-        (error: unknown) => {
-          this.#recordConnectFailure(t, route, error, policy);
-          next(i, error);
-        },
-      );
-    };
-    const send = (i: number, t: SnapshotTarget, pool: UpstreamPool, upstream: UpstreamConnection) => {
-      if (connection.gone) {
-        pool.release(upstream, true);
-        done(499, 'downstream_closed');
-        return;
-      }
-      const reused = upstream.served > 0;
-      let status = 0;
-      let discarding = false;
-      let closeAfter = request.head.close;
-      let settled = false;
-      let timer: NodeJS.Timeout | undefined;
-      const failed = (error: Error, gotHead: boolean, timedOut: boolean) => {
-        if (settled) return;
-        settled = true;
-        if (timer) clearTimeout(timer);
-        pool.release(upstream, false);
-        if (gotHead && !discarding) {
-          // Part of the response is already with the app: nothing to do but cut it.
-          connection.abort();
-          done(status, 'incomplete');
-          return;
-        }
-        // The request reached the target but no response came (the target died or reset).
-        this.#outliers.failure(targetKey(t), 'connect', outlier);
-        if (timedOut || !(IDEMPOTENT.has(method) || reused)) {
-          lastError = error;
-          next(attempts, error);
-        } else next(i, error);
-      };
-      connection.onAbort(() => {
-        settled = true;
-        if (timer) clearTimeout(timer);
-        upstream.destroy();
-        pool.release(upstream, false);
-        done(status || 499, status ? 'incomplete' : 'downstream_closed');
-      });
-      upstream.send(method, head, request.body, {
-        head: (response: ResponseHead, kind) => {
-          if (response.status < 200) {
-            connection.write(rewriteHead(response, NO_EXTRA_DROPS, ''));
-            return 'forward';
-          }
-          if (timer) clearTimeout(timer);
-          status = response.status;
-          // The server sidecar answered for an app that is gone: eject it and try the next target.
-          const serverSide = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
-          if ((serverSide === APP_UNAVAILABLE || (serverSide === APP_RESET && IDEMPOTENT.has(method))) && i + 1 < attempts) {
-            discarding = true;
-            this.#outliers.failure(targetKey(t), 'connect', outlier);
-            lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${serverSide} from ${targetKey(t)}`);
-            return 'discard';
-          }
-          if (status >= 500) this.#outliers.failure(targetKey(t), 'http-5xx', outlier);
-          else this.#outliers.success(targetKey(t));
-          if (kind === 'close') closeAfter = true;
-          connection.write(rewriteHead(response, NO_EXTRA_DROPS, closeAfter ? 'connection: close\r\n' : ''));
-          return 'forward';
-        },
-        body: (chunk) => connection.write(chunk, upstream.socket),
-        end: (reusable) => {
-          if (settled) return;
-          settled = true;
-          connection.onAbort(undefined);
-          pool.release(upstream, reusable);
-          if (discarding) {
-            next(i, lastError);
-            return;
-          }
-          done(status, 'ok');
-          connection.finish(closeAfter);
-        },
-        fail: (error, gotHead) => failed(error, gotHead, false),
-      });
-      if (policy?.requestTimeoutMs) {
-        const ms = policy.requestTimeoutMs;
-        timer = setTimeout(() => {
-          upstream.destroy();
-          failed(new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`), status !== 0, true);
-        }, ms);
-      }
-    };
-    attempt(0);
+    circuit.active++;
+    const { route, policy, plan } = routed;
+    const attempts = Math.min(plan.length, policy?.retries !== undefined ? policy.retries + 1 : this.#deps.tuning.maxAttempts);
+    const connectTimeoutMs = policy?.connectTimeoutMs ?? this.#deps.tuning.connectTimeoutMs;
+    new OutboundExchange(this.#exchangeHost, connection, request, serviceLabel, circuit, { route, policy, plan, attempts, connectTimeoutMs }).start();
   }
 
   #agentFor(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): TargetAgent {
@@ -733,11 +611,11 @@ export class OutboundProxy {
         const replayable = body instanceof Buffer && (serverSide === APP_UNAVAILABLE || (serverSide === APP_RESET && IDEMPOTENT.has(req.method ?? '')));
         if (replayable && i + 1 < attempts) {
           upstreamRes.resume();
-          this.#outliers.failure(targetKey(target), 'connect', this.#outlierSettings(policy));
+          this.#outliers.failure(targetKey(target), 'connect', outlierSettings(policy));
           lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${serviceLabel}: ${String(serverSide)} from ${targetKey(target)}`);
           continue;
         }
-        if (status >= 500) this.#outliers.failure(targetKey(target), 'http-5xx', this.#outlierSettings(policy));
+        if (status >= 500) this.#outliers.failure(targetKey(target), 'http-5xx', outlierSettings(policy));
         else this.#outliers.success(targetKey(target));
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
@@ -755,7 +633,7 @@ export class OutboundProxy {
         continue;
       }
       // The request reached the target but no response came (the target died or reset).
-      this.#outliers.failure(targetKey(target), 'connect', this.#outlierSettings(policy));
+      this.#outliers.failure(targetKey(target), 'connect', outlierSettings(policy));
       const replayable = body instanceof Buffer && (IDEMPOTENT.has(req.method ?? '') || outcome.reusedSocket);
       if (!replayable || outcome.timedOut) break;
     }
