@@ -3,7 +3,7 @@
 // older system Node, re-run under the Node 24 that `npm ci` installed into node_modules.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -17,8 +17,38 @@ if (major < 22 || (major === 22 && minor < 12)) {
   const result = spawnSync(local, process.argv.slice(1), { stdio: 'inherit' });
   process.exit(result.status ?? 1);
 }
-const { register } = await import('tsx/esm/api');
-register();
-const { run } = await import('../cli/main.ts');
-const code = await run(process.argv.slice(2));
-if (code !== 0) process.exit(code);
+if (process.argv[2] !== 'sidecar' || process.env.CAUSEWAY_SIDECAR_FROM_SOURCE !== undefined || !(await runSidecarBundle())) {
+  const { register } = await import('tsx/esm/api');
+  register();
+  const { run } = await import('../cli/main.ts');
+  const code = await run(process.argv.slice(2));
+  if (code !== 0) process.exit(code);
+}
+
+/**
+ * `causeway sidecar …` runs the sidecar's single-file bundle (dist/sidecar.mjs, built
+ * here on first use and whenever a source it was built from changed) instead of the
+ * TypeScript through tsx: a long-running sidecar then holds only its own code (~20 MB
+ * less RSS). The process replaces itself (process.execve, same pid) with
+ * `node <SIDECAR_NODE_FLAGS> dist/sidecar.mjs …`, since V8's heap flags only apply at
+ * start-up. CAUSEWAY_SIDECAR_FROM_SOURCE=1 runs the sources through tsx as before.
+ */
+async function runSidecarBundle() {
+  // Returns false when the bundle cannot be built: the caller runs the sources instead.
+  const { ensureSidecarBundle, sidecarNodeArgs } = await import('../scripts/sidecar-bundle.mjs');
+  let bundle;
+  try {
+    bundle = await ensureSidecarBundle();
+  } catch (error) {
+    process.stderr.write(`causeway: warning: cannot build the sidecar bundle (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); running the sources through tsx\n`);
+    return false;
+  }
+  if (typeof process.execve === 'function') {
+    process.execve(process.execPath, [process.execPath, ...sidecarNodeArgs(), bundle, ...process.argv.slice(2)], process.env);
+  }
+  // Node < 22.15 has no execve: run the bundle in this process, without the heap flags.
+  const { main } = await import(pathToFileURL(bundle).href);
+  const code = await main(process.argv.slice(2));
+  if (code !== 0) process.exit(code);
+  return true;
+}
