@@ -117,6 +117,21 @@ export class DownstreamConnection<C = unknown> {
     if (this.#pending) this.#advance();
   }
 
+  /**
+   * Leaves the fast path for good (an upgraded connection becomes a byte stream): stops
+   * reading requests and returns the bytes received after the current request.
+   */
+  detach(): Buffer | undefined {
+    const rest = this.#pending;
+    this.#onAbort = undefined;
+    this.#state = ReadState.Gone;
+    this.#pending = undefined;
+    this.socket.off('data', this.#onData);
+    this.socket.off('close', this.#onClose);
+    this.socket.setTimeout(0);
+    return rest;
+  }
+
   /** Ends the connection now (the response cannot be completed). */
   abort(): void {
     this.#onAbort = undefined;
@@ -252,12 +267,19 @@ export interface ResponseSink {
   fail(error: Error, gotHead: boolean): void;
   /** Brackets the handling of one read: writes in between may be coalesced (cork/uncork). */
   batch?(open: boolean): void;
+  /**
+   * A 101 answered an upgrade request: the connection is now the protocol's byte stream,
+   * detached from this reader; `rest` holds the bytes that came after the head.
+   */
+  upgraded?(head: ResponseHead, rest: Buffer): void;
 }
 
 const enum ResponseState {
   Idle,
   Head,
   Body,
+  /** Upgraded: a byte stream somebody else relays. */
+  Detached,
 }
 
 /**
@@ -275,6 +297,7 @@ export class UpstreamConnection {
   #framer: BodyFramer | undefined;
   #forward = true;
   #reusable = true;
+  #upgrade = false;
   #closed = false;
   #onIdleClose: (() => void) | undefined;
 
@@ -295,8 +318,9 @@ export class UpstreamConnection {
   }
 
   /** Sends a request (`head` already rewritten, `body` as received) and reads its response into `sink`. */
-  send(method: string, head: string, body: Buffer, sink: ResponseSink): void {
+  send(method: string, head: string, body: Buffer, sink: ResponseSink, upgrade = false): void {
     this.#method = method;
+    this.#upgrade = upgrade;
     this.#sink = sink;
     this.#state = ResponseState.Head;
     this.#forward = true;
@@ -331,6 +355,7 @@ export class UpstreamConnection {
 
   readonly #onClose = (): void => {
     this.#closed = true;
+    if (this.#state === ResponseState.Detached) return;
     if (this.#state === ResponseState.Idle) {
       this.#onIdleClose?.();
       return;
@@ -386,7 +411,15 @@ export class UpstreamConnection {
         }
         const head = parseResponseHead(buf, offset, end);
         offset = end;
-        if (head.status === 101) throw new Http1Error(502, 'the upstream switched protocols without being asked');
+        if (head.status === 101) {
+          if (!this.#upgrade || !this.#sink!.upgraded) throw new Http1Error(502, 'the upstream switched protocols without being asked');
+          const sink = this.#sink!;
+          this.#state = ResponseState.Detached;
+          this.#sink = undefined;
+          this.socket.off('data', this.#onData);
+          sink.upgraded!(head, buf.subarray(offset));
+          return;
+        }
         const kind = responseBodyKind({ method: this.#method }, head);
         if (head.close || kind === 'close') this.#reusable = false;
         const decision = this.#sink!.head(head, kind);
@@ -481,6 +514,12 @@ export class UpstreamPool {
     this.#idle.push(c);
   }
 
+  /** A connection that left the pool's care (upgraded to a byte stream): no longer counted. */
+  forget(c: UpstreamConnection): void {
+    c.onIdleClose = undefined;
+    this.#gone();
+  }
+
   /** A connection that failed or was given up on. */
   #drop(c: UpstreamConnection): void {
     c.onIdleClose = undefined;
@@ -518,4 +557,18 @@ export class UpstreamPool {
     for (const c of this.#idle.splice(0)) c.destroy();
     for (const w of this.#waiters.splice(0)) w.reject(new Error('the pool was closed'));
   }
+}
+
+/** Relays an upgraded connection's bytes both ways until either side closes. */
+export function splice(a: AnySocket, b: AnySocket): void {
+  a.pipe(b);
+  b.pipe(a);
+  const close = () => {
+    a.destroy();
+    b.destroy();
+  };
+  a.once('close', close);
+  b.once('close', close);
+  a.resume();
+  b.resume();
 }

@@ -8,7 +8,7 @@
  * next hop could read differently (request smuggling) is refused here — obs-fold, space
  * before a colon, both Content-Length and Transfer-Encoding, a Transfer-Encoding other
  * than `chunked`, malformed chunk sizes, bare LF line ends. Messages that are valid but
- * unusual (HTTP/1.0, Upgrade, CONNECT, `Expect: 100-continue`, absolute-form targets)
+ * unusual (HTTP/1.0, CONNECT, `Expect: 100-continue`, absolute-form targets)
  * are reported as such, and the caller hands the connection to Node's HTTP server.
  */
 
@@ -48,8 +48,10 @@ export interface MessageHead {
 export interface RequestHead extends MessageHead {
   readonly method: string;
   readonly target: string;
-  /** Valid but not for the fast path (HTTP/1.0, Upgrade, CONNECT, Expect, absolute-form…): hand it to Node's server. */
+  /** Valid but not for the fast path (HTTP/1.0, CONNECT, Expect, absolute-form…): hand it to Node's server. */
   readonly unusual: string | undefined;
+  /** The protocol asked for (`Upgrade` header with `Connection: upgrade`, e.g. `websocket`), if any. */
+  readonly upgrade: string | undefined;
 }
 
 export interface ResponseHead extends MessageHead {
@@ -97,7 +99,8 @@ interface Fields {
   close: boolean;
   keepAlive: boolean;
   connectionTokens: string[] | undefined;
-  upgrade: boolean;
+  connectionUpgrade: boolean;
+  upgrade: string | undefined;
   expect: boolean;
   te: boolean;
 }
@@ -116,7 +119,7 @@ function checkFieldLine(line: string, status: number): { name: string; value: st
 }
 
 function parseFields(text: string, from: number, status: number): Fields {
-  const f: Fields = { lines: [], names: [], values: [], contentLength: -1, chunked: false, close: false, keepAlive: false, connectionTokens: undefined, upgrade: false, expect: false, te: false };
+  const f: Fields = { lines: [], names: [], values: [], contentLength: -1, chunked: false, close: false, keepAlive: false, connectionTokens: undefined, connectionUpgrade: false, upgrade: undefined, expect: false, te: false };
   let pos = from;
   const end = text.length;
   while (pos < end) {
@@ -151,12 +154,13 @@ function parseFields(text: string, from: number, status: number): Fields {
           const token = raw.trim().toLowerCase();
           if (token === 'close') f.close = true;
           else if (token === 'keep-alive') f.keepAlive = true;
-          else if (token === 'upgrade') f.upgrade = true;
+          else if (token === 'upgrade') f.connectionUpgrade = true;
           else if (token !== '') (f.connectionTokens ??= []).push(token);
         }
         break;
       case 'upgrade':
-        f.upgrade = true;
+        if (f.upgrade !== undefined) throw new Http1Error(status, 'more than one Upgrade header');
+        f.upgrade = value;
         break;
       case 'expect':
         f.expect = true;
@@ -189,7 +193,6 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
   let unusual: string | undefined;
   if (minorVersion === 0) unusual = 'HTTP/1.0';
   else if (method === 'CONNECT') unusual = 'CONNECT';
-  else if (f.upgrade) unusual = 'Upgrade';
   else if (f.expect) unusual = 'Expect';
   else if (target.charCodeAt(0) !== 0x2f && target !== '*') unusual = 'absolute-form target';
   return {
@@ -205,6 +208,8 @@ export function parseRequestHead(buf: Buffer, start: number, end: number): Reque
     method,
     target,
     unusual,
+    // Both halves or none: an Upgrade header without the Connection token is dropped as hop-by-hop.
+    upgrade: f.connectionUpgrade && f.upgrade ? f.upgrade : undefined,
   };
 }
 
@@ -438,6 +443,11 @@ function trimOws(text: string): string {
 }
 
 const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 413: 'Content Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 505: 'HTTP Version Not Supported' };
+
+/** The Connection and Upgrade lines an upgrade request or its 101 carries on (both are hop-by-hop otherwise). */
+export function upgradeLines(protocol: string): string {
+  return `connection: upgrade\r\nupgrade: ${protocol}\r\n`;
+}
 
 /** A complete plain-text response the sidecar itself answers with. */
 export function textResponse(status: number, body: string, headers: Readonly<Record<string, string>> = {}, close = false): Buffer {

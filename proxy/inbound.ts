@@ -8,8 +8,8 @@ import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
-import { rewriteHead, textResponse, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamConnection, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
+import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
+import { DownstreamConnection, UpstreamConnection, splice, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -315,7 +315,8 @@ export class InboundListener {
       if (context.caller.cluster) lines += `${PEER_CLUSTER_HEADER}: ${context.caller.cluster}\r\n`;
       context.identityLines = lines;
     }
-    const head = rewriteHead(request.head, IDENTITY_HEADERS, context.identityLines);
+    const upgrade = request.head.upgrade;
+    const head = rewriteHead(request.head, IDENTITY_HEADERS, upgrade ? context.identityLines + upgradeLines(upgrade) : context.identityLines);
     let app = context.app;
     if (!app || app.closed) {
       const socket = tcpConnect({ host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, noDelay: true });
@@ -324,7 +325,7 @@ export class InboundListener {
     }
     const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
     connection.onAbort(exchange.onAbort);
-    app.send(request.head.method, head, request.body, exchange);
+    app.send(request.head.method, head, request.body, exchange, upgrade !== undefined);
   }
 
   #httpServerFor(port: ServicePort): HttpServer {
@@ -507,6 +508,18 @@ class AppExchange implements ResponseSink {
     connection.write(textResponse(503, connected ? 'the app closed the connection without answering\n' : 'the app behind the sidecar is not listening\n', { 'x-causeway-error': code }));
     this.finish(503, connected ? 'app_reset' : 'app_unavailable');
     connection.finish(this.#request.head.close);
+  }
+
+  upgraded(response: ResponseHead, rest: Buffer): void {
+    const connection = this.#connection;
+    const app = this.#app!;
+    if (connection.context.app === app) connection.context.app = undefined;
+    connection.write(rewriteHead(response, NO_EXTRA_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? this.#request.head.upgrade!)));
+    if (rest.length > 0) connection.write(rest);
+    const early = connection.detach();
+    if (early) app.socket.write(early);
+    splice(connection.socket, app.socket);
+    this.finish(101, 'upgraded');
   }
 
   batch(open: boolean): void {

@@ -1,7 +1,7 @@
 import type { Logger, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
-import { headerValue, rewriteHead, textResponse, type ResponseHead } from './http1.js';
-import type { BufferedRequest, DownstreamConnection, ResponseSink, UpstreamConnection, UpstreamPool } from './http1-relay.js';
+import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
+import { splice, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import type { SidecarMetrics } from './metrics.js';
 import { targetKey, type OutlierDetector } from './target-balancer.js';
 import type { UpstreamRoute } from './upstream-connector.js';
@@ -73,7 +73,8 @@ export class OutboundExchange implements ResponseSink {
     this.#circuit = circuit;
     this.#plan = plan;
     this.#closeAfter = request.head.close;
-    this.#head = plan ? rewriteHead(request.head, NO_EXTRA_DROPS, '') : '';
+    const upgrade = request.head.upgrade;
+    this.#head = plan ? rewriteHead(request.head, NO_EXTRA_DROPS, upgrade ? upgradeLines(upgrade) : '') : '';
   }
 
   /** Answers with the sidecar's own error response (no target was tried, or all failed). */
@@ -126,7 +127,7 @@ export class OutboundExchange implements ResponseSink {
     this.#status = 0;
     this.#discarding = false;
     this.#settled = false;
-    upstream.send(this.#request.head.method, this.#head, this.#request.body, this);
+    upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
     const ms = this.#plan!.policy?.requestTimeoutMs;
     if (ms) this.#timer = setTimeout(this.#onTimeout, ms, upstream, ms);
   }
@@ -201,6 +202,22 @@ export class OutboundExchange implements ResponseSink {
 
   fail(error: Error, gotHead: boolean): void {
     this.#attemptFailed(error, gotHead, false);
+  }
+
+  upgraded(response: ResponseHead, rest: Buffer): void {
+    this.#clearTimer();
+    this.#settled = true;
+    this.#status = 101;
+    const upstream = this.#upstream!;
+    this.#pool!.forget(upstream);
+    this.#host.outliers.success(targetKey(this.#target!));
+    const connection = this.#connection;
+    connection.write(rewriteHead(response, NO_EXTRA_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? this.#request.head.upgrade!)));
+    if (rest.length > 0) connection.write(rest);
+    const early = connection.detach();
+    if (early) upstream.socket.write(early);
+    splice(connection.socket, upstream.socket);
+    this.#done(101, 'upgraded');
   }
 
   batch(open: boolean): void {

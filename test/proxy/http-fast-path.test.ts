@@ -237,3 +237,44 @@ test('a close-delimited response from the app reaches the client whole and ends 
   t.true(reply.text.endsWith('\r\n\r\nuntil the end'));
   t.true(reply.closedByPeer);
 });
+
+test('an upgrade (WebSocket-style) crosses both sidecars: 101 relayed, then bytes flow both ways, and the app learns the caller', async (t) => {
+  let peer: string | undefined;
+  const app = createHttpServer((_req, res) => res.writeHead(426).end());
+  app.on('upgrade', (req: IncomingMessage, socket: import('node:net').Socket, head: Buffer) => {
+    peer = req.headers['x-causeway-peer-identity'] as string | undefined;
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: ${req.headers.upgrade}\r\n\r\n`);
+    if (head.length > 0) socket.write(head.toString().toUpperCase());
+    socket.on('data', (d: Buffer) => socket.write(d.toString().toUpperCase()));
+    // Upgraded sockets are half-open by default: close when the mesh side does.
+    socket.on('end', () => socket.end());
+    upgraded.push(socket);
+  });
+  const upgraded: import('node:net').Socket[] = [];
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((r) => (upgraded.forEach((s) => s.destroy()), app.closeAllConnections(), app.close(() => r()))));
+  const { address, client } = await mesh(t, (app.address() as AddressInfo).port);
+  const socket = await new Promise<import('node:net').Socket>((resolve, reject) => {
+    const req = httpRequest({ host: address, port: 9080, path: '/ws', headers: { connection: 'upgrade', upgrade: 'x-echo' }, agent: false });
+    req.once('upgrade', (res: IncomingMessage, s: import('node:net').Socket) => {
+      t.is(res.statusCode, 101);
+      t.is(res.headers.upgrade, 'x-echo');
+      resolve(s);
+    });
+    req.once('response', (res) => reject(new Error(`no upgrade: ${res.statusCode}`)));
+    req.once('error', reject);
+    req.end();
+  });
+  t.teardown(() => socket.destroy());
+  const echoed: string[] = [];
+  socket.on('data', (d: Buffer) => echoed.push(d.toString()));
+  for (const word of ['hello', ' mesh', ' bytes']) socket.write(word);
+  const deadline = Date.now() + 10_000;
+  while (echoed.join('') !== 'HELLO MESH BYTES' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  t.is(echoed.join(''), 'HELLO MESH BYTES');
+  t.is(peer, spiffe('default', 'productpage'));
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'outbound', code: '101', result: 'upgraded' }), 1);
+  // A plain request on a fresh connection still works (the upgraded connection left the pool).
+  const plain = await send(address, { path: '/plain' });
+  t.is(plain.res.statusCode, 426);
+});

@@ -311,11 +311,16 @@ test('parseRequestHead: versions (HTTP/1.0 is unusual, others 505 or 400)', (t) 
   }
 });
 
-test('parseRequestHead: unusual requests go to Node (CONNECT, Upgrade, Expect, absolute-form)', (t) => {
+test('parseRequestHead: upgrade requests stay on the fast path with their protocol; a lone Upgrade header or Connection token is no upgrade', (t) => {
+  t.is(request('GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n').unusual, undefined);
+  t.is(request('GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n').upgrade, 'websocket');
+  t.is(request('GET /ws HTTP/1.1\r\nUpgrade: h2c\r\n\r\n').upgrade, undefined);
+  t.is(request('GET /ws HTTP/1.1\r\nConnection: keep-alive, UPGRADE\r\n\r\n').upgrade, undefined);
+  t.is(t.throws(() => request('GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: a\r\nUpgrade: b\r\n\r\n'), { instanceOf: Http1Error })!.status, 400);
+});
+
+test('parseRequestHead: unusual requests go to Node (CONNECT, Expect, absolute-form)', (t) => {
   t.is(request('CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n').unusual, 'CONNECT');
-  t.is(request('GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n').unusual, 'Upgrade');
-  t.is(request('GET /ws HTTP/1.1\r\nUpgrade: h2c\r\n\r\n').unusual, 'Upgrade');
-  t.is(request('GET /ws HTTP/1.1\r\nConnection: keep-alive, UPGRADE\r\n\r\n').unusual, 'Upgrade');
   t.is(request('POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n').unusual, 'Expect');
   t.is(request('GET https://x/ HTTP/1.1\r\n\r\n').unusual, 'absolute-form target');
   // HTTP/1.0 wins over the others.
