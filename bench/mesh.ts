@@ -8,7 +8,16 @@
  * Every hop is its own process (sidecars, gateway, app), as in a deployment; the load
  * generator is open-loop (latency measured from each request's scheduled send time, so
  * a stall is not hidden by coordinated omission). Reports added p50/p99, sidecar CPU per
- * 1000 requests/s (from /proc) and RSS. Options: --rps 1000 --seconds 10 --warmup 2.
+ * 1000 requests/s (from /proc) and memory: RSS (the goal's measure) and, from
+ * /proc/<pid>/smaps_rollup, PSS and USS (private pages; the node binary's text and data
+ * are shared by every sidecar on a host), once idle after start-up and once after the load.
+ * Options: --rps 1000 --seconds 10 --warmup 2 --sidecar bundle|tsx.
+ *
+ * The sidecars run the sidecar's bundle (dist/sidecar.mjs, built here when missing or
+ * stale) on bare Node with SIDECAR_NODE_FLAGS, as `causeway sidecar` does; `--sidecar tsx`
+ * runs the TypeScript sources through tsx without flags instead, as before, for comparison.
+ * CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS replaces the sidecars' node flags (e.g. to try V8
+ * flags); CAUSEWAY_BENCH_NODE_OPTIONS adds flags to every hop process.
  */
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -19,6 +28,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
+import { ensureSidecarBundle, SIDECAR_ENTRY, SIDECAR_NODE_FLAGS } from '../scripts/sidecar-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = new Map<string, string>();
@@ -26,6 +36,8 @@ for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.repla
 const rps = Number(args.get('rps') ?? 1000);
 const seconds = Number(args.get('seconds') ?? 10);
 const warmup = Number(args.get('warmup') ?? 2);
+const sidecarMode = args.get('sidecar') ?? 'bundle';
+if (sidecarMode !== 'bundle' && sidecarMode !== 'tsx') throw new Error(`--sidecar ${sidecarMode}: expected bundle or tsx`);
 const TD = 'causeway.internal';
 
 function freePort(): Promise<number> {
@@ -40,10 +52,11 @@ function freePort(): Promise<number> {
 }
 
 const children: ChildProcess[] = [];
-function start(name: string, argv: string[], readyText: RegExp): Promise<ChildProcess> {
+/** Starts `node [CAUSEWAY_BENCH_NODE_OPTIONS] <nodeArgs>` (TypeScript entries with `--import tsx` in nodeArgs). */
+function start(name: string, nodeArgs: string[], readyText: RegExp): Promise<ChildProcess> {
   // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
   const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...extra, '--import', 'tsx', ...argv], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
   children.push(child);
   let output = '';
   return new Promise((resolve, reject) => {
@@ -63,9 +76,23 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
 }
 
-function rssMb(pid: number): number {
-  const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'))!;
-  return Number(line.replace(/\D+/g, '')) / 1024;
+interface Memory {
+  /** Resident set size, MB: every resident page the process maps, shared or not. */
+  rssMb: number;
+  /** Proportional set size, MB: shared pages divided among the processes mapping them. */
+  pssMb: number;
+  /** Unique set size, MB: pages only this process maps (Private_Clean + Private_Dirty). */
+  ussMb: number;
+}
+
+function memory(pid: number): Memory {
+  const kb = new Map<string, number>();
+  for (const line of readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').split('\n')) {
+    const m = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (m) kb.set(m[1]!, Number(m[2]));
+  }
+  const mb = (n: number) => n / 1024;
+  return { rssMb: mb(kb.get('Rss')!), pssMb: mb(kb.get('Pss')!), ussMb: mb(kb.get('Private_Clean')! + kb.get('Private_Dirty')!) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -122,6 +149,7 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
 }
 
 async function main(): Promise<void> {
+  if (sidecarMode === 'bundle') await ensureSidecarBundle();
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
     const rootCa = await createRootCa({ trustDomain: TD });
@@ -154,12 +182,19 @@ async function main(): Promise<void> {
     const routesFile = join(dir, 'routes.yaml');
     writeFileSync(routesFile, `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n`);
 
-    const app = await start('app', ['cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
-    const gateway = await start('gateway', ['cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
-    const server = await start('server sidecar', ['bench/mesh-sidecar.ts', serverFile], /READY/);
-    const client = await start('client sidecar', ['bench/mesh-sidecar.ts', clientFile], /READY/);
+    const app = await start('app', ['--import', 'tsx', 'cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
+    const gateway = await start('gateway', ['--import', 'tsx', 'cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
+    const harness = join(root, 'bench', 'mesh-sidecar.mjs');
+    // The bundle runs with the flags `causeway sidecar` gives it; tsx mode as sidecars ran before
+    // (no flags). CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS replaces them (empty: none).
+    const sidecarFlags = process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS !== undefined ? process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS.split(' ').filter(Boolean) : sidecarMode === 'bundle' ? [...SIDECAR_NODE_FLAGS] : [];
+    const sidecarArgs = (file: string) => [...sidecarFlags, ...(sidecarMode === 'tsx' ? ['--import', 'tsx', harness, file, SIDECAR_ENTRY] : [harness, file])];
+    const server = await start('server sidecar', sidecarArgs(serverFile), /READY/);
+    const client = await start('client sidecar', sidecarArgs(clientFile), /READY/);
     void app;
-    void gateway;
+    // Idle, a moment after start-up: what a sidecar costs before any traffic.
+    await new Promise((r) => setTimeout(r, 1000));
+    const idle = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
 
     process.stderr.write(`direct path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
     const direct = await drive(appPort, rps, seconds, warmup);
@@ -169,6 +204,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     const mesh = await drive(clientLocal, rps, seconds, warmup);
     const elapsed = (performance.now() - t0) / 1000;
+    const loaded = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
     const cpu = { client: cpuSeconds(client.pid!) - cpuBefore.client, server: cpuSeconds(server.pid!) - cpuBefore.server, gateway: cpuSeconds(gateway.pid!) - cpuBefore.gateway };
     // Per request actually answered (a starved run answers fewer than it sent).
     const answered = Math.max(1, mesh.sent - mesh.errors);
@@ -177,6 +213,8 @@ async function main(): Promise<void> {
     const result = {
       rps,
       seconds,
+      sidecar: sidecarMode,
+      sidecarNodeFlags: sidecarFlags,
       direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
       mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors, errorKinds: mesh.errorKinds },
       loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
@@ -187,9 +225,11 @@ async function main(): Promise<void> {
       serverSidecarVcpuPer1000Rps: perRequest(cpu.server),
       gatewayVcpuPer1000Rps: perRequest(cpu.gateway),
       meshPhaseSeconds: elapsed,
-      rssMb: { clientSidecar: rssMb(client.pid!), serverSidecar: rssMb(server.pid!), gateway: rssMb(gateway.pid!) },
+      rssMb: { clientSidecar: loaded.clientSidecar.rssMb, serverSidecar: loaded.serverSidecar.rssMb, gateway: loaded.gateway.rssMb },
+      memory: { afterLoad: loaded, idle },
     };
     const f = (n: number) => n.toFixed(3);
+    const m = (x: Memory) => `${x.rssMb.toFixed(1)} / ${x.pssMb.toFixed(1)} / ${x.ussMb.toFixed(1)}`;
     process.stdout.write(
       [
         `path    p50 ms   p99 ms   errors`,
@@ -198,7 +238,9 @@ async function main(): Promise<void> {
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
         `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores — numbers are only meaningful on an idle machine)`,
-        `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB`,
+        `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB  (sidecars: ${sidecarMode}, node flags: ${sidecarFlags.join(' ') || 'none'})`,
+        `memory MB, RSS / PSS / USS   after load: client sidecar ${m(loaded.clientSidecar)}, server sidecar ${m(loaded.serverSidecar)}, gateway ${m(loaded.gateway)}`,
+        `                             idle after start: client sidecar ${m(idle.clientSidecar)}, server sidecar ${m(idle.serverSidecar)}, gateway ${m(idle.gateway)}`,
         JSON.stringify(result),
         '',
       ].join('\n'),
