@@ -278,3 +278,24 @@ test('an upgrade (WebSocket-style) crosses both sidecars: 101 relayed, then byte
   const plain = await send(address, { path: '/plain' });
   t.is(plain.res.statusCode, 426);
 });
+
+test('Expect: 100-continue (as curl sends for large bodies) gets its 100, then the body reaches the app', async (t) => {
+  const app = await startApp();
+  t.teardown(() => app.close());
+  const { address } = await mesh(t, app.port);
+  const socket = tcpConnect({ host: address, port: 9080 });
+  t.teardown(() => socket.destroy());
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+  socket.write('PUT /upload HTTP/1.1\r\nhost: r\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n');
+  const until = async (what: RegExp) => {
+    const deadline = Date.now() + 10_000;
+    while (!what.test(text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    t.regex(text, what);
+  };
+  await until(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
+  socket.write('abcde');
+  await until(/HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nPUT \/upload 5$/);
+  t.is(app.seen.at(-1)!.bodySha, sha(Buffer.from('abcde')));
+  t.is(app.seen.at(-1)!.peer, spiffe('default', 'productpage'));
+});
