@@ -24,11 +24,12 @@ RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,
  && npx tsc -p tsconfig.build.json \
  && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
  && cp package.json /build/
-# The sidecar runs from one minified bundle with its Node flags (scripts/sidecar-bundle.mjs):
-# /build/dist/sidecar.mjs sits one folder below the root, as in a checkout, so it finds ../api.
+# The sidecar runs from one minified bundle, started by dist/sidecar.sh with its memory
+# settings (scripts/sidecar-bundle.mjs): /build/dist/sidecar.mjs sits one folder below the
+# root, as in a checkout, so it finds ../api.
 RUN node scripts/sidecar-bundle.mjs \
  && mkdir -p /build/dist \
- && cp dist/sidecar.mjs dist/sidecar.mjs.map dist/sidecar.node-flags /build/dist/
+ && cp dist/sidecar.mjs dist/sidecar.mjs.map dist/sidecar.sh /build/dist/
 
 # --- production dependencies only --------------------------------------------------------
 FROM node:24-slim AS deps
@@ -43,7 +44,7 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /build ./
 # `causeway sidecar …` runs the bundle, everything else the compiled CLI.
-RUN printf '#!/bin/sh\nif [ "$1" = sidecar ]; then exec node $(cat /app/dist/sidecar.node-flags) /app/dist/sidecar.mjs "$@"; fi\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
+RUN printf '#!/bin/sh\nif [ "$1" = sidecar ]; then exec /app/dist/sidecar.sh "$@"; fi\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
  && chmod 0755 /usr/local/bin/causeway \
  && mkdir -p /certs /data /config \
  && chown -R node:node /certs /data /config

@@ -11,13 +11,14 @@
  * 1000 requests/s (from /proc) and memory: RSS (the goal's measure) and, from
  * /proc/<pid>/smaps_rollup, PSS and USS (private pages; the node binary's text and data
  * are shared by every sidecar on a host), once idle after start-up and once after the load.
- * Options: --rps 1000 --seconds 10 --warmup 2 --sidecar bundle|tsx.
+ * Options: --rps 1000 --seconds 10 --warmup 2 --sidecar bundle|bundle-plain|tsx.
  *
- * The sidecars run the sidecar's bundle (dist/sidecar.mjs, built here when missing or
- * stale) on bare Node with SIDECAR_NODE_FLAGS, as `causeway sidecar` does; `--sidecar tsx`
- * runs the TypeScript sources through tsx without flags instead, as before, for comparison.
- * CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS replaces the sidecars' node flags (e.g. to try V8
- * flags); CAUSEWAY_BENCH_NODE_OPTIONS adds flags to every hop process.
+ * --sidecar bundle (default) runs the sidecars as `causeway sidecar` does: the sidecar's
+ * bundle (dist/sidecar.mjs, built here when missing or stale) on bare Node, in SIDECAR_ENV
+ * (V8 young-generation cap, MALLOC_ARENA_MAX); bundle-plain is the bundle without
+ * SIDECAR_ENV; tsx runs the TypeScript sources through tsx, as sidecars ran before. For
+ * comparisons: CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS adds node flags to the sidecars (after
+ * NODE_OPTIONS, so they win), CAUSEWAY_BENCH_NODE_OPTIONS to every hop process.
  */
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -28,7 +29,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
-import { ensureSidecarBundle, SIDECAR_ENTRY, SIDECAR_NODE_FLAGS } from '../scripts/sidecar-bundle.mjs';
+import { ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/sidecar-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = new Map<string, string>();
@@ -37,7 +38,7 @@ const rps = Number(args.get('rps') ?? 1000);
 const seconds = Number(args.get('seconds') ?? 10);
 const warmup = Number(args.get('warmup') ?? 2);
 const sidecarMode = args.get('sidecar') ?? 'bundle';
-if (sidecarMode !== 'bundle' && sidecarMode !== 'tsx') throw new Error(`--sidecar ${sidecarMode}: expected bundle or tsx`);
+if (!['bundle', 'bundle-plain', 'tsx'].includes(sidecarMode)) throw new Error(`--sidecar ${sidecarMode}: expected bundle, bundle-plain or tsx`);
 const TD = 'causeway.internal';
 
 function freePort(): Promise<number> {
@@ -53,10 +54,10 @@ function freePort(): Promise<number> {
 
 const children: ChildProcess[] = [];
 /** Starts `node [CAUSEWAY_BENCH_NODE_OPTIONS] <nodeArgs>` (TypeScript entries with `--import tsx` in nodeArgs). */
-function start(name: string, nodeArgs: string[], readyText: RegExp): Promise<ChildProcess> {
+function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
   // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
   const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, CAUSEWAY_LOG_LEVEL: 'warn' } });
   children.push(child);
   let output = '';
   return new Promise((resolve, reject) => {
@@ -149,7 +150,7 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
 }
 
 async function main(): Promise<void> {
-  if (sidecarMode === 'bundle') await ensureSidecarBundle();
+  if (sidecarMode !== 'tsx') await ensureSidecarBundle();
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
     const rootCa = await createRootCa({ trustDomain: TD });
@@ -185,12 +186,12 @@ async function main(): Promise<void> {
     const app = await start('app', ['--import', 'tsx', 'cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
     const gateway = await start('gateway', ['--import', 'tsx', 'cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
     const harness = join(root, 'bench', 'mesh-sidecar.mjs');
-    // The bundle runs with the flags `causeway sidecar` gives it; tsx mode as sidecars ran before
-    // (no flags). CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS replaces them (empty: none).
-    const sidecarFlags = process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS !== undefined ? process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS.split(' ').filter(Boolean) : sidecarMode === 'bundle' ? [...SIDECAR_NODE_FLAGS] : [];
+    const sidecarFlags = (process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
     const sidecarArgs = (file: string) => [...sidecarFlags, ...(sidecarMode === 'tsx' ? ['--import', 'tsx', harness, file, SIDECAR_ENTRY] : [harness, file])];
-    const server = await start('server sidecar', sidecarArgs(serverFile), /READY/);
-    const client = await start('client sidecar', sidecarArgs(clientFile), /READY/);
+    const envOfSidecars = sidecarMode === 'bundle' ? sidecarEnv(process.env) : process.env;
+    const sidecarSettings = [envOfSidecars.NODE_OPTIONS && `NODE_OPTIONS=${envOfSidecars.NODE_OPTIONS}`, envOfSidecars.MALLOC_ARENA_MAX && `MALLOC_ARENA_MAX=${envOfSidecars.MALLOC_ARENA_MAX}`, ...sidecarFlags].filter(Boolean).join(' ') || 'none';
+    const server = await start('server sidecar', sidecarArgs(serverFile), /READY/, envOfSidecars);
+    const client = await start('client sidecar', sidecarArgs(clientFile), /READY/, envOfSidecars);
     void app;
     // Idle, a moment after start-up: what a sidecar costs before any traffic.
     await new Promise((r) => setTimeout(r, 1000));
@@ -214,7 +215,7 @@ async function main(): Promise<void> {
       rps,
       seconds,
       sidecar: sidecarMode,
-      sidecarNodeFlags: sidecarFlags,
+      sidecarSettings,
       direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
       mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors, errorKinds: mesh.errorKinds },
       loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
@@ -238,7 +239,7 @@ async function main(): Promise<void> {
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
         `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores — numbers are only meaningful on an idle machine)`,
-        `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB  (sidecars: ${sidecarMode}, node flags: ${sidecarFlags.join(' ') || 'none'})`,
+        `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB  (sidecars: ${sidecarMode}; ${sidecarSettings})`,
         `memory MB, RSS / PSS / USS   after load: client sidecar ${m(loaded.clientSidecar)}, server sidecar ${m(loaded.serverSidecar)}, gateway ${m(loaded.gateway)}`,
         `                             idle after start: client sidecar ${m(idle.clientSidecar)}, server sidecar ${m(idle.serverSidecar)}, gateway ${m(idle.gateway)}`,
         JSON.stringify(result),

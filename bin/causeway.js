@@ -30,12 +30,13 @@ if (process.argv[2] !== 'sidecar' || process.env.CAUSEWAY_SIDECAR_FROM_SOURCE !=
  * here on first use and whenever a source it was built from changed) instead of the
  * TypeScript through tsx: a long-running sidecar then holds only its own code (~20 MB
  * less RSS). The process replaces itself (process.execve, same pid) with
- * `node <SIDECAR_NODE_FLAGS> dist/sidecar.mjs …`, since V8's heap flags only apply at
- * start-up. CAUSEWAY_SIDECAR_FROM_SOURCE=1 runs the sources through tsx as before.
+ * `node dist/sidecar.mjs …` in the sidecar's environment (SIDECAR_ENV: V8 heap flag in
+ * NODE_OPTIONS, MALLOC_ARENA_MAX), since both only apply at start-up.
+ * CAUSEWAY_SIDECAR_FROM_SOURCE=1 runs the sources through tsx as before.
  */
 async function runSidecarBundle() {
   // Returns false when the bundle cannot be built: the caller runs the sources instead.
-  const { ensureSidecarBundle, sidecarNodeArgs } = await import('../scripts/sidecar-bundle.mjs');
+  const { ensureSidecarBundle, sidecarEnv } = await import('../scripts/sidecar-bundle.mjs');
   let bundle;
   try {
     bundle = await ensureSidecarBundle();
@@ -44,9 +45,9 @@ async function runSidecarBundle() {
     return false;
   }
   if (typeof process.execve === 'function') {
-    process.execve(process.execPath, [process.execPath, ...sidecarNodeArgs(), bundle, ...process.argv.slice(2)], process.env);
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, bundle, ...process.argv.slice(2)], sidecarEnv(process.env));
   }
-  // Node < 22.15 has no execve: run the bundle in this process, without the heap flags.
+  // Node < 22.15 has no execve: run the bundle in this process, without SIDECAR_ENV.
   const { main } = await import(pathToFileURL(bundle).href);
   const code = await main(process.argv.slice(2));
   if (code !== 0) process.exit(code);

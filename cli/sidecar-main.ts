@@ -4,7 +4,7 @@
  * sidecar process loads the sidecar's code and nothing else — no tsx, no other command
  * group, no module graph to resolve. The command is the same: cli/commands/sidecar.ts.
  *
- *   node [SIDECAR_NODE_FLAGS] dist/sidecar.mjs sidecar --config workload.yaml
+ *   node dist/sidecar.mjs sidecar --config workload.yaml     (in SIDECAR_ENV; dist/sidecar.sh)
  *
  * It also re-exports proxy/index.ts, so that a harness (bench/mesh-sidecar.mjs) can run
  * the very same bundle with a static snapshot source.

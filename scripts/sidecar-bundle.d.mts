@@ -6,5 +6,5 @@ export declare function buildBundle(options?: { entry?: string; outfile?: string
 export declare function staleness(outfile?: string): string | undefined;
 export declare function ensureBundle(options?: { entry?: string; outfile?: string }): Promise<string>;
 export declare function ensureSidecarBundle(): Promise<string>;
-export declare const SIDECAR_NODE_FLAGS: readonly string[];
-export declare function sidecarNodeArgs(execArgv?: readonly string[], nodeOptions?: string): string[];
+export declare const SIDECAR_ENV: Readonly<{ NODE_OPTIONS: string; MALLOC_ARENA_MAX: string }>;
+export declare function sidecarEnv(env?: NodeJS.ProcessEnv): NodeJS.ProcessEnv;
