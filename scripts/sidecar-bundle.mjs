@@ -12,7 +12,7 @@
 // builds it in its build stage. The bundle sits one folder below the checkout root, like
 // the sources, so `new URL('../api/', import.meta.url)` (the .proto files) and
 // `../package.json` resolve the same from it.
-import { mkdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -98,7 +98,11 @@ export async function buildBundle({ entry = SIDECAR_ENTRY, outfile = SIDECAR_BUN
   mkdirSync(dirname(outfile), { recursive: true });
   const tmp = `.${process.pid}.tmp`;
   for (const file of result.outputFiles) writeFileSync(file.path + tmp, file.contents);
-  const inputs = [...Object.keys(result.metafile.inputs), relative(ROOT, SELF)];
+  // Also npm's lock files: an install rewrites them even if it were to keep the packages' file times.
+  const lockFiles = ['package-lock.json', 'node_modules/.package-lock.json'].filter((f) => existsSync(join(ROOT, f)));
+  // Files only: the plugin's modules are listed as `builtin:node:…`.
+  const files = Object.keys(result.metafile.inputs).filter((p) => !p.startsWith('builtin:'));
+  const inputs = [...files, relative(ROOT, SELF), ...lockFiles];
   writeFileSync(inputsFileOf(outfile) + tmp, JSON.stringify(inputs));
   writeFileSync(launcherOf(outfile) + tmp, launcherScript(outfile), { mode: 0o755 });
   utimesSync(outfile + tmp, started, started);
