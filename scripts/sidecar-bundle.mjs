@@ -66,6 +66,24 @@ const requireBuiltins = {
 };
 
 /**
+ * zod's English messages only. `import { z } from 'zod'` carries `z.locales`, every
+ * language's error messages (~260 KB of the bundle's 1.35 MB, ~3 MB of a started
+ * sidecar's RSS); Causeway never calls `z.config(z.locales.…())`, and zod configures
+ * English from locales/en.js itself, so its locales/index.js becomes `en` alone. (If
+ * zod moves that file, the filter stops matching and every locale is bundled again.)
+ */
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(build) {
+    build.onLoad({ filter: /[\\/]node_modules[\\/]zod[\\/]v4[\\/]locales[\\/]index\.js$/ }, (args) => ({
+      contents: "export { default as en } from './en.js';",
+      resolveDir: dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
+/**
  * Builds `entry` into `outfile` (written to a temporary name and renamed, so a process
  * starting meanwhile sees the old or the new bundle, never half of one).
  */
@@ -88,7 +106,7 @@ export async function buildBundle({ entry = SIDECAR_ENTRY, outfile = SIDECAR_BUN
     sourcemap: 'linked',
     // CommonJS dependencies (grpc-js, protobufjs, pino…) require() Node's built-ins.
     banner: { js: "import { createRequire as __causewayCreateRequire } from 'node:module'; const require = __causewayCreateRequire(import.meta.url);" },
-    plugins: [requireBuiltins],
+    plugins: [requireBuiltins, zodEnglishOnly],
     metafile: true,
     write: false,
     logLevel: 'warning',
