@@ -18,6 +18,11 @@ import { BodyFramer, Http1Error, headEnd, leadingEmptyLines, parseRequestHead, p
 
 type AnySocket = Socket | TLSSocket;
 
+/** An object (not a closure: exchanges are made per request) told when its downstream goes. */
+export interface AbortListener {
+  aborted(): void;
+}
+
 /** Request bodies up to this size are held whole, so that a failed attempt can be replayed on another target. */
 export const REQUEST_BUFFER_BYTES = 1 << 20;
 /** Pipelined bytes kept while a request is in flight before reading from the peer pauses. */
@@ -62,8 +67,8 @@ export class DownstreamConnection<C = unknown> {
   #bodyParts: Buffer[] = [];
   #bodyLength = 0;
   #started = 0;
-  /** Called when the connection goes while a request is being served. */
-  #onAbort: (() => void) | undefined;
+  /** Told when the connection goes while a request is being served. */
+  #onAbort: AbortListener | undefined;
   #closeAfter = false;
 
   constructor(socket: AnySocket, handler: DownstreamHandler<C>, context: C, idleTimeoutMs: number) {
@@ -76,9 +81,9 @@ export class DownstreamConnection<C = unknown> {
     socket.setTimeout(idleTimeoutMs, this.#onTimeout);
   }
 
-  /** Set by the handler while it serves a request: runs if the downstream goes away meanwhile. */
-  onAbort(callback: (() => void) | undefined): void {
-    this.#onAbort = callback;
+  /** Set by the handler while it serves a request: told if the downstream goes away meanwhile. */
+  onAbort(listener: AbortListener | undefined): void {
+    this.#onAbort = listener;
   }
 
   get gone(): boolean {
@@ -149,7 +154,7 @@ export class DownstreamConnection<C = unknown> {
     this.#state = ReadState.Gone;
     this.#onAbort = undefined;
     this.#pending = undefined;
-    abort?.();
+    abort?.aborted();
   };
 
   readonly #onData = (chunk: Buffer): void => {
@@ -299,7 +304,7 @@ export class UpstreamConnection {
   #reusable = true;
   #upgrade = false;
   #closed = false;
-  #onIdleClose: (() => void) | undefined;
+  #onIdleClose: UpstreamPool | undefined;
 
   constructor(socket: AnySocket) {
     this.socket = socket;
@@ -312,9 +317,9 @@ export class UpstreamConnection {
     return this.#closed || this.socket.destroyed;
   }
 
-  /** Called when the connection closes while no response is being read (pools drop it). */
-  set onIdleClose(callback: (() => void) | undefined) {
-    this.#onIdleClose = callback;
+  /** Told when the connection closes while no response is being read (pools drop it). */
+  set onIdleClose(pool: UpstreamPool | undefined) {
+    this.#onIdleClose = pool;
   }
 
   /** Sends a request (`head` already rewritten, `body` as received) and reads its response into `sink`. */
@@ -357,7 +362,7 @@ export class UpstreamConnection {
     this.#closed = true;
     if (this.#state === ResponseState.Detached) return;
     if (this.#state === ResponseState.Idle) {
-      this.#onIdleClose?.();
+      this.#onIdleClose?.idleClosed(this);
       return;
     }
     const sink = this.#sink;
@@ -506,12 +511,15 @@ export class UpstreamPool {
       waiter.resolve(c);
       return;
     }
-    c.onIdleClose = () => {
-      const at = this.#idle.indexOf(c);
-      if (at >= 0) this.#idle.splice(at, 1);
-      this.#gone();
-    };
+    c.onIdleClose = this;
     this.#idle.push(c);
+  }
+
+  /** An idle connection closed (the peer's idle timeout, a reset). */
+  idleClosed(c: UpstreamConnection): void {
+    const at = this.#idle.indexOf(c);
+    if (at >= 0) this.#idle.splice(at, 1);
+    this.#gone();
   }
 
   /** A connection that left the pool's care (upgraded to a byte stream): no longer counted. */

@@ -9,7 +9,7 @@ import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamConnection, splice, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
+import { DownstreamConnection, UpstreamConnection, splice, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -324,7 +324,7 @@ export class InboundListener {
       socket.once('connect', markConnected);
     }
     const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
-    connection.onAbort(exchange.onAbort);
+    connection.onAbort(exchange);
     app.send(request.head.method, head, request.body, exchange, upgrade !== undefined);
   }
 
@@ -419,7 +419,7 @@ function markConnected(this: Socket): void {
 }
 
 /** One request from an inbound connection to the app, and its response back (a class: made once per request). */
-class AppExchange implements ResponseSink {
+class AppExchange implements ResponseSink, AbortListener {
   readonly #host: AppExchangeHost;
   readonly #connection: DownstreamConnection<InboundContext>;
   readonly #request: BufferedRequest;
@@ -452,10 +452,10 @@ class AppExchange implements ResponseSink {
     }
   }
 
-  readonly onAbort = (): void => {
+  aborted(): void {
     this.#dropApp();
     this.finish(this.#status || 499, 'incomplete');
-  };
+  }
 
   #dropApp(): void {
     const app = this.#app!;

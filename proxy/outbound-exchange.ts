@@ -1,7 +1,7 @@
 import type { Logger, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
-import { splice, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
+import { splice, type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import type { SidecarMetrics } from './metrics.js';
 import { targetKey, type OutlierDetector } from './target-balancer.js';
 import type { UpstreamRoute } from './upstream-connector.js';
@@ -44,7 +44,7 @@ export interface ExchangePlan {
  * unavailable" moves on to the next target. The response head is rewritten, its body
  * forwarded as it comes. A class rather than closures: it is made once per request.
  */
-export class OutboundExchange implements ResponseSink {
+export class OutboundExchange implements ResponseSink, AbortListener {
   readonly #host: OutboundExchangeHost;
   readonly #connection: DownstreamConnection<undefined>;
   readonly #request: BufferedRequest;
@@ -87,7 +87,7 @@ export class OutboundExchange implements ResponseSink {
   }
 
   start(): void {
-    this.#connection.onAbort(this.#onAbort);
+    this.#connection.onAbort(this);
     this.#try(0);
   }
 
@@ -129,16 +129,17 @@ export class OutboundExchange implements ResponseSink {
     this.#settled = false;
     upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
     const ms = this.#plan!.policy?.requestTimeoutMs;
-    if (ms) this.#timer = setTimeout(this.#onTimeout, ms, upstream, ms);
+    if (ms) this.#timer = setTimeout(requestTimedOut, ms, this, upstream, ms);
   }
 
-  readonly #onTimeout = (upstream: UpstreamConnection, ms: number): void => {
+  /** The traffic policy's requestTimeoutMs passed without a response head. */
+  timedOut(upstream: UpstreamConnection, ms: number): void {
     if (upstream !== this.#upstream || this.#settled) return;
     upstream.destroy();
     this.#attemptFailed(new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`), this.#status !== 0, true);
-  };
+  }
 
-  readonly #onAbort = (): void => {
+  aborted(): void {
     this.#clearTimer();
     const upstream = this.#upstream;
     if (upstream && !this.#settled) {
@@ -147,7 +148,7 @@ export class OutboundExchange implements ResponseSink {
       this.#pool!.release(upstream, false);
     }
     this.#done(this.#status || 499, this.#status ? 'incomplete' : 'downstream_closed');
-  };
+  }
 
   #clearTimer(): void {
     if (this.#timer) {
@@ -260,6 +261,10 @@ export class OutboundExchange implements ResponseSink {
       host.log.debug({ direction: 'outbound', method: head.method, path: head.target, service: this.#serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
     }
   }
+}
+
+function requestTimedOut(exchange: OutboundExchange, upstream: UpstreamConnection, ms: number): void {
+  exchange.timedOut(upstream, ms);
 }
 
 /** Outlier detection settings of a traffic policy (defaults when it has none). */

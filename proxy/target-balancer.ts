@@ -90,39 +90,45 @@ export interface PlanOptions {
  * trying an ejected target beats failing outright).
  */
 export function planTargets(service: SnapshotService, outliers: OutlierDetector, options: PlanOptions = {}): SnapshotTarget[] {
-  const random = options.random ?? Math.random;
+  // Runs per request: plain loops, no closures.
   const subsetLabels = options.subset ? service.subsets[options.subset] : undefined;
-  const failoverOrder = options.policy?.failoverOrder;
-  const rank = (t: SnapshotTarget): number => {
-    if (failoverOrder && failoverOrder.length > 0) {
-      const index = failoverOrder.indexOf(t.cluster);
-      // Listed clusters first in the given order; the rest after them by locality priority.
-      return index >= 0 ? index : failoverOrder.length + t.priority;
-    }
-    return t.priority;
-  };
-  const usable = service.targets.filter((t) => {
-    if (!t.healthy || t.stale || t.weight <= 0) return false;
-    if (options.pinnedCluster && t.cluster !== options.pinnedCluster) return false;
-    // A subset narrows local endpoints by label; a gateway target carries the subset in the SNI instead.
-    if (subsetLabels && t.kind === 'endpoint') {
-      for (const [k, v] of Object.entries(subsetLabels)) if (t.labels[k] !== v) return false;
-    }
-    return true;
-  });
+  const pinned = options.pinnedCluster;
+  const usable: SnapshotTarget[] = [];
+  for (const t of service.targets) if (isUsable(t, pinned, subsetLabels)) usable.push(t);
   // One target (a gateway per remote cluster is common): nothing to order.
   if (usable.length < 2) return usable;
+  const random = options.random ?? Math.random;
+  const failoverOrder = options.policy?.failoverOrder;
   const live: SnapshotTarget[] = [];
   const ejected: SnapshotTarget[] = [];
   for (const t of usable) (outliers.isEjected(targetKey(t)) ? ejected : live).push(t);
-  if (ejected.length === 0) return orderByRank(live, rank, random);
-  return [...orderByRank(live, rank, random), ...orderByRank(ejected, rank, random)];
+  if (ejected.length === 0) return orderByRank(live, failoverOrder, random);
+  return [...orderByRank(live, failoverOrder, random), ...orderByRank(ejected, failoverOrder, random)];
 }
 
-function orderByRank(targets: SnapshotTarget[], rank: (t: SnapshotTarget) => number, random: () => number): SnapshotTarget[] {
+function isUsable(t: SnapshotTarget, pinnedCluster: string | undefined, subsetLabels: Readonly<Record<string, string>> | undefined): boolean {
+  if (!t.healthy || t.stale || t.weight <= 0) return false;
+  if (pinnedCluster && t.cluster !== pinnedCluster) return false;
+  // A subset narrows local endpoints by label; a gateway target carries the subset in the SNI instead.
+  if (subsetLabels && t.kind === 'endpoint') {
+    for (const k in subsetLabels) if (t.labels[k] !== subsetLabels[k]) return false;
+  }
+  return true;
+}
+
+function rankOf(t: SnapshotTarget, failoverOrder: readonly string[] | undefined): number {
+  if (failoverOrder && failoverOrder.length > 0) {
+    const index = failoverOrder.indexOf(t.cluster);
+    // Listed clusters first in the given order; the rest after them by locality priority.
+    return index >= 0 ? index : failoverOrder.length + t.priority;
+  }
+  return t.priority;
+}
+
+function orderByRank(targets: SnapshotTarget[], failoverOrder: readonly string[] | undefined, random: () => number): SnapshotTarget[] {
   const groups = new Map<number, SnapshotTarget[]>();
   for (const t of targets) {
-    const r = rank(t);
+    const r = rankOf(t, failoverOrder);
     let group = groups.get(r);
     if (!group) groups.set(r, (group = []));
     group.push(t);
