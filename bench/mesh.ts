@@ -72,6 +72,23 @@ function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.
   });
 }
 
+/** CPU seconds all processes of the machine used (all cores), from /proc/stat. */
+function machineBusySeconds(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal …: processes' time only (user, nice,
+  // system) — interrupt and softirq time is largely this benchmark's own loopback traffic.
+  return (fields[0]! + fields[1]! + fields[2]!) / 100;
+}
+
+/** Seconds a process's main thread spent runnable but waiting for a CPU (schedstat's second field, ns). */
+function runQueueSeconds(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
+  } catch {
+    return 0;
+  }
+}
+
 function cpuSeconds(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
@@ -201,10 +218,19 @@ async function main(): Promise<void> {
     const direct = await drive(appPort, rps, seconds, warmup);
     process.stderr.write(`mesh path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
     await drive(clientLocal, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
+    const ours = [client.pid!, server.pid!, gateway.pid!, app.pid!];
     const cpuBefore = { client: cpuSeconds(client.pid!), server: cpuSeconds(server.pid!), gateway: cpuSeconds(gateway.pid!) };
+    const oursBefore = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
+    const machineBefore = machineBusySeconds();
+    const waitBefore = ours.reduce((a, pid) => a + runQueueSeconds(pid), 0);
     const t0 = performance.now();
     const mesh = await drive(clientLocal, rps, seconds, warmup);
     const elapsed = (performance.now() - t0) / 1000;
+    // Work on the machine that is not this benchmark's (other sessions, builds…): the
+    // numbers below only mean something when it is near zero.
+    const oursAfter = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
+    const otherCpuShare = Math.max(0, machineBusySeconds() - machineBefore - (oursAfter - oursBefore)) / (elapsed * availableParallelism());
+    const runQueueWaitPerSecond = (ours.reduce((a, pid) => a + runQueueSeconds(pid), 0) - waitBefore) / elapsed;
     const loaded = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
     const cpu = { client: cpuSeconds(client.pid!) - cpuBefore.client, server: cpuSeconds(server.pid!) - cpuBefore.server, gateway: cpuSeconds(gateway.pid!) - cpuBefore.gateway };
     // Per request actually answered (a starved run answers fewer than it sent).
@@ -219,6 +245,8 @@ async function main(): Promise<void> {
       direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
       mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors, errorKinds: mesh.errorKinds },
       loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
+      otherCpuShare,
+      runQueueWaitPerSecond,
       addedP50Ms: percentile(mesh.latencies, 50) - percentile(direct.latencies, 50),
       addedP99Ms: percentile(mesh.latencies, 99) - percentile(direct.latencies, 99),
       sidecarVcpuPer1000Rps: perSidecarVcpuPer1000,
@@ -238,7 +266,8 @@ async function main(): Promise<void> {
         `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p99Ms)}    ${result.mesh.errors}`,
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
-        `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores — numbers are only meaningful on an idle machine)`,
+        `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores); CPU used by other work during the mesh phase: ${(otherCpuShare * 100).toFixed(1)} % of the machine${otherCpuShare > 0.1 ? ' — TOO BUSY: latencies and CPU per request are inflated, run again on a quiet machine' : ''}`,
+        `hop processes' main threads waited for a CPU ${runQueueWaitPerSecond.toFixed(2)} s per second (runnable but not running: the queueing behind the p99)`,
         `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB  (sidecars: ${sidecarMode}; ${sidecarSettings})`,
         `memory MB, RSS / PSS / USS   after load: client sidecar ${m(loaded.clientSidecar)}, server sidecar ${m(loaded.serverSidecar)}, gateway ${m(loaded.gateway)}`,
         `                             idle after start: client sidecar ${m(idle.clientSidecar)}, server sidecar ${m(idle.serverSidecar)}, gateway ${m(idle.gateway)}`,
