@@ -132,7 +132,9 @@ relayTest('a hello cut into 1-byte records and sent byte by byte is routed, and 
   const recorder = await startRecorder();
   t.teardown(() => recorder.close());
   // Generous inspect timeout: a loaded machine may take seconds to push thousands of 1-byte segments.
-  const { gateway, port } = await startGateway(echoRoutes([recorder.port]), { inspectTimeoutMs: 120_000 });
+  // Same for the connect to the recorder: the test process runs the gateway and the byte-by-byte
+  // sender on one event loop, and a 2 s connect timeout once fired in a full CI run.
+  const { gateway, port } = await startGateway(echoRoutes([recorder.port]), { inspectTimeoutMs: 120_000, connectTimeoutMs: 60_000 });
   t.teardown(() => gateway.close());
   // Capture a real hello from Node's TLS client, then fragment it.
   const capture = await new Promise<Buffer>((resolve) => {
@@ -145,7 +147,11 @@ relayTest('a hello cut into 1-byte records and sent byte by byte is routed, and 
   const wire = fragmentRecords(capture, 1);
   const socket = await sendByteByByte(port, wire);
   t.teardown(() => socket.destroy());
-  const received = await waitFor(() => (recorder.received()[1]?.length === wire.length ? recorder.received()[1] : undefined), { what: 'replayed bytes', timeoutMs: 100_000 });
+  const received = await waitFor(() => (recorder.received()[1]?.length === wire.length ? recorder.received()[1] : undefined), { what: 'replayed bytes', timeoutMs: 100_000 }).catch(async (error: Error) => {
+    // Say what happened instead of only that it timed out.
+    const refused = await metric(gateway, 'causeway_gateway_connections_total', {});
+    throw new Error(`${error.message}: recorder connections got ${JSON.stringify(recorder.received().map((b) => b.length))} bytes (want ${wire.length} on the second); client socket destroyed: ${socket.destroyed}; gateway connections_total ${refused}`);
+  });
   t.true(received.equals(wire));
 });
 
