@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ProxyErrorCodes } from './errors.js';
-import { BodyFramer, Http1Error, headEnd, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, textResponse, type RequestHead, type ResponseHead } from './http1.js';
+import { BodyFramer, Http1Error, headEnd, headerValue, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, rewriteHead, textResponse, upgradeLines, type RequestHead, type ResponseHead } from './http1.js';
 
 /**
  * The sidecar's HTTP/1.1 fast path: requests are read off the downstream socket with
@@ -137,6 +137,20 @@ export class DownstreamConnection<C = unknown> {
     return rest;
   }
 
+  /**
+   * The upstream answered an upgrade request with 101: relays the head (with its
+   * Connection/Upgrade lines), then splices this connection and the upstream's socket.
+   * `rest` is what the upstream sent after the head; bytes the client sent after its
+   * request go to the upstream.
+   */
+  switchProtocols(upstream: UpstreamConnection, response: ResponseHead, rest: Buffer, requested: string): void {
+    this.write(rewriteHead(response, NO_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? requested)));
+    if (rest.length > 0) this.write(rest);
+    const early = this.detach();
+    if (early) upstream.socket.write(early);
+    splice(this.socket, upstream.socket);
+  }
+
   /** Ends the connection now (the response cannot be completed). */
   abort(): void {
     this.#onAbort = undefined;
@@ -235,12 +249,8 @@ export class DownstreamConnection<C = unknown> {
   }
 
   #handOff(buffered: Buffer): void {
-    this.#state = ReadState.Gone;
-    this.#pending = undefined;
+    this.detach();
     const socket = this.socket;
-    socket.off('data', this.#onData);
-    socket.off('close', this.#onClose);
-    socket.setTimeout(0);
     socket.pause();
     if (buffered.length > 0) socket.unshift(buffered);
     this.#handler.handOff(socket, buffered, this);
@@ -256,6 +266,7 @@ export class DownstreamConnection<C = unknown> {
 }
 
 const EMPTY = Buffer.alloc(0);
+const NO_DROPS: ReadonlySet<string> = new Set();
 function noop(): void {}
 
 /** What an {@link UpstreamConnection} reports about the response it is reading. */
@@ -304,10 +315,14 @@ export class UpstreamConnection {
   #reusable = true;
   #upgrade = false;
   #closed = false;
+  #connected: boolean;
   #onIdleClose: UpstreamPool | undefined;
 
   constructor(socket: AnySocket) {
     this.socket = socket;
+    // Whether a failure came before or after the TCP connect decides if the request may have been seen.
+    this.#connected = !socket.connecting;
+    if (!this.#connected) socket.once('connect', () => (this.#connected = true));
     socket.on('data', this.#onData);
     socket.on('error', noop);
     socket.once('close', this.#onClose);
@@ -315,6 +330,11 @@ export class UpstreamConnection {
 
   get closed(): boolean {
     return this.#closed || this.socket.destroyed;
+  }
+
+  /** The TCP connection was established at some point (a failure after it may have reached the peer). */
+  get connected(): boolean {
+    return this.#connected;
   }
 
   /** Told when the connection closes while no response is being read (pools drop it). */

@@ -8,8 +8,8 @@ import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
-import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamConnection, splice, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
+import { rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
+import { DownstreamConnection, UpstreamConnection, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -321,7 +321,6 @@ export class InboundListener {
     if (!app || app.closed) {
       const socket = tcpConnect({ host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, noDelay: true });
       app = context.app = new UpstreamConnection(socket);
-      socket.once('connect', markConnected);
     }
     const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
     connection.onAbort(exchange);
@@ -413,10 +412,6 @@ interface AppExchangeHost {
   retry(connection: DownstreamConnection<InboundContext>, request: BufferedRequest): void;
 }
 
-const CONNECTED = Symbol('connected');
-function markConnected(this: Socket): void {
-  (this as Socket & { [CONNECTED]?: boolean })[CONNECTED] = true;
-}
 
 /** One request from an inbound connection to the app, and its response back (a class: made once per request). */
 class AppExchange implements ResponseSink, AbortListener {
@@ -501,7 +496,7 @@ class AppExchange implements ResponseSink, AbortListener {
       this.#host.retry(connection, this.#request);
       return;
     }
-    const connected = (this.#app!.socket as Socket & { [CONNECTED]?: boolean })[CONNECTED] === true;
+    const connected = this.#app!.connected;
     this.#host.log.debug({ err: error, port: connection.context.port.targetPort ?? connection.context.port.port }, 'app request failed');
     // Unavailable = the request never reached the app, so the caller may safely retry it elsewhere.
     const code = connected ? APP_RESET : APP_UNAVAILABLE;
@@ -514,11 +509,7 @@ class AppExchange implements ResponseSink, AbortListener {
     const connection = this.#connection;
     const app = this.#app!;
     if (connection.context.app === app) connection.context.app = undefined;
-    connection.write(rewriteHead(response, NO_EXTRA_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? this.#request.head.upgrade!)));
-    if (rest.length > 0) connection.write(rest);
-    const early = connection.detach();
-    if (early) app.socket.write(early);
-    splice(connection.socket, app.socket);
+    connection.switchProtocols(app, response, rest, this.#request.head.upgrade!);
     this.finish(101, 'upgraded');
   }
 

@@ -1,7 +1,7 @@
 import type { Logger, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
-import { splice, type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
+import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import type { SidecarMetrics } from './metrics.js';
 import { targetKey, type OutlierDetector } from './target-balancer.js';
 import type { UpstreamRoute } from './upstream-connector.js';
@@ -212,12 +212,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     const upstream = this.#upstream!;
     this.#pool!.forget(upstream);
     this.#host.outliers.success(targetKey(this.#target!));
-    const connection = this.#connection;
-    connection.write(rewriteHead(response, NO_EXTRA_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? this.#request.head.upgrade!)));
-    if (rest.length > 0) connection.write(rest);
-    const early = connection.detach();
-    if (early) upstream.socket.write(early);
-    splice(connection.socket, upstream.socket);
+    this.#connection.switchProtocols(upstream, response, rest, this.#request.head.upgrade!);
     this.#done(101, 'upgraded');
   }
 

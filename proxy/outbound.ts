@@ -6,7 +6,7 @@ import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, Tr
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
-import { DownstreamConnection, UpstreamPool, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
+import { DownstreamConnection, REQUEST_BUFFER_BYTES, UpstreamPool, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
 import { IDEMPOTENT, OutboundExchange, outlierSettings, type Circuit, type OutboundExchangeHost } from './outbound-exchange.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -46,8 +46,6 @@ const POOLED_IDLE_MS = 60_000;
  * handshakes time out together and each retry adds more (seen in bench:mesh).
  */
 const MAX_CONNECTIONS_PER_TARGET = 64;
-/** Request bodies up to this size are buffered so that a failed attempt can be retried on another target. */
-const RETRY_BUFFER_BYTES = 1 << 20;
 
 interface RoutedPlan {
   route: UpstreamRoute;
@@ -589,7 +587,7 @@ export class OutboundProxy {
     }
     circuit.active++;
     res.once('close', () => circuit.active--);
-    const body = await bufferBody(req, RETRY_BUFFER_BYTES);
+    const body = await bufferBody(req, REQUEST_BUFFER_BYTES);
     if (body === 'aborted') {
       done(499, 'downstream_closed');
       return;
