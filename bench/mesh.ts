@@ -19,10 +19,13 @@
  * SIDECAR_ENV; tsx runs the TypeScript sources through tsx, as sidecars ran before. For
  * comparisons: CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS adds node flags to the sidecars (after
  * NODE_OPTIONS, so they win), CAUSEWAY_BENCH_NODE_OPTIONS to every hop process.
+ * CAUSEWAY_BENCH_LOG_DIR=<dir> keeps each hop's output (<hop>.log, e.g. with --trace-gc)
+ * and one line per measured request (direct-latencies.txt, mesh-latencies.txt: ms since
+ * the start of the run, latency ms), to see when the tail happened.
  */
 import 'reflect-metadata';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -60,10 +63,19 @@ function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.
   const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, CAUSEWAY_LOG_LEVEL: 'warn' } });
   children.push(child);
   let output = '';
+  let ready = false;
+  // CAUSEWAY_BENCH_LOG_DIR keeps each hop's whole output (e.g. with --trace-deopt) in <dir>/<name>.log.
+  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
+  const log = logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
+      log?.write(d);
+      if (ready) return;
       output += d.toString();
-      if (readyText.test(output)) resolve(child);
+      if (readyText.test(output)) {
+        ready = true;
+        resolve(child);
+      }
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
@@ -117,10 +129,17 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
+/** The latency percentiles reported for a path. */
+function tail(sorted: number[]): { p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number; maxMs: number } {
+  return { p50Ms: percentile(sorted, 50), p90Ms: percentile(sorted, 90), p99Ms: percentile(sorted, 99), p999Ms: percentile(sorted, 99.9), maxMs: sorted[sorted.length - 1] ?? NaN };
+}
+
 /** Open-loop load at `rate`/s for `durationS`; returns latencies (ms) of the measured window and the error count. */
-async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
+async function drive(port: number, rate: number, durationS: number, warmupS: number, timelineFile?: string): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
   const latencies: number[] = [];
+  // With CAUSEWAY_BENCH_LOG_DIR: "<ms since start of the run> <latency ms>" per measured request, to see when the tail happened.
+  const timeline: string[] | undefined = timelineFile ? [] : undefined;
   let errors = 0;
   let sent = 0;
   const errorKinds: Record<string, number> = {};
@@ -142,7 +161,10 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
           res.resume();
           res.once('end', () => {
             if (res.statusCode !== 200) failed(`${res.statusCode} ${String(res.headers['x-causeway-error'] ?? '')}`.trim());
-            else if (measured) latencies.push(performance.now() - scheduled);
+            else if (measured) {
+              latencies.push(performance.now() - scheduled);
+              timeline?.push(`${(scheduled - start).toFixed(2)} ${(performance.now() - scheduled).toFixed(3)}`);
+            }
             resolve();
           });
         });
@@ -163,10 +185,12 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
   }
   await Promise.all(inflight);
   agent.destroy();
+  if (timeline && timelineFile) writeFileSync(timelineFile, timeline.join('\n') + '\n');
   return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
 }
 
 async function main(): Promise<void> {
+  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
   if (sidecarMode !== 'tsx') await ensureSidecarBundle();
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
@@ -215,7 +239,7 @@ async function main(): Promise<void> {
     const idle = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
 
     process.stderr.write(`direct path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
-    const direct = await drive(appPort, rps, seconds, warmup);
+    const direct = await drive(appPort, rps, seconds, warmup, logDir && join(logDir, 'direct-latencies.txt'));
     process.stderr.write(`mesh path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
     await drive(clientLocal, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
     const ours = [client.pid!, server.pid!, gateway.pid!, app.pid!];
@@ -224,7 +248,7 @@ async function main(): Promise<void> {
     const machineBefore = machineBusySeconds();
     const waitBefore = ours.reduce((a, pid) => a + runQueueSeconds(pid), 0);
     const t0 = performance.now();
-    const mesh = await drive(clientLocal, rps, seconds, warmup);
+    const mesh = await drive(clientLocal, rps, seconds, warmup, logDir && join(logDir, 'mesh-latencies.txt'));
     const elapsed = (performance.now() - t0) / 1000;
     // Work on the machine that is not this benchmark's (other sessions, builds…): the
     // numbers below only mean something when it is near zero.
@@ -242,8 +266,8 @@ async function main(): Promise<void> {
       seconds,
       sidecar: sidecarMode,
       sidecarSettings,
-      direct: { p50Ms: percentile(direct.latencies, 50), p99Ms: percentile(direct.latencies, 99), errors: direct.errors },
-      mesh: { p50Ms: percentile(mesh.latencies, 50), p99Ms: percentile(mesh.latencies, 99), errors: mesh.errors, errorKinds: mesh.errorKinds },
+      direct: { ...tail(direct.latencies), errors: direct.errors },
+      mesh: { ...tail(mesh.latencies), errors: mesh.errors, errorKinds: mesh.errorKinds },
       loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
       otherCpuShare,
       runQueueWaitPerSecond,
@@ -261,9 +285,9 @@ async function main(): Promise<void> {
     const m = (x: Memory) => `${x.rssMb.toFixed(1)} / ${x.pssMb.toFixed(1)} / ${x.ussMb.toFixed(1)}`;
     process.stdout.write(
       [
-        `path    p50 ms   p99 ms   errors`,
-        `direct  ${f(result.direct.p50Ms)}    ${f(result.direct.p99Ms)}    ${result.direct.errors}`,
-        `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p99Ms)}    ${result.mesh.errors}`,
+        `path    p50 ms   p90 ms   p99 ms   p99.9 ms  max ms   errors`,
+        `direct  ${f(result.direct.p50Ms)}    ${f(result.direct.p90Ms)}    ${f(result.direct.p99Ms)}    ${f(result.direct.p999Ms)}    ${f(result.direct.maxMs)}    ${result.direct.errors}`,
+        `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p90Ms)}    ${f(result.mesh.p99Ms)}    ${f(result.mesh.p999Ms)}    ${f(result.mesh.maxMs)}    ${result.mesh.errors}`,
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
         `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores); CPU used by other work during the mesh phase: ${(otherCpuShare * 100).toFixed(1)} % of the machine${otherCpuShare > 0.1 ? ' — TOO BUSY: latencies and CPU per request are inflated, run again on a quiet machine' : ''}`,
