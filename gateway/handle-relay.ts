@@ -1,5 +1,6 @@
 import { lookup } from 'node:dns';
 import { isIPv6, isIP, type Server } from 'node:net';
+import { streamHandleBindings, UV_EOF } from '../mesh/index.js';
 import { ClientHelloReader } from './client-hello.js';
 import { routeHello, type PassthroughContext } from './passthrough.js';
 import type { Route, UpstreamTarget } from './route-table.js';
@@ -77,34 +78,12 @@ function loadBindings(): Bindings | undefined {
   try {
     const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
     const tcp = binding('tcp_wrap') as { TCP: Bindings['TCP']; TCPConnectWrap: Bindings['TCPConnectWrap']; constants: { SOCKET: number } };
-    const stream = binding('stream_wrap') as {
-      WriteWrap: Bindings['WriteWrap'];
-      ShutdownWrap: Bindings['ShutdownWrap'];
-      streamBaseState: StreamState;
-      kReadBytesOrError: number;
-      kArrayBufferOffset: number;
-      kLastWriteWasAsync: number;
-    };
-    const ok =
-      typeof tcp.TCP === 'function' &&
-      typeof tcp.TCPConnectWrap === 'function' &&
-      typeof stream.WriteWrap === 'function' &&
-      typeof stream.ShutdownWrap === 'function' &&
-      stream.streamBaseState !== undefined &&
-      typeof stream.kReadBytesOrError === 'number';
-    bindings = ok
-      ? {
-          TCP: tcp.TCP,
-          TCPConnectWrap: tcp.TCPConnectWrap,
-          WriteWrap: stream.WriteWrap,
-          ShutdownWrap: stream.ShutdownWrap,
-          socketType: tcp.constants.SOCKET,
-          state: stream.streamBaseState,
-          kReadBytesOrError: stream.kReadBytesOrError,
-          kArrayBufferOffset: stream.kArrayBufferOffset,
-          kLastWriteWasAsync: stream.kLastWriteWasAsync,
-        }
-      : undefined;
+    const stream = streamHandleBindings();
+    bindings =
+      stream !== undefined && typeof tcp.TCP === 'function' && typeof tcp.TCPConnectWrap === 'function'
+        ? // The gateway's own request types carry its connection; the stream bindings are the same objects.
+          ({ ...(stream as unknown as Omit<Bindings, 'TCP' | 'TCPConnectWrap' | 'socketType'>), TCP: tcp.TCP, TCPConnectWrap: tcp.TCPConnectWrap, socketType: tcp.constants.SOCKET })
+        : undefined;
   } catch {
     bindings = undefined;
   }
@@ -116,8 +95,6 @@ export function relayHandlesAvailable(): boolean {
   return loadBindings() !== undefined;
 }
 
-/** libuv's UV_EOF: the same value on every platform libuv supports. */
-const UV_EOF = -4095;
 /** Queued bytes on one side above which the other side stops reading. */
 const HIGH_WATER_BYTES = 64 * 1024;
 /**

@@ -14,4 +14,5 @@ export * from './config/schemas.js';
 export * from './config/load.js';
 export * from './log.js';
 export * from './observability.js';
+export * from './stream-handles.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.

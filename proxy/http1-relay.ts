@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ProxyErrorCodes } from './errors.js';
 import { BodyFramer, Http1Error, headEnd, headerValue, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, rewriteHead, textResponse, upgradeLines, type RequestHead, type ResponseHead } from './http1.js';
+import { socketIo, type SocketIo, type SocketIoReader } from './socket-io.js';
 
 /**
  * The sidecar's HTTP/1.1 fast path: requests are read off the downstream socket with
@@ -52,9 +53,19 @@ const enum ReadState {
   Gone,
 }
 
+/** What a writer can stop while the connection it writes to has too much queued. */
+export interface ReadSource {
+  pause(): void;
+  resume(): void;
+}
+
 /** One downstream (app-facing or inbound) connection on the fast path. */
-export class DownstreamConnection<C = unknown> {
+export class DownstreamConnection<C = unknown> implements SocketIoReader {
   readonly socket: AnySocket;
+  readonly #io: SocketIo;
+  readonly #idleTimeoutMs: number;
+  /** Stopped until this connection's queued writes drain. */
+  #blockedSource: ReadSource | undefined;
   /** What the handler keeps per connection (caller identity, app connection…). */
   context: C;
   readonly #handler: DownstreamHandler<C>;
@@ -75,10 +86,17 @@ export class DownstreamConnection<C = unknown> {
     this.socket = socket;
     this.#handler = handler;
     this.context = context;
-    socket.on('data', this.#onData);
+    this.#idleTimeoutMs = idleTimeoutMs;
     socket.on('error', noop);
     socket.once('close', this.#onClose);
-    socket.setTimeout(idleTimeoutMs, this.#onTimeout);
+    socket.on('timeout', this.#onTimeout);
+    socket.setTimeout(idleTimeoutMs);
+    this.#io = socketIo(socket, this);
+  }
+
+  /** The socket's reads and writes (native or stream). */
+  get io(): SocketIo {
+    return this.#io;
   }
 
   /** Set by the handler while it serves a request: told if the downstream goes away meanwhile. */
@@ -90,14 +108,20 @@ export class DownstreamConnection<C = unknown> {
     return this.#state === ReadState.Gone;
   }
 
-  /** Writes response bytes; when the socket's buffer is full, `source` is paused until it drains. */
-  write(chunk: Buffer | string, source?: AnySocket): void {
+  /** Writes response bytes; when too much is queued, `source` is paused until it drains. */
+  write(chunk: Buffer | string, source?: ReadSource): void {
     if (this.#state === ReadState.Gone) return;
-    const ok = typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
-    if (!ok && source) {
+    const ok = this.#io.write(chunk);
+    if (!ok && source && this.#blockedSource === undefined) {
       source.pause();
-      this.socket.once('drain', () => source.resume());
+      this.#blockedSource = source;
     }
+  }
+
+  ioDrained(): void {
+    const source = this.#blockedSource;
+    this.#blockedSource = undefined;
+    source?.resume();
   }
 
   /**
@@ -109,7 +133,7 @@ export class DownstreamConnection<C = unknown> {
     if (this.#state === ReadState.Gone) return;
     if (close || this.#closeAfter) {
       this.#state = ReadState.Gone;
-      this.socket.end();
+      this.#io.end();
       return;
     }
     this.#state = ReadState.Head;
@@ -118,23 +142,25 @@ export class DownstreamConnection<C = unknown> {
     this.#framer = undefined;
     this.#bodyParts = [];
     this.#bodyLength = 0;
-    if (this.socket.isPaused()) this.socket.resume();
+    if (this.#io.paused) this.#io.resume();
     if (this.#pending) this.#advance();
   }
 
   /**
-   * Leaves the fast path for good (an upgraded connection becomes a byte stream): stops
-   * reading requests and returns the bytes received after the current request.
+   * Leaves the fast path for good (an upgraded connection becomes a byte stream, or Node's
+   * server takes over): stops reading requests, and once every write has gone out gives
+   * the socket back to its stream API and calls `then` with the bytes received after the
+   * current request.
    */
-  detach(): Buffer | undefined {
+  detach(then: (rest: Buffer | undefined) => void): void {
     const rest = this.#pending;
     this.#onAbort = undefined;
     this.#state = ReadState.Gone;
     this.#pending = undefined;
-    this.socket.off('data', this.#onData);
     this.socket.off('close', this.#onClose);
+    this.socket.off('timeout', this.#onTimeout);
     this.socket.setTimeout(0);
-    return rest;
+    this.#io.detach(() => then(rest));
   }
 
   /**
@@ -146,9 +172,18 @@ export class DownstreamConnection<C = unknown> {
   switchProtocols(upstream: UpstreamConnection, response: ResponseHead, rest: Buffer, requested: string): void {
     this.write(rewriteHead(response, NO_DROPS, upgradeLines(headerValue(response, 'upgrade') ?? requested)));
     if (rest.length > 0) this.write(rest);
-    const early = this.detach();
-    if (early) upstream.socket.write(early);
-    splice(this.socket, upstream.socket);
+    let waiting = 2;
+    let early: Buffer | undefined;
+    const both = () => {
+      if (--waiting > 0) return;
+      if (early) upstream.socket.write(early);
+      splice(this.socket, upstream.socket);
+    };
+    this.detach((bytes) => {
+      early = bytes;
+      both();
+    });
+    upstream.detach(both);
   }
 
   /** Ends the connection now (the response cannot be completed). */
@@ -159,8 +194,15 @@ export class DownstreamConnection<C = unknown> {
   }
 
   readonly #onTimeout = (): void => {
+    // Native reads and writes do not touch the socket's timer: measure idleness here.
+    const idleMs = performance.now() - this.#io.lastActiveMs;
+    if (idleMs < this.#idleTimeoutMs) {
+      this.socket.setTimeout(Math.max(1, Math.ceil(this.#idleTimeoutMs - idleMs)));
+      return;
+    }
     // Idle between requests: close. While a request is served, its own timeouts apply.
     if (this.#state === ReadState.Head && this.#pending === undefined) this.socket.destroy();
+    else this.socket.setTimeout(this.#idleTimeoutMs);
   };
 
   readonly #onClose = (): void => {
@@ -171,7 +213,7 @@ export class DownstreamConnection<C = unknown> {
     abort?.aborted();
   };
 
-  readonly #onData = (chunk: Buffer): void => {
+  ioData(chunk: Buffer): void {
     switch (this.#state) {
       case ReadState.Head:
         this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
@@ -183,12 +225,12 @@ export class DownstreamConnection<C = unknown> {
       case ReadState.Busy:
         // Pipelined: kept until the current response is done.
         this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
-        if (this.#pending.length > PIPELINE_BUFFER_BYTES) this.socket.pause();
+        if (this.#pending.length > PIPELINE_BUFFER_BYTES) this.#io.pause();
         return;
       case ReadState.Gone:
         return;
     }
-  };
+  }
 
   #advance(): void {
     const buf = this.#pending!;
@@ -249,11 +291,13 @@ export class DownstreamConnection<C = unknown> {
   }
 
   #handOff(buffered: Buffer): void {
-    this.detach();
-    const socket = this.socket;
-    socket.pause();
-    if (buffered.length > 0) socket.unshift(buffered);
-    this.#handler.handOff(socket, buffered, this);
+    this.detach(() => {
+      const socket = this.socket;
+      if (socket.destroyed) return;
+      socket.pause();
+      if (buffered.length > 0) socket.unshift(buffered);
+      this.#handler.handOff(socket, buffered, this);
+    });
   }
 
   #reject(error: unknown): void {
@@ -261,7 +305,7 @@ export class DownstreamConnection<C = unknown> {
     if (error instanceof Http1Error) this.#handler.rejected?.(this, error);
     this.#state = ReadState.Gone;
     this.#pending = undefined;
-    this.socket.end(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': ProxyErrorCodes.badRequest }, true));
+    this.#io.end(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': ProxyErrorCodes.badRequest }, true));
   }
 }
 
@@ -302,8 +346,9 @@ const enum ResponseState {
  * One connection to an upstream (a target's mTLS connection, or the app's), reading one
  * response at a time. Its listeners are installed once, not per request.
  */
-export class UpstreamConnection {
+export class UpstreamConnection implements SocketIoReader, ReadSource {
   readonly socket: AnySocket;
+  readonly #io: SocketIo;
   /** Requests this connection has answered (a failure on a reused connection may be a keep-alive race). */
   served = 0;
   #state = ResponseState.Idle;
@@ -323,9 +368,40 @@ export class UpstreamConnection {
     // Whether a failure came before or after the TCP connect decides if the request may have been seen.
     this.#connected = !socket.connecting;
     if (!this.#connected) socket.once('connect', () => (this.#connected = true));
-    socket.on('data', this.#onData);
     socket.on('error', noop);
     socket.once('close', this.#onClose);
+    this.#io = socketIo(socket, this);
+  }
+
+  /** The socket's reads and writes (native or stream). */
+  get io(): SocketIo {
+    return this.#io;
+  }
+
+  pause(): void {
+    this.#io.pause();
+  }
+
+  resume(): void {
+    this.#io.resume();
+  }
+
+  ioDrained(): void {}
+
+  /** Closes the connection once it has seen no traffic for `idleMs` while `isIdle()` says it is unused. */
+  closeWhenIdle(idleMs: number, isIdle: () => boolean): void {
+    const check = (): void => {
+      const quietMs = performance.now() - this.#io.lastActiveMs;
+      if (quietMs >= idleMs && isIdle()) this.destroy();
+      else this.socket.setTimeout(Math.max(1, Math.ceil(quietMs >= idleMs ? idleMs : idleMs - quietMs)));
+    };
+    this.socket.on('timeout', check);
+    this.socket.setTimeout(idleMs);
+  }
+
+  /** Leaves response reading for good (upgraded): once every write is out, the socket is a plain stream again. */
+  detach(then: () => void): void {
+    this.#io.detach(then);
   }
 
   get closed(): boolean {
@@ -360,14 +436,15 @@ export class UpstreamConnection {
       });
       return;
     }
-    if (this.socket.isPaused()) this.socket.resume();
+    const io = this.#io;
+    if (io.paused) io.resume();
     if (body.length === 0) {
-      this.socket.write(head, 'latin1');
+      io.write(head);
     } else {
-      this.socket.cork();
-      this.socket.write(head, 'latin1');
-      this.socket.write(body);
-      this.socket.uncork();
+      io.cork();
+      io.write(head);
+      io.write(body);
+      io.uncork();
     }
   }
 
@@ -396,7 +473,8 @@ export class UpstreamConnection {
     sink?.fail(new Error(gotHead ? 'the connection closed in the middle of the response body' : 'the connection closed before a response'), gotHead);
   };
 
-  readonly #onData = (chunk: Buffer): void => {
+  ioData(chunk: Buffer): void {
+    if (this.#state === ResponseState.Detached) return;
     // What one read produces (usually a whole response: head and body) goes out as one write.
     const sink = this.#sink;
     sink?.batch?.(true);
@@ -412,7 +490,7 @@ export class UpstreamConnection {
     } finally {
       sink?.batch?.(false);
     }
-  };
+  }
 
   #read(chunk: Buffer): void {
     let buf = chunk;
@@ -441,7 +519,6 @@ export class UpstreamConnection {
           const sink = this.#sink!;
           this.#state = ResponseState.Detached;
           this.#sink = undefined;
-          this.socket.off('data', this.#onData);
           sink.upgraded!(head, buf.subarray(offset));
           return;
         }
@@ -567,10 +644,7 @@ export class UpstreamPool {
     return this.#dial().then(
       (socket) => {
         const c = new UpstreamConnection(socket);
-        // Set once: fires after idleMs without traffic, and closes the connection only while it sits idle.
-        socket.setTimeout(this.#idleMs, () => {
-          if (this.#idle.includes(c)) c.destroy();
-        });
+        c.closeWhenIdle(this.#idleMs, () => this.#idle.includes(c));
         return c;
       },
       (error: unknown) => {

@@ -471,7 +471,7 @@ class AppExchange implements ResponseSink, AbortListener {
   }
 
   body(chunk: Buffer): void {
-    this.#connection.write(chunk, this.#app!.socket);
+    this.#connection.write(chunk, this.#app!);
   }
 
   end(reusable: boolean): void {
@@ -514,7 +514,7 @@ class AppExchange implements ResponseSink, AbortListener {
   }
 
   batch(open: boolean): void {
-    if (open) this.#connection.socket.cork();
-    else this.#connection.socket.uncork();
+    if (open) this.#connection.io.cork();
+    else this.#connection.io.uncork();
   }
 }

@@ -185,7 +185,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   body(chunk: Buffer): void {
-    this.#connection.write(chunk, this.#upstream!.socket);
+    this.#connection.write(chunk, this.#upstream!);
   }
 
   end(reusable: boolean): void {
@@ -217,8 +217,8 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   batch(open: boolean): void {
-    if (open) this.#connection.socket.cork();
-    else this.#connection.socket.uncork();
+    if (open) this.#connection.io.cork();
+    else this.#connection.io.uncork();
   }
 
   #attemptFailed(error: Error, gotHead: boolean, timedOut: boolean): void {
