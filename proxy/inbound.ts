@@ -82,7 +82,7 @@ export class InboundListener {
   constructor(deps: InboundDeps) {
     this.#deps = deps;
     this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
-    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000 });
+    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
       deps.metrics.inboundRefused.inc({ reason: 'handshake' });
