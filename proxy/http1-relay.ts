@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ProxyErrorCodes } from './errors.js';
 import { BodyFramer, Http1Error, headEnd, headerValue, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, rewriteHead, textResponse, upgradeLines, type RequestHead, type ResponseHead } from './http1.js';
-import { socketIo, type SocketIo, type SocketIoReader } from './socket-io.js';
+import { socketIo, watchIdle, type SocketIo, type SocketIoReader } from './socket-io.js';
 
 /**
  * The sidecar's HTTP/1.1 fast path: requests are read off the downstream socket with
@@ -63,7 +63,7 @@ export interface ReadSource {
 export class DownstreamConnection<C = unknown> implements SocketIoReader {
   readonly socket: AnySocket;
   readonly #io: SocketIo;
-  readonly #idleTimeoutMs: number;
+  readonly #stopIdleWatch: () => void;
   /** Stopped until this connection's queued writes drain. */
   #blockedSource: ReadSource | undefined;
   /** What the handler keeps per connection (caller identity, app connection…). */
@@ -86,12 +86,13 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     this.socket = socket;
     this.#handler = handler;
     this.context = context;
-    this.#idleTimeoutMs = idleTimeoutMs;
     socket.on('error', noop);
     socket.once('close', this.#onClose);
-    socket.on('timeout', this.#onTimeout);
-    socket.setTimeout(idleTimeoutMs);
     this.#io = socketIo(socket, this);
+    // Idle between requests: close. While a request is served, its own timeouts apply.
+    this.#stopIdleWatch = watchIdle(this.#io, idleTimeoutMs, () => {
+      if (this.#state === ReadState.Head && this.#pending === undefined) socket.destroy();
+    });
   }
 
   /** The socket's reads and writes (native or stream). */
@@ -158,8 +159,7 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     this.#state = ReadState.Gone;
     this.#pending = undefined;
     this.socket.off('close', this.#onClose);
-    this.socket.off('timeout', this.#onTimeout);
-    this.socket.setTimeout(0);
+    this.#stopIdleWatch();
     this.#io.detach(() => then(rest));
   }
 
@@ -192,18 +192,6 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     this.#state = ReadState.Gone;
     this.socket.destroy();
   }
-
-  readonly #onTimeout = (): void => {
-    // Native reads and writes do not touch the socket's timer: measure idleness here.
-    const idleMs = performance.now() - this.#io.lastActiveMs;
-    if (idleMs < this.#idleTimeoutMs) {
-      this.socket.setTimeout(Math.max(1, Math.ceil(this.#idleTimeoutMs - idleMs)));
-      return;
-    }
-    // Idle between requests: close. While a request is served, its own timeouts apply.
-    if (this.#state === ReadState.Head && this.#pending === undefined) this.socket.destroy();
-    else this.socket.setTimeout(this.#idleTimeoutMs);
-  };
 
   readonly #onClose = (): void => {
     const abort = this.#onAbort;
@@ -387,17 +375,6 @@ export class UpstreamConnection implements SocketIoReader, ReadSource {
   }
 
   ioDrained(): void {}
-
-  /** Closes the connection once it has seen no traffic for `idleMs` while `isIdle()` says it is unused. */
-  closeWhenIdle(idleMs: number, isIdle: () => boolean): void {
-    const check = (): void => {
-      const quietMs = performance.now() - this.#io.lastActiveMs;
-      if (quietMs >= idleMs && isIdle()) this.destroy();
-      else this.socket.setTimeout(Math.max(1, Math.ceil(quietMs >= idleMs ? idleMs : idleMs - quietMs)));
-    };
-    this.socket.on('timeout', check);
-    this.socket.setTimeout(idleMs);
-  }
 
   /** Leaves response reading for good (upgraded): once every write is out, the socket is a plain stream again. */
   detach(then: () => void): void {
@@ -644,7 +621,10 @@ export class UpstreamPool {
     return this.#dial().then(
       (socket) => {
         const c = new UpstreamConnection(socket);
-        c.closeWhenIdle(this.#idleMs, () => this.#idle.includes(c));
+        // Closed after idleMs without traffic, and only while it sits in the pool unused.
+        watchIdle(c.io, this.#idleMs, () => {
+          if (this.#idle.includes(c)) c.destroy();
+        });
         return c;
       },
       (error: unknown) => {

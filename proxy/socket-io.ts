@@ -68,6 +68,31 @@ export function socketIo(socket: AnySocket, reader: SocketIoReader): SocketIo {
   return new StreamSocketIo(socket, reader);
 }
 
+/**
+ * Calls `onIdle` once `io` has had no read or write for `idleMs`, and again after every
+ * further quiet `idleMs` while the socket stays open. Native I/O does not refresh the
+ * socket's own timer, so that timer is only the alarm clock here: the quiet time is
+ * measured from {@link SocketIo.lastActiveMs}. Returns a function that stops watching.
+ */
+export function watchIdle(io: SocketIo, idleMs: number, onIdle: () => void): () => void {
+  const socket = io.socket;
+  const check = (): void => {
+    const quietMs = performance.now() - io.lastActiveMs;
+    if (quietMs < idleMs) {
+      socket.setTimeout(Math.ceil(idleMs - quietMs));
+      return;
+    }
+    onIdle();
+    if (!socket.destroyed) socket.setTimeout(idleMs);
+  };
+  socket.on('timeout', check);
+  socket.setTimeout(idleMs);
+  return () => {
+    socket.off('timeout', check);
+    socket.setTimeout(0);
+  };
+}
+
 /** The socket's own stream API behind the {@link SocketIo} interface. */
 export class StreamSocketIo implements SocketIo {
   readonly socket: AnySocket;

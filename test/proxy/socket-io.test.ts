@@ -5,7 +5,7 @@ import { connect as netConnect, createServer as createNetServer, type AddressInf
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
-import { socketIo, StreamSocketIo, type SocketIo, type SocketIoReader } from '../../proxy/socket-io.js';
+import { socketIo, StreamSocketIo, watchIdle, type SocketIo, type SocketIoReader } from '../../proxy/socket-io.js';
 import { createTestPki } from '../fixtures/test-pki.js';
 
 // Real sockets on loopback, plain and TLS: the sidecar's fast path reads and writes
@@ -190,3 +190,25 @@ test('bytes the socket already buffered (a sniffer unshifted them) are delivered
   client.write('-second');
   await until('second', () => reader.text === 'first-second');
 });
+
+for (const mode of ['native', 'stream'] as const) {
+  test(`tcp/${mode}: watchIdle fires only after a quiet period, however long the connection has been busy, and not after it is stopped`, async (t) => {
+    let serverIo: SocketIo | undefined;
+    const { client, server: srv } = await pair('tcp', (s) => (serverIo = ioFor(s, new Collector(), mode)));
+    t.teardown(() => (client.destroy(), srv.close()));
+    await until('the server side', () => serverIo !== undefined);
+    let idle = 0;
+    const stop = watchIdle(serverIo!, 150, () => idle++);
+    // Busy for three idle periods: a read every 30 ms.
+    for (let i = 0; i < 15; i++) {
+      client.write('x');
+      await new Promise((r) => setTimeout(r, 30));
+    }
+    t.is(idle, 0, 'traffic keeps it from firing');
+    await until('the idle callback', () => idle > 0);
+    stop();
+    const seen = idle;
+    await new Promise((r) => setTimeout(r, 400));
+    t.is(idle, seen, 'a stopped watch does not fire');
+  });
+}
