@@ -87,6 +87,8 @@ export class OutboundProxy {
   /** Node's HTTP server per listener, for connections the fast path hands off (HTTP/1.0, Upgrade, large bodies…). */
   readonly #fallbacks = new Map<string, HttpServer>();
   readonly #circuits = new Map<string, Circuit>();
+  /** Connect failures already counted (see #recordConnectFailure). */
+  readonly #recordedFailures = new WeakSet<object>();
   readonly #downstreams = new Set<Socket>();
   #closed = false;
   #httpProxy: HttpServer | undefined;
@@ -334,6 +336,12 @@ export class OutboundProxy {
   }
 
   #recordConnectFailure(target: SnapshotTarget, route: UpstreamRoute, error: unknown, policy: TrafficPolicy | undefined): void {
+    // One failed connect can fail several requests queued at the pool (UpstreamPool): it
+    // counts once, as one attempt and one outlier failure.
+    if (typeof error === 'object' && error !== null) {
+      if (this.#recordedFailures.has(error)) return;
+      this.#recordedFailures.add(error);
+    }
     const code = error instanceof UpstreamConnectError ? error.code : ProxyErrorCodes.connectFailed;
     const labels = { destination_cluster: target.cluster, destination_service: `${route.service.name}.${route.service.namespace}`, kind: target.kind };
     this.#deps.metrics.connectAttempts.inc({ ...labels, result: code });

@@ -135,3 +135,26 @@ test('explicit upstreams: localhost:<localPort> reaches the service, listening b
   t.is(res.status, 200);
   t.is(res.json?.peer, spiffe('default', 'productpage'));
 });
+
+test('a burst to a target whose handshakes fail counts each failed connect once, however many queued requests it failed', async (t) => {
+  const { createServer } = await import('node:net');
+  let accepted = 0;
+  // Accepts TCP and closes at once: every mTLS handshake to it fails.
+  const broken = createServer((s) => {
+    accepted++;
+    s.destroy();
+  });
+  await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
+  t.teardown(() => broken.close());
+  const { client, source } = await pair(t);
+  const port = (broken.address() as import('node:net').AddressInfo).port;
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', port)])]));
+  await client.sidecar.settled();
+  const { address } = client.sidecar.outbound.lookup('default', 'reviews')!;
+  const answers = await Promise.all(Array.from({ length: 16 }, () => get(address, 9080, '/', { agent: false })));
+  t.true(answers.every((a) => a.status === 503), `every request answered 503 (${answers.map((a) => a.status).join(' ')})`);
+  t.true(accepted > 0);
+  // The requests queue at the pool: fewer connects than requests, and each counted once.
+  t.true(accepted < 16, `fewer connects (${accepted}) than requests`);
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_upstream_connect_attempts_total', { destination_service: 'reviews.default' }), accepted);
+});
