@@ -11,7 +11,20 @@
  * 1000 requests/s (from /proc) and memory: RSS (the goal's measure) and, from
  * /proc/<pid>/smaps_rollup, PSS and USS (private pages; the node binary's text and data
  * are shared by every sidecar on a host), once idle after start-up and once after the load.
- * Options: --rps 1000 --seconds 10 --warmup 2 --sidecar bundle|bundle-plain|tsx.
+ * Options: --rps 1000 --seconds 10 --warmup 2 --sidecar bundle|bundle-plain|tsx --peer haproxy|none.
+ *
+ * --peer haproxy (default) also runs the same topology with HAProxy as both sidecars, in
+ * the same run and against the same gateway, app and load generator:
+ *
+ *   haproxy: load → HAProxy (http, TLS origination with the client certificate and the
+ *            SNI) ─mTLS─► west gateway ─► HAProxy (TLS termination, client certificate
+ *            required) → app
+ *
+ * so the added latency, CPU per 1000 req/s and memory have a reference measured on this
+ * machine, and our numbers are reported as ratios to it. HAProxy does less than a
+ * sidecar: no secure naming (it checks the chain, not the SPIFFE ID), no authorization
+ * policy, no failover or outlier detection, a certificate hash rather than the SPIFFE ID
+ * for the app. Each HAProxy runs one thread, like a sidecar's one event loop.
  *
  * --sidecar bundle (default) runs the sidecars as `causeway sidecar` does: the sidecar's
  * bundle (dist/sidecar.mjs, built here when missing or stale) on bare Node, in SIDECAR_ENV
@@ -22,16 +35,20 @@
  * CAUSEWAY_BENCH_LOG_DIR=<dir> keeps each hop's output (<hop>.log, e.g. with --trace-gc)
  * and one line per measured request (direct-latencies.txt, mesh-latencies.txt: ms since
  * the start of the run, latency ms), to see when the tail happened.
+ * CAUSEWAY_BENCH_LAG_MS=<ms> loads bench/event-loop-lag.mjs into every hop and this load
+ * generator: event-loop stalls longer than that, with their times, in the hops' logs
+ * (this process's on stdout).
  */
 import 'reflect-metadata';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
+import { connect as netConnect, createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
+import { serviceSni } from '../mesh/index.js';
 import { ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/sidecar-bundle.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -42,7 +59,12 @@ const seconds = Number(args.get('seconds') ?? 10);
 const warmup = Number(args.get('warmup') ?? 2);
 const sidecarMode = args.get('sidecar') ?? 'bundle';
 if (!['bundle', 'bundle-plain', 'tsx'].includes(sidecarMode)) throw new Error(`--sidecar ${sidecarMode}: expected bundle, bundle-plain or tsx`);
+const peer = args.get('peer') ?? 'haproxy';
+if (!['haproxy', 'none'].includes(peer)) throw new Error(`--peer ${peer}: expected haproxy or none`);
 const TD = 'causeway.internal';
+/** Loaded into every hop, and into this process, with CAUSEWAY_BENCH_LAG_MS: see the file. */
+const LAG_MONITOR = join(root, 'bench', 'event-loop-lag.mjs');
+if (process.env.CAUSEWAY_BENCH_LAG_MS) await import(pathToFileURL(LAG_MONITOR).href);
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -60,6 +82,7 @@ const children: ChildProcess[] = [];
 function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
   // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
   const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  if (process.env.CAUSEWAY_BENCH_LAG_MS) extra.push('--import', LAG_MONITOR);
   const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, CAUSEWAY_LOG_LEVEL: 'warn' } });
   children.push(child);
   let output = '';
@@ -82,6 +105,35 @@ function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.
     child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${output.slice(-2000)}`)));
     setTimeout(() => reject(new Error(`${name} not ready after 30 s:\n${output.slice(-2000)}`)), 30_000).unref();
   });
+}
+
+/** Starts `haproxy -db -f <config>` and resolves once `port` accepts connections. */
+async function startHaproxy(name: string, config: string, port: number): Promise<ChildProcess> {
+  const child = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
+  const log = logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
+  const onData = (d: Buffer) => {
+    log?.write(d);
+    if (output.length < 20_000) output += d.toString();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}) before it listened on ${port}:\n${output.slice(-2000)}`);
+    const open = await new Promise<boolean>((resolve) => {
+      const s = netConnect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (open) return child;
+    if (Date.now() > deadline) throw new Error(`${name} not listening on ${port} after 10 s:\n${output.slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** CPU seconds all processes of the machine used (all cores), from /proc/stat. */
@@ -185,7 +237,7 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
   }
   await Promise.all(inflight);
   agent.destroy();
-  if (timeline && timelineFile) writeFileSync(timelineFile, timeline.join('\n') + '\n');
+  if (timeline && timelineFile) writeFileSync(timelineFile, `# start ${(performance.timeOrigin + start).toFixed(1)} (epoch ms)\n` + timeline.join('\n') + '\n');
   return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
 }
 
@@ -222,7 +274,12 @@ async function main(): Promise<void> {
     const gatewayTarget = { kind: 'gateway', cluster: 'west', address: '127.0.0.1', port: gatewayPort, locality: { region: 'us', zone: 'z1' }, priority: 2, weight: 1, labels: {}, healthy: true, stale: false };
     const clientFile = await sidecarSpec('load', 'east', eastCa, { inboundPort: 0, dnsPort: dnsA, upstreams: [{ service: 'echo.default', port: 9080, localPort: clientLocal }] }, snapshot('east', [gatewayTarget]));
     const routesFile = join(dir, 'routes.yaml');
-    writeFileSync(routesFile, `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n`);
+    const [haproxyLocal, haproxyInbound] = await Promise.all([freePort(), freePort()]);
+    // echo-haproxy.default: the same app behind the HAProxy "server sidecar".
+    writeFileSync(
+      routesFile,
+      `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n  - service: echo-haproxy.default\n    endpoints: [127.0.0.1:${haproxyInbound}]\n`,
+    );
 
     const app = await start('app', ['--import', 'tsx', 'cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
     const gateway = await start('gateway', ['--import', 'tsx', 'cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
@@ -233,53 +290,124 @@ async function main(): Promise<void> {
     const sidecarSettings = [envOfSidecars.NODE_OPTIONS && `NODE_OPTIONS=${envOfSidecars.NODE_OPTIONS}`, envOfSidecars.MALLOC_ARENA_MAX && `MALLOC_ARENA_MAX=${envOfSidecars.MALLOC_ARENA_MAX}`, ...sidecarFlags].filter(Boolean).join(' ') || 'none';
     const server = await start('server sidecar', sidecarArgs(serverFile), /READY/, envOfSidecars);
     const client = await start('client sidecar', sidecarArgs(clientFile), /READY/, envOfSidecars);
-    void app;
+    let haproxy: { client: ChildProcess; server: ChildProcess; version: string } | undefined;
+    if (peer === 'haproxy') {
+      // The same kinds of certificates as the sidecars', from the same intermediates.
+      const clientCert = await eastCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/load-haproxy` });
+      const sni = serviceSni({ port: 9080, subset: undefined, service: 'echo-haproxy', namespace: 'default', cluster: 'west', trustDomain: TD });
+      // HAProxy checks a server's name against the SNI, by DNS SAN or CN, not by SPIFFE
+      // URI: the CN carries the SNI so that the client side verifies whom it reached.
+      const serverCert = await westCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/echo-haproxy`, commonName: sni });
+      const pem = (c: typeof clientCert, name: string) => {
+        const file = join(dir, name);
+        writeFileSync(file, [...c.certChain, c.privateKeyPem].join('\n'), { mode: 0o600 });
+        return file;
+      };
+      const caFile = join(dir, 'haproxy-trust.pem');
+      writeFileSync(caFile, clientCert.trustBundlePem);
+      // With CAUSEWAY_BENCH_LOG_DIR, one log line per request on stderr (kept in <dir>/haproxy-*.log).
+      const logging = logDir ? `  log stderr format raw local0\n` : '';
+      const common = `global\n  nbthread 1\n  maxconn 4096\n${logging}defaults\n  mode http\n${logDir ? '  log global\n  option httplog\n' : ''}  option http-keep-alive\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout http-keep-alive 1h\n`;
+      const clientConfig = join(dir, 'haproxy-client.cfg');
+      writeFileSync(
+        clientConfig,
+        `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal}\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${pem(clientCert, 'haproxy-client.pem')} ca-file ${caFile} verify required sni str(${sni}) alpn http/1.1\n`,
+      );
+      const serverConfig = join(dir, 'haproxy-server.cfg');
+      writeFileSync(
+        serverConfig,
+        `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${pem(serverCert, 'haproxy-server.pem')} ca-file ${caFile} verify required alpn http/1.1\n  http-request set-header x-client-cert-sha1 %[ssl_c_sha1,hex]\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort}\n`,
+      );
+      haproxy = {
+        server: await startHaproxy('haproxy server side', serverConfig, haproxyInbound),
+        client: await startHaproxy('haproxy client side', clientConfig, haproxyLocal),
+        version: execFileSync('haproxy', ['-v'], { encoding: 'utf8' }).split('\n')[0]!,
+      };
+    }
     // Idle, a moment after start-up: what a sidecar costs before any traffic.
     await new Promise((r) => setTimeout(r, 1000));
     const idle = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
+    const idleHaproxy = haproxy && { client: memory(haproxy.client.pid!), server: memory(haproxy.server.pid!) };
 
     process.stderr.write(`direct path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
     const direct = await drive(appPort, rps, seconds, warmup, logDir && join(logDir, 'direct-latencies.txt'));
-    process.stderr.write(`mesh path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
-    await drive(clientLocal, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
-    const ours = [client.pid!, server.pid!, gateway.pid!, app.pid!];
-    const cpuBefore = { client: cpuSeconds(client.pid!), server: cpuSeconds(server.pid!), gateway: cpuSeconds(gateway.pid!) };
-    const oursBefore = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
-    const machineBefore = machineBusySeconds();
-    const waitBefore = ours.reduce((a, pid) => a + runQueueSeconds(pid), 0);
-    const t0 = performance.now();
-    const mesh = await drive(clientLocal, rps, seconds, warmup, logDir && join(logDir, 'mesh-latencies.txt'));
-    const elapsed = (performance.now() - t0) / 1000;
-    // Work on the machine that is not this benchmark's (other sessions, builds…): the
-    // numbers below only mean something when it is near zero.
-    const oursAfter = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
-    const otherCpuShare = Math.max(0, machineBusySeconds() - machineBefore - (oursAfter - oursBefore)) / (elapsed * availableParallelism());
-    const runQueueWaitPerSecond = (ours.reduce((a, pid) => a + runQueueSeconds(pid), 0) - waitBefore) / elapsed;
-    const loaded = { clientSidecar: memory(client.pid!), serverSidecar: memory(server.pid!), gateway: memory(gateway.pid!) };
-    const cpu = { client: cpuSeconds(client.pid!) - cpuBefore.client, server: cpuSeconds(server.pid!) - cpuBefore.server, gateway: cpuSeconds(gateway.pid!) - cpuBefore.gateway };
-    // Per request actually answered (a starved run answers fewer than it sent).
-    const answered = Math.max(1, mesh.sent - mesh.errors);
-    const perRequest = (seconds: number) => (seconds / answered) * 1000;
-    const perSidecarVcpuPer1000 = perRequest((cpu.client + cpu.server) / 2);
+
+    /** One proxied path under load: latencies, and CPU per 1000 req/s of its two sidecars and of the gateway. */
+    const measure = async (name: string, localPort: number, clientPid: number, serverPid: number) => {
+      process.stderr.write(`${name} path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
+      await drive(localPort, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
+      const ours = [clientPid, serverPid, gateway.pid!, app.pid!];
+      const cpuBefore = { client: cpuSeconds(clientPid), server: cpuSeconds(serverPid), gateway: cpuSeconds(gateway.pid!) };
+      const oursBefore = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
+      const machineBefore = machineBusySeconds();
+      const waitBefore = ours.reduce((a, pid) => a + runQueueSeconds(pid), 0);
+      const t0 = performance.now();
+      const load = await drive(localPort, rps, seconds, warmup, logDir && join(logDir, `${name}-latencies.txt`));
+      const elapsed = (performance.now() - t0) / 1000;
+      // Work on the machine that is not this benchmark's (other sessions, builds…): the
+      // numbers below only mean something when it is near zero.
+      const oursAfter = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
+      const otherCpuShare = Math.max(0, machineBusySeconds() - machineBefore - (oursAfter - oursBefore)) / (elapsed * availableParallelism());
+      const runQueueWaitPerSecond = (ours.reduce((a, pid) => a + runQueueSeconds(pid), 0) - waitBefore) / elapsed;
+      // Per request actually answered (a starved run answers fewer than it sent).
+      const answered = Math.max(1, load.sent - load.errors);
+      const per1000 = (cpuS: number) => (cpuS / answered) * 1000;
+      const client = per1000(cpuSeconds(clientPid) - cpuBefore.client);
+      const server = per1000(cpuSeconds(serverPid) - cpuBefore.server);
+      return {
+        latency: { ...tail(load.latencies), errors: load.errors, errorKinds: load.errorKinds },
+        addedP50Ms: percentile(load.latencies, 50) - percentile(direct.latencies, 50),
+        addedP99Ms: percentile(load.latencies, 99) - percentile(direct.latencies, 99),
+        sidecarVcpuPer1000Rps: (client + server) / 2,
+        clientSidecarVcpuPer1000Rps: client,
+        serverSidecarVcpuPer1000Rps: server,
+        gatewayVcpuPer1000Rps: per1000(cpuSeconds(gateway.pid!) - cpuBefore.gateway),
+        otherCpuShare,
+        runQueueWaitPerSecond,
+        phaseSeconds: elapsed,
+        afterLoad: { client: memory(clientPid), server: memory(serverPid) },
+      };
+    };
+    const peerRun = haproxy && (await measure('haproxy', haproxyLocal, haproxy.client.pid!, haproxy.server.pid!));
+    const mesh = await measure('mesh', clientLocal, client.pid!, server.pid!);
+    const loaded = { clientSidecar: mesh.afterLoad.client, serverSidecar: mesh.afterLoad.server, gateway: memory(gateway.pid!) };
+    const perSidecarVcpuPer1000 = mesh.sidecarVcpuPer1000Rps;
+    const otherCpuShare = mesh.otherCpuShare;
+    const runQueueWaitPerSecond = mesh.runQueueWaitPerSecond;
     const result = {
       rps,
       seconds,
       sidecar: sidecarMode,
       sidecarSettings,
       direct: { ...tail(direct.latencies), errors: direct.errors },
-      mesh: { ...tail(mesh.latencies), errors: mesh.errors, errorKinds: mesh.errorKinds },
+      mesh: mesh.latency,
       loadAverage: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
       otherCpuShare,
       runQueueWaitPerSecond,
-      addedP50Ms: percentile(mesh.latencies, 50) - percentile(direct.latencies, 50),
-      addedP99Ms: percentile(mesh.latencies, 99) - percentile(direct.latencies, 99),
+      addedP50Ms: mesh.addedP50Ms,
+      addedP99Ms: mesh.addedP99Ms,
       sidecarVcpuPer1000Rps: perSidecarVcpuPer1000,
-      clientSidecarVcpuPer1000Rps: perRequest(cpu.client),
-      serverSidecarVcpuPer1000Rps: perRequest(cpu.server),
-      gatewayVcpuPer1000Rps: perRequest(cpu.gateway),
-      meshPhaseSeconds: elapsed,
+      clientSidecarVcpuPer1000Rps: mesh.clientSidecarVcpuPer1000Rps,
+      serverSidecarVcpuPer1000Rps: mesh.serverSidecarVcpuPer1000Rps,
+      gatewayVcpuPer1000Rps: mesh.gatewayVcpuPer1000Rps,
+      meshPhaseSeconds: mesh.phaseSeconds,
       rssMb: { clientSidecar: loaded.clientSidecar.rssMb, serverSidecar: loaded.serverSidecar.rssMb, gateway: loaded.gateway.rssMb },
       memory: { afterLoad: loaded, idle },
+      haproxy: peerRun && haproxy && {
+        version: haproxy.version,
+        ...peerRun,
+        idleMemory: idleHaproxy,
+        // ours ÷ HAProxy's, measured in this run (below 1: we do better). Latencies of the
+        // whole path: the added ones are differences of noisy percentiles, near zero or
+        // below it in some runs, and make no ratio.
+        ratios: {
+          p50: mesh.latency.p50Ms / peerRun.latency.p50Ms,
+          p99: mesh.latency.p99Ms / peerRun.latency.p99Ms,
+          p999: mesh.latency.p999Ms / peerRun.latency.p999Ms,
+          sidecarCpu: mesh.sidecarVcpuPer1000Rps / peerRun.sidecarVcpuPer1000Rps,
+          rss: (loaded.clientSidecar.rssMb + loaded.serverSidecar.rssMb) / (peerRun.afterLoad.client.rssMb + peerRun.afterLoad.server.rssMb),
+        },
+      },
     };
     const f = (n: number) => n.toFixed(3);
     const m = (x: Memory) => `${x.rssMb.toFixed(1)} / ${x.pssMb.toFixed(1)} / ${x.ussMb.toFixed(1)}`;
@@ -288,8 +416,17 @@ async function main(): Promise<void> {
         `path    p50 ms   p90 ms   p99 ms   p99.9 ms  max ms   errors`,
         `direct  ${f(result.direct.p50Ms)}    ${f(result.direct.p90Ms)}    ${f(result.direct.p99Ms)}    ${f(result.direct.p999Ms)}    ${f(result.direct.maxMs)}    ${result.direct.errors}`,
         `mesh    ${f(result.mesh.p50Ms)}    ${f(result.mesh.p90Ms)}    ${f(result.mesh.p99Ms)}    ${f(result.mesh.p999Ms)}    ${f(result.mesh.maxMs)}    ${result.mesh.errors}`,
+        ...(peerRun ? [`haproxy ${f(peerRun.latency.p50Ms)}    ${f(peerRun.latency.p90Ms)}    ${f(peerRun.latency.p99Ms)}    ${f(peerRun.latency.p999Ms)}    ${f(peerRun.latency.maxMs)}    ${peerRun.latency.errors}`] : []),
         `added   p50 ${f(result.addedP50Ms)} ms (goal ≤ 0.5)   p99 ${f(result.addedP99Ms)} ms (goal ≤ 1.5)`,
         `sidecar CPU per 1000 req/s: ${f(perSidecarVcpuPer1000)} vCPU (client ${f(result.clientSidecarVcpuPer1000Rps)}, server ${f(result.serverSidecarVcpuPer1000Rps)}; goal ≤ 0.15); gateway ${f(result.gatewayVcpuPer1000Rps)}`,
+        ...(peerRun && result.haproxy
+          ? [
+              `HAProxy as both sidecars (${result.haproxy.version}), same gateway, app and load, this run:`,
+              `  added p50 ${f(peerRun.addedP50Ms)} ms, p99 ${f(peerRun.addedP99Ms)} ms; CPU per 1000 req/s ${f(peerRun.sidecarVcpuPer1000Rps)} vCPU (client ${f(peerRun.clientSidecarVcpuPer1000Rps)}, server ${f(peerRun.serverSidecarVcpuPer1000Rps)}); RSS client ${peerRun.afterLoad.client.rssMb.toFixed(1)} MB, server ${peerRun.afterLoad.server.rssMb.toFixed(1)} MB; host waited for a CPU ${peerRun.runQueueWaitPerSecond.toFixed(2)} s/s`,
+              ...(peerRun.latency.errors > 0 ? [`  HAPROXY PATH HAD ${peerRun.latency.errors} FAILED REQUESTS (${JSON.stringify(peerRun.latency.errorKinds)}): its numbers and the ratios mean nothing; CAUSEWAY_BENCH_LOG_DIR=<dir> keeps its logs`] : []),
+              `  causeway ÷ haproxy: path p50 ${result.haproxy.ratios.p50.toFixed(2)}×, p99 ${result.haproxy.ratios.p99.toFixed(2)}×, p99.9 ${result.haproxy.ratios.p999.toFixed(2)}×, sidecar CPU ${result.haproxy.ratios.sidecarCpu.toFixed(2)}×, RSS ${result.haproxy.ratios.rss.toFixed(2)}×`,
+            ]
+          : []),
         `machine load average during the run: ${result.loadAverage} (on ${availableParallelism()} cores); CPU used by other work during the mesh phase: ${(otherCpuShare * 100).toFixed(1)} % of the machine${otherCpuShare > 0.1 ? ' — TOO BUSY: latencies and CPU per request are inflated, run again on a quiet machine' : ''}`,
         `hop processes' main threads waited for a CPU ${runQueueWaitPerSecond.toFixed(2)} s per second (runnable but not running: the queueing behind the p99)`,
         `RSS: client sidecar ${result.rssMb.clientSidecar.toFixed(1)} MB, server sidecar ${result.rssMb.serverSidecar.toFixed(1)} MB (goal ≤ 50), gateway ${result.rssMb.gateway.toFixed(1)} MB  (sidecars: ${sidecarMode}; ${sidecarSettings})`,
