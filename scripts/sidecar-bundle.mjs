@@ -165,14 +165,18 @@ export const ensureSidecarBundle = () => ensureBundle();
 /**
  * The environment a sidecar runs with, for a small steady-state RSS (measured in
  * proxy/README.md "Memory"; bin/causeway.js, bench/mesh.ts and dist/sidecar.sh apply it):
- * - `--max-semi-space-size=1`: V8's young generation stays at 2 × 1 MB instead of growing
- *   to 2 × 16 MB under load (more, shorter scavenges: ~+1.5 % of a sidecar's CPU);
+ * - `--max-semi-space-size=2`: V8's young generation stays at 2 × 2 MB instead of growing
+ *   to 2 × 16 MB under load (more, shorter scavenges). 1 MB saved another 2–3 MB of RSS
+ *   but doubled the scavenges, and bench:mesh's p99 was 6–44 ms (median 16.5, ten runs)
+ *   against 4.4–73 (median 11.4, nine runs) with 2 MB (2026-12-02, proxy/README.md);
+ *   8 MB gave 4.2–9.0 (five runs) for 7 MB more RSS — an operator's NODE_OPTIONS can
+ *   choose it;
  * - `MALLOC_ARENA_MAX=2`: glibc keeps two malloc arenas instead of one per thread that ever
  *   allocated (V8's helper threads, libuv's pool), each holding freed memory.
  * Both are environment, not argv, so that an operator's own settings win: V8 takes the
  * last of repeated flags, and sidecarEnv() puts an existing NODE_OPTIONS after ours.
  */
-export const SIDECAR_ENV = Object.freeze({ NODE_OPTIONS: '--max-semi-space-size=1', MALLOC_ARENA_MAX: '2' });
+export const SIDECAR_ENV = Object.freeze({ NODE_OPTIONS: '--max-semi-space-size=2', MALLOC_ARENA_MAX: '2' });
 
 /** `env` with SIDECAR_ENV applied (its own NODE_OPTIONS after ours, its MALLOC_ARENA_MAX kept). */
 export function sidecarEnv(env = process.env) {
