@@ -36,8 +36,13 @@ export function connectionTo(endpoints: string[], tls?: { caFile: string; certFi
 }
 
 export async function startCluster(t: ExecutionContext, name: string, options: { tls?: boolean } = {}): Promise<TestCluster> {
-  const etcd = await startEtcd({ name: `etcd-${name}`, tls: options.tls ?? false });
-  t.teardown(() => etcd.destroy());
+  // The teardown is registered before the start finishes: tests start clusters with
+  // Promise.all, and when one fails to start the test ends at once — a sibling still
+  // starting must be destroyed when it comes up, not left running (a live etcd keeps the
+  // test worker from exiting, and the whole run hangs).
+  const starting = startEtcd({ name: `etcd-${name}`, tls: options.tls ?? false });
+  t.teardown(async () => (await starting.catch(() => undefined))?.destroy());
+  const etcd = await starting;
   const connection = connectionTo(etcd.endpoints, etcd.rootClient);
   const store = Etcd3CatalogStore.connect(connection);
   t.teardown(() => store.close());

@@ -43,7 +43,13 @@ export async function startMesh(specs: { name: string; region: string; zone: str
   const dir = mkdtempSync(join(tmpdir(), 'cw-proxy-mesh-'));
   const pki = await createMeshPki(join(dir, 'pki'), { trustDomain: TD });
   const etcds = new Map<string, EtcdServer>();
-  for (const s of specs) etcds.set(s.name, await startEtcd({ name: s.name }));
+  try {
+    for (const s of specs) etcds.set(s.name, await startEtcd({ name: s.name }));
+  } catch (error) {
+    // A live etcd left behind keeps the test worker from exiting.
+    await Promise.all([...etcds.values()].map((e) => e.destroy()));
+    throw error;
+  }
   const closers: (() => Promise<void>)[] = [];
   const clusters = new Map<string, MeshCluster>();
   for (const s of specs) {
