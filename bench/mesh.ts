@@ -78,6 +78,12 @@ function freePort(): Promise<number> {
 }
 
 const children: ChildProcess[] = [];
+
+/** With CAUSEWAY_BENCH_LOG_DIR, where a hop's whole output goes (e.g. with --trace-gc): <dir>/<name>.log. */
+function hopLog(name: string): ReturnType<typeof createWriteStream> | undefined {
+  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
+  return logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
+}
 /** Starts `node [CAUSEWAY_BENCH_NODE_OPTIONS] <nodeArgs>` (TypeScript entries with `--import tsx` in nodeArgs). */
 function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
   // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
@@ -87,9 +93,7 @@ function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.
   children.push(child);
   let output = '';
   let ready = false;
-  // CAUSEWAY_BENCH_LOG_DIR keeps each hop's whole output (e.g. with --trace-deopt) in <dir>/<name>.log.
-  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
-  const log = logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
+  const log = hopLog(name);
   return new Promise((resolve, reject) => {
     const onData = (d: Buffer) => {
       log?.write(d);
@@ -112,8 +116,7 @@ async function startHaproxy(name: string, config: string, port: number): Promise
   const child = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
-  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
-  const log = logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
+  const log = hopLog(name);
   const onData = (d: Buffer) => {
     log?.write(d);
     if (output.length < 20_000) output += d.toString();

@@ -650,16 +650,16 @@ export class UpstreamPool {
     this.#dial().then(
       (socket) => {
         this.#connecting--;
+        if (this.#destroyed) {
+          this.#open--;
+          socket.destroy();
+          return;
+        }
         const c = new UpstreamConnection(socket);
         // Closed after idleMs without traffic, and only while it sits in the pool unused.
         watchIdle(c.io, this.#idleMs, () => {
           if (this.#idle.includes(c)) c.destroy();
         });
-        if (this.#destroyed) {
-          this.#open--;
-          c.destroy();
-          return;
-        }
         this.#hand(c);
         this.#grow();
       },

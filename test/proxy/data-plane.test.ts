@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Resolver } from 'node:dns/promises';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { endpointTarget, get, metricValue, service, snapshot, spiffe, startPair, startTestSidecar } from './helpers/mesh.js';
 
 // These tests feed snapshots by hand (StaticSnapshotSource); the discovery stream has its own test.
@@ -137,17 +137,16 @@ test('explicit upstreams: localhost:<localPort> reaches the service, listening b
 });
 
 test('a burst to a target whose handshakes fail counts each failed connect once, however many queued requests it failed', async (t) => {
-  const { createServer } = await import('node:net');
   let accepted = 0;
   // Accepts TCP and closes at once: every mTLS handshake to it fails.
-  const broken = createServer((s) => {
+  const broken = createTcpServer((s) => {
     accepted++;
     s.destroy();
   });
   await new Promise<void>((r) => broken.listen(0, '127.0.0.1', r));
   t.teardown(() => broken.close());
   const { client, source } = await pair(t);
-  const port = (broken.address() as import('node:net').AddressInfo).port;
+  const port = (broken.address() as AddressInfo).port;
   source.push(snapshot('east', [service('reviews', [endpointTarget('east', port)])]));
   await client.sidecar.settled();
   const { address } = client.sidecar.outbound.lookup('default', 'reviews')!;

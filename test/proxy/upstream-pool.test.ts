@@ -7,7 +7,7 @@ import { UpstreamPool, type UpstreamConnection } from '../../proxy/http1-relay.j
 // real connect started after a delay: it stands for a TLS handshake on a busy host.
 
 /** A listener that closes with every connection it accepted (so a test leaves nothing open). */
-async function listener(): Promise<{ server: Server; port: number; accepted: Socket[]; close: () => void }> {
+async function listener(): Promise<{ server: Server; port: number; close: () => void }> {
   const accepted: Socket[] = [];
   const server = createServer((s) => {
     accepted.push(s);
@@ -19,7 +19,7 @@ async function listener(): Promise<{ server: Server; port: number; accepted: Soc
     server.close();
     for (const s of accepted) s.destroy();
   };
-  return { server, port: (server.address() as AddressInfo).port, accepted, close };
+  return { server, port: (server.address() as AddressInfo).port, close };
 }
 
 /** A closed port: connecting to it is refused. */
