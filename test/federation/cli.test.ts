@@ -35,8 +35,14 @@ test('causeway federation serves readiness and metrics, and causeway status tell
   const proc = startCauseway(['federation', '--config', config, '--heartbeat']);
   t.teardown(() => proc.kill());
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 45_000, what: 'ready' });
-  const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  t.regex(metrics, /causeway_federation_link_state\{[^}]*peer="b"[^}]*state="synced"[^}]*\} 1/);
+  // Ready means the initial sync is done; on a busy host the link may already be
+  // re-syncing after a reconnect when the first scrape comes, so wait for it to settle.
+  const linkSynced = /causeway_federation_link_state\{[^}]*peer="b"[^}]*state="synced"[^}]*\} 1/;
+  const metrics = await waitFor(async () => {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    return linkSynced.test(text) ? text : undefined;
+  }, { timeoutMs: 15_000, what: 'link b synced in /metrics' });
+  t.regex(metrics, linkSynced);
   t.regex(metrics, /causeway_federation_sync_lag_seconds_bucket/);
   // --heartbeat: this cluster tells its own peers it is alive, and how to reach it.
   t.truthy(await a.store.get(EtcdKeys.heartbeat));
