@@ -96,7 +96,10 @@ export class DnsTransport {
       socket.on('close', () => this.#connections.delete(socket));
       serveTcpConnection(socket, options);
     });
-    this.#tcp.on('error', (error: Error) => options.log.warn({ err: error }, 'DNS TCP server error'));
+    // A failed listen is start()'s to report (or retry); only errors of a listening server are logged here.
+    this.#tcp.on('error', (error: Error) => {
+      if (this.#tcp.listening) options.log.warn({ err: error }, 'DNS TCP server error');
+    });
   }
 
   get port(): number {
