@@ -311,6 +311,9 @@ export class PeerLink {
       await this.#flush([receivedAtMs]);
       this.#log.debug({ keys: listing.entries.length, listMs: receivedAtMs - listStartMs, decodeMs: decodedAtMs - receivedAtMs, writeMs: Date.now() - decodedAtMs }, 'full sync timings');
       this.#syncing = false;
+      // The flush above last set the gauge while still syncing; without this, /metrics said
+      // 'syncing' after ready until the next heartbeat tick.
+      this.#o.metrics.setLinkState(this.peer, this.#state());
       if (this.#initialSync !== 'done') {
         this.#initialSync = 'done';
         this.#log.info({ exports: this.#exports.size, revision: listing.revision }, 'initial sync done');

@@ -35,6 +35,9 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
   const { federation, registry } = await startFederation(t, a, [linkTo(b), linkTo(c)]);
   const readiness = await federation.whenReady();
   t.true(readiness.ready, JSON.stringify(readiness));
+  // Ready is reported only with the links synced, and the gauge says so at once (it once
+  // kept 'syncing' until the next heartbeat tick).
+  for (const peer of ['b', 'c']) t.is(await metricValue(registry, 'causeway_federation_link_state', { peer, state: 'synced' }), 1, `link ${peer}`);
 
   const reviews = await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'reviews imported from b' });
   t.is(reviews.peer, 'b');
