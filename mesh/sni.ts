@@ -108,6 +108,13 @@ export function controllerSni(cluster: string, trustDomain: string): string {
   return encodeSni({ cluster, trustDomain });
 }
 
+/**
+ * SNI for a controller reached by IP when its cluster is not known. Clients verify the
+ * controller by SPIFFE ID, so this name only keeps an IP out of SNI (RFC 6066; Node's
+ * DEP0123); a gateway would not route it.
+ */
+export const DEFAULT_CONTROLLER_SERVER_NAME = 'causeway-controller';
+
 /** Parses without throwing; returns the error instead. For hot paths that count refusals. */
 export function tryParseSni(input: string): Sni | InvalidNameError {
   try {

@@ -3,7 +3,7 @@ import { writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Server, status, type ServiceError } from '@grpc/grpc-js';
-import { createRootLogger } from '../../mesh/index.js';
+import { DEFAULT_CONTROLLER_SERVER_NAME, createRootLogger } from '../../mesh/index.js';
 import { CaError, CaErrorCodes, CertificateServiceClient, addCertificateService, ERROR_CODE_METADATA_KEY, signingServiceChannelCredentials, createCsr, generatePrivateKey, mintJoinToken, requestCertificate, verifyCertificateChain, type SigningCredentials } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { openssl, tempDir } from './helpers.js';
@@ -60,7 +60,7 @@ test('renewal over mTLS with the current certificate, also one issued by another
 test('refused: no credentials at all (UNAUTHENTICATED), and an empty bearer token', async (t) => {
   const { service } = await setup(t);
   const csr = createCsr(await generatePrivateKey(), reviews);
-  const client = new CertificateServiceClient(service.endpoint.address, signingServiceChannelCredentials(service.endpoint));
+  const client = new CertificateServiceClient(service.endpoint.address, signingServiceChannelCredentials(service.endpoint), { 'grpc.ssl_target_name_override': DEFAULT_CONTROLLER_SERVER_NAME });
   t.teardown(() => client.close());
   const error = await new Promise<ServiceError>((resolve) => (client as unknown as { createCertificate: (r: unknown, cb: (e: ServiceError) => void) => void }).createCertificate({ csr, validitySeconds: 0 }, resolve));
   t.is(error.code, status.UNAUTHENTICATED);

@@ -1,10 +1,12 @@
 import test from 'ava';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
-import { controllerIdentity } from '../../mesh/index.js';
+import { DEFAULT_CONTROLLER_SERVER_NAME, controllerIdentity } from '../../mesh/index.js';
 import { waitFor } from '../fixtures/ports.js';
 import { RegistrationClientConstructor } from '../../controller/protos.js';
 import { controllerWorld, reviews, TD } from './harness.js';
 
+/** Raw clients dial 127.0.0.1; a name keeps the IP out of SNI (RFC 6066, DEP0123). */
+const NO_IP_SNI = { 'grpc.ssl_target_name_override': DEFAULT_CONTROLLER_SERVER_NAME };
 const endpoint = (id: string, address = '127.0.0.10') => ({ service: 'reviews', namespace: 'default', endpointId: id, address, inboundPort: 15006, labels: { version: 'v1' } });
 
 test('a registered endpoint appears in other nodes\' snapshots, and leaves them within the TTL when its sidecar dies', async (t) => {
@@ -68,7 +70,7 @@ test('a node whose identity may not serve the service cannot register for it', a
 
   // No client certificate at all: UNAUTHENTICATED (the server only requests one).
   const pki = await world.identity('default/reviews');
-  const anonymous = new RegistrationClientConstructor(`127.0.0.1:${controller.grpcPort}`, credentials.createSsl(Buffer.from(pki.trustBundle), null, null, { checkServerIdentity: () => undefined }));
+  const anonymous = new RegistrationClientConstructor(`127.0.0.1:${controller.grpcPort}`, credentials.createSsl(Buffer.from(pki.trustBundle), null, null, { checkServerIdentity: () => undefined }), NO_IP_SNI);
   t.teardown(() => anonymous.close());
   const anonymousError = await new Promise<ServiceError>((resolve) =>
     (anonymous as unknown as { Register(req: object, cb: (e: ServiceError) => void): void }).Register({ service: 'reviews', namespace: 'default', endpointId: 'x', address: '127.0.0.1', inboundPort: 1 }, resolve),
@@ -100,6 +102,7 @@ test('a heartbeat for an endpoint registered through another controller works (c
   const client = new RegistrationClientConstructor(
     `127.0.0.1:${b.grpcPort}`,
     credentials.createSsl(Buffer.from(String(tls.trustBundle)), Buffer.from(String(tls.key)), Buffer.from(String(tls.certChain)), { checkServerIdentity: () => undefined }),
+    NO_IP_SNI,
   );
   t.teardown(() => client.close());
   const heartbeat = () =>
