@@ -13,3 +13,7 @@ export function controllerIdentity(trustDomain: string): string {
 export function gatewayIdentity(trustDomain: string): string {
   return formatSpiffeId({ trustDomain, namespace: SYSTEM_NAMESPACE, serviceAccount: SystemAccounts.gateway });
 }
+
+export function federationIdentity(trustDomain: string): string {
+  return formatSpiffeId({ trustDomain, namespace: SYSTEM_NAMESPACE, serviceAccount: SystemAccounts.federation });
+}

@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { stringify } from 'yaml';
-import { EtcdKeys } from '../../mesh/index.js';
+import { parse, stringify } from 'yaml';
+import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
 import { Etcd3CatalogStore, FederationError, FederationErrorCodes, grantPeerAccess, peerUserName } from '../../federation/index.js';
 import { waitFor } from '../fixtures/index.js';
 import { causeway, connectionTo, exportService, exportedService, publishPeer, readImport, startCluster, startFederation } from './helpers.js';
@@ -11,9 +12,7 @@ import { causeway, connectionTo, exportService, exportedService, publishPeer, re
 test('a granted peer reads exports and nothing else, writes nothing, and can run a link with those credentials', async (t) => {
   const [a, b] = await Promise.all([startCluster(t, 'a', { tls: true }), startCluster(t, 'b')]);
   // The documented etcd settings: client-cert auth (the fixture's TLS mode) + auth enabled.
-  a.etcd.etcdctl(['user', 'add', 'root', '--no-password']);
-  a.etcd.etcdctl(['user', 'grant-role', 'root', 'root']);
-  a.etcd.etcdctl(['auth', 'enable']);
+  a.etcd.enableAuth();
 
   await publishPeer(t, a);
   await exportService(a, exportedService('default', 'reviews'));
@@ -72,9 +71,7 @@ test('causeway federation grant creates the read-only role and user, and warns w
   t.regex(off.stdout, /granted: etcd user "causeway-peer-west"/);
   t.regex(off.stdout, /warning: etcd auth is NOT enabled/);
 
-  a.etcd.etcdctl(['user', 'add', 'root', '--no-password']);
-  a.etcd.etcdctl(['user', 'grant-role', 'root', 'root']);
-  a.etcd.etcdctl(['auth', 'enable']);
+  a.etcd.enableAuth();
   const on = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'west-federation', '--json', '--config', config]);
   t.is(on.code, 0, on.stderr);
   t.like(JSON.parse(on.stdout), { peer: 'west', user: 'west-federation', role: 'causeway-peer-west-exports-read', prefix: '/causeway/v1/exports/', authEnabled: true });
@@ -86,4 +83,60 @@ test('causeway federation grant creates the read-only role and user, and warns w
   const revoked = await causeway(['federation', 'revoke', '--peer', 'west', '--user', 'west-federation', '--config', config]);
   t.is(revoked.code, 0, revoked.stderr);
   t.throws(() => a.etcd.etcdctl(['user', 'get', 'west-federation']));
+});
+
+test('grant --client-ca issues the peer a working certificate and links[] entry, checks it, and refuses a wrong CA key before granting anything', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a', { tls: true }), startCluster(t, 'b')]);
+  a.etcd.enableAuth();
+  await publishPeer(t, a);
+  await exportService(a, exportedService('default', 'reviews'));
+
+  const dir = mkdtempSync(join(tmpdir(), 'cw-grant-cert-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const root = a.etcd.rootClient!;
+  const config = join(dir, 'a.yaml');
+  writeFileSync(config, stringify({ cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } } }));
+  const pki = a.etcd.pki!;
+  const caKey = join(pki.dir, 'ca-key.pem');
+  const out = join(dir, 'b-at-a');
+
+  // A key that is not the CA's: refused with the reason, and nothing granted or written.
+  const otherKey = join(dir, 'other-key.pem');
+  writeFileSync(otherKey, generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  const wrong = await causeway(['federation', 'grant', '--peer', 'c', '--config', config, '--client-ca', pki.caCertFile, '--client-ca-key', otherKey, '--out', join(dir, 'c-at-a')]);
+  t.is(wrong.code, 1, wrong.stdout);
+  t.regex(wrong.stderr, /the client CA key does not belong to the client CA certificate .*CW_CA_INVALID/);
+  t.throws(() => a.etcd.etcdctl(['user', 'get', peerUserName('c')]), undefined, 'no user was created for c');
+  t.false(existsSync(join(dir, 'c-at-a')));
+  const half = await causeway(['federation', 'grant', '--peer', 'c', '--config', config, '--client-ca', pki.caCertFile]);
+  t.is(half.code, 2);
+  t.regex(half.stderr, /--client-ca and --client-ca-key go together/);
+
+  const granted = await causeway(['federation', 'grant', '--peer', 'b', '--config', config, '--client-ca', pki.caCertFile, '--client-ca-key', caKey, '--out', out, '--days', '1']);
+  t.is(granted.code, 0, granted.stderr);
+  t.regex(granted.stdout, /checked with it: reads \/causeway\/v1\/exports\/ \(\d+ keys\), refused \/causeway\/v1\/endpoints\//);
+  t.is(statSync(join(out, 'key.pem')).mode & 0o777, 0o600);
+  const cert = new X509Certificate(readFileSync(join(out, 'cert.pem')));
+  t.is(cert.subject, `CN=${peerUserName('b')}`);
+  t.is(cert.subjectAltName, 'URI:spiffe://causeway.internal/ns/causeway-system/sa/federation');
+  t.true(cert.verify(new X509Certificate(readFileSync(pki.caCertFile)).publicKey));
+  const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
+  // The test PKI's CA lives 2 days, so 1 day is the most it can give.
+  t.true(days > 0.99 && days <= 1.01, `valid for ${days} days`);
+
+  // b's federation runs a link from exactly the written entry.
+  const links = (parse(readFileSync(join(out, 'link.yaml'), 'utf8')) as unknown[]).map((l) => LinkConfig.parse(l));
+  t.like(links[0], { peer: 'a', etcd: { endpoints: a.etcd.endpoints } });
+  const { federation } = await startFederation(t, b, links);
+  await federation.whenReady();
+  const imported = await waitFor(async () => {
+    const imp = await readImport(b, 'a', 'default', 'reviews');
+    return imp && !imp.stale ? imp : undefined;
+  }, { timeoutMs: 20_000, what: 'import over the issued credentials' });
+  t.is(imported.peer, 'a');
+
+  // The key is never overwritten.
+  const again = await causeway(['federation', 'grant', '--peer', 'b', '--config', config, '--client-ca', pki.caCertFile, '--client-ca-key', caKey, '--out', out]);
+  t.is(again.code, 2);
+  t.regex(again.stderr, /key\.pem already exists; pick another --out or remove it \(nothing was changed\)/);
 });
