@@ -19,17 +19,18 @@ COPY gateway ./gateway
 COPY proxy ./proxy
 COPY cli ./cli
 COPY topologies ./topologies
-COPY scripts/sidecar-bundle.mjs ./scripts/
+COPY scripts/bundles.mjs ./scripts/
 RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","mesh","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
  && npx tsc -p tsconfig.build.json \
  && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
  && cp package.json /build/
-# The sidecar runs from one minified bundle, started by dist/sidecar.sh with its memory
-# settings (scripts/sidecar-bundle.mjs): /build/dist/sidecar.mjs sits one folder below the
-# root, as in a checkout, so it finds ../api.
-RUN node scripts/sidecar-bundle.mjs \
+# The sidecar and the gateway run from one minified bundle each, started by dist/sidecar.sh
+# (with the sidecar's memory settings) and dist/gateway.sh (scripts/bundles.mjs): they sit
+# one folder below the root, as in a checkout, so they find ../api; the gateway's carries
+# etcd3's .proto files in dist/etcd3-proto.
+RUN node scripts/bundles.mjs \
  && mkdir -p /build/dist \
- && cp dist/sidecar.mjs dist/sidecar.mjs.map dist/sidecar.sh /build/dist/
+ && cp -r dist/sidecar.mjs dist/sidecar.mjs.map dist/sidecar.sh dist/gateway.mjs dist/gateway.mjs.map dist/gateway.sh dist/etcd3-proto /build/dist/
 
 # --- production dependencies only --------------------------------------------------------
 FROM node:24-slim AS deps
@@ -43,8 +44,8 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /build ./
-# `causeway sidecar …` runs the bundle, everything else the compiled CLI.
-RUN printf '#!/bin/sh\nif [ "$1" = sidecar ]; then exec /app/dist/sidecar.sh "$@"; fi\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
+# `causeway sidecar …` and `causeway gateway …` run their bundles, everything else the compiled CLI.
+RUN printf '#!/bin/sh\ncase "$1" in sidecar|gateway) exec "/app/dist/$1.sh" "$@";; esac\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
  && chmod 0755 /usr/local/bin/causeway \
  && mkdir -p /certs /data /config \
  && chown -R node:node /certs /data /config

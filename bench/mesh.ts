@@ -5,9 +5,10 @@
  *   direct: load → app
  *   mesh:   load → east sidecar (127.0.0.1 upstream) ─mTLS─► west gateway (SNI passthrough) ─► west sidecar :inbound → app
  *
- * Every hop is its own process (sidecars, gateway, app), as in a deployment; the load
- * generator is open-loop (latency measured from each request's scheduled send time, so
- * a stall is not hidden by coordinated omission). Reports added p50/p99, sidecar CPU per
+ * Every hop is its own process (sidecars, gateway, app), as in a deployment, the gateway
+ * from its bundle as `causeway gateway` runs it; the load generator is open-loop (latency
+ * measured from each request's scheduled send time, so a stall is not hidden by
+ * coordinated omission). Reports added p50/p99, sidecar CPU per
  * 1000 requests/s (from /proc) and memory: RSS (the goal's measure) and, from
  * /proc/<pid>/smaps_rollup, PSS and USS (private pages; the node binary's text and data
  * are shared by every sidecar on a host), once idle after start-up and once after the load.
@@ -49,7 +50,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
 import { serviceSni } from '../mesh/index.js';
-import { ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/sidecar-bundle.mjs';
+import { ensureCommandBundle, ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/bundles.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const args = new Map<string, string>();
@@ -247,6 +248,8 @@ async function drive(port: number, rate: number, durationS: number, warmupS: num
 async function main(): Promise<void> {
   const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
   if (sidecarMode !== 'tsx') await ensureSidecarBundle();
+  // The gateway runs as `causeway gateway` does: its own bundle on bare Node.
+  const gatewayBundle = await ensureCommandBundle('gateway');
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
     const rootCa = await createRootCa({ trustDomain: TD });
@@ -285,7 +288,7 @@ async function main(): Promise<void> {
     );
 
     const app = await start('app', ['--import', 'tsx', 'cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
-    const gateway = await start('gateway', ['--import', 'tsx', 'cli/main.ts', 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
+    const gateway = await start('gateway', [gatewayBundle, 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
     const harness = join(root, 'bench', 'mesh-sidecar.mjs');
     const sidecarFlags = (process.env.CAUSEWAY_BENCH_SIDECAR_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
     const sidecarArgs = (file: string) => [...sidecarFlags, ...(sidecarMode === 'tsx' ? ['--import', 'tsx', harness, file, SIDECAR_ENTRY] : [harness, file])];

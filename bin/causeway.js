@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
+import { COMMAND_BUNDLES, ensureCommandBundleInChild, sidecarEnv } from '../scripts/bundles.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const [major, minor] = process.versions.node.split('.').map(Number);
@@ -17,7 +18,8 @@ if (major < 22 || (major === 22 && minor < 12)) {
   const result = spawnSync(local, process.argv.slice(1), { stdio: 'inherit' });
   process.exit(result.status ?? 1);
 }
-if (process.argv[2] !== 'sidecar' || process.env.CAUSEWAY_SIDECAR_FROM_SOURCE !== undefined || !(await runSidecarBundle())) {
+const command = process.argv[2];
+if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) || !(await runCommandBundle(command))) {
   const { register } = await import('tsx/esm/api');
   register();
   const { run } = await import('../cli/main.ts');
@@ -26,30 +28,35 @@ if (process.argv[2] !== 'sidecar' || process.env.CAUSEWAY_SIDECAR_FROM_SOURCE !=
 }
 
 /**
- * `causeway sidecar …` runs the sidecar's single-file bundle (dist/sidecar.mjs, built
- * here on first use and whenever a source it was built from changed) instead of the
- * TypeScript through tsx: a long-running sidecar then holds only its own code (~20 MB
- * less RSS). The process replaces itself (process.execve, same pid) with
- * `node dist/sidecar.mjs …` in the sidecar's environment (SIDECAR_ENV: V8 heap flag in
- * NODE_OPTIONS, MALLOC_ARENA_MAX), since both only apply at start-up.
- * CAUSEWAY_SIDECAR_FROM_SOURCE=1 runs the sources through tsx as before.
+ * `causeway sidecar …` and `causeway gateway …` run the command's single-file bundle
+ * (dist/sidecar.mjs, dist/gateway.mjs; scripts/bundles.mjs builds it here on first use and
+ * whenever a source it was built from changed) instead of the TypeScript through tsx: a
+ * long-running sidecar or gateway then holds only its own code (~20–30 MB less RSS). The
+ * process replaces itself (process.execve, same pid) with `node dist/<command>.mjs …`, the
+ * sidecar in its environment (SIDECAR_ENV: V8 heap flag in NODE_OPTIONS, MALLOC_ARENA_MAX),
+ * since both only apply at start-up. CAUSEWAY_FROM_SOURCE=1 runs the sources through tsx
+ * as before (CAUSEWAY_SIDECAR_FROM_SOURCE=1: the sidecar only).
  */
-async function runSidecarBundle() {
+async function runCommandBundle(name) {
   // Returns false when the bundle cannot be built: the caller runs the sources instead.
-  const { ensureSidecarBundle, sidecarEnv } = await import('../scripts/sidecar-bundle.mjs');
   let bundle;
   try {
-    bundle = await ensureSidecarBundle();
+    bundle = ensureCommandBundleInChild(name);
   } catch (error) {
-    process.stderr.write(`causeway: warning: cannot build the sidecar bundle (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); running the sources through tsx\n`);
+    process.stderr.write(`causeway: warning: cannot build the ${name} bundle (${error instanceof Error ? error.message.split('\n')[0] : String(error)}); running the sources through tsx\n`);
     return false;
   }
+  const env = COMMAND_BUNDLES[name].sidecarEnv ? sidecarEnv(process.env) : process.env;
   if (typeof process.execve === 'function') {
-    process.execve(process.execPath, [process.execPath, ...process.execArgv, bundle, ...process.argv.slice(2)], sidecarEnv(process.env));
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, bundle, ...process.argv.slice(2)], env);
   }
   // Node < 22.15 has no execve: run the bundle in this process, without SIDECAR_ENV.
   const { main } = await import(pathToFileURL(bundle).href);
   const code = await main(process.argv.slice(2));
   if (code !== 0) process.exit(code);
   return true;
+}
+
+function runsFromSource(name) {
+  return process.env.CAUSEWAY_FROM_SOURCE !== undefined || (name === 'sidecar' && process.env.CAUSEWAY_SIDECAR_FROM_SOURCE !== undefined);
 }

@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { CausewayError, ErrorCodes, UsageError, ValidationError } from '../mesh/index.js';
 
@@ -76,4 +77,23 @@ export async function runProgram(build: () => Command | Promise<Command>, argv: 
     if (process.env.CAUSEWAY_DEBUG) process.stderr.write(`${(error as Error).stack ?? ''}\n`);
     return exitCodeFor(error);
   }
+}
+
+/**
+ * For a command's own entry point (cli/sidecar-main.ts, cli/gateway-main.ts — the modules
+ * scripts/bundles.mjs bundles): when the module at `moduleUrl` is the script node was
+ * started with, runs `main(argv)` and sets the exit code. Long-running commands keep the
+ * loop alive until SIGTERM/SIGINT and return 0 then.
+ */
+export async function runIfMainModule(moduleUrl: string, main: (argv: string[]) => Promise<number>): Promise<void> {
+  let isMain = false;
+  try {
+    isMain = process.argv[1] !== undefined && moduleUrl === pathToFileURL(realpathSync(process.argv[1])).href;
+  } catch {
+    isMain = false;
+  }
+  if (!isMain) return;
+  const code = await main(process.argv.slice(2));
+  process.exitCode = code;
+  if (code !== 0) process.exit(code);
 }

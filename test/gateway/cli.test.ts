@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,10 @@ async function startCli(t: import('ava').ExecutionContext, routes: string, worke
   const line = await proc.waitForOutput(/gateway listening on port \d+ \(ready :\d+, metrics :\d+\)/, 120_000);
   const [port, readyPort, metricsPort] = [...line.matchAll(/\d+/g)].map((m) => Number(m[0]));
   return { proc, port: port!, readyPort: readyPort!, metricsPort: metricsPort! };
+}
+
+function commandLine(pid: number): string {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
 }
 
 /** A TLS client that echoes `rounds` messages through the gateway, one after another. */
@@ -67,6 +71,12 @@ for (const workers of [1, 2]) {
       workers,
     );
     t.is((await fetch(`http://127.0.0.1:${readyPort}/healthz/ready`)).status, 200);
+    // `causeway gateway` replaced itself with its bundle (same pid), and forks workers from it.
+    const pid = proc.child.pid!;
+    t.regex(commandLine(pid), /\/dist\/gateway\.mjs gateway --routes /);
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    t.is(children.length, workers > 1 ? workers : 0);
+    for (const child of children) t.regex(commandLine(Number(child)), /\/dist\/gateway\.mjs gateway --routes /);
 
     const clients = Array.from({ length: 16 }, () => pingPong(port, pki));
     await Promise.all(clients.map((c) => c.secure));
