@@ -24,13 +24,13 @@ RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,
  && npx tsc -p tsconfig.build.json \
  && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
  && cp package.json /build/
-# The sidecar and the gateway run from one minified bundle each, started by dist/sidecar.sh
-# (with the sidecar's memory settings) and dist/gateway.sh (scripts/bundles.mjs): they sit
-# one folder below the root, as in a checkout, so they find ../api; the gateway's carries
-# etcd3's .proto files in dist/etcd3-proto.
+# The long-running commands (sidecar, gateway, controller, federation) run from one minified
+# bundle each, started by dist/<command>.sh (the sidecar's with its memory settings;
+# scripts/bundles.mjs): they sit one folder below the root, as in a checkout, so they find
+# ../api; etcd3's .proto files travel in dist/etcd3-proto.
 RUN node scripts/bundles.mjs \
  && mkdir -p /build/dist \
- && cp -r dist/sidecar.mjs dist/sidecar.mjs.map dist/sidecar.sh dist/gateway.mjs dist/gateway.mjs.map dist/gateway.sh dist/etcd3-proto /build/dist/
+ && cp -r dist/*.mjs dist/*.mjs.map dist/*.sh dist/etcd3-proto /build/dist/
 
 # --- production dependencies only --------------------------------------------------------
 FROM node:24-slim AS deps
@@ -44,8 +44,8 @@ ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /build ./
-# `causeway sidecar …` and `causeway gateway …` run their bundles, everything else the compiled CLI.
-RUN printf '#!/bin/sh\ncase "$1" in sidecar|gateway) exec "/app/dist/$1.sh" "$@";; esac\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
+# The long-running commands run their bundles, everything else the compiled CLI.
+RUN printf '#!/bin/sh\ncase "$1" in sidecar|gateway|controller|federation) exec "/app/dist/$1.sh" "$@";; esac\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
  && chmod 0755 /usr/local/bin/causeway \
  && mkdir -p /certs /data /config \
  && chown -R node:node /certs /data /config

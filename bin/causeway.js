@@ -28,10 +28,10 @@ if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) ||
 }
 
 /**
- * `causeway sidecar …` and `causeway gateway …` run the command's single-file bundle
- * (dist/sidecar.mjs, dist/gateway.mjs; scripts/bundles.mjs builds it here on first use and
- * whenever a source it was built from changed) instead of the TypeScript through tsx: a
- * long-running sidecar or gateway then holds only its own code (~20–30 MB less RSS). The
+ * The long-running commands — `causeway sidecar`, `gateway`, `controller`, `federation` —
+ * run their single-file bundle (dist/<command>.mjs; scripts/bundles.mjs builds it here on
+ * first use and whenever a source it was built from changed) instead of the TypeScript
+ * through tsx: the process then holds only its own code (~20–30 MB less RSS). The
  * process replaces itself (process.execve, same pid) with `node dist/<command>.mjs …`, the
  * sidecar in its environment (SIDECAR_ENV: V8 heap flag in NODE_OPTIONS, MALLOC_ARENA_MAX),
  * since both only apply at start-up. CAUSEWAY_FROM_SOURCE=1 runs the sources through tsx

@@ -8,11 +8,9 @@
  *   node dist/gateway.mjs gateway --config cluster.yaml      (dist/gateway.sh)
  */
 import { registerGatewayCommands } from './commands/gateway.js';
-import { createProgram, runIfMainModule, runProgram } from './program.js';
+import { commandMain, runIfMainModule } from './program.js';
 
 /** `causeway <argv>` with only the gateway command group; returns the exit code. */
-export function main(argv: string[]): Promise<number> {
-  return runProgram(() => createProgram([registerGatewayCommands]), argv);
-}
+export const main = commandMain([registerGatewayCommands]);
 
 await runIfMainModule(import.meta.url, main);

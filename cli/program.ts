@@ -79,11 +79,16 @@ export async function runProgram(build: () => Command | Promise<Command>, argv: 
   }
 }
 
+/** `main(argv)` of a program with just these command groups (a command's own entry point). */
+export function commandMain(registers: readonly Register[]): (argv: string[]) => Promise<number> {
+  return (argv) => runProgram(() => createProgram(registers), argv);
+}
+
 /**
- * For a command's own entry point (cli/sidecar-main.ts, cli/gateway-main.ts — the modules
- * scripts/bundles.mjs bundles): when the module at `moduleUrl` is the script node was
- * started with, runs `main(argv)` and sets the exit code. Long-running commands keep the
- * loop alive until SIGTERM/SIGINT and return 0 then.
+ * For a command's own entry point (cli/<command>-main.ts, the modules scripts/bundles.mjs
+ * bundles): when the module at `moduleUrl` is the script node was started with, runs
+ * `main(argv)` and sets the exit code. Long-running commands keep the loop alive until
+ * SIGTERM/SIGINT and return 0 then.
  */
 export async function runIfMainModule(moduleUrl: string, main: (argv: string[]) => Promise<number>): Promise<void> {
   let isMain = false;

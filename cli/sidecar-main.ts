@@ -10,13 +10,11 @@
  * the very same bundle with a static snapshot source.
  */
 import { registerSidecarCommands } from './commands/sidecar.js';
-import { createProgram, runIfMainModule, runProgram } from './program.js';
+import { commandMain, runIfMainModule } from './program.js';
 
 export * from '../proxy/index.js';
 
 /** `causeway <argv>` with only the sidecar command group; returns the exit code. */
-export function main(argv: string[]): Promise<number> {
-  return runProgram(() => createProgram([registerSidecarCommands]), argv);
-}
+export const main = commandMain([registerSidecarCommands]);
 
 await runIfMainModule(import.meta.url, main);

@@ -5,7 +5,7 @@ export interface CommandBundle {
   readonly sidecarEnv: boolean;
 }
 export declare const ROOT: string;
-export declare const COMMAND_BUNDLES: Readonly<{ sidecar: CommandBundle; gateway: CommandBundle }>;
+export declare const COMMAND_BUNDLES: Readonly<Record<"sidecar" | "gateway" | "controller" | "federation", CommandBundle>>;
 export declare const SIDECAR_ENTRY: string;
 export declare const SIDECAR_BUNDLE: string;
 export declare function buildBundle(options?: Partial<CommandBundle>): Promise<string>;

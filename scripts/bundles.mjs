@@ -1,16 +1,16 @@
 #!/usr/bin/env node
-// Builds the single-file bundles that long-running commands run from: dist/sidecar.mjs
-// (cli/sidecar-main.ts) and dist/gateway.mjs (cli/gateway-main.ts). esbuild, every
-// dependency inlined, minified (names kept: errors name themselves by their class). A
-// sidecar or gateway runs from its bundle instead of through tsx: no TypeScript loader, no
+// Builds the single-file bundles that the long-running commands run from: dist/<command>.mjs
+// from cli/<command>-main.ts for sidecar, gateway, controller and federation. esbuild,
+// every dependency inlined, minified (names kept: errors name themselves by their class).
+// Such a process runs from its bundle instead of through tsx: no TypeScript loader, no
 // module graph of a few hundred files, only the code that command imports.
 //
-//   node scripts/bundles.mjs [sidecar|gateway ...]            build now (default: all)
-//   node scripts/bundles.mjs [sidecar|gateway ...] --check    build only when missing or stale
+//   node scripts/bundles.mjs [command ...]            build now (default: all)
+//   node scripts/bundles.mjs [command ...] --check    build only when missing or stale
 //
-// bin/causeway.js (`causeway sidecar`, `causeway gateway`) and bench/mesh.ts call
-// ensureCommandBundle(), so a fresh checkout builds a bundle on first use and an edited
-// source rebuilds it; the Dockerfile builds the sidecar's in its build stage. A bundle sits
+// bin/causeway.js and bench/mesh.ts call ensureCommandBundle…(), so a fresh checkout
+// builds a bundle on first use and an edited source rebuilds it; the Dockerfile builds
+// them in its build stage. A bundle sits
 // one folder below the checkout root, like the sources, so `new URL('../api/',
 // import.meta.url)` (the .proto files) and `../package.json` resolve the same from it.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
@@ -29,6 +29,8 @@ const SELF = fileURLToPath(import.meta.url);
 export const COMMAND_BUNDLES = Object.freeze({
   sidecar: Object.freeze({ entry: join(ROOT, 'cli', 'sidecar-main.ts'), outfile: join(ROOT, 'dist', 'sidecar.mjs'), sidecarEnv: true }),
   gateway: Object.freeze({ entry: join(ROOT, 'cli', 'gateway-main.ts'), outfile: join(ROOT, 'dist', 'gateway.mjs'), sidecarEnv: false }),
+  controller: Object.freeze({ entry: join(ROOT, 'cli', 'controller-main.ts'), outfile: join(ROOT, 'dist', 'controller.mjs'), sidecarEnv: false }),
+  federation: Object.freeze({ entry: join(ROOT, 'cli', 'federation-main.ts'), outfile: join(ROOT, 'dist', 'federation.mjs'), sidecarEnv: false }),
 });
 export const SIDECAR_ENTRY = COMMAND_BUNDLES.sidecar.entry;
 export const SIDECAR_BUNDLE = COMMAND_BUNDLES.sidecar.outfile;
@@ -215,7 +217,7 @@ export async function ensureBundle({ entry = SIDECAR_ENTRY, outfile = SIDECAR_BU
   return buildBundle({ entry, outfile, sidecarEnv });
 }
 
-/** The up-to-date bundle of a command of COMMAND_BUNDLES (`sidecar`, `gateway`). */
+/** The up-to-date bundle of a command of COMMAND_BUNDLES. */
 export function ensureCommandBundle(command) {
   const spec = COMMAND_BUNDLES[command];
   if (!spec) throw new Error(`no bundle for command "${command}" (have: ${Object.keys(COMMAND_BUNDLES).join(', ')})`);

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,9 +45,11 @@ test('causeway controller, service apply, export/unexport and policy apply work 
   t.is(applied.code, 0, applied.stderr);
   t.regex(applied.stdout, /service reviews\.default applied/);
 
-  const proc = startProcess(process.execPath, [...CLI, 'controller', '--config', config], { cwd: ROOT, name: 'controller' });
+  // As users start it: bin/causeway.js, which replaces itself with the controller's bundle.
+  const proc = startProcess(process.execPath, [join(ROOT, 'bin/causeway.js'), 'controller', '--config', config], { cwd: ROOT, name: 'controller' });
   t.teardown(() => proc.kill());
   await proc.waitForOutput(/serving gRPC on port \d+/, 30_000);
+  t.regex(readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8'), /\/dist\/controller\.mjs\0controller\0/);
   await waitFor(async () => (await fetch(`http://127.0.0.1:${readyPort}/healthz/ready`)).status === 200, { what: 'ready' });
 
   t.is((await causeway(['export', 'reviews.default', '--config', config])).code, 0);

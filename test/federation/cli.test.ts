@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -36,6 +36,7 @@ test('causeway federation serves readiness and metrics, and causeway status tell
   const proc = startCauseway(['federation', '--config', config, '--heartbeat']);
   t.teardown(() => proc.kill());
   await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/healthz/ready`)).status === 200, { timeoutMs: 45_000, what: 'ready' });
+  t.regex(readFileSync(`/proc/${proc.child.pid}/cmdline`, 'utf8'), /\/dist\/federation\.mjs\0federation\0/, 'runs from its bundle');
   // Ready means the initial sync is done, and the first scrape after it says so (the gauge
   // once lagged until the next heartbeat tick and this read 'syncing').
   const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
