@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Entry point of the `causeway` command. Causeway needs Node >= 22.12; when started by an
 // older system Node, re-run under the Node 24 that `npm ci` installed into node_modules.
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { dirname, join } from 'node:path';
@@ -15,16 +15,33 @@ if (major < 22 || (major === 22 && minor < 12)) {
     process.stderr.write(`causeway: error: Node ${process.versions.node} is too old (need >= 22.12); run npm ci in ${root} or install Node 24\n`);
     process.exit(1);
   }
-  const result = spawnSync(local, process.argv.slice(1), { stdio: 'inherit' });
-  process.exit(result.status ?? 1);
+  // A child, not spawnSync: a supervisor's SIGTERM to this process must reach the command
+  // (a blocked spawnSync would die and leave it running), and its exit status comes back.
+  const child = spawn(local, process.argv.slice(1), { stdio: 'inherit' });
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => child.kill(signal));
+  child.on('error', (error) => {
+    process.stderr.write(`causeway: error: cannot start ${local}: ${error.message}\n`);
+    process.exit(1);
+  });
+  child.on('exit', (code, signal) => {
+    if (signal) {
+      process.removeAllListeners(signal);
+      process.kill(process.pid, signal);
+    }
+    process.exit(code ?? 1);
+  });
+} else {
+  await runCommand(process.argv[2]);
 }
-const command = process.argv[2];
-if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) || !(await runCommandBundle(command))) {
-  const { register } = await import('tsx/esm/api');
-  register();
-  const { run } = await import('../cli/main.ts');
-  const code = await run(process.argv.slice(2));
-  if (code !== 0) process.exit(code);
+
+async function runCommand(command) {
+  if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) || !(await runCommandBundle(command))) {
+    const { register } = await import('tsx/esm/api');
+    register();
+    const { run } = await import('../cli/main.ts');
+    const code = await run(process.argv.slice(2));
+    if (code !== 0) process.exit(code);
+  }
 }
 
 /**
