@@ -62,9 +62,30 @@ export class CatalogAdmin {
   async applyPolicy(kind: PolicyKind, input: unknown, source = 'policy'): Promise<AuthorizationPolicy | TrafficPolicy> {
     const draft = withSchema(input);
     const value = kind === 'authorization' ? encode(AuthorizationPolicy, source, draft) : encode(TrafficPolicy, source, draft);
+    if ('split' in value && value.split) await this.#checkSplitSubsets(value, source);
     const key = EtcdKeys.policy(kind, value.namespace, value.name);
     await this.store.put(key, JSON.stringify(value));
     return value;
+  }
+
+  /**
+   * A split may only name subsets the service defines here. (A service this cluster only
+   * imports is not checked: its subsets are its owner's; a sidecar refuses an unknown one
+   * per request, naming it.)
+   */
+  async #checkSplitSubsets(policy: TrafficPolicy, source: string): Promise<void> {
+    const key = EtcdKeys.service(policy.namespace, policy.service);
+    const kv = await this.store.get(key);
+    if (!kv) return;
+    const decoded = decodeCatalogValue(ServiceSpec, key, kv.value);
+    if (!decoded.ok) return;
+    const defined = Object.keys(decoded.value.subsets);
+    const issues = (policy.split ?? []).flatMap((s, i) =>
+      decoded.value.subsets[s.subset] === undefined
+        ? [{ path: `split.${i}.subset`, message: `service ${policy.service}.${policy.namespace} has no subset "${s.subset}" (it has: ${defined.join(', ') || 'none'}); add it to the service's subsets first` }]
+        : [],
+    );
+    if (issues.length > 0) throw new ValidationError(ErrorCodes.catalogValueInvalid, source, issues);
   }
 
   async deletePolicy(kind: PolicyKind, name: string, namespace: string): Promise<boolean> {

@@ -182,6 +182,17 @@ export const TrafficPolicy = z.strictObject({
   outlierDetection: z
     .strictObject({ consecutiveFailures: z.number().int().min(1), baseEjectionMs: z.number().int().positive(), maxEjectionPercent: z.number().min(0).max(100).default(100) })
     .optional(),
+  /**
+   * Weighted split between the service's subsets (a canary: `[{subset: v1, weight: 90},
+   * {subset: v2, weight: 10}]`), per request on HTTP ports and per connection on TCP ports,
+   * in every cluster (the subset travels in the SNI). Without it, any endpoint of the service.
+   */
+  split: z
+    .array(z.strictObject({ subset: dnsLabel, weight: z.number().int().min(0).max(10_000) }))
+    .min(1)
+    .refine((split) => new Set(split.map((s) => s.subset)).size === split.length, 'each subset may appear once')
+    .refine((split) => split.some((s) => s.weight > 0), 'at least one subset needs a weight above 0')
+    .optional(),
 });
 export type TrafficPolicy = z.infer<typeof TrafficPolicy>;
 

@@ -11,7 +11,7 @@ export { ProxyError, ProxyErrorCodes, SecureNamingError, UpstreamConnectError, t
 export { PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, APP_UNAVAILABLE, APP_RESET } from './wire.js';
 export { authorize, type Caller, type AuthorizationDecision } from './authorization.js';
 export { encodeProxyV2, decodeProxyV2, PP2_TYPE_CAUSEWAY_SPIFFE_ID, PP2_TYPE_CAUSEWAY_CLUSTER } from './proxy-protocol.js';
-export { planTargets, OutlierDetector, targetKey } from './target-balancer.js';
+export { pickSubset, planTargets, OutlierDetector, targetKey } from './target-balancer.js';
 export { spiffeIdOf, clusterOfIssuer } from './peer-certificate.js';
 export { sniFor } from './upstream-connector.js';
 export { runSidecar, type RunSidecarOptions } from './run.js';

@@ -10,7 +10,7 @@ import { DownstreamConnection, REQUEST_BUFFER_BYTES, UpstreamPool, type Buffered
 import { IDEMPOTENT, OutboundExchange, outlierSettings, type Circuit, type OutboundExchangeHost } from './outbound-exchange.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 import type { SidecarMetrics } from './metrics.js';
-import { OutlierDetector, planTargets, targetKey } from './target-balancer.js';
+import { OutlierDetector, pickSubset, planTargets, targetKey } from './target-balancer.js';
 import { connectTarget, dialTarget, sniFor, type UpstreamRoute } from './upstream-connector.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -311,7 +311,12 @@ export class OutboundProxy {
     if (!svc.ports.some((p) => p.port === spec.servicePort)) {
       throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.service}.${spec.namespace} has no port ${spec.servicePort}`);
     }
-    return { route: { service: svc, servicePort: spec.servicePort, subset: undefined, trustDomain: this.#snapshot.trustDomain }, policy: this.#policies.get(serviceKey(spec.namespace, spec.service)) };
+    const policy = this.#policies.get(serviceKey(spec.namespace, spec.service));
+    const subset = pickSubset(policy?.split);
+    if (subset !== undefined && svc.subsets[subset] === undefined) {
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `traffic policy ${policy!.name} sends ${spec.service}.${spec.namespace} to subset ${subset}, which the service does not define (it has: ${Object.keys(svc.subsets).join(', ') || 'none'}); fix the policy's split or the service's subsets`);
+    }
+    return { route: { service: svc, servicePort: spec.servicePort, subset, trustDomain: this.#snapshot.trustDomain }, policy };
   }
 
   /** The route of a listener and the targets to try, in order; throws a ProxyError when there is none. */
@@ -321,9 +326,9 @@ export class OutboundProxy {
   }
 
   #plan(spec: OutboundListenerSpec, route: UpstreamRoute, policy: TrafficPolicy | undefined): SnapshotTarget[] {
-    const plan = planTargets(route.service, this.#outliers, { pinnedCluster: spec.pinnedCluster, policy });
+    const plan = planTargets(route.service, this.#outliers, { pinnedCluster: spec.pinnedCluster, subset: route.subset, policy });
     if (plan.length === 0) {
-      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `${spec.service}.${spec.namespace}${spec.pinnedCluster ? ` in cluster ${spec.pinnedCluster}` : ''} has no healthy, non-stale target`);
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `${spec.service}.${spec.namespace}${route.subset ? ` subset ${route.subset}` : ''}${spec.pinnedCluster ? ` in cluster ${spec.pinnedCluster}` : ''} has no healthy, non-stale target`);
     }
     return plan;
   }

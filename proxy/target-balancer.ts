@@ -73,6 +73,25 @@ export class OutlierDetector {
   }
 }
 
+/**
+ * The subset one request or connection goes to under a traffic policy's `split`
+ * (weighted random); undefined without one.
+ */
+export function pickSubset(split: TrafficPolicy['split'], random: () => number = Math.random): string | undefined {
+  if (!split) return undefined;
+  let total = 0;
+  for (const s of split) total += s.weight;
+  let point = random() * total;
+  for (const s of split) {
+    if (s.weight <= 0) continue;
+    point -= s.weight;
+    if (point < 0) return s.subset;
+  }
+  // Rounding at the top end: the last subset that has a weight.
+  for (let i = split.length - 1; i >= 0; i--) if (split[i]!.weight > 0) return split[i]!.subset;
+  return undefined;
+}
+
 export interface PlanOptions {
   /** Own cluster (for the failover order's default rank). */
   pinnedCluster?: string | undefined;

@@ -40,7 +40,7 @@ test('causeway controller, service apply, export/unexport and policy apply work 
     ].join('\n'),
   );
   const svc = join(dir, 'svc.yaml');
-  await writeFile(svc, ['kind: Service', 'name: reviews', 'namespace: default', 'ports: [{ name: http, port: 9080, protocol: http }]', 'serviceAccounts: [spiffe://causeway.internal/ns/default/sa/reviews]'].join('\n'));
+  await writeFile(svc, ['kind: Service', 'name: reviews', 'namespace: default', 'ports: [{ name: http, port: 9080, protocol: http }]', 'serviceAccounts: [spiffe://causeway.internal/ns/default/sa/reviews]', 'subsets: { v1: { version: v1 }, v2: { version: v2 } }'].join('\n'));
   const applied = await causeway(['service', 'apply', '-f', svc, '--config', config]);
   t.is(applied.code, 0, applied.stderr);
   t.regex(applied.stdout, /service reviews\.default applied/);
@@ -68,6 +68,18 @@ test('causeway controller, service apply, export/unexport and policy apply work 
   const badResult = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
   t.not(badResult.code, 0);
   t.regex(badResult.stderr, /action/);
+
+  // A canary split may name only the service's subsets.
+  const canary = (subset: string) => ['kind: TrafficPolicy', 'name: reviews-canary', 'namespace: default', 'service: reviews', `split: [{ subset: v1, weight: 90 }, { subset: ${subset}, weight: 10 }]`].join('\n');
+  await writeFile(bad, canary('v9'));
+  const unknownSubset = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
+  t.not(unknownSubset.code, 0);
+  t.regex(unknownSubset.stderr, /split\.1\.subset: service reviews\.default has no subset "v9" \(it has: v1, v2\)/);
+  t.is(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews-canary'), '--print-value-only']).trim(), '');
+  await writeFile(bad, canary('v2'));
+  const split = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
+  t.is(split.code, 0, split.stderr);
+  t.true(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews-canary'), '--print-value-only']).includes('"split":[{"subset":"v1","weight":90},{"subset":"v2","weight":10}]'));
 
   t.is(await proc.stop(15_000), 0, 'SIGTERM: a clean exit, no SIGKILL needed');
   t.regex(proc.output(), /controller stopped/);

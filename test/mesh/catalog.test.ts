@@ -1,5 +1,5 @@
 import test from 'ava';
-import { ErrorCodes, Endpoint, ServiceSpec, decodeCatalogValue, encodeCatalogValue } from '../../mesh/index.js';
+import { ErrorCodes, Endpoint, ServiceSpec, TrafficPolicy, decodeCatalogValue, encodeCatalogValue } from '../../mesh/index.js';
 
 const spec = {
   schema: 1,
@@ -36,6 +36,22 @@ test('non-JSON, wrong schema version and unknown fields are refused', (t) => {
   t.false(decodeCatalogValue(ServiceSpec, 'k', JSON.stringify({ ...spec, schema: 2 })).ok);
   t.false(decodeCatalogValue(ServiceSpec, 'k', JSON.stringify({ ...spec, surprise: true })).ok);
   t.false(decodeCatalogValue(ServiceSpec, 'k', Buffer.from([0xff, 0xfe, 0x00])).ok);
+});
+
+test("a traffic policy's split names each subset once and gives at least one a weight", (t) => {
+  const policy = { schema: 1, name: 'canary', namespace: 'default', service: 'reviews' };
+  const key = '/causeway/v1/policies/traffic/default/canary';
+  const ok = decodeCatalogValue(TrafficPolicy, key, JSON.stringify({ ...policy, split: [{ subset: 'v1', weight: 90 }, { subset: 'v2', weight: 10 }] }));
+  t.true(ok.ok);
+  const refused = (split: unknown) => {
+    const result = decodeCatalogValue(TrafficPolicy, key, JSON.stringify({ ...policy, split }));
+    return result.ok ? '' : result.error.message;
+  };
+  t.regex(refused([{ subset: 'v1', weight: 1 }, { subset: 'v1', weight: 2 }]), /split: each subset may appear once/);
+  t.regex(refused([{ subset: 'v1', weight: 0 }]), /split: at least one subset needs a weight above 0/);
+  t.regex(refused([]), /split/);
+  t.regex(refused([{ subset: 'V1', weight: 1 }]), /split\[0\]\.subset/);
+  t.regex(refused([{ subset: 'v1', weight: -1 }]), /split\[0\]\.weight/);
 });
 
 test('writers cannot store what readers refuse', (t) => {

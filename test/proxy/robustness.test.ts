@@ -2,7 +2,7 @@ import test from 'ava';
 import { createSocket } from 'node:dgram';
 import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
-import { OutlierDetector, planTargets } from '../../proxy/index.js';
+import { OutlierDetector, pickSubset, planTargets } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startPair, startTestSidecar } from './helpers/mesh.js';
 
@@ -82,6 +82,30 @@ test('planTargets: unhealthy, stale and zero-weight targets never; priority grou
   let firstA = 0;
   for (let i = 0; i < 1000; i++) if (planTargets(weighted, outliers)[0]!.port === 10) firstA++;
   t.true(firstA > 800 && firstA < 980);
+});
+
+test('pickSubset: by weight, never a weight of 0, none without a split; planTargets keeps a subset to its labelled endpoints', (t) => {
+  const split = [{ subset: 'v1', weight: 3 }, { subset: 'off', weight: 0 }, { subset: 'v2', weight: 1 }];
+  t.is(pickSubset(undefined), undefined);
+  // The random point walks the weights in order: [0, 0.75) v1, [0.75, 1) v2.
+  t.is(pickSubset(split, () => 0), 'v1');
+  t.is(pickSubset(split, () => 0.7499), 'v1');
+  t.is(pickSubset(split, () => 0.75), 'v2');
+  t.is(pickSubset(split, () => 0.9999999), 'v2');
+  const counts = new Map<string | undefined, number>();
+  for (let i = 0; i < 4000; i++) {
+    const s = pickSubset(split);
+    counts.set(s, (counts.get(s) ?? 0) + 1);
+  }
+  t.is(counts.get('off'), undefined);
+  t.true(counts.get('v1')! > 2700 && counts.get('v1')! < 3300, JSON.stringify([...counts]));
+
+  const outliers = new OutlierDetector({ consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 10_000 });
+  const svc = service('reviews', [endpointTarget('east', 1, { labels: { version: 'v1' } }), endpointTarget('east', 2, { labels: { version: 'v2' } }), gatewayTarget('west', '127.0.0.1', 3)], {
+    subsets: { v1: { version: 'v1' }, v2: { version: 'v2' } },
+  });
+  // Gateways stay: the subset travels in the SNI and the remote side picks its endpoints.
+  t.deepEqual(planTargets(svc, outliers, { subset: 'v2' }).map((x) => x.port), [2, 3]);
 });
 
 test('circuit breaker: past maxConnections to a service, new connections are refused at once and counted', async (t) => {

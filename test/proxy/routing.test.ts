@@ -14,7 +14,7 @@ test.before(async () => {
   pki = await createMeshPki();
 });
 
-async function server(t: import('ava').ExecutionContext, cluster: string, name: string, options: { sa?: string; status?: number; mtlsMode?: 'strict' | 'permissive' } = {}) {
+async function server(t: import('ava').ExecutionContext, cluster: string, name: string, options: { sa?: string; status?: number; mtlsMode?: 'strict' | 'permissive'; labels?: Record<string, string> } = {}) {
   const app = await startEchoApp(`${name}-${cluster}`, { status: options.status });
   t.teardown(() => app.close());
   const sc = await startTestSidecar({
@@ -23,7 +23,7 @@ async function server(t: import('ava').ExecutionContext, cluster: string, name: 
     serviceAccount: options.sa ?? 'reviews',
     pki,
     ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }],
-    config: options.mtlsMode ? { mtlsMode: options.mtlsMode } : {},
+    config: { ...(options.mtlsMode ? { mtlsMode: options.mtlsMode } : {}), ...(options.labels ? { labels: options.labels } : {}) },
   });
   t.teardown(() => sc.close());
   return { app, sc };
@@ -100,6 +100,64 @@ test('failover skips a dead gateway to the next priority (region) and honours fa
   );
   await c.sc.sidecar.settled();
   for (let i = 0; i < 10; i++) t.is((await get(address, 9080)).json?.app, 'reviews-south');
+});
+
+test("a traffic policy's split sends requests to subsets by weight, locally and through a gateway, where the server's labels are checked", async (t) => {
+  const subsets = { v1: { version: 'v1' }, v2: { version: 'v2' } };
+  const v1 = await server(t, 'east', 'reviews-v1', { labels: { version: 'v1' } });
+  const v2 = await server(t, 'east', 'reviews-v2', { labels: { version: 'v2' } });
+  const westV2 = await server(t, 'west', 'reviews-v2', { labels: { version: 'v2' } });
+  // Inbound checks an SNI's subset against the service's subsets in its own snapshot.
+  for (const s of [v1, v2, westV2]) (s.sc.source as StaticSnapshotSource).push(snapshot(s.sc.sidecar.config.cluster, [service('reviews', [], { subsets })]));
+  const local = [endpointTarget('east', v1.sc.sidecar.inboundPort, { labels: { version: 'v1' } }), endpointTarget('east', v2.sc.sidecar.inboundPort, { labels: { version: 'v2' } })];
+  const split = (weights: Record<string, number>, targets = local) =>
+    snapshot('east', [service('reviews', targets, { subsets })], {
+      traffic: [{ schema: 1, name: 'canary', namespace: 'default', service: 'reviews', split: Object.entries(weights).map(([subset, weight]) => ({ subset, weight })) }],
+    });
+  const c = await client(t);
+  c.source.push(split({ v2: 1 }));
+  const address = await addressOf(c.sc);
+  const answeredBy = async (n: number) => {
+    const apps = new Map<string, number>();
+    for (let i = 0; i < n; i++) {
+      const res = await get(address, 9080);
+      t.is(res.status, 200, res.body);
+      const app = String(res.json?.app);
+      apps.set(app, (apps.get(app) ?? 0) + 1);
+    }
+    return apps;
+  };
+  t.deepEqual([...(await answeredBy(20)).keys()], ['reviews-v2-east'], 'all to v2');
+
+  c.source.push(split({ v1: 1, v2: 1 }));
+  await c.sc.sidecar.settled();
+  const even = await answeredBy(80);
+  // 80 requests at 50 %: each side gets 40 ± a wide margin (P(< 20) is about 1e-5).
+  t.true((even.get('reviews-v1-east') ?? 0) >= 20 && (even.get('reviews-v2-east') ?? 0) >= 20, JSON.stringify([...even]));
+
+  c.source.push(split({ v1: 0, v2: 5 }));
+  await c.sc.sidecar.settled();
+  t.deepEqual([...(await answeredBy(10)).keys()], ['reviews-v2-east'], 'weight 0 is never chosen');
+
+  // v2 only in west: the split reaches it through the gateway (the subset rides in the
+  // SNI, and west's inbound accepts it because its labels match).
+  c.source.push(split({ v2: 1 }, [local[0]!, gatewayTarget('west', '127.0.0.1', westV2.sc.sidecar.inboundPort, { priority: 1 })]));
+  await c.sc.sidecar.settled();
+  t.deepEqual([...(await answeredBy(10)).keys()], ['reviews-v2-west']);
+
+  // A server whose own labels are not the SNI's subset (here: listed with labels it does not
+  // carry) refuses the connection, and it is counted.
+  c.source.push(split({ v2: 1 }, [endpointTarget('east', v1.sc.sidecar.inboundPort, { labels: { version: 'v2' } })]));
+  await c.sc.sidecar.settled();
+  t.not((await get(address, 9080)).status, 200);
+  t.true((await metricValue(v1.sc.sidecar, 'causeway_sidecar_inbound_refused_total', { reason: 'subset_mismatch' })) >= 1);
+
+  // A split naming a subset the service does not define: refused with the reason.
+  c.source.push(split({ v3: 1 }));
+  await c.sc.sidecar.settled();
+  const unknown = await get(address, 9080);
+  t.is(unknown.status, 503);
+  t.regex(unknown.body, /subset v3, which the service does not define \(it has: v1, v2\)/);
 });
 
 test('outlier detection ejects an endpoint answering 5xx', async (t) => {
