@@ -129,3 +129,27 @@ test.serial('authorization deny from the controller is enforced and counted; a c
   t.true((await metricValue(server.sidecar, 'causeway_sidecar_authorization_denials_total', { policy: 'default/deny-productpage' })) >= 1);
   await east.admin.deletePolicy('authorization', 'deny-productpage', 'default');
 });
+
+test.serial("a traffic policy's split in east sends every request to west's v2 instances through the real gateway; v1 gets none", async (t) => {
+  const world = (t.context as { world: MeshWorld }).world;
+  const canarySpec = { ...reviewsSpec, name: 'canary', serviceAccounts: [spiffe('default', 'canary')], subsets: { v1: { version: 'v1' }, v2: { version: 'v2' } } };
+  await world.cluster('west').admin.applyService(canarySpec);
+  const v1 = await startWorkload(world, 'west', { service: 'canary', config: { labels: { version: 'v1' } } });
+  const v2 = await startWorkload(world, 'west', { service: 'canary', config: { labels: { version: 'v2' } } });
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  t.teardown(async () => {
+    for (const w of [client, v1, v2]) await w.close();
+    await world.cluster('east').admin.deletePolicy('traffic', 'canary-v2', 'default');
+  });
+  await until(() => targetsOf(client.sidecar, 'canary').some((x) => x.kind === 'gateway' && x.healthy && x.weight === 2), 'canary imported with both instances');
+  // The policy is the caller's: it lives in east's catalog, about a service east imports.
+  await world.cluster('east').admin.applyPolicy('traffic', { name: 'canary-v2', namespace: 'default', service: 'canary', split: [{ subset: 'v1', weight: 0 }, { subset: 'v2', weight: 1 }] });
+  await until(() => (client.sidecar.snapshot?.traffic.some((p) => p.name === 'canary-v2') ?? false), 'policy pushed to the east sidecar');
+  await client.sidecar.settled();
+  const address = client.sidecar.outbound.lookup('default', 'canary')!.address;
+  for (let i = 0; i < 20; i++) t.is((await get(address, 9080)).status, 200);
+  // Requests from east as each west sidecar's inbound saw them (its app's hits include health probes).
+  const fromEast = (w: MeshWorkload) => metricValue(w.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'inbound', source_cluster: 'east' });
+  t.is(await fromEast(v1), 0, 'the gateway sent none of the v2 SNIs to v1');
+  t.is(await fromEast(v2), 20);
+});
