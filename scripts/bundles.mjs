@@ -10,9 +10,9 @@
 //
 // bin/causeway.js and bench/mesh.ts call ensureCommandBundle…(), so a fresh checkout
 // builds a bundle on first use and an edited source rebuilds it; the Dockerfile builds
-// them in its build stage. A bundle sits
-// one folder below the checkout root, like the sources, so `new URL('../api/',
-// import.meta.url)` (the .proto files) and `../package.json` resolve the same from it.
+// them in its build stage. A bundle sits one folder below the checkout root, like the
+// sources, so `new URL('../api/', import.meta.url)` (the .proto files) and
+// `../package.json` resolve the same from it.
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { builtinModules } from 'node:module';
@@ -40,7 +40,7 @@ function inputsFileOf(outfile) {
   return outfile.replace(/\.mjs$/, '.inputs.json');
 }
 
-/** A shell launcher next to the bundle, in the command's environment (the Dockerfile's wrapper runs the sidecar's). */
+/** A shell launcher next to the bundle, in the command's environment (the Dockerfile's wrapper runs them). */
 function launcherOf(outfile) {
   return outfile.replace(/\.mjs$/, '.sh');
 }
@@ -98,10 +98,10 @@ const zodEnglishOnly = {
 };
 
 /**
- * etcd3 (the gateway's catalog watch) loads its .proto files at start-up from
- * `${__dirname}/../proto/rpc.proto`; in an ESM bundle there is no `__dirname`. The build
- * copies those files next to the bundle (dist/etcd3-proto/) and this points the path there,
- * through the banner's `__causewayBundleDir`. (If etcd3 changes that line, the replace
+ * etcd3 (the etcd client of the gateway, controller and federation) loads its .proto
+ * files at start-up from `${__dirname}/../proto/rpc.proto`; in an ESM bundle there is no
+ * `__dirname`. The build copies those files next to the bundle (dist/etcd3-proto/) and
+ * this points the path there, through the banner's `__causewayBundleDir`. (If etcd3 changes that line, the replace
  * finds nothing and the build fails, naming it — rather than a bundle failing at start.)
  */
 const ETCD3_PROTO_DIR = 'etcd3-proto';
