@@ -1,11 +1,10 @@
 import { X509Certificate, createPrivateKey, randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { Metadata, credentials as grpcCredentials, status, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import { Gauge, type Registry } from 'prom-client';
-import { DEFAULT_CONTROLLER_SERVER_NAME, controllerIdentity, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
+import { controllerIdentity, fallbackControllerServerName, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
 import { CaFiles, Defaults } from './authority.js';
 import { createCsr } from './csr.js';
 import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
@@ -52,13 +51,11 @@ function caErrorFromStatus(error: ServiceError): CaError {
   return new CaError(CaErrorCodes.fetchFailed, `the signing service call failed (${status[error.code] ?? error.code}): ${error.details || error.message}`, { cause: error, retryable });
 }
 
-
 /** One CreateCertificate call. Refusals come back as {@link CaError}s with the server's code. */
 export async function requestCertificate(endpoint: SigningServiceEndpoint, auth: SigningCredentials, request: CreateCertificateRequest): Promise<CreateCertificateResponse> {
   const mtls = 'privateKeyPem' in auth ? auth : undefined;
   // The controller is verified by SPIFFE ID, so SNI only matters to gateways; an IP in SNI is not allowed (RFC 6066).
-  const host = endpoint.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
-  const serverName = endpoint.serverName ?? (isIP(host) ? DEFAULT_CONTROLLER_SERVER_NAME : undefined);
+  const serverName = endpoint.serverName ?? fallbackControllerServerName(endpoint.address);
   const client = new CertificateServiceClient(endpoint.address, signingServiceChannelCredentials(endpoint, mtls), serverName ? { 'grpc.ssl_target_name_override': serverName } : {}) as unknown as Client & {
     createCertificate(request: CreateCertificateRequest, metadata: Metadata, options: { deadline: Date }, callback: (error: ServiceError | null, response?: CreateCertificateResponse) => void): void;
   };

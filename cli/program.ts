@@ -91,13 +91,12 @@ export function commandMain(registers: readonly Register[]): (argv: string[]) =>
  * SIGTERM/SIGINT and return 0 then.
  */
 export async function runIfMainModule(moduleUrl: string, main: (argv: string[]) => Promise<number>): Promise<void> {
-  let isMain = false;
+  if (process.argv[1] === undefined) return;
   try {
-    isMain = process.argv[1] !== undefined && moduleUrl === pathToFileURL(realpathSync(process.argv[1])).href;
+    if (moduleUrl !== pathToFileURL(realpathSync(process.argv[1])).href) return;
   } catch {
-    isMain = false;
+    return; // argv[1] is not a file (node -e, a REPL): not this module
   }
-  if (!isMain) return;
   const code = await main(process.argv.slice(2));
   process.exitCode = code;
   if (code !== 0) process.exit(code);

@@ -1,9 +1,8 @@
-import { isIP } from 'node:net';
 import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { PeerCertificate } from 'node:tls';
 import { credentials, status, type Client, type ClientDuplexStream, type ServiceError, type ChannelOptions } from '@grpc/grpc-js';
-import { DEFAULT_CONTROLLER_SERVER_NAME, controllerSni, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
+import { controllerSni, fallbackControllerServerName, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { TypedEmitter } from './typed-emitter.js';
 import {
@@ -18,7 +17,6 @@ import { SnapshotDecoder } from './snapshot-decoder.js';
 import { spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 
 const gunzipAsync = promisify(gunzip);
-
 
 /** How a node reaches its controller over mTLS. */
 export interface ControllerConnection {
@@ -61,10 +59,8 @@ function channel(options: ControllerConnection): { credentials: ReturnType<typeo
   };
   // The controller is verified by SPIFFE ID, so SNI only matters to gateways. Without a
   // name, grpc-js would send the address's IP as SNI, which RFC 6066 forbids (DEP0123).
-  const host = options.address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   const serverName =
-    options.serverName ??
-    (options.cluster ? controllerSni(options.cluster, parseSpiffeId(options.expectedServerId).trustDomain) : isIP(host) ? DEFAULT_CONTROLLER_SERVER_NAME : undefined);
+    options.serverName ?? (options.cluster ? controllerSni(options.cluster, parseSpiffeId(options.expectedServerId).trustDomain) : fallbackControllerServerName(options.address));
   if (serverName) channelOptions['grpc.ssl_target_name_override'] = serverName;
   return { credentials: creds, options: channelOptions };
 }

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { ErrorCodes, InvalidNameError } from './errors.js';
 import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js';
 
@@ -114,6 +115,12 @@ export function controllerSni(cluster: string, trustDomain: string): string {
  * DEP0123); a gateway would not route it.
  */
 export const DEFAULT_CONTROLLER_SERVER_NAME = 'causeway-controller';
+
+/** The SNI for a controller at `host:port` when nothing better is known: {@link DEFAULT_CONTROLLER_SERVER_NAME} for an IP, else none (the host name is fine). */
+export function fallbackControllerServerName(address: string): string | undefined {
+  const host = address.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return isIP(host) ? DEFAULT_CONTROLLER_SERVER_NAME : undefined;
+}
 
 /** Parses without throwing; returns the error instead. For hot paths that count refusals. */
 export function tryParseSni(input: string): Sni | InvalidNameError {

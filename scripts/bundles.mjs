@@ -217,11 +217,15 @@ export async function ensureBundle({ entry = SIDECAR_ENTRY, outfile = SIDECAR_BU
   return buildBundle({ entry, outfile, sidecarEnv });
 }
 
-/** The up-to-date bundle of a command of COMMAND_BUNDLES. */
-export function ensureCommandBundle(command) {
+function bundleOf(command) {
   const spec = COMMAND_BUNDLES[command];
   if (!spec) throw new Error(`no bundle for command "${command}" (have: ${Object.keys(COMMAND_BUNDLES).join(', ')})`);
-  return ensureBundle(spec);
+  return spec;
+}
+
+/** The up-to-date bundle of a command of COMMAND_BUNDLES. */
+export function ensureCommandBundle(command) {
+  return ensureBundle(bundleOf(command));
 }
 
 export const ensureSidecarBundle = () => ensureCommandBundle('sidecar');
@@ -233,8 +237,7 @@ export const ensureSidecarBundle = () => ensureCommandBundle('sidecar');
  * would stay behind as a child the new program never waits for.
  */
 export function ensureCommandBundleInChild(command) {
-  const spec = COMMAND_BUNDLES[command];
-  if (!spec) throw new Error(`no bundle for command "${command}" (have: ${Object.keys(COMMAND_BUNDLES).join(', ')})`);
+  const spec = bundleOf(command);
   if (staleness(spec.outfile) === undefined) return spec.outfile;
   const result = spawnSync(process.execPath, [SELF, command, '--check'], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
   if (result.status !== 0) {

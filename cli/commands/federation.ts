@@ -1,4 +1,4 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
@@ -264,8 +264,8 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
   const certFile = join(dir, 'cert.pem');
   const caFile = join(dir, 'ca.pem');
   const linkFile = join(dir, 'link.yaml');
+  // A new file (wx) gets mode 0600 minus the umask: never more than 0600.
   writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
-  chmodSync(keyFile, 0o600);
   writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
   copyFileSync(request.serverCaFile, caFile);
   const link = [{ peer: config.cluster.name, etcd: { endpoints: [...request.endpoints], tls: { ca: caFile, cert: certFile, key: keyFile } } }];

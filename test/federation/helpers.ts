@@ -18,7 +18,7 @@ import {
   type ServicePort,
 } from '../../mesh/index.js';
 import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../../federation/index.js';
-import { startEtcd, startProcess, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
+import { startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
 
 /** Short federation timings so the suite stays fast; the semantics are the defaults'. */
 export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 2000, expireAfterMs: 5000, initialSyncTimeoutMs: 3000 };
@@ -98,6 +98,14 @@ export async function readImport(cluster: TestCluster, peer: string, ns: string,
   const decoded = decodeCatalogValue(ImportedService, key, kv.value);
   if (!decoded.ok) throw decoded.error;
   return decoded.value;
+}
+
+/** Waits until `cluster` holds a fresh (not stale) import of `<name>.<ns>` from `peer`, and returns it. */
+export function waitForFreshImport(cluster: TestCluster, peer: string, ns: string, name: string, what: string, timeoutMs = 20_000): Promise<ImportedService> {
+  return waitFor(async () => {
+    const imp = await readImport(cluster, peer, ns, name);
+    return imp && !imp.stale ? imp : undefined;
+  }, { timeoutMs, what });
 }
 
 export async function readLinkStatus(cluster: TestCluster, peer: string): Promise<LinkStatus | undefined> {

@@ -6,8 +6,7 @@ import test from 'ava';
 import { parse, stringify } from 'yaml';
 import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
 import { Etcd3CatalogStore, FederationError, FederationErrorCodes, grantPeerAccess, peerUserName } from '../../federation/index.js';
-import { waitFor } from '../fixtures/index.js';
-import { causeway, connectionTo, exportService, exportedService, publishPeer, readImport, startCluster, startFederation } from './helpers.js';
+import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport } from './helpers.js';
 
 test('a granted peer reads exports and nothing else, writes nothing, and can run a link with those credentials', async (t) => {
   const [a, b] = await Promise.all([startCluster(t, 'a', { tls: true }), startCluster(t, 'b')]);
@@ -46,10 +45,7 @@ test('a granted peer reads exports and nothing else, writes nothing, and can run
   // b's federation mirrors a over exactly those credentials.
   const { federation } = await startFederation(t, b, [{ peer: 'a', etcd: connectionTo(a.etcd.endpoints, peerCreds) }]);
   await federation.whenReady();
-  const imported = await waitFor(async () => {
-    const imp = await readImport(b, 'a', 'default', 'reviews');
-    return imp && !imp.stale ? imp : undefined;
-  }, { timeoutMs: 20_000, what: 'fresh import over peer credentials' });
+  const imported = await waitForFreshImport(b, 'a', 'default', 'reviews', 'fresh import over peer credentials');
   t.is(imported.peer, 'a');
 });
 
@@ -129,10 +125,7 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   t.like(links[0], { peer: 'a', etcd: { endpoints: a.etcd.endpoints } });
   const { federation } = await startFederation(t, b, links);
   await federation.whenReady();
-  const imported = await waitFor(async () => {
-    const imp = await readImport(b, 'a', 'default', 'reviews');
-    return imp && !imp.stale ? imp : undefined;
-  }, { timeoutMs: 20_000, what: 'import over the issued credentials' });
+  const imported = await waitForFreshImport(b, 'a', 'default', 'reviews', 'import over the issued credentials');
   t.is(imported.peer, 'a');
 
   // The key is never overwritten.

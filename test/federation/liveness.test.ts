@@ -14,6 +14,7 @@ import {
   startFederation,
   timings,
   unexportService,
+  waitForFreshImport,
 } from './helpers.js';
 
 test('a killed peer goes stale within staleAfter + 1 s, then expires, then recovers when it returns', async (t) => {
@@ -59,10 +60,7 @@ test('a killed peer goes stale within staleAfter + 1 s, then expires, then recov
 
   // Peer returns: everything recovers without restarting anything.
   await b.etcd.restart();
-  const back = await waitFor(async () => {
-    const imp = await readImport(a, 'b', 'default', 'reviews');
-    return imp && !imp.stale ? imp : undefined;
-  }, { timeoutMs: 20_000, what: 'import back and fresh' });
+  const back = await waitForFreshImport(a, 'b', 'default', 'reviews', 'import back and fresh');
   t.false(back.stale);
   await waitFor(async () => (await readLinkStatus(a, 'b'))?.state === 'synced', { timeoutMs: 10_000, what: 'synced again' });
   const s = (await readClusterStatus(a.store, config)).links[0]!;

@@ -18,13 +18,11 @@ test('a plain etcd starts, serves and is destroyed', async (t) => {
 test('a TLS etcd takes the client certificate CN as the user (RBAC)', async (t) => {
   const etcd = await startEtcd({ name: 'tls', tls: true });
   t.teardown(() => etcd.destroy());
-  etcd.etcdctl(['user', 'add', 'root', '--no-password']);
   etcd.etcdctl(['user', 'add', 'reader', '--no-password']);
   etcd.etcdctl(['role', 'add', 'exports-reader']);
   etcd.etcdctl(['role', 'grant-permission', 'exports-reader', 'read', '--prefix=true', '/causeway/v1/exports/']);
   etcd.etcdctl(['user', 'grant-role', 'reader', 'exports-reader']);
-  etcd.etcdctl(['user', 'grant-role', 'root', 'root']);
-  etcd.etcdctl(['auth', 'enable']);
+  etcd.enableAuth();
   etcd.etcdctl(['put', '/causeway/v1/exports/default/a', 'x']);
   etcd.etcdctl(['put', '/causeway/v1/endpoints/default/a/e1', 'y']);
   const reader = etcd.pki!.issue('reader');

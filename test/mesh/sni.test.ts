@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { ErrorCodes, InvalidNameError, controllerSni, encodeSni, parseSni } from '../../mesh/index.js';
+import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controllerSni, encodeSni, fallbackControllerServerName, parseSni } from '../../mesh/index.js';
 
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
 
@@ -79,4 +79,10 @@ test('property: arbitrary strings never crash the parser (they parse or throw In
     }),
     { numRuns: 2000 },
   );
+});
+
+test('a controller dialled by IP gets the fallback server name (no IP in SNI); one dialled by host name needs none', (t) => {
+  t.is(fallbackControllerServerName('127.0.0.1:15012'), DEFAULT_CONTROLLER_SERVER_NAME);
+  t.is(fallbackControllerServerName('[::1]:15012'), DEFAULT_CONTROLLER_SERVER_NAME);
+  t.is(fallbackControllerServerName('controller-east:15012'), undefined);
 });
