@@ -1,4 +1,5 @@
 import { ProxyError, ProxyErrorCodes } from './errors.js';
+import { parseLoopbackRange } from './outbound-range.js';
 
 /**
  * Hands out one loopback address per key (`<ns>/<svc>` or `<ns>/<svc>@<cluster>`) from a
@@ -12,16 +13,9 @@ export class LoopbackAddressAllocator {
   readonly #byKey = new Map<string, string>();
 
   constructor(cidr: string) {
-    const [ip = '', bitsText = ''] = cidr.split('/');
-    const octets = ip.split('.').map(Number);
-    const bits = Number(bitsText);
-    if (octets.length !== 4 || octets[0] !== 127 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255) || !(bits >= 8 && bits <= 24)) {
-      throw new ProxyError(ProxyErrorCodes.addressExhausted, `outbound range "${cidr}" must be a CIDR inside 127.0.0.0/8 with a prefix of 8 to 24 bits`);
-    }
-    const value = (((octets[0]! << 24) >>> 0) + (octets[1]! << 16) + (octets[2]! << 8) + octets[3]!) >>> 0;
-    const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-    this.#base = (value & mask) >>> 0;
-    this.#size = 2 ** (32 - bits);
+    const range = parseLoopbackRange(cidr);
+    this.#base = range.base;
+    this.#size = 2 ** (32 - range.prefixBits);
   }
 
   /** The address for `key`, allocating one the first time. */

@@ -13,10 +13,11 @@ export const SidecarTuning = z.strictObject({
   appHost: host.default('127.0.0.1'),
   /**
    * Loopback range the sidecar takes outbound listener addresses from, one address per
-   * mesh service (and per service pinned to a cluster). Two sidecars sharing one network
-   * namespace need disjoint ranges.
+   * mesh service (and per service pinned to a cluster). `auto` (the default) claims a free
+   * /16 in 127.64.0.0–127.254.0.0, the same one for the same workload after a restart;
+   * an explicit CIDR must not be claimed by another sidecar on the host, or start-up fails.
    */
-  outboundRange: z.string().regex(/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(8|9|1[0-9]|2[0-4])$/, 'expected a loopback CIDR such as 127.1.0.0/16').default('127.1.0.0/16'),
+  outboundRange: z.string().regex(/^(auto|127\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(8|9|1[0-9]|2[0-4]))$/, 'expected a loopback CIDR such as 127.1.0.0/16, or "auto"').default('auto'),
   dns: z
     .strictObject({
       host: host.default('127.0.0.1'),

@@ -17,6 +17,7 @@ export const ProxyErrorCodes = {
   bootstrapToken: 'CW_PROXY_JOIN_TOKEN',
   listen: 'CW_PROXY_LISTEN',
   addressExhausted: 'CW_PROXY_ADDRESS_EXHAUSTED',
+  outboundRangeTaken: 'CW_PROXY_OUTBOUND_RANGE_TAKEN',
   controlPlane: 'CW_PROXY_CONTROL_PLANE',
   snapshotRejected: 'CW_PROXY_SNAPSHOT_REJECTED',
 } as const;

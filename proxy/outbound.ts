@@ -13,6 +13,7 @@ import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey } from './target-balancer.js';
 import { connectTarget, dialTarget, sniFor, type UpstreamRoute } from './upstream-connector.js';
 import type { WorkloadIdentity } from './workload-identity.js';
+import type { OutboundRangeClaim } from './outbound-range.js';
 
 /** One outbound listener: a loopback address and port standing for a mesh service port. */
 export interface OutboundListenerSpec {
@@ -36,7 +37,12 @@ export interface OutboundDeps {
   readonly sourceCluster: string;
   readonly sourceService: string;
   readonly upstreams: readonly { service: string; port: number; localPort: number; localAddress: string }[];
+  /** The claimed outbound range service addresses come from (see outbound-range.ts). */
+  readonly range: OutboundRangeClaim;
 }
+
+/** How often listeners that could not bind are tried again. */
+const REBIND_INTERVAL_MS = 5_000;
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
 const POOLED_IDLE_MS = 60_000;
@@ -78,7 +84,15 @@ export class OutboundProxy {
   #snapshot: Snapshot | undefined;
   #services = new Map<string, SnapshotService>();
   #policies = new Map<string, TrafficPolicy>();
-  readonly #listeners = new Map<string, { spec: OutboundListenerSpec; server: TcpServer | HttpServer; protocol: 'http' | 'tcp'; ready: Promise<void> }>();
+  readonly #listeners = new Map<string, { spec: OutboundListenerSpec; server: TcpServer | HttpServer; protocol: 'http' | 'tcp'; ready: Promise<void>; bound: boolean }>();
+  /**
+   * Listeners the last reconcile wanted but could not bind, with the reason: the sidecar
+   * is not ready while any is here, and DNS answers none of their addresses.
+   */
+  readonly #unbound = new Map<string, { spec: OutboundListenerSpec; reason: string }>();
+  #rebindTimer: NodeJS.Timeout | undefined;
+  #wanted = new Map<string, OutboundListenerSpec>();
+  #reconciling: Promise<void> = Promise.resolve();
   readonly #agents = new Map<string, TargetAgent>();
   /** Fast-path connection pools, keyed like the agents (target and SNI). */
   readonly #pools = new Map<string, { pool: UpstreamPool; target: SnapshotTarget }>();
@@ -97,7 +111,7 @@ export class OutboundProxy {
   constructor(deps: OutboundDeps) {
     this.#deps = deps;
     this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
-    this.#allocator = new LoopbackAddressAllocator(deps.tuning.outboundRange);
+    this.#allocator = new LoopbackAddressAllocator(deps.range.cidr);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
@@ -124,7 +138,16 @@ export class OutboundProxy {
     if (!svc || svc.ports.length === 0) return undefined;
     if (cluster !== undefined && !svc.targets.some((t) => t.cluster === cluster)) return undefined;
     const address = this.#allocator.lookup(cluster ? `${serviceKey(namespace, service)}@${cluster}` : serviceKey(namespace, service));
-    return address ? { address, ports: svc.ports } : undefined;
+    if (!address) return undefined;
+    // Never hand out an address whose listeners this sidecar does not hold: another
+    // process there would receive the app's traffic (and send it with its identity).
+    for (const p of svc.ports) if (!this.#listeners.get(listenerKey(address, p.port))?.bound) return undefined;
+    return { address, ports: svc.ports };
+  }
+
+  /** Readiness reasons: outbound listeners that could not bind, naming the setting to change. */
+  problems(): string[] {
+    return [...this.#unbound.values()].map(({ spec, reason }) => `outbound listener ${spec.address}:${spec.port} for ${spec.service}.${spec.namespace} is not bound: ${reason}`);
   }
 
   listeners(): OutboundListenerSpec[] {
@@ -242,6 +265,7 @@ export class OutboundProxy {
 
   async close(): Promise<void> {
     this.#closed = true;
+    clearTimeout(this.#rebindTimer);
     this.#httpProxy?.closeAllConnections();
     this.#httpProxy?.close();
     const closing = [...this.#listeners.values()].map((l) => new Promise<void>((resolve) => l.server.close(() => resolve())));
@@ -256,8 +280,15 @@ export class OutboundProxy {
     await Promise.all(closing);
   }
 
-  async #reconcile(wanted: Map<string, OutboundListenerSpec>): Promise<void> {
-    const opening: Promise<void>[] = [];
+  /** Reconciles one at a time: a rebind tick and a snapshot must not both open the same listener. */
+  #reconcile(wanted: Map<string, OutboundListenerSpec>): Promise<void> {
+    const run = this.#reconciling.then(() => this.#reconcileNow(wanted));
+    this.#reconciling = run.catch(() => {});
+    return run;
+  }
+
+  async #reconcileNow(wanted: Map<string, OutboundListenerSpec>): Promise<void> {
+    this.#wanted = wanted;
     for (const [key, current] of this.#listeners) {
       const next = wanted.get(key);
       const protocol = next ? this.#protocolOf(next) : undefined;
@@ -270,22 +301,51 @@ export class OutboundProxy {
         current.spec = next;
       }
     }
+    for (const key of this.#unbound.keys()) if (!wanted.has(key)) this.#unbound.delete(key);
+    // Addresses from the range must lie in a /24 this sidecar holds; explicit upstreams are the user's own choice.
+    const refused = await this.#deps.range.ensureClaimed([...wanted.values()].filter((spec) => !spec.explicit).map((spec) => spec.address));
+    const opening: Promise<void>[] = [];
     for (const [key, spec] of wanted) {
       if (this.#listeners.has(key) || this.#closed) continue;
+      const blocked = spec.explicit ? undefined : refused.get(spec.address);
+      if (blocked) {
+        this.#unbound.set(key, { spec, reason: blocked });
+        continue;
+      }
       const protocol = this.#protocolOf(spec);
       const server = protocol === 'http' ? this.#httpListener(key) : this.#tcpServer(key);
-      const ready = new Promise<void>((resolve) => {
+      const entry = { spec, server, protocol, ready: Promise.resolve(), bound: false };
+      entry.ready = new Promise<void>((resolve) => {
         server.once('error', (error: NodeJS.ErrnoException) => {
-          this.#deps.log.error({ err: error, address: spec.address, port: spec.port, service: `${spec.service}.${spec.namespace}` }, 'outbound listener failed to bind');
-          this.#listeners.delete(key);
+          const setting = spec.explicit ? 'upstreams[].localAddress/localPort' : 'sidecar.outboundRange';
+          const reason = `${error.code ?? 'error'}: ${error.message} (another process on this host holds ${spec.address}:${spec.port}; change ${setting}${spec.explicit ? '' : ' or stop the program listening on that port on every address'})`;
+          if (!this.#unbound.has(key)) this.#deps.log.error({ err: error, address: spec.address, port: spec.port, service: `${spec.service}.${spec.namespace}` }, 'outbound listener failed to bind; the sidecar is not ready until it does');
+          this.#unbound.set(key, { spec, reason });
+          if (this.#listeners.get(key) === entry) this.#listeners.delete(key);
           resolve();
         });
-        server.listen({ host: spec.address, port: spec.port }, () => resolve());
+        server.listen({ host: spec.address, port: spec.port }, () => {
+          entry.bound = true;
+          this.#unbound.delete(key);
+          resolve();
+        });
       });
-      this.#listeners.set(key, { spec, server, protocol, ready });
-      opening.push(ready);
+      this.#listeners.set(key, entry);
+      opening.push(entry.ready);
     }
     await Promise.all(opening);
+    this.#scheduleRebind();
+  }
+
+  /** While some listener could not bind, tries again now and then: the other holder may go away. */
+  #scheduleRebind(): void {
+    if (this.#unbound.size === 0 || this.#closed || this.#rebindTimer) return;
+    this.#rebindTimer = setTimeout(() => {
+      this.#rebindTimer = undefined;
+      if (this.#closed || this.#unbound.size === 0) return;
+      void this.#reconcile(new Map(this.#wanted)).catch((error: unknown) => this.#deps.log.warn({ err: error }, 'rebinding outbound listeners failed'));
+    }, REBIND_INTERVAL_MS);
+    this.#rebindTimer.unref();
   }
 
   #protocolOf(spec: OutboundListenerSpec): 'http' | 'tcp' {

@@ -6,6 +6,8 @@ import { MeshDnsServer } from './mesh-dns.js';
 import { reachOtherNetworks } from './network-routes.js';
 import { SidecarMetrics } from './metrics.js';
 import { OutboundProxy } from './outbound.js';
+import { OutboundRangeClaim } from './outbound-range.js';
+import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { SnapshotSource } from './snapshot-source.js';
 import { WorkloadIdentity } from './workload-identity.js';
 
@@ -47,6 +49,7 @@ export class Sidecar {
   #outbound: OutboundProxy | undefined;
   #inbound: InboundListener | undefined;
   #dns: MeshDnsServer | undefined;
+  #range: OutboundRangeClaim | undefined;
   #observability: ObservabilityServer | undefined;
   #snapshot: Snapshot | undefined;
   #applying: Promise<void> = Promise.resolve();
@@ -109,6 +112,11 @@ export class Sidecar {
     return this.#observability;
   }
 
+  /** The outbound range this sidecar claimed (`sidecar.outboundRange`, resolved when `auto`). */
+  get outboundRange(): string | undefined {
+    return this.#range?.cidr;
+  }
+
   get outbound(): OutboundProxy {
     if (!this.#outbound) throw new Error('sidecar not started');
     return this.#outbound;
@@ -124,19 +132,36 @@ export class Sidecar {
     if (!this.identity.ready) reasons.push('no workload certificate yet');
     if (!this.#snapshot) reasons.push('no snapshot from the controller yet');
     for (const part of [...(this.#options.bootstrap ?? []), ...(this.#options.parts ?? [])]) reasons.push(...(part.problems?.() ?? []));
-    return { ready: reasons.length === 0, reasons, details: { snapshotVersion: this.#snapshot?.version, identity: this.identity.spiffeId, certificateExpiresAt: this.identity.notAfter?.toISOString() } };
+    reasons.push(...(this.#outbound?.problems() ?? []));
+    return {
+      ready: reasons.length === 0,
+      reasons,
+      details: { snapshotVersion: this.#snapshot?.version, identity: this.identity.spiffeId, certificateExpiresAt: this.identity.notAfter?.toISOString(), outboundRange: this.#range?.cidr, dns: this.#dns ? `${this.config.sidecar.dns.host}:${this.#dns.port}` : undefined },
+    };
   }
 
   async start(): Promise<void> {
     if (this.#started) return;
     this.#started = true;
+    try {
+      await this.#start();
+    } catch (error) {
+      // Whatever did bind is released, so a failed start leaves nothing listening.
+      await this.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  async #start(): Promise<void> {
     const c = this.config;
     const t = c.sidecar;
     if (this.#options.serveObservability ?? true) {
       this.#observability = await startObservabilityServer({ host: c.observability.host, readyPort: c.observability.readyPort, metricsPort: c.observability.metricsPort, registry: this.registry, readiness: () => this.readiness() });
     }
     for (const part of this.#options.bootstrap ?? []) await part.start(this);
+    this.#range = await OutboundRangeClaim.claim(t.outboundRange, `${c.namespace}/${c.service}/${c.advertiseAddress}:${c.inboundPort}`, this.log.child({ module: 'outbound-range' }));
     this.#outbound = new OutboundProxy({
+      range: this.#range,
       tuning: t,
       identity: this.identity,
       metrics: this.metrics,
@@ -160,7 +185,7 @@ export class Sidecar {
       metrics: this.metrics,
       log: this.log.child({ module: 'dns' }),
     });
-    await this.#dns.start();
+    await listenNamed(() => this.#dns!.start(), 'dnsPort', `${t.dns.host}:${c.dnsPort}`, 'give each sidecar on one host its own dnsPort (or sidecar.dns.host)');
     this.#inbound = new InboundListener({
       tuning: t,
       identity: this.identity,
@@ -177,14 +202,14 @@ export class Sidecar {
       policies: () => this.#snapshot?.authorization ?? [],
       subsets: () => this.#snapshot?.services.find((s) => s.name === c.service && s.namespace === c.namespace)?.subsets,
     });
-    await this.#inbound.start();
+    await listenNamed(() => this.#inbound!.start(), 'inboundPort', `${t.inboundHost}:${c.inboundPort}`, 'give each sidecar on one host its own inboundPort');
     this.#options.snapshots.on('snapshot', this.#onSnapshot);
     await this.#options.snapshots.start?.();
     const current = this.#options.snapshots.current;
     if (current && current !== this.#snapshot) this.#onSnapshot(current);
     await this.#applying;
     for (const part of this.#options.parts ?? []) await part.start(this);
-    this.log.info({ inboundPort: this.inboundPort, dnsPort: this.dnsPort, identity: this.identity.spiffeId }, 'sidecar started');
+    this.log.info({ inboundPort: this.inboundPort, dnsPort: this.dnsPort, outboundRange: this.#range.cidr, identity: this.identity.spiffeId }, 'sidecar started');
   }
 
   /** Resolves once the snapshots received so far are applied (listeners bound). */
@@ -211,7 +236,20 @@ export class Sidecar {
     for (const part of [...(this.#options.parts ?? [])].reverse()) await part.close();
     await this.#options.snapshots.close?.();
     await Promise.all([this.#inbound?.close(), this.#outbound?.close(), this.#dns?.close()]);
+    await this.#range?.close();
     for (const part of [...(this.#options.bootstrap ?? [])].reverse()) await part.close();
     await this.#observability?.close();
+  }
+}
+
+/** Runs a listener's start; a port that is taken becomes an error naming the setting to change. */
+async function listenNamed<T>(start: () => Promise<T>, setting: string, where: string, fix: string): Promise<T> {
+  try {
+    return await start();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw error;
+    const what = code === 'EADDRINUSE' ? 'is already in use (another sidecar or component on this host?)' : code === 'EACCES' ? 'may not be bound by this user' : 'is not an address of this host';
+    throw new ProxyError(ProxyErrorCodes.listen, `${setting}: ${where} ${what}; ${fix}`, { cause: error });
   }
 }

@@ -40,7 +40,7 @@ test('a plain WorkloadConfig file is a valid sidecar config; the sidecar section
   const config = loadSidecarConfig(file);
   t.is(config.inboundPort, 15006);
   t.is(config.dnsPort, 15053);
-  t.is(config.sidecar.outboundRange, '127.1.0.0/16');
+  t.is(config.sidecar.outboundRange, 'auto');
   t.is(config.sidecar.dns.outside, 'forward');
   t.is(config.upstreams[0]?.localAddress, '127.0.0.1');
   t.true(Object.isFrozen(config.sidecar));
