@@ -172,7 +172,8 @@ export class Sidecar {
     });
     await this.#outbound.startExplicit();
     if (t.httpProxy) {
-      this.#httpProxyPort = await this.#outbound.startHttpProxy(t.httpProxy.host, t.httpProxy.port, (hostname) => this.#meshHost(hostname));
+      const proxy = t.httpProxy;
+      this.#httpProxyPort = await listenNamed(() => this.#outbound!.startHttpProxy(proxy.host, proxy.port, (hostname) => this.#meshHost(hostname)), 'sidecar.httpProxy.port', `${proxy.host}:${proxy.port}`, 'give each sidecar on one host its own sidecar.httpProxy.port');
     }
     this.#dns = new MeshDnsServer({
       host: t.dns.host,
