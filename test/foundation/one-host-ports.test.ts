@@ -158,6 +158,21 @@ test.serial('regression: a controller started after a gateway that holds observa
   t.is(await gateway.stop(15_000), 0);
 });
 
+test.serial('a controller whose controller.grpcPort is taken exits 1 naming it, and does not publish itself in /causeway/v1/cluster', async (t) => {
+  const etcd = await freshEtcd(t);
+  const { file, ports } = await clusterConfig(t, etcd, 'grpc-port-taken');
+  await occupy(t, ports.grpcPort);
+  const controller = await runToEnd(['controller', '--config', file]);
+  t.is(controller.code, 1, controller.output);
+  t.regex(
+    controller.output,
+    new RegExp(`^causeway: error: controller\\.grpcPort: 127\\.0\\.0\\.1:${ports.grpcPort} is already in use \\(another Causeway component on this host\\?\\); set a free port with controller\\.grpcPort in ${escape(file)} \\[CW_LISTEN_ADDRESS_IN_USE\\]$`, 'm'),
+  );
+  t.notRegex(controller.output, /^\s+at /m);
+  const record = etcd.etcdctl(['get', EtcdKeys.cluster, '--print-value-only']).trim();
+  t.false(record.includes(`"port":${ports.grpcPort}`), `no controller address in the cluster record: ${record}`);
+});
+
 test.serial('regression: a gateway whose data port is taken exits 1 naming gateway.port and --port, with nothing registered', async (t) => {
   const etcd = await freshEtcd(t);
   const { file, ports } = await clusterConfig(t, etcd, 'data-port-taken');
@@ -208,6 +223,14 @@ test.serial('--ready-port and --metrics-port move the controller and a sidecar o
       sidecar: { inboundHost: '127.0.0.1', outboundRange: `127.${200 + (process.pid % 20)}.77.0/24`, dns: { outside: 'refuse' } },
     }),
   );
+  // Its DNS port taken (after the certificate bootstrap): exit 1 naming dnsPort, not a bare EADDRINUSE.
+  const dnsBlocker = createServer();
+  await new Promise<void>((resolve) => dnsBlocker.listen(dnsPort, '127.0.0.1', () => resolve()));
+  const refused = await runToEnd(['sidecar', '--config', workload, '--ready-port', '0', '--metrics-port', '0']);
+  await new Promise<void>((resolve) => dnsBlocker.close(() => resolve()));
+  t.is(refused.code, 1, refused.output);
+  t.regex(refused.output, new RegExp(`^causeway: error: dnsPort: 127\\.0\\.0\\.1:${dnsPort} is already in use .*; set a free port with dnsPort in ${escape(workload)} \\[CW_LISTEN_ADDRESS_IN_USE\\]$`, 'm'));
+
   const sidecar = causeway(['sidecar', '--config', workload, '--ready-port', String(sidecarReady), '--metrics-port', String(sidecarMetrics)]);
   t.teardown(() => sidecar.kill());
   await sidecar.waitForOutput(`ready :${sidecarReady} metrics :${sidecarMetrics}`, 120_000);
