@@ -5,6 +5,7 @@ import { addCertificateService, createCertificateServiceCredentials, loadInterme
 import {
   controllerIdentity,
   createMetricsRegistry,
+  listenError,
   logger,
   startObservabilityServer,
   type ClusterConfig,
@@ -138,6 +139,10 @@ export class Controller {
     return this.observability?.readyPort;
   }
 
+  get metricsPort(): number | undefined {
+    return this.observability?.metricsPort;
+  }
+
   /** The catalog as this controller sees it (read-only use). */
   get catalogView(): CatalogCache | undefined {
     return this.catalog;
@@ -167,7 +172,17 @@ export class Controller {
     return { ready: reasons.length === 0, reasons, details };
   }
 
+  /** Starts serving; when a step fails (a port in use, etcd refusing), what started is stopped again before the error is thrown. */
   async start(): Promise<void> {
+    try {
+      await this.startServing();
+    } catch (error) {
+      await this.stop().catch((stopError: Error) => this.log.warn({ err: stopError.message }, 'cleanup after a failed start failed'));
+      throw error;
+    }
+  }
+
+  private async startServing(): Promise<void> {
     const { config } = this;
     const td = config.trustDomain;
     const tls = await this.servingIdentity();
@@ -256,20 +271,23 @@ export class Controller {
     }
     await this.options.addServices?.(server, { intermediate: this.intermediate, registry: this.registry });
     this.credentials = createCertificateServiceCredentials(material(tls));
+    const grpc = { host: config.controller.host, port: config.controller.grpcPort };
     this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${bracket(config.controller.host)}:${config.controller.grpcPort}`, this.credentials!.credentials, (error, port) => (error ? reject(error) : resolve(port)));
+      server.bindAsync(`${bracket(grpc.host)}:${grpc.port}`, this.credentials!.credentials, (error, port) => (error ? reject(listenError(error, grpc, { setting: 'controller.grpcPort' })) : resolve(port)));
     });
     this.serving = true;
+    if (config.controller.dns) {
+      this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
+      await this.dns.start();
+    }
+    // Every listener is bound: only now does this controller publish itself (DESIGN.md
+    // "Ports": a controller that fails to start leaves nothing in /causeway/v1/cluster).
     this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort };
     await record.addController(this.advertised);
     await publisher.start();
     this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
     await this.heartbeat.start();
     if (this.options.healthChecks?.enabled) checker.start();
-    if (config.controller.dns) {
-      this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
-      await this.dns.start();
-    }
     for (const c of this.hosted) await c.start();
     this.log.info({ grpcPort: this.boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.dns?.port }, 'controller serving');
   }

@@ -45,6 +45,7 @@ export class OperatorDnsServer {
     this.transport = new DnsTransport({
       host: options.host,
       port: options.port,
+      portSetting: { setting: 'controller.dns.port' },
       log: this.log,
       onMalformed: () => this.metrics.dnsQueries.inc({ rcode: 'malformed' }),
       onRequest: (request, send) => {

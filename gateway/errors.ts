@@ -2,7 +2,6 @@ import { CausewayError } from '../mesh/index.js';
 
 /** Stable codes of the gateway's own errors (refusals are metric reasons, not errors). */
 export const GatewayErrorCodes = {
-  listenFailed: 'CW_GATEWAY_LISTEN_FAILED',
   notListening: 'CW_GATEWAY_NOT_LISTENING',
   routesInvalid: 'CW_GATEWAY_ROUTES_INVALID',
   routesUnreadable: 'CW_GATEWAY_ROUTES_UNREADABLE',

@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
 import { connectEtcd } from '../mesh/etcd-client.js';
 import {
+  ListenError,
   logger as moduleLogger,
   startObservabilityServer,
   type ClusterConfig,
@@ -56,6 +57,8 @@ const WORKER_ENV = 'CAUSEWAY_GATEWAY_WORKER_PORT';
 interface WorkerMessage {
   readonly causewayGateway: 'ready' | 'drained' | 'failed';
   readonly message?: string;
+  /** A listener that could not bind, rebuilt as the same ListenError in the primary. */
+  readonly listen?: { readonly setting: string; readonly flag?: string; readonly host: string; readonly port: number; readonly errno: string };
 }
 
 /** True inside a listener process forked by {@link runGateway}. */
@@ -135,14 +138,19 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   const gateway = new SniGateway({ ...gatewaySettings(options), registry, logger: log });
   const closeSource = await startRouteSource(options, gateway, log);
-  const { port } = await gateway.listen();
-  const closeRegistration = await startRegistration(options, port, log).catch(async (error: unknown) => {
-    await gateway.close();
-    await closeSource();
+  // Every listener is bound before the gateway registers: one that cannot bind fails
+  // start-up and leaves nothing under /causeway/v1/gateways/ (DESIGN.md "Ports").
+  const undo: Array<() => Promise<void>> = [closeSource];
+  const unwind = async (error: unknown): Promise<never> => {
+    for (const step of undo.reverse()) await step().catch(() => undefined);
     throw error;
-  });
+  };
+  const { port } = await gateway.listen().catch(unwind);
+  undo.push(() => gateway.close());
   const obs = observabilitySettings(options);
-  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness: () => gateway.readiness() });
+  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness: () => gateway.readiness() }).catch(unwind);
+  undo.push(() => observability.close());
+  const closeRegistration = await startRegistration(options, port, log).catch(unwind);
   log.info({ port, readyPort: observability.readyPort, metricsPort: observability.metricsPort }, 'gateway listening');
   return stoppable(port, observability, async () => {
     await closeRegistration();
@@ -203,7 +211,11 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
           ready.add(worker.id);
           if (ready.size === workers) resolve();
         } else if (message?.causewayGateway === 'failed') {
-          reject(new GatewayError(GatewayErrorCodes.workerFailed, `gateway worker failed to start: ${message.message ?? 'unknown error'}`));
+          reject(
+            message.listen
+              ? new ListenError(message.listen)
+              : new GatewayError(GatewayErrorCodes.workerFailed, `gateway worker failed to start: ${message.message ?? 'unknown error'}`),
+          );
         }
       });
       worker.on('exit', (code, signal) => {
@@ -224,17 +236,22 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
     killAll();
     throw error;
   });
-  const closeRegistration = await startRegistration(options, port, log).catch((error: unknown) => {
-    killAll();
-    throw error;
-  });
   const registry = new ClusterRegistry();
   const readiness = (): Readiness => {
     const reasons = ready.size === workers && !stopping ? [] : stopping ? ['draining'] : [`${workers - ready.size} of ${workers} workers not ready`];
     return { ready: reasons.length === 0, reasons, details: { workers, ready: ready.size } };
   };
   const obs = observabilitySettings(options);
-  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness });
+  // Registered only once every listener is bound (see runGateway).
+  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness }).catch((error: unknown) => {
+    killAll();
+    throw error;
+  });
+  const closeRegistration = await startRegistration(options, port, log).catch(async (error: unknown) => {
+    killAll();
+    await observability.close();
+    throw error;
+  });
   log.info({ port, workers, readyPort: observability.readyPort, metricsPort: observability.metricsPort }, 'gateway listening');
   return stoppable(port, observability, async () => {
     stopping = true;
@@ -260,7 +277,10 @@ export async function runGatewayWorker(options: RunGatewayOptions): Promise<void
     closeSource = await startRouteSource(options, gateway, log);
     await gateway.listen();
   } catch (error) {
-    process.send?.({ causewayGateway: 'failed', message: (error as Error).message } satisfies WorkerMessage);
+    const listen = error instanceof ListenError ? { setting: error.setting, ...(error.flag ? { flag: error.flag } : {}), host: error.host, port: error.port, errno: error.errno } : undefined;
+    const failed: WorkerMessage = { causewayGateway: 'failed', message: (error as Error).message, ...(listen ? { listen } : {}) };
+    // Exit only once the primary has the reason, not just the exit code.
+    await new Promise<void>((resolve) => (process.send ? process.send(failed, undefined, {}, () => resolve()) : resolve()));
     process.exit(1);
   }
   process.on('message', (message: { causewayGateway?: string }) => {

@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Registry } from 'prom-client';
-import { GatewayConfig, logger as moduleLogger, validate, ErrorCodes, type Logger, type Readiness } from '../mesh/index.js';
+import { GatewayConfig, logger as moduleLogger, listenOn, validate, ErrorCodes, type Logger, type Readiness } from '../mesh/index.js';
 import { GatewayError, GatewayErrorCodes } from './errors.js';
 import { HandleRelay, relayHandlesAvailable } from './handle-relay.js';
 import { GatewayMetrics } from './metrics.js';
@@ -118,16 +118,7 @@ export class SniGateway {
   }
 
   async listen(): Promise<AddressInfo> {
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: NodeJS.ErrnoException) => {
-        reject(new GatewayError(GatewayErrorCodes.listenFailed, `cannot listen on ${this.config.host}:${this.config.port} (${error.code ?? error.message}); pick a free port with gateway.port`, { cause: error }));
-      };
-      this.server.once('error', onError);
-      this.server.listen({ host: this.config.host, port: this.config.port, reusePort: this.reusePort, exclusive: true }, () => {
-        this.server.off('error', onError);
-        resolve();
-      });
-    });
+    await listenOn(this.server, { host: this.config.host, port: this.config.port, reusePort: this.reusePort, exclusive: true }, { setting: 'gateway.port', flag: '--port' });
     this.listening = true;
     if (this.relayKind === 'handles') this.handleRelay = new HandleRelay(this.server, { ctx: this.ctx, maxConnections: this.config.maxConnections });
     return this.address();

@@ -1,6 +1,8 @@
 import { createServer, isIPv6, type Server, type Socket } from 'node:net';
 import type { RemoteInfo } from 'node:dgram';
 import dns2 from 'dns2';
+import type { PortSetting } from './errors.js';
+import { listenError } from './listen.js';
 import type { Logger } from './log.js';
 
 /** A question as Causeway builds and reads it (dns2 wants class instances where plain objects work). */
@@ -63,6 +65,8 @@ export interface DnsTransportOptions {
   readonly host: string;
   /** 0 picks a free port (the same for UDP and TCP). */
   readonly port: number;
+  /** The setting `port` comes from: a failed bind rejects with a ListenError naming it. */
+  readonly portSetting?: PortSetting;
   /** A TCP connection with nothing to read for this long is closed (default 10 s, RFC 7766 §6.2.3). */
   readonly tcpIdleTimeoutMs?: number;
   /** A plausible, parsed query; `send` answers it once, over the transport it came on. */
@@ -108,6 +112,21 @@ export class DnsTransport {
 
   /** Binds UDP and TCP on the same port (with port 0, TCP takes whatever UDP got, retrying on a clash). */
   async start(): Promise<number> {
+    const { host, port, portSetting } = this.#options;
+    try {
+      return await this.#bind();
+    } catch (error) {
+      // Nothing stays bound: the UDP half may have succeeded before TCP failed.
+      try {
+        this.#udp.close();
+      } catch {
+        /* never bound */
+      }
+      throw portSetting ? listenError(error, { host, port: port === 0 ? this.#port : port }, portSetting) : error;
+    }
+  }
+
+  async #bind(): Promise<number> {
     const { host, port } = this.#options;
     for (let attempt = 0; ; attempt++) {
       await new Promise<void>((resolve, reject) => {

@@ -13,6 +13,7 @@ export * from './validation.js';
 export * from './config/schemas.js';
 export * from './config/load.js';
 export * from './log.js';
+export * from './listen.js';
 export * from './observability.js';
 export * from './stream-handles.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.

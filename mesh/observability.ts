@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Registry, collectDefaultMetrics } from 'prom-client';
+import { ObservabilityPorts, listenOn } from './listen.js';
 
 /** A fresh metrics registry with Node's default process metrics, labelled by component. */
 export function createMetricsRegistry(component: string, options: { defaultMetrics?: boolean } = {}): Registry {
@@ -65,30 +65,24 @@ function handler(options: ObservabilityServerOptions, serves: { ready: boolean; 
   };
 }
 
-function listen(server: Server, port: number, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve((server.address() as AddressInfo).port);
-    });
-  });
-}
-
-/** Serves `/healthz/ready` (200 only when ready, JSON reasons otherwise) and `/metrics`. */
+/**
+ * Serves `/healthz/ready` (200 only when ready, JSON reasons otherwise) and `/metrics`.
+ * A port that cannot be bound rejects with a ListenError naming `observability.readyPort`
+ * or `observability.metricsPort` and its flag; nothing is left listening then.
+ */
 export async function startObservabilityServer(options: ObservabilityServerOptions): Promise<ObservabilityServer> {
   const host = options.host ?? '127.0.0.1';
   const shared = options.metricsPort === undefined || (options.metricsPort === options.readyPort && options.readyPort !== 0);
   const servers: Server[] = [];
   const readyServer = createServer(handler(options, { ready: true, metrics: shared }));
   servers.push(readyServer);
-  const readyPort = await listen(readyServer, options.readyPort, host);
+  const readyPort = (await listenOn(readyServer, { host, port: options.readyPort }, ObservabilityPorts.ready)).port;
   let metricsPort = readyPort;
   if (!shared) {
     const metricsServer = createServer(handler(options, { ready: false, metrics: true }));
     servers.push(metricsServer);
     try {
-      metricsPort = await listen(metricsServer, options.metricsPort ?? 0, host);
+      metricsPort = (await listenOn(metricsServer, { host, port: options.metricsPort ?? 0 }, ObservabilityPorts.metrics)).port;
     } catch (error) {
       readyServer.close();
       throw error;

@@ -38,6 +38,7 @@ export class MeshDnsServer {
     this.#transport = new DnsTransport({
       host: options.host,
       port: options.port,
+      portSetting: { setting: 'dnsPort' },
       log: options.log,
       onMalformed: () => options.metrics.dnsQueries.inc({ result: 'malformed' }),
       onRequest: (request, send) => {

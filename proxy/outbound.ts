@@ -2,7 +2,7 @@ import { Agent, createServer as createHttpServer, request as httpRequest, type I
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import type { Logger, ServicePort, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
+import { listenOn, type Logger, type ServicePort, type Snapshot, type SnapshotService, type SnapshotTarget, type TrafficPolicy } from '../mesh/index.js';
 import { LoopbackAddressAllocator } from './address-allocator.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
@@ -255,12 +255,9 @@ export class OutboundProxy {
       void this.#proxyTcp(downstream, spec);
     });
     server.on('clientError', (_error, socket: Duplex) => socket.destroy());
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ host, port }, () => resolve());
-    });
+    const bound = await listenOn(server, { host, port }, { setting: 'sidecar.httpProxy.port' });
     this.#httpProxy = server;
-    return (server.address() as { port: number }).port;
+    return bound.port;
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef, type TlsIdentity } from '../../controller/index.js';
 import { CausewayError, ErrorCodes, UsageError, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
+import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 interface ConfigFlag {
   config?: string;
@@ -38,16 +39,18 @@ function tlsFromDir(dir: string): TlsIdentity {
 const configOption = (cmd: Command) => cmd.option('-c, --config <file>', 'cluster config (YAML); its etcd section is used');
 
 export function registerControllerCommands(program: Command): void {
-  program
-    .command('controller')
-    .description('run the cluster controller: registry on etcd, discovery stream and CA on :15012 (mTLS), exports, health checks, DNS; runs until SIGINT/SIGTERM')
-    .option('-c, --config <file>', 'cluster config (YAML)')
+  observabilityPortOptions(
+    program
+      .command('controller')
+      .description('run the cluster controller: registry on etcd, discovery stream and CA on :15012 (mTLS), exports, health checks, DNS; runs until SIGINT/SIGTERM')
+      .option('-c, --config <file>', 'cluster config (YAML)'),
+  )
     .option('--advertise-address <host>', 'address written to /causeway/v1/cluster for this controller (default: controller.host, or the host name)')
     .option('--tls-dir <dir>', 'serve with key.pem, cert-chain.pem, trust-bundle.pem from this directory instead of issuing from controller.caDir')
     .option('--active-health-checks', 'probe endpoints of workload groups that declare a probe from the controller (only when the controller can reach them)')
     .option('--no-federation', 'do not run the config\'s federation links in this process (when `causeway federation` runs them)')
-    .action(async (flags: ConfigFlag & { advertiseAddress?: string; tlsDir?: string; federation: boolean; activeHealthChecks?: boolean }) => {
-      const config = clusterConfig(flags);
+    .action(async (flags: ConfigFlag & ObservabilityPortFlags & { advertiseAddress?: string; tlsDir?: string; federation: boolean; activeHealthChecks?: boolean }) => {
+      const config = withObservabilityFlags(clusterConfig(flags), flags);
       if (!flags.tlsDir && !config.controller.caDir) throw new UsageError('set controller.caDir in the cluster config (the intermediate from `causeway ca intermediate`), or pass --tls-dir');
       const controller = new Controller({
         config,
@@ -56,8 +59,8 @@ export function registerControllerCommands(program: Command): void {
         ...(flags.tlsDir ? { tls: tlsFromDir(flags.tlsDir) } : {}),
         ...(flags.advertiseAddress ? { advertiseAddress: flags.advertiseAddress } : {}),
       });
-      await controller.start();
-      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
+      await namingConfigFile(flags.config, () => controller.start());
+      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}, metrics :${controller.metricsPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
       const log = logger('controller');
       await new Promise<void>((resolve) => {
         const stop = (signal: NodeJS.Signals) => {

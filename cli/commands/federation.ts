@@ -32,6 +32,7 @@ import {
   type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
+import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 const CONFIG_HELP = 'cluster config (YAML)';
 
@@ -71,12 +72,30 @@ async function publishClusterRecord(config: ClusterConfig, store: CatalogStore):
   });
 }
 
-async function runFederation(options: { config: string; heartbeat?: boolean }): Promise<void> {
-  const config = loadConfigFile('cluster', options.config);
+interface FederationRunFlags extends ObservabilityPortFlags {
+  config: string;
+  heartbeat?: boolean;
+}
+
+async function runFederation(options: FederationRunFlags): Promise<void> {
+  const config = withObservabilityFlags(loadConfigFile('cluster', options.config), options);
   const log = logger('federation', { cluster: config.cluster.name });
   const registry = createMetricsRegistry('federation');
   const local = Etcd3CatalogStore.connect(config.etcd);
   const federation = new Federation(Federation.optionsFrom(config, { registry, local, logger: log }));
+  // Bound before anything is written to etcd: a port in use fails start-up and leaves no heartbeat behind.
+  const server = await namingConfigFile(options.config, () =>
+    startObservabilityServer({
+      host: config.observability.host,
+      readyPort: config.observability.readyPort,
+      metricsPort: config.observability.metricsPort,
+      registry,
+      readiness: () => federation.readiness(),
+    }),
+  ).catch((error: unknown) => {
+    local.close();
+    throw error;
+  });
   let heartbeat: HeartbeatPublisher | undefined;
   try {
     await federation.start();
@@ -85,19 +104,12 @@ async function runFederation(options: { config: string; heartbeat?: boolean }): 
       heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: local, intervalMs: config.federation.heartbeatIntervalMs, logger: log });
       await heartbeat.start();
     }
-    const server = await startObservabilityServer({
-      host: config.observability.host,
-      readyPort: config.observability.readyPort,
-      metricsPort: config.observability.metricsPort,
-      registry,
-      readiness: () => federation.readiness(),
-    });
     log.info({ readyPort: server.readyPort, metricsPort: server.metricsPort, links: config.links.map((l) => l.peer) }, 'federation running');
     void federation.whenReady().then((r) => log.info({ details: r.details }, 'federation ready'));
     const signal = await untilSignalled();
     log.info({ signal }, 'stopping');
-    await server.close();
   } finally {
+    await server.close();
     await heartbeat?.stop();
     await federation.stop();
     local.close();
@@ -105,13 +117,15 @@ async function runFederation(options: { config: string; heartbeat?: boolean }): 
 }
 
 export function registerFederationCommands(program: Command): void {
-  const federation = program
-    .command('federation')
-    .description("mirror linked peers' exported services into this cluster's etcd (runs until SIGINT/SIGTERM); serves /healthz/ready and /metrics")
-    .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
-    .option('--heartbeat', "also publish this cluster's exports/_cluster and heartbeat (when no controller runs here)")
+  const federation = observabilityPortOptions(
+    program
+      .command('federation')
+      .description("mirror linked peers' exported services into this cluster's etcd (runs until SIGINT/SIGTERM); serves /healthz/ready and /metrics")
+      .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
+      .option('--heartbeat', "also publish this cluster's exports/_cluster and heartbeat (when no controller runs here)"),
+  )
     .enablePositionalOptions()
-    .action((options: { config: string; heartbeat?: boolean }) => runFederation(options));
+    .action((options: FederationRunFlags) => runFederation(options));
 
   federation
     .command('grant')

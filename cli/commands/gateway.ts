@@ -2,25 +2,17 @@ import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { UsageError, loadConfigFile, logger } from '../../mesh/index.js';
 import { Balancers, isGatewayWorker, runGateway, runGatewayWorker, type Balancer, type RunGatewayOptions, type TargetAddress } from '../../gateway/index.js';
+import { namingConfigFile, observabilityOverrides, observabilityPortOptions, parsePortFlag, type ObservabilityPortFlags } from '../port-flags.js';
 
-interface GatewayFlags {
+interface GatewayFlags extends ObservabilityPortFlags {
   config?: string;
   routes?: string;
   host?: string;
-  port?: string;
-  readyPort?: string;
-  metricsPort?: string;
+  port?: number;
   workers: string;
   id?: string;
   controller: string[];
   balancer?: string;
-}
-
-function portFlag(name: string, text: string | undefined): number | undefined {
-  if (text === undefined) return undefined;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0 || value > 65535) throw new UsageError(`--${name} must be a port number 0-65535 (got "${text}")`);
-  return value;
 }
 
 function hostPort(text: string): TargetAddress {
@@ -37,15 +29,10 @@ function optionsFrom(flags: GatewayFlags): RunGatewayOptions {
     throw new UsageError(`--balancer must be one of ${Balancers.join(', ')} (got "${flags.balancer}")`);
   }
   const gateway: RunGatewayOptions['gateway'] = {};
-  const port = portFlag('port', flags.port);
-  if (port !== undefined) Object.assign(gateway, { port });
+  if (flags.port !== undefined) Object.assign(gateway, { port: flags.port });
   if (flags.host !== undefined) Object.assign(gateway, { host: flags.host });
   if (flags.balancer !== undefined) Object.assign(gateway, { balancer: flags.balancer });
-  const observability: RunGatewayOptions['observability'] = {};
-  const readyPort = portFlag('ready-port', flags.readyPort);
-  const metricsPort = portFlag('metrics-port', flags.metricsPort);
-  if (readyPort !== undefined) Object.assign(observability, { readyPort });
-  if (metricsPort !== undefined) Object.assign(observability, { metricsPort });
+  const observability = observabilityOverrides(flags);
   return {
     cluster: flags.config ? loadConfigFile('cluster', flags.config) : undefined,
     routesFile: flags.routes,
@@ -58,15 +45,14 @@ function optionsFrom(flags: GatewayFlags): RunGatewayOptions {
 }
 
 export function registerGatewayCommands(program: Command): void {
-  program
+  const command = program
     .command('gateway')
     .description('run the east-west gateway: SNI passthrough on :15443 that never terminates TLS')
     .option('-c, --config <file>', 'cluster config (YAML): routes from the cluster catalog in etcd')
     .option('-r, --routes <file>', 'static routes file (YAML), instead of the etcd catalog')
     .option('--host <host>', 'listen address (default: gateway.host, 0.0.0.0)')
-    .option('-p, --port <port>', 'listen port, 0 picks one (default: gateway.port, 15443)')
-    .option('--ready-port <port>', '/healthz/ready port (default: observability.readyPort, 15021)')
-    .option('--metrics-port <port>', '/metrics port (default: observability.metricsPort, 15090)')
+    .option('-p, --port <port>', 'listen port, 0 picks one (default: gateway.port, 15443)', parsePortFlag('--port'));
+  observabilityPortOptions(command)
     .option('-w, --workers <n>', 'listener processes sharing the port, or "auto" for one per core', 'auto')
     .option('--id <id>', 'gateway id under /causeway/v1/gateways/ (default: <hostname>-<port>)')
     .option('--controller <host:port>', 'controller gRPC address when the catalog lists none (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
@@ -77,7 +63,7 @@ export function registerGatewayCommands(program: Command): void {
         await runGatewayWorker(options);
         return;
       }
-      const running = await runGateway(options);
+      const running = await namingConfigFile(flags.config, () => runGateway(options));
       process.stdout.write(`gateway listening on port ${running.port} (ready :${running.readyPort}, metrics :${running.metricsPort})\n`);
       const log = logger('gateway');
       const stop = (signal: NodeJS.Signals) => {
