@@ -7,7 +7,6 @@ import { reachOtherNetworks } from './network-routes.js';
 import { SidecarMetrics } from './metrics.js';
 import { OutboundProxy } from './outbound.js';
 import { OutboundRangeClaim } from './outbound-range.js';
-import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { SnapshotSource } from './snapshot-source.js';
 import { WorkloadIdentity } from './workload-identity.js';
 
@@ -172,8 +171,7 @@ export class Sidecar {
     });
     await this.#outbound.startExplicit();
     if (t.httpProxy) {
-      const proxy = t.httpProxy;
-      this.#httpProxyPort = await listenNamed(() => this.#outbound!.startHttpProxy(proxy.host, proxy.port, (hostname) => this.#meshHost(hostname)), 'sidecar.httpProxy.port', `${proxy.host}:${proxy.port}`, 'give each sidecar on one host its own sidecar.httpProxy.port');
+      this.#httpProxyPort = await this.#outbound.startHttpProxy(t.httpProxy.host, t.httpProxy.port, (hostname) => this.#meshHost(hostname));
     }
     this.#dns = new MeshDnsServer({
       host: t.dns.host,
@@ -186,7 +184,7 @@ export class Sidecar {
       metrics: this.metrics,
       log: this.log.child({ module: 'dns' }),
     });
-    await listenNamed(() => this.#dns!.start(), 'dnsPort', `${t.dns.host}:${c.dnsPort}`, 'give each sidecar on one host its own dnsPort (or sidecar.dns.host)');
+    await this.#dns.start();
     this.#inbound = new InboundListener({
       tuning: t,
       identity: this.identity,
@@ -203,7 +201,7 @@ export class Sidecar {
       policies: () => this.#snapshot?.authorization ?? [],
       subsets: () => this.#snapshot?.services.find((s) => s.name === c.service && s.namespace === c.namespace)?.subsets,
     });
-    await listenNamed(() => this.#inbound!.start(), 'inboundPort', `${t.inboundHost}:${c.inboundPort}`, 'give each sidecar on one host its own inboundPort');
+    await this.#inbound.start();
     this.#options.snapshots.on('snapshot', this.#onSnapshot);
     await this.#options.snapshots.start?.();
     const current = this.#options.snapshots.current;
@@ -243,14 +241,3 @@ export class Sidecar {
   }
 }
 
-/** Runs a listener's start; a port that is taken becomes an error naming the setting to change. */
-async function listenNamed<T>(start: () => Promise<T>, setting: string, where: string, fix: string): Promise<T> {
-  try {
-    return await start();
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw error;
-    const what = code === 'EADDRINUSE' ? 'is already in use (another sidecar or component on this host?)' : code === 'EACCES' ? 'may not be bound by this user' : 'is not an address of this host';
-    throw new ProxyError(ProxyErrorCodes.listen, `${setting}: ${where} ${what}; ${fix}`, { cause: error });
-  }
-}
