@@ -4,6 +4,7 @@ import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client
 import { connectEtcd } from '../mesh/etcd-client.js';
 import {
   ListenError,
+  listenError,
   logger as moduleLogger,
   startObservabilityServer,
   type ClusterConfig,
@@ -196,9 +197,27 @@ class ClusterRegistry extends AggregatorRegistry<'text/plain; version=0.0.4; cha
   }
 }
 
+/**
+ * Workers share the data port with SO_REUSEPORT, which would let a second gateway (same
+ * user) bind the same port too and silently take half of its connections. The primary
+ * first holds a Linux abstract socket named after the address — per network namespace,
+ * like the port itself, and gone when the process dies — so a second gateway on the same
+ * address and port fails start-up naming gateway.port instead.
+ */
+async function claimSharedPort(host: string, port: number): Promise<() => Promise<void>> {
+  const { createServer } = await import('node:net');
+  const server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (error) => reject(listenError(error, { host, port }, { setting: 'gateway.port', flag: '--port' })));
+    server.listen({ path: `\0causeway/gateway/${host}:${port}` }, () => resolve());
+  });
+  return () => new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
 async function runPrimary(options: RunGatewayOptions, workers: number, log: Logger): Promise<RunningGateway> {
   const settings = gatewaySettings(options);
   const port = settings.port && settings.port > 0 ? settings.port : await pickPort(settings.host ?? '0.0.0.0');
+  const releasePort = await claimSharedPort(settings.host ?? '0.0.0.0', port);
   const ready = new Set<number>();
   const forked = new Set<import('node:cluster').Worker>();
   let stopping = false;
@@ -231,6 +250,7 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
   const killAll = () => {
     stopping = true;
     for (const worker of forked) worker.kill('SIGKILL');
+    void releasePort();
   };
   await started.catch((error: unknown) => {
     killAll();
@@ -259,6 +279,7 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
     const exits = [...forked].map((worker) => new Promise<void>((resolve) => worker.once('exit', () => resolve())));
     for (const worker of forked) worker.send({ causewayGateway: 'drain' });
     await Promise.all(exits);
+    await releasePort();
   });
 }
 

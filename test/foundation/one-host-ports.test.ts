@@ -272,3 +272,17 @@ test('a port flag that is not a port is a usage error (exit 2) on every long-run
     t.regex(result.output, new RegExp(`causeway: error: ${flag} must be a port number 0-65535 \\(got "70000"\\)`));
   }
 });
+
+test.serial('regression: a second gateway on the same data port fails naming gateway.port instead of sharing it through SO_REUSEPORT', async (t) => {
+  const etcd = await freshEtcd(t);
+  const { file, ports } = await clusterConfig(t, etcd, 'two-gateways');
+  const [readyA, metricsA, readyB, metricsB] = await freePorts(4);
+  const first = causeway(['gateway', '--config', file, '--workers', '2', '--id', 'gw-a', '--ready-port', String(readyA), '--metrics-port', String(metricsA)]);
+  t.teardown(() => first.kill());
+  await first.waitForOutput(/gateway listening on port \d+/, 120_000);
+  const second = await runToEnd(['gateway', '--config', file, '--workers', '2', '--id', 'gw-b', '--ready-port', String(readyB), '--metrics-port', String(metricsB)]);
+  t.is(second.code, 1, second.output);
+  assertPortConflict(t, second.output, 'gateway.port', '--port', ports.gatewayPort, file);
+  t.notRegex(gatewayKeys(etcd), /gw-b/, 'the refused gateway registered nothing');
+  t.is(await first.stop(15_000), 0);
+});
