@@ -35,12 +35,12 @@ export class ControllerError extends CausewayError {
   }
 }
 
-/** etcd could not be reached or refused the operation; retryable. */
+/**
+ * etcd could not be reached or refused the operation; retryable. `message` names the
+ * endpoints and what to check (mesh's EtcdErrorTranslator writes it); `cause` is etcd3's error.
+ */
 export class EtcdUnavailableError extends ControllerError {
-  constructor(operation: string, cause: unknown) {
-    super(ControllerErrorCodes.etcdUnavailable, `etcd ${operation} failed: ${(cause as Error)?.message ?? String(cause)}; check that etcd is reachable`, {
-      cause,
-      retryable: true,
-    });
+  constructor(message: string, cause: unknown) {
+    super(ControllerErrorCodes.etcdUnavailable, message, { cause, retryable: true });
   }
 }

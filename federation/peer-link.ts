@@ -214,7 +214,7 @@ export class PeerLink {
   #message(): string | undefined {
     const parts: string[] = [];
     if (this.#stopped) parts.push('federation stopped: this status is no longer updated');
-    else if (!this.#connected && this.#lastError) parts.push(`peer etcd unreachable: ${this.#lastError}`);
+    else if (!this.#connected && this.#lastError) parts.push(`link to ${this.peer} broken: ${this.#lastError}`);
     if (this.#freshness !== 'fresh') {
       const age = Math.round((Date.now() - (this.#heartbeatAtMs ?? this.#startedAtMs)) / 1000);
       parts.push(
@@ -260,8 +260,9 @@ export class PeerLink {
         else this.#log.debug({ err: error }, 'peer still unreachable');
         this.#connected = false;
         this.#syncing = false;
-        // etcd3's circuit breaker answers for the peer after repeated failures; the cause is the earlier error.
-        if (!(this.#lastError && /circuit breaker is open/.test(message))) this.#lastError = message;
+        // The store's error names the peer's endpoints, the setting and the cause (etcd3's
+        // own "circuit breaker" refusals already translated into the failure behind them).
+        this.#lastError = message;
         this.#requestFlush();
         await this.#sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, Math.max(1000, this.#o.timings.heartbeatIntervalMs));
