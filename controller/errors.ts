@@ -15,6 +15,8 @@ export const ControllerErrorCodes = {
   notFound: 'CW_CTRL_NOT_FOUND',
   clientClosed: 'CW_CTRL_CLIENT_CLOSED',
   snapshotRejected: 'CW_CTRL_SNAPSHOT_REJECTED',
+  /** A call to the controller failed on the way (not a refusal by the controller). */
+  unreachable: 'CW_CTRL_UNREACHABLE',
 } as const;
 
 const GRPC_STATUS: Record<string, status> = {
