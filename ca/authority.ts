@@ -61,8 +61,10 @@ export interface IntermediateCa {
 
 export interface IssueOptions {
   readonly spiffeId: string;
-  /** Default 24 h. Capped by the intermediate's own expiry. */
+  /** Default 24 h. Above `maxTtlSeconds` it is refused (`CW_CA_TTL_ABOVE_MAXIMUM`); capped by the intermediate's own expiry. */
   readonly ttlSeconds?: number;
+  /** Default {@link Defaults.maxWorkloadTtlSeconds}, the signing service's maximum too. */
+  readonly maxTtlSeconds?: number;
   readonly keyType?: KeyType;
   /** Subject CN, for tools that key on it (etcd user names); the signing service never sets one. */
   readonly commonName?: string;
@@ -107,6 +109,14 @@ function checkTrustDomain(trustDomain: string): void {
 
 function checkTtl(name: string, ttlSeconds: number): void {
   if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) throw new CaError(CaErrorCodes.ttlInvalid, `${name} must be a positive whole number of seconds (got ${ttlSeconds})`);
+}
+
+/** `604800` → `7d`, `5400` → `90m`: how a duration flag would spell it. */
+export function formatTtl(seconds: number): string {
+  if (seconds % DAY_SECONDS === 0) return `${seconds / DAY_SECONDS}d`;
+  if (seconds % 3600 === 0) return `${seconds / 3600}h`;
+  if (seconds % 60 === 0) return `${seconds / 60}m`;
+  return `${seconds}s`;
 }
 
 function shortId(): string {
@@ -229,6 +239,11 @@ function intermediateFrom(parts: { cluster: string; privateKey: KeyObject; certi
       checkIdentity(options.spiffeId);
       const ttlSeconds = options.ttlSeconds ?? Defaults.workloadTtlSeconds;
       checkTtl('ttlSeconds', ttlSeconds);
+      // The same maximum as the signing service's: a tool must not hand out what the CA would not.
+      const maxTtl = options.maxTtlSeconds ?? Defaults.maxWorkloadTtlSeconds;
+      if (ttlSeconds > maxTtl) {
+        throw new CaError(CaErrorCodes.ttlAboveMaximum, `${formatTtl(ttlSeconds)} is above the ${formatTtl(maxTtl)} maximum of a workload certificate; ask for ${formatTtl(maxTtl)} or less (ca/README.md "Profiles")`);
+      }
       const key = await generatePrivateKey(options.keyType ?? DEFAULT_KEY_TYPE);
       const signed = signLeaf(options.spiffeId, spkiOf(key), isRsa(key), ttlSeconds, options.now ?? new Date(), options.commonName);
       return { ...signed, privateKeyPem: privateKeyPem(key), certChainPem: signed.certChain.join(''), trustBundlePem: parts.trustBundlePem };

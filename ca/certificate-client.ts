@@ -4,7 +4,7 @@ import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata, credentials as grpcCredentials, status, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import { Gauge, type Registry } from 'prom-client';
-import { controllerIdentity, fallbackControllerServerName, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
+import { controllerIdentity, fallbackControllerServerName, grpcFailure, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
 import { CaFiles, Defaults } from './authority.js';
 import { createCsr } from './csr.js';
 import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
@@ -43,12 +43,17 @@ export function signingServiceChannelCredentials(endpoint: SigningServiceEndpoin
   });
 }
 
-function caErrorFromStatus(error: ServiceError): CaError {
+/** A gRPC failure of the signing service, cast into a CaError whose message is one sentence (no grpc-js "Resolution note:"). */
+function caErrorFromStatus(error: ServiceError, address: string): CaError {
   const code = error.metadata?.get(ERROR_CODE_METADATA_KEY)[0];
   const known = Object.values(CaErrorCodes) as string[];
   if (typeof code === 'string' && known.includes(code)) return new CaError(code as CaErrorCode, error.details, { cause: error });
   const retryable = [status.UNAVAILABLE, status.DEADLINE_EXCEEDED, status.RESOURCE_EXHAUSTED, status.INTERNAL, status.UNKNOWN].includes(error.code);
-  return new CaError(CaErrorCodes.fetchFailed, `the signing service call failed (${status[error.code] ?? error.code}): ${error.details || error.message}`, { cause: error, retryable });
+  const { unreachable, reason } = grpcFailure(error);
+  const message = unreachable
+    ? `the signing service at ${address} is unreachable (${reason}); check that the controller runs there and the controller address in the config`
+    : `the signing service at ${address} failed the call (${status[error.code] ?? error.code}: ${reason})`;
+  return new CaError(CaErrorCodes.fetchFailed, message, { cause: error, retryable });
 }
 
 /** One CreateCertificate call. Refusals come back as {@link CaError}s with the server's code. */
@@ -64,7 +69,7 @@ export async function requestCertificate(endpoint: SigningServiceEndpoint, auth:
   try {
     return await new Promise<CreateCertificateResponse>((resolve, reject) => {
       client.createCertificate(request, metadata, { deadline: new Date(Date.now() + (endpoint.deadlineMs ?? 10_000)) }, (error, response) => {
-        if (error) reject(caErrorFromStatus(error));
+        if (error) reject(caErrorFromStatus(error, endpoint.address));
         else resolve(response as CreateCertificateResponse);
       });
     });

@@ -4,7 +4,10 @@ import {
   Metadata,
   ServerCredentials,
   status,
+  ServerInterceptingCall,
   type Server,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
   type ServerUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
@@ -15,7 +18,7 @@ import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
 import { verifyJoinToken } from './join-token.js';
 import type { KeyType } from './keys.js';
 import { splitCertificates } from './pem.js';
-import { certificateServiceDefinition, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
+import { CREATE_CERTIFICATE_PATH, certificateServiceDefinition, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
 import { spiffeIdFromSubjectAltName } from './trust-bundle.js';
 
 /** gRPC status and metric label of each refusal. Unknown errors are INTERNAL. */
@@ -37,8 +40,15 @@ const REFUSALS: Partial<Record<CaErrorCode, { status: status; reason: string }>>
   [CaErrorCodes.ttlAboveMaximum]: { status: status.OUT_OF_RANGE, reason: 'ttl_above_maximum' },
 };
 
+/**
+ * Refusals grpc-js makes before the handler runs, so the handler never sees them: a
+ * request over the server's `grpc.max_receive_message_length` (4 MiB by default), and
+ * bytes that do not decode as a CreateCertificateRequest.
+ */
+const TRANSPORT_REFUSALS = { tooLarge: 'request_too_large', malformed: 'request_malformed' } as const;
+
 /** Every refusal reason the `causeway_ca_refusals_total` counter can carry. */
-export const RefusalReasons: readonly string[] = [...Object.values(REFUSALS).map((r) => r.reason), 'internal'];
+export const RefusalReasons: readonly string[] = [...Object.values(REFUSALS).map((r) => r.reason), ...Object.values(TRANSPORT_REFUSALS), 'internal'];
 
 /** Trailing metadata key carrying the stable error code of a refusal. */
 export const ERROR_CODE_METADATA_KEY = 'causeway-error-code';
@@ -168,6 +178,37 @@ export function addCertificateService(server: Server, options: CertificateServic
   };
   server.addService(certificateServiceDefinition, { createCertificate });
   return { refusals, issued, registry };
+}
+
+/** The refusal reason of a status grpc-js sent on its own, or undefined when it is none of ours to count. */
+function transportRefusal(sent: Parameters<ServerInterceptingCallInterface['sendStatus']>[0]): string | undefined {
+  // The handler's refusals carry their code and were counted where they were made.
+  if (sent.metadata?.get(ERROR_CODE_METADATA_KEY).length) return undefined;
+  if (sent.code === status.RESOURCE_EXHAUSTED) return TRANSPORT_REFUSALS.tooLarge;
+  if (sent.code === status.INTERNAL && sent.details?.startsWith('Error deserializing request')) return TRANSPORT_REFUSALS.malformed;
+  return undefined;
+}
+
+/**
+ * A server interceptor that counts, in the signer's `causeway_ca_refusals_total`, the
+ * CreateCertificate refusals grpc-js makes before the handler runs (`request_too_large`:
+ * over the server's message size limit; `request_malformed`: not a request message).
+ * grpc-js sends those statuses from the innermost call object, which only the first
+ * interceptor is handed, so pass it first: `new Server({ interceptors: [it, …] })`.
+ * `signer` is read per refusal, so the server may be built before the service is added.
+ */
+export function certificateRefusalInterceptor(signer: () => CertificateServiceHandle | undefined): ServerInterceptor {
+  return (method, call) => {
+    if (method.path === CREATE_CERTIFICATE_PATH) {
+      const sendStatus = call.sendStatus.bind(call);
+      call.sendStatus = (sent) => {
+        const reason = transportRefusal(sent);
+        if (reason !== undefined) signer()?.refusals.inc({ reason });
+        sendStatus(sent);
+      };
+    }
+    return new ServerInterceptingCall(call);
+  };
 }
 
 /** PEM material of the server's own TLS identity. */

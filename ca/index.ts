@@ -62,6 +62,7 @@ export { splitCertificates } from './pem.js';
 export { mintJoinToken, verifyJoinToken, joinTokenAudience, DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, type JoinTokenClaims } from './join-token.js';
 export {
   addCertificateService,
+  certificateRefusalInterceptor,
   createCertificateServiceCredentials,
   RefusalReasons,
   ERROR_CODE_METADATA_KEY,

@@ -2,7 +2,7 @@ import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { PeerCertificate } from 'node:tls';
 import { credentials, status, type Client, type ClientDuplexStream, type ServiceError, type ChannelOptions } from '@grpc/grpc-js';
-import { controllerSni, fallbackControllerServerName, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
+import { controllerSni, fallbackControllerServerName, grpcFailure, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { TypedEmitter } from './typed-emitter.js';
 import {
@@ -133,6 +133,19 @@ type DiscoveryEvents = {
  * forever with exponential backoff + jitter, announcing the last applied version so an
  * unchanged catalog is not re-sent. gzip-encoded snapshots are accepted.
  */
+/**
+ * A failed call or stream to the controller as one sentence for logs and the CLI, without
+ * grpc-js's status prefix and "Resolution note:" (mesh/grpc-failure.ts). Our own errors pass through.
+ */
+export function controllerCallError(error: Error, address: string): Error {
+  if (error instanceof ControllerError || typeof (error as { code?: unknown }).code !== 'number') return error;
+  const { unreachable, reason } = grpcFailure(error);
+  const message = unreachable
+    ? `the controller at ${address} is unreachable (${reason}); check that it runs and the controller address in the config`
+    : `the controller at ${address} ended the call (${reason})`;
+  return new ControllerError(ControllerErrorCodes.unreachable, message, { cause: error, retryable: true });
+}
+
 export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   private current: Snapshot | undefined;
   private client: Client | undefined;
@@ -248,7 +261,7 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   private retry(error: Error): void {
     this.teardown();
     if (this.closed) return;
-    this.emit('disconnected', error);
+    this.emit('disconnected', controllerCallError(error, this.options.address));
     const delay = this.backoff.next();
     this.log.debug({ err: error.message, delayMs: Math.round(delay) }, 'discovery stream down; reconnecting');
     clearTimeout(this.timer);

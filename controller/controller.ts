@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
-import { addCertificateService, createCertificateServiceCredentials, loadIntermediateCa, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
+import { addCertificateService, certificateRefusalInterceptor, createCertificateServiceCredentials, loadIntermediateCa, type CertificateServiceHandle, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
   controllerIdentity,
   createMetricsRegistry,
@@ -255,7 +255,10 @@ export class Controller {
     this.log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');
 
     const registration = new RegistrationService(store, catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, leaseTtlSeconds: config.controller.endpointLeaseTtlSeconds }, this.metrics);
+    let signer: CertificateServiceHandle | undefined;
     const server = (this.server = new Server({
+      // First: it counts the CA refusals grpc-js makes before the handler (a CSR over 4 MiB).
+      interceptors: [certificateRefusalInterceptor(() => signer)],
       'grpc.max_receive_message_length': 4 * 1024 * 1024,
       'grpc.max_send_message_length': -1,
       'grpc.keepalive_time_ms': 30_000,
@@ -267,7 +270,7 @@ export class Controller {
     server.addService(discoveryService, discovery.implementation());
     if (this.intermediate && (this.options.hostCa ?? true)) {
       const intermediate = this.intermediate;
-      addCertificateService(server, { ca: intermediate, registry: this.registry, logger: logger('controller-ca') });
+      signer = addCertificateService(server, { ca: intermediate, registry: this.registry, logger: logger('controller-ca') });
     }
     await this.options.addServices?.(server, { intermediate: this.intermediate, registry: this.registry });
     this.credentials = createCertificateServiceCredentials(material(tls));

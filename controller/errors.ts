@@ -15,6 +15,8 @@ export const ControllerErrorCodes = {
   notFound: 'CW_CTRL_NOT_FOUND',
   clientClosed: 'CW_CTRL_CLIENT_CLOSED',
   snapshotRejected: 'CW_CTRL_SNAPSHOT_REJECTED',
+  /** A call to the controller failed on the way (not a refusal by the controller). */
+  unreachable: 'CW_CTRL_UNREACHABLE',
 } as const;
 
 const GRPC_STATUS: Record<string, status> = {
@@ -35,12 +37,12 @@ export class ControllerError extends CausewayError {
   }
 }
 
-/** etcd could not be reached or refused the operation; retryable. */
+/**
+ * etcd could not be reached or refused the operation; retryable. `message` names the
+ * endpoints and what to check (mesh's EtcdErrorTranslator writes it); `cause` is etcd3's error.
+ */
 export class EtcdUnavailableError extends ControllerError {
-  constructor(operation: string, cause: unknown) {
-    super(ControllerErrorCodes.etcdUnavailable, `etcd ${operation} failed: ${(cause as Error)?.message ?? String(cause)}; check that etcd is reachable`, {
-      cause,
-      retryable: true,
-    });
+  constructor(message: string, cause: unknown) {
+    super(ControllerErrorCodes.etcdUnavailable, message, { cause, retryable: true });
   }
 }

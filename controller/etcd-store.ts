@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { logger, type EtcdConnection } from '../mesh/index.js';
-import { connectEtcd } from '../mesh/etcd-client.js';
+import { EtcdErrorTranslator, connectEtcd } from '../mesh/etcd-client.js';
 import { EtcdUnavailableError } from './errors.js';
 
 /**
@@ -144,9 +144,11 @@ export class Etcd3Store implements EtcdStore {
   private readonly log = logger('controller-etcd');
   private readonly watchers = new Set<Watcher>();
   private readonly timeoutMs: number;
+  private readonly errors: EtcdErrorTranslator;
 
   constructor(connection: EtcdConnection) {
     this.client = connectEtcd(connection);
+    this.errors = new EtcdErrorTranslator(connection);
     this.keepAlives = new LeaseKeepAliveChannel(this.client);
     this.timeoutMs = Math.max(connection.dialTimeoutMs, 3000);
   }
@@ -160,8 +162,10 @@ export class Etcd3Store implements EtcdStore {
       try {
         return await run();
       } catch (error) {
+        // Explained on every attempt: the translator keeps the cause behind a later circuit-breaker refusal.
+        const failure = this.errors.explain(error, operation);
         const transient = /DEADLINE_EXCEEDED|UNAVAILABLE/.test((error as Error)?.message ?? '');
-        if (attempt >= 2 || !transient) throw new EtcdUnavailableError(operation, error);
+        if (attempt >= 2 || !transient) throw new EtcdUnavailableError(failure.message, error);
       }
     }
   }

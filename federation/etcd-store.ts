@@ -1,6 +1,6 @@
 import type { Etcd3, IWatchResponse, Lease } from 'etcd3';
 import type { EtcdConnection } from '../mesh/index.js';
-import { connectEtcd } from '../mesh/etcd-client.js';
+import { EtcdErrorTranslator, connectEtcd } from '../mesh/etcd-client.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
 
 /**
@@ -94,11 +94,12 @@ export function prefixEnd(prefix: string): Buffer {
   return Buffer.from([0]);
 }
 
-function cast(error: unknown, what: string): FederationError {
+/** etcd3's errors, cast into ours: the message names the endpoints and the setting to check. */
+function cast(errors: EtcdErrorTranslator, error: unknown, what: string): FederationError {
   if (error instanceof FederationError) return error;
-  const message = (error as Error)?.message ?? String(error);
-  const code = /permission denied|authentication|user name is empty/i.test(message) ? FederationErrorCodes.etcdPermissionDenied : FederationErrorCodes.etcdUnavailable;
-  return new FederationError(code, `${what}: ${message}`, { cause: error, retryable: code === FederationErrorCodes.etcdUnavailable });
+  const failure = errors.explain(error, what);
+  const code = failure.kind === 'refused' ? FederationErrorCodes.etcdPermissionDenied : FederationErrorCodes.etcdUnavailable;
+  return new FederationError(code, failure.message, { cause: error, retryable: code === FederationErrorCodes.etcdUnavailable });
 }
 
 export interface Etcd3CatalogStoreOptions {
@@ -114,13 +115,16 @@ export class Etcd3CatalogStore implements CatalogStore {
   readonly #leases = new Set<Lease>();
   readonly #callTimeoutMs: number;
 
-  constructor(client: Etcd3, options: Etcd3CatalogStoreOptions = {}) {
+  readonly #errors: EtcdErrorTranslator;
+
+  constructor(client: Etcd3, connection: EtcdConnection, options: Etcd3CatalogStoreOptions = {}) {
     this.#client = client;
+    this.#errors = new EtcdErrorTranslator(connection);
     this.#callTimeoutMs = options.callTimeoutMs ?? 10_000;
   }
 
   static connect(connection: EtcdConnection, options: Etcd3CatalogStoreOptions = {}): Etcd3CatalogStore {
-    return new Etcd3CatalogStore(connectEtcd(connection), options);
+    return new Etcd3CatalogStore(connectEtcd(connection), connection, options);
   }
 
   #deadline(): { deadline: number } {
@@ -143,7 +147,7 @@ export class Etcd3CatalogStore implements CatalogStore {
         from = Buffer.concat([last.key, Buffer.from([0])]);
       }
     } catch (error) {
-      throw cast(error, `listing ${prefix}`);
+      throw cast(this.#errors, error, `listing ${prefix}`);
     }
     return { revision: revision ?? '0', entries };
   }
@@ -154,7 +158,7 @@ export class Etcd3CatalogStore implements CatalogStore {
       const kv = res.kvs[0];
       return kv ? { key, value: kv.value, modRevision: kv.mod_revision } : undefined;
     } catch (error) {
-      throw cast(error, `reading ${key}`);
+      throw cast(this.#errors, error, `reading ${key}`);
     }
   }
 
@@ -178,7 +182,7 @@ export class Etcd3CatalogStore implements CatalogStore {
         return;
       }
       if (res.canceled) {
-        finish(() => handlers.onBroken(cast(new Error(res.cancel_reason || 'watch canceled by etcd'), `watching ${prefix}`)));
+        finish(() => handlers.onBroken(cast(this.#errors, new Error(res.cancel_reason || 'watch canceled by etcd'), `watching ${prefix}`)));
         return;
       }
       if (res.created) return;
@@ -203,13 +207,13 @@ export class Etcd3CatalogStore implements CatalogStore {
           return;
         }
         s.on('data', onData);
-        s.on('error', (error: Error) => finish(() => handlers.onBroken(cast(error, `watching ${prefix}`))));
-        s.on('end', () => finish(() => handlers.onBroken(cast(new Error('watch stream ended'), `watching ${prefix}`))));
+        s.on('error', (error: Error) => finish(() => handlers.onBroken(cast(this.#errors, error, `watching ${prefix}`))));
+        s.on('end', () => finish(() => handlers.onBroken(cast(this.#errors, new Error('watch stream ended'), `watching ${prefix}`))));
         s.write({
           create_request: { key: Buffer.from(prefix), range_end: prefixEnd(prefix), start_revision: Number(startRevision), progress_notify: true },
         });
       },
-      (error: unknown) => finish(() => handlers.onBroken(cast(error, `watching ${prefix}`))),
+      (error: unknown) => finish(() => handlers.onBroken(cast(this.#errors, error, `watching ${prefix}`))),
     );
     return {
       requestProgress: () => {
@@ -217,7 +221,7 @@ export class Etcd3CatalogStore implements CatalogStore {
           try {
             stream.write({ progress_request: {} });
           } catch (error) {
-            finish(() => handlers.onBroken(cast(error, `watching ${prefix}`)));
+            finish(() => handlers.onBroken(cast(this.#errors, error, `watching ${prefix}`)));
           }
         }
       },
@@ -237,7 +241,7 @@ export class Etcd3CatalogStore implements CatalogStore {
       }, this.#deadline());
       return res.header.revision;
     } catch (error) {
-      throw cast(error, `writing ${ops.length} keys`);
+      throw cast(this.#errors, error, `writing ${ops.length} keys`);
     }
   }
 
@@ -264,7 +268,7 @@ export class Etcd3CatalogStore implements CatalogStore {
           await lease.put(key).value(value).exec();
         } catch (error) {
           drop();
-          throw cast(error, `writing ${key} on a lease`);
+          throw cast(this.#errors, error, `writing ${key} on a lease`);
         }
       },
       revoke: async () => {
@@ -295,7 +299,7 @@ export class Etcd3CatalogStore implements CatalogStore {
       await tolerating(/already exists/i, auth.userAdd({ name: options.user, options: { no_password: true } }, this.#deadline()));
       await auth.userGrantRole({ user: options.user, role: options.role }, this.#deadline());
     } catch (error) {
-      throw cast(error, `granting ${options.user} ${options.permission} on ${options.prefix}`);
+      throw cast(this.#errors, error, `granting ${options.user} ${options.permission} on ${options.prefix}`);
     }
   }
 
@@ -305,7 +309,7 @@ export class Etcd3CatalogStore implements CatalogStore {
       await tolerating(/not found/i, auth.userDelete({ name: options.user }, this.#deadline()));
       await tolerating(/not found/i, auth.roleDelete({ role: options.role }, this.#deadline()));
     } catch (error) {
-      throw cast(error, `revoking ${options.user}`);
+      throw cast(this.#errors, error, `revoking ${options.user}`);
     }
   }
 
@@ -318,7 +322,7 @@ export class Etcd3CatalogStore implements CatalogStore {
       const message = (error as Error).message;
       if (/not enabled/i.test(message)) return false;
       if (/authentication failed|invalid user|password/i.test(message)) return true;
-      throw cast(error, 'reading etcd auth state');
+      throw cast(this.#errors, error, 'reading etcd auth state');
     }
   }
 

@@ -90,6 +90,8 @@ export class PeerLink {
   #connected = false;
   #syncing = false;
   #lastError: string | undefined;
+  /** Why the last write to the local etcd failed; undefined once one succeeds. */
+  #localStoreError: string | undefined;
   #freshness: Freshness = 'fresh';
   #lastSyncLagMs: number | undefined;
   #importsExpired = 0;
@@ -204,6 +206,8 @@ export class PeerLink {
   }
 
   #state(): LinkState {
+    // First: while imports cannot be written, nothing the link knows reaches this cluster.
+    if (this.#localStoreError !== undefined && !this.#stopped) return 'local-store-down';
     if (this.#freshness === 'expired') return 'expired';
     if (this.#freshness === 'stale') return 'stale';
     if (this.#stopped) return 'down';
@@ -213,8 +217,9 @@ export class PeerLink {
 
   #message(): string | undefined {
     const parts: string[] = [];
+    if (this.#localStoreError !== undefined && !this.#stopped) parts.push(`imports cannot be written: ${this.#localStoreError}`);
     if (this.#stopped) parts.push('federation stopped: this status is no longer updated');
-    else if (!this.#connected && this.#lastError) parts.push(`peer etcd unreachable: ${this.#lastError}`);
+    else if (!this.#connected && this.#lastError) parts.push(`link to ${this.peer} broken: ${this.#lastError}`);
     if (this.#freshness !== 'fresh') {
       const age = Math.round((Date.now() - (this.#heartbeatAtMs ?? this.#startedAtMs)) / 1000);
       parts.push(
@@ -260,8 +265,9 @@ export class PeerLink {
         else this.#log.debug({ err: error }, 'peer still unreachable');
         this.#connected = false;
         this.#syncing = false;
-        // etcd3's circuit breaker answers for the peer after repeated failures; the cause is the earlier error.
-        if (!(this.#lastError && /circuit breaker is open/.test(message))) this.#lastError = message;
+        // The store's error names the peer's endpoints, the setting and the cause (etcd3's
+        // own "circuit breaker" refusals already translated into the failure behind them).
+        this.#lastError = message;
         this.#requestFlush();
         await this.#sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, Math.max(1000, this.#o.timings.heartbeatIntervalMs));
@@ -543,7 +549,9 @@ export class PeerLink {
       try {
         await this.#o.localStore.commit(ops);
         if (withStatus) this.#lastStatusWriteMs = Date.now();
+        this.#localStoreAnswered();
       } catch (error) {
+        this.#localStoreFailed(error);
         this.#log.warn({ err: error, keys: chunk.length }, 'could not write imports to the local etcd; will retry');
         for (const [key, json] of previous) {
           if (json === undefined) this.#written.delete(key);
@@ -584,9 +592,30 @@ export class PeerLink {
       await this.#o.localStore.commit([op]);
       this.#lastStatusSent = json;
       this.#lastStatusWriteMs = Date.now();
+      this.#localStoreAnswered();
     } catch (error) {
-      this.#log.warn({ err: error }, 'could not write the link status to the local etcd');
+      const first = this.#localStoreError === undefined;
+      this.#localStoreFailed(error);
+      // One warning per outage: the status is retried every heartbeat interval.
+      if (first) this.#log.warn({ err: error }, 'could not write the link status to the local etcd');
     }
+  }
+
+  #localStoreFailed(error: unknown): void {
+    if (this.#stopped) return;
+    const before = this.#localStoreError;
+    this.#localStoreError = (error as Error)?.message ?? String(error);
+    if (before === undefined) this.#o.metrics.setLinkState(this.peer, this.#state());
+  }
+
+  /** A write went through: leave local-store-down, and record the recovered state at once (the write that just succeeded still said down). */
+  #localStoreAnswered(): void {
+    if (this.#localStoreError === undefined) return;
+    this.#localStoreError = undefined;
+    this.#log.info('the local etcd takes writes again');
+    this.#o.metrics.setLinkState(this.peer, this.#state());
+    this.#lastStatusSent = '';
+    this.#requestFlush();
   }
 
   /** Runs `task` after every earlier one; failures are logged (use {@link #serialised} to see them). */

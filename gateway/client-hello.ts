@@ -4,8 +4,11 @@
  * segment; every byte read is kept so it can be replayed to the upstream unchanged.
  *
  * Only the framing is parsed here. The server name itself is judged by the one SNI
- * codec in mesh/ (the router calls it).
+ * codec in mesh/ (the router calls it); it leaves here lower-cased (DESIGN.md "Names":
+ * server names are case-insensitive), so exact routes, the route cache and metric labels
+ * all see one spelling.
  */
+import { lowerCaseServerName } from '../mesh/index.js';
 
 /** Largest ClientHello handshake message accepted (header included). */
 export const MAX_HELLO_BYTES = 16 * 1024;
@@ -176,7 +179,7 @@ function readServerName(b: Buffer, start: number, end: number): string | undefin
     if (length === 0 || end - p < length) return undefined;
     if (nameType === NAME_TYPE_HOST) {
       if (hostName !== '') return undefined;
-      hostName = b.toString('latin1', p, p + length);
+      hostName = lowerCaseServerName(b.toString('latin1', p, p + length));
     }
     p += length;
   }

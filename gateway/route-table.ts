@@ -1,4 +1,4 @@
-import { tryParseSni, type HealthState } from '../mesh/index.js';
+import { lowerCaseServerName, tryParseSni, type HealthState } from '../mesh/index.js';
 
 /**
  * The gateway's routing state: which SNI goes to which pool of upstream targets.
@@ -158,7 +158,11 @@ export class RouteTable {
     private readonly registry: TargetRegistry,
     private readonly statsFor: RouteStatsSource,
   ) {
-    for (const route of spec.sniRoutes ?? []) this.exact.set(route.sni, this.route(route.sni, 'sni', route.targets));
+    // Server names arrive lower-cased from the hello reader; exact routes are keyed the same way.
+    for (const route of spec.sniRoutes ?? []) {
+      const sni = lowerCaseServerName(route.sni);
+      this.exact.set(sni, this.route(sni, 'sni', route.targets));
+    }
     for (const service of spec.services ?? []) {
       const name = `${service.name}.${service.namespace}`;
       this.services.set(`${service.namespace}/${service.name}`, { spec: service, name });
@@ -180,7 +184,7 @@ export class RouteTable {
     return { name, kind, pool: new TargetPool(targets, this.spec.balancer), stats: this.statsFor(name) };
   }
 
-  /** The route for a server name, or why there is none. */
+  /** The route for a server name (lower-case, as the ClientHello reader hands it over), or why there is none. */
   resolve(serverName: string): Route | RouteRefusal {
     const cached = this.cache.get(serverName);
     if (cached !== undefined) return cached;

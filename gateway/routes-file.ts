@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, dnsLabel, dnsName, host, port, validate } from '../mesh/index.js';
+import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, dnsLabel, dnsName, host, lowerCaseServerName, port, validate } from '../mesh/index.js';
 import { GatewayErrorCodes } from './errors.js';
 import { Balancers, type Balancer, type ServiceRouteSpec, type TargetAddress } from './route-table.js';
 import type { RouteSpecInput } from './sni-gateway.js';
@@ -58,7 +58,8 @@ const serviceRoute = z.strictObject({
 });
 const clusterRoute = z.strictObject({ cluster: clusterName, gateways: z.array(target).min(1, 'list at least one gateway') });
 const controllerRoute = z.strictObject({ controller: z.array(target).min(1, 'list at least one controller address') });
-const sniRoute = z.strictObject({ sni: dnsName, targets: z.array(target).min(1, 'list at least one target') });
+// Any letter case in the file: server names are case-insensitive, and routed lower-cased.
+const sniRoute = z.strictObject({ sni: z.string().transform(lowerCaseServerName).pipe(dnsName), targets: z.array(target).min(1, 'list at least one target') });
 
 export const RoutesFile = z.strictObject({
   cluster: clusterName.optional(),

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { hostname } from 'node:os';
 import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
-import { connectEtcd } from '../mesh/etcd-client.js';
+import { EtcdErrorTranslator, connectEtcd } from '../mesh/etcd-client.js';
 import {
   ListenError,
   listenError,
@@ -97,7 +97,7 @@ async function startRouteSource(options: RunGatewayOptions, gateway: SniGateway,
     await source.start();
   } catch (error) {
     etcd.close();
-    throw new GatewayError(GatewayErrorCodes.catalogUnavailable, `cannot read the catalog from etcd ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}; check etcd.endpoints`, {
+    throw new GatewayError(GatewayErrorCodes.catalogUnavailable, `cannot read the catalog: ${new EtcdErrorTranslator(config.etcd).explain(error).message}`, {
       cause: error,
     });
   }

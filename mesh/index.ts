@@ -12,6 +12,8 @@ export * from './identities.js';
 export * from './validation.js';
 export * from './config/schemas.js';
 export * from './config/load.js';
+export * from './config-origin.js';
+export * from './grpc-failure.js';
 export * from './log.js';
 export * from './listen.js';
 export * from './observability.js';

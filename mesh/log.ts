@@ -12,10 +12,38 @@ function defaultLevel(): string {
 }
 
 export function createRootLogger(options: { level?: string; destination?: DestinationStream; name?: string } = {}): Logger {
-  return pino(
-    { level: options.level ?? defaultLevel(), base: { name: options.name ?? 'causeway', pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
-    options.destination ?? pino.destination({ fd: 2, sync: false }),
+  return nestModules(
+    pino(
+      { level: options.level ?? defaultLevel(), base: { name: options.name ?? 'causeway', pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime },
+      options.destination ?? pino.destination({ fd: 2, sync: false }),
+    ),
   );
+}
+
+const kModule = Symbol('causeway.log.module');
+type ModuleLogger = Logger & { [kModule]?: string };
+
+/**
+ * Makes a child's `module` nest under its parent's (`sidecar/outbound`) instead of adding
+ * a second `"module"` key to every line: pino appends child bindings to the parent's
+ * without looking at their keys, and a JSON reader keeps only one of two equal keys.
+ * Installed on the root; every descendant inherits it (pino children are prototype copies).
+ */
+function nestModules(root: Logger): Logger {
+  const pinoChild = root.child as unknown as (this: Logger, bindings: Record<string, unknown>, options?: object) => Logger;
+  const { chindingsSym } = pino.symbols;
+  const child = function (this: ModuleLogger, bindings: Record<string, unknown>, options?: object): Logger {
+    const parentModule = this[kModule];
+    if (typeof bindings.module !== 'string') return pinoChild.call(this, bindings, options);
+    const module = parentModule === undefined ? bindings.module : `${parentModule}/${bindings.module}`;
+    const created = pinoChild.call(this, { ...bindings, module }, options) as unknown as ModuleLogger & Record<symbol, string>;
+    created[kModule] = module;
+    // The inherited bindings still hold the parent's module: drop it (its exact rendering, so nothing else matches).
+    if (parentModule !== undefined) created[chindingsSym] = created[chindingsSym]!.replace(`,"module":${JSON.stringify(parentModule)}`, '');
+    return created;
+  };
+  (root as { child: unknown }).child = child;
+  return root;
 }
 
 /** Replaces the process's root logger (e.g. a component naming itself, or a test capturing lines). */
@@ -28,7 +56,7 @@ export function rootLogger(): Logger {
   return root;
 }
 
-/** A child logger for one module. */
+/** A child logger for one module (a `module` given to a child of it nests: `parent/child`). */
 export function logger(module: string, bindings: Record<string, unknown> = {}): Logger {
   return rootLogger().child({ module, ...bindings });
 }

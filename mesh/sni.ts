@@ -9,6 +9,8 @@ import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js
  *   controller: `controller.<cluster>.cw1.<trust-domain>`
  *
  * Everything else calls this module; a name that does not parse is refused, never guessed.
+ * Server names are case-insensitive on the wire (DNS names are): the parser lower-cases
+ * first, so `9080.ALL.Reviews…` names the same service; encoding always writes lower case.
  */
 export const SNI_VERSION = 'cw1';
 const VERSION_LABEL = /^cw[0-9]+$/;
@@ -43,12 +45,28 @@ function checkTrustDomain(input: string, td: string): void {
   if (problem) fail(input, `trust domain: ${problem}`);
 }
 
-/** Parses an SNI server name. Throws {@link InvalidNameError} naming what is wrong. */
+const UPPER_ASCII = /[A-Z]/;
+
+/**
+ * A server name in the lower case every consumer compares in. ASCII letters only, as DNS
+ * does (RFC 4343): `toLowerCase()` would also fold non-ASCII letters into ASCII ones
+ * (KELVIN SIGN → `k`) and so accept names the wire never carried.
+ */
+export function lowerCaseServerName(name: string): string {
+  return UPPER_ASCII.test(name) ? name.replace(/[A-Z]+/g, (letters) => letters.toLowerCase()) : name;
+}
+
+/** Parses an SNI server name, in any letter case. Throws {@link InvalidNameError} naming what is wrong. */
 export function parseSni(input: string): Sni {
   if (typeof input !== 'string' || input.length === 0) fail(String(input), 'empty server name');
-  if (input.length > 253) fail(input, `server name is ${input.length} characters; at most 253 are allowed`);
-  if (input.endsWith('.')) fail(input, 'server name must not end with "."');
-  const labels = input.split('.');
+  return parseLowerCase(input, lowerCaseServerName(input));
+}
+
+/** `name` is `input` lower-cased; errors quote `input` as it arrived. */
+function parseLowerCase(input: string, name: string): Sni {
+  if (name.length > 253) fail(input, `server name is ${name.length} characters; at most 253 are allowed`);
+  if (name.endsWith('.')) fail(input, 'server name must not end with "."');
+  const labels = name.split('.');
   for (const label of labels) {
     const problem = dnsLabelProblem(label);
     if (problem) fail(input, problem);
@@ -97,7 +115,8 @@ export function encodeSni(sni: Omit<ServiceSni, 'kind'> | Omit<ControllerSni, 'k
   } else {
     text = ['controller', sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
   }
-  parseSni(text);
+  // Parsed as given (not lower-cased), so that parse(encode(x)) is x: upper-case parts are refused.
+  parseLowerCase(text, text);
   return text;
 }
 

@@ -5,8 +5,8 @@ import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { WorkloadCertificateClient, splitCertificates, type CurrentCertificate } from '../ca/index.js';
 // The controller's client library alone (not controller/index.js, which brings etcd3 and the server side).
-import { DiscoveryClient, RegistrationClient, type ControllerConnection } from '../controller/client.js';
-import { controllerIdentity, controllerSni, formatSpiffeId, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
+import { DiscoveryClient, RegistrationClient, controllerCallError, type ControllerConnection } from '../controller/client.js';
+import { controllerIdentity, controllerSni, formatSpiffeId, grpcFailure, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { Sidecar, SidecarPart } from './sidecar.js';
@@ -264,8 +264,8 @@ export function registrationPart(config: SidecarConfig, identity: WorkloadIdenti
           },
           health,
         });
-        next.on('refused', (error) => log.error({ reason: error.details }, 'the controller refused this endpoint registration'));
-        next.on('error', (error) => log.debug({ reason: error.details }, 'registration call failed; retrying'));
+        next.on('refused', (error) => log.error({ reason: grpcFailure(error).reason }, 'the controller refused this endpoint registration'));
+        next.on('error', (error) => log.debug({ reason: controllerCallError(error, config.controller.address).message }, 'registration call failed; retrying'));
         next.on('registered', (ttl) => log.info({ leaseTtlSeconds: ttl, health }, 'endpoint registered'));
         return next;
       };

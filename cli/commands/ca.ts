@@ -123,7 +123,10 @@ export function registerCaCommands(program: Command): void {
       const ttlSeconds = ttlFlag('ttl', flags.ttl);
       await refuseOverwrite(flags.out, CaFiles.workloadKey, flags.force);
       const intermediate = await loadIntermediateCa(flags.ca);
-      const cert = await intermediate.issue({ spiffeId: flags.spiffeId, ttlSeconds, ...(keyType ? { keyType } : {}), ...(flags.commonName ? { commonName: flags.commonName } : {}) });
+      const cert = await intermediate.issue({ spiffeId: flags.spiffeId, ttlSeconds, ...(keyType ? { keyType } : {}), ...(flags.commonName ? { commonName: flags.commonName } : {}) }).catch((error: unknown) => {
+        if (error instanceof CaError && error.code === CaErrorCodes.ttlAboveMaximum) throw new UsageError(`--ttl ${flags.ttl}: ${error.message}`);
+        throw error;
+      });
       const files = await writeWorkloadCertificate(cert, flags.out);
       print(`${cert.spiffeId}: ${files.certChainFile} (key ${files.keyFile}, mode 0600), valid until ${cert.notAfter.toISOString()}`);
     });

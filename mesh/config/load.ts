@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
+import { recordConfigOrigin } from '../config-origin.js';
 import { CausewayError, ErrorCodes, ValidationError } from '../errors.js';
 import { issuesOf } from '../validation.js';
 import { ConfigSchemas, type ConfigKind } from './schemas.js';
@@ -50,7 +51,9 @@ export function readConfigText(file: string): string {
 
 /** Reads, parses and validates a YAML file with any schema (service specs, policies, routes…). */
 export function loadYamlWithSchema<S extends z.ZodType>(schema: S, file: string): z.output<S> {
-  return parseYamlWithSchema(schema, readConfigText(file), file);
+  const value = parseYamlWithSchema(schema, readConfigText(file), file);
+  recordConfigOrigin(value, file); // errors met later can name the setting and the file
+  return value;
 }
 
 /** Validates an already-parsed config object; errors name each bad path. */

@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import test from 'ava';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -105,4 +106,25 @@ test.serial('causeway ca: bad input exits 2 with a message that says what to do'
   const noRoot = await causeway('ca', 'intermediate', '--root', join(dir, 'missing'), '--cluster', 'east', '--out', join(dir, 'east'));
   t.is(noRoot.code, 1);
   t.regex(noRoot.stderr, /cannot read the root certificate .*causeway ca init/);
+});
+
+test.serial('regression: causeway ca issue --ttl 30d is refused (exit 2) naming the 7d maximum and the flag, and writes nothing; 7d is issued', async (t) => {
+  const dir = await tempDir(t);
+  const root = join(dir, 'root');
+  const east = join(dir, 'east');
+  t.is((await causeway('ca', 'init', '--trust-domain', 'causeway.internal', '--out', root)).code, 0);
+  t.is((await causeway('ca', 'intermediate', '--root', root, '--cluster', 'east', '--out', east)).code, 0);
+  const spiffeId = 'spiffe://causeway.internal/ns/default/sa/reviews';
+
+  const long = await causeway('ca', 'issue', '--ca', east, '--spiffe-id', spiffeId, '--ttl', '30d', '--out', join(dir, 'long'));
+  t.is(long.code, 2, long.stderr);
+  t.regex(long.stderr, /--ttl 30d: 30d is above the 7d maximum of a workload certificate; ask for 7d or less/);
+  t.regex(long.stderr, /ca\/README\.md "Profiles"/);
+  await t.throwsAsync(stat(join(dir, 'long', 'key.pem')), { code: 'ENOENT' });
+
+  const week = await causeway('ca', 'issue', '--ca', east, '--spiffe-id', spiffeId, '--ttl', '7d', '--out', join(dir, 'week'));
+  t.is(week.code, 0, week.stderr);
+  const cert = await readFile(join(dir, 'week', 'cert.pem'), 'utf8');
+  const lifetimeMs = new Date(new X509Certificate(cert).validTo).getTime() - Date.now();
+  t.true(lifetimeMs <= 7 * 86_400_000 && lifetimeMs > 7 * 86_400_000 - 120_000, `lifetime ${lifetimeMs} ms`);
 });

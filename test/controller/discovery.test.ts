@@ -3,7 +3,8 @@ import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import dns2 from 'dns2';
 import { generateKeyPairSync } from 'node:crypto';
-import { createCsr, mintJoinToken, requestCertificate } from '../../ca/index.js';
+import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { CREATE_CERTIFICATE_PATH, CaError, createCsr, mintJoinToken, requestCertificate, signingServiceChannelCredentials } from '../../ca/index.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, ExportedService, controllerIdentity, decodeCatalogValue } from '../../mesh/index.js';
 import { waitFor } from '../fixtures/ports.js';
 import { controllerWorld, reviews, spiffe, TD } from './harness.js';
@@ -179,6 +180,38 @@ test('the controller hosts the CA: a join token buys a certificate that can then
   t.teardown(() => client.stop());
   await client.start();
   t.is(controller.catalogView?.endpointsOf('default/reviews').size ?? (await waitFor(() => controller.catalogView?.endpointsOf('default/reviews').size)), 1);
+});
+
+test('regression: every CA refusal is counted — a CSR over gRPC\'s 4 MiB limit and bytes that are no request, refused by grpc-js before the signer runs', async (t) => {
+  const world = await controllerWorld(t);
+  const controller = await world.startController();
+  const east = await world.pki.cluster('east');
+  const id = spiffe('default', 'reviews');
+  const signer = { address: `127.0.0.1:${controller.grpcPort}`, trustBundlePem: world.pki.trustBundlePem, controllerSpiffeId: controllerIdentity(TD) };
+  const refusals = async (reason: string) => {
+    const text = await controller.registry.metrics(); // what /metrics serves
+    return Number(new RegExp(`^causeway_ca_refusals_total\\{[^}]*reason="${reason}"[^}]*\\} (\\d+)$`, 'm').exec(text)?.[1]);
+  };
+  t.is(await refusals('request_too_large'), 0, 'listed from the start, like every reason');
+
+  // A real client, a real join token, a CSR padded past 4 MiB.
+  const csr = createCsr(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, id) + ' '.repeat(5 * 1024 * 1024);
+  const error = await t.throwsAsync(requestCertificate(signer, { joinToken: mintJoinToken(east.ca, { spiffeId: id }) }, { csr, validitySeconds: 3600 }), { instanceOf: CaError });
+  t.regex(error.message, /RESOURCE_EXHAUSTED/);
+  t.is(await refusals('request_too_large'), 1);
+
+  // Bytes that do not decode as a CreateCertificateRequest.
+  const raw = new Client(signer.address, signingServiceChannelCredentials(signer), { 'grpc.ssl_target_name_override': 'causeway-controller' });
+  t.teardown(() => raw.close());
+  const junk = await new Promise<ServiceError>((resolve) =>
+    raw.makeUnaryRequest(CREATE_CERTIFICATE_PATH, () => Buffer.from([0x0f]) /* field 1, wire type 7: no such type */, (b: Buffer) => b, {}, new Metadata(), (e) => resolve(e!)),
+  );
+  t.is(junk.code, status.INTERNAL);
+  t.is(await refusals('request_malformed'), 1);
+  // The signer's own refusals are still counted once, by the signer.
+  await t.throwsAsync(requestCertificate(signer, { joinToken: 'not-a-token' }, { csr: createCsr(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey, id), validitySeconds: 3600 }));
+  t.is(await refusals('token_malformed'), 1);
+  t.is(await refusals('request_too_large'), 1);
 });
 
 test('readiness and metrics are served over HTTP', async (t) => {

@@ -194,3 +194,32 @@ test('a partitioned peer (traffic held, nothing refused) goes stale, and comes b
   t.false(back.stale);
   t.is((await readLinkStatus(a, 'b'))?.state, 'synced');
 });
+
+test('regression: while the LOCAL etcd (where imports are written) is down the link state says local-store-down, not synced, and returns to synced when it is back', async (t) => {
+  const [a, b] = await Promise.all([startCluster(t, 'a'), startCluster(t, 'b')]);
+  await publishPeer(t, b);
+  await exportService(b, exportedService('default', 'reviews'));
+  const { federation, registry } = await startFederation(t, a, [linkTo(b)]);
+  await federation.whenReady();
+  await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'import' });
+  const state = async (s: string) => metricValue(registry, 'causeway_federation_link_state', { peer: 'b', state: s });
+  await waitFor(async () => (await state('synced')) === 1, { what: 'synced' });
+
+  await a.etcd.stop();
+  // The status is rewritten every heartbeat interval; that write fails and says why.
+  await waitFor(async () => (await state('local-store-down')) === 1, { timeoutMs: timings.heartbeatIntervalMs + 10_000, intervalMs: 25, what: 'local-store-down while the local etcd is stopped' });
+  t.is(await state('synced'), 0);
+  const live = federation.status().links.find((l) => l.peer === 'b')!;
+  t.is(live.state, 'local-store-down');
+  t.regex(live.message ?? '', /imports cannot be written: etcd at http:\/\/127\.0\.0\.1:\d+ is unreachable/);
+  // The peer keeps changing meanwhile; the change waits for the local etcd.
+  await exportService(b, exportedService('default', 'ratings'));
+  await new Promise((resolve) => setTimeout(resolve, 4 * timings.heartbeatIntervalMs));
+  t.is(await state('local-store-down'), 1, 'stays down while the local etcd is');
+
+  await a.etcd.restart();
+  await waitFor(async () => (await state('synced')) === 1, { timeoutMs: 20_000, what: 'synced again once the local etcd is back' });
+  t.is(await state('local-store-down'), 0);
+  await waitForFreshImport(a, 'b', 'default', 'ratings', 'the change made meanwhile imported');
+  await waitFor(async () => (await readLinkStatus(a, 'b'))?.state === 'synced', { timeoutMs: 10_000, what: 'the stored status says synced' });
+});

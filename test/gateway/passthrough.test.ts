@@ -6,10 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import test, { type ExecutionContext } from 'ava';
-import { ClientHelloReader } from '../../gateway/index.js';
+import { ClientHelloReader, parseRoutesText } from '../../gateway/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { freePort, waitFor } from '../fixtures/index.js';
-import { ECHO_SNI, TD, closed, echoRoutes, fragmentRecords, makePki, metric, sendByteByByte, startEchoServer, startGateway, startRecorder, type Pki } from './helpers.js';
+import { ECHO_SNI, TD, closed, echoRoutes, fragmentRecords, makePki, metric, sendByteByByte, startEchoServer, startGateway, startHelloCapture, startRecorder, type Pki } from './helpers.js';
 
 let pki: Pki;
 test.before(() => {
@@ -92,6 +92,33 @@ relayTest('TLS is not terminated: each side sees the other\'s SPIFFE certificate
   t.is(await metric(gateway, 'causeway_gateway_connections_total', { route: 'echo.default', result: 'ok' }), 1);
   t.true((await metric(gateway, 'causeway_gateway_bytes_total', { direction: 'upstream' })) > upstreamBytes.length);
   t.true((await metric(gateway, 'causeway_gateway_bytes_total', { direction: 'downstream' })) > downstreamBytes.length);
+});
+
+relayTest('regression: an upper- or mixed-case SNI is routed like its lower-case form — service SNIs and exact sni: routes of a routes file — not refused as invalid-sni', async (t, startGateway) => {
+  const echo = await startEchoServer(pki);
+  t.teardown(() => echo.close());
+  // The routes file spells the exact route in mixed case too: it is lower-cased at load.
+  const routes = parseRoutesText(
+    [`cluster: east`, `trustDomain: ${TD}`, 'routes:', '  - service: echo.default', `    endpoints: [127.0.0.1:${echo.port}]`, '  - sni: Legacy.Example.Internal', `    targets: [127.0.0.1:${echo.port}]`].join('\n'),
+    'routes.yaml',
+  );
+  const { gateway, port } = await startGateway(routes);
+  t.teardown(() => gateway.close());
+  const mixedService = '9080.ALL.Echo.Default.EAST.cw1.Causeway.INTERNAL';
+  // The client really sends the name as spelled (Node does not lower-case it).
+  const capture = await startHelloCapture();
+  t.teardown(() => capture.close());
+  tlsClient(capture.port, 'LEGACY.example.internal');
+  t.true((await capture.next()).includes(Buffer.from('LEGACY.example.internal')));
+
+  t.is(await bye(port, mixedService), 'bye echo-client\n');
+  t.is(await bye(port, 'LEGACY.example.internal'), 'bye echo-client\n');
+  t.is(await bye(port, 'legacy.example.internal'), 'bye echo-client\n');
+  await waitFor(() => gateway.activeConnections === 0, { what: 'connections finished' });
+  t.is(await metric(gateway, 'causeway_gateway_connections_total', { route: 'echo.default', result: 'ok' }), 1);
+  // One route, one label: the exact route is named in lower case however it was written or sent.
+  t.is(await metric(gateway, 'causeway_gateway_connections_total', { route: 'legacy.example.internal', result: 'ok' }), 2);
+  t.is(await metric(gateway, 'causeway_gateway_refusals_total', { reason: 'invalid-sni' }), 0);
 });
 
 relayTest('hellos from openssl s_client (TLS 1.2 and 1.3), curl, Python ssl and Node tls are routed to the real server', async (t, startGateway) => {

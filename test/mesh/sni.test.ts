@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controllerSni, encodeSni, fallbackControllerServerName, parseSni } from '../../mesh/index.js';
+import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controllerSni, encodeSni, fallbackControllerServerName, lowerCaseServerName, parseSni } from '../../mesh/index.js';
 
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
 
@@ -33,9 +33,24 @@ test('property: encode then parse is the identity', (t) => {
   );
 });
 
+test('regression: upper- and mixed-case server names parse as their lower-case form (DNS names are case-insensitive)', (t) => {
+  const lower = parseSni('9080.v2.reviews.default.west.cw1.causeway.internal');
+  t.deepEqual(parseSni('9080.V2.Reviews.DEFAULT.West.CW1.Causeway.Internal'), lower);
+  t.deepEqual(parseSni('9080.V2.REVIEWS.DEFAULT.WEST.CW1.CAUSEWAY.INTERNAL'), lower);
+  t.deepEqual(parseSni('Controller.East.cw1.causeway.INTERNAL'), { kind: 'controller', cluster: 'east', trustDomain: 'causeway.internal' });
+  t.is(lowerCaseServerName('LEGACY.example.internal'), 'legacy.example.internal');
+  const same = 'already.lower';
+  t.is(lowerCaseServerName(same), same);
+});
+
+test('encoding writes lower case only: an upper-case part is refused, so parse(encode(x)) is x', (t) => {
+  const error = t.throws(() => encodeSni({ port: 9080, subset: undefined, service: 'Reviews', namespace: 'default', cluster: 'west', trustDomain: 'causeway.internal' }), { instanceOf: InvalidNameError });
+  t.regex(error.message, /upper-case/);
+});
+
 const refusals: Array<[string, string, RegExp]> = [
   ['empty', '', /empty/],
-  ['upper-case', '9080.all.Reviews.default.west.cw1.causeway.internal', /upper-case/],
+  ['a non-ASCII letter that lower-cases to ASCII (KELVIN SIGN)', '9080.all.\u212Aeys.default.west.cw1.causeway.internal', /upper-case|letters, digits/],
   ['underscore', '9080.all.my_svc.default.west.cw1.causeway.internal', /"_"/],
   ['unknown version', '9080.all.reviews.default.west.cw2.causeway.internal', /version "cw2" is not supported/],
   ['missing version', '9080.all.reviews.default.west.causeway.internal', /expected/],
@@ -72,7 +87,7 @@ test('property: arbitrary strings never crash the parser (they parse or throw In
     fc.property(fc.string({ maxLength: 300 }), (input) => {
       try {
         const sni = parseSni(input);
-        t.is(encodeSni(sni), input);
+        t.is(encodeSni(sni), lowerCaseServerName(input));
       } catch (error) {
         t.true(error instanceof InvalidNameError, String(error));
       }
