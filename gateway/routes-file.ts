@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, dnsLabel, dnsName, host, port, validate } from '../mesh/index.js';
+import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, configFileContent, dnsLabel, dnsName, host, parseYamlValue, port, validate } from '../mesh/index.js';
 import { GatewayErrorCodes } from './errors.js';
 import { Balancers, type Balancer, type ServiceRouteSpec, type TargetAddress } from './route-table.js';
 import type { RouteSpecInput } from './sni-gateway.js';
@@ -69,7 +68,7 @@ export const RoutesFile = z.strictObject({
 export type RoutesFile = z.output<typeof RoutesFile>;
 
 /** Turns a validated routes file into the gateway's route spec. */
-export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
+export function routeSpecFromFile(file: RoutesFile, source = 'routes file'): RouteSpecInput {
   const sniRoutes: { sni: string; targets: TargetAddress[] }[] = [];
   const services: ServiceRouteSpec[] = [];
   const peerClusters: { name: string; gateways: TargetAddress[] }[] = [];
@@ -77,7 +76,7 @@ export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
   for (const route of file.routes) {
     if ('service' in route) {
       if (file.cluster === undefined) {
-        throw new ValidationError(ErrorCodes.configInvalid, 'routes file', [{ path: 'cluster', message: 'service routes need the top-level cluster their SNIs name' }]);
+        throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'cluster', message: 'service routes need the top-level cluster their SNIs name' }]);
       }
       const [name = '', namespace = ''] = route.service.split('.');
       services.push({ name, namespace, exported: route.exported, ports: route.ports, subsets: route.subsets, endpoints: route.endpoints });
@@ -94,13 +93,8 @@ export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
 
 /** Parses routes-file YAML text; errors name the file and the bad paths. */
 export function parseRoutesText(text: string, source: string): RouteSpecInput {
-  let value: unknown;
-  try {
-    value = parseYaml(text, { uniqueKeys: true });
-  } catch (error) {
-    throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: `not valid YAML (${(error as Error).message.split('\n')[0]})` }]);
-  }
-  return routeSpecFromFile(validate(RoutesFile, value ?? {}, source, ErrorCodes.configInvalid));
+  const value = parseYamlValue(text, source, configFileContent('routes', 'a static routes file (cluster, trustDomain, balancer, routes)'));
+  return routeSpecFromFile(validate(RoutesFile, value, source, ErrorCodes.configInvalid), source);
 }
 
 export function loadRoutesFile(path: string): RouteSpecInput {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { WorkloadConfig, durationMs, host, loadYamlWithSchema, parseWithSchema, port, portOrZero } from '../mesh/index.js';
+import { WorkloadConfig, configFileContent, durationMs, host, loadYamlWithSchema, parseWithSchema, port, portOrZero } from '../mesh/index.js';
 
 /**
  * Sidecar tuning that the shared WorkloadConfig does not carry. It lives under the
@@ -64,5 +64,5 @@ export function parseSidecarConfig(value: unknown, source = 'sidecar config'): S
 
 /** Reads and validates a sidecar config file, with the same errors as every other config file. */
 export function loadSidecarConfig(file: string): SidecarConfig {
-  return loadYamlWithSchema(SidecarConfig, file);
+  return loadYamlWithSchema(SidecarConfig, file, configFileContent('workload'));
 }
