@@ -12,6 +12,7 @@ export * from './identities.js';
 export * from './validation.js';
 export * from './config/schemas.js';
 export * from './config/load.js';
+export * from './config/file-kinds.js';
 export * from './log.js';
 export * from './observability.js';
 export * from './stream-handles.js';
