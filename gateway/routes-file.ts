@@ -31,7 +31,7 @@ import type { RouteSpecInput } from './sni-gateway.js';
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
 
 const target = z.union([
-  z.strictObject({ address: host, port }),
+  z.strictObject({ address: host.describe('host name or IP address'), port: port.describe('TCP port') }),
   z.string().transform((text, ctx): TargetAddress => {
     const match = HOST_PORT.exec(text);
     const portNumber = Number(match?.[2]);
@@ -45,25 +45,44 @@ const target = z.union([
 
 const endpoint = z.union([
   target,
-  z.strictObject({ address: host, port, labels: z.record(z.string(), z.string()).optional(), health: z.enum(HealthStates).optional() }),
+  z.strictObject({
+    address: host.describe("the endpoint's address (its sidecar's inbound)"),
+    port: port.describe("the endpoint's port (its sidecar's inbound port)"),
+    labels: z.record(z.string(), z.string()).optional().describe("the endpoint's labels, matched by subsets"),
+    health: z.enum(HealthStates).optional().describe('default healthy; unknown ones get connections only when none is healthy, unhealthy ones never'),
+  }),
 ]);
 
+const targets = (what: string) => z.array(target.describe(`${what}: host:port, or {address, port}`));
+
 const serviceRoute = z.strictObject({
-  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <name>.<namespace>'),
-  exported: z.boolean().default(true),
-  ports: z.array(port).optional(),
-  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).optional(),
-  endpoints: z.array(endpoint),
+  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <name>.<namespace>').describe("a service of this file's cluster, as <name>.<namespace>"),
+  exported: z.boolean().default(true).describe('reachable from other clusters through this gateway'),
+  ports: z.array(port).optional().describe('SNI ports accepted; omitted = any'),
+  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).optional().describe('named subsets of the endpoints, by labels, e.g. {v2: {version: v2}}'),
+  endpoints: z.array(endpoint.describe('an endpoint: host:port, or {address, port, labels, health}')).describe("the service's endpoints"),
 });
-const clusterRoute = z.strictObject({ cluster: clusterName, gateways: z.array(target).min(1, 'list at least one gateway') });
-const controllerRoute = z.strictObject({ controller: z.array(target).min(1, 'list at least one controller address') });
-const sniRoute = z.strictObject({ sni: dnsName, targets: z.array(target).min(1, 'list at least one target') });
+const clusterRoute = z.strictObject({
+  cluster: clusterName.describe('a peer cluster: SNIs naming it go to its gateways'),
+  gateways: targets('a gateway of the peer cluster').min(1, 'list at least one gateway').describe("the peer cluster's east-west gateways"),
+});
+const controllerRoute = z.strictObject({
+  controller: targets('a controller').min(1, 'list at least one controller address').describe("this cluster's controller gRPC addresses, for its controller SNI"),
+});
+const sniRoute = z.strictObject({
+  sni: dnsName.describe('an exact TLS server name'),
+  targets: targets('a target').min(1, 'list at least one target').describe('where connections with that server name go'),
+});
 
 export const RoutesFile = z.strictObject({
-  cluster: clusterName.optional(),
-  trustDomain: dnsName.optional(),
-  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional(),
-  routes: z.array(z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' })),
+  cluster: clusterName.optional().describe('the cluster service SNIs name for the service routes below (needed with service routes)'),
+  trustDomain: dnsName.optional().describe('SNIs naming another trust domain are refused; omitted = any'),
+  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional().describe("how an endpoint is chosen (default: the gateway's gateway.balancer, round-robin)"),
+  routes: z
+    .array(
+      z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' }).describe('one route: service, cluster, controller or sni, with its fields'),
+    )
+    .describe('the routes, each one of: service, cluster (a peer), controller, or sni (exact name)'),
 });
 export type RoutesFile = z.output<typeof RoutesFile>;
 

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
+import { fileKindJsonSchema } from '../../mesh/index.js';
+import { FILE_KIND_NAMES, loadFileKinds } from '../../cli/file-kinds.js';
 
 /**
  * Every kind of file a command reads, through the real `causeway` (bin/causeway.js):
@@ -138,4 +140,49 @@ test('a bad workload group file exits 2 with a[0].b paths', async (t) => {
   const { code, stderr } = await causeway(['workload', 'group', 'apply', '-f', path, '--config', cluster]);
   t.is(code, 2);
   t.is(stderr, `causeway: error: ${path}: ports[1].port: port must be 1-65535 [CW_CONFIG_INVALID]\n`);
+});
+
+/** Paths of the properties in a JSON Schema that carry no description (`routes[].endpoints[].address`). */
+function undescribed(schema: unknown, path = ''): string[] {
+  if (typeof schema !== 'object' || schema === null) return [];
+  const node = schema as Record<string, unknown>;
+  const out: string[] = [];
+  for (const [key, child] of Object.entries((node.properties as Record<string, unknown> | undefined) ?? {})) {
+    const at = path ? `${path}.${key}` : key;
+    if (typeof (child as { description?: unknown }).description !== 'string' || (child as { description: string }).description.trim() === '') out.push(at);
+    out.push(...undescribed(child, at));
+  }
+  for (const list of ['anyOf', 'oneOf', 'allOf', 'prefixItems'] as const) for (const option of (node[list] as unknown[] | undefined) ?? []) out.push(...undescribed(option, path));
+  if (node.items) out.push(...undescribed(node.items, `${path}[]`));
+  if (typeof node.additionalProperties === 'object') out.push(...undescribed(node.additionalProperties, `${path}.*`));
+  for (const def of Object.values((node.$defs as Record<string, unknown> | undefined) ?? {})) out.push(...undescribed(def, path));
+  return [...new Set(out)];
+}
+
+test('every key of every kind of file has a description in its JSON Schema', async (t) => {
+  const kinds = await loadFileKinds();
+  t.deepEqual(kinds.map((k) => k.name), FILE_KIND_NAMES);
+  for (const kind of kinds) {
+    const schema = fileKindJsonSchema(kind);
+    t.true(Object.keys((schema.properties as object | undefined) ?? {}).length > 0 || Array.isArray(schema.anyOf), `${kind.name} has keys`);
+    t.deepEqual(undescribed(schema), [], `${kind.name}: keys without a description`);
+  }
+});
+
+test('config schema --kind workload prints the sidecar: section with all its keys, described', async (t) => {
+  const { code, stdout, stderr } = await causeway(['config', 'schema', '--kind', 'workload']);
+  t.is(code, 0, stderr);
+  type Node = { description?: string; properties: Record<string, Node> };
+  const schema = JSON.parse(stdout) as Node;
+  const sidecar = schema.properties.sidecar!;
+  t.truthy(sidecar.description);
+  for (const key of ['outboundRange', 'dns', 'connectTimeoutMs', 'maxAttempts', 'outlier', 'circuit', 'accessLog']) t.truthy(sidecar.properties[key]?.description, key);
+  t.truthy(sidecar.properties.outlier!.properties.consecutiveFailures!.description);
+  t.truthy(sidecar.properties.dns!.properties.outside!.description);
+  t.truthy(schema.properties.serviceAccount!.description);
+  for (const kind of FILE_KIND_NAMES.filter((k) => k !== 'workload')) {
+    const other = await causeway(['config', 'schema', '--kind', kind]);
+    t.is(other.code, 0, other.stderr);
+    t.truthy(JSON.parse(other.stdout), kind);
+  }
 });
