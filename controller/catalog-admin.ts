@@ -1,4 +1,4 @@
-import { parseAllDocuments } from 'yaml';
+import { z } from 'zod';
 import {
   AuthorizationPolicy,
   CATALOG_SCHEMA_VERSION,
@@ -8,8 +8,12 @@ import {
   UsageError,
   ValidationError,
   ErrorCodes,
+  configFileContent,
   decodeCatalogValue,
   encodeCatalogValue,
+  formatPath,
+  issuesOf,
+  parseYamlDocuments,
   type PolicyKind,
 } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
@@ -82,10 +86,10 @@ export class CatalogAdmin {
     const defined = Object.keys(decoded.value.subsets);
     const issues = (policy.split ?? []).flatMap((s, i) =>
       decoded.value.subsets[s.subset] === undefined
-        ? [{ path: `split.${i}.subset`, message: `service ${policy.service}.${policy.namespace} has no subset "${s.subset}" (it has: ${defined.join(', ') || 'none'}); add it to the service's subsets first` }]
+        ? [{ path: formatPath(['split', i, 'subset']), message: `service ${policy.service}.${policy.namespace} has no subset "${s.subset}" (it has: ${defined.join(', ') || 'none'}); add it to the service's subsets first` }]
         : [],
     );
-    if (issues.length > 0) throw new ValidationError(ErrorCodes.catalogValueInvalid, source, issues);
+    if (issues.length > 0) throw new ValidationError(ErrorCodes.configInvalid, source, issues);
   }
 
   async deletePolicy(kind: PolicyKind, name: string, namespace: string): Promise<boolean> {
@@ -115,43 +119,60 @@ const POLICY_KINDS: Record<string, PolicyKind> = {
   trafficpolicy: 'traffic',
 };
 
+/** The `kind:` values (any case) of a services manifest document; it may also be omitted. */
+export const SERVICE_KINDS = ['service'] as const;
+export const POLICY_KIND_VALUES = Object.keys(POLICY_KINDS);
+
+const manifestSchemaVersion = ServiceSpec.shape.schema.optional().describe(`catalog schema version, ${CATALOG_SCHEMA_VERSION}; filled in when omitted`);
+
+/** One document of a services manifest (`causeway service apply -f`), as written: `kind` and `schema` optional. */
+export const ServiceManifestDocument = ServiceSpec.extend({
+  kind: z.string().optional().describe('`Service` (any case), or omitted'),
+  schema: manifestSchemaVersion,
+});
+
+/** One document of a policy file (`causeway policy apply -f`): an authorization or a traffic policy, named by `kind`. */
+export const PolicyManifestDocument = z.union([
+  AuthorizationPolicy.extend({ kind: z.string().describe('`AuthorizationPolicy` (any case; `authorization` too)'), schema: manifestSchemaVersion }),
+  TrafficPolicy.extend({ kind: z.string().describe('`TrafficPolicy` (any case; `traffic` too)'), schema: manifestSchemaVersion }),
+]);
+
+const manifestContent = {
+  service: configFileContent('service', 'a services manifest (one or more --- documents: name, namespace, ports, serviceAccounts…)'),
+  policy: configFileContent('policy', 'a policy file (one or more --- documents, each with kind: AuthorizationPolicy or TrafficPolicy)'),
+} as const;
+
 export interface ManifestDocument {
   readonly kind: 'service' | PolicyKind;
+  /** The document without `kind`, validated with its catalog schema. */
   readonly body: Record<string, unknown>;
   /** `file#index` for messages. */
   readonly source: string;
 }
 
 /**
- * Parses a YAML manifest (one or more `---` documents). Each policy document names its
- * `kind` (`AuthorizationPolicy` / `TrafficPolicy`); service documents may say
- * `kind: Service` or omit it. The `kind` key is removed before validation.
+ * Parses a YAML manifest (one or more `---` documents) and validates every document with
+ * its catalog schema, so a bad file is refused before anything is written. Each policy
+ * document names its `kind` (`AuthorizationPolicy` / `TrafficPolicy`); service documents
+ * may say `kind: Service` or omit it. The `kind` key is removed from the body.
  */
 export function parseManifest(text: string, file: string, expect: 'service' | 'policy'): ManifestDocument[] {
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true });
-  const list = Array.isArray(docs) ? docs : [docs];
-  const out: ManifestDocument[] = [];
-  list.forEach((doc, index) => {
-    const source = list.length > 1 ? `${file}#${index}` : file;
-    if (doc.errors.length > 0) {
-      throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: `not valid YAML (${doc.errors[0]!.message.split('\n')[0]})` }]);
+  return parseYamlDocuments(text, file, manifestContent[expect]).map(({ value, source }) => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: `expected a mapping (got ${Array.isArray(value) ? 'a list' : typeof value})` }]);
     }
-    const value = doc.toJS() as unknown;
-    if (value === null || value === undefined) return;
-    if (typeof value !== 'object' || Array.isArray(value)) throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: 'expected a mapping' }]);
     const { kind, ...body } = value as Record<string, unknown>;
     const kindText = typeof kind === 'string' ? kind.toLowerCase() : undefined;
     if (expect === 'service') {
-      if (kindText !== undefined && kindText !== 'service') throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'kind', message: `expected Service (got ${String(kind)})` }]);
-      out.push({ kind: 'service', body, source });
-    } else {
-      const policyKind = kindText ? POLICY_KINDS[kindText] : undefined;
-      if (!policyKind) throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'kind', message: 'must be AuthorizationPolicy or TrafficPolicy' }]);
-      out.push({ kind: policyKind, body, source });
+      if (kind !== undefined && kindText !== 'service') throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'kind', message: `expected Service (got ${String(kind)})` }]);
+      encode(ServiceSpec, source, withSchema(body));
+      return { kind: 'service', body, source };
     }
+    const policyKind = kindText ? POLICY_KINDS[kindText] : undefined;
+    if (!policyKind) throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'kind', message: `must be AuthorizationPolicy or TrafficPolicy (got ${kind === undefined ? 'none' : String(kind)})` }]);
+    encode(policyKind === 'authorization' ? AuthorizationPolicy : TrafficPolicy, source, withSchema(body));
+    return { kind: policyKind, body, source };
   });
-  if (out.length === 0) throw new UsageError(`${file} holds no documents`);
-  return out;
 }
 
 /** Parses `<service>.<namespace>`. */
@@ -170,18 +191,13 @@ function serviceKeyOf(draft: Record<string, unknown>, source: string): string {
   try {
     return EtcdKeys.service(String(draft.namespace ?? ''), String(draft.name ?? ''));
   } catch (error) {
-    throw new ValidationError(ErrorCodes.catalogValueInvalid, source, [{ path: 'name/namespace', message: (error as Error).message }]);
+    throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'name/namespace', message: (error as Error).message }]);
   }
 }
 
 function encode<S extends typeof ServiceSpec | typeof AuthorizationPolicy | typeof TrafficPolicy>(schema: S, source: string, value: unknown): ReturnType<S['parse']> {
   const result = schema.safeParse(value);
-  if (!result.success) {
-    throw new ValidationError(
-      ErrorCodes.catalogValueInvalid,
-      source,
-      result.error.issues.map((i) => ({ path: i.path.map(String).join('.'), message: i.message })),
-    );
-  }
+  // What an operator wrote: a bad file (exit 2), its paths as every config error names them.
+  if (!result.success) throw new ValidationError(ErrorCodes.configInvalid, source, issuesOf(result.error));
   return result.data as ReturnType<S['parse']>;
 }

@@ -16,12 +16,12 @@ export {
   type EndpointRegistration,
   type RegistrationClientOptions,
 } from './client.js';
-export { CatalogAdmin, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
+export { CatalogAdmin, POLICY_KIND_VALUES, PolicyManifestDocument, SERVICE_KINDS, ServiceManifestDocument, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
 export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
 export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 export { SnapshotDecoder, type DecodedSnapshot } from './snapshot-decoder.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';
-export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
+export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, WORKLOAD_GROUP_KIND, WorkloadGroupDocument, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
 export { writeWorkloadBundle, systemdUnit, installScript, BundleFiles, BundleDefaults, type WorkloadBundle, type WorkloadBundleOptions } from './workload-bundle.js';

@@ -1,11 +1,11 @@
-import { Snapshot, SnapshotService } from '../mesh/index.js';
+import { Snapshot, SnapshotService, formatPath } from '../mesh/index.js';
 
 export type DecodedSnapshot = { readonly ok: true; readonly snapshot: Snapshot } | { readonly ok: false; readonly reason: string };
 
-const describe = (issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>, prefix = '') =>
+const describe = (issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>, prefix: readonly PropertyKey[] = []) =>
   issues
     .slice(0, 3)
-    .map((i) => `${[prefix, ...i.path.map(String)].filter(Boolean).join('.')}: ${i.message}`)
+    .map((i) => `${formatPath([...prefix, ...i.path])}: ${i.message}`)
     .join('; ');
 
 /**
@@ -38,7 +38,7 @@ export class SnapshotDecoder {
       let service = next.get(key) ?? this.validated.get(key);
       if (!service) {
         const parsed = SnapshotService.safeParse(rawServices[i]);
-        if (!parsed.success) return { ok: false, reason: `snapshot does not match the schema: ${describe(parsed.error.issues, `services.${i}`)}` };
+        if (!parsed.success) return { ok: false, reason: `snapshot does not match the schema: ${describe(parsed.error.issues, ['services', i])}` };
         service = parsed.data;
       }
       next.set(key, service);

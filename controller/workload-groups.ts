@@ -1,4 +1,4 @@
-import { parseAllDocuments } from 'yaml';
+import { z } from 'zod';
 import {
   CATALOG_SCHEMA_VERSION,
   CausewayError,
@@ -9,10 +9,12 @@ import {
   ServiceSpec,
   ValidationError,
   WorkloadGroup,
+  configFileContent,
   decodeCatalogValue,
   encodeCatalogValue,
   formatSpiffeId,
   issuesOf,
+  parseYamlDocuments,
   workloadGroupEndpointId,
 } from '../mesh/index.js';
 import type { EtcdStore } from './etcd-store.js';
@@ -51,20 +53,28 @@ export function workloadGroupIdentity(group: WorkloadGroup, trustDomain: string)
   return formatSpiffeId({ trustDomain, namespace: group.namespace, serviceAccount: group.serviceAccount });
 }
 
+/** A workload group file as written (`causeway workload group apply -f`): `kind` and `schema` optional. */
+export const WorkloadGroupDocument = WorkloadGroup.extend({
+  kind: z.string().optional().describe('`WorkloadGroup` (any case), or omitted'),
+  schema: WorkloadGroup.shape.schema.optional().describe(`catalog schema version, ${CATALOG_SCHEMA_VERSION}; filled in when omitted`),
+});
+
+/** The `kind:` value (any case) of a workload group file. */
+export const WORKLOAD_GROUP_KIND = 'workloadgroup';
+
+const groupContent = configFileContent('workload-group', 'a workload group (name, namespace, service, serviceAccount, ports…)');
+
 /**
  * Parses a workload group file: one YAML document, `kind: WorkloadGroup` optional, the
  * `schema` field added. Errors name the file and each bad path.
  */
 export function parseWorkloadGroupFile(text: string, file: string): WorkloadGroup {
-  const docs = parseAllDocuments(text, { prettyErrors: true, uniqueKeys: true });
-  const list = (Array.isArray(docs) ? docs : [docs]).filter((d) => d.contents !== null);
+  const list = parseYamlDocuments(text, file, groupContent);
   if (list.length !== 1) throw new ValidationError(ErrorCodes.configInvalid, file, [{ path: '', message: `expected one workload group document, found ${list.length}` }]);
-  const doc = list[0]!;
-  if (doc.errors.length > 0) throw new ValidationError(ErrorCodes.configInvalid, file, [{ path: '', message: `not valid YAML (${doc.errors[0]!.message.split('\n')[0]})` }]);
-  const value = doc.toJS() as unknown;
+  const value = list[0]!.value;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ValidationError(ErrorCodes.configInvalid, file, [{ path: '', message: 'expected a mapping' }]);
   const { kind, ...body } = value as Record<string, unknown>;
-  if (kind !== undefined && String(kind).toLowerCase() !== 'workloadgroup') {
+  if (kind !== undefined && String(kind).toLowerCase() !== WORKLOAD_GROUP_KIND) {
     throw new ValidationError(ErrorCodes.configInvalid, file, [{ path: 'kind', message: `expected WorkloadGroup (got ${String(kind)})` }]);
   }
   const result = WorkloadGroup.safeParse({ schema: CATALOG_SCHEMA_VERSION, ...body });

@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
-import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, dnsLabel, dnsName, host, lowerCaseServerName, port, validate } from '../mesh/index.js';
+import { CausewayError, ErrorCodes, HealthStates, ValidationError, clusterName, configFileContent, dnsLabel, dnsName, host, lowerCaseServerName, parseYamlValue, port, validate } from '../mesh/index.js';
 import { GatewayErrorCodes } from './errors.js';
 import { Balancers, type Balancer, type ServiceRouteSpec, type TargetAddress } from './route-table.js';
 import type { RouteSpecInput } from './sni-gateway.js';
@@ -32,7 +31,7 @@ import type { RouteSpecInput } from './sni-gateway.js';
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:[\]]+):(\d{1,5})$/;
 
 const target = z.union([
-  z.strictObject({ address: host, port }),
+  z.strictObject({ address: host.describe('host name or IP address'), port: port.describe('TCP port') }),
   z.string().transform((text, ctx): TargetAddress => {
     const match = HOST_PORT.exec(text);
     const portNumber = Number(match?.[2]);
@@ -46,31 +45,49 @@ const target = z.union([
 
 const endpoint = z.union([
   target,
-  z.strictObject({ address: host, port, labels: z.record(z.string(), z.string()).optional(), health: z.enum(HealthStates).optional() }),
+  z.strictObject({
+    address: host.describe("the endpoint's address (its sidecar's inbound)"),
+    port: port.describe("the endpoint's port (its sidecar's inbound port)"),
+    labels: z.record(z.string(), z.string()).optional().describe("the endpoint's labels, matched by subsets"),
+    health: z.enum(HealthStates).optional().describe('default healthy; unknown ones get connections only when none is healthy, unhealthy ones never'),
+  }),
 ]);
 
+const targets = (what: string) => z.array(target.describe(`${what}: host:port, or {address, port}`));
+
 const serviceRoute = z.strictObject({
-  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <name>.<namespace>'),
-  exported: z.boolean().default(true),
-  ports: z.array(port).optional(),
-  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).optional(),
-  endpoints: z.array(endpoint),
+  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <name>.<namespace>').describe("a service of this file's cluster, as <name>.<namespace>"),
+  exported: z.boolean().default(true).describe('reachable from other clusters through this gateway'),
+  ports: z.array(port).optional().describe('SNI ports accepted; omitted = any'),
+  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).optional().describe('named subsets of the endpoints, by labels, e.g. {v2: {version: v2}}'),
+  endpoints: z.array(endpoint.describe('an endpoint: host:port, or {address, port, labels, health}')).describe("the service's endpoints"),
 });
-const clusterRoute = z.strictObject({ cluster: clusterName, gateways: z.array(target).min(1, 'list at least one gateway') });
-const controllerRoute = z.strictObject({ controller: z.array(target).min(1, 'list at least one controller address') });
-// Any letter case in the file: server names are case-insensitive, and routed lower-cased.
-const sniRoute = z.strictObject({ sni: z.string().transform(lowerCaseServerName).pipe(dnsName), targets: z.array(target).min(1, 'list at least one target') });
+const clusterRoute = z.strictObject({
+  cluster: clusterName.describe('a peer cluster: SNIs naming it go to its gateways'),
+  gateways: targets('a gateway of the peer cluster').min(1, 'list at least one gateway').describe("the peer cluster's east-west gateways"),
+});
+const controllerRoute = z.strictObject({
+  controller: targets('a controller').min(1, 'list at least one controller address').describe("this cluster's controller gRPC addresses, for its controller SNI"),
+});
+const sniRoute = z.strictObject({
+  sni: z.string().transform(lowerCaseServerName).pipe(dnsName).describe('an exact TLS server name (any letter case: routed lower-cased)'),
+  targets: targets('a target').min(1, 'list at least one target').describe('where connections with that server name go'),
+});
 
 export const RoutesFile = z.strictObject({
-  cluster: clusterName.optional(),
-  trustDomain: dnsName.optional(),
-  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional(),
-  routes: z.array(z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' })),
+  cluster: clusterName.optional().describe('the cluster service SNIs name for the service routes below (needed with service routes)'),
+  trustDomain: dnsName.optional().describe('SNIs naming another trust domain are refused; omitted = any'),
+  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional().describe("how an endpoint is chosen (default: the gateway's gateway.balancer, round-robin)"),
+  routes: z
+    .array(
+      z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' }).describe('one route: service, cluster, controller or sni, with its fields'),
+    )
+    .describe('the routes, each one of: service, cluster (a peer), controller, or sni (exact name)'),
 });
 export type RoutesFile = z.output<typeof RoutesFile>;
 
 /** Turns a validated routes file into the gateway's route spec. */
-export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
+export function routeSpecFromFile(file: RoutesFile, source = 'routes file'): RouteSpecInput {
   const sniRoutes: { sni: string; targets: TargetAddress[] }[] = [];
   const services: ServiceRouteSpec[] = [];
   const peerClusters: { name: string; gateways: TargetAddress[] }[] = [];
@@ -78,7 +95,7 @@ export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
   for (const route of file.routes) {
     if ('service' in route) {
       if (file.cluster === undefined) {
-        throw new ValidationError(ErrorCodes.configInvalid, 'routes file', [{ path: 'cluster', message: 'service routes need the top-level cluster their SNIs name' }]);
+        throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: 'cluster', message: 'service routes need the top-level cluster their SNIs name' }]);
       }
       const [name = '', namespace = ''] = route.service.split('.');
       services.push({ name, namespace, exported: route.exported, ports: route.ports, subsets: route.subsets, endpoints: route.endpoints });
@@ -95,13 +112,8 @@ export function routeSpecFromFile(file: RoutesFile): RouteSpecInput {
 
 /** Parses routes-file YAML text; errors name the file and the bad paths. */
 export function parseRoutesText(text: string, source: string): RouteSpecInput {
-  let value: unknown;
-  try {
-    value = parseYaml(text, { uniqueKeys: true });
-  } catch (error) {
-    throw new ValidationError(ErrorCodes.configInvalid, source, [{ path: '', message: `not valid YAML (${(error as Error).message.split('\n')[0]})` }]);
-  }
-  return routeSpecFromFile(validate(RoutesFile, value ?? {}, source, ErrorCodes.configInvalid));
+  const value = parseYamlValue(text, source, configFileContent('routes', 'a static routes file (cluster, trustDomain, balancer, routes)'));
+  return routeSpecFromFile(validate(RoutesFile, value, source, ErrorCodes.configInvalid), source);
 }
 
 export function loadRoutesFile(path: string): RouteSpecInput {

@@ -10,17 +10,16 @@ import { clusterName, dnsLabel, host, port, spiffeIdText, validate } from './val
 export const CATALOG_SCHEMA_VERSION = 1;
 const schemaVersion = z.literal(CATALOG_SCHEMA_VERSION, { error: `schema must be ${CATALOG_SCHEMA_VERSION}` });
 
-export const Locality = z.strictObject({ region: dnsLabel, zone: dnsLabel });
+export const Locality = z.strictObject({ region: dnsLabel.describe('region, e.g. eu'), zone: dnsLabel.describe('zone within the region, e.g. eu-1') });
 export type Locality = z.infer<typeof Locality>;
 
 export const Protocols = ['tcp', 'http', 'http2', 'grpc', 'tls'] as const;
 
 export const ServicePort = z.strictObject({
-  name: dnsLabel,
-  port,
-  /** The app's port behind the sidecar; defaults to `port`. */
-  targetPort: port.optional(),
-  protocol: z.enum(Protocols).default('tcp'),
+  name: dnsLabel.describe('port name, unique in the service (e.g. http)'),
+  port: port.describe('the port callers use'),
+  targetPort: port.optional().describe("the app's port behind the sidecar (default: port)"),
+  protocol: z.enum(Protocols).default('tcp').describe('what the port speaks; http and grpc get per-request routing, retries and splits'),
 });
 export type ServicePort = z.infer<typeof ServicePort>;
 
@@ -40,15 +39,19 @@ export type ClusterInfo = z.infer<typeof ClusterInfo>;
 
 export const ServiceSpec = z.strictObject({
   schema: schemaVersion,
-  name: dnsLabel,
-  namespace: dnsLabel,
-  ports: z.array(ServicePort).min(1, 'a service needs at least one port'),
-  /** SPIFFE IDs allowed to serve this service (secure naming). */
-  serviceAccounts: z.array(spiffeIdText).min(1, 'name at least one SPIFFE ID allowed to serve the service'),
-  exported: z.boolean().default(false),
-  /** Subset label keys → values, e.g. `{v2: {version: 'v2'}}`. */
-  subsets: z.record(dnsLabel, z.record(z.string(), z.string())).default({}),
-  createdAt: z.iso.datetime().optional(),
+  name: dnsLabel.describe('service name'),
+  namespace: dnsLabel.describe("the service's namespace"),
+  ports: z.array(ServicePort).min(1, 'a service needs at least one port').describe('the ports the service serves, at least one'),
+  serviceAccounts: z
+    .array(spiffeIdText)
+    .min(1, 'name at least one SPIFFE ID allowed to serve the service')
+    .describe('SPIFFE IDs allowed to serve this service (secure naming): a caller refuses a server with any other identity'),
+  exported: z.boolean().default(false).describe('offered to linked peer clusters (`causeway export` sets it too)'),
+  subsets: z
+    .record(dnsLabel, z.record(z.string(), z.string()))
+    .default({})
+    .describe('named subsets of the endpoints, by labels, e.g. {v2: {version: v2}}; traffic policy splits and SNIs name them'),
+  createdAt: z.iso.datetime().optional().describe('when the service was first applied (ISO 8601); kept from the stored spec when omitted'),
 });
 export type ServiceSpec = z.infer<typeof ServiceSpec>;
 
@@ -153,64 +156,78 @@ export const LinkStatus = z.strictObject({
 export type LinkStatus = z.infer<typeof LinkStatus>;
 
 const PeerSelector = z.strictObject({
-  identities: z.array(spiffeIdText).optional(),
-  namespaces: z.array(dnsLabel).optional(),
-  clusters: z.array(clusterName).optional(),
+  identities: z.array(spiffeIdText).optional().describe("callers' SPIFFE IDs"),
+  namespaces: z.array(dnsLabel).optional().describe("callers' namespaces"),
+  clusters: z.array(clusterName).optional().describe("callers' clusters"),
 });
 
 export const AuthorizationPolicy = z.strictObject({
   schema: schemaVersion,
-  name: dnsLabel,
-  namespace: dnsLabel,
-  /** Target service in the policy's namespace; omitted = every service in the namespace. */
-  service: dnsLabel.optional(),
-  action: z.enum(['allow', 'deny']),
-  from: z.array(PeerSelector).default([]),
-  ports: z.array(port).default([]),
+  name: dnsLabel.describe('policy name, unique per kind in its namespace'),
+  namespace: dnsLabel.describe("the policy's namespace"),
+  service: dnsLabel.optional().describe("target service in the policy's namespace; omitted = every service in the namespace"),
+  action: z.enum(['allow', 'deny']).describe('what happens to the callers from matches'),
+  from: z
+    .array(PeerSelector.describe('a caller matches when it matches every field given'))
+    .default([])
+    .describe('callers the policy applies to, any of these; empty = every caller'),
+  ports: z.array(port).default([]).describe('service ports the policy applies to; empty = all'),
 });
 export type AuthorizationPolicy = z.infer<typeof AuthorizationPolicy>;
 
 export const TrafficPolicy = z.strictObject({
   schema: schemaVersion,
-  name: dnsLabel,
-  namespace: dnsLabel,
-  service: dnsLabel,
-  /** Cluster names in preferred order; overrides locality priority. */
-  failoverOrder: z.array(clusterName).optional(),
-  connectTimeoutMs: z.number().int().positive().optional(),
-  requestTimeoutMs: z.number().int().positive().optional(),
-  retries: z.number().int().min(0).max(10).optional(),
+  name: dnsLabel.describe('policy name, unique per kind in its namespace'),
+  namespace: dnsLabel.describe("the policy's namespace"),
+  service: dnsLabel.describe("the service in the policy's namespace whose callers the policy steers"),
+  failoverOrder: z.array(clusterName).optional().describe('cluster names in preferred order; overrides locality priority'),
+  connectTimeoutMs: z.number().int().positive().optional().describe("connect plus mTLS handshake to one target, in ms (default: the caller's sidecar.connectTimeoutMs)"),
+  requestTimeoutMs: z.number().int().positive().optional().describe('how long an HTTP request may wait for the response head, in ms; omitted = no limit'),
+  retries: z.number().int().min(0).max(10).optional().describe("retries of a failed request or connection on another target (0-10; default: the caller's sidecar.maxAttempts - 1)"),
   outlierDetection: z
-    .strictObject({ consecutiveFailures: z.number().int().min(1), baseEjectionMs: z.number().int().positive(), maxEjectionPercent: z.number().min(0).max(100).default(100) })
-    .optional(),
-  /**
-   * Weighted split between the service's subsets (a canary: `[{subset: v1, weight: 90},
-   * {subset: v2, weight: 10}]`), per request on HTTP ports and per connection on TCP ports,
-   * in every cluster (the subset travels in the SNI). Without it, any endpoint of the service.
-   */
+    .strictObject({
+      consecutiveFailures: z.number().int().min(1).describe('failures in a row that eject a target'),
+      baseEjectionMs: z.number().int().positive().describe('first ejection, in ms; doubled each time the target is ejected again'),
+      maxEjectionPercent: z.number().min(0).max(100).default(100).describe('the most targets ejected at once, as a percentage (0-100); not applied by the sidecar yet'),
+    })
+    .optional()
+    .describe("ejecting failing targets for a while (default: the caller's sidecar.outlier)"),
   split: z
-    .array(z.strictObject({ subset: dnsLabel, weight: z.number().int().min(0).max(10_000) }))
+    .array(
+      z.strictObject({
+        subset: dnsLabel.describe("one of the service's subsets"),
+        weight: z.number().int().min(0).max(10_000).describe("the subset's share, relative to the other weights (0-10000)"),
+      }),
+    )
     .min(1)
     .refine((split) => new Set(split.map((s) => s.subset)).size === split.length, 'each subset may appear once')
     .refine((split) => split.some((s) => s.weight > 0), 'at least one subset needs a weight above 0')
-    .optional(),
+    .optional()
+    .describe(
+      "weighted split between the service's subsets (a canary: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]), per request on HTTP ports and per connection on TCP ports, in every cluster (the subset travels in the SNI); omitted = any endpoint of the service",
+    ),
 });
 export type TrafficPolicy = z.infer<typeof TrafficPolicy>;
 
 export const WorkloadGroup = z.strictObject({
   schema: schemaVersion,
-  name: dnsLabel,
-  namespace: dnsLabel,
-  service: dnsLabel,
-  serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/),
-  labels: z.record(z.string(), z.string()).default({}),
-  ports: z.array(ServicePort).min(1),
+  name: dnsLabel.describe('group name; its hosts register as endpoints named <name>-<address>'),
+  namespace: dnsLabel.describe("the group's namespace, also its hosts' and service's"),
+  service: dnsLabel.describe("the service the group's hosts serve (created from the group when it does not exist)"),
+  serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/).describe('the one service account every host of the group runs as'),
+  labels: z.record(z.string(), z.string()).default({}).describe("labels of every host's endpoint"),
+  ports: z.array(ServicePort).min(1).describe("the ports the hosts serve; they must be the service's ports"),
   probe: z
     .union([
-      z.strictObject({ tcp: z.strictObject({ port }) }),
-      z.strictObject({ http: z.strictObject({ port, path: z.string().startsWith('/') }) }),
+      z.strictObject({ tcp: z.strictObject({ port: port.describe('app port to connect to') }).describe('healthy when a TCP connect succeeds') }),
+      z.strictObject({
+        http: z
+          .strictObject({ port: port.describe('app port to send GET to'), path: z.string().startsWith('/').describe('path to GET, e.g. /healthz') })
+          .describe('healthy when GET answers below 400'),
+      }),
     ])
-    .optional(),
+    .optional()
+    .describe("how each host's sidecar (or the controller, with --active-health-checks) checks the app"),
 });
 export type WorkloadGroup = z.infer<typeof WorkloadGroup>;
 

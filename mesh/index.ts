@@ -14,6 +14,7 @@ export * from './config/schemas.js';
 export * from './config/load.js';
 export * from './config-origin.js';
 export * from './grpc-failure.js';
+export * from './config/file-kinds.js';
 export * from './log.js';
 export * from './listen.js';
 export * from './observability.js';

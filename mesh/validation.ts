@@ -3,7 +3,10 @@ import { ValidationError, type ValidationIssue } from './errors.js';
 import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js';
 import { parseSpiffeId } from './spiffe-id.js';
 
-/** Formats a zod issue path as `links[1].etcd.endpoints[0]`. */
+/**
+ * Formats a value path as `links[1].etcd.endpoints[0]`: the one path format of every
+ * error about a config file, manifest, policy, routes file or catalog value.
+ */
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const part of path) {
@@ -13,8 +16,9 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return out;
 }
 
-export function issuesOf(error: z.ZodError): ValidationIssue[] {
-  return error.issues.map((issue) => ({ path: formatPath(issue.path), message: issue.message }));
+/** The issues of a zod error, each path formatted by {@link formatPath} (under `prefix`, when given). */
+export function issuesOf(error: z.ZodError, prefix: readonly PropertyKey[] = []): ValidationIssue[] {
+  return error.issues.map((issue) => ({ path: formatPath([...prefix, ...issue.path]), message: issue.message }));
 }
 
 /** Parses `value` with `schema`, throwing a {@link ValidationError} whose message names each bad path. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { WorkloadConfig, durationMs, host, loadYamlWithSchema, parseWithSchema, port, portOrZero } from '../mesh/index.js';
+import { WorkloadConfig, configFileContent, durationMs, host, loadYamlWithSchema, parseWithSchema, port, portOrZero } from '../mesh/index.js';
 
 /**
  * Sidecar tuning that the shared WorkloadConfig does not carry. It lives under the
@@ -7,54 +7,58 @@ import { WorkloadConfig, durationMs, host, loadYamlWithSchema, parseWithSchema, 
  * WorkloadConfig file is a valid sidecar config.
  */
 export const SidecarTuning = z.strictObject({
-  /** Address the inbound mTLS listener binds (peers reach it at `advertiseAddress`). */
-  inboundHost: host.default('0.0.0.0'),
-  /** Where the app listens; inbound traffic goes to `<appHost>:<targetPort>`. */
-  appHost: host.default('127.0.0.1'),
-  /**
-   * Loopback range the sidecar takes outbound listener addresses from, one address per
-   * mesh service (and per service pinned to a cluster). `auto` (the default) claims a free
-   * /16 in 127.64.0.0–127.254.0.0, the same one for the same workload after a restart;
-   * an explicit CIDR must not be claimed by another sidecar on the host, or start-up fails.
-   */
-  outboundRange: z.string().regex(/^(auto|127\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(8|9|1[0-9]|2[0-4]))$/, 'expected a loopback CIDR such as 127.1.0.0/16, or "auto"').default('auto'),
+  inboundHost: host.default('0.0.0.0').describe('address the inbound mTLS listener binds (peers reach it at advertiseAddress)'),
+  appHost: host.default('127.0.0.1').describe('where the app listens; inbound traffic goes to <appHost>:<targetPort>'),
+  outboundRange: z
+    .string()
+    .regex(/^(auto|127\.\d{1,3}\.\d{1,3}\.\d{1,3}\/(8|9|1[0-9]|2[0-4]))$/, 'expected a loopback CIDR such as 127.1.0.0/16, or "auto"')
+    .default('auto')
+    .describe(
+      'loopback range the sidecar takes outbound listener addresses from, one address per mesh service (and per service pinned to a cluster); "auto" claims a free /16 in 127.64.0.0-127.254.0.0, the same one for the same workload after a restart; an explicit CIDR that another sidecar on the host claims fails start-up',
+    ),
   dns: z
     .strictObject({
-      host: host.default('127.0.0.1'),
-      /** Names outside the mesh domain: `forward` to `upstream` (default: the host's first resolver), or `refuse`. */
-      outside: z.enum(['forward', 'refuse']).default('forward'),
-      upstream: z.string().regex(/^[^\s]+:\d+$/, 'expected host:port').optional(),
-      ttlSeconds: z.number().int().min(0).max(3600).default(5),
+      host: host.default('127.0.0.1').describe('address the DNS server binds (its port is dnsPort)'),
+      outside: z.enum(['forward', 'refuse']).default('forward').describe("names outside the mesh domain: forward to upstream (default: the host's first resolver), or refuse"),
+      upstream: z.string().regex(/^[^\s]+:\d+$/, 'expected host:port').optional().describe("resolver host:port for names outside the mesh domain (default: the host's first resolver)"),
+      ttlSeconds: z.number().int().min(0).max(3600).default(5).describe('TTL of mesh answers, in seconds (0-3600)'),
     })
-    .default(() => ({ host: '127.0.0.1', outside: 'forward' as const, ttlSeconds: 5 })),
-  /** TCP connect plus mTLS handshake to one target (a refused connect moves on at once regardless). */
-  connectTimeoutMs: durationMs.default(2_000),
-  /** Attempts per request or connection, across targets (a failed connect always moves on). */
-  maxAttempts: z.number().int().min(1).max(10).default(4),
+    .default(() => ({ host: '127.0.0.1', outside: 'forward' as const, ttlSeconds: 5 }))
+    .describe("the sidecar's DNS server for the app: mesh names answer with outbound listener addresses"),
+  connectTimeoutMs: durationMs.default(2_000).describe('TCP connect plus mTLS handshake to one target (a refused connect moves on at once regardless); ms, or a duration'),
+  maxAttempts: z.number().int().min(1).max(10).default(4).describe('attempts per request or connection, across targets (a failed connect always moves on); 1-10'),
   outlier: z
     .strictObject({
-      consecutiveFailures: z.number().int().min(1).default(3),
-      baseEjectionMs: durationMs.default(5_000),
-      maxEjectionMs: durationMs.default(60_000),
+      consecutiveFailures: z.number().int().min(1).default(3).describe('connect, handshake or 5xx failures in a row that eject a target'),
+      baseEjectionMs: durationMs.default(5_000).describe('first ejection; doubled each time the target is ejected again (ms, or a duration)'),
+      maxEjectionMs: durationMs.default(60_000).describe('longest ejection (ms, or a duration)'),
     })
-    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000 })),
+    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000 }))
+    .describe('ejecting failing targets for a while (a traffic policy may override)'),
   circuit: z
-    .strictObject({ maxConnections: z.number().int().positive().default(10_000), maxPendingConnects: z.number().int().positive().default(1_000) })
-    .default(() => ({ maxConnections: 10_000, maxPendingConnects: 1_000 })),
-  /** Outbound HTTP proxy for apps that honour HTTP_PROXY (DESIGN.md: 15001, optional); absent = off, 0 = any port. */
-  httpProxy: z.strictObject({ host: host.default('127.0.0.1'), port: portOrZero.default(15001) }).optional(),
-  /** App target ports (TCP) that receive a PROXY protocol v2 header carrying the caller's SPIFFE ID. */
-  proxyProtocolPorts: z.array(port).default([]),
-  /** Requested certificate lifetime; 0 = the CA's default. */
-  certificateTtlSeconds: z.number().int().min(0).default(0),
-  /** Health probe period for the local app. */
-  probeIntervalMs: durationMs.default(2_000),
-  /** Log every connection and request at debug (access log). */
-  accessLog: z.boolean().default(true),
+    .strictObject({
+      maxConnections: z.number().int().positive().default(10_000).describe('open outbound connections at most; beyond it new ones are refused'),
+      maxPendingConnects: z.number().int().positive().default(1_000).describe('outbound connects in progress at most; beyond it new ones are refused'),
+    })
+    .default(() => ({ maxConnections: 10_000, maxPendingConnects: 1_000 }))
+    .describe('limits that keep a failing upstream from exhausting the sidecar'),
+  httpProxy: z
+    .strictObject({
+      host: host.default('127.0.0.1').describe('address the HTTP proxy binds'),
+      port: portOrZero.default(15001).describe('port of the HTTP proxy; 0 picks a free port'),
+    })
+    .optional()
+    .describe('outbound HTTP proxy for apps that honour HTTP_PROXY (DESIGN.md: 15001); omitted = off'),
+  proxyProtocolPorts: z.array(port).default([]).describe("app target ports (TCP) that receive a PROXY protocol v2 header carrying the caller's SPIFFE ID"),
+  certificateTtlSeconds: z.number().int().min(0).default(0).describe("requested workload certificate lifetime in seconds; 0 = the CA's default"),
+  probeIntervalMs: durationMs.default(2_000).describe('how often the app is probed (see probe); ms, or a duration'),
+  accessLog: z.boolean().default(true).describe('log every connection and request at debug level (an access log)'),
 });
 export type SidecarTuning = z.infer<typeof SidecarTuning>;
 
-export const SidecarConfig = WorkloadConfig.extend({ sidecar: SidecarTuning.default(() => SidecarTuning.parse({})) });
+export const SidecarConfig = WorkloadConfig.extend({
+  sidecar: SidecarTuning.default(() => SidecarTuning.parse({})).describe('sidecar tuning; every key has a default, so the section may be left out'),
+});
 export type SidecarConfig = z.infer<typeof SidecarConfig>;
 export type SidecarConfigInput = z.input<typeof SidecarConfig>;
 
@@ -65,5 +69,5 @@ export function parseSidecarConfig(value: unknown, source = 'sidecar config'): S
 
 /** Reads and validates a sidecar config file, with the same errors as every other config file. */
 export function loadSidecarConfig(file: string): SidecarConfig {
-  return loadYamlWithSchema(SidecarConfig, file);
+  return loadYamlWithSchema(SidecarConfig, file, configFileContent('workload'));
 }

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { Snapshot } from '../mesh/index.js';
+import { Snapshot, formatPath } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 
 export interface SnapshotSourceEvents {
@@ -44,7 +44,7 @@ export class StaticSnapshotSource extends EventEmitter<SnapshotSourceEvents> imp
 export function parseSnapshot(value: unknown): Snapshot {
   const result = Snapshot.safeParse(value);
   if (!result.success) {
-    const issues = result.error.issues.slice(0, 5).map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
+    const issues = result.error.issues.slice(0, 5).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`);
     throw new ProxyError(ProxyErrorCodes.snapshotRejected, `snapshot rejected: ${issues.join('; ')}`);
   }
   return result.data;

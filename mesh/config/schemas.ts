@@ -17,135 +17,153 @@ const etcdEndpoint = z.string().superRefine((v, ctx) => {
 });
 
 export const TlsFiles = z.strictObject({
-  /** PEM bundle of CAs to trust. */
-  ca: z.string().min(1),
-  cert: z.string().min(1).optional(),
-  key: z.string().min(1).optional(),
+  ca: z.string().min(1).describe('PEM bundle of the CAs to trust for the server certificate (a file path)'),
+  cert: z.string().min(1).optional().describe('client certificate chain (PEM file path), for an etcd with --client-cert-auth'),
+  key: z.string().min(1).optional().describe("the client certificate's private key (PEM file path)"),
 });
 
 export const EtcdConnection = z.strictObject({
-  endpoints: z.array(etcdEndpoint).min(1, 'list at least one etcd endpoint URL'),
-  tls: TlsFiles.optional(),
-  username: z.string().optional(),
-  password: z.string().optional(),
-  dialTimeoutMs: durationMs.default(5000),
+  endpoints: z.array(etcdEndpoint).min(1, 'list at least one etcd endpoint URL').describe('etcd client URLs (http:// or https://), at least one'),
+  tls: TlsFiles.optional().describe('TLS to etcd; omitted = plaintext (http:// endpoints)'),
+  username: z.string().optional().describe('etcd user name, for an etcd with auth enabled'),
+  password: z.string().optional().describe("the etcd user's password"),
+  dialTimeoutMs: durationMs.default(5000).describe('how long to wait for a connection to etcd: milliseconds, or a duration such as 5s'),
 });
 export type EtcdConnection = z.infer<typeof EtcdConnection>;
 
 export const ObservabilityConfig = z.strictObject({
-  host: host.default('0.0.0.0'),
-  /** `/healthz/ready`; 0 picks a free port. */
-  readyPort: portOrZero.default(15021),
-  /** Prometheus `/metrics`; 0 picks a free port; may equal readyPort. */
-  metricsPort: portOrZero.default(15090),
+  host: host.default('0.0.0.0').describe('address the readiness and metrics servers bind'),
+  readyPort: portOrZero.default(15021).describe('port of `/healthz/ready`; 0 picks a free port'),
+  metricsPort: portOrZero.default(15090).describe('port of the Prometheus `/metrics`; 0 picks a free port; may equal readyPort'),
 });
 export type ObservabilityConfig = z.infer<typeof ObservabilityConfig>;
 const observabilityDefaults = () => ObservabilityConfig.parse({});
 
 export const LinkConfig = z.strictObject({
-  peer: clusterName,
-  etcd: EtcdConnection,
+  peer: clusterName.describe("the peer cluster's name, as in its own cluster.name"),
+  etcd: EtcdConnection.describe("how to reach the peer's etcd, with the read-only credentials `causeway federation grant` made there"),
 });
 export type LinkConfig = z.infer<typeof LinkConfig>;
 
 export const FederationConfig = z.strictObject({
-  staleAfterMs: durationMs.default(15_000),
-  expireAfterMs: durationMs.default(300_000),
-  initialSyncTimeoutMs: durationMs.default(30_000),
-  heartbeatIntervalMs: durationMs.default(2_000),
+  staleAfterMs: durationMs.default(15_000).describe("a peer's imports are marked stale when its heartbeat is older than this (ms, or a duration such as 15s)"),
+  expireAfterMs: durationMs.default(300_000).describe("a peer's imports are removed when its heartbeat is older than this (ms, or a duration such as 5m)"),
+  initialSyncTimeoutMs: durationMs.default(30_000).describe("how long readiness waits for a link's first full copy of the peer's exports; after it the link reports ready without it (ms, or a duration)"),
+  heartbeatIntervalMs: durationMs.default(2_000).describe("how often this cluster writes its heartbeat for peers to read (ms, or a duration)"),
 });
 export type FederationConfig = z.infer<typeof FederationConfig>;
 
 export const GatewayConfig = z.strictObject({
-  host: host.default('0.0.0.0'),
-  port: portOrZero.default(15443),
-  /** Address peers use to reach this gateway (defaults to host). */
-  advertiseAddress: host.optional(),
-  inspectTimeoutMs: durationMs.default(5_000),
-  connectTimeoutMs: durationMs.default(2_000),
-  idleTimeoutMs: durationMs.default(3_600_000),
-  maxConnections: z.number().int().positive().default(100_000),
-  drainTimeoutMs: durationMs.default(30_000),
-  balancer: z.enum(['round-robin', 'least-connections']).default('round-robin'),
-  connectAttempts: z.number().int().min(1).max(10).default(3),
+  host: host.default('0.0.0.0').describe('address the SNI passthrough listener binds'),
+  port: portOrZero.default(15443).describe('port of the SNI passthrough listener; 0 picks a free port'),
+  advertiseAddress: host.optional().describe('address peers and off-network workloads use to reach this gateway (default: host)'),
+  inspectTimeoutMs: durationMs.default(5_000).describe('how long a new connection may take to send its TLS ClientHello before it is closed (ms, or a duration)'),
+  connectTimeoutMs: durationMs.default(2_000).describe('TCP connect timeout to one endpoint; on timeout the next is tried (ms, or a duration)'),
+  idleTimeoutMs: durationMs.default(3_600_000).describe('a relayed connection with no bytes either way for this long is closed (ms, or a duration)'),
+  maxConnections: z.number().int().positive().default(100_000).describe('open connections at most; beyond it new ones are refused'),
+  drainTimeoutMs: durationMs.default(30_000).describe('on SIGTERM, how long open connections may finish before they are closed (ms, or a duration)'),
+  balancer: z.enum(['round-robin', 'least-connections']).default('round-robin').describe('how an endpoint is chosen among the healthy ones'),
+  connectAttempts: z.number().int().min(1).max(10).default(3).describe('endpoints tried per connection before it is refused (1-10)'),
 });
 export type GatewayConfig = z.infer<typeof GatewayConfig>;
 
 export const ControllerConfig = z.strictObject({
-  host: host.default('0.0.0.0'),
-  grpcPort: portOrZero.default(15012),
-  /** Directory holding this cluster's intermediate CA (ca-key.pem, ca-cert.pem, cert-chain.pem, trust-bundle.pem). */
-  caDir: z.string().min(1).optional(),
-  endpointLeaseTtlSeconds: z.number().int().min(2).max(60).default(10),
-  pushDebounceMs: durationMs.default(100),
-  dns: z.strictObject({ port: portOrZero.default(15053), host: host.default('127.0.0.1') }).optional(),
+  host: host.default('0.0.0.0').describe('address the gRPC server (discovery, registration, CA) binds'),
+  grpcPort: portOrZero.default(15012).describe('port of the mTLS gRPC server; 0 picks a free port'),
+  caDir: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("directory holding this cluster's intermediate CA from `causeway ca intermediate` (ca-key.pem, ca-cert.pem, cert-chain.pem, trust-bundle.pem)"),
+  endpointLeaseTtlSeconds: z.number().int().min(2).max(60).default(10).describe("seconds a registered endpoint outlives its sidecar's last keep-alive (2-60)"),
+  pushDebounceMs: durationMs.default(100).describe('catalog changes within this window go out as one discovery push (ms, or a duration)'),
+  dns: z
+    .strictObject({
+      port: portOrZero.default(15053).describe('port of the operator DNS server; 0 picks a free port'),
+      host: host.default('127.0.0.1').describe('address the operator DNS server binds'),
+    })
+    .optional()
+    .describe('operator DNS: answers mesh names from the catalog; omitted = off'),
 });
 export type ControllerConfig = z.infer<typeof ControllerConfig>;
 
 /** A cluster's config: shared by `causeway controller`, `federation` and `gateway`. */
 export const ClusterConfig = z.strictObject({
-  cluster: z.strictObject({
-    name: clusterName,
-    locality: Locality,
-    network: dnsLabel.default('default'),
-  }),
-  trustDomain: dnsName.default('causeway.internal'),
-  meshDomain: dnsName.default('causeway.internal'),
-  etcd: EtcdConnection,
-  links: z.array(LinkConfig).default([]),
-  federation: FederationConfig.default(() => FederationConfig.parse({})),
-  controller: ControllerConfig.default(() => ControllerConfig.parse({})),
-  gateway: GatewayConfig.default(() => GatewayConfig.parse({})),
-  observability: ObservabilityConfig.default(observabilityDefaults),
+  cluster: z
+    .strictObject({
+      name: clusterName.describe("this cluster's name, unique in the mesh; it appears in SNIs and in peers' imports"),
+      locality: Locality.describe("this cluster's region and zone, for locality-aware failover"),
+      network: dnsLabel.default('default').describe("the network this cluster's endpoints are in; endpoints in another network are reached through its gateway"),
+    })
+    .describe('who this cluster is'),
+  trustDomain: dnsName.default('causeway.internal').describe('SPIFFE trust domain of every identity in the mesh (spiffe://<trustDomain>/ns/…/sa/…)'),
+  meshDomain: dnsName.default('causeway.internal').describe('DNS domain of mesh names: <service>.<namespace>.svc.<meshDomain>'),
+  etcd: EtcdConnection.describe("this cluster's own etcd: the catalog, registry and exports"),
+  links: z.array(LinkConfig).default([]).describe('peer clusters whose exports this cluster imports, one link each'),
+  federation: FederationConfig.default(() => FederationConfig.parse({})).describe('timing of the federation links: heartbeats, staleness, expiry'),
+  controller: ControllerConfig.default(() => ControllerConfig.parse({})).describe('the controller (`causeway controller`)'),
+  gateway: GatewayConfig.default(() => GatewayConfig.parse({})).describe('the east-west gateway (`causeway gateway`)'),
+  observability: ObservabilityConfig.default(observabilityDefaults).describe('readiness and Prometheus metrics endpoints'),
 });
 export type ClusterConfig = z.infer<typeof ClusterConfig>;
 
 export const UpstreamConfig = z.strictObject({
-  /** `<service>.<namespace>` */
-  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <service>.<namespace>'),
-  port,
-  localPort: port,
-  localAddress: host.default('127.0.0.1'),
+  service: z.string().regex(/^[a-z0-9-]+\.[a-z0-9-]+$/, 'expected <service>.<namespace>').describe('the mesh service, as <service>.<namespace>'),
+  port: port.describe("the service's port"),
+  localPort: port.describe('port the app connects to on localAddress to reach the service'),
+  localAddress: host.default('127.0.0.1').describe('address of the fixed local listener for this upstream'),
 });
 
 /** A workload's sidecar config (containers, VMs and bare-metal hosts alike). */
 export const WorkloadConfig = z.strictObject({
-  cluster: clusterName,
-  locality: Locality,
-  trustDomain: dnsName.default('causeway.internal'),
-  meshDomain: dnsName.default('causeway.internal'),
-  namespace: dnsLabel,
-  service: dnsLabel,
-  serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/, 'service account may contain only letters, digits, ".", "-" and "_"'),
-  /**
-   * The workload group a VM or bare-metal host was onboarded into (`causeway workload
-   * bundle`); its endpoint is then named `<group>-<advertiseAddress>`.
-   */
-  workloadGroup: dnsLabel.optional(),
-  labels: z.record(z.string(), z.string()).default({}),
-  ports: z.array(ServicePort).default([]),
-  /** Controller gRPC address `host:port` (directly, or a gateway with the controller's SNI). */
-  controller: z.strictObject({ address: z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port'), viaGateway: z.boolean().default(false) }),
-  /**
-   * This cluster's east-west gateway as this workload reaches it (`host:port`), for a
-   * workload whose network differs from some of its cluster's endpoints (a VM outside the
-   * cluster networks, or the cluster's workloads calling such a VM): endpoints whose
-   * `causeway.io/network` label differs from this workload's own are reached through it.
-   */
-  networkGateway: z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port').optional(),
-  /** Where this workload's sidecar is reachable by peers (its inbound address). */
-  advertiseAddress: host,
-  inboundPort: portOrZero.default(15006),
-  dnsPort: portOrZero.default(15053),
-  stateDir: z.string().min(1),
-  joinTokenFile: z.string().optional(),
-  trustBundleFile: z.string().optional(),
-  mtlsMode: z.enum(['strict', 'permissive']).default('strict'),
-  upstreams: z.array(UpstreamConfig).default([]),
+  cluster: clusterName.describe('the cluster this workload belongs to'),
+  locality: Locality.describe("this workload's region and zone, for locality-aware failover"),
+  trustDomain: dnsName.default('causeway.internal').describe("the mesh's SPIFFE trust domain, as in the cluster config"),
+  meshDomain: dnsName.default('causeway.internal').describe("the mesh's DNS domain, as in the cluster config"),
+  namespace: dnsLabel.describe("the workload's namespace"),
+  service: dnsLabel.describe('the service this workload serves'),
+  serviceAccount: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]+$/, 'service account may contain only letters, digits, ".", "-" and "_"')
+    .describe("the workload's identity: spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>"),
+  workloadGroup: dnsLabel
+    .optional()
+    .describe('the workload group a VM or bare-metal host was onboarded into (`causeway workload bundle`); its endpoint is then named <group>-<advertiseAddress>'),
+  labels: z.record(z.string(), z.string()).default({}).describe("labels of this workload's endpoint (e.g. version: v2), matched by service subsets"),
+  ports: z.array(ServicePort).default([]).describe('the ports this workload serves'),
+  controller: z
+    .strictObject({
+      address: z.string().regex(/^[^\s:]+:\d+$/, 'expected host:port').describe("the controller's gRPC address host:port, or a gateway's with viaGateway"),
+      viaGateway: z.boolean().default(false).describe("address is an east-west gateway: reach the controller through it by the controller's SNI"),
+    })
+    .describe('where the sidecar gets certificates and discovery, and registers'),
+  networkGateway: z
+    .string()
+    .regex(/^[^\s:]+:\d+$/, 'expected host:port')
+    .optional()
+    .describe(
+      "this cluster's east-west gateway as this workload reaches it (host:port), for a workload whose network differs from some of its cluster's endpoints (a VM outside the cluster networks, or the cluster's workloads calling such a VM): endpoints whose causeway.io/network label differs from this workload's own are reached through it",
+    ),
+  advertiseAddress: host.describe("where peers reach this workload's sidecar (its inbound address)"),
+  inboundPort: portOrZero.default(15006).describe('port of the inbound mTLS listener; 0 picks a free port'),
+  dnsPort: portOrZero.default(15053).describe("port of the sidecar's DNS server for the app; 0 picks a free port"),
+  stateDir: z.string().min(1).describe("directory for the sidecar's state: its key and certificates"),
+  joinTokenFile: z.string().optional().describe('join token file (`causeway ca token`): proves the identity when the sidecar has no valid certificate yet'),
+  trustBundleFile: z.string().optional().describe("the mesh's trust bundle (PEM file path) to verify the controller with (default: <stateDir>/trust-bundle.pem)"),
+  mtlsMode: z.enum(['strict', 'permissive']).default('strict').describe('strict: inbound accepts only mTLS; permissive: plaintext too (for migration)'),
+  upstreams: z.array(UpstreamConfig).default([]).describe('fixed local listeners for services the app reaches by port rather than by mesh name'),
   probe: z
-    .union([z.strictObject({ tcp: z.strictObject({ port }) }), z.strictObject({ http: z.strictObject({ port, path: z.string().startsWith('/') }) })])
-    .optional(),
-  observability: ObservabilityConfig.default(observabilityDefaults),
+    .union([
+      z.strictObject({ tcp: z.strictObject({ port: port.describe('app port to connect to') }).describe('healthy when a TCP connect succeeds') }),
+      z.strictObject({
+        http: z
+          .strictObject({ port: port.describe('app port to send GET to'), path: z.string().startsWith('/').describe('path to GET, e.g. /healthz') })
+          .describe('healthy when GET answers below 400'),
+      }),
+    ])
+    .optional()
+    .describe("how the sidecar checks the app's health; omitted = healthy when registered"),
+  observability: ObservabilityConfig.default(observabilityDefaults).describe("the sidecar's readiness and Prometheus metrics endpoints"),
 });
 export type WorkloadConfig = z.infer<typeof WorkloadConfig>;
 

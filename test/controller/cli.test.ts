@@ -66,15 +66,15 @@ test('causeway controller, service apply, export/unexport and policy apply work 
   const bad = join(dir, 'bad.yaml');
   await writeFile(bad, ['kind: AuthorizationPolicy', 'name: broken', 'namespace: default', 'action: maybe'].join('\n'));
   const badResult = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
-  t.not(badResult.code, 0);
+  t.is(badResult.code, 2, 'a bad policy file is a bad input file: exit 2');
   t.regex(badResult.stderr, /action/);
 
   // A canary split may name only the service's subsets.
   const canary = (subset: string) => ['kind: TrafficPolicy', 'name: reviews-canary', 'namespace: default', 'service: reviews', `split: [{ subset: v1, weight: 90 }, { subset: ${subset}, weight: 10 }]`].join('\n');
   await writeFile(bad, canary('v9'));
   const unknownSubset = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
-  t.not(unknownSubset.code, 0);
-  t.regex(unknownSubset.stderr, /split\.1\.subset: service reviews\.default has no subset "v9" \(it has: v1, v2\)/);
+  t.is(unknownSubset.code, 2);
+  t.regex(unknownSubset.stderr, /split\[1\]\.subset: service reviews\.default has no subset "v9" \(it has: v1, v2\)/);
   t.is(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews-canary'), '--print-value-only']).trim(), '');
   await writeFile(bad, canary('v2'));
   const split = await causeway(['policy', 'apply', '-f', bad, '--config', config]);

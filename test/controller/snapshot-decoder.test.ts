@@ -25,7 +25,7 @@ test('a bad service, a bad envelope or bad JSON is refused with the path', (t) =
   const decoder = new SnapshotDecoder();
   const bad = decoder.decode(snapshot([service('a'), { ...service('b'), targets: [{ kind: 'teleport' }] }]));
   t.false(bad.ok);
-  t.regex(bad.ok ? '' : bad.reason, /services\.1\.targets\.0/);
+  t.regex(bad.ok ? '' : bad.reason, /services\[1\]\.targets\[0\]/);
   const envelope = decoder.decode(JSON.stringify({ schema: 2, services: [] }));
   t.regex(envelope.ok ? '' : envelope.reason, /schema/);
   t.regex((decoder.decode('{') as { reason: string }).reason, /not JSON/);

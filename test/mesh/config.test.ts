@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CausewayError, ErrorCodes, ValidationError, configJsonSchema, loadConfigFile, parseConfigText } from '../../mesh/index.js';
+import { CausewayError, ErrorCodes, ValidationError, configJsonSchema, formatPath, loadConfigFile, parseConfigText, parseYamlDocuments } from '../../mesh/index.js';
 
 const good = `
 cluster:
@@ -43,8 +43,37 @@ test('unknown keys are refused (typos do not pass silently)', (t) => {
 test('bad durations, YAML syntax and empty files are explained', (t) => {
   t.regex(t.throws(() => parseConfigText('cluster', good.replace('20s', 'soon'), 'c.yaml'))!.message, /federation\.staleAfterMs: "soon" is not a duration/);
   t.regex(t.throws(() => parseConfigText('cluster', 'cluster: [\n', 'c.yaml'))!.message, /c\.yaml:\d+:\d+: not valid YAML/);
-  t.regex(t.throws(() => parseConfigText('cluster', '', 'c.yaml'))!.message, /empty/);
   t.regex(t.throws(() => parseConfigText('cluster', 'a: 1\na: 2\n', 'c.yaml'))!.message, /not valid YAML/);
+});
+
+test('an empty file is named empty, a null one null, each with what it should hold', (t) => {
+  const holds = 'it should hold a cluster config (a YAML mapping; `causeway config schema --kind cluster` lists its keys)';
+  for (const text of ['', '\n\n', '# only a comment\n', '---\n']) {
+    t.is(t.throws(() => parseConfigText('cluster', text, 'c.yaml'), { instanceOf: ValidationError }).message, `c.yaml: the file is empty; ${holds}`, JSON.stringify(text));
+  }
+  for (const text of ['null\n', '~\n', '--- null\n']) {
+    t.is(t.throws(() => parseConfigText('cluster', text, 'c.yaml'), { instanceOf: ValidationError }).message, `c.yaml: the file holds null, not a cluster config; ${holds}`, JSON.stringify(text));
+  }
+});
+
+test('manifests of several documents skip empty ones, and say so when there is nothing else', (t) => {
+  t.deepEqual(
+    parseYamlDocuments('a: 1\n---\n---\nnull\n---\nb: 2\n', 'm.yaml'),
+    [
+      { value: { a: 1 }, source: 'm.yaml#0' },
+      { value: { b: 2 }, source: 'm.yaml#3' },
+    ],
+  );
+  t.regex(t.throws(() => parseYamlDocuments('---\n---\n', 'm.yaml'))!.message, /^m\.yaml: the file is empty; it should hold a YAML mapping$/);
+  t.regex(t.throws(() => parseYamlDocuments('---\nnull\n---\n~\n', 'm.yaml'))!.message, /^m\.yaml: the file holds null/);
+  t.regex(t.throws(() => parseYamlDocuments('a: 1\n---\nb: [\n', 'm.yaml'))!.message, /^m\.yaml#1:\d+:\d+: not valid YAML/);
+});
+
+test('one path format: list indexes in brackets, keys after dots', (t) => {
+  t.is(formatPath(['links', 1, 'etcd', 'endpoints', 0]), 'links[1].etcd.endpoints[0]');
+  t.is(formatPath([0, 'port']), '[0].port');
+  t.is(formatPath(['ports', 0, 'port']), 'ports[0].port');
+  t.is(formatPath([]), '');
 });
 
 test('an unreadable file is a config error with its own code', (t) => {

@@ -173,4 +173,5 @@ test('scenario files: steps are checked and a bad one names its path', (t) => {
   t.regex(bad.message, /steps\[1\]\.call\.url/);
   t.throws(() => parseScenario({ steps: [{ dance: {} }] }, 's.yaml'), { message: /steps\[0\]: needs exactly one of/ });
   t.throws(() => parseScenario({ steps: [{ wait: { in: 'a' } }] }, 's.yaml'), { message: /exactly one of http, command or healthy/ });
+  t.throws(() => parseScenario({ steps: [{ sleep: '1s' }, { stop: ['a', ''] }] }, 's.yaml'), { message: /^s\.yaml: steps\[1\]\.stop\[1\]: / });
 });

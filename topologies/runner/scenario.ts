@@ -129,8 +129,7 @@ export function parseScenario(raw: unknown, file: string): Scenario {
     const parsed = stepSchemas[kind].safeParse(rest[kind]);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
-      const sub = formatPath(issue.path);
-      return fail(`${path}.${kind}${sub ? `.${sub}` : ''}`, issue.message);
+      return fail(formatPath(['steps', i, kind, ...issue.path]), issue.message);
     }
     return { kind, name: typeof name === 'string' ? name : describe(kind, parsed.data), spec: parsed.data } as ScenarioStep;
   });
