@@ -19,7 +19,7 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from '../fixtures/index.js';
+import { descendantPids, processAlive, waitFor } from '../fixtures/index.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const README = join(ROOT, 'README.md');
@@ -66,26 +66,6 @@ function portFree(port: number): Promise<boolean> {
     server.once('error', () => resolve(false));
     server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
-}
-
-/** Live (not zombie) descendants of `pid`, from /proc. */
-function descendants(pid: number): number[] {
-  let children: number[] = [];
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-  } catch {
-    return [];
-  }
-  return children.flatMap((child) => [child, ...descendants(child)]);
-}
-
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 function killQuietly(pid: number, signal: NodeJS.Signals): void {
@@ -157,7 +137,7 @@ class Shell {
 
   /** Notes every process below the shell now (npx starts its command a moment after `&`). */
   record(): void {
-    for (const pid of descendants(this.pid)) this.started.add(pid);
+    for (const pid of descendantPids(this.pid)) this.started.add(pid);
   }
 
   /** SIGKILL to every process the shell started (and its process group), then the shell. */
@@ -258,7 +238,12 @@ test('README "Running it by hand": two clusters on one host, a call by name from
       const { status: code } = await shell.run(command, 60_000);
       if (code !== 0) throw new Error(`exit status ${code}: ${command}`);
     }
-    await waitFor(() => started.every((pid) => !alive(pid)), { timeoutMs: 30_000, what: `every process of the by-hand run to end after the README's stop (left: ${started.filter(alive).join(' ')})` });
+    await waitFor(() => started.every((pid) => !processAlive(pid)), { timeoutMs: 30_000, what: "every process of the by-hand run to end after the README's stop" }).catch((error: Error) => {
+      throw new Error(`${error.message}; still running: ${started.filter(processAlive).map((pid) => `${pid} ${readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')}`).join('; ')}`);
+    });
+    const stillBusy = [];
+    for (const port of FIXED_PORTS) if (!(await portFree(port))) stillBusy.push(port);
+    t.deepEqual(stillBusy, [], 'every port is free again after the stop');
   } catch (error) {
     t.log(shell.transcript.join('\n'));
     t.log(logs());
