@@ -82,7 +82,7 @@ export function registerAppCommands(program: Command): void {
 
   app
     .command('load')
-    .description('load client: paced HTTP GETs; prints a JSON report {requests, successes, failures, failuresBy, byService, byCluster, byVersion, byPeerIdentity, latencyMs}; exits 1 when a threshold is missed')
+    .description('load client: paced HTTP GETs; prints a JSON report {requests, successes, failures, failuresBy, byService, byCluster, byVersion, byPeerIdentity, byPeerCluster, latencyMs}; exits 1 when a threshold is missed')
     .requiredOption('--url <url>', 'URL to call', urlOption)
     .option('--rps <n>', 'requests per second', intOption('--rps', 1, 100_000), 10)
     .option('--duration <d>', 'how long to send (e.g. 10s)', durationOption('--duration'))
