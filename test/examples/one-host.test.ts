@@ -25,14 +25,13 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const README = join(ROOT, 'README.md');
 const EXAMPLES = join(ROOT, 'examples', 'one-host');
 
-/** Every port the README's commands and the example files listen on. */
-const FIXED_PORTS = [
-  27379, 27380, 28379, 28380, 28381, // etcd east (client, peer), west (client, peer, metrics)
-  27012, 27053, 27021, 27090, 28012, 28053, 28021, 28090, // controllers: gRPC, DNS, ready, metrics
-  27443, 27022, 27091, 28443, 28022, 28091, // gateways: data, ready, metrics
-  27080, 28080, // apps
-  27106, 27153, 27121, 27191, 28106, 28153, 28121, 28191, // sidecars: inbound, DNS, ready, metrics
-];
+/**
+ * Every port the README's by-hand commands and the example files use: east's are 27xxx,
+ * west's 28xxx (README and examples/one-host/*.yaml say so), read from the text itself.
+ */
+function fixedPorts(texts: readonly string[]): number[] {
+  return [...new Set(texts.flatMap((text) => [...text.matchAll(/(?<![\d.])2[78]\d{3}(?![\d.])/g)].map((m) => Number(m[0]))))].sort();
+}
 
 /**
  * The shell commands of the fenced `sh` blocks between `<!-- <name>:start -->` and
@@ -175,6 +174,8 @@ test('README "Running it by hand": two clusters on one host, a call by name from
   const readme = readFileSync(README, 'utf8');
   const commands = readmeCommands(readme, 'by-hand');
   const stop = readmeCommands(readme, 'by-hand-stop');
+  const FIXED_PORTS = fixedPorts([...commands, ...readdirSync(EXAMPLES).filter((f) => f.endsWith('.yaml')).map((f) => readFileSync(join(EXAMPLES, f), 'utf8'))]);
+  t.true(FIXED_PORTS.length >= 25, `found the README's ports: ${FIXED_PORTS.join(' ')}`);
 
   const busy = [];
   for (const port of FIXED_PORTS) if (!(await portFree(port))) busy.push(port);
