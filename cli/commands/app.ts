@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { CausewayError, UsageError } from '../../mesh/index.js';
 import { PEER_IDENTITY_HEADER, parseComposeDurationMs, runLoad, startEchoServer } from '../../topologies/index.js';
@@ -27,6 +28,18 @@ function urlOption(text: string): string {
     throw new UsageError(`--url must be an http:// URL (got "${text}")`);
   }
 }
+
+/** `--dns 127.0.0.1:15053`: an IP address and a port, which is what a node:dns Resolver takes. */
+function dnsServerOption(text: string): string {
+  const match = /^(\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:.]+\]):(\d{1,5})$/.exec(text);
+  const port = Number(match?.[2]);
+  if (!match || isIP(match[1]!.replace(/^\[|\]$/g, '')) === 0 || port < 1 || port > 65535) {
+    throw new UsageError(`--dns must be a DNS server as ip:port, e.g. 127.0.0.1:15053 (got "${text}")`);
+  }
+  return text;
+}
+
+const DNS_HELP = "resolve the URL's host through this DNS server (ip:port, e.g. a sidecar's dnsPort: 127.0.0.1:15053) instead of the host's resolver";
 
 function expectOption(text: string, previous: Record<string, string> = {}): Record<string, string> {
   const eq = text.indexOf('=');
@@ -69,13 +82,14 @@ export function registerAppCommands(program: Command): void {
 
   app
     .command('load')
-    .description('load client: paced HTTP GETs; prints a JSON report {requests, successes, failures, failuresBy, byService, byCluster, byVersion, byPeerIdentity, latencyMs}; exits 1 when a threshold is missed')
+    .description('load client: paced HTTP GETs; prints a JSON report {requests, successes, failures, failuresBy, byService, byCluster, byVersion, byPeerIdentity, byPeerCluster, latencyMs}; exits 1 when a threshold is missed')
     .requiredOption('--url <url>', 'URL to call', urlOption)
     .option('--rps <n>', 'requests per second', intOption('--rps', 1, 100_000), 10)
     .option('--duration <d>', 'how long to send (e.g. 10s)', durationOption('--duration'))
     .option('--requests <n>', 'how many requests to send', intOption('--requests', 1, 10_000_000))
     .option('--timeout <d>', 'per-request timeout', durationOption('--timeout'), 2000)
     .option('--keep-alive', 'reuse connections (default: a new connection per request)')
+    .option('--dns <ip:port>', DNS_HELP, dnsServerOption)
     .option('--progress', 'also print `progress {"requests":…,"successes":…,"failures":…}` lines to stderr twice a second')
     .option('--expect <field=value>', "count a reply as a success only if its JSON has this field value (repeatable), e.g. --expect cluster=west", expectOption)
     .option('--min-successes <n>', 'exit 1 when fewer requests succeed', intOption('--min-successes', 0, 10_000_000))
@@ -85,7 +99,7 @@ export function registerAppCommands(program: Command): void {
       return r;
     })
     .option('--max-failures <n>', 'exit 1 when more requests fail', intOption('--max-failures', 0, 10_000_000))
-    .action(async (options: { url: string; rps: number; duration?: number; requests?: number; timeout: number; keepAlive?: boolean; progress?: boolean; expect?: Record<string, string>; minSuccesses?: number; minSuccessRatio?: number; maxFailures?: number }) => {
+    .action(async (options: { url: string; rps: number; duration?: number; requests?: number; timeout: number; keepAlive?: boolean; dns?: string; progress?: boolean; expect?: Record<string, string>; minSuccesses?: number; minSuccessRatio?: number; maxFailures?: number }) => {
       if (options.duration === undefined && options.requests === undefined) throw new UsageError('give --duration or --requests (or both)');
       const report = await runLoad({
         url: options.url,
@@ -95,6 +109,7 @@ export function registerAppCommands(program: Command): void {
         ...(options.requests === undefined ? {} : { requests: options.requests }),
         ...(options.expect ? { expect: options.expect } : {}),
         keepAlive: options.keepAlive ?? false,
+        ...(options.dns === undefined ? {} : { dnsServer: options.dns }),
         ...(options.progress ? { onProgress: (p: object) => process.stderr.write(`progress ${JSON.stringify(p)}\n`) } : {}),
       });
       process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -111,10 +126,11 @@ export function registerAppCommands(program: Command): void {
     .requiredOption('--url <url>', 'URL to call', urlOption)
     .option('--timeout <d>', 'per-request timeout', durationOption('--timeout'), 1000)
     .option('--wait <d>', 'keep trying for this long', durationOption('--wait'))
-    .action(async (options: { url: string; timeout: number; wait?: number }) => {
+    .option('--dns <ip:port>', DNS_HELP, dnsServerOption)
+    .action(async (options: { url: string; timeout: number; wait?: number; dns?: string }) => {
       const deadline = Date.now() + (options.wait ?? 0);
       for (;;) {
-        const report = await runLoad({ url: options.url, rps: 1, requests: 1, timeoutMs: options.timeout });
+        const report = await runLoad({ url: options.url, rps: 1, requests: 1, timeoutMs: options.timeout, ...(options.dns === undefined ? {} : { dnsServer: options.dns }) });
         if (report.successes === 1) return;
         if (Date.now() >= deadline) throw new LoadThresholdError(`${options.url} did not answer 2xx: ${Object.keys(report.failuresBy).join(', ')}`);
         await new Promise((r) => setTimeout(r, 200));

@@ -1,6 +1,8 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
+import { execFile } from 'node:child_process';
 import { request } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { PEER_CLUSTER_HEADER as PROXY_CLUSTER_HEADER, PEER_IDENTITY_HEADER as PROXY_IDENTITY_HEADER } from '../../proxy/index.js';
 import { PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER, peerIdentityOf, runLoad, startEchoServer, unmetRequirements } from '../../topologies/index.js';
 
@@ -56,4 +58,57 @@ test('load counts refused connections as failures without throwing', async (t) =
   t.is(report.requests, 5);
   t.is(report.successes, 0);
   t.is(report.failuresBy.ECONNREFUSED, report.requests);
+});
+
+/** A DNS server on 127.0.0.1 that knows one name (A → 127.0.0.1) and answers NXDOMAIN otherwise. */
+async function startOneNameDns(t: ExecutionContext, known: string): Promise<string> {
+  const dns2 = (await import('dns2')).default;
+  const Packet = dns2.Packet as unknown as {
+    createResponseFromRequest(r: unknown): { header: { rcode: number }; answers: unknown[] };
+    createResourceFromQuestion(q: unknown, r: unknown): unknown;
+    TYPE: { A: number };
+    CLASS: { IN: number };
+  };
+  const server = new dns2.UDPServer({ type: 'udp4' });
+  server.on('request', (request: { questions: { name: string; type: number }[] }, send: (r: unknown) => void) => {
+    const response = Packet.createResponseFromRequest(request);
+    const question = request.questions[0]!;
+    if (question.name.toLowerCase() !== known) response.header.rcode = 3;
+    else if (question.type === Packet.TYPE.A) response.answers.push(Packet.createResourceFromQuestion({ name: question.name, type: Packet.TYPE.A, class: Packet.CLASS.IN }, { ttl: 5, address: '127.0.0.1' }));
+    send(response);
+  });
+  await new Promise<void>((resolve) => server.bind(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => server.close());
+  return `127.0.0.1:${server.address().port}`;
+}
+
+test('load --dns resolves the URL host through that server: a mesh name reaches the app, an unknown one counts as ENOTFOUND', async (t) => {
+  const server = await startEchoServer({ port: 0, host: '127.0.0.1', name: 'reviews', cluster: 'west', version: 'v1' });
+  t.teardown(() => server.close());
+  const { port } = server.address() as AddressInfo;
+  const dnsServer = await startOneNameDns(t, 'reviews.default.svc.causeway.internal');
+
+  const report = await runLoad({ url: `http://reviews.default.svc.causeway.internal:${port}/`, rps: 100, requests: 3, timeoutMs: 2000, dnsServer });
+  t.like(report, { successes: 3, failures: 0, byService: { reviews: 3 }, byPeerCluster: { none: 3 } });
+
+  const unknown = await runLoad({ url: `http://ratings.default.svc.causeway.internal:${port}/`, rps: 100, requests: 2, timeoutMs: 2000, dnsServer });
+  t.like(unknown, { successes: 0, failures: 2, failuresBy: { ENOTFOUND: 2 } });
+
+  const literal = await runLoad({ url: `http://127.0.0.1:${port}/`, rps: 100, requests: 1, timeoutMs: 2000, dnsServer });
+  t.is(literal.successes, 1, 'an IP address in the URL is not looked up');
+});
+
+test('causeway app load --dns takes ip:port only, as a usage error (exit 2)', async (t) => {
+  const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
+  const run = (dns: string) =>
+    new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(process.execPath, [bin, 'app', 'load', '--dns', dns, '--url', 'http://reviews.default.svc.causeway.internal:9080/', '--requests', '1'], { timeout: 30_000 }, (error, _stdout, stderr) =>
+        resolve({ code: error ? ((error as { code?: number }).code ?? 1) : 0, stderr }),
+      );
+    });
+  for (const bad of ['localhost:15053', '127.0.0.1', '127.0.0.1:0', '127.0.0.1:70000']) {
+    const { code, stderr } = await run(bad);
+    t.is(code, 2, bad);
+    t.regex(stderr, /--dns must be a DNS server as ip:port/, bad);
+  }
 });

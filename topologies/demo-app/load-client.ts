@@ -1,4 +1,6 @@
+import { Resolver } from 'node:dns';
 import { Agent, request } from 'node:http';
+import { isIP, type LookupFunction } from 'node:net';
 
 export interface LoadOptions {
   readonly url: string;
@@ -16,6 +18,12 @@ export interface LoadOptions {
   /** Called about every `progressEveryMs` (default 500) with the counts so far. */
   readonly onProgress?: (progress: LoadProgress) => void;
   readonly progressEveryMs?: number;
+  /**
+   * Resolve the URL's host through this DNS server (`ip:port`, e.g. a sidecar's DNS on
+   * 127.0.0.1:15053) instead of the host's resolver: a mesh name then works without
+   * touching /etc/resolv.conf. A and nothing else; an IP address in the URL is used as is.
+   */
+  readonly dnsServer?: string;
 }
 
 export interface LoadProgress {
@@ -37,6 +45,8 @@ export interface LoadReport {
   readonly byCluster: Record<string, number>;
   readonly byVersion: Record<string, number>;
   readonly byPeerIdentity: Record<string, number>;
+  /** The caller's cluster as the server saw it (the echo app's `peerCluster`), `none` when absent. */
+  readonly byPeerCluster: Record<string, number>;
   readonly latencyMs: { readonly p50: number; readonly p90: number; readonly p99: number; readonly max: number };
   readonly durationMs: number;
 }
@@ -58,13 +68,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   const byCluster: Record<string, number> = {};
   const byVersion: Record<string, number> = {};
   const byPeerIdentity: Record<string, number> = {};
+  const byPeerCluster: Record<string, number> = {};
+  const lookup = options.dnsServer === undefined ? undefined : lookupThrough(options.dnsServer, options.timeoutMs);
   let successes = 0;
   let sent = 0;
   const inFlight = new Set<Promise<void>>();
 
   const one = async () => {
     const t0 = performance.now();
-    const outcome = await get(options.url, options.timeoutMs, agent);
+    const outcome = await get(options.url, options.timeoutMs, agent, lookup);
     latencies.push(performance.now() - t0);
     if (outcome.error !== undefined) return count(failuresBy, outcome.error);
     if (outcome.status < 200 || outcome.status >= 300) return count(failuresBy, `http_${outcome.status}`);
@@ -83,6 +95,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       if (typeof body.cluster === 'string') count(byCluster, body.cluster);
       if (typeof body.version === 'string') count(byVersion, body.version);
       count(byPeerIdentity, typeof body.peerIdentity === 'string' ? body.peerIdentity : 'none');
+      count(byPeerCluster, typeof body.peerCluster === 'string' ? body.peerCluster : 'none');
     }
   };
 
@@ -117,12 +130,39 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     byCluster,
     byVersion,
     byPeerIdentity,
+    byPeerCluster,
     latencyMs: { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: pct(1) },
     durationMs: Date.now() - started,
   };
 }
 
-function get(url: string, timeoutMs: number, agent: Agent): Promise<{ status: number; body: string; error?: undefined } | { error: string }> {
+/**
+ * A `lookup` for node:http that asks one DNS server for A records. Errors keep the
+ * resolver's codes (`ENOTFOUND` for NXDOMAIN, `ECONNREFUSED`, `ETIMEOUT`), which the report
+ * counts under `failuresBy`.
+ */
+function lookupThrough(server: string, timeoutMs: number): LookupFunction {
+  const resolver = new Resolver({ timeout: Math.max(1, Math.min(timeoutMs, 5_000)), tries: 2 });
+  resolver.setServers([server]);
+  return (hostname, options, callback) => {
+    const family = isIP(hostname);
+    if (family !== 0) {
+      if (options.all) callback(null, [{ address: hostname, family }]);
+      else callback(null, hostname, family);
+      return;
+    }
+    resolver.resolve4(hostname, (error, addresses) => {
+      if (error || addresses.length === 0) {
+        callback(error ?? Object.assign(new Error(`no A record for ${hostname}`), { code: 'ENODATA' }), '', 4);
+        return;
+      }
+      if (options.all) callback(null, addresses.map((address) => ({ address, family: 4 })));
+      else callback(null, addresses[0]!, 4);
+    });
+  };
+}
+
+function get(url: string, timeoutMs: number, agent: Agent, lookup?: LookupFunction): Promise<{ status: number; body: string; error?: undefined } | { error: string }> {
   return new Promise((resolve) => {
     let settled = false;
     const finish = (value: { status: number; body: string } | { error: string }) => {
@@ -131,7 +171,7 @@ function get(url: string, timeoutMs: number, agent: Agent): Promise<{ status: nu
       clearTimeout(timer);
       resolve(value);
     };
-    const req = request(url, { agent, method: 'GET' }, (res) => {
+    const req = request(url, { agent, method: 'GET', ...(lookup ? { lookup } : {}) }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => {
