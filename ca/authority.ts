@@ -5,6 +5,7 @@ import { clusterNameProblem, parseSpiffeId, trustDomainProblem } from '../mesh/i
 import { Extensions, LeafTemplate, distinguishedName, issuerFields, keyIdentifier, randomSerial, signTbs, spkiOf, tbsCertificate } from './certificate-profile.js';
 import { parseAndVerifyCsr } from './csr.js';
 import { CaError, CaErrorCodes } from './errors.js';
+import { encodePkcs12, generatePkcs12Password } from './pkcs12.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, isRsa, loadPrivateKey, privateKeyPem, signatureSchemeFor, type KeyType } from './keys.js';
 import { pemEncode } from './pem.js';
 import { buildTrustBundle, trustDomainOfCa, verifyCaChain } from './trust-bundle.js';
@@ -30,6 +31,10 @@ export const CaFiles = {
   trustBundle: 'trust-bundle.pem',
   workloadKey: 'key.pem',
   workloadCert: 'cert.pem',
+  /** PKCS#12 keystore (key, chain, trust bundle) for JVM and .NET workloads. */
+  workloadPkcs12: 'workload.p12',
+  /** The keystore's password, when Causeway generated it. */
+  workloadPkcs12Password: 'workload.p12.password',
 } as const;
 
 /** An offline root: signs intermediates only. */
@@ -284,7 +289,7 @@ function resolveTtl(options: SignCsrOptions): number {
   return ttl;
 }
 
-async function writeSecret(path: string, text: string): Promise<void> {
+export async function writeSecret(path: string, text: string | Buffer): Promise<void> {
   // mode applies only on creation; chmod covers an existing file.
   await writeFile(path, text, { mode: 0o600 });
   await chmod(path, 0o600);
@@ -364,6 +369,23 @@ export async function loadIntermediateCa(dir: string): Promise<IntermediateCa> {
   const ou = /^OU=(.*)$/m.exec(new X509Certificate(certificatePem).subject ?? '')?.[1];
   if (!ou) throw new CaError(CaErrorCodes.caInvalid, `${join(dir, CaFiles.caCert)} names no cluster (subject OU); create it with \`causeway ca intermediate\``);
   return intermediateFrom({ cluster: ou, privateKey, certificatePem, certChainPem, trustBundlePem });
+}
+
+/**
+ * Writes workload.p12 (0600): key, chain and trust bundle for a JVM or .NET workload.
+ * Without a password, one is generated and written to workload.p12.password (0600).
+ */
+export async function writeWorkloadPkcs12(cert: WorkloadCertificate, dir: string, password?: string): Promise<{ pkcs12File: string; passwordFile: string | undefined }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const secret = password ?? generatePkcs12Password();
+  const pkcs12File = join(dir, CaFiles.workloadPkcs12);
+  await writeSecret(pkcs12File, encodePkcs12({ privateKeyPem: cert.privateKeyPem, certChain: cert.certChain, trustBundlePem: cert.trustBundlePem, password: secret }));
+  let passwordFile: string | undefined;
+  if (password === undefined) {
+    passwordFile = join(dir, CaFiles.workloadPkcs12Password);
+    await writeSecret(passwordFile, `${secret}\n`);
+  }
+  return { pkcs12File, passwordFile };
 }
 
 /** Writes key.pem (0600), cert.pem (leaf), cert-chain.pem (leaf + intermediate) and trust-bundle.pem. */

@@ -44,6 +44,7 @@ export {
   writeIntermediateCa,
   loadIntermediateCa,
   writeWorkloadCertificate,
+  writeWorkloadPkcs12,
   type RootCa,
   type RootCaFiles,
   type IntermediateCa,
@@ -59,6 +60,7 @@ export { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertifi
 export { createCsr, parseAndVerifyCsr, MAX_CSR_PEM_BYTES, type VerifiedCsr } from './csr.js';
 export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, verifyCaChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
 export { splitCertificates } from './pem.js';
+export { encodePkcs12, generatePkcs12Password, type Pkcs12Input } from './pkcs12.js';
 export { mintJoinToken, verifyJoinToken, joinTokenAudience, DEFAULT_JOIN_TOKEN_TTL_SECONDS, MAX_JOIN_TOKEN_TTL_SECONDS, type JoinTokenClaims } from './join-token.js';
 export {
   addCertificateService,

@@ -6,7 +6,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 
 const NEEDS = {
   // command on PATH -> Debian package providing it
-  test: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux' },
+  test: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
+    // PKCS#12 keystores are checked by the JDK's keytool and a Java TLS client (`java Client.java` needs the compiler).
+    keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless' },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', haproxy: 'haproxy', nginx: 'nginx-light',

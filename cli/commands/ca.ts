@@ -19,6 +19,7 @@ import {
   writeIntermediateCa,
   writeRootCa,
   writeWorkloadCertificate,
+  writeWorkloadPkcs12,
   type KeyType,
 } from '../../ca/index.js';
 import { UsageError, clusterNameProblem, formatSpiffeId, parseDurationMs, parseSpiffeId, trustDomainProblem } from '../../mesh/index.js';
@@ -57,6 +58,14 @@ async function readFlagFile(flag: string, path: string): Promise<string> {
   } catch (error) {
     throw new UsageError(`--${flag} ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
   }
+}
+
+/** The first line of a password file; printable ASCII so Java, .NET and OpenSSL derive the same key bytes. */
+function pkcs12Password(text: string, file: string): string {
+  const password = text.split(/\r?\n/)[0] ?? '';
+  if (password.length === 0) throw new UsageError(`--password-file ${file}: the first line is empty; write the keystore password there`);
+  if (!/^[\x20-\x7e]+$/.test(password)) throw new UsageError(`--password-file ${file}: the password must be printable ASCII (readers of PKCS#12 disagree on other characters)`);
+  return password;
 }
 
 const print = (text: string) => process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
@@ -105,7 +114,7 @@ export function registerCaCommands(program: Command): void {
     });
 
   ca.command('issue')
-    .description('issue a workload key and certificate (tooling, static hosts, tests): key.pem (0600), cert.pem, cert-chain.pem, trust-bundle.pem')
+    .description('issue a workload key and certificate (tooling, static hosts, tests): key.pem (0600), cert.pem, cert-chain.pem, trust-bundle.pem; with --format pkcs12 also workload.p12')
     .requiredOption('--ca <dir>', 'intermediate directory from `causeway ca intermediate`')
     .requiredOption('--spiffe-id <id>', 'spiffe://<td>/ns/<namespace>/sa/<service-account>')
     .requiredOption('--out <dir>', 'directory to write')
@@ -113,12 +122,17 @@ export function registerCaCommands(program: Command): void {
     .option('--key-type <type>', `${KeyTypes.join(' | ')}`, 'ec-p256')
     .option('--common-name <cn>', 'subject CN, for tools that key on it (e.g. an etcd user)')
     .option('--force', 'replace an existing key in --out')
-    .action(async (flags: { ca: string; spiffeId: string; out: string; ttl: string; keyType: string; commonName?: string; force?: boolean }) => {
+    .option('--format <format>', 'pem, or pkcs12: also workload.p12 (0600) holding the key, the chain and the trust bundle, for JVM and .NET workloads', 'pem')
+    .option('--password-file <file>', 'with --format pkcs12: the keystore password (first line); default: generated and written to workload.p12.password (0600)')
+    .action(async (flags: { ca: string; spiffeId: string; out: string; ttl: string; keyType: string; commonName?: string; force?: boolean; format: string; passwordFile?: string }) => {
       try {
         parseSpiffeId(flags.spiffeId);
       } catch (error) {
         throw new UsageError(`--spiffe-id: ${(error as Error).message}`);
       }
+      if (flags.format !== 'pem' && flags.format !== 'pkcs12') throw new UsageError(`--format must be pem or pkcs12 (got "${flags.format}")`);
+      if (flags.passwordFile !== undefined && flags.format !== 'pkcs12') throw new UsageError('--password-file goes with --format pkcs12');
+      const password = flags.passwordFile === undefined ? undefined : pkcs12Password(await readFlagFile('password-file', flags.passwordFile), flags.passwordFile);
       const keyType = keyTypeFlag(flags.keyType);
       const ttlSeconds = ttlFlag('ttl', flags.ttl);
       await refuseOverwrite(flags.out, CaFiles.workloadKey, flags.force);
@@ -129,6 +143,10 @@ export function registerCaCommands(program: Command): void {
       });
       const files = await writeWorkloadCertificate(cert, flags.out);
       print(`${cert.spiffeId}: ${files.certChainFile} (key ${files.keyFile}, mode 0600), valid until ${cert.notAfter.toISOString()}`);
+      if (flags.format === 'pkcs12') {
+        const p12 = await writeWorkloadPkcs12(cert, flags.out, password);
+        print(`PKCS#12 keystore ${p12.pkcs12File} (mode 0600; alias "workload", roots as trusted entries), password ${p12.passwordFile ? `in ${p12.passwordFile} (mode 0600)` : `from ${flags.passwordFile}`}`);
+      }
     });
 
   ca.command('inspect')
