@@ -8,6 +8,7 @@ import { controllerIdentity, fallbackControllerServerName, grpcFailure, logger, 
 import { CaFiles, Defaults } from './authority.js';
 import { createCsr } from './csr.js';
 import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
+import { encodePkcs12 } from './pkcs12.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, privateKeyPem, type KeyType } from './keys.js';
 import { splitCertificates } from './pem.js';
 import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
@@ -100,6 +101,12 @@ export interface WorkloadCertificateClientOptions {
   readonly joinToken?: string | (() => Promise<string | undefined> | string | undefined);
   /** Where key.pem (0600), cert-chain.pem and trust-bundle.pem are kept across restarts. */
   readonly stateDir?: string;
+  /**
+   * Also keep `workload.p12` (0600) in `stateDir` — key, chain and trust bundle for a JVM
+   * or .NET app that does its own TLS — rewritten on every renewal, protected by the
+   * first line of `passwordFile`.
+   */
+  readonly pkcs12?: { readonly passwordFile: string };
   readonly keyType?: KeyType;
   /** Requested validity; 0 = the signer's default (24 h). */
   readonly ttlSeconds?: number;
@@ -278,6 +285,18 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     await write(CaFiles.workloadKey, cert.privateKeyPem, 0o600);
     await write(CaFiles.certChain, cert.certChainPem, 0o644);
     await write(CaFiles.trustBundle, cert.trustBundlePem, 0o644);
+    if (this.options.pkcs12) {
+      // A keystore that cannot be written must not cost the sidecar its certificate: logged, retried at the next renewal.
+      try {
+        const password = (await readFile(this.options.pkcs12.passwordFile, 'utf8')).split(/\r?\n/)[0] ?? '';
+        const temp = join(dir, `.${CaFiles.workloadPkcs12}.tmp`);
+        await writeFile(temp, encodePkcs12({ privateKeyPem: cert.privateKeyPem, certChain: splitCertificates(cert.certChainPem), trustBundlePem: cert.trustBundlePem, password }), { mode: 0o600 });
+        await chmod(temp, 0o600);
+        await rename(temp, join(dir, CaFiles.workloadPkcs12));
+      } catch (error) {
+        this.log.error({ err: error, passwordFile: this.options.pkcs12.passwordFile }, `cannot write ${CaFiles.workloadPkcs12}; check the password file (its first line is the keystore password)`);
+      }
+    }
   }
 
   private async loadSaved(): Promise<CurrentCertificate | undefined> {

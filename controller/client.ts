@@ -134,16 +134,17 @@ type DiscoveryEvents = {
  * unchanged catalog is not re-sent. gzip-encoded snapshots are accepted.
  */
 /**
- * A failed call or stream to the controller as one sentence for logs and the CLI, without
- * grpc-js's status prefix and "Resolution note:" (mesh/grpc-failure.ts). Our own errors pass through.
+ * A controller that cannot be reached, as one sentence for logs and the CLI, without
+ * grpc-js's status prefix and "Resolution note:" (mesh/grpc-failure.ts). Our own errors
+ * and the controller's refusals pass through.
  */
 export function controllerCallError(error: Error, address: string): Error {
   if (error instanceof ControllerError || typeof (error as { code?: unknown }).code !== 'number') return error;
   const { unreachable, reason } = grpcFailure(error);
-  const message = unreachable
-    ? `the controller at ${address} is unreachable (${reason}); check that it runs and the controller address in the config`
-    : `the controller at ${address} ended the call (${reason})`;
-  return new ControllerError(ControllerErrorCodes.unreachable, message, { cause: error, retryable: true });
+  // A controller that answered and refused (FAILED_PRECONDITION, PERMISSION_DENIED…) said
+  // what it meant; callers match on its gRPC status, so that error goes through as it is.
+  if (!unreachable) return error;
+  return new ControllerError(ControllerErrorCodes.unreachable, `the controller at ${address} is unreachable (${reason}); check that it runs and the controller address in the config`, { cause: error, retryable: true });
 }
 
 export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {

@@ -1,7 +1,7 @@
 import { mkdir, open } from 'node:fs/promises';
 import { isAbsolute, join, posix } from 'node:path';
 import { stringify as stringifyYaml } from 'yaml';
-import { mintJoinToken, type IntermediateCa } from '../ca/index.js';
+import { CaFiles, generatePkcs12Password, mintJoinToken, type IntermediateCa } from '../ca/index.js';
 import {
   NETWORK_LABEL,
   WorkloadConfig,
@@ -23,6 +23,8 @@ export const BundleFiles = {
   joinToken: 'join-token',
   unit: 'causeway-sidecar.service',
   install: 'install.sh',
+  /** With `pkcs12`: the password of `<stateDir>/workload.p12`, which the sidecar keeps fresh. */
+  pkcs12Password: 'workload.p12.password',
 } as const;
 
 export const BundleDefaults = {
@@ -67,12 +69,20 @@ export interface WorkloadBundleOptions {
    * `networkGateway` reach such hosts through the gateway, and the host reaches them so.
    */
   readonly network?: string;
+  /**
+   * Also have the sidecar keep `<stateDir>/workload.p12` (key, chain, trust bundle) for a
+   * JVM or .NET app on the host: the bundle carries a generated password (0600) and the
+   * sidecar config's `sidecar.pkcs12`.
+   */
+  readonly pkcs12?: boolean;
   readonly now?: Date;
 }
 
 export interface WorkloadBundle {
   readonly dir: string;
-  readonly files: { readonly config: string; readonly trustBundle: string; readonly joinToken: string; readonly unit: string; readonly install: string };
+  readonly files: { readonly config: string; readonly trustBundle: string; readonly joinToken: string; readonly unit: string; readonly install: string; readonly pkcs12Password?: string };
+  /** With `pkcs12`: where the keystore appears on the host once the sidecar has its certificate. */
+  readonly pkcs12File?: string;
   /** The one SPIFFE ID the token lets the host obtain. */
   readonly identity: string;
   /** The endpoint the host registers: `<group>-<address>`. */
@@ -149,6 +159,7 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
     joinToken: join(dir, BundleFiles.joinToken),
     unit: join(dir, BundleFiles.unit),
     install: join(dir, BundleFiles.install),
+    ...(options.pkcs12 ? { pkcs12Password: join(dir, BundleFiles.pkcs12Password) } : {}),
   };
   const header = [
     `# Causeway sidecar for ${group.service}.${group.namespace}, workload group ${group.name}, cluster ${cluster}.`,
@@ -160,17 +171,27 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
   try {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // On port 53 the sidecar is the host's resolver: forwarding other names to "the host's resolver" would loop.
-    const tuning = sidecarConfig.dnsPort === 53 ? '# The host resolves through this sidecar (DNS on 53): names outside the mesh are refused, not forwarded to itself.\nsidecar:\n  dns: { outside: refuse }\n' : '';
+    const dns53 = sidecarConfig.dnsPort === 53;
+    const tuningNotes = [
+      ...(dns53 ? ['# The host resolves through this sidecar (DNS on 53): names outside the mesh are refused, not forwarded to itself.'] : []),
+      ...(options.pkcs12 ? [`# The sidecar keeps ${posix.join(stateDir, CaFiles.workloadPkcs12)} (0600, its user's) fresh for a JVM or .NET app; password in ${posix.join(installDir, BundleFiles.pkcs12Password)}.`] : []),
+    ];
+    const tuningValues = {
+      ...(dns53 ? { dns: { outside: 'refuse' } } : {}),
+      ...(options.pkcs12 ? { pkcs12: { passwordFile: posix.join(installDir, BundleFiles.pkcs12Password) } } : {}),
+    };
+    const tuning = tuningNotes.length > 0 ? `${tuningNotes.join('\n')}\n${stringifyYaml({ sidecar: tuningValues })}` : '';
     await put(files.config, header + stringifyYaml(draft) + tuning, 0o644);
     await put(files.trustBundle, ca.trustBundlePem.endsWith('\n') ? ca.trustBundlePem : `${ca.trustBundlePem}\n`, 0o644);
     await put(files.joinToken, `${token}\n`, 0o600);
     const lowPort = [sidecarConfig.dnsPort, sidecarConfig.inboundPort].some((p) => p > 0 && p < 1024);
     await put(files.unit, systemdUnit({ group, cluster, installDir, stateDir, causewayBin, user, bindsLowPorts: lowPort }), 0o644);
-    await put(files.install, installScript({ installDir, stateDir, user }), 0o755);
+    if (files.pkcs12Password) await put(files.pkcs12Password, `${generatePkcs12Password()}\n`, 0o600);
+    await put(files.install, installScript({ installDir, stateDir, user, pkcs12: options.pkcs12 ?? false }), 0o755);
   } catch (error) {
     throw new WorkloadError(WorkloadErrorCodes.bundleWriteFailed, `cannot write the bundle to ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
   }
-  return { dir, files, identity, endpointId, tokenExpiresAt, sidecarConfig };
+  return { dir, files, identity, endpointId, tokenExpiresAt, sidecarConfig, ...(options.pkcs12 ? { pkcs12File: posix.join(stateDir, CaFiles.workloadPkcs12) } : {}) };
 }
 
 async function put(file: string, text: string, mode: number): Promise<void> {
@@ -233,7 +254,7 @@ export function systemdUnit(o: { group: WorkloadGroup; cluster: string; installD
 }
 
 /** Installs the bundle on a systemd host (run as root from the bundle directory). */
-export function installScript(o: { installDir: string; stateDir: string; user: string }): string {
+export function installScript(o: { installDir: string; stateDir: string; user: string; pkcs12?: boolean }): string {
   return [
     '#!/bin/sh',
     '# Installs this Causeway bundle on a systemd host. Run as root from the bundle directory.',
@@ -243,6 +264,7 @@ export function installScript(o: { installDir: string; stateDir: string; user: s
     `install -d -m 0755 ${o.installDir}`,
     `install -m 0644 ${BundleFiles.config} ${BundleFiles.trustBundle} ${o.installDir}/`,
     `install -m 0600 -o ${o.user} -g ${o.user} ${BundleFiles.joinToken} ${o.installDir}/${BundleFiles.joinToken}`,
+    ...(o.pkcs12 ? [`install -m 0600 -o ${o.user} -g ${o.user} ${BundleFiles.pkcs12Password} ${o.installDir}/${BundleFiles.pkcs12Password}`] : []),
     `install -m 0644 ${BundleFiles.unit} /etc/systemd/system/${BundleFiles.unit}`,
     'systemctl daemon-reload',
     `systemctl enable --now ${BundleFiles.unit}`,

@@ -51,6 +51,10 @@ export const SidecarTuning = z.strictObject({
     .describe('outbound HTTP proxy for apps that honour HTTP_PROXY (DESIGN.md: 15001); omitted = off'),
   proxyProtocolPorts: z.array(port).default([]).describe("app target ports (TCP) that receive a PROXY protocol v2 header carrying the caller's SPIFFE ID"),
   certificateTtlSeconds: z.number().int().min(0).default(0).describe("requested workload certificate lifetime in seconds; 0 = the CA's default"),
+  pkcs12: z
+    .strictObject({ passwordFile: z.string().min(1).describe("file whose first line is the keystore's password (printable ASCII)") })
+    .optional()
+    .describe('also keep <stateDir>/workload.p12 (0600): the key, chain and trust bundle as a PKCS#12 keystore for a JVM or .NET app, rewritten on every renewal'),
   probeIntervalMs: durationMs.default(2_000).describe('how often the app is probed (see probe); ms, or a duration'),
   accessLog: z.boolean().default(true).describe('log every connection and request at debug level (an access log)'),
 });

@@ -165,6 +165,7 @@ export function certificatePart(config: SidecarConfig, identity: WorkloadIdentit
         spiffeId: workloadSpiffeId(config),
         joinToken: () => (config.joinTokenFile && existsSync(config.joinTokenFile) ? readFileSync(config.joinTokenFile, 'utf8').trim() : undefined),
         stateDir: config.stateDir,
+        ...(config.sidecar.pkcs12 ? { pkcs12: config.sidecar.pkcs12 } : {}),
         ttlSeconds: config.sidecar.certificateTtlSeconds,
         logger: log,
       });

@@ -62,11 +62,13 @@ interface BundleCliOptions {
   locality?: string;
   network?: string;
   dnsPort?: string;
+  format: string;
   json?: boolean;
 }
 
 async function bundle(options: BundleCliOptions): Promise<void> {
   const ttlSeconds = parseTokenTtl(options.ttl);
+  if (options.format !== 'pem' && options.format !== 'pkcs12') throw new UsageError(`--format must be pem or pkcs12 (got "${options.format}")`);
   const locality = options.locality ? parseLocality(options.locality) : undefined;
   const config = loadConfigFile('cluster', options.config);
   const { group, controllerAddress } = await withGroups(config, async (groups) => ({
@@ -90,9 +92,10 @@ async function bundle(options: BundleCliOptions): Promise<void> {
     ...(locality ? { locality } : {}),
     ...(options.network ? { network: label('--network', options.network) } : {}),
     ...(options.dnsPort !== undefined ? { dnsPort: parsePort('--dns-port', options.dnsPort) } : {}),
+    pkcs12: options.format === 'pkcs12',
   });
   if (options.json) {
-    process.stdout.write(`${JSON.stringify({ dir: written.dir, files: written.files, identity: written.identity, endpointId: written.endpointId, tokenExpiresAt: written.tokenExpiresAt.toISOString() }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ dir: written.dir, files: written.files, identity: written.identity, endpointId: written.endpointId, tokenExpiresAt: written.tokenExpiresAt.toISOString(), ...(written.pkcs12File ? { pkcs12File: written.pkcs12File } : {}) }, null, 2)}\n`);
     return;
   }
   process.stdout.write(
@@ -102,6 +105,7 @@ async function bundle(options: BundleCliOptions): Promise<void> {
       `  ${written.files.trustBundle}   mesh trust bundle`,
       `  ${written.files.joinToken}          join token for ${written.identity} only, 0600, expires ${written.tokenExpiresAt.toISOString()}`,
       `  ${written.files.unit}  systemd unit`,
+      ...(written.files.pkcs12Password ? [`  ${written.files.pkcs12Password}  password (0600) of ${written.pkcs12File}, the PKCS#12 keystore the sidecar keeps fresh for a JVM or .NET app`] : []),
       `  ${written.files.install}          installs the above on the host (run as root)`,
       `the host will register as endpoint ${written.endpointId}; copy the directory to it and run install.sh before the token expires`,
       '',
@@ -188,6 +192,7 @@ export function registerWorkloadCommands(program: Command): void {
     .option('--locality <region/zone>', "the host's locality (default: the cluster's)")
     .option('--network <name>', "the host's network, labelled on its endpoint (default with --via-gateway: the group's name); endpoints in other networks are reached through the gateway")
     .option('--dns-port <port>', "the sidecar's DNS port on the host (default 15053; 53 lets the host's resolver use it directly)")
+    .option('--format <format>', "pem, or pkcs12: the sidecar also keeps <state-dir>/workload.p12 (key, chain, trust bundle) fresh for a JVM or .NET app; the bundle carries its password (0600)", 'pem')
     .option('--json', 'print the result as JSON')
     .action((options: BundleCliOptions) => bundle(options));
 }

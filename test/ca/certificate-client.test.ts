@@ -1,6 +1,7 @@
 import test from 'ava';
 import { once } from 'node:events';
-import { stat } from 'node:fs/promises';
+import { createPrivateKey } from 'node:crypto';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
@@ -8,7 +9,7 @@ import { Registry } from 'prom-client';
 import { CaError, CaErrorCodes, WorkloadCertificateClient, mintJoinToken, type CurrentCertificate } from '../../ca/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { createRootLogger } from '../../mesh/index.js';
-import { tempDir } from './helpers.js';
+import { openssl, tempDir } from './helpers.js';
 import { counterValue, startSigningService } from './signing-service.js';
 
 const reviews = 'spiffe://causeway.internal/ns/default/sa/reviews';
@@ -121,4 +122,25 @@ test('a failed renewal is reported as an event (not thrown) and retried with bac
   while (failures.length < 2) await once(client, 'renewal-failed');
   t.is(failures[0]?.code, CaErrorCodes.fetchFailed);
   t.true(failures[0]?.retryable);
+});
+
+test('with pkcs12, stateDir also holds workload.p12 (0600) for a JVM app, rewritten with the new key on every renewal', async (t) => {
+  const { dir, east, service } = await setup(t);
+  const stateDir = join(dir, 'state');
+  const passwordFile = join(dir, 'p12-password');
+  await writeFile(passwordFile, 's3cret-pass\n', { mode: 0o600 });
+  const client = new WorkloadCertificateClient({ endpoint: service.endpoint, spiffeId: reviews, joinToken: mintJoinToken(east.ca, { spiffeId: reviews }), stateDir, pkcs12: { passwordFile } });
+  t.teardown(() => client.close());
+  const first = await client.start();
+  const p12 = join(stateDir, 'workload.p12');
+  t.is((await stat(p12)).mode & 0o777, 0o600);
+  const keyIn = async () => {
+    const out = await openssl(['pkcs12', '-in', p12, '-passin', `file:${passwordFile}`, '-nodes', '-nocerts']);
+    t.is(out.code, 0, out.stderr);
+    return createPrivateKey(out.stdout).export({ type: 'pkcs8', format: 'pem' }).toString();
+  };
+  const normalise = (pem: string) => createPrivateKey(pem).export({ type: 'pkcs8', format: 'pem' }).toString();
+  t.is(await keyIn(), normalise(first.privateKeyPem), 'the keystore holds the key the sidecar serves with');
+  const renewed = await client.renewNow();
+  t.is(await keyIn(), normalise(renewed.privateKeyPem), 'and the renewed one after a renewal');
 });

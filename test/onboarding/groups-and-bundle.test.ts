@@ -195,3 +195,20 @@ test('CLI: workload group apply|list|delete and workload bundle; bad usage exits
   const again = await cli(['workload', 'group', 'delete', 'web-vms', '--config', w.configFile]);
   t.is(again.code, 2);
 });
+
+test('bundle --format pkcs12: a generated keystore password (0600) the install script installs for the sidecar user, and sidecar.pkcs12 beside the DNS-on-53 tuning', async (t) => {
+  const w = await world(t);
+  await w.groups.apply(webGroup());
+  const group = await w.groups.get('default', 'web-vms');
+  const bundle = await writeWorkloadBundle({ cluster: w.cluster, group, ca: w.east.ca, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'p12'), dnsPort: 53, pkcs12: true });
+  t.is(bundle.pkcs12File, '/var/lib/causeway/workload.p12');
+  t.is(statSync(bundle.files.pkcs12Password!).mode & 0o777, 0o600);
+  t.regex(readFileSync(bundle.files.pkcs12Password!, 'utf8'), /^[A-Za-z0-9_-]{32}\n$/);
+  const config = parseSidecarConfig(parseYaml(readFileSync(bundle.files.config, 'utf8')), bundle.files.config);
+  t.deepEqual(config.sidecar.pkcs12, { passwordFile: '/etc/causeway/workload.p12.password' });
+  t.is(config.sidecar.dns.outside, 'refuse', 'both tunings in one sidecar: section');
+  t.true(readFileSync(bundle.files.install, 'utf8').split('\n').includes('install -m 0600 -o causeway -g causeway workload.p12.password /etc/causeway/workload.p12.password'));
+  const plain = await writeWorkloadBundle({ cluster: w.cluster, group, ca: w.east.ca, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'pem') });
+  t.is(plain.files.pkcs12Password, undefined);
+  t.is(parseSidecarConfig(parseYaml(readFileSync(plain.files.config, 'utf8')), plain.files.config).sidecar.pkcs12, undefined);
+});

@@ -45,6 +45,7 @@ export async function hostBundle(options: {
   ttlSeconds?: number;
   now?: Date;
   address?: string;
+  pkcs12?: boolean;
 }): Promise<{ bundle: WorkloadBundle; dnsPort: number; outboundRange: string }> {
   const bundle = await writeWorkloadBundle({
     cluster: options.cluster,
@@ -58,6 +59,7 @@ export async function hostBundle(options: {
     stateDir: join(options.dir, 'state'),
     ...(options.ttlSeconds !== undefined ? { ttlSeconds: options.ttlSeconds } : {}),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.pkcs12 ? { pkcs12: true } : {}),
   });
   const n = ++hostCounter;
   const dnsPort = await freePort();
@@ -70,7 +72,7 @@ export async function hostBundle(options: {
     inboundPort: 0,
     dnsPort,
     observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
-    sidecar: { inboundHost: '127.0.0.1', outboundRange, dns: { outside: 'refuse' }, probeIntervalMs: 300 },
+    sidecar: { ...(c.sidecar as object | undefined), inboundHost: '127.0.0.1', outboundRange, dns: { outside: 'refuse' }, probeIntervalMs: 300 },
   }));
   return { bundle, dnsPort, outboundRange };
 }

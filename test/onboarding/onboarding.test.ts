@@ -1,4 +1,6 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
 import { Resolver } from 'node:dns/promises';
 import { existsSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -57,13 +59,20 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   const app = await startEchoApp('web-on-host');
   t.teardown(() => app.close());
   const dir = join(mesh.dir, 'host-bundle');
-  const { bundle, dnsPort } = await hostBundle({ cluster: east.config, ca: (await mesh.pki.cluster('east')).ca, group: webGroup(), dir, controllerAddress: gatewayAddress, viaGateway: true, appPort: app.port });
+  const { bundle, dnsPort } = await hostBundle({ cluster: east.config, ca: (await mesh.pki.cluster('east')).ca, group: webGroup(), dir, controllerAddress: gatewayAddress, viaGateway: true, appPort: app.port, pkcs12: true });
   t.is(bundle.endpointId, 'web-vms-127.0.0.1');
 
   let host = startHost(bundle);
   t.teardown(() => host.stop(2000));
   await host.waitForOutput(/sidecar web\.default \(spiffe:\/\/causeway\.internal\/ns\/default\/sa\/web-vm\)/, 30_000);
   await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', 'the host registered and healthy in east');
+  // --format pkcs12: the sidecar keeps a keystore of its identity for a JVM or .NET app on the host.
+  const keystore = join(dir, 'state', 'workload.p12');
+  t.is(statSync(keystore).mode & 0o777, 0o600);
+  t.is(statSync(bundle.files.pkcs12Password!).mode & 0o777, 0o600);
+  const p12 = spawnSync('openssl', ['pkcs12', '-in', keystore, '-passin', `file:${bundle.files.pkcs12Password}`, '-nokeys', '-clcerts'], { encoding: 'utf8' });
+  t.is(p12.status, 0, p12.stderr);
+  t.is(new X509Certificate(p12.stdout).subjectAltName, `URI:${bundle.identity}`);
   const endpoint = (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))!;
   t.is(endpoint.identity, spiffe('default', 'web-vm'));
   t.is(endpoint.cluster, 'east');
