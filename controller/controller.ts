@@ -3,6 +3,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { addCertificateService, createCertificateServiceCredentials, loadIntermediateCa, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
+  ShutdownSteps,
   controllerIdentity,
   createMetricsRegistry,
   logger,
@@ -326,9 +327,12 @@ export class Controller {
   /**
    * Stops serving: discovery streams end with UNAVAILABLE (nodes keep their snapshot and
    * reconnect), this controller leaves the cluster record, and etcd is closed. Endpoint
-   * leases stay in etcd — sidecars heartbeat through the next controller.
+   * leases stay in etcd — sidecars heartbeat through the next controller. Every step
+   * that talks to etcd is bounded (ETCD_STOP_STEP_MS), so an etcd that is gone costs
+   * seconds, not the etcd client's retries; `steps` names each step while it runs (the
+   * command's drain deadline logs what did not close).
    */
-  async stop(): Promise<void> {
+  async stop(steps: ShutdownSteps = new ShutdownSteps()): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.serving = false;
@@ -336,34 +340,44 @@ export class Controller {
     this.discovery?.close();
     if (this.server) {
       const server = this.server;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await steps.run('grpc server', () =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2000);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        }),
+      );
     }
-    for (const c of [...this.hosted].reverse()) await c.stop().catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    for (const c of [...this.hosted].reverse()) {
+      await steps.run(c.name, () => withTimeout(c.stop(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    }
     this.checker?.close();
-    await this.publisher?.close();
-    await this.dns?.close();
+    await steps.run('export publisher', () => withTimeout(this.publisher?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'export publisher did not close'));
+    await steps.run('operator dns', async () => this.dns?.close());
     if (this.advertised && this.record) {
-      await withTimeout(this.record.removeController(this.advertised), 2000).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
+      const { record, advertised } = this;
+      await steps.run('cluster record', () => withTimeout(record.removeController(advertised), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
     }
     // Not revoked: a restarting controller (or another one) beats again before peers call
     // this cluster stale; with none left, the lease expires within ~3 intervals.
-    await this.heartbeat?.stop({ revoke: false }).catch(() => undefined);
-    await this.catalog?.close();
-    this.federationStore?.close();
-    if (!this.options.store) await this.store?.close();
-    await this.observability?.close();
+    await steps.run('heartbeat', () => withTimeout(this.heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('catalog watch', () => withTimeout(this.catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('etcd clients', async () => {
+      this.federationStore?.close();
+      if (!this.options.store) await withTimeout(this.store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
+    });
+    await steps.run('observability server', async () => this.observability?.close());
     this.log.info('controller stopped');
   }
 }
+
+/** The most one etcd step of stop() may take: a write that etcd does not answer by then will not be answered. */
+const ETCD_STOP_STEP_MS = 2000;
 
 function material(tls: TlsIdentity) {
   return { privateKeyPem: String(tls.key), certChainPem: String(tls.certChain), trustBundlePem: String(tls.trustBundle) };

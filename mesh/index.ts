@@ -15,4 +15,5 @@ export * from './config/load.js';
 export * from './log.js';
 export * from './observability.js';
 export * from './stream-handles.js';
+export * from './lifecycle.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.
