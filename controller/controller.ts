@@ -1,11 +1,15 @@
 import { hostname } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { addCertificateService, createCertificateServiceCredentials, loadIntermediateCa, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
+  ControllerRegistration,
+  EtcdKeys,
   ShutdownSteps,
   controllerIdentity,
   createMetricsRegistry,
+  encodeCatalogValue,
   logger,
   startObservabilityServer,
   type ClusterConfig,
@@ -14,12 +18,13 @@ import {
 } from '../mesh/index.js';
 import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../federation/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
-import { ClusterRecord } from './cluster-record.js';
+import { ClusterRecord, sortedAddresses } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
 import { OperatorDnsServer } from './dns-server.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { Etcd3Store, type EtcdStore } from './etcd-store.js';
 import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
+import { LeasedKey } from './leased-key.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
 import { ControllerMetrics } from './metrics.js';
 import { discoveryService, registrationService } from './protos.js';
@@ -225,11 +230,7 @@ export class Controller {
           record.setGateways(gateways).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
         }
       }
-      // Self-healing: the record lost this controller (deleted, restored from an old backup).
-      const me = this.advertised;
-      if (me && !this.stopped && (changes.everything || changes.cluster) && !catalog.cluster?.value.controllers.some((c) => c.address === me.address && c.port === me.port)) {
-        record.addController(me).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot add this controller to the cluster record'));
-      }
+      if (changes.everything || changes.cluster || changes.controllers) this.syncControllers();
     });
 
     if (this.options.observability ?? true) {
@@ -261,8 +262,18 @@ export class Controller {
       server.bindAsync(`${bracket(config.controller.host)}:${config.controller.grpcPort}`, this.credentials!.credentials, (error, port) => (error ? reject(error) : resolve(port)));
     });
     this.serving = true;
-    this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort };
-    await record.addController(this.advertised);
+    const advertised = (this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort });
+    const registrationId = (this.registrationId = controllerRegistrationId(advertised));
+    const registrationKey = EtcdKeys.controller(registrationId);
+    this.registration = new LeasedKey({
+      store,
+      key: registrationKey,
+      ttlSeconds: config.controller.leaseTtlSeconds,
+      value: () => encodeCatalogValue(ControllerRegistration, registrationKey, { schema: 1, id: registrationId, ...advertised, registeredAt: new Date().toISOString() }),
+    });
+    await this.registration.start();
+    // In the record at once; from now on syncControllers() keeps it (on the registration's watch event).
+    await record.addController(advertised);
     await publisher.start();
     this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
     await this.heartbeat.start();
@@ -276,6 +287,26 @@ export class Controller {
   }
 
   private credentialsTls: TlsIdentity | undefined;
+  private registration: LeasedKey | undefined;
+  private registrationId: string | undefined;
+
+  /**
+   * Liveness in the cluster record: this controller's registration back if it vanished
+   * under a live lease, and `controllers` rewritten from the live registrations when they
+   * differ — only once this controller sees its own, so that it never writes a view from
+   * before its registration arrived.
+   */
+  private syncControllers(): void {
+    const { catalog, record, registration, registrationId } = this;
+    if (this.stopped || !catalog?.loaded || !record || !registration || registrationId === undefined) return;
+    if (!catalog.controllers.has(registrationId)) {
+      registration.ensure();
+      return;
+    }
+    const live = sortedAddresses([...catalog.controllers.values()].map(({ value }) => ({ address: value.address, port: value.port })));
+    if (isDeepStrictEqual(live, catalog.cluster?.value.controllers ?? [])) return;
+    record.setControllers(live).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
+  }
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
   private async loadCatalog(catalog: CatalogCache): Promise<void> {
@@ -359,6 +390,9 @@ export class Controller {
     this.checker?.close();
     await steps.run('export publisher', () => withTimeout(this.publisher?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'export publisher did not close'));
     await steps.run('operator dns', async () => this.dns?.close());
+    // Revoked first: the registration goes at once, and no other controller's next
+    // rewrite of the record puts this one back.
+    await steps.run('controller registration', () => withTimeout(this.registration?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot revoke this controller\'s registration lease (it expires within its TTL)'));
     if (this.advertised && this.record) {
       const { record, advertised } = this;
       await steps.run('cluster record', () => withTimeout(record.removeController(advertised), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
@@ -393,6 +427,12 @@ function bracket(host: string): string {
 
 function advertiseHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? hostname() : host;
+}
+
+/** This controller's id under `/causeway/v1/controllers/`: its advertised address and port, as a key segment. */
+export function controllerRegistrationId(address: { address: string; port: number }): string {
+  const host = address.address.toLowerCase().replace(/[^a-z0-9.-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return `${host || 'controller'}-${address.port}`.slice(-128).replace(/^[^a-z0-9]+/, '');
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -77,6 +77,8 @@ export const ControllerConfig = z.strictObject({
   /** Directory holding this cluster's intermediate CA (ca-key.pem, ca-cert.pem, cert-chain.pem, trust-bundle.pem). */
   caDir: z.string().min(1).optional(),
   endpointLeaseTtlSeconds: z.number().int().min(2).max(60).default(10),
+  /** The lease of this controller's own registration: a controller that dies unannounced leaves `controllers` within it. */
+  leaseTtlSeconds: z.number().int().min(2).max(60).default(10),
   pushDebounceMs: durationMs.default(100),
   dns: z.strictObject({ port: portOrZero.default(15053), host: host.default('127.0.0.1') }).optional(),
 });
