@@ -182,6 +182,49 @@ oldNode('causeway sidecar under the old system Node: SIGHUP to the launcher stop
   t.deepEqual(await waitUntilGone(config2, DRAIN_TIMEOUT_MS + 3000), [], `nothing of ${describe(kill.chain)} is left`);
 });
 
+const asRoot = process.getuid?.() === 0 && existsSync('/usr/bin/unshare') ? test : test.skip;
+
+for (const [label, node] of [
+  ['Node 24 (node_modules): the bundle itself', process.execPath],
+  ['the old system Node: the launcher', SYSTEM_NODE],
+] as const) {
+  const run = node === SYSTEM_NODE && systemNodeVersion() === undefined ? test.skip : asRoot;
+  run(`causeway sidecar as PID 1 of its own pid namespace (a container), ${label} as PID 1: SIGTERM stops it cleanly, exit 0, nothing left`, async (t) => {
+    const config = sidecarConfig(t);
+    // unshare --fork: the command is PID 1 inside, a child of unshare outside (what `docker stop` signals).
+    const { proc, chain } = await startChain(t, 'unshare', ['--pid', '--fork', '--mount-proc', node, join(ROOT, 'bin/causeway.js'), 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], config);
+    const pid1 = chain[1]!;
+    t.regex(readFileSync(`/proc/${pid1}/status`, 'utf8'), /^NSpid:\s+\d+\s+1$/m, 'PID 1 in its namespace');
+    process.kill(pid1, 'SIGTERM');
+    t.is(await proc.exited, 0, 'unshare reports the command exited 0');
+    t.deepEqual(await waitUntilGone(config, 3000), []);
+    t.regex(proc.output(), /"signal":"SIGTERM".*"msg":"stopping sidecar"/);
+  });
+}
+
+test('a gateway whose primary is SIGKILLed leaves no listener worker behind', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-signals-gw-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const routes = join(dir, 'routes.yaml');
+  writeFileSync(routes, 'cluster: east\ntrustDomain: causeway.internal\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:9]\n');
+  const proc = startProcess(process.execPath, [join(ROOT, 'bin/causeway.js'), 'gateway', '--routes', routes, '--host', '127.0.0.1', '--port', '0', '--ready-port', '0', '--metrics-port', '0', '--workers', '2'], { name: 'causeway gateway', detached: true });
+  t.teardown(async () => {
+    for (const { pid } of processesNaming(routes)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await proc.kill();
+  });
+  await proc.waitForOutput(/gateway listening on port \d+/, 90_000);
+  const workers = descendants(proc.child.pid!);
+  t.is(workers.length, 2, 'two listener workers');
+  proc.child.kill('SIGKILL');
+  t.deepEqual(await waitUntilGone(routes, 5000), [], 'the workers exit with their IPC channel to the primary');
+});
+
 test('the processes of a stopped chain are really gone: a sanity check of the process scan', (t) => {
   // The scan must see a live process naming the marker, or the tests above prove nothing.
   const marker = `cw-signals-marker-${process.pid}-${Date.now()}`;
