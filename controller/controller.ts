@@ -289,12 +289,17 @@ export class Controller {
   private credentialsTls: TlsIdentity | undefined;
   private registration: LeasedKey | undefined;
   private registrationId: string | undefined;
+  /** Listed addresses without a registration, by how often this controller removed them. */
+  private readonly prunedUnregistered = new Map<string, number>();
 
   /**
    * Liveness in the cluster record: this controller's registration back if it vanished
    * under a live lease, and `controllers` rewritten from the live registrations when they
    * differ — only once this controller sees its own, so that it never writes a view from
-   * before its registration arrived.
+   * before its registration arrived. An address listed without a registration is removed;
+   * one that is put back after two removals is kept up by a controller that does not
+   * register (an earlier version, which re-adds itself): it stays, so that the two never
+   * rewrite the record back and forth.
    */
   private syncControllers(): void {
     const { catalog, record, registration, registrationId } = this;
@@ -303,9 +308,18 @@ export class Controller {
       registration.ensure();
       return;
     }
-    const live = sortedAddresses([...catalog.controllers.values()].map(({ value }) => ({ address: value.address, port: value.port })));
-    if (isDeepStrictEqual(live, catalog.cluster?.value.controllers ?? [])) return;
-    record.setControllers(live).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
+    const live = [...catalog.controllers.values()].map(({ value }) => ({ address: value.address, port: value.port }));
+    const registered = new Set(live.map(addressText));
+    const listed = catalog.cluster?.value.controllers ?? [];
+    const unregistered = listed.filter((c) => !registered.has(addressText(c)));
+    const kept = unregistered.filter((c) => (this.prunedUnregistered.get(addressText(c)) ?? 0) >= 2);
+    const next = sortedAddresses([...live, ...kept]);
+    if (isDeepStrictEqual(next, listed)) return;
+    for (const c of unregistered) {
+      if (!kept.includes(c)) this.prunedUnregistered.set(addressText(c), (this.prunedUnregistered.get(addressText(c)) ?? 0) + 1);
+    }
+    if (kept.length > 0) this.log.debug({ kept: kept.map(addressText) }, 'listed controllers without a registration (an earlier version?) left in the record');
+    record.setControllers(next).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
   }
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
@@ -428,6 +442,8 @@ function bracket(host: string): string {
 function advertiseHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? hostname() : host;
 }
+
+const addressText = (a: { address: string; port: number }) => `${a.address}:${a.port}`;
 
 /** This controller's id under `/causeway/v1/controllers/`: its advertised address and port, as a key segment. */
 export function controllerRegistrationId(address: { address: string; port: number }): string {

@@ -1,8 +1,9 @@
 import test from 'ava';
 import { Etcd3Store } from '../../controller/index.js';
-import { EtcdKeys } from '../../mesh/index.js';
+import { ClusterInfo, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 import { waitFor } from '../fixtures/ports.js';
+import { controllerWorld } from './harness.js';
 import { controllerConfig, listedControllers, registeredControllers, startController } from './processes.js';
 
 /**
@@ -73,4 +74,44 @@ test('a live controller stays listed: its lease revoked under it (as when etcd f
   t.is(await proc.exited, 0);
   t.deepEqual(registeredControllers(etcd), [], 'a stopped controller revokes its registration');
   t.deepEqual(listedControllers(etcd), [], 'and leaves the record');
+});
+
+test('a listed controller of an earlier version (no registration, re-adds itself) is left in the record after two removals: no rewrite war', async (t) => {
+  const world = await controllerWorld(t);
+  const controller = await world.startController();
+  const me = { address: '127.0.0.1', port: controller.grpcPort };
+  const legacy = { address: '10.9.9.9', port: 15012 };
+  const listed = async () => {
+    const kv = await world.store.get(EtcdKeys.cluster);
+    const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
+    return { kv, controllers: decoded?.ok ? decoded.value.controllers : [] };
+  };
+  await waitFor(async () => (await listed()).controllers.some((c) => c.port === me.port), { what: 'listed' });
+  // What a controller before registrations did on every record change that lacked it.
+  let readds = 0;
+  let stopped = false;
+  const olderController = (async () => {
+    while (!stopped) {
+      const { kv, controllers } = await listed();
+      if (kv && !controllers.some((c) => c.address === legacy.address)) {
+        const value = JSON.parse(kv.value.toString()) as { controllers: unknown[] };
+        value.controllers = [...controllers, legacy];
+        if (await world.store.putIfUnchanged(EtcdKeys.cluster, JSON.stringify(value), kv.modRevision)) readds++;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  })();
+  t.teardown(async () => {
+    stopped = true;
+    await olderController;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+  const settled = await listed();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  stopped = true;
+  await olderController;
+  const after = await listed();
+  t.true(readds <= 3, `the older controller had to add itself back ${readds} times`);
+  t.is(after.kv?.modRevision, settled.kv?.modRevision, 'the record stopped changing');
+  t.deepEqual(after.controllers, [legacy, me].sort((a, b) => (a.address < b.address ? -1 : 1)));
 });
