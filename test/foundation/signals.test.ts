@@ -4,7 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
-import { startProcess, type ManagedProcess } from '../fixtures/index.js';
+import { mintJoinToken } from '../../ca/index.js';
+import { CatalogAdmin, Controller, Etcd3Store } from '../../controller/index.js';
+import { EtcdKeys, parseConfig } from '../../mesh/index.js';
+import { startEtcd, startProcess, waitFor, type ManagedProcess } from '../fixtures/index.js';
+import { createMeshPki } from '../fixtures/mesh-pki.js';
 
 /**
  * The process a user starts is not the one that runs the component: `npx causeway sidecar`
@@ -149,6 +153,71 @@ npx('regression "SIGTERM to npx causeway sidecar left the sidecar running": npx,
   t.deepEqual(left, [], 'no process of the chain is left');
   t.regex(proc.output(), /"signal":"SIGTERM".*"msg":"stopping sidecar"|"ancestorGone":\d+.*"msg":"stopping sidecar"/);
   t.notRegex(proc.output(), /did not stop within/);
+});
+
+npx('SIGTERM to npx causeway sidecar, a sidecar fully up (certificate issued, endpoint registered): it deregisters and everything exits', async (t) => {
+  const etcd = await startEtcd({ name: 'east' });
+  t.teardown(() => etcd.destroy());
+  const dir = mkdtempSync(join(tmpdir(), 'cw-signals-up-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const pki = await createMeshPki(join(dir, 'pki'));
+  const east = await pki.cluster('east');
+  const reviews = 'spiffe://causeway.internal/ns/default/sa/reviews';
+  const store = new Etcd3Store({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
+  t.teardown(() => store.close());
+  await new CatalogAdmin(store).applyService({ name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [reviews] });
+  const controller = new Controller({
+    config: parseConfig('cluster', {
+      cluster: { name: 'east', locality: { region: 'eu', zone: 'eu-1' } },
+      etcd: { endpoints: etcd.endpoints },
+      controller: { host: '127.0.0.1', grpcPort: 0 },
+      observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
+    }),
+    intermediate: east.ca,
+  });
+  t.teardown(() => controller.stop());
+  await controller.start();
+  writeFileSync(join(dir, 'token'), mintJoinToken(east.ca, { spiffeId: reviews }));
+  const config = join(dir, 'workload.yaml');
+  writeFileSync(
+    config,
+    [
+      'cluster: east',
+      'locality: { region: eu, zone: eu-1 }',
+      'namespace: default',
+      'service: reviews',
+      'serviceAccount: reviews',
+      `controller: { address: 127.0.0.1:${controller.grpcPort} }`,
+      'advertiseAddress: 127.0.0.1',
+      'inboundPort: 0',
+      'dnsPort: 0',
+      'ports: [{ name: http, port: 9080, protocol: http }]',
+      `stateDir: ${join(dir, 'state')}`,
+      `trustBundleFile: ${join(east.caDir, 'trust-bundle.pem')}`,
+      `joinTokenFile: ${join(dir, 'token')}`,
+      'observability: { host: 127.0.0.1, readyPort: 0, metricsPort: 0 }',
+    ].join('\n'),
+  );
+  const proc = startProcess(SYSTEM_NODE, [SYSTEM_NPX, 'causeway', 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], { cwd: ROOT, env: { ...process.env, CAUSEWAY_LOG_LEVEL: 'info' }, detached: true, name: 'npx causeway sidecar' });
+  t.teardown(async () => {
+    for (const { pid } of processesNaming(config)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+    await proc.kill();
+  });
+  await proc.waitForOutput(/sidecar reviews\.default \(spiffe:\/\/causeway\.internal\/ns\/default\/sa\/reviews\) inbound :\d+/, 90_000);
+  await waitFor(async () => (await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).values.length === 1, { what: 'the endpoint registered' });
+
+  proc.child.kill('SIGTERM');
+  const left = await waitUntilGone(config, DRAIN_TIMEOUT_MS + 3000);
+  t.deepEqual(left, [], 'no process of the chain is left');
+  t.notRegex(proc.output(), /did not stop within/);
+  // Deregistered by the sidecar's own stop — not left for its lease to expire.
+  t.is((await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).values.length, 0);
 });
 
 npx('SIGKILL to npx causeway sidecar: the sidecar sees its chain broken and stops, nothing is left', async (t) => {
