@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { ShutdownSteps, UsageError, logger, type Logger } from '../mesh/index.js';
+import { ShutdownSteps, UsageError, logger, logsWritten, type Logger } from '../mesh/index.js';
 
 /**
  * One lifecycle for every long-running command (controller, gateway, federation, sidecar):
@@ -87,18 +87,18 @@ export class CommandLifecycle {
     this.#log.info({ ...reason, drainTimeoutMs }, `stopping ${component}`);
     const deadline = setTimeout(() => {
       this.#log.error({ drainTimeoutMs, notClosed: this.steps.pending() }, `${component} did not stop within ${drainTimeoutMs} ms; exiting with ${this.steps.pending().join(', ') || 'nothing named'} still open`);
-      process.exit(DRAIN_TIMEOUT_EXIT_CODE);
+      exitAfterLogs(DRAIN_TIMEOUT_EXIT_CODE);
     }, drainTimeoutMs);
     const stop = this.#stop ?? (async () => undefined);
     stop(this.steps).then(
       () => {
         clearTimeout(deadline);
-        process.exit(0);
+        exitAfterLogs(0);
       },
       (error: unknown) => {
         clearTimeout(deadline);
         this.#log.error({ err: error instanceof Error ? error.message : String(error) }, `${component} stop failed`);
-        process.exit(1);
+        exitAfterLogs(1);
       },
     );
   }
@@ -125,6 +125,11 @@ export class CommandLifecycle {
   untilExit(): Promise<never> {
     return new Promise<never>(() => undefined);
   }
+}
+
+/** Exits once the log lines written so far are out (at most 500 ms later). */
+function exitAfterLogs(code: number): void {
+  void logsWritten(500).finally(() => process.exit(code));
 }
 
 function parentOf(pid: number): number | undefined {
