@@ -2,6 +2,7 @@ import test from 'ava';
 import { Etcd3Store } from '../../controller/index.js';
 import { ClusterInfo, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
+import { startFaultProxy } from '../fixtures/fault-proxy.js';
 import { waitFor } from '../fixtures/ports.js';
 import { controllerWorld } from './harness.js';
 import { controllerConfig, listedControllers, registeredControllers, startController } from './processes.js';
@@ -118,4 +119,29 @@ test('a listed controller of an earlier version (no registration, re-adds itself
   t.true(readds <= 3, `the older controller had to add itself back ${readds} times`);
   t.is(after.kv?.modRevision, settled.kv?.modRevision, 'the record stopped changing');
   t.deepEqual(after.controllers, [legacy, me].sort((a, b) => (a.address < b.address ? -1 : 1)));
+});
+
+test('a partition from etcd longer than the lease TTL: the registration expires meanwhile, and the controller registers again once etcd answers', async (t) => {
+  const etcd = await startEtcd({ name: 'east' });
+  t.teardown(() => etcd.destroy());
+  const proxy = await startFaultProxy({ host: '127.0.0.1', port: Number(new URL(etcd.clientUrl).port) });
+  t.teardown(() => proxy.close());
+  // A process of its own: it exits at the end, etcd3's watch reconnect timers and all.
+  const a = await controllerConfig(t, etcd, { extra: ['leaseTtlSeconds: 2'], etcdEndpoint: proxy.url() });
+  const proc = startController(t, a.file);
+  await proc.waitForOutput(/serving gRPC on port \d+/, 90_000);
+  const store = new Etcd3Store({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
+  t.teardown(() => store.close());
+  const key = EtcdKeys.controller(`127.0.0.1-${a.grpcPort}`);
+  const before = await waitFor(async () => store.get(key), { what: 'registered' });
+
+  proxy.cut({ refuse: true });
+  // Seen from etcd (the test's own client is not behind the proxy): the registration expires.
+  await waitFor(async () => (await store.get(key)) === undefined, { what: 'registration expired during the partition', timeoutMs: 10_000 });
+  proxy.heal();
+  const after = await waitFor(async () => store.get(key), { what: 'registered again after the partition', timeoutMs: 15_000, intervalMs: 100 });
+  t.not(after.lease, before.lease, 'on a new lease');
+  await waitFor(() => JSON.stringify(listedControllers(etcd)) === JSON.stringify([`127.0.0.1:${a.grpcPort}`]), { what: 'listed in the record again' });
+  proc.child.kill('SIGTERM');
+  t.is(await proc.exited, 0);
 });

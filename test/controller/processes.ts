@@ -15,9 +15,10 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
 /**
  * A cluster config for one controller process on `etcd`, in a temp dir removed after the
- * test; `extra` goes into its `controller:` section; `caDir` shares another config's CA.
+ * test; `extra` goes into its `controller:` section; `caDir` shares another config's CA;
+ * `etcdEndpoint` reaches etcd another way (a fault proxy).
  */
-export async function controllerConfig(t: ExecutionContext, etcd: EtcdServer, options: { extra?: string[]; caDir?: string } = {}): Promise<{ file: string; grpcPort: number; caDir: string }> {
+export async function controllerConfig(t: ExecutionContext, etcd: EtcdServer, options: { extra?: string[]; caDir?: string; etcdEndpoint?: string } = {}): Promise<{ file: string; grpcPort: number; caDir: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'cw-ctrl-proc-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const caDir = options.caDir ?? (await (await createMeshPki(join(dir, 'pki'))).cluster('east')).caDir;
@@ -28,7 +29,7 @@ export async function controllerConfig(t: ExecutionContext, etcd: EtcdServer, op
     file,
     [
       'cluster: { name: east, locality: { region: eu, zone: eu-1 } }',
-      `etcd: { endpoints: [${etcd.clientUrl}], dialTimeoutMs: 2000 }`,
+      `etcd: { endpoints: [${options.etcdEndpoint ?? etcd.clientUrl}], dialTimeoutMs: 2000 }`,
       `controller: { host: 127.0.0.1, grpcPort: ${grpcPort}, caDir: ${caDir}${extra.length ? `, ${extra.join(', ')}` : ''} }`,
       `observability: { host: 127.0.0.1, readyPort: ${readyPort}, metricsPort: ${readyPort} }`,
     ].join('\n'),
