@@ -17,7 +17,9 @@ if (major < 22 || (major === 22 && minor < 12)) {
   }
   // A child, not spawnSync: a supervisor's SIGTERM to this process must reach the command
   // (a blocked spawnSync would die and leave it running), and its exit status comes back.
-  const child = spawn(local, process.argv.slice(1), { stdio: 'inherit' });
+  // CAUSEWAY_LAUNCHER_PID: a long-running command watches this process and stops when it is
+  // gone — a SIGKILLed launcher forwards nothing (cli/lifecycle.ts, watchedAncestors).
+  const child = spawn(local, process.argv.slice(1), { stdio: 'inherit', env: { ...process.env, CAUSEWAY_LAUNCHER_PID: String(process.pid) } });
   for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP']) process.on(signal, () => child.kill(signal));
   child.on('error', (error) => {
     process.stderr.write(`causeway: error: cannot start ${local}: ${error.message}\n`);

@@ -1,6 +1,7 @@
 import {
   AuthorizationPolicy,
   ClusterInfo,
+  ControllerRegistration,
   Endpoint,
   ExportedCluster,
   ExportedService,
@@ -41,6 +42,7 @@ export class CatalogChanges {
   readonly services = new Set<ServiceKey>();
   policies = false;
   gateways = false;
+  controllers = false;
   cluster = false;
   exports = false;
   workloads = false;
@@ -51,6 +53,7 @@ export class CatalogChanges {
     for (const s of other.services) this.services.add(s);
     this.policies ||= other.policies;
     this.gateways ||= other.gateways;
+    this.controllers ||= other.controllers;
     this.cluster ||= other.cluster;
     this.exports ||= other.exports;
     this.workloads ||= other.workloads;
@@ -59,7 +62,7 @@ export class CatalogChanges {
   }
 
   get empty(): boolean {
-    return !this.everything && this.services.size === 0 && !this.policies && !this.gateways && !this.cluster && !this.exports && !this.workloads && !this.links;
+    return !this.everything && this.services.size === 0 && !this.policies && !this.gateways && !this.controllers && !this.cluster && !this.exports && !this.workloads && !this.links;
   }
 
   /** Whether discovery snapshots may differ (exports and heartbeats never change them). */
@@ -85,6 +88,8 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
   readonly services = new Map<ServiceKey, Versioned<ServiceSpec>>();
   readonly endpoints = new Map<ServiceKey, Map<string, StoredEndpoint>>();
   readonly gateways = new Map<string, Versioned<Gateway>>();
+  /** Live controllers by id (`/causeway/v1/controllers/<id>`, each on its controller's lease). */
+  readonly controllers = new Map<string, Versioned<ControllerRegistration>>();
   readonly exports = new Map<ServiceKey, Versioned<ExportedService>>();
   exportedCluster: Versioned<ExportedCluster> | undefined;
   heartbeat: Versioned<Heartbeat> | undefined;
@@ -178,7 +183,7 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
     this.cluster = undefined;
     this.exportedCluster = undefined;
     this.heartbeat = undefined;
-    for (const m of [this.services, this.endpoints, this.gateways, this.exports, this.imports, this.linkStatus, this.authorization, this.traffic, this.workloadGroups, this.invalid]) {
+    for (const m of [this.services, this.endpoints, this.gateways, this.controllers, this.exports, this.imports, this.linkStatus, this.authorization, this.traffic, this.workloadGroups, this.invalid]) {
       m.clear();
     }
   }
@@ -270,6 +275,13 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
         if (!value) return drop();
         this.gateways.set(k.gatewayId, { value, modRevision: m });
         changes.gateways = true;
+        return;
+      }
+      case 'controller': {
+        const value = this.decode(ControllerRegistration, kv);
+        if (!value || value.id !== k.controllerId) return value ? (drop(), this.mismatch(kv, 'id')) : drop();
+        this.controllers.set(k.controllerId, { value, modRevision: m });
+        changes.controllers = true;
         return;
       }
       case 'exported-cluster': {
@@ -366,6 +378,9 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
       }
       case 'gateway':
         if (this.gateways.delete(k.gatewayId)) changes.gateways = true;
+        return;
+      case 'controller':
+        if (this.controllers.delete(k.controllerId)) changes.controllers = true;
         return;
       case 'exported-cluster':
         this.exportedCluster = undefined;

@@ -15,7 +15,10 @@ const sameAddress = (a: GatewayAddress, b: GatewayAddress) => a.address === b.ad
  * Keeps `/causeway/v1/cluster` current: the cluster's identity, its gateways and the
  * gRPC addresses of its controllers. Every controller adds itself on start and removes
  * itself on stop with compare-and-swap writes, so concurrent controllers never drop
- * each other's entries.
+ * each other's entries; and every live controller rewrites `controllers` from the
+ * lease-bound registrations (`/causeway/v1/controllers/<id>`), so one that died without
+ * stopping leaves the list within one lease TTL — as long as some controller is alive
+ * to rewrite it (with none, readers go by the registrations themselves).
  */
 export class ClusterRecord {
   private readonly log = logger('controller-cluster');
@@ -48,7 +51,22 @@ export class ClusterRecord {
     return this.update((info) => ({ ...info, controllers: info.controllers.filter((c) => !sameAddress(c, address)) }));
   }
 
+  /** Replaces the list with the live controllers (sorted, so every controller writes the same list). */
+  setControllers(live: readonly GatewayAddress[]): Promise<ClusterInfo> {
+    const controllers = sortedAddresses(live);
+    return this.update((info) => ({ ...info, controllers }));
+  }
+
   setGateways(gateways: GatewayAddress[]): Promise<ClusterInfo> {
     return this.update((info) => ({ ...info, gateways }));
   }
+}
+
+/** Addresses in one order (address, then port), without duplicates. */
+export function sortedAddresses(list: readonly GatewayAddress[]): GatewayAddress[] {
+  const out: GatewayAddress[] = [];
+  for (const a of [...list].sort((x, y) => (x.address === y.address ? x.port - y.port : x.address < y.address ? -1 : 1))) {
+    if (!out.some((b) => sameAddress(a, b))) out.push({ address: a.address, port: a.port });
+  }
+  return out;
 }

@@ -1,11 +1,16 @@
 import { hostname } from 'node:os';
+import { isDeepStrictEqual } from 'node:util';
 import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { addCertificateService, certificateRefusalInterceptor, createCertificateServiceCredentials, loadIntermediateCa, type CertificateServiceHandle, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
+  ControllerRegistration,
+  EtcdKeys,
+  ShutdownSteps,
   controllerIdentity,
   createMetricsRegistry,
   listenError,
+  encodeCatalogValue,
   logger,
   startObservabilityServer,
   type ClusterConfig,
@@ -14,13 +19,14 @@ import {
 } from '../mesh/index.js';
 import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../federation/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
-import { ClusterRecord } from './cluster-record.js';
+import { ClusterRecord, sortedAddresses } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
 import { OperatorDnsServer } from './dns-server.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { Etcd3Store, type EtcdStore } from './etcd-store.js';
 import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
+import { LeasedKey } from './leased-key.js';
 import { ControllerMetrics } from './metrics.js';
 import { discoveryService, registrationService } from './protos.js';
 import { RegistrationService } from './registration-service.js';
@@ -239,11 +245,7 @@ export class Controller {
           record.setGateways(gateways).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
         }
       }
-      // Self-healing: the record lost this controller (deleted, restored from an old backup).
-      const me = this.advertised;
-      if (me && !this.stopped && (changes.everything || changes.cluster) && !catalog.cluster?.value.controllers.some((c) => c.address === me.address && c.port === me.port)) {
-        record.addController(me).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot add this controller to the cluster record'));
-      }
+      if (changes.everything || changes.cluster || changes.controllers) this.syncControllers();
     });
 
     if (this.options.observability ?? true) {
@@ -283,10 +285,20 @@ export class Controller {
       this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
       await this.dns.start();
     }
-    // Every listener is bound: only now does this controller publish itself (DESIGN.md
+    // Every listener is bound: only now does this controller publish itself (docs/architecture.md
     // "Ports": a controller that fails to start leaves nothing in /causeway/v1/cluster).
-    this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort };
-    await record.addController(this.advertised);
+    const advertised = (this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort });
+    const registrationId = (this.registrationId = controllerRegistrationId(advertised));
+    const registrationKey = EtcdKeys.controller(registrationId);
+    this.registration = new LeasedKey({
+      store,
+      key: registrationKey,
+      ttlSeconds: config.controller.leaseTtlSeconds,
+      value: () => encodeCatalogValue(ControllerRegistration, registrationKey, { schema: 1, id: registrationId, ...advertised, registeredAt: new Date().toISOString() }),
+    });
+    await this.registration.start();
+    // In the record at once; from now on syncControllers() keeps it (on the registration's watch event).
+    await record.addController(advertised);
     await publisher.start();
     this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
     await this.heartbeat.start();
@@ -296,6 +308,40 @@ export class Controller {
   }
 
   private credentialsTls: TlsIdentity | undefined;
+  private registration: LeasedKey | undefined;
+  private registrationId: string | undefined;
+  /** Listed addresses without a registration, by how often this controller removed them. */
+  private readonly prunedUnregistered = new Map<string, number>();
+
+  /**
+   * Liveness in the cluster record: this controller's registration back if it vanished
+   * under a live lease, and `controllers` rewritten from the live registrations when they
+   * differ — only once this controller sees its own, so that it never writes a view from
+   * before its registration arrived. An address listed without a registration is removed;
+   * one that is put back after two removals is kept up by a controller that does not
+   * register (an earlier version, which re-adds itself): it stays, so that the two never
+   * rewrite the record back and forth.
+   */
+  private syncControllers(): void {
+    const { catalog, record, registration, registrationId } = this;
+    if (this.stopped || !catalog?.loaded || !record || !registration || registrationId === undefined) return;
+    if (!catalog.controllers.has(registrationId)) {
+      registration.ensure();
+      return;
+    }
+    const live = [...catalog.controllers.values()].map(({ value }) => ({ address: value.address, port: value.port }));
+    const registered = new Set(live.map(addressText));
+    const listed = catalog.cluster?.value.controllers ?? [];
+    const unregistered = listed.filter((c) => !registered.has(addressText(c)));
+    const kept = unregistered.filter((c) => (this.prunedUnregistered.get(addressText(c)) ?? 0) >= 2);
+    const next = sortedAddresses([...live, ...kept]);
+    if (isDeepStrictEqual(next, listed)) return;
+    for (const c of unregistered) {
+      if (!kept.includes(c)) this.prunedUnregistered.set(addressText(c), (this.prunedUnregistered.get(addressText(c)) ?? 0) + 1);
+    }
+    if (kept.length > 0) this.log.debug({ kept: kept.map(addressText) }, 'listed controllers without a registration (an earlier version?) left in the record');
+    record.setControllers(next).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
+  }
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
   private async loadCatalog(catalog: CatalogCache): Promise<void> {
@@ -347,9 +393,12 @@ export class Controller {
   /**
    * Stops serving: discovery streams end with UNAVAILABLE (nodes keep their snapshot and
    * reconnect), this controller leaves the cluster record, and etcd is closed. Endpoint
-   * leases stay in etcd — sidecars heartbeat through the next controller.
+   * leases stay in etcd — sidecars heartbeat through the next controller. Every step
+   * that talks to etcd is bounded (ETCD_STOP_STEP_MS), so an etcd that is gone costs
+   * seconds, not the etcd client's retries; `steps` names each step while it runs (the
+   * command's drain deadline logs what did not close).
    */
-  async stop(): Promise<void> {
+  async stop(steps: ShutdownSteps = new ShutdownSteps()): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.serving = false;
@@ -357,34 +406,47 @@ export class Controller {
     this.discovery?.close();
     if (this.server) {
       const server = this.server;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 2000);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await steps.run('grpc server', () =>
+        new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 2000);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        }),
+      );
     }
-    for (const c of [...this.hosted].reverse()) await c.stop().catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    for (const c of [...this.hosted].reverse()) {
+      await steps.run(c.name, () => withTimeout(c.stop(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    }
     this.checker?.close();
-    await this.publisher?.close();
-    await this.dns?.close();
+    await steps.run('export publisher', () => withTimeout(this.publisher?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'export publisher did not close'));
+    await steps.run('operator dns', async () => this.dns?.close());
+    // Revoked first: the registration goes at once, and no other controller's next
+    // rewrite of the record puts this one back.
+    await steps.run('controller registration', () => withTimeout(this.registration?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot revoke this controller\'s registration lease (it expires within its TTL)'));
     if (this.advertised && this.record) {
-      await withTimeout(this.record.removeController(this.advertised), 2000).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
+      const { record, advertised } = this;
+      await steps.run('cluster record', () => withTimeout(record.removeController(advertised), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
     }
     // Not revoked: a restarting controller (or another one) beats again before peers call
     // this cluster stale; with none left, the lease expires within ~3 intervals.
-    await this.heartbeat?.stop({ revoke: false }).catch(() => undefined);
-    await this.catalog?.close();
-    this.federationStore?.close();
-    if (!this.options.store) await this.store?.close();
-    await this.observability?.close();
+    await steps.run('heartbeat', () => withTimeout(this.heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('catalog watch', () => withTimeout(this.catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('etcd clients', async () => {
+      this.federationStore?.close();
+      if (!this.options.store) await withTimeout(this.store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
+    });
+    await steps.run('observability server', async () => this.observability?.close());
     this.log.info('controller stopped');
   }
 }
+
+/** The most one etcd step of stop() may take: a write that etcd does not answer by then will not be answered. */
+const ETCD_STOP_STEP_MS = 2000;
 
 function material(tls: TlsIdentity) {
   return { privateKeyPem: String(tls.key), certChainPem: String(tls.certChain), trustBundlePem: String(tls.trustBundle) };
@@ -400,6 +462,14 @@ function bracket(host: string): string {
 
 function advertiseHost(host: string): string {
   return host === '0.0.0.0' || host === '::' ? hostname() : host;
+}
+
+const addressText = (a: { address: string; port: number }) => `${a.address}:${a.port}`;
+
+/** This controller's id under `/causeway/v1/controllers/`: its advertised address and port, as a key segment. */
+export function controllerRegistrationId(address: { address: string; port: number }): string {
+  const host = address.address.toLowerCase().replace(/[^a-z0-9.-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '');
+  return `${host || 'controller'}-${address.port}`.slice(-128).replace(/^[^a-z0-9]+/, '');
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

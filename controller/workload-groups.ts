@@ -3,6 +3,7 @@ import {
   CATALOG_SCHEMA_VERSION,
   CausewayError,
   ClusterInfo,
+  ControllerRegistration,
   Endpoint,
   ErrorCodes,
   EtcdKeys,
@@ -185,13 +186,17 @@ export class WorkloadGroups {
 
   /**
    * Where a new host should reach the controller when the operator does not say: the first
-   * gateway (`viaGateway`) or controller listed in `/causeway/v1/cluster`, which the
-   * running controllers and gateways keep current.
+   * gateway (`viaGateway`) listed in `/causeway/v1/cluster`, or the first live controller
+   * (`/causeway/v1/controllers/`, each on its lease; else the record's list).
    */
   async controllerAddress(viaGateway: boolean): Promise<string> {
-    const kv = await this.store.get(EtcdKeys.cluster);
+    const [kv, registrations] = await Promise.all([this.store.get(EtcdKeys.cluster), viaGateway ? undefined : this.store.list(EtcdKeys.controllersPrefix)]);
     const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
-    const list = decoded?.ok ? (viaGateway ? decoded.value.gateways : decoded.value.controllers) : [];
+    const live = (registrations?.values ?? []).flatMap((r) => {
+      const d = decodeCatalogValue(ControllerRegistration, r.key, r.value);
+      return d.ok ? [{ address: d.value.address, port: d.value.port }] : [];
+    });
+    const list = viaGateway ? (decoded?.ok ? decoded.value.gateways : []) : live.length > 0 ? live : decoded?.ok ? decoded.value.controllers : [];
     const first = list[0];
     if (!first) {
       throw new WorkloadError(

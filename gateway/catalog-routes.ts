@@ -3,6 +3,7 @@ import type { IKeyValue } from 'etcd3/lib/rpc.js';
 import type { z } from 'zod';
 import {
   ClusterInfo,
+  ControllerRegistration,
   Endpoint,
   EtcdKeys,
   ExportedService,
@@ -31,7 +32,7 @@ export interface CatalogRouteSourceOptions {
   /** This cluster's name (service SNIs naming it go to local endpoints). */
   readonly cluster: string;
   readonly trustDomain: string;
-  /** Controller addresses when `/causeway/v1/cluster` lists none. */
+  /** Controller addresses when no controller is registered (`/causeway/v1/controllers/`) and `/causeway/v1/cluster` lists none. */
   readonly controllers?: readonly TargetAddress[];
   readonly onRoutes: (spec: RouteSpecInput) => void;
   /** Coalesces bursts of catalog changes into one table rebuild. */
@@ -39,10 +40,11 @@ export interface CatalogRouteSourceOptions {
   readonly logger?: Logger;
 }
 
-type Family = 'cluster' | 'service' | 'endpoint' | 'exported-service' | 'imported-service' | 'gateway';
+type Family = 'cluster' | 'controller' | 'service' | 'endpoint' | 'exported-service' | 'imported-service' | 'gateway';
 
 const schemas = {
   cluster: ClusterInfo,
+  controller: ControllerRegistration,
   service: ServiceSpec,
   endpoint: Endpoint,
   'exported-service': ExportedService,
@@ -147,11 +149,17 @@ export class CatalogRouteSource {
     const endpoints = new Map<string, Endpoint[]>();
     const peers = new Map<string, Map<string, TargetAddress>>();
     let cluster: ClusterInfo | undefined;
+    const registered: TargetAddress[] = [];
     for (const { family, parsed, value } of this.values.values()) {
       switch (family) {
         case 'cluster':
           cluster = value as ClusterInfo;
           break;
+        case 'controller': {
+          const { address, port } = value as ControllerRegistration;
+          registered.push({ address, port });
+          break;
+        }
         case 'service': {
           const spec = value as ServiceSpec;
           const id = `${spec.namespace}/${spec.name}`;
@@ -197,7 +205,10 @@ export class CatalogRouteSource {
         endpoints: (endpoints.get(id) ?? []).map((e) => ({ address: e.address, port: e.inboundPort, labels: e.labels, health: e.health })),
       });
     }
-    const controllers = cluster?.controllers.length ? cluster.controllers : (this.options.controllers ?? []);
+    // The live registrations (each on its controller's lease) first: the record's list may
+    // still name a controller that died when no other was left to rewrite it.
+    registered.sort((a, b) => (a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1));
+    const controllers = registered.length > 0 ? registered : cluster?.controllers.length ? cluster.controllers : (this.options.controllers ?? []);
     return {
       cluster: this.options.cluster,
       trustDomain: this.options.trustDomain,

@@ -314,8 +314,9 @@ export async function runGatewayWorker(options: RunGatewayOptions): Promise<void
       })
       .finally(() => process.exit(0));
   });
-  // The primary handles signals; a worker only drains when told to.
-  process.on('SIGTERM', () => undefined);
-  process.on('SIGINT', () => undefined);
+  // The primary handles signals; a worker only drains when told to. SIGHUP too: a closed
+  // terminal sends it to every process of the group, and its default would kill the worker
+  // with its connections undrained. A worker whose primary is gone exits with the IPC channel.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => undefined);
   process.send?.({ causewayGateway: 'ready' } satisfies WorkerMessage);
 }

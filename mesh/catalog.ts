@@ -37,6 +37,20 @@ export const ClusterInfo = z.strictObject({
 });
 export type ClusterInfo = z.infer<typeof ClusterInfo>;
 
+/**
+ * `/causeway/v1/controllers/<id>`, attached to the registering controller's lease: a
+ * controller is alive while its registration exists (it leaves within one lease TTL of
+ * dying, however it died). The cluster record's `controllers` mirrors these.
+ */
+export const ControllerRegistration = z.strictObject({
+  schema: schemaVersion,
+  id: z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/, 'controller id must be 1-128 of [a-z0-9._-]'),
+  address: host,
+  port,
+  registeredAt: z.iso.datetime().optional(),
+});
+export type ControllerRegistration = z.infer<typeof ControllerRegistration>;
+
 export const ServiceSpec = z.strictObject({
   schema: schemaVersion,
   name: dnsLabel.describe('service name'),

@@ -57,6 +57,13 @@ export const EtcdKeys = {
     id('endpoint id', endpointId, key);
     return key;
   },
+  controllersPrefix: `${KEY_ROOT}controllers/`,
+  /** A running controller's registration, on its lease: it is listed while it lives. */
+  controller: (controllerId: string) => {
+    const key = `${KEY_ROOT}controllers/${controllerId}`;
+    id('controller id', controllerId, key);
+    return key;
+  },
   gatewaysPrefix: `${KEY_ROOT}gateways/`,
   gateway: (gatewayId: string) => {
     const key = `${KEY_ROOT}gateways/${gatewayId}`;
@@ -111,6 +118,7 @@ export type EtcdKey =
   | { readonly kind: 'cluster' }
   | { readonly kind: 'service'; readonly namespace: string; readonly name: string }
   | { readonly kind: 'endpoint'; readonly namespace: string; readonly name: string; readonly endpointId: string }
+  | { readonly kind: 'controller'; readonly controllerId: string }
   | { readonly kind: 'gateway'; readonly gatewayId: string }
   | { readonly kind: 'exported-cluster' }
   | { readonly kind: 'heartbeat' }
@@ -137,6 +145,9 @@ export function parseEtcdKey(key: string): EtcdKey {
       if (n === 4) {
         return { kind: 'endpoint', namespace: label('namespace', a, key), name: label('service', b, key), endpointId: id('endpoint id', c, key) };
       }
+      break;
+    case 'controllers':
+      if (n === 2) return { kind: 'controller', controllerId: id('controller id', a, key) };
       break;
     case 'gateways':
       if (n === 2) return { kind: 'gateway', gatewayId: id('gateway id', a, key) };

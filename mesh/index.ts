@@ -19,4 +19,5 @@ export * from './log.js';
 export * from './listen.js';
 export * from './observability.js';
 export * from './stream-handles.js';
+export * from './lifecycle.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.

@@ -62,3 +62,17 @@ export function logger(module: string, bindings: Record<string, unknown> = {}): 
 }
 
 export type { Logger };
+
+/**
+ * Resolves once the root logger has no write under way (at most `timeoutMs`), for a process
+ * about to call process.exit(): the destination writes asynchronously, and at exit pino
+ * writes synchronously only what is still buffered — a line whose asynchronous write had
+ * started is lost if the write had not happened yet. pino's `flush()` does not wait for it
+ * (a no-op for a destination without `minLength`), so this looks at the destination's
+ * own flag.
+ */
+export async function logsWritten(timeoutMs = 500): Promise<void> {
+  const destination = (rootLogger() as unknown as Record<symbol, { _writing?: boolean } | undefined>)[pino.symbols.streamSym];
+  const until = Date.now() + timeoutMs;
+  while (destination?._writing === true && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 5));
+}

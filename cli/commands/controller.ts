@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef, type TlsIdentity } from '../../controller/index.js';
-import { CausewayError, ErrorCodes, UsageError, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
+import { CausewayError, ErrorCodes, UsageError, loadConfigFile, type ClusterConfig } from '../../mesh/index.js';
+import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 interface ConfigFlag {
@@ -49,8 +50,10 @@ export function registerControllerCommands(program: Command): void {
     .option('--tls-dir <dir>', 'serve with key.pem, cert-chain.pem, trust-bundle.pem from this directory instead of issuing from controller.caDir')
     .option('--active-health-checks', 'probe endpoints of workload groups that declare a probe from the controller (only when the controller can reach them)')
     .option('--no-federation', 'do not run the config\'s federation links in this process (when `causeway federation` runs them)')
-    .action(async (flags: ConfigFlag & ObservabilityPortFlags & { advertiseAddress?: string; tlsDir?: string; federation: boolean; activeHealthChecks?: boolean }) => {
+    .option('--drain-timeout <ms>', 'longest a stop (SIGTERM, SIGINT, SIGHUP) may take before the process exits anyway, with code 1 and a log line naming what did not close', String(DEFAULT_DRAIN_TIMEOUT_MS))
+    .action(async (flags: ConfigFlag & ObservabilityPortFlags & { advertiseAddress?: string; tlsDir?: string; federation: boolean; activeHealthChecks?: boolean; drainTimeout: string }) => {
       const config = withObservabilityFlags(clusterConfig(flags), flags);
+      const drainTimeoutMs = drainTimeoutFlag(flags.drainTimeout);
       if (!flags.tlsDir && !config.controller.caDir) throw new UsageError('set controller.caDir in the cluster config (the intermediate from `causeway ca intermediate`), or pass --tls-dir');
       const controller = new Controller({
         config,
@@ -59,18 +62,20 @@ export function registerControllerCommands(program: Command): void {
         ...(flags.tlsDir ? { tls: tlsFromDir(flags.tlsDir) } : {}),
         ...(flags.advertiseAddress ? { advertiseAddress: flags.advertiseAddress } : {}),
       });
-      await namingConfigFile(flags.config, () => controller.start());
-      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}, metrics :${controller.metricsPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
-      const log = logger('controller');
-      await new Promise<void>((resolve) => {
-        const stop = (signal: NodeJS.Signals) => {
-          log.info({ signal }, 'stopping');
-          void controller.stop().then(resolve);
-        };
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
+      // Before start(): a signal while etcd is not up yet stops the controller too.
+      const lifecycle = new CommandLifecycle({ component: 'controller', drainTimeoutMs });
+      lifecycle.onStop(async (steps) => {
+        await controller.stop(steps);
+        process.stdout.write('controller stopped\n');
       });
-      process.stdout.write('controller stopped\n');
+      try {
+        await namingConfigFile(flags.config, () => controller.start());
+      } catch (error) {
+        if (lifecycle.stopping) await lifecycle.untilExit();
+        throw error;
+      }
+      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}, metrics :${controller.metricsPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
+      await lifecycle.untilExit();
     });
 
   const service = program.command('service').description('services in the cluster catalog');

@@ -15,7 +15,9 @@ import {
   logger,
   startObservabilityServer,
   type ClusterConfig,
+  type ObservabilityServer,
 } from '../../mesh/index.js';
+import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
 import {
   Etcd3CatalogStore,
   Federation,
@@ -45,17 +47,6 @@ async function withLocalStore<T>(config: ClusterConfig, fn: (store: CatalogStore
   }
 }
 
-/** Resolves on the first SIGINT or SIGTERM. */
-function untilSignalled(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals) => {
-      process.off('SIGINT', on).off('SIGTERM', on);
-      resolve(signal);
-    };
-    process.on('SIGINT', on).on('SIGTERM', on);
-  });
-}
-
 async function publishClusterRecord(config: ClusterConfig, store: CatalogStore): Promise<void> {
   const listed = await store.list(EtcdKeys.gatewaysPrefix);
   const gateways = listed.entries.flatMap((e) => {
@@ -75,45 +66,51 @@ async function publishClusterRecord(config: ClusterConfig, store: CatalogStore):
 interface FederationRunFlags extends ObservabilityPortFlags {
   config: string;
   heartbeat?: boolean;
+  drainTimeout: string;
 }
 
 async function runFederation(options: FederationRunFlags): Promise<void> {
   const config = withObservabilityFlags(loadConfigFile('cluster', options.config), options);
+  const drainTimeoutMs = drainTimeoutFlag(options.drainTimeout);
   const log = logger('federation', { cluster: config.cluster.name });
   const registry = createMetricsRegistry('federation');
+  // Before anything starts: a signal while etcd or a peer is not up yet stops it too.
+  const lifecycle = new CommandLifecycle({ component: 'federation', drainTimeoutMs, logger: log });
   const local = Etcd3CatalogStore.connect(config.etcd);
   const federation = new Federation(Federation.optionsFrom(config, { registry, local, logger: log }));
-  // Bound before anything is written to etcd: a port in use fails start-up and leaves no heartbeat behind.
-  const server = await namingConfigFile(options.config, () =>
-    startObservabilityServer({
-      host: config.observability.host,
-      readyPort: config.observability.readyPort,
-      metricsPort: config.observability.metricsPort,
-      registry,
-      readiness: () => federation.readiness(),
-    }),
-  ).catch((error: unknown) => {
-    local.close();
-    throw error;
-  });
   let heartbeat: HeartbeatPublisher | undefined;
+  let server: ObservabilityServer | undefined;
+  lifecycle.onStop(async (steps) => {
+    await steps.run('observability server', async () => server?.close());
+    await steps.run('heartbeat', async () => heartbeat?.stop());
+    await steps.run('federation links', () => federation.stop());
+    await steps.run('etcd client', () => local.close());
+  });
   try {
+    // Bound before anything is written to etcd: a port in use fails start-up and leaves no heartbeat behind.
+    server = await namingConfigFile(options.config, () =>
+      startObservabilityServer({
+        host: config.observability.host,
+        readyPort: config.observability.readyPort,
+        metricsPort: config.observability.metricsPort,
+        registry,
+        readiness: () => federation.readiness(),
+      }),
+    );
     await federation.start();
     if (options.heartbeat) {
       await publishClusterRecord(config, local);
       heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: local, intervalMs: config.federation.heartbeatIntervalMs, logger: log });
       await heartbeat.start();
     }
-    log.info({ readyPort: server.readyPort, metricsPort: server.metricsPort, links: config.links.map((l) => l.peer) }, 'federation running');
-    void federation.whenReady().then((r) => log.info({ details: r.details }, 'federation ready'));
-    const signal = await untilSignalled();
-    log.info({ signal }, 'stopping');
-  } finally {
-    await server.close();
-    await heartbeat?.stop();
-    await federation.stop();
-    local.close();
+  } catch (error) {
+    if (lifecycle.stopping) await lifecycle.untilExit();
+    await lifecycle.closeAfterFailedStart();
+    throw error;
   }
+  log.info({ readyPort: server.readyPort, metricsPort: server.metricsPort, links: config.links.map((l) => l.peer) }, 'federation running');
+  void federation.whenReady().then((r) => log.info({ details: r.details }, 'federation ready'));
+  await lifecycle.untilExit();
 }
 
 export function registerFederationCommands(program: Command): void {
@@ -124,6 +121,7 @@ export function registerFederationCommands(program: Command): void {
       .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
       .option('--heartbeat', "also publish this cluster's exports/_cluster and heartbeat (when no controller runs here)"),
   )
+    .option('--drain-timeout <ms>', 'longest a stop (SIGTERM, SIGINT, SIGHUP) may take before the process exits anyway, with code 1 and a log line naming what did not close', String(DEFAULT_DRAIN_TIMEOUT_MS))
     .enablePositionalOptions()
     .action((options: FederationRunFlags) => runFederation(options));
 

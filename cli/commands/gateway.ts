@@ -1,7 +1,8 @@
 import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
-import { UsageError, loadConfigFile, logger } from '../../mesh/index.js';
-import { Balancers, isGatewayWorker, runGateway, runGatewayWorker, type Balancer, type RunGatewayOptions, type TargetAddress } from '../../gateway/index.js';
+import { GatewayConfig, UsageError, loadConfigFile } from '../../mesh/index.js';
+import { Balancers, isGatewayWorker, runGateway, runGatewayWorker, type Balancer, type RunGatewayOptions, type RunningGateway, type TargetAddress } from '../../gateway/index.js';
+import { CommandLifecycle } from '../lifecycle.js';
 import { namingConfigFile, observabilityOverrides, observabilityPortOptions, parsePortFlag, type ObservabilityPortFlags } from '../port-flags.js';
 
 interface GatewayFlags extends ObservabilityPortFlags {
@@ -14,6 +15,9 @@ interface GatewayFlags extends ObservabilityPortFlags {
   controller: string[];
   balancer?: string;
 }
+
+/** What a gateway's stop may take beyond its connections' drain (deregistering, closing the route source). */
+const DRAIN_MARGIN_MS = 5_000;
 
 function hostPort(text: string): TargetAddress {
   const match = /^(.+):(\d{1,5})$/.exec(text);
@@ -63,18 +67,24 @@ export function registerGatewayCommands(program: Command): void {
         await runGatewayWorker(options);
         return;
       }
-      const running = await namingConfigFile(flags.config, () => runGateway(options));
+      // The connections' drain has gateway.drainTimeoutMs; deregistering and closing the
+      // route source (etcd) get DRAIN_MARGIN_MS on top before the process is forced out.
+      const drainTimeoutMs = (options.cluster?.gateway.drainTimeoutMs ?? GatewayConfig.parse({}).drainTimeoutMs) + DRAIN_MARGIN_MS;
+      const lifecycle = new CommandLifecycle({ component: 'gateway', drainTimeoutMs });
+      let running: RunningGateway | undefined;
+      lifecycle.onStop((steps) =>
+        steps.run('gateway drain', async () => {
+          await running?.stop();
+          if (running) process.stdout.write('gateway stopped\n');
+        }),
+      );
+      try {
+        running = await namingConfigFile(flags.config, () => runGateway(options));
+      } catch (error) {
+        if (lifecycle.stopping) await lifecycle.untilExit();
+        throw error;
+      }
       process.stdout.write(`gateway listening on port ${running.port} (ready :${running.readyPort}, metrics :${running.metricsPort})\n`);
-      const log = logger('gateway');
-      const stop = (signal: NodeJS.Signals) => {
-        log.info({ signal }, 'draining');
-        void running.stop().then(() => {
-          process.stdout.write('gateway stopped\n');
-          process.exit(0);
-        });
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
-      await running.stopped;
+      await lifecycle.untilExit();
     });
 }

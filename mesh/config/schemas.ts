@@ -76,6 +76,13 @@ export const ControllerConfig = z.strictObject({
     .optional()
     .describe("directory holding this cluster's intermediate CA from `causeway ca intermediate` (ca-key.pem, ca-cert.pem, cert-chain.pem, trust-bundle.pem)"),
   endpointLeaseTtlSeconds: z.number().int().min(2).max(60).default(10).describe("seconds a registered endpoint outlives its sidecar's last keep-alive (2-60)"),
+  leaseTtlSeconds: z
+    .number()
+    .int()
+    .min(2)
+    .max(60)
+    .default(10)
+    .describe("seconds this controller's own registration (/causeway/v1/controllers/) outlives it: a controller that dies unannounced leaves the cluster record's controllers within it (2-60)"),
   pushDebounceMs: durationMs.default(100).describe('catalog changes within this window go out as one discovery push (ms, or a duration)'),
   dns: z
     .strictObject({

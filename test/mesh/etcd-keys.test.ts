@@ -7,6 +7,7 @@ test('every key of the layout round-trips through the parser', (t) => {
     [EtcdKeys.service('default', 'reviews'), { kind: 'service', namespace: 'default', name: 'reviews' }],
     [EtcdKeys.endpoint('default', 'reviews', 'pod-1.east'), { kind: 'endpoint', namespace: 'default', name: 'reviews', endpointId: 'pod-1.east' }],
     [EtcdKeys.gateway('gw-1'), { kind: 'gateway', gatewayId: 'gw-1' }],
+    [EtcdKeys.controller('10.0.0.7-15012'), { kind: 'controller', controllerId: '10.0.0.7-15012' }],
     [EtcdKeys.exportedCluster, { kind: 'exported-cluster' }],
     [EtcdKeys.heartbeat, { kind: 'heartbeat' }],
     [EtcdKeys.exportedService('default', 'reviews'), { kind: 'exported-service', namespace: 'default', name: 'reviews' }],
@@ -33,6 +34,8 @@ for (const key of [
   '/causeway/v1/policies/routing/default/x',
   '/causeway/v1/imports/West/default/x',
   '/causeway/v1/exports/default/reviews/extra',
+  '/causeway/v1/controllers/a/b',
+  '/causeway/v1/controllers/-bad-',
 ]) {
   test(`refuses ${key}`, (t) => {
     t.throws(() => parseEtcdKey(key), { instanceOf: InvalidNameError });
