@@ -45,7 +45,7 @@ function shouldHold(expected: FileContent): string {
 
 /** The issue of a file with no content: `empty` (nothing, or comments only) or `null` (`null`, `~`). */
 export function nothingInFileIssue(found: 'empty' | 'null', expected: FileContent = A_MAPPING): ValidationIssue {
-  const message = found === 'empty' ? `the file is empty; ${shouldHold(expected)}` : `the file holds null, not ${expected.what}; ${shouldHold(expected)}`;
+  const message = found === 'empty' ? `the file is empty; ${shouldHold(expected)}` : `the file holds null (\`null\` or \`~\`), not a YAML mapping; ${shouldHold(expected)}`;
   return { path: '', message };
 }
 

@@ -101,13 +101,13 @@ test('an empty file is called empty and a null one null, each saying what belong
   const nul = file('null.yaml', 'null\n');
   const held = await causeway(['config', 'check', '--kind', 'cluster', nul]);
   t.is(held.code, 2);
-  t.is(held.stderr, `causeway: error: ${nul}: the file holds null, not a cluster config; it should hold a cluster config (a YAML mapping; \`causeway config schema --kind cluster\` lists its keys) [CW_CONFIG_INVALID]\n`);
+  t.is(held.stderr, `causeway: error: ${nul}: the file holds null (\`null\` or \`~\`), not a YAML mapping; it should hold a cluster config (a YAML mapping; \`causeway config schema --kind cluster\` lists its keys) [CW_CONFIG_INVALID]\n`);
   const told = await causeway(['config', 'check', nul]);
   t.is(told.code, 2);
-  t.regex(told.stderr, /the file holds null, not one of the kinds of file .*: cluster, workload, service, policy, routes, workload-group/);
+  t.regex(told.stderr, /the file holds null \(`null` or `~`\), not a YAML mapping; it should hold one of the kinds of file .*: cluster, workload, service, policy, routes, workload-group/);
   const services = await causeway(['service', 'apply', '-f', file('null-services.yaml', '---\n~\n'), '--config', cluster]);
   t.is(services.code, 2);
-  t.regex(services.stderr, /the file holds null, not a services manifest/);
+  t.regex(services.stderr, /the file holds null \(`null` or `~`\), not a YAML mapping; it should hold a services manifest/);
 });
 
 test('a bad services manifest exits 2 before etcd is dialled, its paths written ports[0].port', async (t) => {

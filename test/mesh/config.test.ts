@@ -52,7 +52,7 @@ test('an empty file is named empty, a null one null, each with what it should ho
     t.is(t.throws(() => parseConfigText('cluster', text, 'c.yaml'), { instanceOf: ValidationError }).message, `c.yaml: the file is empty; ${holds}`, JSON.stringify(text));
   }
   for (const text of ['null\n', '~\n', '--- null\n']) {
-    t.is(t.throws(() => parseConfigText('cluster', text, 'c.yaml'), { instanceOf: ValidationError }).message, `c.yaml: the file holds null, not a cluster config; ${holds}`, JSON.stringify(text));
+    t.is(t.throws(() => parseConfigText('cluster', text, 'c.yaml'), { instanceOf: ValidationError }).message, `c.yaml: the file holds null (\`null\` or \`~\`), not a YAML mapping; ${holds}`, JSON.stringify(text));
   }
 });
 
