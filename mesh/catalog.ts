@@ -223,6 +223,17 @@ export const TrafficPolicy = z.strictObject({
 });
 export type TrafficPolicy = z.infer<typeof TrafficPolicy>;
 
+/** How a sidecar (or the controller) checks its app: a TCP connect, or an HTTP GET below 400. */
+export const AppProbe = z.union([
+  z.strictObject({ tcp: z.strictObject({ port: port.describe('app port to connect to') }).describe('healthy when a TCP connect succeeds') }),
+  z.strictObject({
+    http: z
+      .strictObject({ port: port.describe('app port to send GET to'), path: z.string().startsWith('/').describe('path to GET, e.g. /healthz') })
+      .describe('healthy when GET answers below 400'),
+  }),
+]);
+export type AppProbe = z.infer<typeof AppProbe>;
+
 export const WorkloadGroup = z.strictObject({
   schema: schemaVersion,
   name: dnsLabel.describe('group name; its hosts register as endpoints named <name>-<address>'),
@@ -231,17 +242,7 @@ export const WorkloadGroup = z.strictObject({
   serviceAccount: z.string().regex(/^[A-Za-z0-9._-]+$/).describe('the one service account every host of the group runs as'),
   labels: z.record(z.string(), z.string()).default({}).describe("labels of every host's endpoint"),
   ports: z.array(ServicePort).min(1).describe("the ports the hosts serve; they must be the service's ports"),
-  probe: z
-    .union([
-      z.strictObject({ tcp: z.strictObject({ port: port.describe('app port to connect to') }).describe('healthy when a TCP connect succeeds') }),
-      z.strictObject({
-        http: z
-          .strictObject({ port: port.describe('app port to send GET to'), path: z.string().startsWith('/').describe('path to GET, e.g. /healthz') })
-          .describe('healthy when GET answers below 400'),
-      }),
-    ])
-    .optional()
-    .describe("how each host's sidecar (or the controller, with --active-health-checks) checks the app"),
+  probe: AppProbe.optional().describe("how each host's sidecar (or the controller, with --active-health-checks) checks the app"),
 });
 export type WorkloadGroup = z.infer<typeof WorkloadGroup>;
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Locality, ServicePort } from '../catalog.js';
+import { AppProbe, Locality, ServicePort } from '../catalog.js';
 import { clusterName, dnsLabel, dnsName, durationMs, host, port, portOrZero } from '../validation.js';
 
 /**
@@ -159,17 +159,7 @@ export const WorkloadConfig = z.strictObject({
   trustBundleFile: z.string().optional().describe("the mesh's trust bundle (PEM file path) to verify the controller with (default: <stateDir>/trust-bundle.pem)"),
   mtlsMode: z.enum(['strict', 'permissive']).default('strict').describe('strict: inbound accepts only mTLS; permissive: plaintext too (for migration)'),
   upstreams: z.array(UpstreamConfig).default([]).describe('fixed local listeners for services the app reaches by port rather than by mesh name'),
-  probe: z
-    .union([
-      z.strictObject({ tcp: z.strictObject({ port: port.describe('app port to connect to') }).describe('healthy when a TCP connect succeeds') }),
-      z.strictObject({
-        http: z
-          .strictObject({ port: port.describe('app port to send GET to'), path: z.string().startsWith('/').describe('path to GET, e.g. /healthz') })
-          .describe('healthy when GET answers below 400'),
-      }),
-    ])
-    .optional()
-    .describe("how the sidecar checks the app's health; omitted = healthy when registered"),
+  probe: AppProbe.optional().describe("how the sidecar checks the app's health; omitted = healthy when registered"),
   observability: ObservabilityConfig.default(observabilityDefaults).describe("the sidecar's readiness and Prometheus metrics endpoints"),
 });
 export type WorkloadConfig = z.infer<typeof WorkloadConfig>;

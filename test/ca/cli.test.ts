@@ -3,29 +3,7 @@ import test from 'ava';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadIntermediateCa, verifyJoinToken } from '../../ca/index.js';
-import { run } from '../../cli/main.js';
-import { openssl, tempDir } from './helpers.js';
-
-/**
- * Runs the real `causeway` entry point (cli/main.ts `run`) in-process, capturing its
- * output: a process per command costs seconds of tsx start-up each. Tests here are serial
- * because stdout is captured globally.
- */
-async function causeway(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const writeOut = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += chunk.toString()), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
-  try {
-    const code = await run(args);
-    return { code, stdout, stderr };
-  } finally {
-    process.stdout.write = writeOut;
-    process.stderr.write = writeErr;
-  }
-}
+import { causeway, openssl, tempDir } from './helpers.js';
 
 test.serial('causeway ca: init → intermediate → issue → token → inspect → bundle, checked by openssl', async (t) => {
   const dir = await tempDir(t);

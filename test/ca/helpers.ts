@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import type { ExecutionContext } from 'ava';
+import { run as runCauseway } from '../../cli/main.js';
 
 /** A temp directory removed when the test ends. */
 export async function tempDir(t: ExecutionContext, prefix = 'cw-ca-'): Promise<string> {
@@ -69,4 +70,25 @@ export async function mutualTlsHandshake(server: TlsParty, client: TlsParty): Pr
     await new Promise((resolve) => tlsServer.close(resolve));
   }
   return seen;
+}
+
+/**
+ * Runs the real `causeway` entry point (cli/main.ts `run`) in-process, capturing its
+ * output: a process per command costs seconds of tsx start-up each. Tests using it are serial
+ * because stdout is captured globally.
+ */
+export async function causeway(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  const writeOut = process.stdout.write.bind(process.stdout);
+  const writeErr = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += chunk.toString()), true)) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
+  try {
+    const code = await runCauseway(args);
+    return { code, stdout, stderr };
+  } finally {
+    process.stdout.write = writeOut;
+    process.stderr.write = writeErr;
+  }
 }

@@ -2,31 +2,15 @@ import { readFile, stat } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import test from 'ava';
-import { run as causewayRun } from '../../cli/main.js';
 import { serviceSni } from '../../mesh/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { startEchoApp, startTestSidecar } from '../proxy/helpers/mesh.js';
-import { openssl, run, tempDir } from './helpers.js';
+import { causeway, openssl, run, tempDir } from './helpers.js';
 
 // PKCS#12 keystores for JVM and .NET workloads, checked by the readers those workloads
 // use: OpenSSL, the JDK's keytool, and a real Java TLS client doing mTLS with a sidecar.
 
 const JAVA_CLIENT = fileURLToPath(new URL('./java/MtlsClient.java', import.meta.url));
-
-async function causeway(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '';
-  let stderr = '';
-  const writeOut = process.stdout.write.bind(process.stdout);
-  const writeErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => ((stdout += chunk.toString()), true)) as typeof process.stdout.write;
-  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += chunk.toString()), true)) as typeof process.stderr.write;
-  try {
-    return { code: await causewayRun(args), stdout, stderr };
-  } finally {
-    process.stdout.write = writeOut;
-    process.stderr.write = writeErr;
-  }
-}
 
 test.serial('ca issue --format pkcs12: a 0600 keystore with key, chain and trusted roots that OpenSSL and keytool read', async (t) => {
   const dir = await tempDir(t, 'cw-p12-');
