@@ -6,6 +6,8 @@ import { UsageError } from '../../mesh/index.js';
 /** The /16 that every topology's address plan (subnets, fixed addresses, configs, scenarios) uses. */
 export const TOPOLOGY_ADDRESS_BLOCK = '10.77';
 const ADDRESS = /\b10\.77\.(\d{1,3})\.(\d{1,3})\b/g;
+/** The same inside a regular expression of a scenario (`outputMatches: "10\\.77\\.50\\.20"`). */
+const ESCAPED_PREFIX = /\b10(\\+\.)77\1/g;
 const TEXT_FILES = new Set(['.yaml', '.yml', '.json', '.env', '.txt', '']);
 
 /** Checks an `a.b` block (the first two octets of a private 10.x /16). */
@@ -37,7 +39,8 @@ export function relocateTopology(composeFile: string, scenarioFile: string | und
   const rewrite = (file: string) => {
     if (!TEXT_FILES.has(extname(file))) return;
     const text = readFileSync(file, 'utf8');
-    const moved = text.replace(ADDRESS, (_all, c: string, d: string) => `${block}.${c}.${d}`);
+    const second = block.split('.')[1]!;
+    const moved = text.replace(ADDRESS, (_all, c: string, d: string) => `${block}.${c}.${d}`).replace(ESCAPED_PREFIX, (_all, dot: string) => `10${dot}${second}${dot}`);
     if (moved !== text) writeFileSync(file, moved);
   };
   const walk = (dir: string) => {

@@ -107,7 +107,7 @@ export class DockerComposeRun implements RunningTopology {
 
   /** Runs `docker-compose -p <project> -f <file> …`. */
   compose(args: readonly string[], options: { timeoutMs?: number; onOutput?: (chunk: string) => void } = {}): Promise<ExecResult> {
-    return runProgram(['docker-compose', '--no-ansi', '-p', this.project.name, '-f', this.project.file, ...args], { timeoutMs: options.timeoutMs ?? 120_000, onOutput: options.onOutput });
+    return runProgram(['docker-compose', '-p', this.project.name, '-f', this.project.file, ...args], { timeoutMs: options.timeoutMs ?? 120_000, onOutput: options.onOutput });
   }
 
   /** Every container of the project, with its service, status, exit code and health. */
