@@ -6,7 +6,12 @@ import { execFileSync, spawnSync } from 'node:child_process';
 
 const NEEDS = {
   // command on PATH -> Debian package providing it
-  test: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux' },
+  // dockerd (not docker: a docker client alone may be on PATH) and debootstrap: the Docker
+  // tier (test/docker/) starts its own engine and builds its base images offline.
+  test: {
+    etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
+    dockerd: 'docker.io', debootstrap: 'debootstrap',
+  },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', haproxy: 'haproxy', nginx: 'nginx-light',
@@ -42,5 +47,6 @@ try {
   apt(['update', '-q']);
   apt(['install', '-y', '-q', '--no-install-recommends', ...list]);
 }
-// Debian starts services it installs; Causeway runs its own instances on its own ports.
-for (const service of ['etcd', 'haproxy', 'nginx']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });
+// Debian starts services it installs; Causeway runs its own instances on its own ports
+// (and the Docker tier its own dockerd, with its own data root and socket).
+for (const service of ['etcd', 'haproxy', 'nginx', 'docker']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });
