@@ -257,6 +257,9 @@ export function registerTopologyCommands(program: Command): void {
       if (!['netns', 'docker', 'auto'].includes(options.engine)) throw new UsageError(`--engine must be netns, docker or auto (got "${options.engine}")`);
       const resolved = resolveTopology(name);
       const relocated = options.subnetBase === undefined ? undefined : relocateTopology(resolved.composeFile, options.scenario ?? resolved.scenarioFile, parseAddressBlock(options.subnetBase));
+      // Also when a signal ends the process (its handler tears down, then exits).
+      const removeCopy = () => relocated?.remove();
+      process.once('exit', removeCopy);
       try {
         const composeFile = relocated?.composeFile ?? resolved.composeFile;
         // A relocated copy keeps the original folder's project name.
@@ -268,7 +271,8 @@ export function registerTopologyCommands(program: Command): void {
         if (engine === 'netns') requireRoot('test');
         await testScenario(project, scenario, engine, options);
       } finally {
-        relocated?.remove();
+        removeCopy();
+        process.off('exit', removeCopy);
       }
     });
 }
