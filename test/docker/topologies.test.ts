@@ -94,7 +94,7 @@ test.serial('a private dockerd starts (own data root, socket and pidfile)', asyn
   ready = (async () => {
     await removeStaleEngines();
     const t0 = Date.now();
-    engine = await startDockerEngine({ timeoutMs: 90_000 });
+    engine = await startDockerEngine({ timeoutMs: 90_000, addressPool: `${freeAddressBlock(blocks)}.0.0/16` });
     timings.push(`dockerd up in ${Date.now() - t0} ms`);
     return engine;
   })();
