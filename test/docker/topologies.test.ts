@@ -8,7 +8,8 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKOUT_ROOT, loadComposeFile, TOPOLOGIES_DIR } from '../../topologies/index.js';
 import { DOCKER_CLIENT, removeStaleEngines, startDockerEngine, type DockerEngine } from '../fixtures/docker-engine.js';
@@ -200,6 +201,52 @@ async function scenarioPassesUnderDocker(t: ExecutionContext, topology: string, 
     t.is(left.stdout.trim(), '', `${what.join(' ')} after the run`);
   }
 }
+
+test.serial('a failed step under Docker: the same report (FAIL, then skip), exit 1, and down -v still removes everything', async (t) => {
+  const docker = await imagesOrFail(t);
+  if (!docker) return;
+  const dir = mkdtempSync(join(tmpdir(), 'cw-docker-tiny-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  // Its default network takes a subnet from the engine's own pool (a free 10.x block).
+  writeFileSync(
+    join(dir, 'compose.yaml'),
+    `services:
+  web:
+    image: causeway:dev
+    command: app echo --port 8080 --name web --cluster tiny --version v3
+    volumes: ["scratch:/state"]
+    healthcheck: { test: [CMD, causeway, app, probe, --url, "http://127.0.0.1:8080/healthz"], interval: 1s, timeout: 10s, retries: 30 }
+  client:
+    image: causeway:dev
+    entrypoint: [sleep, infinity]
+    init: true
+    depends_on: { web: { condition: service_healthy } }
+volumes:
+  scratch: {}
+`,
+  );
+  writeFileSync(
+    join(dir, 'scenario.yaml'),
+    `steps:
+  - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }
+  - name: wrong cluster on purpose
+    call: { from: client, url: "http://web:8080/", requests: 2, minSuccesses: 2, expect: { cluster: elsewhere } }
+  - sleep: 1s
+`,
+  );
+  const project = `tiny${randomBytes(3).toString('hex')}`;
+  const result = await run([process.execPath, CLI, 'topology', 'test', dir, '--engine', 'docker', '-p', project], docker.env, 5 * 60_000);
+  timings.push(`failing scenario in ${result.ms} ms`);
+  t.is(result.code, 1, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /FAIL\s+2\. wrong cluster on purpose .*0 successes < required 2/);
+  t.regex(result.stdout, /skip\s+3\./);
+  t.regex(result.stdout, /^1 passed, 1 failed, 1 skipped$/m);
+  t.regex(result.stderr, /CW_TOPOLOGY_SCENARIO_FAILED/);
+  for (const what of [['ps', '-aq'], ['network', 'ls', '-q'], ['volume', 'ls', '-q']]) {
+    const left = docker.docker([...what, '--filter', `label=com.docker.compose.project=${project}`]);
+    t.is(left.stdout.trim(), '', `${what.join(' ')} after the failed run`);
+  }
+});
 
 test.serial("two-clusters under Docker: east calls a service only in west through west's gateway, with its SPIFFE ID", (t) =>
   scenarioPassesUnderDocker(t, 'two-clusters', { minutes: 5, steps: 5, lines: [/every answer comes from west .* 20\/20 ok/] }));
