@@ -1,7 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for every Causeway part: controller, gateway, federation, sidecar, CA tooling
 # and the demo app. `docker build -t causeway:dev .` — the tag the topologies use.
 # (Without Docker, `causeway topology` maps causeway:* to this checkout's CLI instead.)
+# No `# syntax=` line: BuildKit would fetch that frontend from a registry, and the plain
+# Dockerfile needs nothing newer. Where no registry answers, scripts/offline-base-images.sh
+# provides node:24-slim.
 
 # --- build: type-check and compile the TypeScript to plain ESM JavaScript ----------------
 FROM node:24-slim AS build
@@ -47,8 +49,12 @@ COPY --from=build /build ./
 # The long-running commands run their bundles, everything else the compiled CLI.
 RUN printf '#!/bin/sh\ncase "$1" in sidecar|gateway|controller|federation) exec "/app/dist/$1.sh" "$@";; esac\nexec node /app/cli/main.js "$@"\n' > /usr/local/bin/causeway \
  && chmod 0755 /usr/local/bin/causeway \
- && mkdir -p /certs /data /config \
- && chown -R node:node /certs /data /config
+ && mkdir -p /certs /data /config /state /bundle /shared \
+ && chown -R node:node /certs /data /config /state /bundle /shared
+# Every path a topology mounts a named volume at exists here, owned by node: Docker
+# fills a new named volume from the image's folder, ownership included, so the unprivileged
+# user can write it (a folder missing from the image would come up root-owned).
+# test/docker/ checks this for every volume of topologies/*/compose.yaml.
 # The node image's unprivileged user (uid 1000). Mesh ports are all above 1024.
 USER node
 EXPOSE 15443 15012 15006 15001 15053 15021 15090

@@ -6,9 +6,14 @@ import { execFileSync, spawnSync } from 'node:child_process';
 
 const NEEDS = {
   // command on PATH -> Debian package providing it
-  test: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
-    // PKCS#12 keystores are checked by the JDK's keytool and a Java TLS client (`java Client.java` needs the compiler).
-    keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless' },
+  // dockerd (not docker: a docker client alone may be on PATH) and debootstrap: the Docker
+  // tier (test/docker/) starts its own engine and builds its base images offline.
+  // keytool and javac: PKCS#12 keystores are checked by the JDK's keytool and a Java TLS
+  // client (`java Client.java` needs the compiler).
+  test: {
+    etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
+    dockerd: 'docker.io', debootstrap: 'debootstrap', keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless',
+  },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', haproxy: 'haproxy', nginx: 'nginx-light',
@@ -44,5 +49,6 @@ try {
   apt(['update', '-q']);
   apt(['install', '-y', '-q', '--no-install-recommends', ...list]);
 }
-// Debian starts services it installs; Causeway runs its own instances on its own ports.
-for (const service of ['etcd', 'haproxy', 'nginx']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });
+// Debian starts services it installs; Causeway runs its own instances on its own ports
+// (and the Docker tier its own dockerd, with its own data root and socket).
+for (const service of ['etcd', 'haproxy', 'nginx', 'docker']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });

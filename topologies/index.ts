@@ -1,11 +1,14 @@
 /** Causeway's topologies: run docker-compose files without Docker, drive scenarios, demo app. */
-export { loadComposeFile, parseCompose, shellWords, parseComposeDurationMs, SupportedKeys } from './runner/compose-file.js';
+export { loadComposeFile, projectNameOf, parseCompose, shellWords, parseComposeDurationMs, SupportedKeys } from './runner/compose-file.js';
 export type { ComposeProject, ServiceSpec, NetworkSpec, HealthcheckSpec, VolumeMount, DependencyCondition } from './runner/compose-file.js';
 export { planAddresses } from './runner/address-plan.js';
 export type { AddressPlan, NamespacePlan, NetworkPlan, InterfacePlan } from './runner/address-plan.js';
 export { imageMappingFor, SupportedImages, CHECKOUT_ROOT } from './runner/image-map.js';
 export { TopologyRun, cleanUpRunState, requireRoot } from './runner/topology-run.js';
 export type { ServiceView, ServiceStatus, HealthStatus, UpOptions } from './runner/topology-run.js';
+export { DockerComposeRun, dockerEngineAvailable } from './runner/docker-compose-run.js';
+export { relocateTopology, parseAddressBlock, TOPOLOGY_ADDRESS_BLOCK, type RelocatedTopology } from './runner/address-block.js';
+export type { RunningTopology, TopologyEngineName } from './runner/running-topology.js';
 export { readRunState, stateDir, type RunState } from './runner/run-state.js';
 export { listNamespaces, namespacePids, isAlive as isProcessAlive } from './runner/network-namespaces.js';
 export { execIn, type ExecResult } from './runner/service-process.js';

@@ -1,25 +1,34 @@
 import type { Command } from 'commander';
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { CausewayError, UsageError } from '../../mesh/index.js';
 import {
+  DockerComposeRun,
+  TOPOLOGY_ADDRESS_BLOCK,
   TopologyErrorCodes,
   TopologyRun,
   TopologyRuntimeError,
   cleanUpRunState,
+  dockerEngineAvailable,
   execIn,
   formatScenarioReport,
   isProcessAlive,
   loadComposeFile,
   loadScenarioFile,
+  parseAddressBlock,
   parseComposeDurationMs,
   planAddresses,
+  projectNameOf,
   readRunState,
+  relocateTopology,
   requireRoot,
   resolveTopology,
   runScenario,
   type ComposeProject,
   type RunState,
+  type RunningTopology,
+  type Scenario,
+  type TopologyEngineName,
 } from '../../topologies/index.js';
 
 interface ProjectOptions {
@@ -44,7 +53,7 @@ function durationOption(name: string) {
  * Tears the run down on SIGINT, SIGTERM and SIGHUP (exit 130/143/129), also while it is
  * still coming up. Returns a function that removes the handlers.
  */
-function tearDownOnSignals(getRun: () => TopologyRun | undefined): () => void {
+function tearDownOnSignals(getRun: () => RunningTopology | undefined): () => void {
   const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
   const handlers = new Map<NodeJS.Signals, () => void>();
   for (const [signal, code] of Object.entries(codes) as [NodeJS.Signals, number][]) {
@@ -104,7 +113,7 @@ function requireState(project: ComposeProject): RunState {
 export function registerTopologyCommands(program: Command): void {
   const topology = program
     .command('topology')
-    .description('run docker-compose topologies without Docker (network namespaces, bridges, local processes) and their scenarios; needs root');
+    .description('run docker-compose topologies without Docker (network namespaces, bridges, local processes; needs root) and their scenarios, there or under Docker (`test --engine docker`)');
   const projectOption = ['-p, --project-name <name>', 'project name (default: the folder name), as docker-compose -p'] as const;
 
   topology
@@ -242,36 +251,62 @@ export function registerTopologyCommands(program: Command): void {
     .option('-s, --scenario <file>', 'scenario file (default: scenario.yaml beside the compose file)')
     .option('--report <file>', 'also write the report as JSON to this file')
     .option('--timeout <d>', 'give up if not up and healthy within this long', durationOption('--timeout'), 120_000)
-    .action(async (name: string, options: ProjectOptions & { scenario?: string; report?: string; timeout: number }) => {
-      const { project, scenarioFile } = load(name, options);
-      const file = options.scenario ?? scenarioFile;
-      if (!file) throw new UsageError(`no scenario for ${project.name}: put a scenario.yaml beside ${project.file} or pass --scenario`);
-      const scenario = loadScenarioFile(file);
-      requireRoot('test');
-      let run: TopologyRun | undefined;
-      const removeHandlers = tearDownOnSignals(() => run);
-      let problems: string[] = [];
-      let failed = 0;
+    .option('--engine <engine>', 'netns: network namespaces and local processes (root); docker: docker-compose against the Docker engine at $DOCKER_HOST (images causeway:dev and etcd must exist); auto: docker when an engine answers, else netns', 'netns')
+    .option('--subnet-base <a.b>', `run a copy of the topology with its ${TOPOLOGY_ADDRESS_BLOCK}.x.y addresses moved to a.b.x.y (Docker's networks live in the host's routing table: keeps parallel runs apart)`)
+    .action(async (name: string, options: ProjectOptions & { scenario?: string; report?: string; timeout: number; engine: string; subnetBase?: string }) => {
+      if (!['netns', 'docker', 'auto'].includes(options.engine)) throw new UsageError(`--engine must be netns, docker or auto (got "${options.engine}")`);
+      const resolved = resolveTopology(name);
+      const relocated = options.subnetBase === undefined ? undefined : relocateTopology(resolved.composeFile, options.scenario ?? resolved.scenarioFile, parseAddressBlock(options.subnetBase));
+      // Also when a signal ends the process (its handler tears down, then exits).
+      const removeCopy = () => relocated?.remove();
+      process.once('exit', removeCopy);
       try {
-        run = await TopologyRun.up(project, { timeoutMs: options.timeout, onCreated: (r) => (run = r) });
-        printServices(run);
-        const report = await runScenario(run, scenario, {
-          onStep: (r) => process.stdout.write(`${r.status === 'passed' ? 'ok  ' : r.status === 'failed' ? 'FAIL' : 'skip'} ${r.name}${r.detail ? ` — ${r.detail}` : ''}\n`),
-        });
-        failed = report.failed;
-        if (failed > 0) {
-          for (const svc of project.services.keys()) {
-            const tail = run.logsOf(svc).trimEnd().split('\n').slice(-8).join('\n');
-            process.stdout.write(`--- last lines of ${svc}:\n${tail}\n`);
-          }
-        }
-        process.stdout.write(`\n${formatScenarioReport(report)}`);
-        if (options.report) writeFileSync(options.report, `${JSON.stringify(report, null, 2)}\n`);
+        const composeFile = relocated?.composeFile ?? resolved.composeFile;
+        // A relocated copy keeps the original folder's project name.
+        const project = loadComposeFile(composeFile, { projectName: options.projectName ?? projectNameOf(dirname(resolved.composeFile)) });
+        const file = relocated ? relocated.scenarioFile : (options.scenario ?? resolved.scenarioFile);
+        if (!file) throw new UsageError(`no scenario for ${project.name}: put a scenario.yaml beside ${project.file} or pass --scenario`);
+        const scenario = loadScenarioFile(file);
+        const engine: TopologyEngineName = options.engine === 'auto' ? ((await dockerEngineAvailable()) ? 'docker' : 'netns') : (options.engine as TopologyEngineName);
+        if (engine === 'netns') requireRoot('test');
+        await testScenario(project, scenario, engine, options);
       } finally {
-        if (run) problems = await run.down();
-        removeHandlers();
+        removeCopy();
+        process.off('exit', removeCopy);
       }
-      if (problems.length > 0) throw new TopologyRuntimeError(TopologyErrorCodes.network, `teardown left: ${problems.join('; ')}`);
-      if (failed > 0) throw new CausewayError(TopologyErrorCodes.scenarioFailed, `scenario ${scenario.name}: ${failed} step(s) failed`);
     });
+}
+
+/** `topology test`: up with the chosen engine, the scenario, its report, and down — also on failure or a signal. */
+async function testScenario(project: ComposeProject, scenario: Scenario, engine: TopologyEngineName, options: { timeout: number; report?: string }): Promise<void> {
+  let run: RunningTopology | undefined;
+  const removeHandlers = tearDownOnSignals(() => run);
+  let problems: string[] = [];
+  let failed = 0;
+  try {
+    if (engine === 'netns') {
+      const netns = await TopologyRun.up(project, { timeoutMs: options.timeout, onCreated: (r) => (run = r) });
+      printServices(netns);
+    } else {
+      await DockerComposeRun.up(project, { timeoutMs: options.timeout, onCreated: (r) => (run = r) });
+      process.stdout.write(`topology ${project.name} is up (docker-compose project ${project.name}, engine at ${process.env.DOCKER_HOST ?? 'the default socket'})\n`);
+    }
+    const report = await runScenario(run!, scenario, {
+      onStep: (r) => process.stdout.write(`${r.status === 'passed' ? 'ok  ' : r.status === 'failed' ? 'FAIL' : 'skip'} ${r.name}${r.detail ? ` — ${r.detail}` : ''}\n`),
+    });
+    failed = report.failed;
+    if (failed > 0) {
+      for (const svc of project.services.keys()) {
+        const tail = (await run!.logsOf(svc)).trimEnd().split('\n').slice(-8).join('\n');
+        process.stdout.write(`--- last lines of ${svc}:\n${tail}\n`);
+      }
+    }
+    process.stdout.write(`\n${formatScenarioReport(report)}`);
+    if (options.report) writeFileSync(options.report, `${JSON.stringify(report, null, 2)}\n`);
+  } finally {
+    if (run) problems = await run.down();
+    removeHandlers();
+  }
+  if (problems.length > 0) throw new TopologyRuntimeError(TopologyErrorCodes.network, `teardown left: ${problems.join('; ')}`);
+  if (failed > 0) throw new CausewayError(TopologyErrorCodes.scenarioFailed, `scenario ${scenario.name}: ${failed} step(s) failed`);
 }

@@ -67,7 +67,7 @@ export interface ServiceSpec {
 const TOP_LEVEL_KEYS = ['version', 'services', 'networks', 'volumes'];
 const SERVICE_KEYS = [
   'image', 'command', 'entrypoint', 'environment', 'networks', 'network_mode', 'depends_on', 'healthcheck',
-  'volumes', 'restart', 'working_dir', 'hostname', 'container_name', 'stop_signal', 'stop_grace_period', 'labels', 'init',
+  'volumes', 'restart', 'working_dir', 'hostname', 'container_name', 'stop_signal', 'stop_grace_period', 'labels', 'init', 'dns',
 ];
 const NETWORK_KEYS = ['driver', 'ipam', 'labels'];
 const HEALTHCHECK_KEYS = ['test', 'interval', 'timeout', 'retries', 'start_period', 'disable'];
@@ -171,6 +171,12 @@ export function parseCompose(
       fail(`${path}.restart`, `only "no" is supported (got ${JSON.stringify(s.restart)})`, TopologyErrorCodes.unsupported);
     }
     if (s.init !== undefined && typeof s.init !== 'boolean') fail(`${path}.init`, 'must be true or false');
+    // Every namespace of the runner already resolves through its own loopback (a sidecar's
+    // DNS there answers mesh names); Docker needs it said: its resolver then asks 127.0.0.1
+    // inside the container's network namespace.
+    if (s.dns !== undefined && !(s.dns === '127.0.0.1' || (Array.isArray(s.dns) && s.dns.length === 1 && s.dns[0] === '127.0.0.1'))) {
+      fail(`${path}.dns`, `only 127.0.0.1 is supported (the namespace's own loopback; got ${JSON.stringify(s.dns)})`, TopologyErrorCodes.unsupported);
+    }
 
     let sharesNetworkOf: string | undefined;
     const serviceNetworks = new Map<string, ServiceNetwork>();

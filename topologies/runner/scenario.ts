@@ -1,13 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { formatPath } from '../../mesh/index.js';
 import type { LoadReport } from '../demo-app/load-client.js';
 import { parseComposeDurationMs } from './compose-file.js';
 import { TopologyErrorCodes, TopologyFileError } from './errors.js';
-import { CHECKOUT_ROOT } from './image-map.js';
-import type { TopologyRun } from './topology-run.js';
+import type { RunningTopology } from './running-topology.js';
 
 const duration = z.string().refine((v) => parseComposeDurationMs(v) !== undefined, 'must be a duration such as 500ms, 2s or 1m').transform((v) => parseComposeDurationMs(v)!);
 const serviceName = z.string().min(1);
@@ -157,9 +155,9 @@ function describe(kind: StepKind, spec: unknown): string {
   }
 }
 
-/** The load client, run inside a service's namespace: this checkout's CLI under this Node. */
-function loadClientArgv(spec: { url: string; rps: number; timeout: number; expect?: Record<string, string> | undefined }, amount: string[]): string[] {
-  const argv = [process.execPath, join(CHECKOUT_ROOT, 'bin', 'causeway.js'), 'app', 'load', '--url', spec.url, '--rps', String(spec.rps), '--timeout', `${spec.timeout}ms`, ...amount];
+/** The load client, run inside a service: the engine's Causeway CLI (netns: this checkout's under this Node; Docker: the image's). */
+function loadClientArgv(run: RunningTopology, spec: { url: string; rps: number; timeout: number; expect?: Record<string, string> | undefined }, amount: string[]): string[] {
+  const argv = [...run.cliArgv, 'app', 'load', '--url', spec.url, '--rps', String(spec.rps), '--timeout', `${spec.timeout}ms`, ...amount];
   for (const [k, v] of Object.entries(spec.expect ?? {})) argv.push('--expect', `${k}=${v}`);
   return argv;
 }
@@ -202,7 +200,7 @@ function summary(report: LoadReport): string {
  * Runs each step against a running topology and reports. A failed step stops the
  * scenario (later steps are `skipped`) unless `continueOnFailure` is set.
  */
-export async function runScenario(run: TopologyRun, scenario: Scenario, options: { onStep?: (result: StepResult) => void } = {}): Promise<ScenarioReport> {
+export async function runScenario(run: RunningTopology, scenario: Scenario, options: { onStep?: (result: StepResult) => void } = {}): Promise<ScenarioReport> {
   const results: StepResult[] = [];
   const background = new Map<string, Promise<{ report?: LoadReport; error?: string }>>();
   let stopped = false;
@@ -235,11 +233,11 @@ export async function runScenario(run: TopologyRun, scenario: Scenario, options:
   };
 }
 
-async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<string, Promise<{ report?: LoadReport; error?: string }>>): Promise<{ ok: boolean; detail: string; report?: LoadReport }> {
+async function runStep(run: RunningTopology, step: ScenarioStep, background: Map<string, Promise<{ report?: LoadReport; error?: string }>>): Promise<{ ok: boolean; detail: string; report?: LoadReport }> {
   switch (step.kind) {
     case 'call': {
       const s = step.spec;
-      const result = await run.exec(s.from, loadClientArgv(s, ['--requests', String(s.requests)]), { timeoutMs: 30_000 + (s.requests / s.rps) * 1000 + s.timeout });
+      const result = await run.exec(s.from, loadClientArgv(run, s, ['--requests', String(s.requests)]), { timeoutMs: 30_000 + (s.requests / s.rps) * 1000 + s.timeout });
       const report = parseLoadReport(result.stdout);
       if (!report) return { ok: false, detail: `load client failed (exit ${result.exitCode}): ${(result.stderr || result.stdout).trim().slice(-500)}` };
       const problems = unmetRequirements(report, s);
@@ -255,7 +253,7 @@ async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<str
       let output = '';
       let onSeen: (() => void) | undefined;
       const pending = run
-        .exec(s.from, loadClientArgv(s, ['--duration', `${s.duration}ms`, '--progress']), {
+        .exec(s.from, loadClientArgv(run, s, ['--duration', `${s.duration}ms`, '--progress']), {
           timeoutMs: s.duration + s.timeout + s.startTimeout + 30_000,
           onOutput: (chunk) => {
             output = (output + chunk).slice(-4096);
@@ -298,7 +296,7 @@ async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<str
       return { ok: true, detail: 'stopped' };
     }
     case 'start': {
-      for (const name of [step.spec].flat()) run.startService(name);
+      for (const name of [step.spec].flat()) await run.startService(name);
       return { ok: true, detail: 'started' };
     }
     case 'wait': {
@@ -307,7 +305,7 @@ async function runStep(run: TopologyRun, step: ScenarioStep, background: Map<str
         await run.waitHealthy(s.healthy, s.timeout);
         return { ok: true, detail: 'healthy' };
       }
-      const argv = s.http !== undefined ? [process.execPath, join(CHECKOUT_ROOT, 'bin', 'causeway.js'), 'app', 'probe', '--url', s.http, '--wait', `${s.timeout}ms`] : s.command!;
+      const argv = s.http !== undefined ? [...run.cliArgv, 'app', 'probe', '--url', s.http, '--wait', `${s.timeout}ms`] : s.command!;
       const deadline = Date.now() + s.timeout;
       let last = '';
       for (;;) {

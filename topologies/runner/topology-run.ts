@@ -8,7 +8,8 @@ import { logger } from '../../mesh/index.js';
 import { planAddresses, type AddressPlan } from './address-plan.js';
 import type { ComposeProject, ServiceSpec } from './compose-file.js';
 import { TopologyErrorCodes, TopologyFileError, TopologyNeedsRootError, TopologyRuntimeError } from './errors.js';
-import { argvFor, checkImages, imageMappingFor, writeProgramScripts } from './image-map.js';
+import { CHECKOUT_ROOT, argvFor, checkImages, imageMappingFor, writeProgramScripts } from './image-map.js';
+import type { RunningTopology } from './running-topology.js';
 import { createNetworks, destroyNamespaces, isAlive } from './network-namespaces.js';
 import { readRunState, removeRunState, writeRunState, type RunState } from './run-state.js';
 import { execIn, hostHas, isDirectory, killGroup, launchService, type ExecResult, type LaunchMount } from './service-process.js';
@@ -62,7 +63,10 @@ export function requireRoot(what: string): void {
  * One running compose project: its namespaces, bridges and processes. Create it with
  * {@link TopologyRun.up}; {@link TopologyRun.down} removes everything it made.
  */
-export class TopologyRun {
+export class TopologyRun implements RunningTopology {
+  readonly engine = 'netns' as const;
+  /** This checkout's CLI under this Node: the service's file system is the host's. */
+  readonly cliArgv: readonly string[] = [process.execPath, join(CHECKOUT_ROOT, 'bin', 'causeway.js')];
   readonly project: ComposeProject;
   readonly plan: AddressPlan;
   readonly runDir: string;
