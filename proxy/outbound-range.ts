@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
-import type { Logger } from '../mesh/index.js';
+import { formatIpv4, parseIpv4Cidr, type Logger } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 
 /**
@@ -24,22 +24,13 @@ export interface ParsedRange {
   readonly cidr: string;
 }
 
-export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff].join('.');
-}
-
 /** Parses a CIDR inside 127.0.0.0/8 with an 8- to 24-bit prefix (the address is masked to the prefix). */
 export function parseLoopbackRange(cidr: string): ParsedRange {
-  const [ip = '', bitsText = ''] = cidr.split('/');
-  const octets = ip.split('.').map(Number);
-  const bits = Number(bitsText);
-  if (octets.length !== 4 || octets[0] !== 127 || octets.some((o) => !Number.isInteger(o) || o < 0 || o > 255) || !(Number.isInteger(bits) && bits >= 8 && bits <= 24)) {
+  const parsed = parseIpv4Cidr(cidr);
+  if (!parsed || parsed.base >>> 24 !== 127 || parsed.prefix < 8 || parsed.prefix > 24) {
     throw new ProxyError(ProxyErrorCodes.addressExhausted, `sidecar.outboundRange "${cidr}" must be "auto" or a CIDR inside 127.0.0.0/8 with a prefix of 8 to 24 bits, e.g. 127.1.0.0/16`);
   }
-  const value = (((octets[0]! << 24) >>> 0) + (octets[1]! << 16) + (octets[2]! << 8) + octets[3]!) >>> 0;
-  const mask = (~0 << (32 - bits)) >>> 0;
-  const base = (value & mask) >>> 0;
-  return { base, prefixBits: bits, cidr: `${formatIpv4(base)}/${bits}` };
+  return { base: parsed.base, prefixBits: parsed.prefix, cidr: `${formatIpv4(parsed.base)}/${parsed.prefix}` };
 }
 
 /**

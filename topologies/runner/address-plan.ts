@@ -1,5 +1,7 @@
 import type { ComposeProject } from './compose-file.js';
+import { formatIpv4, parseIpv4, parseIpv4Cidr } from '../../mesh/ipv4.js';
 import { TopologyErrorCodes, TopologyFileError } from './errors.js';
+
 
 /**
  * Names and addresses for one run, decided before anything is created so that teardown
@@ -44,28 +46,6 @@ export interface NamespacePlan {
   readonly interfaces: readonly InterfacePlan[];
   /** Content for /etc/hosts inside the namespace: the names compose's DNS would answer there. */
   readonly hosts: string;
-}
-
-export function parseIpv4(text: string): number | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
-  if (!m) return undefined;
-  const parts = m.slice(1).map(Number);
-  if (parts.some((p) => p > 255)) return undefined;
-  return ((parts[0]! << 24) | (parts[1]! << 16) | (parts[2]! << 8) | parts[3]!) >>> 0;
-}
-
-export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
-}
-
-export function parseIpv4Cidr(text: string): { base: number; prefix: number } | undefined {
-  const m = /^([\d.]+)\/(\d{1,2})$/.exec(text);
-  if (!m) return undefined;
-  const ip = parseIpv4(m[1]!);
-  const prefix = Number(m[2]);
-  if (ip === undefined || prefix > 32) return undefined;
-  const mask = prefix === 0 ? 0 : (0xffffffff << (32 - prefix)) >>> 0;
-  return { base: (ip & mask) >>> 0, prefix };
 }
 
 /** Subnets the runner picks for networks without `ipam`: 10.77.<n>.0/24, existing only inside the run's namespaces. */

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { TopologyErrorCodes, TopologyFileError } from './errors.js';
-import { parseIpv4Cidr, parseIpv4 } from './address-plan.js';
+import { parseIpv4Cidr, parseIpv4 } from '../../mesh/ipv4.js';
 
 /** The normalized compose model the runner executes: only what the supported subset can say. */
 export interface ComposeProject {
