@@ -1,3 +1,5 @@
+// A reference issuer built on @peculiar/x509, for the equivalence test and the CA benchmark only
+// (@peculiar/x509 and reflect-metadata are devDependencies): nothing in a running component imports it.
 import 'reflect-metadata';
 import { randomBytes, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
