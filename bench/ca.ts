@@ -11,7 +11,7 @@
  *   3. the whole gRPC CreateCertificate round trip over TLS, on one channel and with a new
  *      channel (TLS handshake) per call (client and server share this process, so the
  *      per-core figures include the client's cost).
- * The target (issue 3) is ≥ 2,000 certificates/s/core for (1).
+ * The target is ≥ 2,000 certificates/s/core for (1).
  */
 import { Metadata, Server } from '@grpc/grpc-js';
 import {

@@ -80,7 +80,7 @@ type CatalogEvents = {
 /**
  * An in-memory copy of this cluster's `/causeway/v1/` tree, loaded with one listing and
  * kept current by a prefix watch that resumes from the listing's revision. Values that
- * fail validation are logged with their key and skipped (DESIGN.md "etcd key layout");
+ * fail validation are logged with their key and skipped (docs/architecture.md "etcd key layout");
  * when the watch breaks (compaction), the tree is listed again.
  */
 export class CatalogCache extends TypedEmitter<CatalogEvents> {

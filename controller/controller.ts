@@ -88,7 +88,7 @@ export interface HostedComponent {
 }
 
 /**
- * The per-cluster control plane (issue 5): catalog on etcd, Registration and Discovery
+ * The per-cluster control plane: catalog on etcd, Registration and Discovery
  * over gRPC/mTLS on 15012, exports for peers, active health checks, operator DNS,
  * readiness and metrics. Several controllers may share one etcd.
  *

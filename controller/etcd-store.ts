@@ -5,7 +5,7 @@ import { EtcdUnavailableError } from './errors.js';
 
 /**
  * The controller's view of etcd: the few operations it needs, with our own types, so
- * that etcd3 (frozen since 2023, TOOLCHAIN.md) stays behind this one file.
+ * that etcd3 (frozen since 2023) stays behind this one file.
  */
 export interface StoredValue {
   readonly key: string;

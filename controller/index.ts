@@ -1,5 +1,5 @@
 /**
- * The cluster controller (issue 5): what other parts and operators may use.
+ * The cluster controller: what other parts and operators may use.
  *
  * - {@link Controller}: run the control plane in-process (`causeway controller` does).
  * - {@link DiscoveryClient} / {@link RegistrationClient}: the node side of the discovery

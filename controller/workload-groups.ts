@@ -20,7 +20,7 @@ import {
 } from '../mesh/index.js';
 import type { EtcdStore } from './etcd-store.js';
 
-/** Stable codes of workload-group and bundle errors (issue 9). */
+/** Stable codes of workload-group and bundle errors. */
 export const WorkloadErrorCodes = {
   groupNotFound: 'CW_WORKLOAD_GROUP_NOT_FOUND',
   identityNotAllowed: 'CW_WORKLOAD_IDENTITY_NOT_ALLOWED',

@@ -5,7 +5,7 @@ import { FederationError, FederationErrorCodes } from './errors.js';
 
 /**
  * The federation's view of an etcd: the few operations it needs, with revisions as
- * decimal strings. etcd3 stays behind this interface (TOOLCHAIN.md): its Watcher resumes
+ * decimal strings. etcd3 stays behind this interface: its Watcher resumes
  * from the response header revision, which can skip events of an unsynced watch and
  * hides compaction, so watching is done here on the raw stream.
  */

@@ -1,6 +1,6 @@
 /**
  * Federation: links to peers, export → import mirroring, staleness, conflicts
- * (DESIGN.md "Federation rules"). What other parts may use.
+ * (docs/architecture.md "Federation rules"). What other parts may use.
  */
 export { Federation, type FederationOptions, type FederationStatus } from './federation.js';
 export type { PeerLinkStatus, LinkTimings } from './peer-link.js';

@@ -2,7 +2,7 @@ import { EtcdKeys } from '../mesh/index.js';
 import type { CatalogStore } from './etcd-store.js';
 
 /**
- * Least privilege for peers (DESIGN.md "etcd key layout"): a peer's etcd user may read
+ * Least privilege for peers (docs/architecture.md "etcd key layout"): a peer's etcd user may read
  * `/causeway/v1/exports/` and nothing else, and write nothing. With `--client-cert-auth`
  * etcd takes the client certificate's CN as the user, so the user is password-less.
  */

@@ -1,7 +1,7 @@
 import type { ServicePort } from '../mesh/index.js';
 
 /**
- * Namespace sameness (DESIGN.md "Federation rules"): `<name>.<namespace>` exported by
+ * Namespace sameness (docs/architecture.md "Federation rules"): `<name>.<namespace>` exported by
  * several clusters is one mesh service. Its ports must agree; where they do not, the
  * oldest export (by `exportedAt`, then cluster name) wins and every export whose ports
  * differ from the winner's is in conflict — the Kubernetes MCS rule.

@@ -4,7 +4,7 @@
  * segment; every byte read is kept so it can be replayed to the upstream unchanged.
  *
  * Only the framing is parsed here. The server name itself is judged by the one SNI
- * codec in mesh/ (the router calls it); it leaves here lower-cased (DESIGN.md "Names":
+ * codec in mesh/ (the router calls it); it leaves here lower-cased (docs/architecture.md "Names":
  * server names are case-insensitive), so exact routes, the route cache and metric labels
  * all see one spelling.
  */

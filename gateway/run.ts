@@ -140,7 +140,7 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   const gateway = new SniGateway({ ...gatewaySettings(options), registry, logger: log });
   const closeSource = await startRouteSource(options, gateway, log);
   // Every listener is bound before the gateway registers: one that cannot bind fails
-  // start-up and leaves nothing under /causeway/v1/gateways/ (DESIGN.md "Ports").
+  // start-up and leaves nothing under /causeway/v1/gateways/ (docs/architecture.md "Ports").
   const undo: Array<() => Promise<void>> = [closeSource];
   const unwind = async (error: unknown): Promise<never> => {
     for (const step of undo.reverse()) await step().catch(() => undefined);

@@ -3,7 +3,7 @@ import { ErrorCodes, ValidationError } from './errors.js';
 import { clusterName, dnsLabel, host, port, spiffeIdText, validate } from './validation.js';
 
 /**
- * Catalog values as stored in etcd (DESIGN.md "etcd key layout"). Every value is JSON with
+ * Catalog values as stored in etcd (docs/architecture.md "etcd key layout"). Every value is JSON with
  * a `schema` version field. Readers validate with {@link decodeCatalogValue}; a value that
  * fails is logged with its key and skipped, never trusted and never fatal.
  */

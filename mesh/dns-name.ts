@@ -2,7 +2,7 @@ import { ErrorCodes, InvalidNameError } from './errors.js';
 import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js';
 
 /**
- * The one codec for mesh DNS names (DESIGN.md "Names"):
+ * The one codec for mesh DNS names (docs/architecture.md "Names"):
  *   `<service>.<namespace>.svc.<mesh-domain>`            any healthy cluster
  *   `<service>.<namespace>.svc.<cluster>.<mesh-domain>`  pinned to one cluster
  * SRV queries may prefix `_<port-name>._tcp.` (RFC 2782).

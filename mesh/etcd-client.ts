@@ -7,7 +7,7 @@ import { grpcFailure } from './grpc-failure.js';
 
 /**
  * Opens an etcd3 client for a validated {@link EtcdConnection}. With TLS files, the
- * client certificate's CN is the etcd user (DESIGN.md "etcd security").
+ * client certificate's CN is the etcd user (federation/README.md "etcd security settings").
  * etcd3 1.1.2 does not handle compaction on watch resume: callers re-list on `error`.
  */
 export function connectEtcd(connection: EtcdConnection): Etcd3 {

@@ -2,7 +2,7 @@ import { ErrorCodes, InvalidNameError } from './errors.js';
 import { clusterNameProblem, dnsLabelProblem } from './labels.js';
 
 /**
- * The one codec for Causeway's etcd key layout (DESIGN.md "etcd key layout").
+ * The one codec for Causeway's etcd key layout (docs/architecture.md "etcd key layout").
  * Build keys with {@link EtcdKeys}; classify keys read back with {@link parseEtcdKey}.
  */
 export const KEY_ROOT = '/causeway/v1/';

@@ -29,7 +29,7 @@ export function dnsNameProblem(name: string): string | undefined {
   return undefined;
 }
 
-/** Cluster names are DNS labels of at most 32 characters (DESIGN.md "The words"). */
+/** Cluster names are DNS labels of at most 32 characters (docs/architecture.md "The words"). */
 export function clusterNameProblem(name: string): string | undefined {
   const problem = dnsLabelProblem(name);
   if (problem) return problem;

@@ -4,7 +4,7 @@ import { ListenError, type PortSetting } from './errors.js';
 /**
  * Every long-running command binds its listeners through here, so that a port another
  * component on the host already holds fails start-up with the setting and flag that
- * choose it (DESIGN.md "Ports"), never with Node's bare `listen EADDRINUSE`.
+ * choose it (docs/architecture.md "Ports"), never with Node's bare `listen EADDRINUSE`.
  */
 
 /** The errno of a failed bind: Node's `code`, or the one a library (gRPC) put in its message. */

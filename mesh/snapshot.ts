@@ -7,7 +7,7 @@ import { clusterName, dnsLabel, host, port, spiffeIdText } from './validation.js
  * carries it as JSON). Both ends validate with this schema.
  */
 
-/** Locality priority: lower is preferred (DESIGN.md "The parts and the path of one request"). */
+/** Locality priority: lower is preferred (docs/architecture.md "The parts and the path of one request"). */
 export const Priority = { sameCluster: 0, sameRegion: 1, otherRegion: 2 } as const;
 
 export const SnapshotTarget = z.strictObject({

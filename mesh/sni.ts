@@ -3,7 +3,7 @@ import { ErrorCodes, InvalidNameError } from './errors.js';
 import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js';
 
 /**
- * The one codec for Causeway's SNI routing key (DESIGN.md "Names"):
+ * The one codec for Causeway's SNI routing key (docs/architecture.md "Names"):
  *
  *   service:    `<port>.<subset|all>.<service>.<namespace>.<cluster>.cw1.<trust-domain>`
  *   controller: `controller.<cluster>.cw1.<trust-domain>`

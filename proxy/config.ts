@@ -48,7 +48,7 @@ export const SidecarTuning = z.strictObject({
       port: portOrZero.default(15001).describe('port of the HTTP proxy; 0 picks a free port'),
     })
     .optional()
-    .describe('outbound HTTP proxy for apps that honour HTTP_PROXY (DESIGN.md: 15001); omitted = off'),
+    .describe('outbound HTTP proxy for apps that honour HTTP_PROXY (docs/architecture.md "Ports": 15001); omitted = off'),
   proxyProtocolPorts: z.array(port).default([]).describe("app target ports (TCP) that receive a PROXY protocol v2 header carrying the caller's SPIFFE ID"),
   certificateTtlSeconds: z.number().int().min(0).default(0).describe("requested workload certificate lifetime in seconds; 0 = the CA's default"),
   pkcs12: z

@@ -1,5 +1,5 @@
 /**
- * The sidecar (DESIGN.md "The parts and the path of one request", steps 1, 2 and 4):
+ * The sidecar (docs/architecture.md "The parts and the path of one request", steps 1, 2 and 4):
  * loopback listeners and DNS for the app, mTLS to targets chosen by locality and health,
  * the inbound mTLS listener with authorization, certificates and the controller hookup.
  */

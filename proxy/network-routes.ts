@@ -9,7 +9,7 @@ export interface NetworkView {
 
 /**
  * Rewrites a snapshot for a workload that cannot reach every endpoint of its own cluster
- * directly (issue 9: a VM outside the cluster networks, and the cluster's workloads calling
+ * directly (a VM outside the cluster networks, and the cluster's workloads calling
  * it). Local endpoints whose `causeway.io/network` label differs from the workload's own
  * are replaced by one target: the cluster's gateway, which routes by SNI to a healthy
  * endpoint of the service (it reaches every network of its cluster). TLS stays end to

@@ -23,7 +23,7 @@ export interface RunSidecarOptions {
 export async function runSidecar(config: SidecarConfig, options: RunSidecarOptions = {}): Promise<Sidecar> {
   const log = options.log ?? moduleLogger('sidecar', { workload: `${config.service}.${config.namespace}`, cluster: config.cluster });
   const identity = new WorkloadIdentity();
-  // A host onboarded into a workload group registers as `<group>-<address>` (issue 9).
+  // A host onboarded into a workload group registers as `<group>-<address>`.
   if (!options.endpointId && config.workloadGroup) options = { ...options, endpointId: workloadGroupEndpointId(config.workloadGroup, config.advertiseAddress) };
   const nodeId = options.endpointId ?? (config.inboundPort !== 0 ? defaultEndpointId(config, config.inboundPort) : `${config.service}-${hostname()}-${process.pid}`.toLowerCase().replace(/[^a-z0-9.-]/g, '-'));
   const snapshots = new DiscoverySnapshotSource(config, identity, log.child({ module: 'discovery' }), nodeId);

@@ -9,7 +9,7 @@ import { EtcdKeys } from '../../mesh/index.js';
 import { freePorts, startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
 
 /**
- * One host, many parts (DESIGN.md "Ports"): a controller, a gateway, a federation service
+ * One host, many parts (docs/architecture.md "Ports"): a controller, a gateway, a federation service
  * and a sidecar on one machine. Real processes as operators start them (bin/causeway.js,
  * which runs each command's bundle), a real etcd, real sockets on loopback.
  */

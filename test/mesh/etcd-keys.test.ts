@@ -19,7 +19,7 @@ test('every key of the layout round-trips through the parser', (t) => {
   for (const [key, parsed] of cases) t.deepEqual(parseEtcdKey(key), parsed, key);
 });
 
-test('keys match DESIGN.md literally', (t) => {
+test('keys match docs/architecture.md literally', (t) => {
   t.is(EtcdKeys.importedService('west', 'default', 'reviews'), '/causeway/v1/imports/west/default/reviews');
   t.is(EtcdKeys.heartbeat, '/causeway/v1/exports/_heartbeat');
   t.true(EtcdKeys.exportedService('a', 'b').startsWith(EtcdKeys.exportsPrefix));

@@ -4,7 +4,7 @@ import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controlle
 
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
 
-test('round-trips the example from DESIGN.md', (t) => {
+test('round-trips the example from docs/architecture.md', (t) => {
   const text = '9080.v2.reviews.default.west.cw1.causeway.internal';
   const sni = parseSni(text);
   t.deepEqual(sni, { kind: 'service', port: 9080, subset: 'v2', service: 'reviews', namespace: 'default', cluster: 'west', trustDomain: 'causeway.internal' });
