@@ -54,6 +54,8 @@ export class Federation {
   readonly metrics: FederationMetrics;
   #localExports: LocalExportClaims | undefined;
   #started = false;
+  /** Set once every link exists: until then readiness has no link to wait for and must not say ready. */
+  #linksCreated = false;
 
   constructor(options: FederationOptions) {
     this.#o = options;
@@ -92,6 +94,7 @@ export class Federation {
       });
       this.#links.set(link.peer, peerLink);
     }
+    this.#linksCreated = true;
     for (const link of this.#links.values()) await link.load();
     this.#localExports = new LocalExportClaims({
       cluster: this.#o.cluster,
@@ -126,6 +129,7 @@ export class Federation {
       if (link.initialSync === 'pending') reasons.push(`link ${link.peer}: initial sync pending`);
     }
     if (!this.#started) reasons.push('federation not started');
+    else if (!this.#linksCreated) reasons.push('federation starting: links not created yet');
     return { ready: reasons.length === 0, reasons, details: { initialSync: links } };
   }
 
