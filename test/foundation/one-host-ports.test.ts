@@ -220,7 +220,7 @@ test.serial('--ready-port and --metrics-port move the controller and a sidecar o
       trustBundleFile: join(root, 'trust-bundle.pem'),
       // The same ports as the cluster config: taken on this host.
       observability: { host: '127.0.0.1', readyPort: ports.readyPort, metricsPort: ports.metricsPort },
-      sidecar: { inboundHost: '127.0.0.1', outboundRange: `127.${200 + (process.pid % 20)}.77.0/24`, dns: { outside: 'refuse' } },
+      sidecar: { inboundHost: '127.0.0.1', outboundRange: 'auto', dns: { outside: 'refuse' } },
     }),
   );
   // Its DNS port taken (after the certificate bootstrap): exit 1 naming dnsPort, not a bare EADDRINUSE.

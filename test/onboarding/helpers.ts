@@ -27,12 +27,11 @@ export function webGroup(overrides: Partial<WorkloadGroup> = {}): WorkloadGroup 
   };
 }
 
-let hostCounter = 0;
 
 /**
  * Writes the bundle as `causeway workload bundle` would, with the host's install dir being
  * the bundle dir itself (no root needed), then adds only what a shared test machine needs
- * to the generated sidecar.yaml: free ports, loopback binds, a private outbound range.
+ * to the generated sidecar.yaml: free ports, loopback binds, an `auto` outbound range.
  */
 export async function hostBundle(options: {
   cluster: ClusterConfig;
@@ -46,7 +45,7 @@ export async function hostBundle(options: {
   now?: Date;
   address?: string;
   pkcs12?: boolean;
-}): Promise<{ bundle: WorkloadBundle; dnsPort: number; outboundRange: string }> {
+}): Promise<{ bundle: WorkloadBundle; dnsPort: number }> {
   const bundle = await writeWorkloadBundle({
     cluster: options.cluster,
     group: options.group,
@@ -61,9 +60,7 @@ export async function hostBundle(options: {
     ...(options.now ? { now: options.now } : {}),
     ...(options.pkcs12 ? { pkcs12: true } : {}),
   });
-  const n = ++hostCounter;
   const dnsPort = await freePort();
-  const outboundRange = `127.${210 + (process.pid % 20)}.${n}.0/24`;
   editConfig(bundle.files.config, (c) => ({
     ...c,
     // The app listens on an ephemeral port; the mesh port stays the group's.
@@ -72,9 +69,9 @@ export async function hostBundle(options: {
     inboundPort: 0,
     dnsPort,
     observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
-    sidecar: { ...(c.sidecar as object | undefined), inboundHost: '127.0.0.1', outboundRange, dns: { outside: 'refuse' }, probeIntervalMs: 300 },
+    sidecar: { ...(c.sidecar as object | undefined), inboundHost: '127.0.0.1', outboundRange: 'auto', dns: { outside: 'refuse' }, probeIntervalMs: 300 },
   }));
-  return { bundle, dnsPort, outboundRange };
+  return { bundle, dnsPort };
 }
 
 export function editConfig(file: string, edit: (config: Record<string, unknown>) => Record<string, unknown>): void {

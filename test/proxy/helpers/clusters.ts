@@ -167,7 +167,7 @@ export async function startWorkload(world: MeshWorld, clusterName: string, optio
     ...(app ? { probe: { http: { port: app.port, path: '/healthz' } } } : {}),
     observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
     ...options.config,
-    sidecar: { inboundHost: '127.0.0.1', outboundRange: `127.${100 + (n >> 8)}.${n & 0xff}.0/24`, dns: { outside: 'refuse' }, probeIntervalMs: 300, ...options.config?.sidecar },
+    sidecar: { inboundHost: '127.0.0.1', outboundRange: 'auto', dns: { outside: 'refuse' }, probeIntervalMs: 300, ...options.config?.sidecar },
   });
   const identity = new WorkloadIdentity();
   const cert = await world.pki.workload(clusterName, `default/${sa}`);
