@@ -40,8 +40,7 @@ async function runCommand(command) {
   if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) || !(await runCommandBundle(command))) {
     const { register } = await import('tsx/esm/api');
     register();
-    const { run, quietUnactionableWarnings } = await import('../cli/main.ts');
-    quietUnactionableWarnings();
+    const { run } = await import('../cli/main.ts');
     const code = await run(process.argv.slice(2));
     if (code !== 0) process.exit(code);
   }
