@@ -10,6 +10,12 @@ import type { MeshPki } from './pki.js';
 export const TD = 'causeway.internal';
 export const spiffe = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;
 
+// Test files run in parallel worker processes: each starts its loopback ranges at its own
+// offset. Explicit, never reused within a process: tests here share one keep-alive agent,
+// and with `auto` a sidecar started after another closed took its addresses back, so the
+// agent handed a later test a pooled socket of the closed sidecar ('socket hang up').
+let rangeCounter = (process.pid % 700) * 64;
+
 /** An HTTP app that answers with who called it (the header the sidecar sets) and where it runs. */
 export async function startEchoApp(name: string, options: { status?: number } = {}): Promise<{ port: number; server: HttpServer; hits: () => number; setStatus(s: number): void; close(): Promise<void> }> {
   let hits = 0;
@@ -93,12 +99,13 @@ export interface TestSidecarOptions {
   certificateSeconds?: number;
 }
 
-/** A sidecar on loopback with an `auto` outbound range (claimed: files running at once never share one), random ports and a certificate from the test PKI. */
+/** A sidecar on loopback with its own outbound range, random ports and a certificate from the test PKI. */
 export async function startTestSidecar(options: TestSidecarOptions): Promise<TestSidecar> {
   const namespace = options.namespace ?? 'default';
   const sa = options.serviceAccount ?? options.service;
   const spiffeId = spiffe(namespace, sa);
   const stateDir = mkdtempSync(join(tmpdir(), 'causeway-sidecar-'));
+  const n = ++rangeCounter;
   const config = parseSidecarConfig({
     cluster: options.cluster,
     locality: { region: 'r1', zone: 'z1' },
@@ -114,7 +121,7 @@ export async function startTestSidecar(options: TestSidecarOptions): Promise<Tes
     stateDir,
     observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
     ...options.config,
-    sidecar: { inboundHost: '127.0.0.1', outboundRange: 'auto', dns: { outside: 'refuse' }, ...options.config?.sidecar },
+    sidecar: { inboundHost: '127.0.0.1', outboundRange: `127.${10 + ((n >> 8) & 0xff)}.${n & 0xff}.0/24`, dns: { outside: 'refuse' }, ...options.config?.sidecar },
   });
   const identity = new WorkloadIdentity();
   const pem = await options.pki.issue(options.issuerCluster ?? options.cluster, spiffeId, { seconds: options.certificateSeconds ?? 3600 });
