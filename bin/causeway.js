@@ -40,7 +40,8 @@ async function runCommand(command) {
   if (!Object.hasOwn(COMMAND_BUNDLES, command ?? '') || runsFromSource(command) || !(await runCommandBundle(command))) {
     const { register } = await import('tsx/esm/api');
     register();
-    const { run } = await import('../cli/main.ts');
+    const { run, quietUnactionableWarnings } = await import('../cli/main.ts');
+    quietUnactionableWarnings();
     const code = await run(process.argv.slice(2));
     if (code !== 0) process.exit(code);
   }

@@ -1,6 +1,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import { Command, CommanderError } from 'commander';
+import { quietUnactionableWarnings } from './process-warnings.js';
 import { CausewayError, ErrorCodes, UsageError, ValidationError } from '../mesh/index.js';
 
 /**
@@ -97,6 +98,7 @@ export async function runIfMainModule(moduleUrl: string, main: (argv: string[]) 
   } catch {
     return; // argv[1] is not a file (node -e, a REPL): not this module
   }
+  quietUnactionableWarnings();
   const code = await main(process.argv.slice(2));
   process.exitCode = code;
   if (code !== 0) process.exit(code);
