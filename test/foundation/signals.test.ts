@@ -140,9 +140,14 @@ function describe(chain: readonly number[]): string {
   return chain.map((pid) => `${pid}`).join(' → ');
 }
 
-const npx = existsSync(SYSTEM_NPX) && systemNodeVersion() !== undefined ? test : test.skip;
+// This machine kind has a system Node 20 with its npx (the chain users hit); the tests
+// run always and say what is missing rather than skip.
+function requireSystemNode(t: ExecutionContext, what: string): void {
+  if (!existsSync(SYSTEM_NPX) || systemNodeVersion() === undefined) t.fail(`${what} needs the system Node and npx at ${SYSTEM_NODE} and ${SYSTEM_NPX} (apt-get install -y nodejs npm)`);
+}
 
-npx('regression "SIGTERM to npx causeway sidecar left the sidecar running": npx, its sh and the sidecar all exit, the sidecar stopped cleanly', async (t) => {
+test('regression "SIGTERM to npx causeway sidecar left the sidecar running": npx, its sh and the sidecar all exit, the sidecar stopped cleanly', async (t) => {
+  requireSystemNode(t, 'this test');
   const config = sidecarConfig(t);
   const { proc, chain } = await startChain(t, SYSTEM_NODE, [SYSTEM_NPX, 'causeway', 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], config);
   t.log(`system Node ${systemNodeVersion()}; chain ${describe(chain)}: ${chain.map(commandLine).join(' | ')}`);
@@ -155,7 +160,8 @@ npx('regression "SIGTERM to npx causeway sidecar left the sidecar running": npx,
   t.notRegex(proc.output(), /did not stop within/);
 });
 
-npx('SIGTERM to npx causeway sidecar, a sidecar fully up (certificate issued, endpoint registered): it deregisters and everything exits', async (t) => {
+test('SIGTERM to npx causeway sidecar, a sidecar fully up (certificate issued, endpoint registered): it deregisters and everything exits', async (t) => {
+  requireSystemNode(t, 'this test');
   const etcd = await startEtcd({ name: 'east' });
   t.teardown(() => etcd.destroy());
   const dir = mkdtempSync(join(tmpdir(), 'cw-signals-up-'));
@@ -220,7 +226,8 @@ npx('SIGTERM to npx causeway sidecar, a sidecar fully up (certificate issued, en
   t.is((await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).values.length, 0);
 });
 
-npx('SIGKILL to npx causeway sidecar: the sidecar sees its chain broken and stops, nothing is left', async (t) => {
+test('SIGKILL to npx causeway sidecar: the sidecar sees its chain broken and stops, nothing is left', async (t) => {
+  requireSystemNode(t, 'this test');
   const config = sidecarConfig(t);
   const { proc, chain } = await startChain(t, SYSTEM_NODE, [SYSTEM_NPX, 'causeway', 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], config);
   proc.child.kill('SIGKILL');
@@ -229,13 +236,15 @@ npx('SIGKILL to npx causeway sidecar: the sidecar sees its chain broken and stop
   t.regex(proc.output(), /"ancestorGone":\d+.*"msg":"stopping sidecar"/);
 });
 
-const oldNode = (() => {
+/** The launcher hop exists only under a system Node older than the project's floor (22.12). */
+function requireOldSystemNode(t: ExecutionContext): void {
   const version = systemNodeVersion();
   const [major = 0, minor = 0] = (version ?? 'v0.0').slice(1).split('.').map(Number);
-  return version !== undefined && (major < 22 || (major === 22 && minor < 12)) ? test : test.skip;
-})();
+  if (version === undefined || !(major < 22 || (major === 22 && minor < 12))) t.fail(`needs a system Node older than 22.12 at ${SYSTEM_NODE} (this machine kind has 20; found ${version ?? 'none'})`);
+}
 
-oldNode('causeway sidecar under the old system Node: SIGHUP to the launcher stops the sidecar and comes back as its status; a SIGKILLed launcher leaves nothing', async (t) => {
+test('causeway sidecar under the old system Node: SIGHUP to the launcher stops the sidecar and comes back as its status; a SIGKILLed launcher leaves nothing', async (t) => {
+  requireOldSystemNode(t);
   const bin = join(ROOT, 'bin/causeway.js');
   const config = sidecarConfig(t);
   const hup = await startChain(t, SYSTEM_NODE, [bin, 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], config);
@@ -251,14 +260,17 @@ oldNode('causeway sidecar under the old system Node: SIGHUP to the launcher stop
   t.deepEqual(await waitUntilGone(config2, DRAIN_TIMEOUT_MS + 3000), [], `nothing of ${describe(kill.chain)} is left`);
 });
 
-const asRoot = process.getuid?.() === 0 && existsSync('/usr/bin/unshare') ? test : test.skip;
+function requireRoot(t: ExecutionContext): void {
+  if (process.getuid?.() !== 0 || !existsSync('/usr/bin/unshare')) t.fail('needs root and /usr/bin/unshare (util-linux) for a pid namespace; the suite runs as root');
+}
 
 for (const [label, node] of [
   ['Node 24 (node_modules): the bundle itself', process.execPath],
   ['the old system Node: the launcher', SYSTEM_NODE],
 ] as const) {
-  const run = node === SYSTEM_NODE && systemNodeVersion() === undefined ? test.skip : asRoot;
-  run(`causeway sidecar as PID 1 of its own pid namespace (a container), ${label} as PID 1: SIGTERM stops it cleanly, exit 0, nothing left`, async (t) => {
+  test(`causeway sidecar as PID 1 of its own pid namespace (a container), ${label} as PID 1: SIGTERM stops it cleanly, exit 0, nothing left`, async (t) => {
+    requireRoot(t);
+    if (node === SYSTEM_NODE) requireSystemNode(t, 'the launcher as PID 1');
     const config = sidecarConfig(t);
     // unshare --fork: the command is PID 1 inside, a child of unshare outside (what `docker stop` signals).
     const { proc, chain } = await startChain(t, 'unshare', ['--pid', '--fork', '--mount-proc', node, join(ROOT, 'bin/causeway.js'), 'sidecar', '--config', config, '--drain-timeout', String(DRAIN_TIMEOUT_MS)], config);
