@@ -1,13 +1,13 @@
 import { lookup } from 'node:dns';
 import { isIPv6, isIP, type Server } from 'node:net';
-import { streamHandleBindings, UV_EOF } from '../mesh/index.js';
+import { tcpHandleBindings, UV_EOF, type StreamShutdownReq, type StreamWriteReq, type TcpConnectReq, type TcpHandle as NodeTcpHandle, type TcpHandleBindings } from '../mesh/index.js';
 import { ClientHelloReader } from './client-hello.js';
 import { routeHello, type PassthroughContext } from './passthrough.js';
 import type { Route, UpstreamTarget } from './route-table.js';
 
 /**
  * The gateway's fast relay: it drives libuv TCP handles directly (Node's `tcp_wrap` and
- * `stream_wrap` bindings, the layer `net.Socket` is built on) instead of `net.Socket`
+ * `stream_wrap` bindings, the layer `net.Socket` is built on; mesh/node-internals.ts) instead of `net.Socket`
  * streams. A passthrough connection never needs what streams add — buffering, encoding,
  * object mode, per-socket timers, events — and paying for it made a stream-based relay
  * cost about twice HAProxy's CPU per connection. Here a connection is one plain object
@@ -18,76 +18,40 @@ import type { Route, UpstreamTarget } from './route-table.js';
  * Node has them, and the gateway falls back to the `net.Socket` relay when it does not.
  */
 
-interface StreamState {
-  [index: number]: number;
-}
-interface WriteReq {
-  handle: TcpHandle;
-  oncomplete: (this: WriteReq, status: number) => void;
-  buffer: Buffer | undefined;
-  conn: HandleConnection;
-  async: boolean;
-}
-interface ShutdownReq {
-  handle: TcpHandle;
-  oncomplete: (this: ShutdownReq, status: number) => void;
-  conn: HandleConnection;
-}
-interface ConnectReq {
-  oncomplete: (this: ConnectReq, status: number, handle: TcpHandle) => void;
-  address: string;
-  port: number;
-  conn: HandleConnection;
-}
-interface TcpHandle {
-  onread: ((this: TcpHandle, arrayBuffer: ArrayBuffer | undefined) => void) | undefined;
-  readStart(): number;
-  readStop(): number;
-  writeBuffer(req: WriteReq, buffer: Buffer): number;
-  shutdown(req: ShutdownReq): number;
-  connect(req: ConnectReq, address: string, port: number): number;
-  connect6(req: ConnectReq, address: string, port: number): number;
-  setNoDelay(on: boolean): number;
-  close(callback?: () => void): void;
-  reset?(callback?: () => void): number;
-  getpeername(out: Record<string, unknown>): number;
-  useUserBuffer(buffer: Buffer): void;
-  readonly writeQueueSize: number;
+/** A TCP handle with what the relay keeps on it. */
+interface TcpHandle extends NodeTcpHandle {
+  onread?(this: TcpHandle, arrayBuffer: ArrayBuffer | undefined): void;
   conn: HandleConnection | undefined;
   /** Bytes read so far; once past BULK_THRESHOLD_BYTES the handle reads into its own buffer. */
   readBytes: number;
   /** The handle's own read buffer (bulk connections only). */
   ownBuffer: Buffer | undefined;
 }
-interface Bindings {
+interface WriteReq extends StreamWriteReq {
+  handle: TcpHandle;
+  oncomplete(this: WriteReq, status: number): void;
+  conn: HandleConnection;
+}
+interface ShutdownReq extends StreamShutdownReq {
+  handle: TcpHandle;
+  oncomplete(this: ShutdownReq, status: number): void;
+  conn: HandleConnection;
+}
+interface ConnectReq extends TcpConnectReq {
+  oncomplete(this: ConnectReq, status: number, handle: TcpHandle): void;
+  conn: HandleConnection;
+}
+/** The bindings as the relay uses them: its request objects carry its connection. */
+interface Bindings extends Omit<TcpHandleBindings, 'TCP' | 'TCPConnectWrap' | 'WriteWrap' | 'ShutdownWrap'> {
   TCP: new (type: number) => TcpHandle;
   TCPConnectWrap: new () => ConnectReq;
   WriteWrap: new () => WriteReq;
   ShutdownWrap: new () => ShutdownReq;
-  socketType: number;
-  state: StreamState;
-  kReadBytesOrError: number;
-  kArrayBufferOffset: number;
-  kLastWriteWasAsync: number;
 }
 
-let bindings: Bindings | undefined | null = null;
-
+/** The same objects as mesh/node-internals.ts loads: the relay's types only add the fields it hangs on them. */
 function loadBindings(): Bindings | undefined {
-  if (bindings !== null) return bindings;
-  try {
-    const binding = (process as unknown as { binding(name: string): Record<string, unknown> }).binding;
-    const tcp = binding('tcp_wrap') as { TCP: Bindings['TCP']; TCPConnectWrap: Bindings['TCPConnectWrap']; constants: { SOCKET: number } };
-    const stream = streamHandleBindings();
-    bindings =
-      stream !== undefined && typeof tcp.TCP === 'function' && typeof tcp.TCPConnectWrap === 'function'
-        ? // The gateway's own request types carry its connection; the stream bindings are the same objects.
-          ({ ...(stream as unknown as Omit<Bindings, 'TCP' | 'TCPConnectWrap' | 'socketType'>), TCP: tcp.TCP, TCPConnectWrap: tcp.TCPConnectWrap, socketType: tcp.constants.SOCKET })
-        : undefined;
-  } catch {
-    bindings = undefined;
-  }
-  return bindings;
+  return tcpHandleBindings() as unknown as Bindings | undefined;
 }
 
 /** True when this Node exposes the TCP handle bindings the fast relay needs. */

@@ -1,6 +1,6 @@
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Registry } from 'prom-client';
-import { GatewayConfig, logger as moduleLogger, listenOn, validate, ErrorCodes, type Logger, type Readiness } from '../mesh/index.js';
+import { GatewayConfig, logger as moduleLogger, listenOn, missingNodeInternals, validate, ErrorCodes, type Logger, type Readiness } from '../mesh/index.js';
 import { GatewayError, GatewayErrorCodes } from './errors.js';
 import { HandleRelay, relayHandlesAvailable } from './handle-relay.js';
 import { GatewayMetrics } from './metrics.js';
@@ -54,7 +54,10 @@ export class SniGateway {
     const { reusePort, registry, logger, relay, ...config } = options;
     this.relayKind = relay ?? (relayHandlesAvailable() ? 'handles' : 'sockets');
     if (this.relayKind === 'handles' && !relayHandlesAvailable()) {
-      throw new GatewayError(GatewayErrorCodes.relayUnavailable, 'relay "handles" needs Node\'s tcp_wrap binding, which this Node lacks; use relay "sockets"');
+      throw new GatewayError(
+        GatewayErrorCodes.relayUnavailable,
+        `relay "handles" needs Node internals that this Node (${process.version}) lacks: ${missingNodeInternals().join(', ')}; use relay "sockets"`,
+      );
     }
     this.config = validate(GatewayConfig, config, 'gateway options', ErrorCodes.configInvalid);
     this.reusePort = reusePort ?? false;

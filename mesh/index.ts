@@ -18,7 +18,7 @@ export * from './config/file-kinds.js';
 export * from './log.js';
 export * from './listen.js';
 export * from './observability.js';
-export * from './stream-handles.js';
+export * from './node-internals.js';
 export * from './lifecycle.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.
 export * from './ipv4.js';
