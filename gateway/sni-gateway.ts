@@ -4,7 +4,8 @@ import { GatewayConfig, logger as moduleLogger, listenOn, missingNodeInternals, 
 import { GatewayError, GatewayErrorCodes } from './errors.js';
 import { HandleRelay, relayHandlesAvailable } from './handle-relay.js';
 import { GatewayMetrics } from './metrics.js';
-import { PassthroughConnection, type PassthroughContext } from './passthrough.js';
+import type { PassthroughContext } from './connection-policy.js';
+import { PassthroughConnection } from './passthrough.js';
 import { RouteTable, TargetRegistry, type RouteTableSpec } from './route-table.js';
 
 export type RelayKind = 'handles' | 'sockets';
@@ -117,7 +118,7 @@ export class SniGateway {
   }
 
   get activeConnections(): number {
-    return this.handleRelay?.open.size ?? this.ctx.open.size;
+    return this.ctx.open.size;
   }
 
   async listen(): Promise<AddressInfo> {
@@ -152,7 +153,6 @@ export class SniGateway {
     }
     const forced = this.activeConnections;
     for (const connection of [...this.ctx.open]) connection.destroy();
-    this.handleRelay?.destroyAll();
     this.handleRelay?.stop();
     await closed;
     this.listening = false;
