@@ -39,64 +39,64 @@ const refusals: Record<HelloRefusal, HelloOutcome> = {
  * it returns `undefined` until it can decide. {@link wireBytes} are all bytes fed so far.
  */
 export class ClientHelloReader {
-  private data: Buffer | undefined;
-  private length = 0;
+  #data: Buffer | undefined;
+  #length = 0;
   /** True once `data` is our own growable copy rather than the first chunk itself. */
-  private owned = false;
+  #owned = false;
   /** Offset in `data` of the next record header not yet consumed. */
-  private recordOffset = 0;
-  private fragments: Buffer[] = [];
-  private handshakeBytes = 0;
-  private helloLength = -1;
+  #recordOffset = 0;
+  #fragments: Buffer[] = [];
+  #handshakeBytes = 0;
+  #helloLength = -1;
 
   /** Every byte received so far, to replay upstream exactly. */
   get wireBytes(): Buffer {
-    return this.data === undefined ? Buffer.alloc(0) : this.data.subarray(0, this.length);
+    return this.#data === undefined ? Buffer.alloc(0) : this.#data.subarray(0, this.#length);
   }
 
   push(chunk: Buffer): HelloOutcome | undefined {
-    this.append(chunk);
-    return this.advance();
+    this.#append(chunk);
+    return this.#advance();
   }
 
-  private append(chunk: Buffer): void {
-    if (this.data === undefined) {
+  #append(chunk: Buffer): void {
+    if (this.#data === undefined) {
       // The common case: the whole hello in the first segment, read in place without a copy.
-      this.data = chunk;
-      this.length = chunk.length;
+      this.#data = chunk;
+      this.#length = chunk.length;
       return;
     }
-    const needed = this.length + chunk.length;
-    if (!this.owned || needed > this.data.length) {
-      const grown = Buffer.allocUnsafe(Math.min(Math.max(needed, this.length * 2, 2048), MAX_HELLO_WIRE_BYTES + 16 * 1024));
+    const needed = this.#length + chunk.length;
+    if (!this.#owned || needed > this.#data.length) {
+      const grown = Buffer.allocUnsafe(Math.min(Math.max(needed, this.#length * 2, 2048), MAX_HELLO_WIRE_BYTES + 16 * 1024));
       if (needed > grown.length) {
         // Over the wire limit: keep counting, advance() refuses it.
-        this.length = needed;
+        this.#length = needed;
         return;
       }
-      this.data.copy(grown, 0, 0, this.length);
-      this.data = grown;
-      this.owned = true;
+      this.#data.copy(grown, 0, 0, this.#length);
+      this.#data = grown;
+      this.#owned = true;
     }
-    chunk.copy(this.data, this.length);
-    this.length = needed;
+    chunk.copy(this.#data, this.#length);
+    this.#length = needed;
   }
 
-  private advance(): HelloOutcome | undefined {
-    const data = this.data!;
-    if (this.recordOffset === 0) {
+  #advance(): HelloOutcome | undefined {
+    const data = this.#data!;
+    if (this.#recordOffset === 0) {
       const first = data[0]!;
       if (first !== RECORD_HANDSHAKE) {
         if ((first & 0x80) === 0) return refusals['not-tls'];
         // SSLv2 record header: 2-byte length with the high bit set, then message type 1 (CLIENT-HELLO).
-        if (this.length < 3) return undefined;
+        if (this.#length < 3) return undefined;
         return refusals[data[2] === 0x01 ? 'sslv2' : 'not-tls'];
       }
     }
-    if (this.length > MAX_HELLO_WIRE_BYTES) return refusals['hello-too-large'];
+    if (this.#length > MAX_HELLO_WIRE_BYTES) return refusals['hello-too-large'];
     for (;;) {
-      const off = this.recordOffset;
-      const available = this.length - off;
+      const off = this.#recordOffset;
+      const available = this.#length - off;
       if (available < 1) return undefined;
       if (data[off] !== RECORD_HANDSHAKE) return refusals.malformed;
       if (available < 5) return available >= 2 && data[off + 1] !== 0x03 ? refusals.malformed : undefined;
@@ -104,19 +104,19 @@ export class ClientHelloReader {
       const recordLength = (data[off + 3]! << 8) | data[off + 4]!;
       if (recordLength === 0 || recordLength > MAX_RECORD_PAYLOAD) return refusals.malformed;
       if (available < 5 + recordLength) return undefined;
-      this.fragments.push(data.subarray(off + 5, off + 5 + recordLength));
-      this.handshakeBytes += recordLength;
-      this.recordOffset = off + 5 + recordLength;
-      if (this.helloLength < 0 && this.handshakeBytes >= 4) {
-        const head = this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments, 4);
+      this.#fragments.push(data.subarray(off + 5, off + 5 + recordLength));
+      this.#handshakeBytes += recordLength;
+      this.#recordOffset = off + 5 + recordLength;
+      if (this.#helloLength < 0 && this.#handshakeBytes >= 4) {
+        const head = this.#fragments.length === 1 ? this.#fragments[0]! : Buffer.concat(this.#fragments, 4);
         if (head[0] !== HANDSHAKE_CLIENT_HELLO) return refusals.malformed;
-        this.helloLength = (head[1]! << 16) | (head[2]! << 8) | head[3]!;
-        if (this.helloLength + 4 > MAX_HELLO_BYTES) return refusals['hello-too-large'];
+        this.#helloLength = (head[1]! << 16) | (head[2]! << 8) | head[3]!;
+        if (this.#helloLength + 4 > MAX_HELLO_BYTES) return refusals['hello-too-large'];
       }
-      if (this.helloLength >= 0 && this.handshakeBytes >= this.helloLength + 4) {
-        const hello = this.fragments.length === 1 ? this.fragments[0]! : Buffer.concat(this.fragments, this.handshakeBytes);
-        this.fragments = [];
-        return parseClientHello(hello, this.helloLength + 4);
+      if (this.#helloLength >= 0 && this.#handshakeBytes >= this.#helloLength + 4) {
+        const hello = this.#fragments.length === 1 ? this.#fragments[0]! : Buffer.concat(this.#fragments, this.#handshakeBytes);
+        this.#fragments = [];
+        return parseClientHello(hello, this.#helloLength + 4);
       }
     }
   }

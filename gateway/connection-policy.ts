@@ -106,13 +106,13 @@ export abstract class GatewayConnection {
     this.replay = this.reader!.wireBytes;
     this.reader = undefined;
     this.holdClient();
-    this.connectUpstream();
+    this.#connectUpstream();
   }
 
   /** Starts an attempt on the next target not tried yet, or gives up when the pool has none. */
-  protected connectUpstream(): void {
+  #connectUpstream(): void {
     const target = this.route!.pool.pick(this.#tried);
-    if (target === undefined) return this.failUpstream();
+    if (target === undefined) return this.#failUpstream();
     this.target = target;
     this.state = CONNECTING;
     this.#connectStartedAt = performance.now();
@@ -139,8 +139,8 @@ export abstract class GatewayConnection {
     ctx.metrics.upstreamConnectFailures++;
     if (ctx.debug) ctx.log.debug({ sni: this.serverName, target: `${target.address}:${target.port}` }, 'upstream failed before answering');
     (this.#tried ??= []).push(target);
-    if (this.#tried.length < ctx.connectAttempts) this.connectUpstream();
-    else this.failUpstream();
+    if (this.#tried.length < ctx.connectAttempts) this.#connectUpstream();
+    else this.#failUpstream();
   }
 
   /** The first byte came back from the upstream: nothing is replayed or retried any more. */
@@ -174,7 +174,7 @@ export abstract class GatewayConnection {
   }
 
   /** No target answered: counted as `upstream-failed` on the route. */
-  protected failUpstream(): void {
+  #failUpstream(): void {
     this.route!.stats.upstreamFailed++;
     if (this.ctx.debug) this.ctx.log.debug({ sni: this.serverName, attempts: this.#tried?.length ?? 0 }, 'no upstream answered');
     this.abort();

@@ -38,26 +38,26 @@ export class UpstreamTarget implements TargetAddress {
 
 /** Hands out one {@link UpstreamTarget} per address, across table rebuilds. */
 export class TargetRegistry {
-  private readonly targets = new Map<string, UpstreamTarget>();
+  readonly #targets = new Map<string, UpstreamTarget>();
 
   get(address: string, port: number): UpstreamTarget {
     const key = `${address}:${port}`;
-    let target = this.targets.get(key);
+    let target = this.#targets.get(key);
     if (target === undefined) {
       target = new UpstreamTarget(address, port);
-      this.targets.set(key, target);
+      this.#targets.set(key, target);
     }
     return target;
   }
 
   /** Forgets targets no table uses and no connection holds. */
   retain(used: ReadonlySet<UpstreamTarget>): void {
-    for (const [key, target] of this.targets) if (target.active === 0 && !used.has(target)) this.targets.delete(key);
+    for (const [key, target] of this.#targets) if (target.active === 0 && !used.has(target)) this.#targets.delete(key);
   }
 }
 
 export class TargetPool {
-  private cursor = 0;
+  #cursor = 0;
   constructor(
     readonly targets: readonly UpstreamTarget[],
     readonly balancer: Balancer,
@@ -68,8 +68,8 @@ export class TargetPool {
     const targets = this.targets;
     const n = targets.length;
     if (n === 0) return undefined;
-    const start = this.cursor;
-    this.cursor = start + 1 >= n ? 0 : start + 1;
+    const start = this.#cursor;
+    this.#cursor = start + 1 >= n ? 0 : start + 1;
     if (this.balancer === 'round-robin') {
       for (let i = 0; i < n; i++) {
         const target = targets[(start + i) % n]!;
@@ -145,66 +145,70 @@ interface ServiceEntry {
 }
 
 export class RouteTable {
-  private readonly cache = new Map<string, Route>();
-  private readonly exact = new Map<string, Route>();
-  private readonly services = new Map<string, ServiceEntry>();
-  private readonly peers = new Map<string, Route>();
-  private readonly controller: Route | undefined;
+  readonly #cache = new Map<string, Route>();
+  readonly #exact = new Map<string, Route>();
+  readonly #services = new Map<string, ServiceEntry>();
+  readonly #peers = new Map<string, Route>();
+  readonly #controller: Route | undefined;
   /** Every target this table can pick, for {@link TargetRegistry.retain}. */
   readonly targets = new Set<UpstreamTarget>();
+  readonly #registry: TargetRegistry;
+  readonly #statsFor: RouteStatsSource;
 
   constructor(
     readonly spec: RouteTableSpec,
-    private readonly registry: TargetRegistry,
-    private readonly statsFor: RouteStatsSource,
+    registry: TargetRegistry,
+    statsFor: RouteStatsSource,
   ) {
+    this.#registry = registry;
+    this.#statsFor = statsFor;
     // Server names arrive lower-cased from the hello reader; exact routes are keyed the same way.
     for (const route of spec.sniRoutes ?? []) {
       const sni = lowerCaseServerName(route.sni);
-      this.exact.set(sni, this.route(sni, 'sni', route.targets));
+      this.#exact.set(sni, this.#route(sni, 'sni', route.targets));
     }
     for (const service of spec.services ?? []) {
       const name = `${service.name}.${service.namespace}`;
-      this.services.set(`${service.namespace}/${service.name}`, { spec: service, name });
+      this.#services.set(`${service.namespace}/${service.name}`, { spec: service, name });
       for (const endpoint of service.endpoints) this.targets.add(registry.get(endpoint.address, endpoint.port));
     }
     for (const peer of spec.peerClusters ?? []) {
-      if (peer.name !== spec.cluster && peer.gateways.length > 0) this.peers.set(peer.name, this.route(`cluster/${peer.name}`, 'peer-cluster', peer.gateways));
+      if (peer.name !== spec.cluster && peer.gateways.length > 0) this.#peers.set(peer.name, this.#route(`cluster/${peer.name}`, 'peer-cluster', peer.gateways));
     }
-    if (spec.controllers && spec.controllers.length > 0) this.controller = this.route('controller', 'controller', spec.controllers);
+    if (spec.controllers && spec.controllers.length > 0) this.#controller = this.#route('controller', 'controller', spec.controllers);
   }
 
   get routeCount(): number {
-    return this.exact.size + this.services.size + this.peers.size + (this.controller ? 1 : 0);
+    return this.#exact.size + this.#services.size + this.#peers.size + (this.#controller ? 1 : 0);
   }
 
-  private route(name: string, kind: RouteKind, addresses: readonly TargetAddress[]): Route {
-    const targets = addresses.map((a) => this.registry.get(a.address, a.port));
+  #route(name: string, kind: RouteKind, addresses: readonly TargetAddress[]): Route {
+    const targets = addresses.map((a) => this.#registry.get(a.address, a.port));
     for (const target of targets) this.targets.add(target);
-    return { name, kind, pool: new TargetPool(targets, this.spec.balancer), stats: this.statsFor(name) };
+    return { name, kind, pool: new TargetPool(targets, this.spec.balancer), stats: this.#statsFor(name) };
   }
 
   /** The route for a server name (lower-case, as the ClientHello reader hands it over), or why there is none. */
   resolve(serverName: string): Route | RouteRefusal {
-    const cached = this.cache.get(serverName);
+    const cached = this.#cache.get(serverName);
     if (cached !== undefined) return cached;
-    const result = this.lookup(serverName);
+    const result = this.#lookup(serverName);
     if (typeof result !== 'string') {
-      if (this.cache.size >= MAX_CACHED_ROUTES) this.cache.clear();
-      this.cache.set(serverName, result);
+      if (this.#cache.size >= MAX_CACHED_ROUTES) this.#cache.clear();
+      this.#cache.set(serverName, result);
     }
     return result;
   }
 
-  private lookup(serverName: string): Route | RouteRefusal {
-    const exact = this.exact.get(serverName);
+  #lookup(serverName: string): Route | RouteRefusal {
+    const exact = this.#exact.get(serverName);
     if (exact !== undefined) return exact;
     const sni = tryParseSni(serverName);
     if (sni instanceof Error) return 'invalid-sni';
     if (this.spec.trustDomain !== undefined && sni.trustDomain !== this.spec.trustDomain) return 'unknown-sni';
-    if (sni.cluster !== this.spec.cluster) return this.peers.get(sni.cluster) ?? 'unknown-sni';
-    if (sni.kind === 'controller') return this.controller ?? 'unknown-sni';
-    const entry = this.services.get(`${sni.namespace}/${sni.service}`);
+    if (sni.cluster !== this.spec.cluster) return this.#peers.get(sni.cluster) ?? 'unknown-sni';
+    if (sni.kind === 'controller') return this.#controller ?? 'unknown-sni';
+    const entry = this.#services.get(`${sni.namespace}/${sni.service}`);
     if (entry === undefined) return 'unknown-service';
     const service = entry.spec;
     if (!service.exported) return 'not-exported';
@@ -219,7 +223,7 @@ export class RouteTable {
     let usable = endpoints.filter((e) => (e.health ?? 'healthy') === 'healthy');
     if (usable.length === 0) usable = endpoints.filter((e) => e.health === 'unknown');
     if (usable.length === 0) return 'no-healthy-endpoint';
-    return this.route(entry.name, 'service', usable);
+    return this.#route(entry.name, 'service', usable);
   }
 }
 

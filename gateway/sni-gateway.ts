@@ -39,17 +39,17 @@ export class SniGateway {
   readonly config: GatewayConfig;
   readonly registry: Registry;
   readonly metrics: GatewayMetrics;
-  private readonly log: Logger;
-  private readonly targets = new TargetRegistry();
-  private readonly ctx: PassthroughContext;
-  private readonly server: Server;
-  private readonly reusePort: boolean;
+  readonly #log: Logger;
+  readonly #targets = new TargetRegistry();
+  readonly #ctx: PassthroughContext;
+  readonly #server: Server;
+  readonly #reusePort: boolean;
   readonly relayKind: RelayKind;
-  private handleRelay: HandleRelay | undefined;
-  private drainWaiters: (() => void)[] = [];
-  private draining = false;
-  private listening = false;
-  private routesSyncedAt: Date | undefined;
+  #handleRelay: HandleRelay | undefined;
+  #drainWaiters: (() => void)[] = [];
+  #draining = false;
+  #listening = false;
+  #routesSyncedAt: Date | undefined;
 
   constructor(options: SniGatewayOptions = {}) {
     const { reusePort, registry, logger, relay, ...config } = options;
@@ -61,11 +61,11 @@ export class SniGateway {
       );
     }
     this.config = validate(GatewayConfig, config, 'gateway options', ErrorCodes.configInvalid);
-    this.reusePort = reusePort ?? false;
+    this.#reusePort = reusePort ?? false;
     this.registry = registry ?? new Registry();
-    this.log = logger ?? moduleLogger('gateway');
-    this.metrics = new GatewayMetrics(this.registry, () => this.ctx.table?.routeCount ?? 0, () => this.activeConnections);
-    this.ctx = {
+    this.#log = logger ?? moduleLogger('gateway');
+    this.metrics = new GatewayMetrics(this.registry, () => this.#ctx.table?.routeCount ?? 0, () => this.activeConnections);
+    this.#ctx = {
       table: undefined,
       inspectTimeoutMs: this.config.inspectTimeoutMs,
       connectTimeoutMs: this.config.connectTimeoutMs,
@@ -73,63 +73,63 @@ export class SniGateway {
       connectAttempts: this.config.connectAttempts,
       metrics: this.metrics,
       open: new Set(),
-      log: this.log,
-      debug: this.log.isLevelEnabled('debug'),
+      log: this.#log,
+      debug: this.#log.isLevelEnabled('debug'),
       onLastClosed: () => {
-        if (!this.draining) return;
-        const waiters = this.drainWaiters;
-        this.drainWaiters = [];
+        if (!this.#draining) return;
+        const waiters = this.#drainWaiters;
+        this.#drainWaiters = [];
         for (const resolve of waiters) resolve();
       },
     };
-    const ctx = this.ctx;
-    this.server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
+    const ctx = this.#ctx;
+    this.#server = createServer({ allowHalfOpen: true, noDelay: true }, (socket: Socket) => {
       new PassthroughConnection(ctx, socket);
     });
-    this.server.maxConnections = this.config.maxConnections;
-    this.server.on('drop', () => this.metrics.refuse('max-connections'));
-    this.server.on('error', (error) => this.log.error({ err: error }, 'gateway listener error'));
+    this.#server.maxConnections = this.config.maxConnections;
+    this.#server.on('drop', () => this.metrics.refuse('max-connections'));
+    this.#server.on('error', (error) => this.#log.error({ err: error }, 'gateway listener error'));
   }
 
   /** Replaces the route table. Established connections keep their upstreams. */
   setRoutes(spec: RouteSpecInput): void {
-    const table = new RouteTable({ ...spec, balancer: spec.balancer ?? this.config.balancer }, this.targets, this.metrics.statsFor);
-    this.ctx.table = table;
-    this.targets.retain(table.targets);
-    if (this.routesSyncedAt === undefined) this.log.info({ routes: table.routeCount }, 'first route sync applied');
-    this.routesSyncedAt = new Date();
+    const table = new RouteTable({ ...spec, balancer: spec.balancer ?? this.config.balancer }, this.#targets, this.metrics.statsFor);
+    this.#ctx.table = table;
+    this.#targets.retain(table.targets);
+    if (this.#routesSyncedAt === undefined) this.#log.info({ routes: table.routeCount }, 'first route sync applied');
+    this.#routesSyncedAt = new Date();
   }
 
   get routes(): RouteTable | undefined {
-    return this.ctx.table;
+    return this.#ctx.table;
   }
 
   /** Ready once listening with a first route table, and not draining. */
   readiness(): Readiness {
     const reasons: string[] = [];
-    if (!this.listening) reasons.push('listener not bound');
-    if (this.routesSyncedAt === undefined) reasons.push('no route sync yet');
-    if (this.draining) reasons.push('draining');
+    if (!this.#listening) reasons.push('listener not bound');
+    if (this.#routesSyncedAt === undefined) reasons.push('no route sync yet');
+    if (this.#draining) reasons.push('draining');
     return {
       ready: reasons.length === 0,
       reasons,
-      details: { routes: this.ctx.table?.routeCount ?? 0, activeConnections: this.activeConnections, relay: this.relayKind, routesSyncedAt: this.routesSyncedAt?.toISOString() },
+      details: { routes: this.#ctx.table?.routeCount ?? 0, activeConnections: this.activeConnections, relay: this.relayKind, routesSyncedAt: this.#routesSyncedAt?.toISOString() },
     };
   }
 
   get activeConnections(): number {
-    return this.ctx.open.size;
+    return this.#ctx.open.size;
   }
 
   async listen(): Promise<AddressInfo> {
-    await listenOn(this.server, { host: this.config.host, port: this.config.port, reusePort: this.reusePort, exclusive: true }, { setting: 'gateway.port', flag: '--port' });
-    this.listening = true;
-    if (this.relayKind === 'handles') this.handleRelay = new HandleRelay(this.server, { ctx: this.ctx, maxConnections: this.config.maxConnections });
+    await listenOn(this.#server, { host: this.config.host, port: this.config.port, reusePort: this.#reusePort, exclusive: true }, { setting: 'gateway.port', flag: '--port' });
+    this.#listening = true;
+    if (this.relayKind === 'handles') this.#handleRelay = new HandleRelay(this.#server, { ctx: this.#ctx, maxConnections: this.config.maxConnections });
     return this.address();
   }
 
   address(): AddressInfo {
-    const address = this.server.address();
+    const address = this.#server.address();
     if (address === null || typeof address === 'string') throw new GatewayError(GatewayErrorCodes.notListening, 'the gateway is not listening; call listen() first');
     return address;
   }
@@ -139,12 +139,12 @@ export class SniGateway {
    * the config's drainTimeoutMs), then closes the rest.
    */
   async drain(timeoutMs = this.config.drainTimeoutMs): Promise<DrainResult> {
-    this.draining = true;
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    this.#draining = true;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     if (this.activeConnections > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([
-        new Promise<void>((resolve) => this.drainWaiters.push(resolve)),
+        new Promise<void>((resolve) => this.#drainWaiters.push(resolve)),
         new Promise<void>((resolve) => {
           timer = setTimeout(resolve, timeoutMs);
         }),
@@ -152,10 +152,10 @@ export class SniGateway {
       clearTimeout(timer);
     }
     const forced = this.activeConnections;
-    for (const connection of [...this.ctx.open]) connection.destroy();
-    this.handleRelay?.stop();
+    for (const connection of [...this.#ctx.open]) connection.destroy();
+    this.#handleRelay?.stop();
     await closed;
-    this.listening = false;
+    this.#listening = false;
     return { forced };
   }
 
