@@ -134,35 +134,37 @@ export interface WorkloadCertificateClientEvents {
  * renews at half-life with jitter, and tells listeners to hot-swap TLS contexts.
  */
 export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateClientEvents> {
-  private currentCertificate: CurrentCertificate | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private renewalAt: Date | undefined;
-  private closed = false;
-  private failures = 0;
-  private inflight: Promise<CurrentCertificate> | undefined;
-  private readonly endpoint: SigningServiceEndpoint;
-  private readonly log: Logger;
+  #currentCertificate: CurrentCertificate | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #renewalAt: Date | undefined;
+  #closed = false;
+  #failures = 0;
+  #inflight: Promise<CurrentCertificate> | undefined;
+  readonly #endpoint: SigningServiceEndpoint;
+  readonly #log: Logger;
+  readonly #options: WorkloadCertificateClientOptions;
 
-  constructor(private readonly options: WorkloadCertificateClientOptions) {
+  constructor(options: WorkloadCertificateClientOptions) {
     super();
+    this.#options = options;
     const fraction = options.renewAtFraction ?? 0.5;
     const jitter = options.jitterFraction ?? 0.1;
     if (!(fraction > 0 && fraction < 1)) throw new CaError(CaErrorCodes.ttlInvalid, `renewAtFraction must be between 0 and 1, exclusive (got ${fraction})`);
     if (!(jitter >= 0 && jitter < Math.min(fraction, 1 - fraction))) throw new CaError(CaErrorCodes.ttlInvalid, `jitterFraction must be at least 0 and less than ${Math.min(fraction, 1 - fraction)} so renewal stays inside the lifetime (got ${jitter})`);
     const id = parseSpiffeId(options.spiffeId);
-    this.endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
-    this.log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
-    if (options.registry) this.registerMetrics(options.registry);
+    this.#endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
+    this.#log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
+    if (options.registry) this.#registerMetrics(options.registry);
   }
 
   /** When the next renewal (or retry) is due; undefined before start() and after close(). */
   nextRenewalAt(): Date | undefined {
-    return this.closed ? undefined : this.renewalAt;
+    return this.#closed ? undefined : this.#renewalAt;
   }
 
   /** The certificate in effect, if any. */
   current(): CurrentCertificate | undefined {
-    return this.currentCertificate;
+    return this.#currentCertificate;
   }
 
   /**
@@ -170,9 +172,9 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
    * with the first certificate; rejects if the first fetch fails (e.g. bad token).
    */
   async start(): Promise<CurrentCertificate> {
-    const saved = await this.loadSaved();
+    const saved = await this.#loadSaved();
     if (saved) {
-      this.install(saved, false);
+      this.#install(saved, false);
       return saved;
     }
     const fresh = await this.renewNow();
@@ -181,24 +183,24 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
 
   /** Fetches a new certificate now (coalescing concurrent calls) and reschedules. */
   renewNow(): Promise<CurrentCertificate> {
-    this.inflight ??= this.fetch().finally(() => {
-      this.inflight = undefined;
+    this.#inflight ??= this.#fetch().finally(() => {
+      this.#inflight = undefined;
     });
-    return this.inflight;
+    return this.#inflight;
   }
 
   close(): void {
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
   }
 
-  private async fetch(): Promise<CurrentCertificate> {
-    const key = await generatePrivateKey(this.options.keyType ?? DEFAULT_KEY_TYPE);
-    const csr = createCsr(key, this.options.spiffeId);
-    const request = { csr, validitySeconds: this.options.ttlSeconds ?? 0 };
-    const current = this.currentCertificate;
+  async #fetch(): Promise<CurrentCertificate> {
+    const key = await generatePrivateKey(this.#options.keyType ?? DEFAULT_KEY_TYPE);
+    const csr = createCsr(key, this.#options.spiffeId);
+    const request = { csr, validitySeconds: this.#options.ttlSeconds ?? 0 };
+    const current = this.#currentCertificate;
     // Once we hold a certificate, the signer's latest bundle (not the bootstrap one) says whom to trust: it is how a root rotation reaches us.
-    const endpoint = current ? { ...this.endpoint, trustBundlePem: current.trustBundlePem } : this.endpoint;
+    const endpoint = current ? { ...this.#endpoint, trustBundlePem: current.trustBundlePem } : this.#endpoint;
     let response: CreateCertificateResponse | undefined;
     // Renew with the current certificate while it is valid; fall back to a token if the signer no longer accepts it.
     if (current && current.notAfter.getTime() - Date.now() > 1000) {
@@ -206,73 +208,73 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
         response = await requestCertificate(endpoint, { privateKeyPem: current.privateKeyPem, certChainPem: current.certChainPem }, request);
       } catch (error) {
         const rejected = error instanceof CaError && (error.code === CaErrorCodes.unauthenticated || error.code === CaErrorCodes.peerCertificateInvalid);
-        if (!rejected || !this.options.joinToken) throw error;
-        this.log.warn({ code: error.code }, 'the signing service refused the current certificate; retrying with the join token');
+        if (!rejected || !this.#options.joinToken) throw error;
+        this.#log.warn({ code: error.code }, 'the signing service refused the current certificate; retrying with the join token');
       }
     }
-    response ??= await requestCertificate(endpoint, { joinToken: await this.joinToken(current !== undefined) }, request);
+    response ??= await requestCertificate(endpoint, { joinToken: await this.#joinToken(current !== undefined) }, request);
     const trustBundlePem = buildTrustBundle(response.trustBundle);
     const certChainPem = response.certChain.join('');
     // Never serve what peers would reject: check the chain and the identity before installing.
     const verified = verifyCertificateChain(certChainPem, trustBundlePem);
-    if (verified.spiffeId !== this.options.spiffeId) throw new CaError(CaErrorCodes.certificateInvalid, `the signing service returned a certificate for ${verified.spiffeId}, not ${this.options.spiffeId}`);
-    const cert = toCurrent(this.options.spiffeId, privateKeyPem(key), response.certChain, trustBundlePem, verified.leaf);
-    await this.persist(cert);
-    this.install(cert, true);
+    if (verified.spiffeId !== this.#options.spiffeId) throw new CaError(CaErrorCodes.certificateInvalid, `the signing service returned a certificate for ${verified.spiffeId}, not ${this.#options.spiffeId}`);
+    const cert = toCurrent(this.#options.spiffeId, privateKeyPem(key), response.certChain, trustBundlePem, verified.leaf);
+    await this.#persist(cert);
+    this.#install(cert, true);
     return cert;
   }
 
-  private async joinToken(hadCertificate: boolean): Promise<string> {
-    const token = typeof this.options.joinToken === 'function' ? await this.options.joinToken() : this.options.joinToken;
+  async #joinToken(hadCertificate: boolean): Promise<string> {
+    const token = typeof this.#options.joinToken === 'function' ? await this.#options.joinToken() : this.#options.joinToken;
     if (!token?.trim()) {
       throw new CaError(
         CaErrorCodes.unauthenticated,
         hadCertificate
-          ? `the certificate for ${this.options.spiffeId} expired or was refused and no join token is configured; mint one with \`causeway ca token\``
-          : `no certificate yet for ${this.options.spiffeId} and no join token; mint one with \`causeway ca token\``,
+          ? `the certificate for ${this.#options.spiffeId} expired or was refused and no join token is configured; mint one with \`causeway ca token\``
+          : `no certificate yet for ${this.#options.spiffeId} and no join token; mint one with \`causeway ca token\``,
       );
     }
     return token.trim();
   }
 
-  private install(cert: CurrentCertificate, fresh: boolean): void {
-    this.currentCertificate = cert;
-    this.failures = 0;
-    this.log.info({ notAfter: cert.notAfter.toISOString(), fresh }, 'workload certificate in effect');
-    this.schedule(this.renewalDelayMs(cert));
+  #install(cert: CurrentCertificate, fresh: boolean): void {
+    this.#currentCertificate = cert;
+    this.#failures = 0;
+    this.#log.info({ notAfter: cert.notAfter.toISOString(), fresh }, 'workload certificate in effect');
+    this.#schedule(this.#renewalDelayMs(cert));
     this.emit('certificate', cert);
   }
 
-  private renewalDelayMs(cert: CurrentCertificate): number {
+  #renewalDelayMs(cert: CurrentCertificate): number {
     // Our CA backdates notBefore; the lifetime the caller asked for starts at issuance.
     const issuedAt = Math.min(cert.notBefore.getTime() + Defaults.backdateSeconds * 1000, cert.notAfter.getTime());
     const lifetime = cert.notAfter.getTime() - issuedAt;
-    const fraction = this.options.renewAtFraction ?? 0.5;
-    const jitter = this.options.jitterFraction ?? 0.1;
+    const fraction = this.#options.renewAtFraction ?? 0.5;
+    const jitter = this.#options.jitterFraction ?? 0.1;
     const at = issuedAt + lifetime * (fraction + jitter * (Math.random() * 2 - 1));
     return Math.max(0, at - Date.now());
   }
 
-  private schedule(delayMs: number): void {
-    if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.renewalAt = new Date(Date.now() + delayMs);
-    this.timer = setTimeout(() => {
+  #schedule(delayMs: number): void {
+    if (this.#closed) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#renewalAt = new Date(Date.now() + delayMs);
+    this.#timer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
         const failure = error instanceof CaError ? error : new CaError(CaErrorCodes.fetchFailed, `renewal failed: ${(error as Error).message}`, { cause: error, retryable: true });
-        this.failures++;
-        const { min, max } = this.options.retryDelayMs ?? { min: 1000, max: 60_000 };
-        const backoff = Math.min(max, min * 2 ** Math.min(this.failures - 1, 16));
-        this.log.warn({ code: failure.code, attempt: this.failures, retryInMs: backoff }, `certificate renewal failed: ${failure.message}`);
+        this.#failures++;
+        const { min, max } = this.#options.retryDelayMs ?? { min: 1000, max: 60_000 };
+        const backoff = Math.min(max, min * 2 ** Math.min(this.#failures - 1, 16));
+        this.#log.warn({ code: failure.code, attempt: this.#failures, retryInMs: backoff }, `certificate renewal failed: ${failure.message}`);
         this.emit('renewal-failed', failure);
-        this.schedule(backoff / 2 + randomInt(Math.max(1, Math.floor(backoff / 2))));
+        this.#schedule(backoff / 2 + randomInt(Math.max(1, Math.floor(backoff / 2))));
       });
     }, delayMs);
-    this.timer.unref();
+    this.#timer.unref();
   }
 
-  private async persist(cert: CurrentCertificate): Promise<void> {
-    const dir = this.options.stateDir;
+  async #persist(cert: CurrentCertificate): Promise<void> {
+    const dir = this.#options.stateDir;
     if (!dir) return;
     await mkdir(dir, { recursive: true, mode: 0o700 });
     // Write then rename: a crash never leaves a key that does not match its certificate.
@@ -285,36 +287,36 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     await write(CaFiles.workloadKey, cert.privateKeyPem, 0o600);
     await write(CaFiles.certChain, cert.certChainPem, 0o644);
     await write(CaFiles.trustBundle, cert.trustBundlePem, 0o644);
-    if (this.options.pkcs12) {
+    if (this.#options.pkcs12) {
       // A keystore that cannot be written must not cost the sidecar its certificate: logged, retried at the next renewal.
       try {
-        const password = (await readFile(this.options.pkcs12.passwordFile, 'utf8')).split(/\r?\n/)[0] ?? '';
+        const password = (await readFile(this.#options.pkcs12.passwordFile, 'utf8')).split(/\r?\n/)[0] ?? '';
         const temp = join(dir, `.${CaFiles.workloadPkcs12}.tmp`);
         await writeFile(temp, encodePkcs12({ privateKeyPem: cert.privateKeyPem, certChain: splitCertificates(cert.certChainPem), trustBundlePem: cert.trustBundlePem, password }), { mode: 0o600 });
         await chmod(temp, 0o600);
         await rename(temp, join(dir, CaFiles.workloadPkcs12));
       } catch (error) {
-        this.log.error({ err: error, passwordFile: this.options.pkcs12.passwordFile }, `cannot write ${CaFiles.workloadPkcs12}; check the password file (its first line is the keystore password)`);
+        this.#log.error({ err: error, passwordFile: this.#options.pkcs12.passwordFile }, `cannot write ${CaFiles.workloadPkcs12}; check the password file (its first line is the keystore password)`);
       }
     }
   }
 
-  private async loadSaved(): Promise<CurrentCertificate | undefined> {
-    const dir = this.options.stateDir;
+  async #loadSaved(): Promise<CurrentCertificate | undefined> {
+    const dir = this.#options.stateDir;
     if (!dir) return undefined;
     try {
       const [key, chain, bundle] = await Promise.all([CaFiles.workloadKey, CaFiles.certChain, CaFiles.trustBundle].map((name) => readFile(join(dir, name), 'utf8')));
       const verified = verifyCertificateChain(chain as string, bundle as string);
-      if (verified.spiffeId !== this.options.spiffeId || !verified.leaf.checkPrivateKey(createPrivateKey(key as string))) return undefined;
-      return toCurrent(this.options.spiffeId, key as string, splitCertificates(chain as string), bundle as string, verified.leaf);
+      if (verified.spiffeId !== this.#options.spiffeId || !verified.leaf.checkPrivateKey(createPrivateKey(key as string))) return undefined;
+      return toCurrent(this.#options.spiffeId, key as string, splitCertificates(chain as string), bundle as string, verified.leaf);
     } catch (error) {
-      this.log.debug({ err: error }, 'no usable saved certificate');
+      this.#log.debug({ err: error }, 'no usable saved certificate');
       return undefined;
     }
   }
 
-  private registerMetrics(registry: Registry): void {
-    const labels = { spiffe_id: this.options.spiffeId };
+  #registerMetrics(registry: Registry): void {
+    const labels = { spiffe_id: this.#options.spiffeId };
     const self = this;
     new Gauge({
       name: 'causeway_workload_certificate_expiry_timestamp_seconds',
@@ -322,7 +324,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
       labelNames: ['spiffe_id'] as const,
       registers: [registry],
       collect() {
-        this.set(labels, (self.currentCertificate?.notAfter.getTime() ?? 0) / 1000);
+        this.set(labels, (self.#currentCertificate?.notAfter.getTime() ?? 0) / 1000);
       },
     });
     new Gauge({
@@ -331,7 +333,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
       labelNames: ['spiffe_id'] as const,
       registers: [registry],
       collect() {
-        const notAfter = self.currentCertificate?.notAfter.getTime();
+        const notAfter = self.#currentCertificate?.notAfter.getTime();
         if (notAfter !== undefined) this.set(labels, (notAfter - Date.now()) / 1000);
       },
     });

@@ -176,46 +176,45 @@ export interface LeafRequest {
  * signature). test/ca/equivalence.test.ts proves the output equal to @peculiar/x509's.
  */
 export class LeafTemplate {
-  private readonly scheme: SignatureScheme;
+  readonly #scheme: SignatureScheme;
   /** `[0] version 3`, then the serial's INTEGER header (16 random bytes follow). */
-  private static readonly versionAndSerialHeader = Buffer.concat([VERSION_3, header(Tag.integer, 16)]);
-  private static readonly emptySubject = sequence();
+  static readonly #versionAndSerialHeader = Buffer.concat([VERSION_3, header(Tag.integer, 16)]);
+  static readonly #emptySubject = sequence();
   /** The SKI extension up to the 20-byte SHA-1 key id. */
-  private static readonly subjectKeyIdPrefix = Extensions.subjectKeyIdentifier(Buffer.alloc(20)).subarray(0, -20);
-  private readonly algorithmAndIssuer: Buffer;
-  private readonly fixedExtensions: { ec: Buffer; rsa: Buffer };
+  static readonly #subjectKeyIdPrefix = Extensions.subjectKeyIdentifier(Buffer.alloc(20)).subarray(0, -20);
+  readonly #algorithmAndIssuer: Buffer;
+  readonly #fixedExtensions: { ec: Buffer; rsa: Buffer };
+  readonly #issuerKey: KeyObject;
 
-  constructor(
-    issuerCertificateDer: Buffer,
-    private readonly issuerKey: KeyObject,
-  ) {
-    this.scheme = signatureSchemeFor(issuerKey);
+  constructor(issuerCertificateDer: Buffer, issuerKey: KeyObject) {
+    this.#issuerKey = issuerKey;
+    this.#scheme = signatureSchemeFor(issuerKey);
     const issuer = issuerFields(issuerCertificateDer);
-    this.algorithmAndIssuer = Buffer.concat([this.scheme.algorithmIdentifier, issuer.subject]);
+    this.#algorithmAndIssuer = Buffer.concat([this.#scheme.algorithmIdentifier, issuer.subject]);
     const common = [Extensions.leafBasicConstraints(), Extensions.serverAndClientAuth(), Extensions.authorityKeyIdentifier(issuer.keyIdentifier)];
-    this.fixedExtensions = { ec: Buffer.concat([Extensions.leafKeyUsage(false), ...common]), rsa: Buffer.concat([Extensions.leafKeyUsage(true), ...common]) };
+    this.#fixedExtensions = { ec: Buffer.concat([Extensions.leafKeyUsage(false), ...common]), rsa: Buffer.concat([Extensions.leafKeyUsage(true), ...common]) };
   }
 
   /** Returns the DER of a signed leaf certificate. */
   sign(request: LeafRequest): Buffer {
     const serial = randomSerial();
-    const subject = request.commonName === undefined ? LeafTemplate.emptySubject : distinguishedName([['CN', request.commonName]]);
-    const fixed = request.rsa ? this.fixedExtensions.rsa : this.fixedExtensions.ec;
+    const subject = request.commonName === undefined ? LeafTemplate.#emptySubject : distinguishedName([['CN', request.commonName]]);
+    const fixed = request.rsa ? this.#fixedExtensions.rsa : this.#fixedExtensions.ec;
     const keyId = keyIdentifier(request.subjectPublicKeyInfo);
     const san = Extensions.uriSubjectAltName(request.spiffeId, request.commonName === undefined);
-    const extensionsLength = fixed.length + LeafTemplate.subjectKeyIdPrefix.length + keyId.length + san.length;
+    const extensionsLength = fixed.length + LeafTemplate.#subjectKeyIdPrefix.length + keyId.length + san.length;
     const extensionsSequence = header(Tag.sequence, extensionsLength);
     const parts = [
-      LeafTemplate.versionAndSerialHeader,
+      LeafTemplate.#versionAndSerialHeader,
       serial,
-      this.algorithmAndIssuer,
+      this.#algorithmAndIssuer,
       sequence(time(request.notBefore), time(request.notAfter)),
       subject,
       request.subjectPublicKeyInfo,
       header(0xa3, extensionsSequence.length + extensionsLength),
       extensionsSequence,
       fixed,
-      LeafTemplate.subjectKeyIdPrefix,
+      LeafTemplate.#subjectKeyIdPrefix,
       keyId,
       san,
     ];
@@ -223,8 +222,8 @@ export class LeafTemplate {
     for (const part of parts) tbsLength += part.length;
     const tbsHeader = header(Tag.sequence, tbsLength);
     const tbs = Buffer.concat([tbsHeader, ...parts], tbsHeader.length + tbsLength);
-    const signature = sign(this.scheme.digest, tbs, this.issuerKey);
-    const algorithm = this.scheme.algorithmIdentifier;
+    const signature = sign(this.#scheme.digest, tbs, this.#issuerKey);
+    const algorithm = this.#scheme.algorithmIdentifier;
     const signatureHeader = header(Tag.bitString, signature.length + 1);
     const bodyLength = tbs.length + algorithm.length + signatureHeader.length + 1 + signature.length;
     return Buffer.concat([header(Tag.sequence, bodyLength), tbs, algorithm, signatureHeader, ZERO_UNUSED_BITS, signature]);

@@ -17,15 +17,19 @@ type CryptoKey = webcrypto.CryptoKey;
  * any serving path.
  */
 export class ReferenceLeafIssuer {
-  private signingKey: CryptoKey | undefined;
+  #signingKey: CryptoKey | undefined;
 
-  constructor(private readonly ca: IntermediateCa) {}
+  readonly #ca: IntermediateCa;
 
-  private async key(): Promise<CryptoKey> {
-    const type = keyTypeOf(this.ca.privateKey);
+  constructor(ca: IntermediateCa) {
+    this.#ca = ca;
+  }
+
+  async #key(): Promise<CryptoKey> {
+    const type = keyTypeOf(this.#ca.privateKey);
     const algorithm = type === 'ec-p256' ? { name: 'ECDSA', namedCurve: 'P-256' } : type === 'ec-p384' ? { name: 'ECDSA', namedCurve: 'P-384' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
-    this.signingKey ??= await webcrypto.subtle.importKey('pkcs8', this.ca.privateKey.export({ type: 'pkcs8', format: 'der' }), algorithm, false, ['sign']);
-    return this.signingKey;
+    this.#signingKey ??= await webcrypto.subtle.importKey('pkcs8', this.#ca.privateKey.export({ type: 'pkcs8', format: 'der' }), algorithm, false, ['sign']);
+    return this.#signingKey;
   }
 
   /** Verifies the CSR and signs a workload leaf with the same profile as `IntermediateCa.signCsr`. */
@@ -36,11 +40,11 @@ export class ReferenceLeafIssuer {
     const san = sanExtension ? new x509.SubjectAlternativeNameExtension(sanExtension.rawData) : undefined;
     const uri = san?.names.items.find((n) => n.type === 'url')?.value;
     if (!uri) throw new Error('CSR has no URI SAN');
-    const issuer = new x509.X509Certificate(this.ca.certificatePem);
+    const issuer = new x509.X509Certificate(this.#ca.certificatePem);
     const rsa = csr.publicKey.algorithm.name === 'RSASSA-PKCS1-v1_5' || csr.publicKey.algorithm.name === 'RSA-PSS';
     const serial = randomBytes(16);
     serial[0] = ((serial[0] as number) & 0x7f) | 0x01;
-    const typeOfCa = keyTypeOf(this.ca.privateKey);
+    const typeOfCa = keyTypeOf(this.#ca.privateKey);
     const signingAlgorithm = typeOfCa?.startsWith('rsa') ? { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } : { name: 'ECDSA', hash: typeOfCa === 'ec-p384' ? 'SHA-384' : 'SHA-256' };
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial.toString('hex'),
@@ -50,7 +54,7 @@ export class ReferenceLeafIssuer {
       notAfter: new Date(now.getTime() + ttlSeconds * 1000),
       signingAlgorithm,
       publicKey: await csr.publicKey.export(),
-      signingKey: (await this.key()) as never,
+      signingKey: (await this.#key()) as never,
       extensions: [
         new x509.KeyUsagesExtension(rsa ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment : x509.KeyUsageFlags.digitalSignature, true),
         new x509.BasicConstraintsExtension(false, undefined, true),
