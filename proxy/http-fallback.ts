@@ -1,11 +1,9 @@
-import { createServer as createHttpServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { SnapshotTarget } from '../mesh/index.js';
 import { UpstreamConnectError } from './errors.js';
-import { REQUEST_BUFFER_BYTES } from './http1-relay.js';
+import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
-import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
 
@@ -30,18 +28,13 @@ export class HttpFallback {
 
   /** Node's HTTP server for the connections one listener's fast path hands over (never listening itself). */
   server(listener: { readonly spec: OutboundListenerSpec | undefined }): HttpServer {
-    const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => {
+    const server = handOffServer((req, res) => {
       const spec = listener.spec;
       if (!spec) {
         res.writeHead(503).end();
         return;
       }
       void this.serve(req, res, spec);
-    });
-    // A bad request from the app closes its connection; it never reaches the process.
-    server.on('clientError', (_error, socket: Duplex) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
     });
     this.#servers.add(server);
     return server;
