@@ -1,8 +1,11 @@
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ProxyErrorCodes } from './errors.js';
 import { BodyFramer, Http1Error, headEnd, headerValue, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, rewriteHead, textResponse, upgradeLines, type RequestHead, type ResponseHead } from './http1.js';
 import { socketIo, watchIdle, type SocketIo, type SocketIoReader } from './socket-io.js';
+import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 /**
  * The sidecar's HTTP/1.1 fast path: requests are read off the downstream socket with
@@ -295,6 +298,20 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     this.#pending = undefined;
     this.#io.end(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': ProxyErrorCodes.badRequest }, true));
   }
+}
+
+/**
+ * Node's HTTP server for the connections the fast path hands off (never listening
+ * itself: {@link DownstreamHandler.handOff} emits them into it). A malformed request
+ * closes its connection with a 400; it never reaches the process.
+ */
+export function handOffServer(onRequest: (req: IncomingMessage, res: ServerResponse) => void): HttpServer {
+  const server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, onRequest);
+  server.on('clientError', (_error, socket: Duplex) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+    else socket.destroy();
+  });
+  return server;
 }
 
 const EMPTY = Buffer.alloc(0);

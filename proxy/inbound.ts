@@ -1,4 +1,4 @@
-import { Agent, createServer as createHttpServer, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { Agent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { connect as tcpConnect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
@@ -9,7 +9,7 @@ import type { SidecarMetrics } from './metrics.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
 import { rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
-import { DownstreamConnection, UpstreamConnection, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
+import { DownstreamConnection, UpstreamConnection, handOffServer, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
 
@@ -323,11 +323,7 @@ export class InboundListener {
   #httpServerFor(port: ServicePort): HttpServer {
     let server = this.#http.get(port.port);
     if (server) return server;
-    server = createHttpServer({ keepAlive: true, noDelay: true, requestTimeout: 0, keepAliveTimeout: IDLE_KEEPALIVE_MS }, (req, res) => this.#proxyHttp(req, res, port));
-    server.on('clientError', (_error, socket: Duplex) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      else socket.destroy();
-    });
+    server = handOffServer((req, res) => this.#proxyHttp(req, res, port));
     this.#http.set(port.port, server);
     return server;
   }

@@ -1,42 +1,10 @@
-import type { Logger, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
-import { ProxyError, ProxyErrorCodes } from './errors.js';
+import type { SnapshotTarget } from '../mesh/index.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
-import type { SidecarMetrics } from './metrics.js';
-import { targetKey, type OutlierDetector } from './target-balancer.js';
-import type { UpstreamRoute } from './upstream-connector.js';
-import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
+import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
+import type { TargetConnections } from './target-connections.js';
 
-export const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
-
-/** What an exchange needs of the outbound proxy. */
-export interface OutboundExchangeHost {
-  readonly metrics: SidecarMetrics;
-  readonly log: Logger;
-  /** Access logs at debug, decided once. */
-  readonly accessLog: boolean;
-  readonly sourceCluster: string;
-  readonly sourceService: string;
-  readonly outliers: OutlierDetector;
-  pool(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): UpstreamPool;
-  connectFailed(target: SnapshotTarget, route: UpstreamRoute, error: unknown, policy: TrafficPolicy | undefined): void;
-}
-
-/** Requests in flight to one service: the HTTP circuit breaker's count. */
-export interface Circuit {
-  active: number;
-  pending: number;
-}
-
-export interface ExchangePlan {
-  route: UpstreamRoute;
-  policy: TrafficPolicy | undefined;
-  /** Targets to try, in order. */
-  plan: SnapshotTarget[];
-  attempts: number;
-  connectTimeoutMs: number;
-}
 
 /**
  * One request of the outbound fast path: targets in plan order; a connect failure, a
@@ -45,12 +13,13 @@ export interface ExchangePlan {
  * forwarded as it comes. A class rather than closures: it is made once per request.
  */
 export class OutboundExchange implements ResponseSink, AbortListener {
-  readonly #host: OutboundExchangeHost;
+  readonly #policy: RequestPolicy;
+  readonly #connections: TargetConnections;
   readonly #connection: DownstreamConnection<undefined>;
   readonly #request: BufferedRequest;
   readonly #serviceLabel: string;
-  readonly #circuit: Circuit | undefined;
-  readonly #plan: ExchangePlan | undefined;
+  /** Set once the request policy admitted the request (its circuit counts it). */
+  readonly #plan: AttemptPlan | undefined;
   readonly #head: string;
   #attempt = 0;
   #target: SnapshotTarget | undefined;
@@ -65,12 +34,12 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   #timer: NodeJS.Timeout | undefined;
   #lastError: unknown;
 
-  constructor(host: OutboundExchangeHost, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, circuit: Circuit | undefined, plan: ExchangePlan | undefined) {
-    this.#host = host;
+  constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
+    this.#policy = policy;
+    this.#connections = connections;
     this.#connection = connection;
     this.#request = request;
     this.#serviceLabel = serviceLabel;
-    this.#circuit = circuit;
     this.#plan = plan;
     this.#closeAfter = request.head.close;
     const upgrade = request.head.upgrade;
@@ -79,8 +48,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
 
   /** Answers with the sidecar's own error response (no target was tried, or all failed). */
   refuse(error: unknown): void {
-    const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
-    const status = code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503;
+    const { status, code } = errorStatus(error);
     this.#connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
     this.#done(status, code);
     this.#connection.finish(this.#request.head.close);
@@ -94,8 +62,8 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   #try(i: number): void {
     const plan = this.#plan!;
     this.#attempt = i;
-    const target = (this.#target = plan.plan[i]!);
-    const pool = (this.#pool = this.#host.pool(target, plan.route, plan.connectTimeoutMs));
+    const target = (this.#target = plan.targets[i]!);
+    const pool = (this.#pool = this.#connections.pool(target, plan.route, plan.connectTimeoutMs));
     const idle = pool.takeIdle();
     if (idle) {
       this.#send(idle);
@@ -104,7 +72,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     pool.acquire().then(
       (upstream) => this.#send(upstream),
       (error: unknown) => {
-        this.#host.connectFailed(target, plan.route, error, plan.policy);
+        this.#policy.connectFailed(plan, target, error);
         this.#next(error);
       },
     );
@@ -114,7 +82,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#lastError = error;
     if (this.#connection.gone) this.#done(499, 'downstream_closed');
     else if (this.#attempt + 1 < this.#plan!.attempts) this.#try(this.#attempt + 1);
-    else this.refuse(error instanceof ProxyError ? error : new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: ${(error as Error)?.message ?? 'no response'}`, { cause: error }));
+    else this.refuse(this.#policy.exhausted(this.#plan, error));
   }
 
   #send(upstream: UpstreamConnection): void {
@@ -136,7 +104,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   timedOut(upstream: UpstreamConnection, ms: number): void {
     if (upstream !== this.#upstream || this.#settled) return;
     upstream.destroy();
-    this.#attemptFailed(new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`), this.#status !== 0, true);
+    this.#attemptFailed(this.#policy.requestTimeout(ms), this.#status !== 0, true);
   }
 
   aborted(): void {
@@ -166,19 +134,13 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     }
     this.#clearTimer();
     const status = (this.#status = response.status);
-    const key = targetKey(this.#target!);
-    const plan = this.#plan!;
-    const method = this.#request.head.method;
-    // The server sidecar answered for an app that is gone: eject it and try the next target.
-    const serverSide = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
-    if ((serverSide === APP_UNAVAILABLE || (serverSide === APP_RESET && IDEMPOTENT.has(method))) && this.#attempt + 1 < plan.attempts) {
+    const serverError = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
+    const replay = this.#policy.responded(this.#plan!, this.#attempt, this.#target!, status, serverError, this.#request.head.method, true);
+    if (replay) {
       this.#discarding = true;
-      this.#host.outliers.failure(key, 'connect', outlierSettings(plan.policy));
-      this.#lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: ${serverSide} from ${key}`);
+      this.#lastError = replay;
       return 'discard';
     }
-    if (status >= 500) this.#host.outliers.failure(key, 'http-5xx', outlierSettings(plan.policy));
-    else this.#host.outliers.success(key);
     if (kind === 'close') this.#closeAfter = true;
     this.#connection.write(rewriteHead(response, NO_EXTRA_DROPS, this.#closeAfter ? 'connection: close\r\n' : ''));
     return 'forward';
@@ -211,7 +173,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#status = 101;
     const upstream = this.#upstream!;
     this.#pool!.forget(upstream);
-    this.#host.outliers.success(targetKey(this.#target!));
+    this.#policy.responded(this.#plan!, this.#attempt, this.#target!, 101, undefined, this.#request.head.method, true);
     this.#connection.switchProtocols(upstream, response, rest, this.#request.head.upgrade!);
     this.#done(101, 'upgraded');
   }
@@ -233,37 +195,20 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       this.#done(this.#status, 'incomplete');
       return;
     }
-    // The request reached the target but no response came (the target died or reset).
     const plan = this.#plan!;
-    this.#host.outliers.failure(targetKey(this.#target!), 'connect', outlierSettings(plan.policy));
-    const replayable = IDEMPOTENT.has(this.#request.head.method) || this.#upstream!.served > 0;
-    if (timedOut || !replayable) this.#attempt = plan.attempts; // no further target
+    if (!this.#policy.noResponse(plan, this.#target!, this.#request.head.method, this.#upstream!.served > 0, true, timedOut)) this.#attempt = plan.attempts; // no further target
     this.#next(error);
   }
 
   #done(code: number, result: string): void {
     if (this.#finished) return;
     this.#finished = true;
-    if (this.#circuit) this.#circuit.active--;
-    const host = this.#host;
-    const cluster = this.#target?.cluster ?? 'none';
-    const started = this.#request.started;
-    host.metrics.requests.inc({ direction: 'outbound', source_cluster: host.sourceCluster, source_service: host.sourceService, destination_cluster: cluster, destination_service: this.#serviceLabel, code: String(code), result });
-    host.metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: this.#serviceLabel }, (performance.now() - started) / 1000);
-    if (host.accessLog) {
-      const head = this.#request.head;
-      const target = this.#target;
-      host.log.debug({ direction: 'outbound', method: head.method, path: head.target, service: this.#serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
-    }
+    if (this.#plan) this.#plan.circuit.active--;
+    const head = this.#request.head;
+    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, head.method, head.target);
   }
 }
 
 function requestTimedOut(exchange: OutboundExchange, upstream: UpstreamConnection, ms: number): void {
   exchange.timedOut(upstream, ms);
-}
-
-/** Outlier detection settings of a traffic policy (defaults when it has none). */
-export function outlierSettings(policy: TrafficPolicy | undefined): { consecutiveFailures?: number; baseEjectionMs?: number } {
-  const o = policy?.outlierDetection;
-  return o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
 }

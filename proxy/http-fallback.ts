@@ -1,0 +1,215 @@
+import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import type { SnapshotTarget } from '../mesh/index.js';
+import { UpstreamConnectError } from './errors.js';
+import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
+import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
+import type { TargetAgent, TargetConnections } from './target-connections.js';
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
+
+type SendOutcome = { response: IncomingMessage } | { error: unknown; reusedSocket: boolean; timedOut: boolean };
+
+/**
+ * Requests the HTTP/1.1 fast path does not take (HTTP/1.0, `Expect: 100-continue`,
+ * absolute-form targets, bodies over the retry buffer — proxy/README.md) and the forward
+ * proxy's plain requests: served by Node's HTTP server and client, under the same
+ * request policy as the fast path. Bodies up to the retry buffer are held so that an
+ * attempt can be replayed; larger ones stream (without replays).
+ */
+export class HttpFallback {
+  readonly #policy: RequestPolicy;
+  readonly #connections: TargetConnections;
+  readonly #servers = new Set<HttpServer>();
+
+  constructor(policy: RequestPolicy, connections: TargetConnections) {
+    this.#policy = policy;
+    this.#connections = connections;
+  }
+
+  /** Node's HTTP server for the connections one listener's fast path hands over (never listening itself). */
+  server(listener: { readonly spec: OutboundListenerSpec | undefined }): HttpServer {
+    const server = handOffServer((req, res) => {
+      const spec = listener.spec;
+      if (!spec) {
+        res.writeHead(503).end();
+        return;
+      }
+      void this.serve(req, res, spec);
+    });
+    this.#servers.add(server);
+    return server;
+  }
+
+  /** A listener closed: its server is no longer closed with the sidecar (its connections finish on their own). */
+  forget(server: HttpServer): void {
+    this.#servers.delete(server);
+  }
+
+  close(): void {
+    for (const server of this.#servers) server.closeAllConnections();
+    this.#servers.clear();
+  }
+
+  /** One request to a listener's service: attempts in the request policy's plan. */
+  async serve(req: IncomingMessage, res: ServerResponse, spec: OutboundListenerSpec): Promise<void> {
+    const policy = this.#policy;
+    const started = performance.now();
+    let plan: AttemptPlan | undefined;
+    let target: SnapshotTarget | undefined;
+    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url);
+    const fail = (error: unknown) => {
+      const { status, code } = errorStatus(error);
+      if (!res.headersSent) {
+        const body = `${(error as Error).message}\n`;
+        res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': code }).end(body);
+      } else {
+        res.destroy();
+      }
+      done(status, code);
+    };
+    try {
+      plan = policy.plan(spec);
+      policy.admitRequest(plan);
+    } catch (error) {
+      req.resume();
+      fail(error);
+      return;
+    }
+    const circuit = plan.circuit;
+    res.once('close', () => circuit.active--);
+    const body = await bufferBody(req, REQUEST_BUFFER_BYTES);
+    if (body === 'aborted') {
+      done(499, 'downstream_closed');
+      return;
+    }
+    const bodyHeld = body instanceof Buffer;
+    const method = req.method ?? '';
+    const headers = forwardHeaders(req.headers);
+    if (bodyHeld) headers['content-length'] = body.length;
+    let lastError: unknown;
+    for (let i = 0; i < plan.attempts; i++) {
+      target = plan.targets[i]!;
+      const outcome = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), plan.policy?.requestTimeoutMs);
+      if ('response' in outcome) {
+        const upstreamRes = outcome.response;
+        const status = upstreamRes.statusCode ?? 502;
+        const serverError = status === 503 ? upstreamRes.headers['x-causeway-error'] : undefined;
+        const replay = policy.responded(plan, i, target, status, typeof serverError === 'string' ? serverError : undefined, method, bodyHeld);
+        if (replay) {
+          upstreamRes.resume();
+          lastError = replay;
+          continue;
+        }
+        res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
+        upstreamRes.pipe(res);
+        upstreamRes.once('error', () => res.destroy());
+        res.once('close', () => {
+          if (!upstreamRes.complete) upstreamRes.destroy();
+          done(status, upstreamRes.complete ? 'ok' : 'incomplete');
+        });
+        return;
+      }
+      lastError = outcome.error;
+      if (outcome.error instanceof UpstreamConnectError) {
+        policy.connectFailed(plan, target, outcome.error);
+        continue;
+      }
+      if (!policy.noResponse(plan, target, method, outcome.reusedSocket, bodyHeld, outcome.timedOut)) break;
+    }
+    fail(policy.exhausted(plan, lastError));
+  }
+
+  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, requestTimeoutMs: number | undefined): Promise<SendOutcome> {
+    return new Promise((resolve) => {
+      let timedOut = false;
+      const upstreamReq = httpRequest({ agent, method: req.method, path: pathOf(req.url), headers, setHost: false });
+      upstreamReq.once('response', (response) => {
+        if (timer) clearTimeout(timer);
+        resolve({ response });
+      });
+      upstreamReq.once('error', (error) => {
+        if (timer) clearTimeout(timer);
+        resolve({ error, reusedSocket: upstreamReq.reusedSocket, timedOut });
+      });
+      const timer = requestTimeoutMs
+        ? setTimeout(() => {
+            timedOut = true;
+            upstreamReq.destroy(this.#policy.requestTimeout(requestTimeoutMs));
+          }, requestTimeoutMs)
+        : undefined;
+      if (body === 'stream') {
+        req.pipe(upstreamReq);
+        req.resume();
+      } else if (body.length === 0) {
+        // end() without a chunk sends the head as one string: one TLS write instead of a writev of two.
+        upstreamReq.end();
+      } else upstreamReq.end(body);
+    });
+  }
+}
+
+function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  // Runs twice per request: no token set unless the message names extra hop-by-hop headers.
+  const connection = headers.connection;
+  const connectionTokens =
+    connection === undefined || connection === '' || connection === 'keep-alive'
+      ? undefined
+      : new Set(
+          connection
+            .toLowerCase()
+            .split(',')
+            .map((t) => t.trim())
+            .filter(Boolean),
+        );
+  for (const name in headers) {
+    const value = headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.has(name)) continue;
+    out[name] = value;
+  }
+  return out;
+}
+
+/** An absolute-form target (`http://host:port/path`, sent to a forward proxy) becomes its origin form. */
+function pathOf(url: string | undefined): string {
+  if (!url) return '/';
+  if (url.startsWith('/')) return url;
+  try {
+    const parsed = new URL(url);
+    return `${parsed.pathname}${parsed.search}`;
+  } catch {
+    return '/';
+  }
+}
+
+/** Reads a request body up to `limit` bytes; beyond that the request streams (and cannot be retried). */
+function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer | 'stream' | 'aborted'> {
+  const length = req.headers['content-length'];
+  const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+  if (!hasBody) {
+    req.resume();
+    return Promise.resolve(Buffer.alloc(0));
+  }
+  if (length !== undefined && Number(length) > limit) return Promise.resolve('stream');
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) {
+        // Too big to keep: put what we have back and stream the rest.
+        req.off('data', onData);
+        req.off('end', onEnd);
+        req.pause();
+        req.unshift(Buffer.concat(chunks));
+        resolve('stream');
+      }
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks, size));
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('aborted', () => resolve('aborted'));
+    req.once('error', () => resolve('aborted'));
+  });
+}

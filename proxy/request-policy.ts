@@ -1,0 +1,287 @@
+import type { Logger, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
+import type { SidecarTuning } from './config.js';
+import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import type { SidecarMetrics } from './metrics.js';
+import { OutlierDetector, pickSubset, planTargets, targetKey } from './target-balancer.js';
+import { sniFor, type UpstreamRoute } from './upstream-connector.js';
+import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
+
+/**
+ * The sidecar's one request policy (proxy/README.md "Outbound: names, addresses,
+ * targets"): which targets a request or connection tries in which order and how many,
+ * what a failure does to the outlier detector and the circuit breaker, which failure a
+ * request may be replayed after, which status the sidecar answers with, and what every
+ * request and connection leaves in the metrics and the access log. The HTTP fast path
+ * (outbound-exchange.ts), Node's HTTP server path (http-fallback.ts) and the TCP path
+ * (tcp-outbound.ts) ask it and nothing else; none of them keeps rules of its own.
+ */
+
+/** One outbound listener: a loopback address and port standing for a mesh service port. */
+export interface OutboundListenerSpec {
+  readonly address: string;
+  readonly port: number;
+  readonly namespace: string;
+  readonly service: string;
+  readonly servicePort: number;
+  /** Set for `<svc>.<ns>.svc.<cluster>.<domain>` addresses and explicit upstreams pinned to a cluster. */
+  readonly pinnedCluster: string | undefined;
+  /** True for `upstreams:` entries from the config (listen even before the service is known). */
+  readonly explicit: boolean;
+  /** `<ns>/<svc>`, the key of the service's routes, policy and circuit (made once, not per request). */
+  readonly serviceKey: string;
+  /** `<svc>.<ns>`, the `destination_service` label. */
+  readonly serviceLabel: string;
+}
+
+export function outboundListenerSpec(
+  address: string,
+  port: number,
+  namespace: string,
+  service: string,
+  servicePort: number,
+  pinnedCluster: string | undefined,
+  explicit: boolean,
+): OutboundListenerSpec {
+  return { address, port, namespace, service, servicePort, pinnedCluster, explicit, serviceKey: serviceKey(namespace, service), serviceLabel: `${service}.${namespace}` };
+}
+
+export function serviceKey(namespace: string, service: string): string {
+  return `${namespace}/${service}`;
+}
+
+/** Methods a request may be replayed with after it may have reached a target. */
+export const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+/** Requests in flight (HTTP) or connections open and connecting (TCP) to one service: the circuit breaker's count. */
+export interface Circuit {
+  active: number;
+  pending: number;
+}
+
+/** The attempts of one request or connection: made once per request, read by its path. */
+export interface AttemptPlan {
+  readonly route: UpstreamRoute;
+  readonly policy: TrafficPolicy | undefined;
+  /** Targets to try, in order (locality priority or the policy's failoverOrder, ejected ones last). */
+  readonly targets: SnapshotTarget[];
+  /** How many of them to try at most. */
+  readonly attempts: number;
+  readonly connectTimeoutMs: number;
+  readonly circuit: Circuit;
+  readonly serviceLabel: string;
+}
+
+export interface RequestPolicyDeps {
+  readonly tuning: SidecarTuning;
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  /** Own cluster and `<svc>.<ns>`, for metric labels. */
+  readonly sourceCluster: string;
+  readonly sourceService: string;
+}
+
+export class RequestPolicy {
+  readonly #deps: RequestPolicyDeps;
+  readonly #metrics: SidecarMetrics;
+  /** Access logging costs an object per request: decided once, not per request. */
+  readonly #accessLog: boolean;
+  readonly #outliers: OutlierDetector;
+  #snapshot: Snapshot | undefined;
+  #services = new Map<string, SnapshotService>();
+  #policies = new Map<string, TrafficPolicy>();
+  readonly #circuits = new Map<string, Circuit>();
+  /** Connect failures already counted (see {@link connectFailed}). */
+  readonly #recordedFailures = new WeakSet<object>();
+
+  constructor(deps: RequestPolicyDeps) {
+    this.#deps = deps;
+    this.#metrics = deps.metrics;
+    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
+      deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
+      deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
+    });
+  }
+
+  get outliers(): OutlierDetector {
+    return this.#outliers;
+  }
+
+  /** Takes a snapshot's services and traffic policies; outlier state of vanished targets goes. Returns the live target keys. */
+  apply(snapshot: Snapshot): Set<string> {
+    this.#snapshot = snapshot;
+    this.#services = new Map(snapshot.services.map((s) => [serviceKey(s.namespace, s.name), s]));
+    this.#policies = new Map(snapshot.traffic.map((p) => [serviceKey(p.namespace, p.service), p]));
+    const live = new Set<string>();
+    for (const svc of snapshot.services) for (const t of svc.targets) live.add(targetKey(t));
+    this.#outliers.retain(live);
+    return live;
+  }
+
+  service(namespace: string, service: string): SnapshotService | undefined {
+    return this.#services.get(serviceKey(namespace, service));
+  }
+
+  /** Whether a listener's port is proxied per request (HTTP) or per connection. */
+  protocolOf(spec: OutboundListenerSpec): 'http' | 'tcp' {
+    const port = this.#services.get(spec.serviceKey)?.ports.find((p) => p.port === spec.servicePort);
+    return port?.protocol === 'http' ? 'http' : 'tcp';
+  }
+
+  /**
+   * The attempts for one request or connection to a listener's service: route (subset
+   * picked by the policy's split), targets in order, how many to try, the connect
+   * timeout. Throws a ProxyError when there is nothing to try.
+   */
+  plan(spec: OutboundListenerSpec): AttemptPlan {
+    const svc = this.#services.get(spec.serviceKey);
+    if (!svc || !this.#snapshot) {
+      throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.serviceLabel} is not in the mesh catalog this sidecar has (yet); check the name and that the service is exported to this cluster`);
+    }
+    if (!svc.ports.some((p) => p.port === spec.servicePort)) {
+      throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.serviceLabel} has no port ${spec.servicePort}`);
+    }
+    const policy = this.#policies.get(spec.serviceKey);
+    const subset = pickSubset(policy?.split);
+    if (subset !== undefined && svc.subsets[subset] === undefined) {
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `traffic policy ${policy!.name} sends ${spec.serviceLabel} to subset ${subset}, which the service does not define (it has: ${Object.keys(svc.subsets).join(', ') || 'none'}); fix the policy's split or the service's subsets`);
+    }
+    const route: UpstreamRoute = { service: svc, servicePort: spec.servicePort, subset, trustDomain: this.#snapshot.trustDomain };
+    const targets = planTargets(svc, this.#outliers, { pinnedCluster: spec.pinnedCluster, subset, policy });
+    if (targets.length === 0) {
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `${spec.serviceLabel}${subset ? ` subset ${subset}` : ''}${spec.pinnedCluster ? ` in cluster ${spec.pinnedCluster}` : ''} has no healthy, non-stale target`);
+    }
+    return {
+      route,
+      policy,
+      targets,
+      attempts: Math.min(targets.length, policy?.retries !== undefined ? policy.retries + 1 : this.#deps.tuning.maxAttempts),
+      connectTimeoutMs: policy?.connectTimeoutMs ?? this.#deps.tuning.connectTimeoutMs,
+      circuit: this.#circuit(spec.serviceKey),
+      serviceLabel: spec.serviceLabel,
+    };
+  }
+
+  /** The circuit breaker for HTTP: requests in flight to the service stand for its connections. Counts the request in. */
+  admitRequest(plan: AttemptPlan): void {
+    const circuit = plan.circuit;
+    if (circuit.active >= this.#deps.tuning.circuit.maxConnections) {
+      throw new ProxyError(ProxyErrorCodes.circuitOpen, `${plan.serviceLabel}: circuit open (${circuit.active} requests in flight)`);
+    }
+    circuit.active++;
+  }
+
+  /** The circuit breaker for TCP: open connections and connects under way. */
+  admitConnection(plan: AttemptPlan): void {
+    const circuit = plan.circuit;
+    if (circuit.active >= this.#deps.tuning.circuit.maxConnections || circuit.pending >= this.#deps.tuning.circuit.maxPendingConnects) {
+      throw new ProxyError(ProxyErrorCodes.circuitOpen, `${plan.serviceLabel}: circuit open (${circuit.active} connections, ${circuit.pending} pending connects)`);
+    }
+  }
+
+  /**
+   * A connect, handshake or secure-naming check to `target` failed. One failed connect
+   * can fail several requests queued at a pool (UpstreamPool): it counts once, as one
+   * attempt and one outlier failure.
+   */
+  connectFailed(plan: AttemptPlan, target: SnapshotTarget, error: unknown): void {
+    if (typeof error === 'object' && error !== null) {
+      if (this.#recordedFailures.has(error)) return;
+      this.#recordedFailures.add(error);
+    }
+    const code = error instanceof UpstreamConnectError ? error.code : ProxyErrorCodes.connectFailed;
+    const destination = plan.serviceLabel;
+    this.#metrics.connectAttempts.inc({ destination_cluster: target.cluster, destination_service: destination, kind: target.kind, result: code });
+    if (code === ProxyErrorCodes.secureNaming) {
+      this.#metrics.secureNamingRefusals.inc({ destination_service: destination });
+      this.#deps.log.warn({ target: targetKey(target), sni: sniFor(plan.route, target), reason: (error as Error).message }, 'secure naming: server identity not allowed for the service; connection refused');
+    }
+    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', outlierSettings(plan.policy));
+  }
+
+  /** A TCP connection to `target` is up (its connect was counted by the connector). */
+  connected(target: SnapshotTarget): void {
+    this.#outliers.success(targetKey(target));
+  }
+
+  /**
+   * A response head (or a 101) from `target`. `serverError` is the `x-causeway-error` of
+   * a 503 (undefined otherwise; callers read the header only for a 503). When the server
+   * sidecar answered for an app that never saw the request (or, for an idempotent method,
+   * that reset it), the request is replayed on the next target if its body is held and
+   * an attempt is left: the target counts as failed and the error to report if no other
+   * target answers is returned. Otherwise a 5xx counts towards ejection, any other status
+   * clears the target, and undefined is returned: the response goes to the app.
+   */
+  responded(plan: AttemptPlan, attempt: number, target: SnapshotTarget, status: number, serverError: string | undefined, method: string, bodyHeld: boolean): ProxyError | undefined {
+    const key = targetKey(target);
+    if (bodyHeld && (serverError === APP_UNAVAILABLE || (serverError === APP_RESET && IDEMPOTENT.has(method))) && attempt + 1 < plan.attempts) {
+      this.#outliers.failure(key, 'connect', outlierSettings(plan.policy));
+      return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${serverError} from ${key}`);
+    }
+    if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy));
+    else this.#outliers.success(key);
+    return undefined;
+  }
+
+  /**
+   * The request reached `target` (or may have) but no response head came: the target
+   * died, reset or timed out. Returns whether the request may go to the next target: only
+   * with its body held, not after a timeout, and only for an idempotent method or on a
+   * reused pooled connection (a keep-alive race, the request never seen).
+   */
+  noResponse(plan: AttemptPlan, target: SnapshotTarget, method: string, reusedConnection: boolean, bodyHeld: boolean, timedOut: boolean): boolean {
+    this.#outliers.failure(targetKey(target), 'connect', outlierSettings(plan.policy));
+    return bodyHeld && !timedOut && (IDEMPOTENT.has(method) || reusedConnection);
+  }
+
+  /** The error a request answers with when its attempts are used up. */
+  exhausted(plan: AttemptPlan | undefined, lastError: unknown): ProxyError {
+    if (lastError instanceof ProxyError) return lastError;
+    return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan?.serviceLabel ?? 'unknown'}: ${(lastError as Error)?.message ?? 'no response'}`, { cause: lastError });
+  }
+
+  /** The error of a traffic policy's `requestTimeoutMs` passing without a response head. */
+  requestTimeout(ms: number): ProxyError {
+    return new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`);
+  }
+
+  /** One request done: its counter, its duration and (at debug, when enabled) its access-log line. */
+  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, method: string | undefined, path: string | undefined): void {
+    const cluster = target?.cluster ?? 'none';
+    this.#metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
+    this.#metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
+    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', method, path, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+  }
+
+  /** One TCP connection done: its counter, its lifetime and its access-log line. */
+  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number): void {
+    const cluster = target?.cluster ?? 'none';
+    this.#metrics.connections.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, result });
+    this.#metrics.connectionSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
+    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+  }
+
+  #circuit(key: string): Circuit {
+    let c = this.#circuits.get(key);
+    if (!c) this.#circuits.set(key, (c = { active: 0, pending: 0 }));
+    return c;
+  }
+
+  #clusterOfKey(key: string): string {
+    for (const svc of this.#services.values()) for (const t of svc.targets) if (targetKey(t) === key) return t.cluster;
+    return 'unknown';
+  }
+}
+
+/** What the sidecar answers with for an error of its own: the status and the `x-causeway-error` code. */
+export function errorStatus(error: unknown): { status: number; code: string } {
+  const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
+  return { status: code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503, code };
+}
+
+/** Outlier detection settings of a traffic policy (defaults when it has none). */
+function outlierSettings(policy: TrafficPolicy | undefined): { consecutiveFailures?: number; baseEjectionMs?: number } {
+  const o = policy?.outlierDetection;
+  return o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
+}
