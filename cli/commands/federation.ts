@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
@@ -31,6 +32,8 @@ import {
   readClusterStatus,
   renderClusterStatus,
   revokePeerAccess,
+  checkPeerUser,
+  EtcdAuthInspector,
   type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
@@ -44,6 +47,15 @@ async function withLocalStore<T>(config: ClusterConfig, fn: (store: CatalogStore
     return await fn(store);
   } finally {
     store.close();
+  }
+}
+
+async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth: EtcdAuthInspector) => Promise<T>): Promise<T> {
+  const auth = new EtcdAuthInspector(connection);
+  try {
+    return await fn(auth);
+  } finally {
+    auth.close();
   }
 }
 
@@ -143,6 +155,8 @@ export function registerFederationCommands(program: Command): void {
       // Every flag, file and the CA are checked and the certificate made before the grant.
       const request = peerCredentialsRequest(options, config);
       const user = options.user ?? peerUserName(options.peer);
+      // Refuses root, or a user holding more than this peer's role, before any change.
+      await withAuthInspector(config.etcd, (auth) => checkPeerUser(auth, { peer: options.peer, user }));
       const certificate = request ? await issuePeerCertificate(request, user, config) : undefined;
       const access = await withLocalStore(config, (store) => grantPeerAccess(store, { peer: options.peer, user }));
       const issued = request && certificate ? await writePeerCredentials(request, certificate, access, config) : undefined;
@@ -265,11 +279,13 @@ function issuePeerCertificate(request: PeerCredentialsRequest, user: string, con
 }
 
 /**
- * Writes the peer's certificate with its key (0600), this etcd's server CA and the peer's
- * links[] entry, then reads the exports with it — and, when auth is on, checks it is refused
- * elsewhere — so a wrong CA shows here, not at the peer.
+ * Checks the issued certificate against this etcd — it reads the exports and, when auth is
+ * on, is refused other keys and any write — then writes it with its key (0600), this etcd's
+ * server CA and the peer's links[] entry. The checks run on a private staging copy, so a
+ * wrong CA or an over-privileged user leaves no credential behind.
  */
 async function writePeerCredentials(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<IssuedPeerCredentials> {
+  const check = await checkPeerCredential(request, issued, access, config);
   const { dir } = request;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyFile = join(dir, 'key.pem');
@@ -282,30 +298,45 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
   copyFileSync(request.serverCaFile, caFile);
   const link = [{ peer: config.cluster.name, etcd: { endpoints: [...request.endpoints], tls: { ca: caFile, cert: certFile, key: keyFile } } }];
   writeFileSync(linkFile, `# links[] entry for ${access.peer}'s cluster config: read ${config.cluster.name}'s exports as etcd user ${access.user}\n${stringify(link)}`);
+  return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
+}
 
-  const asPeer = Etcd3CatalogStore.connect({ ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } });
-  let check: string;
+/** Uses the issued certificate once, from a private staging folder that is removed after; returns what it proved. */
+async function checkPeerCredential(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<string> {
+  const staging = mkdtempSync(join(tmpdir(), 'causeway-grant-'));
+  const certFile = join(staging, 'cert.pem');
+  const keyFile = join(staging, 'key.pem');
+  writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
+  writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
+  const asPeerConnection = { ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } };
+  const asPeer = Etcd3CatalogStore.connect(asPeerConnection);
+  const asPeerAuth = new EtcdAuthInspector(asPeerConnection);
+  const failed = (what: string, cause?: unknown) =>
+    new CausewayError(
+      (cause as CausewayError | undefined)?.code ?? FederationErrorCodes.grantCheckFailed,
+      `${what}. No credential was written; the grant of etcd user ${access.user} stays (re-run grant once fixed, or \`causeway federation revoke --peer ${access.peer}\`)`,
+      cause === undefined ? {} : { cause },
+    );
   try {
     const listing = await asPeer.list(EtcdKeys.exportsPrefix).catch((error: unknown) => {
-      throw new CausewayError(
-        (error as CausewayError).code ?? 'CW_FEDERATION_INTERNAL',
-        `the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file? The files in ${dir} are kept; remove them before retrying`,
-        { cause: error },
-      );
+      throw failed(`the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file?`, error);
     });
-    check = `reads ${EtcdKeys.exportsPrefix} (${listing.entries.length} keys)`;
-    if (access.authEnabled) {
-      const refused = await asPeer.list(EtcdKeys.endpointsPrefix).then(
-        () => false,
-        (error: unknown) => error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied,
-      );
-      if (!refused) throw new CausewayError(FederationErrorCodes.internal, `the issued certificate can read ${EtcdKeys.endpointsPrefix} too: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
-      check += `, refused ${EtcdKeys.endpointsPrefix}`;
-    } else {
-      check += ' (etcd auth is off: nothing else is refused yet)';
+    let check = `reads ${EtcdKeys.exportsPrefix} (${listing.entries.length} keys)`;
+    if (!access.authEnabled) return `${check} (etcd auth is off: nothing else is refused yet)`;
+    const refused = await asPeer.list(EtcdKeys.endpointsPrefix).then(
+      () => false,
+      (error: unknown) => error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied,
+    );
+    if (!refused) throw failed(`the issued certificate can read ${EtcdKeys.endpointsPrefix} too: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
+    check += `, refused ${EtcdKeys.endpointsPrefix}`;
+    // The heartbeat is what a peer would most like to write: fresh-looking exports.
+    if (!(await asPeerAuth.writeRefused(EtcdKeys.heartbeat))) {
+      throw failed(`the issued certificate may write ${EtcdKeys.heartbeat}: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
     }
+    return `${check}, refused a write to ${EtcdKeys.exportsPrefix}`;
   } finally {
     asPeer.close();
+    asPeerAuth.close();
+    rmSync(staging, { recursive: true, force: true });
   }
-  return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
 }
