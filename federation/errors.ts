@@ -9,6 +9,8 @@ export const FederationErrorCodes = {
   grantRefused: 'CW_FEDERATION_GRANT_REFUSED',
   /** A peer credential, once issued, could do more (or less) than the grant says. */
   grantCheckFailed: 'CW_FEDERATION_GRANT_CHECK_FAILED',
+  /** A file `federation init` would write exists already; nothing was written. */
+  filesExist: 'CW_FEDERATION_FILES_EXIST',
   internal: 'CW_FEDERATION_INTERNAL',
 } as const;
 

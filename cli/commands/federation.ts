@@ -34,6 +34,9 @@ import {
   revokePeerAccess,
   checkPeerUser,
   EtcdAuthInspector,
+  createExportStorePki,
+  exportStoreEtcdCommand,
+  EXPORT_STORE_PORT,
   type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
@@ -138,6 +141,16 @@ export function registerFederationCommands(program: Command): void {
     .action((options: FederationRunFlags) => runFederation(options));
 
   federation
+    .command('init')
+    .description(`create this cluster's export-store PKI: a CA that signs export-store certificates only, the store's server certificate (SNI exports.<cluster>.cw1.<trust-domain>) and the controller's client certificate (CN=root); prints the etcd flags to run the export store with (port ${EXPORT_STORE_PORT})`)
+    .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
+    .requiredOption('--out <dir>', 'where the CA, certificates and keys (0600) go; existing files are never overwritten')
+    .option('--days <n>', 'validity of the CA and certificates in days', '365')
+    .option('--host <name>', 'another DNS name or IP address the export store answers as (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--json', 'print what was written as JSON')
+    .action(async (options: InitOptions) => runExportStoreInit(options));
+
+  federation
     .command('grant')
     .description(`let a peer read this cluster's ${EtcdKeys.exportsPrefix} and nothing else: creates an etcd role and a password-less user (the CN of the client certificate you issue to the peer); with --client-ca and --client-ca-key, also issues that certificate and the peer's links[] entry`)
     .requiredOption('--peer <name>', 'the peer cluster')
@@ -203,6 +216,42 @@ export function registerFederationCommands(program: Command): void {
       const status = await withLocalStore(config, (store) => readClusterStatus(store, config));
       process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderClusterStatus(status));
     });
+}
+
+interface InitOptions {
+  config: string;
+  out: string;
+  days: string;
+  host: string[];
+  json?: boolean;
+}
+
+async function runExportStoreInit(options: InitOptions): Promise<void> {
+  const config = loadConfigFile('cluster', options.config);
+  const days = Number(options.days);
+  if (!Number.isInteger(days) || days < 1 || days > MAX_CLIENT_CERTIFICATE_DAYS) throw new UsageError(`--days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS} (got "${options.days}")`);
+  const cluster = config.cluster.name;
+  const pki = await createExportStorePki({ cluster, trustDomain: config.trustDomain, dir: options.out, days, hosts: options.host });
+  const etcd = exportStoreEtcdCommand(pki, { cluster });
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ ...pki, etcd }, null, 2)}\n`);
+    return;
+  }
+  const ctl = `etcdctl --endpoints https://127.0.0.1:${EXPORT_STORE_PORT} --cacert ${pki.caCertFile} --cert ${pki.controllerCertFile} --key ${pki.controllerKeyFile}`;
+  process.stdout.write(
+    [
+      `wrote ${pki.dir}:`,
+      `  ${pki.caCertFile}, ${pki.caKeyFile} (0600): the export store's CA — it signs export-store certificates only; every certificate it signs is a login there`,
+      `  ${pki.serverCertFile}, ${pki.serverKeyFile} (0600): the export store's server certificate for ${pki.serverHosts.join(', ')} (until ${pki.notAfter})`,
+      `  ${pki.controllerCertFile}, ${pki.controllerKeyFile} (0600): the controller's client certificate, CN=root (writes the export store)`,
+      `run the export store (port ${EXPORT_STORE_PORT}):`,
+      `  ${etcd.join(' ')}`,
+      'then, once, enable auth as root:',
+      `  ${ctl} user add root --no-password`,
+      `  ${ctl} user grant-role root root`,
+      `  ${ctl} auth enable`,
+    ].join('\n') + '\n',
+  );
 }
 
 interface GrantOptions {
