@@ -78,6 +78,11 @@ export const Extensions = {
   serverAndClientAuth: () => extension(OID.extKeyUsage, false, sequence(oid(OID.serverAuth), oid(OID.clientAuth))),
   /** Critical when the subject is empty (RFC 5280 §4.2.1.6), as it is for workload leaves. */
   uriSubjectAltName: (uri: string, critical: boolean) => extension(OID.subjectAltName, critical, sequence(uriSan(uri))),
+  /** EKU with exactly the purposes given: infrastructure leaves are a server or a client, not both. */
+  extKeyUsage: (purposes: readonly ('serverAuth' | 'clientAuth')[]) => extension(OID.extKeyUsage, false, sequence(...purposes.map((p) => oid(OID[p])))),
+  /** Host names for a server leaf: dNSName [2] and iPAddress [7] (4 or 16 bytes) GeneralNames. */
+  hostSubjectAltName: (dnsNames: readonly string[], ipAddresses: readonly Buffer[]) =>
+    extension(OID.subjectAltName, false, sequence(...dnsNames.map((name) => implicitPrimitive(2, Buffer.from(name, 'ascii'))), ...ipAddresses.map((ip) => implicitPrimitive(7, ip)))),
   subjectKeyIdentifier: (keyId: Buffer) => extension(OID.subjectKeyIdentifier, false, octetString(keyId)),
   authorityKeyIdentifier: (keyId: Buffer) => extension(OID.authorityKeyIdentifier, false, sequence(implicitPrimitive(0, keyId))),
   /**

@@ -1,4 +1,4 @@
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, type KeyObject } from 'node:crypto';
 import { CaError, CaErrorCodes } from './errors.js';
 import { LeafTemplate, spkiOf } from './certificate-profile.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, isRsa, loadPrivateKey, privateKeyPem, type KeyType } from './keys.js';
@@ -41,23 +41,7 @@ export async function issueClientCertificate(options: ClientCertificateOptions):
   if (!/^[A-Za-z0-9._@-]{1,64}$/.test(options.commonName)) {
     throw new CaError(CaErrorCodes.identityInvalid, `common name "${options.commonName}" must be 1-64 letters, digits, ".", "_", "@" or "-"`);
   }
-  const caDer = pemDecodeOne(options.caCertificatePem, 'CERTIFICATE', 'client CA certificate');
-  let ca: X509Certificate;
-  try {
-    ca = new X509Certificate(caDer);
-  } catch (error) {
-    throw new CaError(CaErrorCodes.caInvalid, `the client CA certificate does not parse: ${(error as Error).message}`, { cause: error });
-  }
-  if (!ca.ca) throw new CaError(CaErrorCodes.caInvalid, `the client CA certificate (${ca.subject.replace(/\n/g, ', ')}) is not a CA (basicConstraints CA:TRUE); pass the CA that signs etcd's client certificates`);
-  const caKey = loadPrivateKey(options.caPrivateKeyPem, 'client CA key');
-  if (!ca.checkPrivateKey(caKey)) throw new CaError(CaErrorCodes.caInvalid, `the client CA key does not belong to the client CA certificate (${ca.subject.replace(/\n/g, ', ')}); pass the key it was made with`);
-  const caNotAfter = new Date(ca.validTo);
-  if (now < new Date(ca.validFrom) || now >= caNotAfter) throw new CaError(CaErrorCodes.caInvalid, `the client CA certificate is valid from ${ca.validFrom} to ${ca.validTo}, not now`);
-  const notAfter = new Date(now.getTime() + options.days * 86_400_000);
-  if (notAfter > caNotAfter) {
-    const most = Math.floor((caNotAfter.getTime() - now.getTime()) / 86_400_000);
-    throw new CaError(CaErrorCodes.ttlAboveMaximum, `the client CA expires on ${caNotAfter.toISOString()}, before the ${options.days} days asked; pick at most ${most} day${most === 1 ? '' : 's'} or renew the CA`);
-  }
+  const { caDer, caKey, notAfter } = checkedIssuer(options.caCertificatePem, options.caPrivateKeyPem, now, options.days, 'client CA');
   const key = await generatePrivateKey(options.keyType ?? DEFAULT_KEY_TYPE);
   const der = new LeafTemplate(caDer, caKey).sign({
     spiffeId: options.spiffeId,
@@ -68,4 +52,29 @@ export async function issueClientCertificate(options: ClientCertificateOptions):
     commonName: options.commonName,
   });
   return { privateKeyPem: privateKeyPem(key), certificatePem: pemEncode('CERTIFICATE', der), notAfter };
+}
+
+/**
+ * Parses and checks an issuing CA (a CA, key matching, valid now, outliving `days`), naming
+ * it `what` in errors, so a wrong file is named before anything is made or written.
+ */
+export function checkedIssuer(caCertificatePem: string, caPrivateKeyPem: string, now: Date, days: number, what: string): { caDer: Buffer; caKey: KeyObject; notAfter: Date } {
+  const caDer = pemDecodeOne(caCertificatePem, 'CERTIFICATE', `${what} certificate`);
+  let ca: X509Certificate;
+  try {
+    ca = new X509Certificate(caDer);
+  } catch (error) {
+    throw new CaError(CaErrorCodes.caInvalid, `the ${what} certificate does not parse: ${(error as Error).message}`, { cause: error });
+  }
+  if (!ca.ca) throw new CaError(CaErrorCodes.caInvalid, `the ${what} certificate (${ca.subject.replace(/\n/g, ', ')}) is not a CA (basicConstraints CA:TRUE); pass the CA that signs etcd's client certificates`);
+  const caKey = loadPrivateKey(caPrivateKeyPem, `${what} key`);
+  if (!ca.checkPrivateKey(caKey)) throw new CaError(CaErrorCodes.caInvalid, `the ${what} key does not belong to the ${what} certificate (${ca.subject.replace(/\n/g, ', ')}); pass the key it was made with`);
+  const caNotAfter = new Date(ca.validTo);
+  if (now < new Date(ca.validFrom) || now >= caNotAfter) throw new CaError(CaErrorCodes.caInvalid, `the ${what} certificate is valid from ${ca.validFrom} to ${ca.validTo}, not now`);
+  const notAfter = new Date(now.getTime() + days * 86_400_000);
+  if (notAfter > caNotAfter) {
+    const most = Math.floor((caNotAfter.getTime() - now.getTime()) / 86_400_000);
+    throw new CaError(CaErrorCodes.ttlAboveMaximum, `the ${what} expires on ${caNotAfter.toISOString()}, before the ${days} days asked; pick at most ${most} day${most === 1 ? '' : 's'} or renew the CA`);
+  }
+  return { caDer, caKey, notAfter };
 }

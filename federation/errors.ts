@@ -5,6 +5,12 @@ export const FederationErrorCodes = {
   etcdUnavailable: 'CW_FEDERATION_ETCD_UNAVAILABLE',
   etcdPermissionDenied: 'CW_FEDERATION_ETCD_PERMISSION_DENIED',
   peerMismatch: 'CW_FEDERATION_PEER_MISMATCH',
+  /** `federation grant` refused a user (etcd's root, or one holding more than the peer's read role); nothing was changed. */
+  grantRefused: 'CW_FEDERATION_GRANT_REFUSED',
+  /** A peer credential, once issued, could do more (or less) than the grant says. */
+  grantCheckFailed: 'CW_FEDERATION_GRANT_CHECK_FAILED',
+  /** A file `federation init` would write exists already; nothing was written. */
+  filesExist: 'CW_FEDERATION_FILES_EXIST',
   internal: 'CW_FEDERATION_INTERNAL',
 } as const;
 

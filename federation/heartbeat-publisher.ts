@@ -3,12 +3,14 @@ import {
   EtcdKeys,
   ExportedCluster,
   Heartbeat,
+  decodeCatalogValue,
   encodeCatalogValue,
   logger as moduleLogger,
   type EtcdConnection,
   type Logger,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, type CatalogStore, type LeasedKey } from './etcd-store.js';
+import { Etcd3CatalogStore, type CatalogStore, type LeasedKey, type StoredValue } from './etcd-store.js';
+import { heartbeatSequence, nextHeartbeatSequence } from './heartbeat-freshness.js';
 
 export interface HeartbeatPublisherOptions {
   readonly cluster: string;
@@ -32,6 +34,7 @@ export class HeartbeatPublisher {
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> = Promise.resolve();
   #failing = false;
+  #lastSequence: number | undefined;
 
   constructor(options: HeartbeatPublisherOptions) {
     this.#o = options;
@@ -57,9 +60,12 @@ export class HeartbeatPublisher {
   }
 
   async #beat(strict: boolean): Promise<void> {
-    const value = encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date().toISOString() });
     try {
+      const nowMs = Date.now();
+      const sequence = nextHeartbeatSequence(await this.#lastWrittenSequence(), nowMs);
+      const value = encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date(nowMs).toISOString(), sequence });
       await this.#key.put(value);
+      this.#lastSequence = sequence;
       if (this.#failing) this.#log.info('heartbeat published again');
       this.#failing = false;
     } catch (error) {
@@ -67,6 +73,25 @@ export class HeartbeatPublisher {
       if (!this.#failing) this.#log.warn({ err: error }, 'cannot publish the heartbeat; peers will see this cluster go stale');
       this.#failing = true;
     }
+  }
+
+  /**
+   * The largest sequence written so far: this process's, or the one in etcd when another
+   * controller (or an earlier run, on a clock that since stepped back) wrote a larger one.
+   * Peers count a beat only when the sequence advances (heartbeat-freshness.ts).
+   */
+  async #lastWrittenSequence(): Promise<number | undefined> {
+    let stored: StoredValue | undefined;
+    try {
+      stored = await this.#store.get(EtcdKeys.heartbeat);
+    } catch {
+      return this.#lastSequence; // the put that follows reports the outage
+    }
+    if (stored === undefined) return this.#lastSequence;
+    const decoded = decodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, stored.value);
+    if (!decoded.ok) return this.#lastSequence;
+    const theirs = heartbeatSequence(decoded.value);
+    return this.#lastSequence === undefined ? theirs : Math.max(this.#lastSequence, theirs);
   }
 }
 

@@ -5,7 +5,19 @@
 export { Federation, type FederationOptions, type FederationStatus } from './federation.js';
 export type { PeerLinkStatus, LinkTimings } from './peer-link.js';
 export { HeartbeatPublisher, publishExportedCluster, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
-export { grantPeerAccess, revokePeerAccess, peerUserName, peerRoleName, type PeerAccess } from './peer-access.js';
+export { grantPeerAccess, revokePeerAccess, peerUserName, peerRoleName, checkPeerUser, peerUserRefusal, ETCD_ROOT_USER, type PeerAccess } from './peer-access.js';
+export { EtcdAuthInspector, type RolePermission } from './etcd-auth.js';
+export {
+  createExportStorePki,
+  exportStoreTlsFlags,
+  exportStoreEtcdCommand,
+  ExportStorePkiFiles,
+  EXPORT_STORE_PORT,
+  EXPORT_STORE_PEER_PORT,
+  EXPORT_STORE_WRITER,
+  type ExportStorePki,
+  type ExportStorePkiOptions,
+} from './export-store-pki.js';
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
 export { Etcd3CatalogStore, type CatalogStore, type WriteOp, type StoredValue, type Listing } from './etcd-store.js';
 export { PortConflictBoard, portsSignature, type PortConflict } from './port-conflicts.js';

@@ -15,6 +15,7 @@ import {
   type Logger,
 } from '../mesh/index.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
+import { HeartbeatFreshness } from './heartbeat-freshness.js';
 import { MAX_TXN_OPS, type CatalogStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from './etcd-store.js';
 import type { FederationMetrics } from './metrics.js';
 import type { PortConflictBoard } from './port-conflicts.js';
@@ -84,6 +85,8 @@ export class PeerLink {
   #exports = new Map<string, PeerExport>();
   #placement: PeerPlacement | undefined;
   #heartbeatAtMs: number | undefined;
+  /** The peer's heartbeat sequence; created by {@link load} with the last advance an earlier run saw. */
+  #heartbeats = new HeartbeatFreshness();
   #appliedRevision = '0';
   #initialSync: LinkStatus['initialSync'] = 'pending';
   #syncedOnce = false;
@@ -300,7 +303,7 @@ export class PeerLink {
       const seen = new Set<string>();
       let placement: PeerPlacement | undefined;
       for (const entry of listing.entries) {
-        const what = this.#applyEntry(entry, false);
+        const what = this.#applyEntry(entry);
         if (what?.kind === 'service') seen.add(what.key);
         if (what?.kind === 'placement') placement = what.placement;
       }
@@ -378,7 +381,7 @@ export class PeerLink {
     for (const event of batch.events) {
       const entry: StoredValue = { key: event.key, value: event.value, modRevision: event.modRevision };
       if (event.type === 'delete') changed = this.#applyDelete(event.key) || changed;
-      else changed = this.#applyEntry(entry, true) !== undefined || changed;
+      else changed = this.#applyEntry(entry) !== undefined || changed;
     }
     this.#eventsApplied += batch.events.length;
     this.#o.metrics.eventsApplied.inc({ peer: this.peer }, batch.events.length);
@@ -403,7 +406,6 @@ export class PeerLink {
   /** Applies one peer key's value to memory; returns what it was (undefined for skipped values). */
   #applyEntry(
     entry: StoredValue,
-    live: boolean,
   ): { kind: 'service'; key: string } | { kind: 'placement'; placement: PeerPlacement } | { kind: 'heartbeat' } | undefined {
     let parsed;
     try {
@@ -418,10 +420,11 @@ export class PeerLink {
         this.#log.warn({ key: entry.key, err: decoded.error }, 'skipping an invalid peer heartbeat');
         return undefined;
       }
-      // A heartbeat arriving on the live watch was written just now; a listed one is as
-      // old as its timestamp says (never younger than now, whatever the peer's clock).
-      const now = Date.now();
-      this.#heartbeatAtMs = live ? now : Math.min(now, Date.parse(decoded.value.at));
+      // Fresh only when the owner's sequence advances: a re-put, a replayed older value or
+      // a relisted one changes nothing (heartbeat-freshness.ts; federation/README.md "Staleness").
+      const seen = this.#heartbeats.observe(decoded.value, Date.now());
+      if (!seen.advanced) return undefined;
+      this.#heartbeatAtMs = seen.advancedAtMs;
       return { kind: 'heartbeat' };
     }
     if (parsed.kind === 'exported-cluster') {
@@ -699,7 +702,10 @@ export class PeerLink {
           this.#log.warn({ key: entry.key, err: decoded.error }, 'ignoring an invalid link status');
           continue;
         }
-        if (decoded.value.lastHeartbeatAt) this.#heartbeatAtMs = Math.min(Date.now(), Date.parse(decoded.value.lastHeartbeatAt));
+        if (decoded.value.lastHeartbeatAt) {
+          this.#heartbeatAtMs = Math.min(Date.now(), Date.parse(decoded.value.lastHeartbeatAt));
+          this.#heartbeats = new HeartbeatFreshness(this.#heartbeatAtMs);
+        }
         continue;
       }
       const decoded = decodeCatalogValue(ImportedService, entry.key, entry.value);

@@ -208,6 +208,8 @@ export class RouteTable {
     if (this.spec.trustDomain !== undefined && sni.trustDomain !== this.spec.trustDomain) return 'unknown-sni';
     if (sni.cluster !== this.spec.cluster) return this.#peers.get(sni.cluster) ?? 'unknown-sni';
     if (sni.kind === 'controller') return this.#controller ?? 'unknown-sni';
+    // The export store's name parses, but the gateway routes no export store yet: refused as unrouted.
+    if (sni.kind === 'exports') return 'unknown-sni';
     const entry = this.#services.get(`${sni.namespace}/${sni.service}`);
     if (entry === undefined) return 'unknown-service';
     const service = entry.spec;

@@ -123,7 +123,18 @@ export const ExportedService = z.strictObject({
 });
 export type ExportedService = z.infer<typeof ExportedService>;
 
-export const Heartbeat = z.strictObject({ schema: schemaVersion, cluster: clusterName, at: z.iso.datetime() });
+/**
+ * `/causeway/v1/exports/_heartbeat`. `sequence` is the owner's clock in ms made strictly
+ * monotonic by the publisher; readers take freshness from it advancing, not from `at` or
+ * the key existing (docs/architecture.md "Federation rules"). Optional only so that beats
+ * of older peers, which carry `at` alone, still decode (federation/README.md "Staleness").
+ */
+export const Heartbeat = z.strictObject({
+  schema: schemaVersion,
+  cluster: clusterName,
+  at: z.iso.datetime(),
+  sequence: z.number().int().nonnegative().optional(),
+});
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
 /** `/causeway/v1/imports/<peer>/<ns>/<name>`: a peer's export mirrored locally. */

@@ -7,6 +7,7 @@ import { clusterNameProblem, dnsLabelProblem, dnsNameProblem } from './labels.js
  *
  *   service:    `<port>.<subset|all>.<service>.<namespace>.<cluster>.cw1.<trust-domain>`
  *   controller: `controller.<cluster>.cw1.<trust-domain>`
+ *   exports:    `exports.<cluster>.cw1.<trust-domain>` (the cluster's peer-facing export store)
  *
  * Everything else calls this module; a name that does not parse is refused, never guessed.
  * Server names are case-insensitive on the wire (DNS names are): the parser lower-cases
@@ -33,7 +34,17 @@ export interface ControllerSni {
   readonly trustDomain: string;
 }
 
-export type Sni = ServiceSni | ControllerSni;
+/** The cluster's export store, which peers reach through its gateway (docs/architecture.md "Names"). */
+export interface ExportStoreSni {
+  readonly kind: 'exports';
+  readonly cluster: string;
+  readonly trustDomain: string;
+}
+
+export type Sni = ServiceSni | ControllerSni | ExportStoreSni;
+
+/** First labels of the names that are not services; a service name starts with a port, so none can collide. */
+const NAMED_KINDS = new Set<string>(['controller', 'exports']);
 
 function fail(input: string, reason: string, code: string = ErrorCodes.sniInvalid): never {
   throw new InvalidNameError(code, input, reason);
@@ -71,13 +82,15 @@ function parseLowerCase(input: string, name: string): Sni {
     const problem = dnsLabelProblem(label);
     if (problem) fail(input, problem);
   }
-  if (labels[0] === 'controller') {
+  const first = labels[0] ?? '';
+  if (NAMED_KINDS.has(first)) {
+    const kind = first as 'controller' | 'exports';
     const [, cluster = '', version = '', ...td] = labels;
     if (version !== SNI_VERSION) versionProblem(input, version);
     const clusterProblem = clusterNameProblem(cluster);
     if (clusterProblem) fail(input, `cluster: ${clusterProblem}`);
     checkTrustDomain(input, td.join('.'));
-    return { kind: 'controller', cluster, trustDomain: td.join('.') };
+    return { kind, cluster, trustDomain: td.join('.') };
   }
   if (labels.length < 7) {
     fail(input, 'expected <port>.<subset|all>.<service>.<namespace>.<cluster>.cw1.<trust-domain>');
@@ -107,13 +120,16 @@ function versionProblem(input: string, version: string): never {
 }
 
 /** Encodes an SNI, validating it by parsing the result (so encode and parse never disagree). */
-export function encodeSni(sni: Omit<ServiceSni, 'kind'> | Omit<ControllerSni, 'kind'> & { kind?: Sni['kind'] }): string {
+export function encodeSni(
+  sni: (Omit<ServiceSni, 'kind'> & { kind?: 'service' }) | (Omit<ControllerSni, 'kind'> & { kind?: 'controller' }) | ExportStoreSni,
+): string {
   let text: string;
   if ('port' in sni) {
     if (sni.subset === 'all') fail('all', 'subset "all" is reserved for "any subset"; pass undefined');
     text = [String(sni.port), sni.subset ?? 'all', sni.service, sni.namespace, sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
   } else {
-    text = ['controller', sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
+    // Without a kind (the older call form), a name without a port is a controller's.
+    text = [sni.kind === 'exports' ? 'exports' : 'controller', sni.cluster, SNI_VERSION, sni.trustDomain].join('.');
   }
   // Parsed as given (not lower-cased), so that parse(encode(x)) is x: upper-case parts are refused.
   parseLowerCase(text, text);
@@ -126,6 +142,11 @@ export function serviceSni(parts: Omit<ServiceSni, 'kind'>): string {
 
 export function controllerSni(cluster: string, trustDomain: string): string {
   return encodeSni({ cluster, trustDomain });
+}
+
+/** The server name of `cluster`'s export store: what peers send to its gateway, and what the store's certificate names. */
+export function exportStoreSni(cluster: string, trustDomain: string): string {
+  return encodeSni({ kind: 'exports', cluster, trustDomain });
 }
 
 /**

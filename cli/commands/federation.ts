@@ -1,4 +1,5 @@
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
@@ -31,6 +32,11 @@ import {
   readClusterStatus,
   renderClusterStatus,
   revokePeerAccess,
+  checkPeerUser,
+  EtcdAuthInspector,
+  createExportStorePki,
+  exportStoreEtcdCommand,
+  EXPORT_STORE_PORT,
   type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
@@ -44,6 +50,15 @@ async function withLocalStore<T>(config: ClusterConfig, fn: (store: CatalogStore
     return await fn(store);
   } finally {
     store.close();
+  }
+}
+
+async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth: EtcdAuthInspector) => Promise<T>): Promise<T> {
+  const auth = new EtcdAuthInspector(connection);
+  try {
+    return await fn(auth);
+  } finally {
+    auth.close();
   }
 }
 
@@ -126,6 +141,16 @@ export function registerFederationCommands(program: Command): void {
     .action((options: FederationRunFlags) => runFederation(options));
 
   federation
+    .command('init')
+    .description(`create this cluster's export-store PKI: a CA that signs export-store certificates only, the store's server certificate (SNI exports.<cluster>.cw1.<trust-domain>) and the controller's client certificate (CN=root); prints the etcd flags to run the export store with (port ${EXPORT_STORE_PORT})`)
+    .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
+    .requiredOption('--out <dir>', 'where the CA, certificates and keys (0600) go; existing files are never overwritten')
+    .option('--days <n>', 'validity of the CA and certificates in days', '365')
+    .option('--host <name>', 'another DNS name or IP address the export store answers as (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .option('--json', 'print what was written as JSON')
+    .action(async (options: InitOptions) => runExportStoreInit(options));
+
+  federation
     .command('grant')
     .description(`let a peer read this cluster's ${EtcdKeys.exportsPrefix} and nothing else: creates an etcd role and a password-less user (the CN of the client certificate you issue to the peer); with --client-ca and --client-ca-key, also issues that certificate and the peer's links[] entry`)
     .requiredOption('--peer <name>', 'the peer cluster')
@@ -143,6 +168,8 @@ export function registerFederationCommands(program: Command): void {
       // Every flag, file and the CA are checked and the certificate made before the grant.
       const request = peerCredentialsRequest(options, config);
       const user = options.user ?? peerUserName(options.peer);
+      // Refuses root, or a user holding more than this peer's role, before any change.
+      await withAuthInspector(config.etcd, (auth) => checkPeerUser(auth, { peer: options.peer, user }));
       const certificate = request ? await issuePeerCertificate(request, user, config) : undefined;
       const access = await withLocalStore(config, (store) => grantPeerAccess(store, { peer: options.peer, user }));
       const issued = request && certificate ? await writePeerCredentials(request, certificate, access, config) : undefined;
@@ -189,6 +216,42 @@ export function registerFederationCommands(program: Command): void {
       const status = await withLocalStore(config, (store) => readClusterStatus(store, config));
       process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderClusterStatus(status));
     });
+}
+
+interface InitOptions {
+  config: string;
+  out: string;
+  days: string;
+  host: string[];
+  json?: boolean;
+}
+
+async function runExportStoreInit(options: InitOptions): Promise<void> {
+  const config = loadConfigFile('cluster', options.config);
+  const days = Number(options.days);
+  if (!Number.isInteger(days) || days < 1 || days > MAX_CLIENT_CERTIFICATE_DAYS) throw new UsageError(`--days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS} (got "${options.days}")`);
+  const cluster = config.cluster.name;
+  const pki = await createExportStorePki({ cluster, trustDomain: config.trustDomain, dir: options.out, days, hosts: options.host });
+  const etcd = exportStoreEtcdCommand(pki, { cluster });
+  if (options.json) {
+    process.stdout.write(`${JSON.stringify({ ...pki, etcd }, null, 2)}\n`);
+    return;
+  }
+  const ctl = `etcdctl --endpoints https://127.0.0.1:${EXPORT_STORE_PORT} --cacert ${pki.caCertFile} --cert ${pki.controllerCertFile} --key ${pki.controllerKeyFile}`;
+  process.stdout.write(
+    [
+      `wrote ${pki.dir}:`,
+      `  ${pki.caCertFile}, ${pki.caKeyFile} (0600): the export store's CA — it signs export-store certificates only; every certificate it signs is a login there`,
+      `  ${pki.serverCertFile}, ${pki.serverKeyFile} (0600): the export store's server certificate for ${pki.serverHosts.join(', ')} (until ${pki.notAfter})`,
+      `  ${pki.controllerCertFile}, ${pki.controllerKeyFile} (0600): the controller's client certificate, CN=root (writes the export store)`,
+      `run the export store (port ${EXPORT_STORE_PORT}):`,
+      `  ${etcd.join(' ')}`,
+      'then, once, enable auth as root:',
+      `  ${ctl} user add root --no-password`,
+      `  ${ctl} user grant-role root root`,
+      `  ${ctl} auth enable`,
+    ].join('\n') + '\n',
+  );
 }
 
 interface GrantOptions {
@@ -265,11 +328,13 @@ function issuePeerCertificate(request: PeerCredentialsRequest, user: string, con
 }
 
 /**
- * Writes the peer's certificate with its key (0600), this etcd's server CA and the peer's
- * links[] entry, then reads the exports with it — and, when auth is on, checks it is refused
- * elsewhere — so a wrong CA shows here, not at the peer.
+ * Checks the issued certificate against this etcd — it reads the exports and, when auth is
+ * on, is refused other keys and any write — then writes it with its key (0600), this etcd's
+ * server CA and the peer's links[] entry. The checks run on a private staging copy, so a
+ * wrong CA or an over-privileged user leaves no credential behind.
  */
 async function writePeerCredentials(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<IssuedPeerCredentials> {
+  const check = await checkPeerCredential(request, issued, access, config);
   const { dir } = request;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyFile = join(dir, 'key.pem');
@@ -282,30 +347,45 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
   copyFileSync(request.serverCaFile, caFile);
   const link = [{ peer: config.cluster.name, etcd: { endpoints: [...request.endpoints], tls: { ca: caFile, cert: certFile, key: keyFile } } }];
   writeFileSync(linkFile, `# links[] entry for ${access.peer}'s cluster config: read ${config.cluster.name}'s exports as etcd user ${access.user}\n${stringify(link)}`);
+  return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
+}
 
-  const asPeer = Etcd3CatalogStore.connect({ ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } });
-  let check: string;
+/** Uses the issued certificate once, from a private staging folder that is removed after; returns what it proved. */
+async function checkPeerCredential(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<string> {
+  const staging = mkdtempSync(join(tmpdir(), 'causeway-grant-'));
+  const certFile = join(staging, 'cert.pem');
+  const keyFile = join(staging, 'key.pem');
+  writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
+  writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
+  const asPeerConnection = { ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } };
+  const asPeer = Etcd3CatalogStore.connect(asPeerConnection);
+  const asPeerAuth = new EtcdAuthInspector(asPeerConnection);
+  const failed = (what: string, cause?: unknown) =>
+    new CausewayError(
+      (cause as CausewayError | undefined)?.code ?? FederationErrorCodes.grantCheckFailed,
+      `${what}. No credential was written; the grant of etcd user ${access.user} stays (re-run grant once fixed, or \`causeway federation revoke --peer ${access.peer}\`)`,
+      cause === undefined ? {} : { cause },
+    );
   try {
     const listing = await asPeer.list(EtcdKeys.exportsPrefix).catch((error: unknown) => {
-      throw new CausewayError(
-        (error as CausewayError).code ?? 'CW_FEDERATION_INTERNAL',
-        `the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file? The files in ${dir} are kept; remove them before retrying`,
-        { cause: error },
-      );
+      throw failed(`the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file?`, error);
     });
-    check = `reads ${EtcdKeys.exportsPrefix} (${listing.entries.length} keys)`;
-    if (access.authEnabled) {
-      const refused = await asPeer.list(EtcdKeys.endpointsPrefix).then(
-        () => false,
-        (error: unknown) => error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied,
-      );
-      if (!refused) throw new CausewayError(FederationErrorCodes.internal, `the issued certificate can read ${EtcdKeys.endpointsPrefix} too: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
-      check += `, refused ${EtcdKeys.endpointsPrefix}`;
-    } else {
-      check += ' (etcd auth is off: nothing else is refused yet)';
+    let check = `reads ${EtcdKeys.exportsPrefix} (${listing.entries.length} keys)`;
+    if (!access.authEnabled) return `${check} (etcd auth is off: nothing else is refused yet)`;
+    const refused = await asPeer.list(EtcdKeys.endpointsPrefix).then(
+      () => false,
+      (error: unknown) => error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied,
+    );
+    if (!refused) throw failed(`the issued certificate can read ${EtcdKeys.endpointsPrefix} too: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
+    check += `, refused ${EtcdKeys.endpointsPrefix}`;
+    // The heartbeat is what a peer would most like to write: fresh-looking exports.
+    if (!(await asPeerAuth.writeRefused(EtcdKeys.heartbeat))) {
+      throw failed(`the issued certificate may write ${EtcdKeys.heartbeat}: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
     }
+    return `${check}, refused a write to ${EtcdKeys.exportsPrefix}`;
   } finally {
     asPeer.close();
+    asPeerAuth.close();
+    rmSync(staging, { recursive: true, force: true });
   }
-  return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
 }

@@ -1,12 +1,13 @@
 import { X509Certificate, generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { parse, stringify } from 'yaml';
 import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
-import { Etcd3CatalogStore, FederationError, FederationErrorCodes, grantPeerAccess, peerUserName } from '../../federation/index.js';
-import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport } from './helpers.js';
+import { Etcd3CatalogStore, EtcdAuthInspector, FederationError, FederationErrorCodes, grantPeerAccess, peerRoleName, peerUserName } from '../../federation/index.js';
+import { createTestPki } from '../fixtures/test-pki.js';
+import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport, type TestCluster } from './helpers.js';
 
 test('a granted peer reads exports and nothing else, writes nothing, and can run a link with those credentials', async (t) => {
   const [a, b] = await Promise.all([startCluster(t, 'a', { tls: true }), startCluster(t, 'b')]);
@@ -132,4 +133,106 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   const again = await causeway(['federation', 'grant', '--peer', 'b', '--config', config, '--client-ca', pki.caCertFile, '--client-ca-key', caKey, '--out', out]);
   t.is(again.code, 2);
   t.regex(again.stderr, /key\.pem already exists; pick another --out or remove it \(nothing was changed\)/);
+});
+
+/** A cluster config for `a` using its root client certificate, in a fresh temp folder. */
+function rootConfig(t: import('ava').ExecutionContext, a: TestCluster): { dir: string; config: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'cw-grant-refuse-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const root = a.etcd.rootClient!;
+  const config = join(dir, 'a.yaml');
+  writeFileSync(config, stringify({ cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } } }));
+  return { dir, config };
+}
+
+function inspector(t: import('ava').ExecutionContext, a: TestCluster): EtcdAuthInspector {
+  const auth = new EtcdAuthInspector(connectionTo(a.etcd.endpoints, a.etcd.rootClient));
+  t.teardown(() => auth.close());
+  return auth;
+}
+
+test('grant --user root is refused before anything is written: no role, root unchanged, no credential file', async (t) => {
+  const a = await startCluster(t, 'a', { tls: true });
+  a.etcd.enableAuth();
+  const { dir, config } = rootConfig(t, a);
+  const auth = inspector(t, a);
+  const pki = a.etcd.pki!;
+  const out = join(dir, 'west-at-a');
+  for (const args of [[], ['--client-ca', pki.caCertFile, '--client-ca-key', join(pki.dir, 'ca-key.pem'), '--out', out]]) {
+    const result = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'root', '--config', config, ...args]);
+    t.not(result.code, 0, result.stdout);
+    t.regex(result.stderr, /--user root: "root" is etcd's superuser.*nothing was changed.*CW_FEDERATION_GRANT_REFUSED/);
+    t.is(result.stdout, '');
+  }
+  t.false(existsSync(out), 'no credential written');
+  t.deepEqual(await auth.userRoles('root'), ['root'], 'root holds only its own role');
+  t.is(await auth.rolePermissions(peerRoleName('west')), undefined, 'no peer role created');
+  // The API refuses it too.
+  await t.throwsAsync(grantPeerAccess(a.store, { peer: 'west', user: 'root' }), { code: FederationErrorCodes.grantRefused });
+});
+
+test('grant to an existing user holding another role is refused before anything is written; with only the peer role left it goes through and proves reads-only', async (t) => {
+  const a = await startCluster(t, 'a', { tls: true });
+  a.etcd.enableAuth();
+  await publishPeer(t, a);
+  await exportService(a, exportedService('default', 'reviews'));
+  a.etcd.etcdctl(['role', 'add', 'ops']);
+  a.etcd.etcdctl(['role', 'grant-permission', 'ops', '--prefix=true', 'readwrite', '/causeway/v1/']);
+  a.etcd.etcdctl(['user', 'add', 'shared', '--no-password']);
+  a.etcd.etcdctl(['user', 'grant-role', 'shared', 'ops']);
+  const { dir, config } = rootConfig(t, a);
+  const auth = inspector(t, a);
+  const pki = a.etcd.pki!;
+  const out = join(dir, 'west-at-a');
+  const withCa = ['--client-ca', pki.caCertFile, '--client-ca-key', join(pki.dir, 'ca-key.pem'), '--out', out, '--days', '1'];
+  const opsBefore = await auth.rolePermissions('ops');
+
+  for (const args of [[], withCa]) {
+    const result = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'shared', '--config', config, ...args]);
+    t.not(result.code, 0, result.stdout);
+    t.regex(result.stderr, /etcd user "shared" already exists with role "ops" besides "causeway-peer-west-exports-read".*etcdctl user revoke-role shared ops.*nothing was changed.*CW_FEDERATION_GRANT_REFUSED/);
+  }
+  t.false(existsSync(out), 'no credential written');
+  t.deepEqual(await auth.userRoles('shared'), ['ops'], 'the user keeps exactly its roles');
+  t.deepEqual(await auth.rolePermissions('ops'), opsBefore, 'the other role is untouched');
+  t.is(await auth.rolePermissions(peerRoleName('west')), undefined, 'no peer role created');
+
+  // What the error says to do, then the same command succeeds.
+  a.etcd.etcdctl(['user', 'revoke-role', 'shared', 'ops']);
+  const granted = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'shared', '--config', config, ...withCa]);
+  t.is(granted.code, 0, granted.stderr);
+  t.regex(granted.stdout, /checked with it: reads \/causeway\/v1\/exports\/ \(\d+ keys\), refused \/causeway\/v1\/endpoints\/, refused a write to \/causeway\/v1\/exports\//);
+  t.deepEqual(await auth.userRoles('shared'), [peerRoleName('west')]);
+  t.deepEqual(await auth.rolePermissions(peerRoleName('west')), [{ permission: 'read', key: '/causeway/v1/exports/', rangeEnd: '/causeway/v1/exports0' }]);
+  t.deepEqual(readdirSync(out).sort(), ['ca.pem', 'cert.pem', 'key.pem', 'link.yaml']);
+  t.is(statSync(join(out, 'key.pem')).mode & 0o777, 0o600);
+  // Re-running for a user that holds exactly the peer role is allowed (until the key exists).
+  const again = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'shared', '--config', config]);
+  t.is(again.code, 0, again.stderr);
+});
+
+test('the write probe writes nothing: refused for a peer login, allowed (and still not written) for root', async (t) => {
+  const a = await startCluster(t, 'a', { tls: true });
+  a.etcd.enableAuth();
+  const access = await grantPeerAccess(a.store, { peer: 'b' });
+  const cert = a.etcd.pki!.issue(access.user);
+  const asPeer = new EtcdAuthInspector(connectionTo(a.etcd.endpoints, { caFile: a.etcd.pki!.caCertFile, ...cert }));
+  t.teardown(() => asPeer.close());
+  const before = (await a.store.list(EtcdKeys.exportsPrefix)).revision;
+  t.true(await asPeer.writeRefused(EtcdKeys.heartbeat));
+  t.false(await inspector(t, a).writeRefused(EtcdKeys.heartbeat));
+  t.is(await a.store.get(EtcdKeys.heartbeat), undefined);
+  t.is((await a.store.list(EtcdKeys.exportsPrefix)).revision, before, 'no revision was spent: nothing was written');
+});
+
+test('regression: a credential that fails its check (a CA etcd does not trust) is not written; the error says what to do', async (t) => {
+  const a = await startCluster(t, 'a', { tls: true });
+  a.etcd.enableAuth();
+  const { dir, config } = rootConfig(t, a);
+  const stranger = createTestPki(join(dir, 'stranger-ca'));
+  const out = join(dir, 'west-at-a');
+  const result = await causeway(['federation', 'grant', '--peer', 'west', '--config', config, '--client-ca', stranger.caCertFile, '--client-ca-key', join(stranger.dir, 'ca-key.pem'), '--out', out, '--days', '1']);
+  t.is(result.code, 1, result.stdout);
+  t.regex(result.stderr, /cannot read \/causeway\/v1\/exports\/.*Is --client-ca the CA in etcd's --trusted-ca-file\?.*No credential was written/);
+  t.false(existsSync(out));
 });

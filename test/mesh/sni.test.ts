@@ -1,6 +1,6 @@
 import test from 'ava';
 import fc from 'fast-check';
-import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controllerSni, encodeSni, fallbackControllerServerName, lowerCaseServerName, parseSni } from '../../mesh/index.js';
+import { DEFAULT_CONTROLLER_SERVER_NAME, ErrorCodes, InvalidNameError, controllerSni, encodeSni, exportStoreSni, fallbackControllerServerName, lowerCaseServerName, parseSni } from '../../mesh/index.js';
 
 const label = fc.stringMatching(/^[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?$/);
 
@@ -21,6 +21,31 @@ test('controller names round-trip', (t) => {
   const text = controllerSni('west', 'causeway.internal');
   t.is(text, 'controller.west.cw1.causeway.internal');
   t.deepEqual(parseSni(text), { kind: 'controller', cluster: 'west', trustDomain: 'causeway.internal' });
+});
+
+test('export-store names round-trip, as their own kind', (t) => {
+  const text = exportStoreSni('west', 'causeway.internal');
+  t.is(text, 'exports.west.cw1.causeway.internal');
+  t.deepEqual(parseSni(text), { kind: 'exports', cluster: 'west', trustDomain: 'causeway.internal' });
+  t.deepEqual(parseSni('Exports.WEST.cw1.Causeway.internal'), parseSni(text));
+  t.is(encodeSni(parseSni(text)), text);
+  t.not(parseSni(controllerSni('west', 'causeway.internal')).kind, 'exports');
+});
+
+test('property: export-store names encode then parse to the same cluster and trust domain', (t) => {
+  fc.assert(
+    fc.property(label, fc.array(label, { minLength: 1, maxLength: 3 }), (cluster, td) => {
+      const text = exportStoreSni(cluster, td.join('.'));
+      t.deepEqual(parseSni(text), { kind: 'exports', cluster, trustDomain: td.join('.') });
+    }),
+  );
+});
+
+test('export-store encoding refuses what parsing would refuse', (t) => {
+  t.throws(() => exportStoreSni('West', 'causeway.internal'), { instanceOf: InvalidNameError, message: /upper-case/ });
+  t.throws(() => exportStoreSni('c'.repeat(33), 'causeway.internal'), { instanceOf: InvalidNameError, message: /longer than 32/ });
+  t.throws(() => exportStoreSni('west', ''), { instanceOf: InvalidNameError, message: /trust domain|must not end/ });
+  t.throws(() => exportStoreSni('we_st', 'causeway.internal'), { instanceOf: InvalidNameError, message: /"_"/ });
 });
 
 test('property: encode then parse is the identity', (t) => {
@@ -67,6 +92,13 @@ const refusals: Array<[string, string, RegExp]> = [
   ['cluster too long', `9080.all.reviews.default.${'c'.repeat(33)}.cw1.causeway.internal`, /longer than 32/],
   ['controller without trust domain', 'controller.west.cw1', /trust domain/],
   ['controller unknown version', 'controller.west.cw9.causeway.internal', /not supported/],
+  ['export store without trust domain', 'exports.west.cw1', /trust domain/],
+  ['export store without cluster', 'exports', /version|cluster|expected/],
+  ['export store unknown version', 'exports.west.cw2.causeway.internal', /not supported/],
+  ['export store missing version', 'exports.west.causeway.internal', /expected the format version/],
+  ['export store bad cluster', `exports.${'c'.repeat(33)}.cw1.causeway.internal`, /longer than 32/],
+  ['export store with an underscore', 'exports.we_st.cw1.causeway.internal', /"_"/],
+  ['a misspelt export store', 'export.west.cw1.causeway.internal', /expected/],
 ];
 
 for (const [what, input, message] of refusals) {
