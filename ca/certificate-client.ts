@@ -11,7 +11,7 @@ import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
 import { encodePkcs12 } from './pkcs12.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, privateKeyPem, type KeyType } from './keys.js';
 import { splitCertificates } from './pem.js';
-import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
+import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from '../api-client/protos.js';
 import { ERROR_CODE_METADATA_KEY } from './certificate-service.js';
 import { buildTrustBundle, spiffeIdFromSubjectAltName, verifyCertificateChain } from './trust-bundle.js';
 

@@ -28,10 +28,9 @@ import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
 import { LeasedKey } from './leased-key.js';
 import { ControllerMetrics } from './metrics.js';
-import { discoveryService, registrationService } from './protos.js';
+import { discoveryService, registrationService, type TlsIdentity } from '../api-client/index.js';
 import { RegistrationService } from './registration-service.js';
 import { SnapshotBuilder } from './snapshot-builder.js';
-import type { TlsIdentity } from './tls.js';
 
 /** Lifetime of the controller's own serving certificate; renewed at half-life. */
 const SERVER_CERT_TTL_SECONDS = 24 * 3600;

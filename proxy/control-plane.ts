@@ -4,8 +4,7 @@ import { request as httpRequest } from 'node:http';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { WorkloadCertificateClient, splitCertificates, type CurrentCertificate } from '../ca/index.js';
-// The controller's client library alone (not controller/index.js, which brings etcd3 and the server side).
-import { DiscoveryClient, RegistrationClient, controllerCallError, type ControllerConnection } from '../controller/client.js';
+import { DiscoveryClient, RegistrationClient, controllerCallError, type ControllerConnection } from '../api-client/index.js';
 import { controllerIdentity, controllerSni, formatSpiffeId, grpcFailure, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';

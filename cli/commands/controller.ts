@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef, type TlsIdentity } from '../../controller/index.js';
+import type { TlsIdentity } from '../../api-client/index.js';
+import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef } from '../../controller/index.js';
 import { CausewayError, ErrorCodes, UsageError, loadConfigFile, type ClusterConfig } from '../../mesh/index.js';
 import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
