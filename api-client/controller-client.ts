@@ -1,7 +1,7 @@
 import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import { status, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
-import { TypedEmitter, grpcFailure, logger, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
+import { Backoff, TypedEmitter, grpcFailure, logger, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import {
   DiscoveryClientConstructor,
@@ -15,19 +15,6 @@ import { SnapshotDecoder } from './snapshot-decoder.js';
 import { controllerChannel, type ControllerConnection } from './tls.js';
 
 const gunzipAsync = promisify(gunzip);
-
-class Backoff {
-  private attempt = 0;
-  constructor(private readonly initialMs: number, private readonly maxMs: number) {}
-  next(): number {
-    const ceiling = Math.min(this.maxMs, this.initialMs * 2 ** this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 30);
-    return Math.max(this.initialMs / 2, Math.random() * ceiling);
-  }
-  reset(): void {
-    this.attempt = 0;
-  }
-}
 
 export interface DiscoveryHello {
   /** `sidecar` (default) or `gateway`. */
@@ -113,7 +100,7 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   constructor(private readonly options: DiscoveryClientOptions) {
     super();
     this.current = options.initialSnapshot;
-    this.backoff = new Backoff(options.backoff?.initialMs ?? 100, options.backoff?.maxMs ?? 5_000);
+    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 5_000 });
   }
 
   /** The last accepted snapshot (undefined until the first one). */
@@ -311,7 +298,7 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
   constructor(private readonly options: RegistrationClientOptions) {
     super();
     this.health = options.health ?? 'healthy';
-    this.backoff = new Backoff(options.backoff?.initialMs ?? 100, options.backoff?.maxMs ?? 2_000);
+    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 2_000 });
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));
     this.firstRegistration = { resolve, promise };

@@ -4,6 +4,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { addCertificateService, certificateRefusalInterceptor, createCertificateServiceCredentials, loadIntermediateCa, type CertificateServiceHandle, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
+  Backoff,
   ControllerRegistration,
   EtcdKeys,
   ShutdownSteps,
@@ -344,14 +345,15 @@ export class Controller {
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
   private async loadCatalog(catalog: CatalogCache): Promise<void> {
-    for (let attempt = 1, delayMs = 200; ; attempt++, delayMs = Math.min(delayMs * 2, 5000)) {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
+    for (;;) {
       try {
         await catalog.start();
         return;
       } catch (error) {
         if (this.stopped) throw error;
-        if (attempt === 1) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        if (backoff.attempts === 0) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
       }
     }
   }
