@@ -4,7 +4,8 @@
  */
 export { Federation, type FederationOptions, type FederationStatus } from './federation.js';
 export type { PeerLinkStatus, LinkTimings } from './peer-link.js';
-export { HeartbeatPublisher, publishExportedCluster, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
+export { HeartbeatPublisher, exportedClusterValue, publishExportedCluster, type ExportedClusterIdentity, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
+export { StandaloneFederation, type StandaloneFederationOptions } from './run.js';
 export { grantPeerAccess, revokePeerAccess, peerUserName, peerRoleName, type PeerAccess } from './peer-access.js';
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
 export { Etcd3CatalogStore, type CatalogStore, type WriteOp, type StoredValue, type Listing } from './etcd-store.js';
