@@ -8,7 +8,8 @@ import { controllerIdentity, parseConfig, type ClusterConfig } from '../../mesh/
 import { startEtcd } from '../fixtures/etcd.js';
 import { createMeshPki, type MeshPki, type MeshPkiCluster } from '../fixtures/mesh-pki.js';
 import { startEchoApp } from '../proxy/helpers/mesh.js';
-import { TD, applyGroup, editConfig, endpointOf, hostBundle, spiffe, startHost, until, webGroup } from './helpers.js';
+import { TD, applyGroup, editConfig, endpointOf, hostBundle, spiffe, startHost, webGroup } from './helpers.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // One cluster with a real etcd and controller (CA hosted); every host is a real
 // `causeway sidecar` process started from a bundle that was tampered with or went stale.
@@ -133,5 +134,5 @@ test.serial('the controller refuses the group identity for another service at th
     });
   t.regex(await register('payments'), /^refused 7 .*may not serve payments\.default/);
   t.is(await register('web'), 'registered');
-  await until(async () => (await endpointOf(w.store, 'default', 'web', 'web-vms-127.0.0.3')) === undefined, 'deregistered');
+  await waitFor(async () => (await endpointOf(w.store, 'default', 'web', 'web-vms-127.0.0.3')) === undefined, { what: 'deregistered', timeoutMs: 30_000 });
 });
