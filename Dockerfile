@@ -13,6 +13,7 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY api ./api
+COPY api-client ./api-client
 COPY mesh ./mesh
 COPY ca ./ca
 COPY controller ./controller
@@ -22,7 +23,7 @@ COPY proxy ./proxy
 COPY cli ./cli
 COPY topologies ./topologies
 COPY scripts/bundles.mjs ./scripts/
-RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","mesh","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
+RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","api-client","mesh","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
  && npx tsc -p tsconfig.build.json \
  && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
  && cp package.json /build/

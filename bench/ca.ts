@@ -14,6 +14,7 @@
  * The target is ≥ 2,000 certificates/s/core for (1).
  */
 import { Metadata, Server } from '@grpc/grpc-js';
+import { CertificateServiceClient, type CreateCertificateRequest } from '../api-client/index.js';
 import {
   addCertificateService,
   createCertificateServiceCredentials,
@@ -24,8 +25,6 @@ import {
   mintJoinToken,
   requestCertificate,
   signingServiceChannelCredentials,
-  CertificateServiceClient,
-  type CreateCertificateRequest,
 } from '../ca/index.js';
 import { ReferenceLeafIssuer } from '../ca/x509-reference.js';
 import { controllerIdentity, createRootLogger } from '../mesh/index.js';

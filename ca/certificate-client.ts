@@ -1,17 +1,17 @@
-import { X509Certificate, createPrivateKey, randomInt } from 'node:crypto';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Metadata, credentials as grpcCredentials, status, type ChannelCredentials, type Client, type ServiceError } from '@grpc/grpc-js';
 import { Gauge, type Registry } from 'prom-client';
-import { controllerIdentity, fallbackControllerServerName, grpcFailure, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
+import { Backoff, controllerIdentity, fallbackControllerServerName, grpcFailure, logger, parseSpiffeId, type Logger } from '../mesh/index.js';
 import { CaFiles, Defaults } from './authority.js';
 import { createCsr } from './csr.js';
 import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
 import { encodePkcs12 } from './pkcs12.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, privateKeyPem, type KeyType } from './keys.js';
 import { splitCertificates } from './pem.js';
-import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
+import { CertificateServiceClient, type CreateCertificateRequest, type CreateCertificateResponse } from '../api-client/protos.js';
 import { ERROR_CODE_METADATA_KEY } from './certificate-service.js';
 import { buildTrustBundle, spiffeIdFromSubjectAltName, verifyCertificateChain } from './trust-bundle.js';
 
@@ -114,7 +114,7 @@ export interface WorkloadCertificateClientOptions {
   readonly renewAtFraction?: number;
   /** …± this fraction, at random, so a fleet started together does not renew together (default 0.1). */
   readonly jitterFraction?: number;
-  /** Backoff between failed attempts: doubles from min to max (default 1 s … 60 s). */
+  /** Backoff between failed attempts: the ceiling doubles from min to max (default 1 s … 60 s), full jitter (mesh/backoff.ts). */
   readonly retryDelayMs?: { readonly min: number; readonly max: number };
   /** Registers `causeway_workload_certificate_expiry_timestamp_seconds` and `…_remaining_seconds`. */
   readonly registry?: Registry;
@@ -138,7 +138,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
   #timer: NodeJS.Timeout | undefined;
   #renewalAt: Date | undefined;
   #closed = false;
-  #failures = 0;
+  readonly #retryBackoff: Backoff;
   #inflight: Promise<CurrentCertificate> | undefined;
   readonly #endpoint: SigningServiceEndpoint;
   readonly #log: Logger;
@@ -154,6 +154,8 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     const id = parseSpiffeId(options.spiffeId);
     this.#endpoint = { ...options.endpoint, controllerSpiffeId: options.endpoint.controllerSpiffeId ?? controllerIdentity(id.trustDomain) };
     this.#log = options.logger ?? logger('ca-client', { spiffeId: options.spiffeId });
+    const { min, max } = options.retryDelayMs ?? { min: 1000, max: 60_000 };
+    this.#retryBackoff = new Backoff({ initialMs: min, maxMs: max });
     if (options.registry) this.#registerMetrics(options.registry);
   }
 
@@ -239,7 +241,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
 
   #install(cert: CurrentCertificate, fresh: boolean): void {
     this.#currentCertificate = cert;
-    this.#failures = 0;
+    this.#retryBackoff.reset();
     this.#log.info({ notAfter: cert.notAfter.toISOString(), fresh }, 'workload certificate in effect');
     this.#schedule(this.#renewalDelayMs(cert));
     this.emit('certificate', cert);
@@ -262,12 +264,10 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     this.#timer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
         const failure = error instanceof CaError ? error : new CaError(CaErrorCodes.fetchFailed, `renewal failed: ${(error as Error).message}`, { cause: error, retryable: true });
-        this.#failures++;
-        const { min, max } = this.#options.retryDelayMs ?? { min: 1000, max: 60_000 };
-        const backoff = Math.min(max, min * 2 ** Math.min(this.#failures - 1, 16));
-        this.#log.warn({ code: failure.code, attempt: this.#failures, retryInMs: backoff }, `certificate renewal failed: ${failure.message}`);
+        const retryInMs = Math.round(this.#retryBackoff.next());
+        this.#log.warn({ code: failure.code, attempt: this.#retryBackoff.attempts, retryInMs }, `certificate renewal failed: ${failure.message}`);
         this.emit('renewal-failed', failure);
-        this.#schedule(backoff / 2 + randomInt(Math.max(1, Math.floor(backoff / 2))));
+        this.#schedule(retryInMs);
       });
     }, delayMs);
     this.#timer.unref();

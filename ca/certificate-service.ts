@@ -18,7 +18,7 @@ import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
 import { verifyJoinToken } from './join-token.js';
 import type { KeyType } from './keys.js';
 import { splitCertificates } from './pem.js';
-import { CREATE_CERTIFICATE_PATH, certificateServiceDefinition, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
+import { CREATE_CERTIFICATE_PATH, certificateServiceDefinition, type CreateCertificateRequest, type CreateCertificateResponse } from '../api-client/protos.js';
 import { spiffeIdFromSubjectAltName } from './trust-bundle.js';
 
 /** gRPC status and metric label of each refusal. Unknown errors are INTERNAL. */

@@ -84,5 +84,4 @@ export {
   type WorkloadCertificateClientOptions,
   type WorkloadCertificateClientEvents,
 } from './certificate-client.js';
-export { CertificateServiceClient, certificateServiceDefinition, CREATE_CERTIFICATE_PATH, type CreateCertificateRequest, type CreateCertificateResponse } from './protos.js';
 export { inspectCertificates, formatInspection, summarizeCertificate, type InspectionReport, type CertificateSummary } from './inspect.js';

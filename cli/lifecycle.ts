@@ -127,6 +127,47 @@ export class CommandLifecycle {
   }
 }
 
+/**
+ * One long-running command from start to exit: what each of `controller`, `gateway`,
+ * `federation`, `sidecar` and `app echo` gives {@link runUntilStopped}. The component
+ * itself is started by its part's runner (`new Controller(…).start()`, `runGateway`,
+ * `StandaloneFederation`, `runSidecar`, `startEchoServer`).
+ */
+export interface LongRunningCommand<T> extends CommandLifecycleOptions {
+  /** Starts the component: every listener bound before anything is written to etcd (docs/architecture.md "Lifecycle"). */
+  start(): Promise<T>;
+  /** Stops it, each closing step through `steps`; `started` is undefined when the stop came while start() ran. */
+  stop(started: T | undefined, steps: ShutdownSteps): Promise<void>;
+  /** Once started: the line on stdout that operators and tests wait for. */
+  announce?(started: T): void;
+  /**
+   * After start() failed (with no stop asked): run stop() within the drain deadline before
+   * the failure is reported — for a start() that leaves what it opened to stop().
+   */
+  stopAfterFailedStart?: boolean;
+}
+
+/**
+ * Runs `command` until a stop request ends the process (exit 0, or 1 past the drain
+ * deadline). A start that fails rejects, and the command exits 1 reporting it — unless a
+ * stop was asked meanwhile, which wins (a signal while etcd is not up yet is no error).
+ */
+export async function runUntilStopped<T>(command: LongRunningCommand<T>): Promise<never> {
+  // Before start(): a signal while etcd, the controller or a peer is not up yet stops the command too.
+  const lifecycle = new CommandLifecycle(command);
+  let started: T | undefined;
+  lifecycle.onStop((steps) => command.stop(started, steps));
+  try {
+    started = await command.start();
+  } catch (error) {
+    if (lifecycle.stopping) await lifecycle.untilExit();
+    if (command.stopAfterFailedStart) await lifecycle.closeAfterFailedStart();
+    throw error;
+  }
+  command.announce?.(started);
+  return lifecycle.untilExit();
+}
+
 /** Exits once the log lines written so far are out (at most 500 ms later). */
 function exitAfterLogs(code: number): void {
   void logsWritten(500).finally(() => process.exit(code));
@@ -198,7 +239,7 @@ function brokenLink(chain: readonly number[]): number | undefined {
   return undefined;
 }
 
-/** The drain deadline of the controller and federation commands unless `--drain-timeout` says otherwise. */
+/** The drain deadline of the controller, federation, sidecar and app commands unless `--drain-timeout` says otherwise. */
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 /** Parses a `--drain-timeout <ms>` flag. */

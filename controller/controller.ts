@@ -4,6 +4,7 @@ import { Server } from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 import { addCertificateService, certificateRefusalInterceptor, createCertificateServiceCredentials, loadIntermediateCa, type CertificateServiceHandle, type IntermediateCa, type SwappableServerCredentials } from '../ca/index.js';
 import {
+  Backoff,
   ControllerRegistration,
   EtcdKeys,
   ShutdownSteps,
@@ -28,10 +29,9 @@ import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
 import { LeasedKey } from './leased-key.js';
 import { ControllerMetrics } from './metrics.js';
-import { discoveryService, registrationService } from './protos.js';
+import { discoveryService, registrationService, type TlsIdentity } from '../api-client/index.js';
 import { RegistrationService } from './registration-service.js';
 import { SnapshotBuilder } from './snapshot-builder.js';
-import type { TlsIdentity } from './tls.js';
 
 /** Lifetime of the controller's own serving certificate; renewed at half-life. */
 const SERVER_CERT_TTL_SECONDS = 24 * 3600;
@@ -345,14 +345,15 @@ export class Controller {
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
   private async loadCatalog(catalog: CatalogCache): Promise<void> {
-    for (let attempt = 1, delayMs = 200; ; attempt++, delayMs = Math.min(delayMs * 2, 5000)) {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
+    for (;;) {
       try {
         await catalog.start();
         return;
       } catch (error) {
         if (this.stopped) throw error;
-        if (attempt === 1) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
-        await new Promise((resolve) => setTimeout(resolve, delayMs));
+        if (backoff.attempts === 0) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
       }
     }
   }

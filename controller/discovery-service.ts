@@ -2,9 +2,9 @@ import { Metadata, status, type ServerDuplexStream, type UntypedServiceImplement
 import { logger, parseSpiffeId, type Locality } from '../mesh/index.js';
 import type { CatalogChanges } from './catalog-cache.js';
 import type { ControllerMetrics } from './metrics.js';
-import { preserializedResponse, type DiscoveryRequest, type DiscoveryResponse, type HelloMessage } from './protos.js';
+import { preserializedResponse, type DiscoveryRequest, type DiscoveryResponse, type HelloMessage } from '../api-client/index.js';
 import type { BuiltSnapshot, SnapshotBuilder } from './snapshot-builder.js';
-import { callerSpiffeId } from './tls.js';
+import { callerSpiffeId } from './caller-identity.js';
 
 /** What the controller knows of one connected node (status, tests, metrics). */
 export interface NodeStatus {

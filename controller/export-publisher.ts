@@ -10,6 +10,7 @@ import {
   type HealthyCount,
   type Locality,
 } from '../mesh/index.js';
+import { exportedClusterValue } from '../federation/index.js';
 import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from './catalog-cache.js';
 import type { EtcdStore } from './etcd-store.js';
 import type { ControllerMetrics } from './metrics.js';
@@ -116,14 +117,7 @@ export class ExportPublisher {
 
   private async pass(): Promise<void> {
     const o = this.options;
-    const cluster: ExportedCluster = {
-      schema: CATALOG_SCHEMA_VERSION,
-      name: o.cluster,
-      locality: o.locality,
-      network: o.network,
-      trustDomain: o.trustDomain,
-      gateways: gatewayAddresses(this.catalog),
-    };
+    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.catalog));
     if (!isDeepStrictEqual(this.catalog.exportedCluster?.value, cluster)) {
       const { schema: _schema, ...value } = cluster;
       await o.publishCluster(value);

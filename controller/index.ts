@@ -2,25 +2,14 @@
  * The cluster controller: what other parts and operators may use.
  *
  * - {@link Controller}: run the control plane in-process (`causeway controller` does).
- * - {@link DiscoveryClient} / {@link RegistrationClient}: the node side of the discovery
- *   stream and of endpoint registration, with reconnect + backoff — for sidecars and gateways.
+ *   Its node-side client (discovery, registration) is api-client/.
  * - {@link CatalogAdmin}: validated writes of services, exports and policies.
  */
 export { Controller, type ControllerOptions, type HostedComponent } from './controller.js';
-export {
-  DiscoveryClient,
-  RegistrationClient,
-  type ControllerConnection,
-  type DiscoveryClientOptions,
-  type DiscoveryHello,
-  type EndpointRegistration,
-  type RegistrationClientOptions,
-} from './client.js';
 export { CatalogAdmin, POLICY_KIND_VALUES, PolicyManifestDocument, SERVICE_KINDS, ServiceManifestDocument, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
 export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
-export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
-export { SnapshotDecoder, type DecodedSnapshot } from './snapshot-decoder.js';
+export { callerSpiffeId } from './caller-identity.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';
 export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, WORKLOAD_GROUP_KIND, WorkloadGroupDocument, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';

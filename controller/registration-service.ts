@@ -17,8 +17,8 @@ import { serviceKey, type CatalogCache } from './catalog-cache.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import type { EtcdStore, StoredValue } from './etcd-store.js';
 import type { ControllerMetrics } from './metrics.js';
-import type { DeregisterRequest, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse } from './protos.js';
-import { callerSpiffeId } from './tls.js';
+import type { DeregisterRequest, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse } from '../api-client/index.js';
+import { callerSpiffeId } from './caller-identity.js';
 
 export interface RegistrationOptions {
   readonly cluster: string;

@@ -1,17 +1,2 @@
-import { EventEmitter } from 'node:events';
-
-/** An EventEmitter with typed events (after microsoft/etcd3's overloads), for the controller's emitters. */
-export class TypedEmitter<Events extends Record<string, unknown[]>> extends EventEmitter {
-  override on<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.on(event, listener as (...args: unknown[]) => void);
-  }
-  override once<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.once(event, listener as (...args: unknown[]) => void);
-  }
-  override off<E extends keyof Events & string>(event: E, listener: (...args: Events[E]) => void): this {
-    return super.off(event, listener as (...args: unknown[]) => void);
-  }
-  override emit<E extends keyof Events & string>(event: E, ...args: Events[E]): boolean {
-    return super.emit(event, ...args);
-  }
-}
+// Moved to mesh/ (the node-side client in api-client/ uses it too); kept for the modules here that still import it from this path.
+export { TypedEmitter } from '../mesh/typed-emitter.js';

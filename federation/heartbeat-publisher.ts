@@ -7,6 +7,8 @@ import {
   encodeCatalogValue,
   logger as moduleLogger,
   type EtcdConnection,
+  type GatewayAddress,
+  type Locality,
   type Logger,
 } from '../mesh/index.js';
 import { Etcd3CatalogStore, type CatalogStore, type LeasedKey, type StoredValue } from './etcd-store.js';
@@ -93,6 +95,22 @@ export class HeartbeatPublisher {
     const theirs = heartbeatSequence(decoded.value);
     return this.#lastSequence === undefined ? theirs : Math.max(this.#lastSequence, theirs);
   }
+}
+
+/** What peers are told of a cluster besides its gateways. */
+export interface ExportedClusterIdentity {
+  readonly name: string;
+  readonly locality: Locality;
+  readonly network: string;
+  readonly trustDomain: string;
+}
+
+/**
+ * The value of `/causeway/v1/exports/_cluster`: the one builder for the controller's
+ * export publisher and `causeway federation --heartbeat` (no controller running).
+ */
+export function exportedClusterValue(cluster: ExportedClusterIdentity, gateways: readonly GatewayAddress[]): ExportedCluster {
+  return { schema: CATALOG_SCHEMA_VERSION, name: cluster.name, locality: cluster.locality, network: cluster.network, trustDomain: cluster.trustDomain, gateways: [...gateways] };
 }
 
 /** Writes `/causeway/v1/exports/_cluster`: what peers need to reach this cluster. */

@@ -4,7 +4,8 @@
  */
 export { Federation, type FederationOptions, type FederationStatus } from './federation.js';
 export type { PeerLinkStatus, LinkTimings } from './peer-link.js';
-export { HeartbeatPublisher, publishExportedCluster, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
+export { HeartbeatPublisher, exportedClusterValue, publishExportedCluster, type ExportedClusterIdentity, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
+export { StandaloneFederation, type StandaloneFederationOptions } from './run.js';
 export { grantPeerAccess, revokePeerAccess, peerUserName, peerRoleName, checkPeerUser, peerUserRefusal, ETCD_ROOT_USER, type PeerAccess } from './peer-access.js';
 export { EtcdAuthInspector, type RolePermission } from './etcd-auth.js';
 export {

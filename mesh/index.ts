@@ -23,3 +23,4 @@ export * from './lifecycle.js';
 // etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.
 export * from './ipv4.js';
 export * from './backoff.js';
+export * from './typed-emitter.js';

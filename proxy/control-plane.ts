@@ -4,9 +4,8 @@ import { request as httpRequest } from 'node:http';
 import { connect as tcpConnect } from 'node:net';
 import { join } from 'node:path';
 import { WorkloadCertificateClient, splitCertificates, type CurrentCertificate } from '../ca/index.js';
-// The controller's client library alone (not controller/index.js, which brings etcd3 and the server side).
-import { DiscoveryClient, RegistrationClient, controllerCallError, type ControllerConnection } from '../controller/client.js';
-import { controllerIdentity, controllerSni, formatSpiffeId, grpcFailure, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
+import { DiscoveryClient, RegistrationClient, controllerCallError, type ControllerConnection } from '../api-client/index.js';
+import { Backoff, controllerIdentity, controllerSni, formatSpiffeId, grpcFailure, workloadGroupEndpointId, type HealthState, type Logger, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { Sidecar, SidecarPart } from './sidecar.js';
@@ -183,7 +182,8 @@ export function certificatePart(config: SidecarConfig, identity: WorkloadIdentit
         sidecar.metrics.certificateRenewals.inc({ result: error.code });
       });
       // Retry the first certificate until it comes (the controller may start after us).
-      for (let delay = 250; ; delay = Math.min(delay * 2, 10_000)) {
+      const backoff = new Backoff({ initialMs: 250, maxMs: 10_000, jitter: false });
+      for (;;) {
         try {
           install(await client.start());
           return;
@@ -192,6 +192,7 @@ export function certificatePart(config: SidecarConfig, identity: WorkloadIdentit
           const retryable = (error as { retryable?: boolean }).retryable ?? false;
           sidecar.metrics.certificateRenewals.inc({ result: (error as { code?: string }).code ?? 'error' });
           if (!retryable) throw new ProxyError(ProxyErrorCodes.certificateIssue, `could not get the first workload certificate: ${lastError}`, { cause: error });
+          const delay = backoff.next();
           log.warn({ reason: lastError, retryInMs: delay }, 'first certificate not available yet; retrying');
           await new Promise((r) => setTimeout(r, delay));
         }

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
 import { CausewayError, UsageError } from '../../mesh/index.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, runUntilStopped } from '../lifecycle.js';
 import { PEER_IDENTITY_HEADER, parseComposeDurationMs, runLoad, startEchoServer } from '../../topologies/index.js';
 
 function intOption(name: string, min: number, max: number) {
@@ -70,14 +71,19 @@ export function registerAppCommands(program: Command): void {
     .option('--cluster <cluster>', 'cluster name to report', process.env.CAUSEWAY_CLUSTER ?? 'local')
     .option('--version <version>', 'version label to report', 'v1')
     .action(async (options: { port: number; host: string; name: string; cluster: string; version: string }) => {
-      const server = await startEchoServer(options);
-      process.stderr.write(`echo ${options.name} (cluster ${options.cluster}, version ${options.version}) listening on ${options.host}:${options.port}\n`);
-      const stop = () => {
-        server.close(() => process.exit(0));
-        server.closeAllConnections();
-      };
-      process.once('SIGTERM', stop);
-      process.once('SIGINT', stop);
+      await runUntilStopped({
+        component: 'echo',
+        drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
+        start: () => startEchoServer(options),
+        stop: (server, steps) =>
+          steps.run('echo server', async () => {
+            if (!server) return;
+            const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+            server.closeAllConnections();
+            await closed;
+          }),
+        announce: () => process.stderr.write(`echo ${options.name} (cluster ${options.cluster}, version ${options.version}) listening on ${options.host}:${options.port}\n`),
+      });
     });
 
   app

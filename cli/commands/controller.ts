@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef, type TlsIdentity } from '../../controller/index.js';
+import type { TlsIdentity } from '../../api-client/index.js';
+import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef } from '../../controller/index.js';
 import { CausewayError, ErrorCodes, UsageError, loadConfigFile, type ClusterConfig } from '../../mesh/index.js';
-import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 interface ConfigFlag {
@@ -62,20 +63,18 @@ export function registerControllerCommands(program: Command): void {
         ...(flags.tlsDir ? { tls: tlsFromDir(flags.tlsDir) } : {}),
         ...(flags.advertiseAddress ? { advertiseAddress: flags.advertiseAddress } : {}),
       });
-      // Before start(): a signal while etcd is not up yet stops the controller too.
-      const lifecycle = new CommandLifecycle({ component: 'controller', drainTimeoutMs });
-      lifecycle.onStop(async (steps) => {
-        await controller.stop(steps);
-        process.stdout.write('controller stopped\n');
+      await runUntilStopped({
+        component: 'controller',
+        drainTimeoutMs,
+        start: () => namingConfigFile(flags.config, () => controller.start()),
+        // Also while start() runs: the controller closes what it had opened.
+        async stop(_started, steps) {
+          await controller.stop(steps);
+          process.stdout.write('controller stopped\n');
+        },
+        announce: () =>
+          process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}, metrics :${controller.metricsPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`),
       });
-      try {
-        await namingConfigFile(flags.config, () => controller.start());
-      } catch (error) {
-        if (lifecycle.stopping) await lifecycle.untilExit();
-        throw error;
-      }
-      process.stdout.write(`controller for cluster ${config.cluster.name} serving gRPC on port ${controller.grpcPort} (ready :${controller.readyPort ?? '-'}, metrics :${controller.metricsPort ?? '-'}${controller.dnsPort ? `, dns :${controller.dnsPort}` : ''})\n`);
-      await lifecycle.untilExit();
     });
 
   const service = program.command('service').description('services in the cluster catalog');

@@ -4,31 +4,16 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertificate } from '../../ca/index.js';
-import {
-  CausewayError,
-  EtcdKeys,
-  Gateway,
-  UsageError,
-  federationIdentity,
-  createMetricsRegistry,
-  decodeCatalogValue,
-  loadConfigFile,
-  logger,
-  startObservabilityServer,
-  type ClusterConfig,
-  type ObservabilityServer,
-} from '../../mesh/index.js';
-import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
+import { CausewayError, EtcdKeys, UsageError, federationIdentity, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import {
   Etcd3CatalogStore,
-  Federation,
   FederationError,
   FederationErrorCodes,
-  HeartbeatPublisher,
+  StandaloneFederation,
   grantPeerAccess,
   peerRoleName,
   peerUserName,
-  publishExportedCluster,
   readClusterStatus,
   renderClusterStatus,
   revokePeerAccess,
@@ -62,22 +47,6 @@ async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth
   }
 }
 
-async function publishClusterRecord(config: ClusterConfig, store: CatalogStore): Promise<void> {
-  const listed = await store.list(EtcdKeys.gatewaysPrefix);
-  const gateways = listed.entries.flatMap((e) => {
-    const d = decodeCatalogValue(Gateway, e.key, e.value);
-    return d.ok ? [{ address: d.value.address, port: d.value.port }] : [];
-  });
-  if (gateways.length === 0 && config.gateway.advertiseAddress) gateways.push({ address: config.gateway.advertiseAddress, port: config.gateway.port });
-  await publishExportedCluster(store, {
-    name: config.cluster.name,
-    locality: config.cluster.locality,
-    network: config.cluster.network,
-    trustDomain: config.trustDomain,
-    gateways,
-  });
-}
-
 interface FederationRunFlags extends ObservabilityPortFlags {
   config: string;
   heartbeat?: boolean;
@@ -88,44 +57,16 @@ async function runFederation(options: FederationRunFlags): Promise<void> {
   const config = withObservabilityFlags(loadConfigFile('cluster', options.config), options);
   const drainTimeoutMs = drainTimeoutFlag(options.drainTimeout);
   const log = logger('federation', { cluster: config.cluster.name });
-  const registry = createMetricsRegistry('federation');
-  // Before anything starts: a signal while etcd or a peer is not up yet stops it too.
-  const lifecycle = new CommandLifecycle({ component: 'federation', drainTimeoutMs, logger: log });
-  const local = Etcd3CatalogStore.connect(config.etcd);
-  const federation = new Federation(Federation.optionsFrom(config, { registry, local, logger: log }));
-  let heartbeat: HeartbeatPublisher | undefined;
-  let server: ObservabilityServer | undefined;
-  lifecycle.onStop(async (steps) => {
-    await steps.run('observability server', async () => server?.close());
-    await steps.run('heartbeat', async () => heartbeat?.stop());
-    await steps.run('federation links', () => federation.stop());
-    await steps.run('etcd client', () => local.close());
+  const federation = new StandaloneFederation(config, { heartbeat: options.heartbeat ?? false, logger: log });
+  await runUntilStopped({
+    component: 'federation',
+    drainTimeoutMs,
+    logger: log,
+    start: () => namingConfigFile(options.config, () => federation.start()),
+    // Also while start() runs, and after it failed: closes what had been opened.
+    stop: (_started, steps) => federation.stop(steps),
+    stopAfterFailedStart: true,
   });
-  try {
-    // Bound before anything is written to etcd: a port in use fails start-up and leaves no heartbeat behind.
-    server = await namingConfigFile(options.config, () =>
-      startObservabilityServer({
-        host: config.observability.host,
-        readyPort: config.observability.readyPort,
-        metricsPort: config.observability.metricsPort,
-        registry,
-        readiness: () => federation.readiness(),
-      }),
-    );
-    await federation.start();
-    if (options.heartbeat) {
-      await publishClusterRecord(config, local);
-      heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: local, intervalMs: config.federation.heartbeatIntervalMs, logger: log });
-      await heartbeat.start();
-    }
-  } catch (error) {
-    if (lifecycle.stopping) await lifecycle.untilExit();
-    await lifecycle.closeAfterFailedStart();
-    throw error;
-  }
-  log.info({ readyPort: server.readyPort, metricsPort: server.metricsPort, links: config.links.map((l) => l.peer) }, 'federation running');
-  void federation.whenReady().then((r) => log.info({ details: r.details }, 'federation ready'));
-  await lifecycle.untilExit();
 }
 
 export function registerFederationCommands(program: Command): void {

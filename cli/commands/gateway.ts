@@ -2,7 +2,7 @@ import { availableParallelism } from 'node:os';
 import type { Command } from 'commander';
 import { GatewayConfig, UsageError, loadConfigFile } from '../../mesh/index.js';
 import { Balancers, isGatewayWorker, runGateway, runGatewayWorker, type Balancer, type RunGatewayOptions, type RunningGateway, type TargetAddress } from '../../gateway/index.js';
-import { CommandLifecycle } from '../lifecycle.js';
+import { runUntilStopped } from '../lifecycle.js';
 import { namingConfigFile, observabilityOverrides, observabilityPortOptions, parsePortFlag, type ObservabilityPortFlags } from '../port-flags.js';
 
 interface GatewayFlags extends ObservabilityPortFlags {
@@ -70,21 +70,16 @@ export function registerGatewayCommands(program: Command): void {
       // The connections' drain has gateway.drainTimeoutMs; deregistering and closing the
       // route source (etcd) get DRAIN_MARGIN_MS on top before the process is forced out.
       const drainTimeoutMs = (options.cluster?.gateway.drainTimeoutMs ?? GatewayConfig.parse({}).drainTimeoutMs) + DRAIN_MARGIN_MS;
-      const lifecycle = new CommandLifecycle({ component: 'gateway', drainTimeoutMs });
-      let running: RunningGateway | undefined;
-      lifecycle.onStop((steps) =>
-        steps.run('gateway drain', async () => {
-          await running?.stop();
-          if (running) process.stdout.write('gateway stopped\n');
-        }),
-      );
-      try {
-        running = await namingConfigFile(flags.config, () => runGateway(options));
-      } catch (error) {
-        if (lifecycle.stopping) await lifecycle.untilExit();
-        throw error;
-      }
-      process.stdout.write(`gateway listening on port ${running.port} (ready :${running.readyPort}, metrics :${running.metricsPort})\n`);
-      await lifecycle.untilExit();
+      await runUntilStopped<RunningGateway>({
+        component: 'gateway',
+        drainTimeoutMs,
+        start: () => namingConfigFile(flags.config, () => runGateway(options)),
+        stop: (running, steps) =>
+          steps.run('gateway drain', async () => {
+            await running?.stop();
+            if (running) process.stdout.write('gateway stopped\n');
+          }),
+        announce: (running) => process.stdout.write(`gateway listening on port ${running.port} (ready :${running.readyPort}, metrics :${running.metricsPort})\n`),
+      });
     });
 }

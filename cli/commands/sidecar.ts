@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { loadSidecarConfig, runSidecar } from '../../proxy/index.js';
-import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 export function registerSidecarCommands(program: Command): void {
@@ -15,19 +15,16 @@ export function registerSidecarCommands(program: Command): void {
     .action(async (options: ObservabilityPortFlags & { config: string; endpointId?: string; drainTimeout: string }) => {
       const config = withObservabilityFlags(loadSidecarConfig(options.config), options);
       const drainTimeoutMs = drainTimeoutFlag(options.drainTimeout);
-      // Before runSidecar(): a signal while the controller is not reachable yet stops it too
-      // (the process exits then; what had started is left to its leases).
-      const lifecycle = new CommandLifecycle({ component: 'sidecar', drainTimeoutMs });
-      let sidecar: Awaited<ReturnType<typeof runSidecar>> | undefined;
-      lifecycle.onStop((steps) => steps.run('sidecar', async () => sidecar?.close()));
-      try {
-        sidecar = await namingConfigFile(options.config, () => runSidecar(config, options.endpointId ? { endpointId: options.endpointId } : {}));
-      } catch (error) {
-        if (lifecycle.stopping) await lifecycle.untilExit();
-        throw error;
-      }
-      const observability = sidecar.observability ? ` ready :${sidecar.observability.readyPort} metrics :${sidecar.observability.metricsPort}` : '';
-      process.stdout.write(`sidecar ${config.service}.${config.namespace} (${sidecar.identity.spiffeId}) inbound :${sidecar.inboundPort} dns :${sidecar.dnsPort} outbound range ${sidecar.outboundRange}${observability}\n`);
-      await lifecycle.untilExit();
+      await runUntilStopped({
+        component: 'sidecar',
+        drainTimeoutMs,
+        start: () => namingConfigFile(options.config, () => runSidecar(config, options.endpointId ? { endpointId: options.endpointId } : {})),
+        // A stop while the controller is not reachable yet exits at once; what had started is left to its leases.
+        stop: (sidecar, steps) => steps.run('sidecar', async () => sidecar?.close()),
+        announce(sidecar) {
+          const observability = sidecar.observability ? ` ready :${sidecar.observability.readyPort} metrics :${sidecar.observability.metricsPort}` : '';
+          process.stdout.write(`sidecar ${config.service}.${config.namespace} (${sidecar.identity.spiffeId}) inbound :${sidecar.inboundPort} dns :${sidecar.dnsPort} outbound range ${sidecar.outboundRange}${observability}\n`);
+        },
+      });
     });
 }

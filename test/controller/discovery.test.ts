@@ -4,7 +4,8 @@ import type { AddressInfo } from 'node:net';
 import dns2 from 'dns2';
 import { generateKeyPairSync } from 'node:crypto';
 import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
-import { CREATE_CERTIFICATE_PATH, CaError, createCsr, mintJoinToken, requestCertificate, signingServiceChannelCredentials } from '../../ca/index.js';
+import { CREATE_CERTIFICATE_PATH } from '../../api-client/index.js';
+import { CaError, createCsr, mintJoinToken, requestCertificate, signingServiceChannelCredentials } from '../../ca/index.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, ExportedService, controllerIdentity, decodeCatalogValue } from '../../mesh/index.js';
 import { waitFor } from '../fixtures/ports.js';
 import { controllerWorld, reviews, spiffe, TD } from './harness.js';
@@ -169,7 +170,7 @@ test('the controller hosts the CA: a join token buys a certificate that can then
     { joinToken: mintJoinToken(east.ca, { spiffeId: id }) },
     { csr, validitySeconds: 3600 },
   );
-  const { RegistrationClient } = await import('../../controller/index.js');
+  const { RegistrationClient } = await import('../../api-client/index.js');
   const client = new RegistrationClient({
     address: `127.0.0.1:${controller.grpcPort}`,
     cluster: 'east',

@@ -2,7 +2,7 @@ import test from 'ava';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { DEFAULT_CONTROLLER_SERVER_NAME, controllerIdentity } from '../../mesh/index.js';
 import { waitFor } from '../fixtures/ports.js';
-import { RegistrationClientConstructor } from '../../controller/protos.js';
+import { RegistrationClientConstructor } from '../../api-client/index.js';
 import { controllerWorld, reviews, TD } from './harness.js';
 
 /** Raw clients dial 127.0.0.1; a name keeps the IP out of SNI (RFC 6066, DEP0123). */

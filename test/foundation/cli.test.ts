@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { freePort, startProcess } from '../fixtures/index.js';
+import { freePort, startProcess, waitFor } from '../fixtures/index.js';
 
 const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
 
@@ -71,7 +71,6 @@ test('started by a Node older than 22.12, causeway re-runs under node_modules/no
   proc.child.kill('SIGTERM');
   await proc.exited;
   // Gone with the wrapper, not left running: /proc/<pid> disappears once it is reaped.
-  const deadline = Date.now() + 10_000;
-  while (existsSync(`/proc/${command}`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await waitFor(() => !existsSync(`/proc/${command}`), { what: `command ${command} to exit with the wrapper`, timeoutMs: 10_000 });
   t.false(existsSync(`/proc/${command}`), `command ${command} outlived the wrapper`);
 });

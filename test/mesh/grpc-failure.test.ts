@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Client, credentials, Metadata, type ServiceError } from '@grpc/grpc-js';
 import test from 'ava';
 import { CaError, createCsr, requestCertificate } from '../../ca/index.js';
-import { DiscoveryClient } from '../../controller/index.js';
+import { DiscoveryClient } from '../../api-client/index.js';
 import { controllerIdentity, grpcFailure, withoutGrpcNoise } from '../../mesh/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { freePort } from '../fixtures/ports.js';

@@ -27,7 +27,6 @@ export function webGroup(overrides: Partial<WorkloadGroup> = {}): WorkloadGroup 
   };
 }
 
-
 /**
  * Writes the bundle as `causeway workload bundle` would, with the host's install dir being
  * the bundle dir itself (no root needed), then adds only what a shared test machine needs
@@ -104,23 +103,4 @@ export async function endpointOf(store: EtcdStore, ns: string, service: string, 
 
 export async function applyGroup(store: EtcdStore, group: WorkloadGroup, exportService = false) {
   return new WorkloadGroups(store, TD).apply(group, { exportService });
-}
-
-/**
- * Polls `check` until true; the error names what was awaited. A check that throws a
- * retryable error (etcd busy on a loaded machine) counts as "not yet".
- */
-export async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await check()) return;
-    } catch (error) {
-      if (!(error as { retryable?: boolean }).retryable) throw error;
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }

@@ -8,7 +8,8 @@ import { Etcd3Store } from '../../controller/index.js';
 import { EtcdKeys, ExportedService, ImportedService, decodeCatalogValue } from '../../mesh/index.js';
 import { startMesh, startWorkload } from '../proxy/helpers/clusters.js';
 import { get, startEchoApp } from '../proxy/helpers/mesh.js';
-import { applyGroup, endpointOf, hostBundle, spiffe, startHost, until, webGroup } from './helpers.js';
+import { applyGroup, endpointOf, hostBundle, spiffe, startHost, webGroup } from './helpers.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // Two clusters on loopback, each with a real etcd, controller (CA + federation) and SNI
 // gateway. A "host" is onboarded into east from a bundle and runs `causeway sidecar` as a
@@ -65,7 +66,7 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   let host = startHost(bundle);
   t.teardown(() => host.stop(2000));
   await host.waitForOutput(/sidecar web\.default \(spiffe:\/\/causeway\.internal\/ns\/default\/sa\/web-vm\)/, 30_000);
-  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', 'the host registered and healthy in east');
+  await waitFor(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', { what: 'the host registered and healthy in east', timeoutMs: 30_000 });
   // --format pkcs12: the sidecar keeps a keystore of its identity for a JVM or .NET app on the host.
   const keystore = join(dir, 'state', 'workload.p12');
   t.is(statSync(keystore).mode & 0o777, 0o600);
@@ -80,13 +81,13 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   t.is(statSync(join(dir, 'state', 'key.pem')).mode & 0o777, 0o600, 'the host key stays 0600 in its state directory');
 
   // In east's exports, hence in west's imports.
-  await until(async () => (await healthyIn(eastStore, EtcdKeys.exportedService('default', 'web'), ExportedService)) === 1, 'east exports web with one healthy host');
-  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, 'west imports web from east');
+  await waitFor(async () => (await healthyIn(eastStore, EtcdKeys.exportedService('default', 'web'), ExportedService)) === 1, { what: 'east exports web with one healthy host', timeoutMs: 30_000 });
+  await waitFor(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, { what: 'west imports web from east', timeoutMs: 30_000 });
 
   // West's workload → the host, by mesh name, through east's gateway; the host's app learns the caller.
   const westResolver = new Resolver({ timeout: 2000, tries: 1 });
   westResolver.setServers([`127.0.0.1:${client.sidecar.dnsPort}`]);
-  await until(() => client.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.healthy)) ?? false, 'west sidecar sees web');
+  await waitFor(() => client.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.healthy)) ?? false, { what: 'west sidecar sees web', timeoutMs: 30_000 });
   await client.sidecar.settled();
   const [webAddress] = await westResolver.resolve4('web.default.svc.causeway.internal');
   const toHost = await get(webAddress!, 8080, '/from-west');
@@ -96,7 +97,7 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   t.is(toHost.json?.peerCluster, 'west');
 
   // East's workload → the host, through east's gateway (the host is in another network).
-  await until(() => frontend.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.kind === 'gateway' && x.cluster === 'east' && x.healthy)) ?? false, 'east frontend reaches web through its gateway');
+  await waitFor(() => frontend.sidecar.snapshot?.services.some((s) => s.name === 'web' && s.targets.some((x) => x.kind === 'gateway' && x.cluster === 'east' && x.healthy)) ?? false, { what: 'east frontend reaches web through its gateway', timeoutMs: 30_000 });
   await frontend.sidecar.settled();
   const eastResolver = new Resolver({ timeout: 2000, tries: 1 });
   eastResolver.setServers([`127.0.0.1:${frontend.sidecar.dnsPort}`]);
@@ -111,10 +112,10 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
   const hostResolver = new Resolver({ timeout: 2000, tries: 1 });
   hostResolver.setServers([`127.0.0.1:${dnsPort}`]);
   let reviewsAddress: string | undefined;
-  await until(async () => {
+  await waitFor(async () => {
     reviewsAddress = (await hostResolver.resolve4('reviews.default.svc.causeway.internal').catch(() => []))[0];
     return reviewsAddress !== undefined;
-  }, 'the host sidecar resolves reviews');
+  }, { what: 'the host sidecar resolves reviews', timeoutMs: 30_000 });
   const fromHost = await get(reviewsAddress!, 9080, '/from-host');
   t.is(fromHost.status, 200);
   t.is(fromHost.json?.app, 'reviews-east');
@@ -122,30 +123,30 @@ test('a host onboarded from the bundle registers as <group>-<address>, is export
 
   // The host's app → ratings, only in west: through east's gateway (the host reaches no other), forwarded to west's.
   let ratingsAddress: string | undefined;
-  await until(async () => {
+  await waitFor(async () => {
     ratingsAddress = (await hostResolver.resolve4('ratings.default.svc.causeway.internal').catch(() => []))[0];
     return ratingsAddress !== undefined;
-  }, 'the host sidecar resolves ratings');
+  }, { what: 'the host sidecar resolves ratings', timeoutMs: 30_000 });
   let fromHostToWest: Awaited<ReturnType<typeof get>> | undefined;
-  await until(async () => {
+  await waitFor(async () => {
     fromHostToWest = await get(ratingsAddress!, 9080, '/from-host').catch(() => undefined);
     return fromHostToWest?.status === 200;
-  }, 'the host reaches ratings in west');
+  }, { what: 'the host reaches ratings in west', timeoutMs: 30_000 });
   t.is(fromHostToWest?.json?.app, 'ratings-west');
   t.is(fromHostToWest?.json?.peer, spiffe('default', 'web-vm'));
   t.is(fromHostToWest?.json?.peerCluster, 'east');
 
   // Host stops without deregistering (a crash, a power cut): the lease ends the endpoint, in east and in west.
   await host.kill('SIGKILL');
-  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId)) === undefined, 'the endpoint gone after the lease TTL');
-  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 0, 'west sees no healthy host');
+  await waitFor(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId)) === undefined, { what: 'the endpoint gone after the lease TTL', timeoutMs: 30_000 });
+  await waitFor(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 0, { what: 'west sees no healthy host', timeoutMs: 30_000 });
 
   // Restart with no token at all: the certificate in the state directory is still valid.
   rmSync(bundle.files.joinToken);
   t.false(existsSync(bundle.files.joinToken));
   host = startHost(bundle, 'host-restarted');
-  await until(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', 'the host back after restart without a token');
-  await until(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, 'west imports the host again');
+  await waitFor(async () => (await endpointOf(eastStore, 'default', 'web', bundle.endpointId))?.health === 'healthy', { what: 'the host back after restart without a token', timeoutMs: 30_000 });
+  await waitFor(async () => (await healthyIn(westStore, EtcdKeys.importedService('east', 'default', 'web'), ImportedService)) === 1, { what: 'west imports the host again', timeoutMs: 30_000 });
 
   // A graceful stop (systemctl stop → SIGTERM) deregisters at once.
   t.is(await host.stop(5000), 0);

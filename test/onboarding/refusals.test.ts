@@ -2,12 +2,14 @@ import test from 'ava';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CatalogAdmin, Controller, Etcd3Store, RegistrationClient } from '../../controller/index.js';
+import { RegistrationClient } from '../../api-client/index.js';
+import { CatalogAdmin, Controller, Etcd3Store } from '../../controller/index.js';
 import { controllerIdentity, parseConfig, type ClusterConfig } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 import { createMeshPki, type MeshPki, type MeshPkiCluster } from '../fixtures/mesh-pki.js';
 import { startEchoApp } from '../proxy/helpers/mesh.js';
-import { TD, applyGroup, editConfig, endpointOf, hostBundle, spiffe, startHost, until, webGroup } from './helpers.js';
+import { TD, applyGroup, editConfig, endpointOf, hostBundle, spiffe, startHost, webGroup } from './helpers.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // One cluster with a real etcd and controller (CA hosted); every host is a real
 // `causeway sidecar` process started from a bundle that was tampered with or went stale.
@@ -132,5 +134,5 @@ test.serial('the controller refuses the group identity for another service at th
     });
   t.regex(await register('payments'), /^refused 7 .*may not serve payments\.default/);
   t.is(await register('web'), 'registered');
-  await until(async () => (await endpointOf(w.store, 'default', 'web', 'web-vms-127.0.0.3')) === undefined, 'deregistered');
+  await waitFor(async () => (await endpointOf(w.store, 'default', 'web', 'web-vms-127.0.0.3')) === undefined, { what: 'deregistered', timeoutMs: 30_000 });
 });

@@ -10,7 +10,8 @@ import { parseConfig } from '../../mesh/index.js';
 import { parseSidecarConfig, runSidecar, type certificatePart, type Sidecar } from '../../proxy/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
-import { spiffe, startEchoApp, until } from './helpers/mesh.js';
+import { spiffe, startEchoApp } from './helpers/mesh.js'
+import { waitFor } from '../fixtures/ports.js';
 
 function ready(sidecar: Sidecar): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -69,7 +70,7 @@ test('join token → first certificate from the controller CA; persisted certifi
   let sidecar = await runSidecar(config, { endpointId: 'reviews-boot' });
   t.teardown(() => sidecar.close());
   t.is(sidecar.identity.spiffeId, spiffe('default', 'reviews'));
-  await until(() => sidecar.snapshot?.services.some((s) => s.name === 'reviews' && s.targets.some((x) => x.endpointId === 'reviews-boot' && x.healthy)) ?? false, 'own endpoint registered and healthy');
+  await waitFor(() => sidecar.snapshot?.services.some((s) => s.name === 'reviews' && s.targets.some((x) => x.endpointId === 'reviews-boot' && x.healthy)) ?? false, { what: 'own endpoint registered and healthy', timeoutMs: 20_000 });
   t.is(await ready(sidecar), 200);
   t.is(statSync(join(config.stateDir, 'key.pem')).mode & 0o777, 0o600);
 
@@ -89,7 +90,7 @@ test('join token → first certificate from the controller CA; persisted certifi
   open.destroy();
   // After the renewal the discovery stream and registration run on new channels: the endpoint outlives a lease TTL.
   await new Promise((r) => setTimeout(r, 3500));
-  await until(() => sidecar.snapshot?.services.some((s) => s.targets.some((x) => x.endpointId === 'reviews-boot' && x.healthy)) ?? false, 'endpoint still registered after renewal');
+  await waitFor(() => sidecar.snapshot?.services.some((s) => s.targets.some((x) => x.endpointId === 'reviews-boot' && x.healthy)) ?? false, { what: 'endpoint still registered after renewal', timeoutMs: 20_000 });
 
   // Restart with no token and the controller down: the saved certificate and snapshot serve.
   await sidecar.close();

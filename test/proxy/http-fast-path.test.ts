@@ -12,6 +12,7 @@ import { connect as tcpConnect, createServer as createTcpServer, type AddressInf
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { endpointTarget, metricValue, service, snapshot, spiffe, startTestSidecar } from './helpers/mesh.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
+import { waitFor } from '../fixtures/ports.js';
 
 let pki: MeshPki;
 test.before(async () => {
@@ -269,8 +270,7 @@ test('an upgrade (WebSocket-style) crosses both sidecars: 101 relayed, then byte
   const echoed: string[] = [];
   socket.on('data', (d: Buffer) => echoed.push(d.toString()));
   for (const word of ['hello', ' mesh', ' bytes']) socket.write(word);
-  const deadline = Date.now() + 10_000;
-  while (echoed.join('') !== 'HELLO MESH BYTES' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await waitFor(() => echoed.join('') === 'HELLO MESH BYTES', { what: 'the upgraded connection to echo every word', timeoutMs: 10_000, intervalMs: 20 });
   t.is(echoed.join(''), 'HELLO MESH BYTES');
   t.is(peer, spiffe('default', 'productpage'));
   t.is(await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'outbound', code: '101', result: 'upgraded' }), 1);
@@ -288,14 +288,13 @@ test('Expect: 100-continue (as curl sends for large bodies) gets its 100, then t
   let text = '';
   socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
   socket.write('PUT /upload HTTP/1.1\r\nhost: r\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n');
-  const until = async (what: RegExp) => {
-    const deadline = Date.now() + 10_000;
-    while (!what.test(text) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const answered = async (what: RegExp) => {
+    await waitFor(() => what.test(text), { what: `an answer matching ${what}`, timeoutMs: 10_000, intervalMs: 20 });
     t.regex(text, what);
   };
-  await until(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
+  await answered(/^HTTP\/1\.1 100 Continue\r\n\r\n/);
   socket.write('abcde');
-  await until(/HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nPUT \/upload 5$/);
+  await answered(/HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nPUT \/upload 5$/);
   t.is(app.seen.at(-1)!.bodySha, sha(Buffer.from('abcde')));
   t.is(app.seen.at(-1)!.peer, spiffe('default', 'productpage'));
 });

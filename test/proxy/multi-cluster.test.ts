@@ -2,7 +2,8 @@ import test from 'ava';
 import { Resolver } from 'node:dns/promises';
 import type { Sidecar } from '../../proxy/index.js';
 import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
-import { get, load, metricValue, spiffe, until } from './helpers/mesh.js';
+import { get, load, metricValue, spiffe } from './helpers/mesh.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // Three clusters on loopback, each with a real etcd, controller (CA + federation links)
 // and SNI gateway: east and west share region eu, south is in us. Sidecars talk to
@@ -42,7 +43,7 @@ test.serial('an app in east calls a service only in west/south by its natural na
   workloads.push(await startWorkload(world, 'south', { service: 'reviews' }));
   const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
   workloads.push(client);
-  await until(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= 2, 'reviews imported from west and south');
+  await waitFor(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= 2, { what: 'reviews imported from west and south', timeoutMs: 20_000 });
   await client.sidecar.settled();
   t.deepEqual(new Set(targetsOf(client.sidecar, 'reviews').map((x) => x.kind)), new Set(['gateway']));
 
@@ -60,9 +61,9 @@ test.serial('an app in east calls a service only in west/south by its natural na
 
   // Killing west's gateway moves the traffic to south (next region) with no failed request.
   const run = load(address!);
-  await until(() => run.ok() >= 20, 'traffic through west');
+  await waitFor(() => run.ok() >= 20, { what: 'traffic through west', timeoutMs: 20_000 });
   await world.cluster('west').stopGateway();
-  await until(() => (run.apps.get('reviews-south') ?? 0) >= 20, 'traffic through south');
+  await waitFor(() => (run.apps.get('reviews-south') ?? 0) >= 20, { what: 'traffic through south', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
   await world.cluster('west').startGateway();
@@ -80,18 +81,18 @@ test.serial('a service in both clusters is served locally; killing the local end
   workloads.push(local1, local2, await startWorkload(world, 'west', { service: 'ratings' }));
   const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
   workloads.push(client);
-  await until(() => {
+  await waitFor(() => {
     const targets = targetsOf(client.sidecar, 'ratings');
     return targets.filter((x) => x.kind === 'endpoint' && x.healthy).length === 2 && targets.some((x) => x.kind === 'gateway' && x.healthy);
-  }, 'ratings: two local endpoints and west');
+  }, { what: 'ratings: two local endpoints and west', timeoutMs: 20_000 });
   await client.sidecar.settled();
   const address = client.sidecar.outbound.lookup('default', 'ratings')!.address;
   const run = load(address);
-  await until(() => run.ok() >= 30, 'local traffic');
+  await waitFor(() => run.ok() >= 30, { what: 'local traffic', timeoutMs: 20_000 });
   t.is(run.apps.get('ratings-west'), undefined, 'served locally while local endpoints are up');
   await local1.kill();
   await local2.kill();
-  await until(() => (run.apps.get('ratings-west') ?? 0) >= 30, 'traffic in west');
+  await waitFor(() => (run.apps.get('ratings-west') ?? 0) >= 30, { what: 'traffic in west', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
   t.true((await metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { destination_cluster: 'west', destination_service: 'ratings.default', code: '200' })) >= 30);
@@ -107,22 +108,22 @@ test.serial('authorization deny from the controller is enforced and counted; a c
     await client.close();
     await server.close();
   });
-  await until(() => targetsOf(client.sidecar, 'details').some((x) => x.healthy), 'details endpoint');
+  await waitFor(() => targetsOf(client.sidecar, 'details').some((x) => x.healthy), { what: 'details endpoint', timeoutMs: 20_000 });
   await client.sidecar.settled();
   const address = client.sidecar.outbound.lookup('default', 'details')!.address;
   t.is((await get(address, 9080)).status, 200);
 
   const run = load(address);
-  await until(() => run.ok() >= 20, 'traffic');
+  await waitFor(() => run.ok() >= 20, { what: 'traffic', timeoutMs: 20_000 });
   await east.stopController();
   await new Promise((r) => setTimeout(r, 500));
   await east.startController();
-  await until(() => run.ok() >= 60, 'traffic after the restart');
+  await waitFor(() => run.ok() >= 60, { what: 'traffic after the restart', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
 
   await east.admin.applyPolicy('authorization', { name: 'deny-productpage', namespace: 'default', service: 'details', action: 'deny', from: [{ identities: [spiffe('default', 'productpage')] }] });
-  await until(() => (server.sidecar.snapshot?.authorization.length ?? 0) > 0, 'policy pushed');
+  await waitFor(() => (server.sidecar.snapshot?.authorization.length ?? 0) > 0, { what: 'policy pushed', timeoutMs: 20_000 });
   await server.sidecar.settled();
   const denied = await get(address, 9080);
   t.is(denied.status, 403);
@@ -141,10 +142,10 @@ test.serial("a traffic policy's split in east sends every request to west's v2 i
     for (const w of [client, v1, v2]) await w.close();
     await world.cluster('east').admin.deletePolicy('traffic', 'canary-v2', 'default');
   });
-  await until(() => targetsOf(client.sidecar, 'canary').some((x) => x.kind === 'gateway' && x.healthy && x.weight === 2), 'canary imported with both instances');
+  await waitFor(() => targetsOf(client.sidecar, 'canary').some((x) => x.kind === 'gateway' && x.healthy && x.weight === 2), { what: 'canary imported with both instances', timeoutMs: 20_000 });
   // The policy is the caller's: it lives in east's catalog, about a service east imports.
   await world.cluster('east').admin.applyPolicy('traffic', { name: 'canary-v2', namespace: 'default', service: 'canary', split: [{ subset: 'v1', weight: 0 }, { subset: 'v2', weight: 1 }] });
-  await until(() => (client.sidecar.snapshot?.traffic.some((p) => p.name === 'canary-v2') ?? false), 'policy pushed to the east sidecar');
+  await waitFor(() => (client.sidecar.snapshot?.traffic.some((p) => p.name === 'canary-v2') ?? false), { what: 'policy pushed to the east sidecar', timeoutMs: 20_000 });
   await client.sidecar.settled();
   const address = client.sidecar.outbound.lookup('default', 'canary')!.address;
   for (let i = 0; i < 20; i++) t.is((await get(address, 9080)).status, 200);

@@ -3,7 +3,8 @@ import { connect as tcpConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, gatewayTarget, get, load, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, until, type TestSidecar } from './helpers/mesh.js';
+import { endpointTarget, gatewayTarget, get, load, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // Snapshots are fed by hand here (StaticSnapshotSource). A "gateway" target points
 // straight at the remote sidecar's inbound port: a real gateway forwards the same bytes
@@ -57,11 +58,11 @@ test('local endpoints are preferred; killing them moves traffic to the next clus
   );
   const address = await addressOf(c.sc);
   const run = load(address);
-  await until(() => run.ok() >= 30, 'some traffic');
+  await waitFor(() => run.ok() >= 30, { what: 'some traffic', timeoutMs: 20_000 });
   t.is(run.apps.get('reviews-west'), undefined, 'a service in both clusters is served locally');
   const before = run.ok();
   await east.sc.close(); // the local endpoint dies (its sockets are destroyed)
-  await until(() => (run.apps.get('reviews-west') ?? 0) >= 30 && run.ok() > before + 30, 'traffic in west');
+  await waitFor(() => (run.apps.get('reviews-west') ?? 0) >= 30 && run.ok() > before + 30, { what: 'traffic in west', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
   t.true((await metricValue(c.sc.sidecar, 'causeway_sidecar_http_requests_total', { destination_cluster: 'west', code: '200' })) >= 30);
@@ -81,10 +82,10 @@ test('failover skips a dead gateway to the next priority (region) and honours fa
   );
   const address = await addressOf(c.sc);
   const run = load(address, { workers: 3 });
-  await until(() => run.ok() >= 20, 'traffic');
+  await waitFor(() => run.ok() >= 20, { what: 'traffic', timeoutMs: 20_000 });
   t.is(run.apps.get('reviews-south'), undefined);
   await west.sc.close();
-  await until(() => (run.apps.get('reviews-south') ?? 0) >= 20, 'traffic in south');
+  await waitFor(() => (run.apps.get('reviews-south') ?? 0) >= 20, { what: 'traffic in south', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
 
@@ -168,10 +169,10 @@ test('outlier detection ejects an endpoint answering 5xx', async (t) => {
     snapshot('east', [service('reviews', [endpointTarget('east', good.sc.sidecar.inboundPort), endpointTarget('east', bad.sc.sidecar.inboundPort)])]),
   );
   const address = await addressOf(c.sc);
-  await until(async () => {
+  await waitFor(async () => {
     await get(address, 9080);
     return (await metricValue(c.sc.sidecar, 'causeway_sidecar_outlier_ejections_total')) >= 1;
-  }, 'an ejection');
+  }, { what: 'an ejection', timeoutMs: 20_000 });
   const statuses = await Promise.all(Array.from({ length: 20 }, () => get(address, 9080).then((r) => r.status)));
   t.deepEqual(new Set(statuses), new Set([200]));
 });
@@ -261,7 +262,7 @@ test('certificate rotation under load: new handshakes get the new certificate an
   c.source.push(snapshot('east', [service('reviews', [endpointTarget('east', s.sc.sidecar.inboundPort)])]));
   const address = await addressOf(c.sc);
   const run = load(address);
-  await until(() => run.ok() >= 20, 'traffic');
+  await waitFor(() => run.ok() >= 20, { what: 'traffic', timeoutMs: 20_000 });
   for (const side of [s.sc, c.sc]) {
     const pem = await pki.issue('east', side.spiffeId, { seconds: 7200 });
     side.identity.set({ keyPem: pem.key, chainPem: pem.chain, trustBundlePem: [pki.rootPem] });
@@ -277,7 +278,7 @@ test('certificate rotation under load: new handshakes get the new certificate an
   });
   t.is(seen.trim(), newServerCert.trim());
   const after = run.ok();
-  await until(() => run.ok() >= after + 20, 'traffic after rotation');
+  await waitFor(() => run.ok() >= after + 20, { what: 'traffic after rotation', timeoutMs: 20_000 });
   await run.stop();
   t.deepEqual(run.failures, []);
 });

@@ -3,7 +3,8 @@ import { Resolver } from 'node:dns/promises';
 import { createServer, type Server } from 'node:net';
 import type { Sidecar } from '../../proxy/index.js';
 import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
-import { get, spiffe, until } from './helpers/mesh.js';
+import { get, spiffe } from './helpers/mesh.js'
+import { waitFor } from '../fixtures/ports.js';
 
 // Several sidecars in one network namespace, as on a VM or bare-metal host that runs
 // several workloads: one real cluster (etcd, controller, gateway), real sidecars with
@@ -55,7 +56,7 @@ test.serial('regression: two sidecars with the default outbound range on one hos
   t.not(pRange, dRange, 'each sidecar claims its own range');
 
   for (const [caller, sa] of [[productpage, 'productpage'], [details, 'details']] as const) {
-    await until(() => reviewsReady(caller.sidecar), `${sa} sees a healthy reviews`);
+    await waitFor(() => reviewsReady(caller.sidecar), { what: `${sa} sees a healthy reviews`, timeoutMs: 20_000 });
     await caller.sidecar.settled();
     const address = await resolveByName(caller.sidecar, 'reviews.default.svc.causeway.internal');
     t.true(address.startsWith(caller.sidecar.outboundRange!.split('.').slice(0, 2).join('.') + '.'), `${sa}'s DNS answers an address of its own range (${address})`);
@@ -90,9 +91,9 @@ test.serial('an outbound listener that cannot bind keeps the sidecar not ready, 
   t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
   const caller = await startWorkload(world, 'east', { service: 'details', app: false, config: { sidecar: { outboundRange: range } } });
   workloads.push(caller);
-  await until(() => reviewsReady(caller.sidecar), 'details sees a healthy reviews');
+  await waitFor(() => reviewsReady(caller.sidecar), { what: 'details sees a healthy reviews', timeoutMs: 20_000 });
   await caller.sidecar.settled();
-  await until(() => !caller.sidecar.readiness().ready && caller.sidecar.readiness().reasons.some((r) => r.includes('for details.default')), 'details not ready because of its own listener');
+  await waitFor(() => !caller.sidecar.readiness().ready && caller.sidecar.readiness().reasons.some((r) => r.includes('for details.default')), { what: 'details not ready because of its own listener', timeoutMs: 20_000 });
   const reasons = caller.sidecar.readiness().reasons.join('\n');
   t.regex(reasons, /sidecar\.outboundRange/);
   t.regex(reasons, /EADDRINUSE/);
@@ -102,6 +103,6 @@ test.serial('an outbound listener that cannot bind keeps the sidecar not ready, 
   t.is(res.json?.peer, spiffe('default', 'details'));
 
   await new Promise<void>((resolve) => squatter.close(() => resolve()));
-  await until(() => caller.sidecar.readiness().ready, 'details ready once the address is free', 20_000);
+  await waitFor(() => caller.sidecar.readiness().ready, { what: 'details ready once the address is free', timeoutMs: 20_000 });
   t.is(await resolveByName(caller.sidecar, 'details.default.svc.causeway.internal'), range.replace('.0/24', '.1'));
 });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { socketIo, StreamSocketIo, watchIdle, type SocketIo, type SocketIoReader } from '../../proxy/socket-io.js';
 import { createTestPki } from '../fixtures/test-pki.js';
+import { waitFor } from '../fixtures/ports.js';
 
 // Real sockets on loopback, plain and TLS: the sidecar's fast path reads and writes
 // through proxy/socket-io.ts, natively on the handle or through the socket's streams.
@@ -50,20 +51,12 @@ async function pair(kind: Kind, onSocket: (s: Socket) => void): Promise<{ client
   return { client, server: srv };
 }
 
-async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 for (const kind of ['tcp', 'tls'] as const) {
   test(`${kind}: socketIo takes the native handle path where Node has the bindings`, async (t) => {
     let serverIo: SocketIo | undefined;
     const { client, server: srv } = await pair(kind, (s) => (serverIo = socketIo(s, new Collector())));
     t.teardown(() => (client.destroy(), srv.close()));
-    await until('the server side', () => serverIo !== undefined);
+    await waitFor(() => serverIo !== undefined, { what: 'the server side', timeoutMs: 5000, intervalMs: 5 });
     t.is(serverIo!.constructor.name, 'NativeSocketIo');
     t.is(socketIo(client, new Collector()).constructor.name, 'NativeSocketIo');
   });
@@ -85,9 +78,9 @@ for (const kind of ['tcp', 'tls'] as const) {
       const got = new Collector();
       const io = ioFor(client, got, mode);
       io.write('one');
-      await until('the first echo', () => got.text === 'echo:one!');
+      await waitFor(() => got.text === 'echo:one!', { what: 'the first echo', timeoutMs: 5000, intervalMs: 5 });
       io.write(Buffer.from('two'));
-      await until('the second echo', () => got.text === 'echo:one!echo:two!');
+      await waitFor(() => got.text === 'echo:one!echo:two!', { what: 'the second echo', timeoutMs: 5000, intervalMs: 5 });
       t.is(serverSocket!.bytesWritten, 'echo:one!echo:two!'.length);
     });
 
@@ -108,12 +101,12 @@ for (const kind of ['tcp', 'tls'] as const) {
       t.teardown(() => (client.destroy(), srv.close()));
       const got = new Collector();
       ioFor(client, got, mode);
-      await until('the server side', () => serverReader !== undefined);
+      await waitFor(() => serverReader !== undefined, { what: 'the server side', timeoutMs: 5000, intervalMs: 5 });
       t.true(refused, 'write() said false once too much was queued');
       const total = parts.reduce((n, p) => n + p.length, 0);
-      await until('every byte', () => got.chunks.reduce((n, c) => n + c.length, 0) >= total, 20_000);
+      await waitFor(() => got.chunks.reduce((n, c) => n + c.length, 0) >= total, { what: 'every byte', timeoutMs: 20_000 });
       t.true(Buffer.concat(got.chunks).equals(Buffer.concat(parts)));
-      await until('the drain', () => serverReader!.drained > 0);
+      await waitFor(() => serverReader!.drained > 0, { what: 'the drain', timeoutMs: 5000, intervalMs: 5 });
     });
 
     test(`${kind}/${mode}: end() after queued writes delivers them, then closes; the peer's FIN closes this side`, async (t) => {
@@ -135,7 +128,7 @@ for (const kind of ['tcp', 'tls'] as const) {
       client.write('bye');
       await closed;
       t.is(got.text, 'last words');
-      await until('the server side to close', () => serverClosed);
+      await waitFor(() => serverClosed, { what: 'the server side to close', timeoutMs: 5000, intervalMs: 5 });
     });
 
     test(`${kind}/${mode}: pause stops reading until resume; detach hands the socket back to its stream with nothing lost`, async (t) => {
@@ -147,27 +140,27 @@ for (const kind of ['tcp', 'tls'] as const) {
         serverIo = ioFor(s, reader, mode);
       });
       t.teardown(() => (client.destroy(), srv.close()));
-      await until('the server side', () => serverIo !== undefined);
+      await waitFor(() => serverIo !== undefined, { what: 'the server side', timeoutMs: 5000, intervalMs: 5 });
       client.write('a');
-      await until('a', () => reader.text === 'a');
+      await waitFor(() => reader.text === 'a', { what: 'a', timeoutMs: 5000, intervalMs: 5 });
       serverIo!.pause();
       t.true(serverIo!.paused);
       client.write('b');
       await new Promise((r) => setTimeout(r, 100));
       t.is(reader.text, 'a', 'nothing is delivered while paused');
       serverIo!.resume();
-      await until('b after resume', () => reader.text === 'ab');
+      await waitFor(() => reader.text === 'ab', { what: 'b after resume', timeoutMs: 5000, intervalMs: 5 });
       serverIo!.write('reply');
       const streamed: Buffer[] = [];
       await new Promise<void>((resolve) => serverIo!.detach(resolve));
       serverSocket!.on('data', (c: Buffer) => streamed.push(c));
       client.write('c');
-      await until('c through the stream', () => Buffer.concat(streamed).toString() === 'c');
+      await waitFor(() => Buffer.concat(streamed).toString() === 'c', { what: 'c through the stream', timeoutMs: 5000, intervalMs: 5 });
       t.is(reader.text, 'ab', 'the detached reader gets nothing more');
       serverSocket!.write('streamed');
       const got = new Collector();
       ioFor(client, got, mode);
-      await until('both replies', () => got.text === 'replystreamed' || got.text.endsWith('streamed'));
+      await waitFor(() => got.text === 'replystreamed' || got.text.endsWith('streamed'), { what: 'both replies', timeoutMs: 5000, intervalMs: 5 });
     });
   }
 }
@@ -186,9 +179,9 @@ test('bytes the socket already buffered (a sniffer unshifted them) are delivered
   });
   t.teardown(() => (client.destroy(), srv.close()));
   client.write('first');
-  await until('first', () => reader.text === 'first');
+  await waitFor(() => reader.text === 'first', { what: 'first', timeoutMs: 5000, intervalMs: 5 });
   client.write('-second');
-  await until('second', () => reader.text === 'first-second');
+  await waitFor(() => reader.text === 'first-second', { what: 'second', timeoutMs: 5000, intervalMs: 5 });
 });
 
 for (const mode of ['native', 'stream'] as const) {
@@ -196,7 +189,7 @@ for (const mode of ['native', 'stream'] as const) {
     let serverIo: SocketIo | undefined;
     const { client, server: srv } = await pair('tcp', (s) => (serverIo = ioFor(s, new Collector(), mode)));
     t.teardown(() => (client.destroy(), srv.close()));
-    await until('the server side', () => serverIo !== undefined);
+    await waitFor(() => serverIo !== undefined, { what: 'the server side', timeoutMs: 5000, intervalMs: 5 });
     let idle = 0;
     // The idle period is long next to the 30 ms between writes, so that a loaded machine's
     // scheduling stalls (seen at 150 ms with other suites running) do not look like quiet.
@@ -207,7 +200,7 @@ for (const mode of ['native', 'stream'] as const) {
       await new Promise((r) => setTimeout(r, 30));
     }
     t.is(idle, 0, 'traffic keeps it from firing');
-    await until('the idle callback', () => idle > 0);
+    await waitFor(() => idle > 0, { what: 'the idle callback', timeoutMs: 5000, intervalMs: 5 });
     stop();
     const seen = idle;
     await new Promise((r) => setTimeout(r, 1_300));

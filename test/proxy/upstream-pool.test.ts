@@ -2,6 +2,7 @@ import test from 'ava';
 import { once } from 'node:events';
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { UpstreamPool, type UpstreamConnection } from '../../proxy/http1-relay.js';
+import { waitFor } from '../fixtures/ports.js';
 
 // The pool's queueing, on real TCP connections to a real listener. A "slow connect" is a
 // real connect started after a delay: it stands for a TLS handshake on a busy host.
@@ -134,7 +135,7 @@ test('a failed connect with no connection left to release fails every queued req
     'all six see the refusal (and can fail over), not only the two whose connects ran',
   );
   t.is(dial.started, 2, 'without a connect each: the first failure answered them all');
-  while (dial.inFlight > 0) await new Promise((r) => setTimeout(r, 5));
+  await waitFor(() => dial.inFlight === 0, { what: 'the second connect to settle', intervalMs: 5 });
   t.is(pool.size, 0, 'the second failed connect is not counted either');
   t.is(pool.queued, 0);
 });

@@ -1,10 +1,8 @@
 import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
-import type { PeerCertificate } from 'node:tls';
-import { credentials, status, type Client, type ClientDuplexStream, type ServiceError, type ChannelOptions } from '@grpc/grpc-js';
-import { controllerSni, fallbackControllerServerName, grpcFailure, logger, parseSpiffeId, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
+import { status, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
+import { Backoff, TypedEmitter, grpcFailure, logger, type HealthState, type Locality, type Snapshot } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
-import { TypedEmitter } from './typed-emitter.js';
 import {
   DiscoveryClientConstructor,
   RegistrationClientConstructor,
@@ -14,69 +12,9 @@ import {
   type RegisterResponse,
 } from './protos.js';
 import { SnapshotDecoder } from './snapshot-decoder.js';
-import { spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
+import { controllerChannel, type ControllerConnection } from './tls.js';
 
 const gunzipAsync = promisify(gunzip);
-
-/** How a node reaches its controller over mTLS. */
-export interface ControllerConnection {
-  /** `host:port` of the controller (15012), or of a gateway that routes `serverName` to it. */
-  readonly address: string;
-  /**
-   * The node's workload key, certificate chain and trust bundle. A function is called
-   * on every (re)connect, so a renewed certificate is picked up without restarting.
-   */
-  readonly tls: TlsIdentity | (() => TlsIdentity);
-  /** The SPIFFE ID the controller must present (`controllerIdentity(trustDomain)` from mesh/). */
-  readonly expectedServerId: string;
-  /** TLS SNI; default `controllerSni(cluster, trustDomain)` when `cluster` is known (what gateways route on). */
-  readonly serverName?: string;
-  /** The controller's cluster, for the default SNI (the DiscoveryClient takes it from its Hello). */
-  readonly cluster?: string;
-  /** Reconnect backoff: exponential from `initialMs` to `maxMs` with full jitter (default 100 ms → 5 s). */
-  readonly backoff?: { readonly initialMs?: number; readonly maxMs?: number };
-}
-
-function channel(options: ControllerConnection): { credentials: ReturnType<typeof credentials.createSsl>; options: ChannelOptions } {
-  const tls = typeof options.tls === 'function' ? options.tls() : options.tls;
-  const asBuffer = (v: string | Buffer) => (typeof v === 'string' ? Buffer.from(v) : v);
-  const creds = credentials.createSsl(asBuffer(tls.trustBundle), asBuffer(tls.key), asBuffer(tls.certChain), {
-    checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-      const id = spiffeIdOfCertificate(cert);
-      if (id !== options.expectedServerId) {
-        return new Error(`controller presented identity ${id ?? '(none)'}, expected ${options.expectedServerId}`);
-      }
-      return undefined;
-    },
-  });
-  const channelOptions: ChannelOptions = {
-    'grpc.max_receive_message_length': 256 * 1024 * 1024,
-    'grpc.keepalive_time_ms': 10_000,
-    'grpc.keepalive_timeout_ms': 5_000,
-    'grpc.keepalive_permit_without_calls': 1,
-    'grpc.initial_reconnect_backoff_ms': options.backoff?.initialMs ?? 100,
-    'grpc.max_reconnect_backoff_ms': options.backoff?.maxMs ?? 5_000,
-  };
-  // The controller is verified by SPIFFE ID, so SNI only matters to gateways. Without a
-  // name, grpc-js would send the address's IP as SNI, which RFC 6066 forbids (DEP0123).
-  const serverName =
-    options.serverName ?? (options.cluster ? controllerSni(options.cluster, parseSpiffeId(options.expectedServerId).trustDomain) : fallbackControllerServerName(options.address));
-  if (serverName) channelOptions['grpc.ssl_target_name_override'] = serverName;
-  return { credentials: creds, options: channelOptions };
-}
-
-class Backoff {
-  private attempt = 0;
-  constructor(private readonly initialMs: number, private readonly maxMs: number) {}
-  next(): number {
-    const ceiling = Math.min(this.maxMs, this.initialMs * 2 ** this.attempt);
-    this.attempt = Math.min(this.attempt + 1, 30);
-    return Math.max(this.initialMs / 2, Math.random() * ceiling);
-  }
-  reset(): void {
-    this.attempt = 0;
-  }
-}
 
 export interface DiscoveryHello {
   /** `sidecar` (default) or `gateway`. */
@@ -112,6 +50,20 @@ type DiscoveryEvents = {
 };
 
 /**
+ * A controller that cannot be reached, as one sentence for logs and the CLI, without
+ * grpc-js's status prefix and "Resolution note:" (mesh/grpc-failure.ts). Our own errors
+ * and the controller's refusals pass through.
+ */
+export function controllerCallError(error: Error, address: string): Error {
+  if (error instanceof ControllerError || typeof (error as { code?: unknown }).code !== 'number') return error;
+  const { unreachable, reason } = grpcFailure(error);
+  // A controller that answered and refused (FAILED_PRECONDITION, PERMISSION_DENIED…) said
+  // what it meant; callers match on its gRPC status, so that error goes through as it is.
+  if (!unreachable) return error;
+  return new ControllerError(ControllerErrorCodes.unreachable, `the controller at ${address} is unreachable (${reason}); check that it runs and the controller address in the config`, { cause: error, retryable: true });
+}
+
+/**
  * The node side of `causeway.discovery.v1.Discovery/Stream`, for sidecars and gateways.
  *
  * ```ts
@@ -133,20 +85,6 @@ type DiscoveryEvents = {
  * forever with exponential backoff + jitter, announcing the last applied version so an
  * unchanged catalog is not re-sent. gzip-encoded snapshots are accepted.
  */
-/**
- * A controller that cannot be reached, as one sentence for logs and the CLI, without
- * grpc-js's status prefix and "Resolution note:" (mesh/grpc-failure.ts). Our own errors
- * and the controller's refusals pass through.
- */
-export function controllerCallError(error: Error, address: string): Error {
-  if (error instanceof ControllerError || typeof (error as { code?: unknown }).code !== 'number') return error;
-  const { unreachable, reason } = grpcFailure(error);
-  // A controller that answered and refused (FAILED_PRECONDITION, PERMISSION_DENIED…) said
-  // what it meant; callers match on its gRPC status, so that error goes through as it is.
-  if (!unreachable) return error;
-  return new ControllerError(ControllerErrorCodes.unreachable, `the controller at ${address} is unreachable (${reason}); check that it runs and the controller address in the config`, { cause: error, retryable: true });
-}
-
 export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   private current: Snapshot | undefined;
   private client: Client | undefined;
@@ -162,7 +100,7 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
   constructor(private readonly options: DiscoveryClientOptions) {
     super();
     this.current = options.initialSnapshot;
-    this.backoff = new Backoff(options.backoff?.initialMs ?? 100, options.backoff?.maxMs ?? 5_000);
+    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 5_000 });
   }
 
   /** The last accepted snapshot (undefined until the first one). */
@@ -221,7 +159,7 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
     if (this.closed) return;
     let stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
     try {
-      const { credentials: creds, options } = channel({ cluster: this.options.hello.cluster, ...this.options });
+      const { credentials: creds, options } = controllerChannel({ cluster: this.options.hello.cluster, ...this.options });
       this.client = new DiscoveryClientConstructor(this.options.address, creds, options);
       stream = (this.client as unknown as { Stream(): ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> }).Stream();
     } catch (error) {
@@ -360,7 +298,7 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
   constructor(private readonly options: RegistrationClientOptions) {
     super();
     this.health = options.health ?? 'healthy';
-    this.backoff = new Backoff(options.backoff?.initialMs ?? 100, options.backoff?.maxMs ?? 2_000);
+    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 2_000 });
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));
     this.firstRegistration = { resolve, promise };
@@ -416,7 +354,7 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
 
   private grpc(): Client {
     if (!this.client) {
-      const { credentials: creds, options } = channel(this.options);
+      const { credentials: creds, options } = controllerChannel(this.options);
       this.client = new RegistrationClientConstructor(this.options.address, creds, options);
     }
     return this.client;

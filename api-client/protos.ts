@@ -3,9 +3,13 @@ import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor, 
 import { loadSync } from '@grpc/proto-loader';
 
 /**
- * The controller's gRPC contracts, loaded from api/*.proto at runtime (one source of
- * truth for both ends). Field names are camelCase; 64-bit integers arrive as numbers.
+ * The gRPC contracts of api/*.proto, loaded once at runtime: the one source of truth for
+ * both ends (the controller and its signing service serve them, sidecars and gateways
+ * call them). Field names are camelCase; 64-bit integers arrive as numbers. This file
+ * imports nothing of Causeway's, so the server side may import it without the client.
  */
+// One folder below the checkout root, like a bundle in dist/ (scripts/bundles.mjs): the
+// same URL finds api/ from the sources and from a bundle.
 const API_DIR = fileURLToPath(new URL('../api/', import.meta.url));
 
 const definition = loadSync(['registry.proto', 'discovery.proto', 'ca.proto'], {
@@ -23,6 +27,9 @@ const loaded = loadPackageDefinition(definition) as unknown as {
 export const RegistrationClientConstructor = loaded.causeway.registry.v1.Registration as ServiceClientConstructor;
 export const DiscoveryClientConstructor = loaded.causeway.discovery.v1.Discovery as ServiceClientConstructor;
 export const registrationService: ServiceDefinition = RegistrationClientConstructor.service;
+export const CertificateServiceClient = loaded.causeway.ca.v1.CertificateService as ServiceClientConstructor;
+export const certificateServiceDefinition: ServiceDefinition = CertificateServiceClient.service;
+export const CREATE_CERTIFICATE_PATH = '/causeway.ca.v1.CertificateService/CreateCertificate';
 
 const PRESERIALIZED = Symbol('causeway.preserialized');
 const streamMethod = DiscoveryClientConstructor.service.Stream!;
@@ -98,4 +105,13 @@ export interface DiscoveryResponse {
   version: string;
   snapshot: Buffer;
   encoding: string;
+}
+
+export interface CreateCertificateRequest {
+  csr: string;
+  validitySeconds: number;
+}
+export interface CreateCertificateResponse {
+  certChain: string[];
+  trustBundle: string[];
 }

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { SnapshotDecoder } from '../../controller/snapshot-decoder.js';
+import { SnapshotDecoder } from '../../api-client/index.js';
 import { Snapshot } from '../../mesh/index.js';
 
 const service = (name: string, address = '10.0.0.1') => ({
