@@ -11,7 +11,7 @@ import {
   type Locality,
 } from '../mesh/index.js';
 import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from './catalog-cache.js';
-import type { EtcdStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 import type { ControllerMetrics } from './metrics.js';
 
 export interface ExportPublisherOptions {

@@ -17,7 +17,7 @@ export {
   type RegistrationClientOptions,
 } from './client.js';
 export { CatalogAdmin, POLICY_KIND_VALUES, PolicyManifestDocument, SERVICE_KINDS, ServiceManifestDocument, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
-export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
+export { connectControllerStore } from './etcd-connection.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
 export { callerSpiffeId, spiffeIdOfCertificate, type TlsIdentity } from './tls.js';
 export { SnapshotDecoder, type DecodedSnapshot } from './snapshot-decoder.js';

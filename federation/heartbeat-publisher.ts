@@ -8,12 +8,13 @@ import {
   type EtcdConnection,
   type Logger,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, type CatalogStore, type LeasedKey } from './etcd-store.js';
+import { LeasedKey, type EtcdStore } from '../store/index.js';
+import { connectFederationStore } from './etcd-connection.js';
 
 export interface HeartbeatPublisherOptions {
   readonly cluster: string;
   /** This cluster's etcd (the one peers watch). */
-  readonly store: CatalogStore | EtcdConnection;
+  readonly store: EtcdStore | EtcdConnection;
   readonly intervalMs: number;
   readonly logger?: Logger;
 }
@@ -25,20 +26,27 @@ export interface HeartbeatPublisherOptions {
  */
 export class HeartbeatPublisher {
   readonly #o: HeartbeatPublisherOptions;
-  readonly #store: CatalogStore;
+  readonly #store: EtcdStore;
   readonly #ownsStore: boolean;
   readonly #key: LeasedKey;
   readonly #log: Logger;
   #timer: NodeJS.Timeout | undefined;
   #beating: Promise<void> = Promise.resolve();
   #failing = false;
+  #started = false;
 
   constructor(options: HeartbeatPublisherOptions) {
     this.#o = options;
     this.#ownsStore = !('list' in options.store);
-    this.#store = 'list' in options.store ? options.store : Etcd3CatalogStore.connect(options.store);
-    this.#key = this.#store.leasedKey(EtcdKeys.heartbeat, Math.max(2, Math.ceil((3 * options.intervalMs) / 1000)));
+    this.#store = 'list' in options.store ? options.store : connectFederationStore(options.store);
     this.#log = options.logger ?? moduleLogger('heartbeat', { cluster: options.cluster });
+    this.#key = new LeasedKey({
+      store: this.#store,
+      key: EtcdKeys.heartbeat,
+      ttlSeconds: Math.max(2, Math.ceil((3 * options.intervalMs) / 1000)),
+      value: () => encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date().toISOString() }),
+      logger: this.#log,
+    });
   }
 
   /** Publishes the first heartbeat (rejecting if etcd refuses it), then keeps beating. */
@@ -52,14 +60,17 @@ export class HeartbeatPublisher {
   async stop(options: { revoke?: boolean } = {}): Promise<void> {
     clearInterval(this.#timer);
     await this.#beating;
-    if (options.revoke ?? true) await this.#key.revoke();
-    if (this.#ownsStore) this.#store.close();
+    await this.#key.close({ revoke: options.revoke ?? true });
+    if (this.#ownsStore) await this.#store.close();
   }
 
   async #beat(strict: boolean): Promise<void> {
-    const value = encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date().toISOString() });
     try {
-      await this.#key.put(value);
+      if (this.#started) await this.#key.write();
+      else {
+        await this.#key.start();
+        this.#started = true;
+      }
       if (this.#failing) this.#log.info('heartbeat published again');
       this.#failing = false;
     } catch (error) {
@@ -71,7 +82,7 @@ export class HeartbeatPublisher {
 }
 
 /** Writes `/causeway/v1/exports/_cluster`: what peers need to reach this cluster. */
-export async function publishExportedCluster(store: CatalogStore, value: Omit<ExportedCluster, 'schema'>): Promise<void> {
+export async function publishExportedCluster(store: EtcdStore, value: Omit<ExportedCluster, 'schema'>): Promise<void> {
   const json = encodeCatalogValue(ExportedCluster, EtcdKeys.exportedCluster, { schema: CATALOG_SCHEMA_VERSION, ...value });
   await store.commit([{ put: EtcdKeys.exportedCluster, value: json }]);
 }

@@ -1,5 +1,5 @@
 import { EtcdKeys } from '../mesh/index.js';
-import type { CatalogStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 
 /**
  * Least privilege for peers (docs/architecture.md "etcd key layout"): a peer's etcd user may read
@@ -24,7 +24,7 @@ export function peerRoleName(peer: string): string {
   return `causeway-peer-${peer}-exports-read`;
 }
 
-export async function grantPeerAccess(store: CatalogStore, options: { peer: string; user?: string }): Promise<PeerAccess> {
+export async function grantPeerAccess(store: EtcdStore, options: { peer: string; user?: string }): Promise<PeerAccess> {
   EtcdKeys.peerImportsPrefix(options.peer); // validates the peer name
   const user = options.user ?? peerUserName(options.peer);
   const role = peerRoleName(options.peer);
@@ -32,6 +32,6 @@ export async function grantPeerAccess(store: CatalogStore, options: { peer: stri
   return { peer: options.peer, user, role, prefix: EtcdKeys.exportsPrefix, authEnabled: await store.authEnabled() };
 }
 
-export async function revokePeerAccess(store: CatalogStore, options: { peer: string; user?: string }): Promise<void> {
+export async function revokePeerAccess(store: EtcdStore, options: { peer: string; user?: string }): Promise<void> {
   await store.revokeUser({ user: options.user ?? peerUserName(options.peer), role: peerRoleName(options.peer) });
 }

@@ -15,7 +15,7 @@ import {
   type Logger,
 } from '../mesh/index.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
-import { MAX_TXN_OPS, type CatalogStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from './etcd-store.js';
+import { MAX_TXN_OPS, type EtcdStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from '../store/index.js';
 import type { FederationMetrics } from './metrics.js';
 import type { PortConflictBoard } from './port-conflicts.js';
 
@@ -29,8 +29,8 @@ export interface LinkTimings {
 
 export interface PeerLinkOptions {
   readonly peer: string;
-  readonly peerStore: CatalogStore;
-  readonly localStore: CatalogStore;
+  readonly peerStore: EtcdStore;
+  readonly localStore: EtcdStore;
   readonly timings: LinkTimings;
   readonly conflicts: PortConflictBoard;
   /** Called when this link's exports changed which clusters are in conflict for `service` (`<ns>/<name>`). */
@@ -376,7 +376,7 @@ export class PeerLink {
   #applyBatch(batch: ChangeBatch): void {
     let changed = false;
     for (const event of batch.events) {
-      const entry: StoredValue = { key: event.key, value: event.value, modRevision: event.modRevision };
+      const entry: StoredValue = { key: event.key, value: event.value, modRevision: event.modRevision, lease: event.lease };
       if (event.type === 'delete') changed = this.#applyDelete(event.key) || changed;
       else changed = this.#applyEntry(entry, true) !== undefined || changed;
     }

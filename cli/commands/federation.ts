@@ -19,7 +19,7 @@ import {
 } from '../../mesh/index.js';
 import { CommandLifecycle, DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag } from '../lifecycle.js';
 import {
-  Etcd3CatalogStore,
+  connectFederationStore,
   Federation,
   FederationError,
   FederationErrorCodes,
@@ -31,23 +31,23 @@ import {
   readClusterStatus,
   renderClusterStatus,
   revokePeerAccess,
-  type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
+import type { EtcdStore } from '../../store/index.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 const CONFIG_HELP = 'cluster config (YAML)';
 
-async function withLocalStore<T>(config: ClusterConfig, fn: (store: CatalogStore) => Promise<T>): Promise<T> {
-  const store = Etcd3CatalogStore.connect(config.etcd);
+async function withLocalStore<T>(config: ClusterConfig, fn: (store: EtcdStore) => Promise<T>): Promise<T> {
+  const store = connectFederationStore(config.etcd);
   try {
     return await fn(store);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
-async function publishClusterRecord(config: ClusterConfig, store: CatalogStore): Promise<void> {
+async function publishClusterRecord(config: ClusterConfig, store: EtcdStore): Promise<void> {
   const listed = await store.list(EtcdKeys.gatewaysPrefix);
   const gateways = listed.entries.flatMap((e) => {
     const d = decodeCatalogValue(Gateway, e.key, e.value);
@@ -76,7 +76,7 @@ async function runFederation(options: FederationRunFlags): Promise<void> {
   const registry = createMetricsRegistry('federation');
   // Before anything starts: a signal while etcd or a peer is not up yet stops it too.
   const lifecycle = new CommandLifecycle({ component: 'federation', drainTimeoutMs, logger: log });
-  const local = Etcd3CatalogStore.connect(config.etcd);
+  const local = connectFederationStore(config.etcd);
   const federation = new Federation(Federation.optionsFrom(config, { registry, local, logger: log }));
   let heartbeat: HeartbeatPublisher | undefined;
   let server: ObservabilityServer | undefined;
@@ -283,7 +283,7 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
   const link = [{ peer: config.cluster.name, etcd: { endpoints: [...request.endpoints], tls: { ca: caFile, cert: certFile, key: keyFile } } }];
   writeFileSync(linkFile, `# links[] entry for ${access.peer}'s cluster config: read ${config.cluster.name}'s exports as etcd user ${access.user}\n${stringify(link)}`);
 
-  const asPeer = Etcd3CatalogStore.connect({ ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } });
+  const asPeer = connectFederationStore({ ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } });
   let check: string;
   try {
     const listing = await asPeer.list(EtcdKeys.exportsPrefix).catch((error: unknown) => {
@@ -305,7 +305,7 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
       check += ' (etcd auth is off: nothing else is refused yet)';
     }
   } finally {
-    asPeer.close();
+    await asPeer.close();
   }
   return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { parse, stringify } from 'yaml';
 import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
-import { Etcd3CatalogStore, FederationError, FederationErrorCodes, grantPeerAccess, peerUserName } from '../../federation/index.js';
+import { connectFederationStore, FederationError, FederationErrorCodes, grantPeerAccess, peerUserName } from '../../federation/index.js';
 import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport } from './helpers.js';
 
 test('a granted peer reads exports and nothing else, writes nothing, and can run a link with those credentials', async (t) => {
@@ -25,7 +25,7 @@ test('a granted peer reads exports and nothing else, writes nothing, and can run
 
   const cert = a.etcd.pki!.issue(access.user);
   const peerCreds = { caFile: a.etcd.pki!.caCertFile, ...cert };
-  const asPeer = Etcd3CatalogStore.connect(connectionTo(a.etcd.endpoints, peerCreds));
+  const asPeer = connectFederationStore(connectionTo(a.etcd.endpoints, peerCreds));
   t.teardown(() => asPeer.close());
 
   const exportsSeen = await asPeer.list(EtcdKeys.exportsPrefix);
