@@ -1,4 +1,5 @@
 import {
+  Backoff,
   CATALOG_SCHEMA_VERSION,
   EtcdKeys,
   ExportedCluster,
@@ -237,7 +238,7 @@ export class PeerLink {
   async #run(): Promise<void> {
     let needFullSync: ResyncReason | undefined = 'initial';
     let resuming = false;
-    let backoffMs = 100;
+    const backoff = new Backoff({ initialMs: 100, maxMs: Math.max(1000, this.#o.timings.heartbeatIntervalMs) });
     while (!this.#stopped) {
       try {
         if (resuming && !needFullSync) {
@@ -254,7 +255,7 @@ export class PeerLink {
           needFullSync = undefined;
         }
         resuming = true;
-        backoffMs = 100;
+        backoff.reset();
         const ending = await this.#watchUntilOver();
         if (ending === 'compacted') needFullSync = 'compacted';
       } catch (error) {
@@ -269,8 +270,7 @@ export class PeerLink {
         // own "circuit breaker" refusals already translated into the failure behind them).
         this.#lastError = message;
         this.#requestFlush();
-        await this.#sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, Math.max(1000, this.#o.timings.heartbeatIntervalMs));
+        await this.#sleep(backoff.next());
       }
     }
   }
