@@ -39,7 +39,7 @@ export class ControllerError extends CausewayError {
 
 /**
  * etcd could not be reached or refused the operation; retryable. `message` names the
- * endpoints and what to check (the store's EtcdErrorTranslator writes it); `cause` is etcd3's error.
+ * endpoints and what to check (store/README.md "Calls and errors"); `cause` is etcd3's error.
  */
 export class EtcdUnavailableError extends ControllerError {
   constructor(message: string, cause: unknown) {

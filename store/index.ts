@@ -19,7 +19,6 @@ export {
 } from './etcd-store.js';
 export { Etcd3Store, type Etcd3StoreOptions } from './etcd3-store.js';
 export { StoreError, StoreErrorCodes } from './errors.js';
-export { EtcdErrorTranslator, type EtcdFailure, type EtcdFailureKind } from './etcd-failure.js';
 export { LeasedKey, type LeasedKeyOptions } from './leased-key.js';
-export { decodeCatalogEntry, type CatalogEntry } from './catalog-entry.js';
+export type { CatalogEntry } from './catalog-entry.js';
 export { CatalogMirror, type CatalogChange, type CatalogMirrorOptions, type CatalogUpdate } from './catalog-mirror.js';
