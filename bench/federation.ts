@@ -14,7 +14,8 @@ import {
   type EtcdConnection,
   type FederationConfig,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../federation/index.js';
+import { connectFederationStore, Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
+import type { EtcdStore } from '../store/index.js';
 import { startEtcd, type EtcdServer } from '../test/fixtures/index.js';
 import { exportedService } from '../test/federation/helpers.js';
 
@@ -39,12 +40,12 @@ const connection = (etcd: EtcdServer): EtcdConnection => ({ endpoints: etcd.endp
 
 interface Cluster {
   etcd: EtcdServer;
-  store: CatalogStore;
+  store: EtcdStore;
 }
 
 async function cluster(name: string): Promise<Cluster> {
   const etcd = await startEtcd({ name: `bench-${name}` });
-  return { etcd, store: Etcd3CatalogStore.connect(connection(etcd)) };
+  return { etcd, store: connectFederationStore(connection(etcd)) };
 }
 
 /** Runs `fn` with cluster A (exporting, heartbeating) and cluster B (fresh), then tears both down. */

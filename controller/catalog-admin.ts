@@ -17,7 +17,7 @@ import {
   type PolicyKind,
 } from '../mesh/index.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
-import type { EtcdStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 
 /**
  * What operators change in a cluster's catalog (`causeway service apply`, `export`,
@@ -103,7 +103,7 @@ export class CatalogAdmin {
   async listServices(): Promise<ServiceSpec[]> {
     const listing = await this.store.list(EtcdKeys.servicesPrefix);
     const out: ServiceSpec[] = [];
-    for (const kv of listing.values) {
+    for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(ServiceSpec, kv.key, kv.value);
       if (decoded.ok) out.push(decoded.value);
     }

@@ -1,27 +1,22 @@
 import {
-  AuthorizationPolicy,
-  ClusterInfo,
-  ControllerRegistration,
-  Endpoint,
-  ExportedCluster,
-  ExportedService,
-  Gateway,
-  Heartbeat,
-  ImportedService,
-  InvalidNameError,
   KEY_ROOT,
-  LinkStatus,
-  ServiceSpec,
-  TrafficPolicy,
-  WorkloadGroup,
-  decodeCatalogValue,
   logger,
-  parseEtcdKey,
-  type EtcdKey,
+  type AuthorizationPolicy,
+  type ClusterInfo,
+  type ControllerRegistration,
+  type Endpoint,
+  type ExportedCluster,
+  type ExportedService,
+  type Gateway,
+  type Heartbeat,
+  type ImportedService,
+  type LinkStatus,
+  type ServiceSpec,
+  type TrafficPolicy,
+  type WorkloadGroup,
 } from '../mesh/index.js';
-import type { z } from 'zod';
-import type { EtcdStore, PrefixWatch, StoredValue, WatchEvent } from './etcd-store.js';
-import { TypedEmitter } from './typed-emitter.js';
+import { CatalogMirror, type CatalogEntry, type CatalogUpdate, type EtcdStore } from '../store/index.js';
+import { TypedEmitter } from '../mesh/index.js';
 
 /** `<namespace>/<name>`: how the controller keys a service everywhere. */
 export type ServiceKey = string;
@@ -78,10 +73,10 @@ type CatalogEvents = {
 };
 
 /**
- * An in-memory copy of this cluster's `/causeway/v1/` tree, loaded with one listing and
- * kept current by a prefix watch that resumes from the listing's revision. Values that
- * fail validation are logged with their key and skipped (docs/architecture.md "etcd key layout");
- * when the watch breaks (compaction), the tree is listed again.
+ * An in-memory copy of this cluster's `/causeway/v1/` tree, indexed the way the controller
+ * reads it, fed by the store's validated {@link CatalogMirror} (one listing, then the
+ * lossless watch; values that fail validation are logged with their key and skipped —
+ * docs/architecture.md "etcd key layout").
  */
 export class CatalogCache extends TypedEmitter<CatalogEvents> {
   cluster: Versioned<ClusterInfo> | undefined;
@@ -99,31 +94,44 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
   readonly authorization = new Map<string, Versioned<AuthorizationPolicy>>();
   readonly traffic = new Map<string, Versioned<TrafficPolicy>>();
   readonly workloadGroups = new Map<string, Versioned<WorkloadGroup>>();
-  /** Keys whose values failed validation, with the reason (for status and tests). */
-  readonly invalid = new Map<string, string>();
-  revision = '0';
-  loaded = false;
-  watching = false;
+  readonly #mirror: CatalogMirror;
+  #loadedOnce = false;
 
-  private watch: PrefixWatch | undefined;
-  private closed = false;
-  private relistTimer: NodeJS.Timeout | undefined;
-  private readonly log = logger('controller-catalog');
-
-  constructor(private readonly store: EtcdStore) {
+  constructor(store: EtcdStore) {
     super();
+    this.#mirror = new CatalogMirror({
+      store,
+      prefix: KEY_ROOT,
+      log: logger('controller-catalog'),
+      onUpdate: (update) => this.#onUpdate(update),
+      onInvalid: (key, error) => this.emit('invalid', key, error),
+    });
+  }
+
+  /** Keys whose values failed validation, with the reason (for status and tests). */
+  get invalid(): ReadonlyMap<string, string> {
+    return this.#mirror.invalid;
+  }
+
+  get revision(): string {
+    return this.#mirror.revision;
+  }
+
+  get loaded(): boolean {
+    return this.#mirror.loaded;
+  }
+
+  get watching(): boolean {
+    return this.#mirror.watching;
   }
 
   /** Lists the tree and starts watching. Rejects when etcd cannot be reached. */
   async start(): Promise<void> {
-    await this.relist();
+    await this.#mirror.start();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.relistTimer);
-    await this.watch?.cancel();
-    this.watch = undefined;
+    this.#mirror.close();
   }
 
   endpointsOf(key: ServiceKey): ReadonlyMap<string, StoredEndpoint> {
@@ -136,230 +144,108 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
     return n;
   }
 
-  private async relist(): Promise<void> {
-    await this.watch?.cancel();
-    this.watch = undefined;
-    this.watching = false;
-    const listing = await this.store.list(KEY_ROOT);
-    this.clear();
-    for (const kv of listing.values) this.apply(kv, new CatalogChanges());
-    this.revision = listing.revision;
-    const first = !this.loaded;
-    this.loaded = true;
-    this.watch = await this.store.watchPrefix(KEY_ROOT, listing.revision, {
-      events: (events, revision) => this.onEvents(events, revision),
-      broken: (error) => {
-        this.watching = false;
-        this.log.warn({ err: error.message, revision: this.revision }, 'catalog watch broke (compaction?); listing again');
-        this.scheduleRelist();
-      },
-      connected: () => {
-        this.watching = true;
-      },
-      disconnected: (error) => {
-        this.watching = false;
-        this.log.warn({ err: error.message }, 'catalog watch disconnected; etcd3 resumes it from the last revision');
-      },
-    });
-    this.watching = true;
-    const all = new CatalogChanges();
-    all.everything = true;
-    if (first) this.emit('loaded');
-    this.emit('change', all);
+  #onUpdate(update: CatalogUpdate): void {
+    const changes = new CatalogChanges();
+    if (update.relisted) {
+      this.#clear();
+      for (const entry of this.#mirror.entries.values()) this.#apply(entry, changes);
+      changes.everything = true;
+      const first = !this.#loadedOnce;
+      this.#loadedOnce = true;
+      if (first) this.emit('loaded');
+    } else {
+      for (const change of update.changes) {
+        if (change.type === 'put') this.#apply(change.entry, changes);
+        else this.#remove(change.entry, changes);
+      }
+    }
+    if (!changes.empty) this.emit('change', changes);
   }
 
-  private scheduleRelist(delayMs = 200): void {
-    if (this.closed) return;
-    clearTimeout(this.relistTimer);
-    this.relistTimer = setTimeout(() => {
-      this.relist().catch((error: Error) => {
-        this.log.warn({ err: error.message }, 'catalog relist failed; retrying');
-        this.scheduleRelist(Math.min(delayMs * 2, 5000));
-      });
-    }, delayMs);
-  }
-
-  private clear(): void {
+  #clear(): void {
     this.cluster = undefined;
     this.exportedCluster = undefined;
     this.heartbeat = undefined;
-    for (const m of [this.services, this.endpoints, this.gateways, this.controllers, this.exports, this.imports, this.linkStatus, this.authorization, this.traffic, this.workloadGroups, this.invalid]) {
+    for (const m of [this.services, this.endpoints, this.gateways, this.controllers, this.exports, this.imports, this.linkStatus, this.authorization, this.traffic, this.workloadGroups]) {
       m.clear();
     }
   }
 
-  private onEvents(events: WatchEvent[], revision: string): void {
-    const changes = new CatalogChanges();
-    for (const event of events) {
-      if (event.type === 'put') this.apply(event.kv, changes);
-      else {
-        this.invalid.delete(event.key);
-        this.remove(event.key, changes);
-      }
-    }
-    this.revision = revision;
-    if (!changes.empty) this.emit('change', changes);
-  }
-
-  private classify(key: string): EtcdKey | undefined {
-    try {
-      return parseEtcdKey(key);
-    } catch (error) {
-      if (error instanceof InvalidNameError) {
-        this.reject(key, error);
-        return undefined;
-      }
-      throw error;
-    }
-  }
-
-  private reject(key: string, error: Error): void {
-    this.invalid.set(key, error.message);
-    this.log.warn({ key, err: error.message }, 'skipping invalid etcd value');
-    this.emit('invalid', key, error);
-  }
-
-  private decode<S extends z.ZodType>(schema: S, kv: StoredValue): z.output<S> | undefined {
-    const result = decodeCatalogValue(schema, kv.key, kv.value);
-    if (!result.ok) {
-      this.reject(kv.key, result.error);
-      return undefined;
-    }
-    this.invalid.delete(kv.key);
-    return result.value;
-  }
-
-  private mismatch(kv: StoredValue, what: string): undefined {
-    this.reject(kv.key, new Error(`${what} in the value does not match the key`));
-    return undefined;
-  }
-
-  private apply(kv: StoredValue, changes: CatalogChanges): void {
-    const k = this.classify(kv.key);
-    if (!k) return;
-    // A value that turns invalid replaces nothing: drop what the key held before.
-    const drop = () => this.remove(kv.key, changes);
-    const m = kv.modRevision;
-    switch (k.kind) {
-      case 'cluster': {
-        const value = this.decode(ClusterInfo, kv);
-        if (!value) return drop();
-        this.cluster = { value, modRevision: m };
+  #apply(entry: CatalogEntry, changes: CatalogChanges): void {
+    const m = entry.modRevision;
+    switch (entry.kind) {
+      case 'cluster':
+        this.cluster = { value: entry.value, modRevision: m };
         changes.cluster = true;
         return;
-      }
       case 'service': {
-        const value = this.decode(ServiceSpec, kv);
-        if (!value || value.namespace !== k.namespace || value.name !== k.name) return value ? (drop(), this.mismatch(kv, 'namespace/name')) : drop();
-        const sk = serviceKey(k.namespace, k.name);
-        this.services.set(sk, { value, modRevision: m });
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
+        this.services.set(sk, { value: entry.value, modRevision: m });
         changes.services.add(sk);
         changes.exports = true;
         return;
       }
       case 'endpoint': {
-        const value = this.decode(Endpoint, kv);
-        if (!value || value.namespace !== k.namespace || value.service !== k.name || value.id !== k.endpointId) {
-          return value ? (drop(), this.mismatch(kv, 'namespace/service/id')) : drop();
-        }
-        const sk = serviceKey(k.namespace, k.name);
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
         let byId = this.endpoints.get(sk);
         if (!byId) this.endpoints.set(sk, (byId = new Map()));
-        byId.set(k.endpointId, { key: kv.key, value, modRevision: m, lease: kv.lease });
+        byId.set(entry.name.endpointId, { key: entry.key, value: entry.value, modRevision: m, lease: entry.lease });
         changes.services.add(sk);
         changes.exports = true;
         return;
       }
-      case 'gateway': {
-        const value = this.decode(Gateway, kv);
-        if (!value) return drop();
-        this.gateways.set(k.gatewayId, { value, modRevision: m });
+      case 'gateway':
+        this.gateways.set(entry.name.gatewayId, { value: entry.value, modRevision: m });
         changes.gateways = true;
         return;
-      }
-      case 'controller': {
-        const value = this.decode(ControllerRegistration, kv);
-        if (!value || value.id !== k.controllerId) return value ? (drop(), this.mismatch(kv, 'id')) : drop();
-        this.controllers.set(k.controllerId, { value, modRevision: m });
+      case 'controller':
+        this.controllers.set(entry.name.controllerId, { value: entry.value, modRevision: m });
         changes.controllers = true;
         return;
-      }
-      case 'exported-cluster': {
-        const value = this.decode(ExportedCluster, kv);
-        if (!value) return drop();
-        this.exportedCluster = { value, modRevision: m };
+      case 'exported-cluster':
+        this.exportedCluster = { value: entry.value, modRevision: m };
         changes.exports = true;
         return;
-      }
-      case 'heartbeat': {
-        const value = this.decode(Heartbeat, kv);
-        if (!value) return drop();
-        this.heartbeat = { value, modRevision: m };
+      case 'heartbeat':
+        this.heartbeat = { value: entry.value, modRevision: m };
         return;
-      }
-      case 'exported-service': {
-        const value = this.decode(ExportedService, kv);
-        if (!value) return drop();
-        this.exports.set(serviceKey(k.namespace, k.name), { value, modRevision: m });
+      case 'exported-service':
+        this.exports.set(serviceKey(entry.name.namespace, entry.name.name), { value: entry.value, modRevision: m });
         changes.exports = true;
         return;
-      }
       case 'imported-service': {
-        const value = this.decode(ImportedService, kv);
-        if (!value || value.peer !== k.peer || value.service.namespace !== k.namespace || value.service.name !== k.name) {
-          return value ? (drop(), this.mismatch(kv, 'peer/namespace/name')) : drop();
-        }
-        const sk = serviceKey(k.namespace, k.name);
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
         let byPeer = this.imports.get(sk);
         if (!byPeer) this.imports.set(sk, (byPeer = new Map()));
-        byPeer.set(k.peer, { value, modRevision: m });
+        byPeer.set(entry.name.peer, { value: entry.value, modRevision: m });
         changes.services.add(sk);
         return;
       }
-      case 'link-status': {
-        const value = this.decode(LinkStatus, kv);
-        if (!value) return drop();
-        this.linkStatus.set(k.peer, { value, modRevision: m });
+      case 'link-status':
+        this.linkStatus.set(entry.name.peer, { value: entry.value, modRevision: m });
         changes.links = true;
         return;
-      }
-      case 'policy': {
-        if (k.policyKind === 'authorization') {
-          const value = this.decode(AuthorizationPolicy, kv);
-          if (!value || value.namespace !== k.namespace || value.name !== k.name) return value ? (drop(), this.mismatch(kv, 'namespace/name')) : drop();
-          this.authorization.set(kv.key, { value, modRevision: m });
-        } else {
-          const value = this.decode(TrafficPolicy, kv);
-          if (!value || value.namespace !== k.namespace || value.name !== k.name) return value ? (drop(), this.mismatch(kv, 'namespace/name')) : drop();
-          this.traffic.set(kv.key, { value, modRevision: m });
-        }
+      case 'policy':
+        if (entry.name.policyKind === 'authorization') this.authorization.set(entry.key, { value: entry.value as AuthorizationPolicy, modRevision: m });
+        else this.traffic.set(entry.key, { value: entry.value as TrafficPolicy, modRevision: m });
         changes.policies = true;
         return;
-      }
-      case 'workload-group': {
-        const value = this.decode(WorkloadGroup, kv);
-        if (!value) return drop();
-        this.workloadGroups.set(kv.key, { value, modRevision: m });
+      case 'workload-group':
+        this.workloadGroups.set(entry.key, { value: entry.value, modRevision: m });
         changes.workloads = true;
         return;
-      }
     }
   }
 
-  private remove(key: string, changes: CatalogChanges): void {
-    let k: EtcdKey;
-    try {
-      k = parseEtcdKey(key);
-    } catch {
-      return;
-    }
-    switch (k.kind) {
+  #remove(entry: CatalogEntry, changes: CatalogChanges): void {
+    const key = entry.key;
+    switch (entry.kind) {
       case 'cluster':
         this.cluster = undefined;
         changes.cluster = true;
         return;
       case 'service': {
-        const sk = serviceKey(k.namespace, k.name);
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
         if (this.services.delete(sk)) {
           changes.services.add(sk);
           changes.exports = true;
@@ -367,9 +253,9 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
         return;
       }
       case 'endpoint': {
-        const sk = serviceKey(k.namespace, k.name);
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
         const byId = this.endpoints.get(sk);
-        if (byId?.delete(k.endpointId)) {
+        if (byId?.delete(entry.name.endpointId)) {
           if (byId.size === 0) this.endpoints.delete(sk);
           changes.services.add(sk);
           changes.exports = true;
@@ -377,10 +263,10 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
         return;
       }
       case 'gateway':
-        if (this.gateways.delete(k.gatewayId)) changes.gateways = true;
+        if (this.gateways.delete(entry.name.gatewayId)) changes.gateways = true;
         return;
       case 'controller':
-        if (this.controllers.delete(k.controllerId)) changes.controllers = true;
+        if (this.controllers.delete(entry.name.controllerId)) changes.controllers = true;
         return;
       case 'exported-cluster':
         this.exportedCluster = undefined;
@@ -390,19 +276,19 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
         this.heartbeat = undefined;
         return;
       case 'exported-service':
-        if (this.exports.delete(serviceKey(k.namespace, k.name))) changes.exports = true;
+        if (this.exports.delete(serviceKey(entry.name.namespace, entry.name.name))) changes.exports = true;
         return;
       case 'imported-service': {
-        const sk = serviceKey(k.namespace, k.name);
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
         const byPeer = this.imports.get(sk);
-        if (byPeer?.delete(k.peer)) {
+        if (byPeer?.delete(entry.name.peer)) {
           if (byPeer.size === 0) this.imports.delete(sk);
           changes.services.add(sk);
         }
         return;
       }
       case 'link-status':
-        if (this.linkStatus.delete(k.peer)) changes.links = true;
+        if (this.linkStatus.delete(entry.name.peer)) changes.links = true;
         return;
       case 'policy':
         if (this.authorization.delete(key) || this.traffic.delete(key)) changes.policies = true;

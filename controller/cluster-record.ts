@@ -1,6 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import { CATALOG_SCHEMA_VERSION, ClusterInfo, EtcdKeys, decodeCatalogValue, encodeCatalogValue, logger, type GatewayAddress, type Locality } from '../mesh/index.js';
-import type { EtcdStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 
 export interface ClusterRecordOptions {
   readonly name: string;

@@ -18,16 +18,16 @@ import {
   type ObservabilityServer,
   type Readiness,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../federation/index.js';
+import { Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
+import { LeasedKey, type EtcdStore } from '../store/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
 import { ClusterRecord, sortedAddresses } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
 import { OperatorDnsServer } from './dns-server.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
-import { Etcd3Store, type EtcdStore } from './etcd-store.js';
+import { connectControllerStore } from './etcd-connection.js';
 import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
-import { LeasedKey } from './leased-key.js';
 import { ControllerMetrics } from './metrics.js';
 import { discoveryService, registrationService, type TlsIdentity } from '../api-client/index.js';
 import { RegistrationService } from './registration-service.js';
@@ -121,7 +121,6 @@ export class Controller {
   private serving = false;
   private stopped = false;
   private advertised: { address: string; port: number } | undefined;
-  private federationStore: CatalogStore | undefined;
   private heartbeat: HeartbeatPublisher | undefined;
   private readonly hosted: HostedComponent[] = [];
   private hostedFederation: Federation | undefined;
@@ -192,13 +191,13 @@ export class Controller {
     const { config } = this;
     const td = config.trustDomain;
     const tls = await this.servingIdentity();
-    this.store = this.options.store ?? new Etcd3Store(config.etcd);
+    // One etcd client for everything this process writes to its own etcd: catalog,
+    // registrations, exports, heartbeat and the hosted federation's imports.
+    this.store = this.options.store ?? connectControllerStore(config.etcd);
     const store = this.store;
-    // The federation's own store type: its heartbeat, _cluster writer and links use it.
-    const federationStore = (this.federationStore = Etcd3CatalogStore.connect(config.etcd));
     this.hosted.push(...(this.options.components ?? []));
     if (config.links.length > 0 && (this.options.federation ?? true)) {
-      const federation = (this.hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: federationStore })));
+      const federation = (this.hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: store })));
       this.hosted.push({ name: 'federation', start: () => federation.start(), stop: () => federation.stop(), readiness: () => federation.readiness() });
     }
     const catalog = (this.catalog = new CatalogCache(store));
@@ -226,7 +225,7 @@ export class Controller {
         trustDomain: td,
         debounceMs: config.controller.pushDebounceMs,
         endpointHealthy,
-        publishCluster: (value) => publishExportedCluster(federationStore, value),
+        publishCluster: (value) => publishExportedCluster(store, value),
       },
       this.metrics,
     );
@@ -300,7 +299,7 @@ export class Controller {
     // In the record at once; from now on syncControllers() keeps it (on the registration's watch event).
     await record.addController(advertised);
     await publisher.start();
-    this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: federationStore, intervalMs: config.federation.heartbeatIntervalMs });
+    this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store, intervalMs: config.federation.heartbeatIntervalMs });
     await this.heartbeat.start();
     if (this.options.healthChecks?.enabled) checker.start();
     for (const c of this.hosted) await c.start();
@@ -437,8 +436,7 @@ export class Controller {
     // this cluster stale; with none left, the lease expires within ~3 intervals.
     await steps.run('heartbeat', () => withTimeout(this.heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
     await steps.run('catalog watch', () => withTimeout(this.catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
-    await steps.run('etcd clients', async () => {
-      this.federationStore?.close();
+    await steps.run('etcd client', async () => {
       if (!this.options.store) await withTimeout(this.store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
     });
     await steps.run('observability server', async () => this.observability?.close());

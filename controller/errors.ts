@@ -4,7 +4,7 @@ export { ControllerError, ControllerErrorCodes };
 
 /**
  * etcd could not be reached or refused the operation; retryable. `message` names the
- * endpoints and what to check (mesh's EtcdErrorTranslator writes it); `cause` is etcd3's error.
+ * endpoints and what to check (store/README.md "Calls and errors"); `cause` is etcd3's error.
  */
 export class EtcdUnavailableError extends ControllerError {
   constructor(message: string, cause: unknown) {

@@ -12,7 +12,7 @@ import {
 } from '../mesh/index.js';
 import { exportedClusterValue } from '../federation/index.js';
 import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from './catalog-cache.js';
-import type { EtcdStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 import type { ControllerMetrics } from './metrics.js';
 
 export interface ExportPublisherOptions {

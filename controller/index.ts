@@ -7,7 +7,7 @@
  */
 export { Controller, type ControllerOptions, type HostedComponent } from './controller.js';
 export { CatalogAdmin, POLICY_KIND_VALUES, PolicyManifestDocument, SERVICE_KINDS, ServiceManifestDocument, parseManifest, parseServiceRef, type ManifestDocument } from './catalog-admin.js';
-export { Etcd3Store, type EtcdStore, type StoredValue } from './etcd-store.js';
+export { connectControllerStore } from './etcd-connection.js';
 export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './errors.js';
 export { callerSpiffeId } from './caller-identity.js';
 export type { NodeStatus } from './discovery-service.js';

@@ -15,7 +15,7 @@ import {
 } from '../mesh/index.js';
 import { serviceKey, type CatalogCache } from './catalog-cache.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
-import type { EtcdStore, StoredValue } from './etcd-store.js';
+import type { EtcdStore, StoredValue } from '../store/index.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { DeregisterRequest, HeartbeatRequest, HeartbeatResponse, RegisterRequest, RegisterResponse } from '../api-client/index.js';
 import { callerSpiffeId } from './caller-identity.js';

@@ -18,7 +18,7 @@ import {
   parseYamlDocuments,
   workloadGroupEndpointId,
 } from '../mesh/index.js';
-import type { EtcdStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 
 /** Stable codes of workload-group and bundle errors. */
 export const WorkloadErrorCodes = {
@@ -166,7 +166,7 @@ export class WorkloadGroups {
     if (namespace !== undefined) EtcdKeys.workloadGroup(namespace, 'x');
     const listing = await this.store.list(prefix);
     const out: WorkloadGroup[] = [];
-    for (const kv of listing.values) {
+    for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(WorkloadGroup, kv.key, kv.value);
       if (decoded.ok) out.push(decoded.value);
     }
@@ -192,7 +192,7 @@ export class WorkloadGroups {
   async controllerAddress(viaGateway: boolean): Promise<string> {
     const [kv, registrations] = await Promise.all([this.store.get(EtcdKeys.cluster), viaGateway ? undefined : this.store.list(EtcdKeys.controllersPrefix)]);
     const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
-    const live = (registrations?.values ?? []).flatMap((r) => {
+    const live = (registrations?.entries ?? []).flatMap((r) => {
       const d = decodeCatalogValue(ControllerRegistration, r.key, r.value);
       return d.ok ? [{ address: d.value.address, port: d.value.port }] : [];
     });
@@ -212,7 +212,7 @@ export class WorkloadGroups {
     const identity = workloadGroupIdentity(group, this.trustDomain);
     const listing = await this.store.list(EtcdKeys.serviceEndpointsPrefix(group.namespace, group.service));
     const out: WorkloadGroupHost[] = [];
-    for (const kv of listing.values) {
+    for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(Endpoint, kv.key, kv.value);
       if (!decoded.ok) continue;
       const e = decoded.value;

@@ -9,7 +9,7 @@ import {
   type ClusterConfig,
   type LinkState,
 } from '../mesh/index.js';
-import type { CatalogStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
 
 /**
  * `causeway status`: one cluster and its links, read from the local etcd. Imports are
@@ -48,7 +48,7 @@ export interface ClusterStatus {
 
 const loc = (l: { region: string; zone: string }) => `${l.region}/${l.zone}`;
 
-export async function readClusterStatus(store: CatalogStore, config: ClusterConfig, now = Date.now()): Promise<ClusterStatus> {
+export async function readClusterStatus(store: EtcdStore, config: ClusterConfig, now = Date.now()): Promise<ClusterStatus> {
   const [clusterKv, gateways, imports] = await Promise.all([
     store.get(EtcdKeys.cluster),
     store.list(EtcdKeys.gatewaysPrefix),

@@ -10,7 +10,8 @@ import {
   type Logger,
   type Readiness,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, MAX_TXN_OPS, type CatalogStore } from './etcd-store.js';
+import { MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
+import { connectFederationStore } from './etcd-connection.js';
 import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
@@ -20,14 +21,14 @@ export interface FederationOptions {
   /** This cluster's name (imports are written for peers of it). */
   readonly cluster: string;
   /** The local etcd: where imports and link status are written. A store the host already has, or a connection. */
-  readonly local: CatalogStore | EtcdConnection;
+  readonly local: EtcdStore | EtcdConnection;
   readonly links: readonly LinkConfig[];
   readonly settings: FederationConfig;
   /** Metrics land here (the host's registry); a private one otherwise. */
   readonly registry?: Registry;
   readonly logger?: Logger;
   /** Opens a peer's etcd; defaults to etcd3 over the link's endpoints and TLS files. */
-  readonly connectPeer?: (link: LinkConfig) => CatalogStore;
+  readonly connectPeer?: (link: LinkConfig) => EtcdStore;
 }
 
 export interface FederationStatus {
@@ -46,9 +47,9 @@ export interface FederationStatus {
 export class Federation {
   readonly #o: FederationOptions;
   readonly #log: Logger;
-  readonly #local: CatalogStore;
+  readonly #local: EtcdStore;
   readonly #ownsLocal: boolean;
-  readonly #peerStores: CatalogStore[] = [];
+  readonly #peerStores: EtcdStore[] = [];
   readonly #links = new Map<string, PeerLink>();
   readonly #conflicts = new PortConflictBoard();
   readonly metrics: FederationMetrics;
@@ -61,7 +62,7 @@ export class Federation {
     this.#o = options;
     this.#log = options.logger ?? moduleLogger('federation', { cluster: options.cluster });
     this.#ownsLocal = !('list' in options.local);
-    this.#local = 'list' in options.local ? options.local : Etcd3CatalogStore.connect(options.local);
+    this.#local = 'list' in options.local ? options.local : connectFederationStore(options.local);
     this.metrics = new FederationMetrics(options.registry ?? new Registry());
   }
 
@@ -80,7 +81,7 @@ export class Federation {
         this.#log.warn({ peer: link.peer }, 'ignoring a link to this cluster itself');
         continue;
       }
-      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : Etcd3CatalogStore.connect(link.etcd);
+      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : connectFederationStore(link.etcd);
       this.#peerStores.push(peerStore);
       const peerLink = new PeerLink({
         peer: link.peer,
@@ -116,8 +117,8 @@ export class Federation {
   async stop(): Promise<void> {
     this.#localExports?.stop();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
-    for (const store of this.#peerStores) store.close();
-    if (this.#ownsLocal) this.#local.close();
+    await Promise.all(this.#peerStores.map((store) => store.close()));
+    if (this.#ownsLocal) await this.#local.close();
   }
 
   /** Ready once every link finished its initial sync or passed `initialSyncTimeout`. */

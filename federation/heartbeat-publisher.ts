@@ -11,13 +11,14 @@ import {
   type Locality,
   type Logger,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, type CatalogStore, type LeasedKey, type StoredValue } from './etcd-store.js';
+import { LeasedKey, type EtcdStore, type StoredValue } from '../store/index.js';
+import { connectFederationStore } from './etcd-connection.js';
 import { heartbeatSequence, nextHeartbeatSequence } from './heartbeat-freshness.js';
 
 export interface HeartbeatPublisherOptions {
   readonly cluster: string;
   /** This cluster's etcd (the one peers watch). */
-  readonly store: CatalogStore | EtcdConnection;
+  readonly store: EtcdStore | EtcdConnection;
   readonly intervalMs: number;
   readonly logger?: Logger;
 }
@@ -29,7 +30,7 @@ export interface HeartbeatPublisherOptions {
  */
 export class HeartbeatPublisher {
   readonly #o: HeartbeatPublisherOptions;
-  readonly #store: CatalogStore;
+  readonly #store: EtcdStore;
   readonly #ownsStore: boolean;
   readonly #key: LeasedKey;
   readonly #log: Logger;
@@ -37,13 +38,22 @@ export class HeartbeatPublisher {
   #beating: Promise<void> = Promise.resolve();
   #failing = false;
   #lastSequence: number | undefined;
+  #started = false;
+  /** What the lease key holds next: the value of the beat being written. */
+  #value = '';
 
   constructor(options: HeartbeatPublisherOptions) {
     this.#o = options;
     this.#ownsStore = !('list' in options.store);
-    this.#store = 'list' in options.store ? options.store : Etcd3CatalogStore.connect(options.store);
-    this.#key = this.#store.leasedKey(EtcdKeys.heartbeat, Math.max(2, Math.ceil((3 * options.intervalMs) / 1000)));
+    this.#store = 'list' in options.store ? options.store : connectFederationStore(options.store);
     this.#log = options.logger ?? moduleLogger('heartbeat', { cluster: options.cluster });
+    this.#key = new LeasedKey({
+      store: this.#store,
+      key: EtcdKeys.heartbeat,
+      ttlSeconds: Math.max(2, Math.ceil((3 * options.intervalMs) / 1000)),
+      value: () => this.#value,
+      logger: this.#log,
+    });
   }
 
   /** Publishes the first heartbeat (rejecting if etcd refuses it), then keeps beating. */
@@ -57,16 +67,20 @@ export class HeartbeatPublisher {
   async stop(options: { revoke?: boolean } = {}): Promise<void> {
     clearInterval(this.#timer);
     await this.#beating;
-    if (options.revoke ?? true) await this.#key.revoke();
-    if (this.#ownsStore) this.#store.close();
+    await this.#key.close({ revoke: options.revoke ?? true });
+    if (this.#ownsStore) await this.#store.close();
   }
 
   async #beat(strict: boolean): Promise<void> {
     try {
       const nowMs = Date.now();
       const sequence = nextHeartbeatSequence(await this.#lastWrittenSequence(), nowMs);
-      const value = encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date(nowMs).toISOString(), sequence });
-      await this.#key.put(value);
+      this.#value = encodeCatalogValue(Heartbeat, EtcdKeys.heartbeat, { schema: CATALOG_SCHEMA_VERSION, cluster: this.#o.cluster, at: new Date(nowMs).toISOString(), sequence });
+      if (this.#started) await this.#key.write();
+      else {
+        await this.#key.start();
+        this.#started = true;
+      }
       this.#lastSequence = sequence;
       if (this.#failing) this.#log.info('heartbeat published again');
       this.#failing = false;
@@ -114,7 +128,7 @@ export function exportedClusterValue(cluster: ExportedClusterIdentity, gateways:
 }
 
 /** Writes `/causeway/v1/exports/_cluster`: what peers need to reach this cluster. */
-export async function publishExportedCluster(store: CatalogStore, value: Omit<ExportedCluster, 'schema'>): Promise<void> {
+export async function publishExportedCluster(store: EtcdStore, value: Omit<ExportedCluster, 'schema'>): Promise<void> {
   const json = encodeCatalogValue(ExportedCluster, EtcdKeys.exportedCluster, { schema: CATALOG_SCHEMA_VERSION, ...value });
   await store.commit([{ put: EtcdKeys.exportedCluster, value: json }]);
 }

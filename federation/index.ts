@@ -7,7 +7,6 @@ export type { PeerLinkStatus, LinkTimings } from './peer-link.js';
 export { HeartbeatPublisher, exportedClusterValue, publishExportedCluster, type ExportedClusterIdentity, type HeartbeatPublisherOptions } from './heartbeat-publisher.js';
 export { StandaloneFederation, type StandaloneFederationOptions } from './run.js';
 export { grantPeerAccess, revokePeerAccess, peerUserName, peerRoleName, checkPeerUser, peerUserRefusal, ETCD_ROOT_USER, type PeerAccess } from './peer-access.js';
-export { EtcdAuthInspector, type RolePermission } from './etcd-auth.js';
 export {
   createExportStorePki,
   exportStoreTlsFlags,
@@ -20,7 +19,7 @@ export {
   type ExportStorePkiOptions,
 } from './export-store-pki.js';
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
-export { Etcd3CatalogStore, type CatalogStore, type WriteOp, type StoredValue, type Listing } from './etcd-store.js';
+export { connectFederationStore } from './etcd-connection.js';
 export { PortConflictBoard, portsSignature, type PortConflict } from './port-conflicts.js';
 export { FederationMetrics } from './metrics.js';
 export { FederationError, FederationErrorCodes } from './errors.js';

@@ -1,6 +1,6 @@
 import { EtcdKeys } from '../mesh/index.js';
+import type { EtcdStore } from '../store/index.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
-import type { CatalogStore } from './etcd-store.js';
 
 /**
  * Least privilege for peers (docs/architecture.md "etcd key layout"): a peer's etcd user may read
@@ -25,7 +25,7 @@ export function peerRoleName(peer: string): string {
   return `causeway-peer-${peer}-exports-read`;
 }
 
-export async function grantPeerAccess(store: CatalogStore, options: { peer: string; user?: string }): Promise<PeerAccess> {
+export async function grantPeerAccess(store: EtcdStore, options: { peer: string; user?: string }): Promise<PeerAccess> {
   EtcdKeys.peerImportsPrefix(options.peer); // validates the peer name
   const user = options.user ?? peerUserName(options.peer);
   const role = peerRoleName(options.peer);
@@ -35,7 +35,7 @@ export async function grantPeerAccess(store: CatalogStore, options: { peer: stri
   return { peer: options.peer, user, role, prefix: EtcdKeys.exportsPrefix, authEnabled: await store.authEnabled() };
 }
 
-export async function revokePeerAccess(store: CatalogStore, options: { peer: string; user?: string }): Promise<void> {
+export async function revokePeerAccess(store: EtcdStore, options: { peer: string; user?: string }): Promise<void> {
   await store.revokeUser({ user: options.user ?? peerUserName(options.peer), role: peerRoleName(options.peer) });
 }
 

@@ -1,4 +1,5 @@
 import {
+  Backoff,
   CATALOG_SCHEMA_VERSION,
   EtcdKeys,
   ExportedCluster,
@@ -16,7 +17,7 @@ import {
 } from '../mesh/index.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
 import { HeartbeatFreshness } from './heartbeat-freshness.js';
-import { MAX_TXN_OPS, type CatalogStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from './etcd-store.js';
+import { MAX_TXN_OPS, type EtcdStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from '../store/index.js';
 import type { FederationMetrics } from './metrics.js';
 import type { PortConflictBoard } from './port-conflicts.js';
 
@@ -30,8 +31,8 @@ export interface LinkTimings {
 
 export interface PeerLinkOptions {
   readonly peer: string;
-  readonly peerStore: CatalogStore;
-  readonly localStore: CatalogStore;
+  readonly peerStore: EtcdStore;
+  readonly localStore: EtcdStore;
   readonly timings: LinkTimings;
   readonly conflicts: PortConflictBoard;
   /** Called when this link's exports changed which clusters are in conflict for `service` (`<ns>/<name>`). */
@@ -240,7 +241,7 @@ export class PeerLink {
   async #run(): Promise<void> {
     let needFullSync: ResyncReason | undefined = 'initial';
     let resuming = false;
-    let backoffMs = 100;
+    const backoff = new Backoff({ initialMs: 100, maxMs: Math.max(1000, this.#o.timings.heartbeatIntervalMs) });
     while (!this.#stopped) {
       try {
         if (resuming && !needFullSync) {
@@ -257,7 +258,7 @@ export class PeerLink {
           needFullSync = undefined;
         }
         resuming = true;
-        backoffMs = 100;
+        backoff.reset();
         const ending = await this.#watchUntilOver();
         if (ending === 'compacted') needFullSync = 'compacted';
       } catch (error) {
@@ -272,8 +273,7 @@ export class PeerLink {
         // own "circuit breaker" refusals already translated into the failure behind them).
         this.#lastError = message;
         this.#requestFlush();
-        await this.#sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, Math.max(1000, this.#o.timings.heartbeatIntervalMs));
+        await this.#sleep(backoff.next());
       }
     }
   }
@@ -379,7 +379,7 @@ export class PeerLink {
   #applyBatch(batch: ChangeBatch): void {
     let changed = false;
     for (const event of batch.events) {
-      const entry: StoredValue = { key: event.key, value: event.value, modRevision: event.modRevision };
+      const entry: StoredValue = { key: event.key, value: event.value, modRevision: event.modRevision, lease: event.lease };
       if (event.type === 'delete') changed = this.#applyDelete(event.key) || changed;
       else changed = this.#applyEntry(entry) !== undefined || changed;
     }

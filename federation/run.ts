@@ -10,7 +10,8 @@ import {
   type ObservabilityServer,
   type ShutdownSteps,
 } from '../mesh/index.js';
-import { Etcd3CatalogStore, type CatalogStore } from './etcd-store.js';
+import type { EtcdStore } from '../store/index.js';
+import { connectFederationStore } from './etcd-connection.js';
 import { Federation } from './federation.js';
 import { HeartbeatPublisher, exportedClusterValue, publishExportedCluster } from './heartbeat-publisher.js';
 
@@ -34,7 +35,7 @@ export class StandaloneFederation {
   readonly #options: StandaloneFederationOptions;
   readonly #log: Logger;
   readonly #registry = createMetricsRegistry('federation');
-  readonly #local: CatalogStore;
+  readonly #local: EtcdStore;
   readonly #federation: Federation;
   #heartbeat: HeartbeatPublisher | undefined;
   #server: ObservabilityServer | undefined;
@@ -43,7 +44,7 @@ export class StandaloneFederation {
     this.#config = config;
     this.#options = options;
     this.#log = options.logger ?? moduleLogger('federation', { cluster: config.cluster.name });
-    this.#local = Etcd3CatalogStore.connect(config.etcd);
+    this.#local = connectFederationStore(config.etcd);
     this.#federation = new Federation(Federation.optionsFrom(config, { registry: this.#registry, local: this.#local, logger: this.#log }));
   }
 

@@ -1,34 +1,25 @@
-import type { Etcd3, Lease, Watcher } from 'etcd3';
-import type { IKeyValue } from 'etcd3/lib/rpc.js';
-import type { z } from 'zod';
 import {
-  ClusterInfo,
-  ControllerRegistration,
-  Endpoint,
   EtcdKeys,
-  ExportedService,
   Gateway,
-  ImportedService,
   KEY_ROOT,
-  ServiceSpec,
-  decodeCatalogValue,
   encodeCatalogValue,
   logger as moduleLogger,
-  parseEtcdKey,
-  type EtcdKey,
+  type ClusterInfo,
+  type Endpoint,
   type Logger,
+  type ServiceSpec,
 } from '../mesh/index.js';
+import { CatalogMirror, LeasedKey, type EtcdStore } from '../store/index.js';
 import type { ServiceRouteSpec, TargetAddress } from './route-table.js';
 import type { RouteSpecInput } from './sni-gateway.js';
 
 /**
- * Builds the gateway's routes from this cluster's catalog in etcd and keeps them current:
- * one list of `/causeway/v1/`, then one prefix watch from the revision after it. Values
- * that fail validation are logged with their key and skipped. A watch that cannot resume
- * (compacted revision) re-lists.
+ * Builds the gateway's routes from this cluster's catalog in etcd and keeps them current
+ * through the store's validated catalog mirror of `/causeway/v1/` (one listing, then the
+ * lossless watch; values that fail validation are logged with their key and skipped).
  */
 export interface CatalogRouteSourceOptions {
-  readonly etcd: Etcd3;
+  readonly store: EtcdStore;
   /** This cluster's name (service SNIs naming it go to local endpoints). */
   readonly cluster: string;
   readonly trustDomain: string;
@@ -40,107 +31,39 @@ export interface CatalogRouteSourceOptions {
   readonly logger?: Logger;
 }
 
-type Family = 'cluster' | 'controller' | 'service' | 'endpoint' | 'exported-service' | 'imported-service' | 'gateway';
-
-const schemas = {
-  cluster: ClusterInfo,
-  controller: ControllerRegistration,
-  service: ServiceSpec,
-  endpoint: Endpoint,
-  'exported-service': ExportedService,
-  'imported-service': ImportedService,
-  gateway: Gateway,
-} satisfies Record<Family, z.ZodType>;
-
 export class CatalogRouteSource {
-  private readonly log: Logger;
-  private readonly values = new Map<string, { family: Family; parsed: EtcdKey; value: unknown }>();
-  private watcher: Watcher | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private closed = false;
-  private synced = false;
+  readonly #o: CatalogRouteSourceOptions;
+  readonly #mirror: CatalogMirror;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #synced = false;
 
-  constructor(private readonly options: CatalogRouteSourceOptions) {
-    this.log = options.logger ?? moduleLogger('gateway-catalog', { cluster: options.cluster });
+  constructor(options: CatalogRouteSourceOptions) {
+    this.#o = options;
+    this.#mirror = new CatalogMirror({
+      store: options.store,
+      prefix: KEY_ROOT,
+      log: options.logger ?? moduleLogger('gateway-catalog', { cluster: options.cluster }),
+      // A listing is applied at once; watch events are coalesced.
+      onUpdate: ({ relisted }) => (relisted ? this.#apply() : this.#schedule()),
+    });
   }
 
   /** Lists the catalog, applies the first route table and starts watching. */
   async start(): Promise<void> {
-    await this.resync();
+    await this.#mirror.start();
   }
 
   get hasSynced(): boolean {
-    return this.synced;
+    return this.#synced;
   }
 
-  private async resync(): Promise<void> {
-    const response = await this.options.etcd.getAll().prefix(KEY_ROOT).exec();
-    this.values.clear();
-    for (const kv of response.kvs) this.put(kv);
-    this.apply();
-    const revision = BigInt(response.header.revision);
-    await this.watch(revision + 1n);
-  }
-
-  private async watch(fromRevision: bigint): Promise<void> {
-    if (this.closed) return;
-    const watcher = await this.options.etcd.watch().prefix(KEY_ROOT).startRevision(fromRevision.toString()).create();
-    if (this.closed) {
-      await watcher.cancel();
-      return;
-    }
-    this.watcher = watcher;
-    watcher.on('put', (kv) => {
-      this.put(kv);
-      this.schedule();
-    });
-    watcher.on('delete', (kv) => {
-      this.values.delete(kv.key.toString('utf8'));
-      this.schedule();
-    });
-    watcher.on('error', (error) => {
-      // etcd3 does not resume past a compaction: list again and watch from there.
-      this.log.warn({ err: error }, 'catalog watch failed; re-listing');
-      void watcher.cancel().catch(() => undefined);
-      if (this.watcher === watcher) this.watcher = undefined;
-      this.retryResync();
-    });
-  }
-
-  private retryResync(): void {
-    if (this.closed) return;
-    this.resync().catch((error: Error) => {
-      this.log.warn({ err: error }, 'catalog re-list failed; retrying in 1 s');
-      setTimeout(() => this.retryResync(), 1000).unref();
-    });
-  }
-
-  private put(kv: IKeyValue): void {
-    const key = kv.key.toString('utf8');
-    let parsed: EtcdKey;
-    try {
-      parsed = parseEtcdKey(key);
-    } catch (error) {
-      this.log.warn({ key, err: error }, 'skipping a catalog key outside the layout');
-      return;
-    }
-    if (!(parsed.kind in schemas)) return;
-    const family = parsed.kind as Family;
-    const decoded = decodeCatalogValue(schemas[family], key, kv.value);
-    if (!decoded.ok) {
-      this.log.warn({ key, err: decoded.error }, 'skipping an invalid catalog value');
-      this.values.delete(key);
-      return;
-    }
-    this.values.set(key, { family, parsed, value: decoded.value });
-  }
-
-  private schedule(): void {
-    if (this.timer !== undefined || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.apply();
-    }, this.options.debounceMs ?? 20);
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#apply();
+    }, this.#o.debounceMs ?? 20);
   }
 
   /** The route spec the current catalog implies. */
@@ -150,33 +73,33 @@ export class CatalogRouteSource {
     const peers = new Map<string, Map<string, TargetAddress>>();
     let cluster: ClusterInfo | undefined;
     const registered: TargetAddress[] = [];
-    for (const { family, parsed, value } of this.values.values()) {
-      switch (family) {
+    for (const entry of this.#mirror.entries.values()) {
+      switch (entry.kind) {
         case 'cluster':
-          cluster = value as ClusterInfo;
+          cluster = entry.value;
           break;
         case 'controller': {
-          const { address, port } = value as ControllerRegistration;
+          const { address, port } = entry.value;
           registered.push({ address, port });
           break;
         }
         case 'service': {
-          const spec = value as ServiceSpec;
+          const spec = entry.value;
           const id = `${spec.namespace}/${spec.name}`;
           const existing = services.get(id);
           services.set(id, { spec, exported: spec.exported || (existing?.exported ?? false) });
           break;
         }
         case 'exported-service': {
-          const exported = value as ExportedService;
+          const exported = entry.value;
           const id = `${exported.service.namespace}/${exported.service.name}`;
           const existing = services.get(id);
           services.set(id, { spec: existing?.spec ?? exported.service, exported: true });
           break;
         }
         case 'endpoint': {
-          const endpoint = value as Endpoint;
-          if (endpoint.cluster !== this.options.cluster) break;
+          const endpoint = entry.value;
+          if (endpoint.cluster !== this.#o.cluster) break;
           const id = `${endpoint.namespace}/${endpoint.service}`;
           let list = endpoints.get(id);
           if (list === undefined) endpoints.set(id, (list = []));
@@ -184,13 +107,13 @@ export class CatalogRouteSource {
           break;
         }
         case 'imported-service': {
-          const imported = value as ImportedService;
+          const imported = entry.value;
           let gateways = peers.get(imported.peer);
           if (gateways === undefined) peers.set(imported.peer, (gateways = new Map()));
           for (const g of imported.gateways) gateways.set(`${g.address}:${g.port}`, g);
           break;
         }
-        case 'gateway':
+        default:
           break;
       }
     }
@@ -208,74 +131,62 @@ export class CatalogRouteSource {
     // The live registrations (each on its controller's lease) first: the record's list may
     // still name a controller that died when no other was left to rewrite it.
     registered.sort((a, b) => (a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1));
-    const controllers = registered.length > 0 ? registered : cluster?.controllers.length ? cluster.controllers : (this.options.controllers ?? []);
+    const controllers = registered.length > 0 ? registered : cluster?.controllers.length ? cluster.controllers : (this.#o.controllers ?? []);
     return {
-      cluster: this.options.cluster,
-      trustDomain: this.options.trustDomain,
+      cluster: this.#o.cluster,
+      trustDomain: this.#o.trustDomain,
       services: serviceRoutes,
       peerClusters: [...peers].map(([name, gateways]) => ({ name, gateways: [...gateways.values()] })),
       controllers,
     };
   }
 
-  private apply(): void {
-    if (this.closed) return;
-    this.options.onRoutes(this.routeSpec());
-    this.synced = true;
+  #apply(): void {
+    if (this.#closed) return;
+    this.#o.onRoutes(this.routeSpec());
+    this.#synced = true;
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.watcher?.cancel().catch(() => undefined);
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#mirror.close();
   }
 }
 
 export interface GatewayRegistrationOptions {
-  readonly etcd: Etcd3;
+  readonly store: EtcdStore;
   readonly gateway: Omit<Gateway, 'schema'>;
   readonly ttlSeconds?: number;
   readonly logger?: Logger;
 }
 
 /**
- * Keeps `/causeway/v1/gateways/<id>` on a lease while the gateway runs; re-registers
- * when the lease is lost (etcd restarted, long partition).
+ * Keeps `/causeway/v1/gateways/<id>` on a lease while the gateway runs (the store's
+ * {@link LeasedKey}: registered again when the lease is lost — etcd restarted, a long
+ * partition).
  */
 export class GatewayRegistration {
-  private lease: Lease | undefined;
-  private closed = false;
-  private readonly log: Logger;
+  readonly #key: LeasedKey;
   readonly key: string;
 
-  constructor(private readonly options: GatewayRegistrationOptions) {
-    this.key = EtcdKeys.gateway(options.gateway.id);
-    this.log = options.logger ?? moduleLogger('gateway-registration', { key: this.key });
+  constructor(options: GatewayRegistrationOptions) {
+    const key = (this.key = EtcdKeys.gateway(options.gateway.id));
+    this.#key = new LeasedKey({
+      store: options.store,
+      key,
+      ttlSeconds: options.ttlSeconds ?? 10,
+      value: () => encodeCatalogValue(Gateway, key, { schema: 1, ...options.gateway }),
+      logger: options.logger ?? moduleLogger('gateway-registration', { key }),
+    });
   }
 
   async start(): Promise<void> {
-    const value = encodeCatalogValue(Gateway, this.key, { schema: 1, ...this.options.gateway });
-    const lease = this.options.etcd.lease(this.options.ttlSeconds ?? 10, { autoKeepAlive: true });
-    this.lease = lease;
-    lease.on('lost', (error) => {
-      if (this.closed || this.lease !== lease) return;
-      this.log.warn({ err: error }, 'gateway lease lost; registering again');
-      this.retry();
-    });
-    await lease.put(this.key).value(value).exec();
-  }
-
-  private retry(): void {
-    if (this.closed) return;
-    this.start().catch((error: Error) => {
-      this.log.warn({ err: error }, 'gateway registration failed; retrying in 1 s');
-      setTimeout(() => this.retry(), 1000).unref();
-    });
+    await this.#key.start();
   }
 
   /** Revokes the lease so peers stop routing here before the drain ends. */
   async close(): Promise<void> {
-    this.closed = true;
-    await this.lease?.revoke().catch(() => undefined);
+    await this.#key.close().catch(() => undefined);
   }
 }

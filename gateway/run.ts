@@ -1,7 +1,6 @@
 import cluster from 'node:cluster';
 import { hostname } from 'node:os';
 import { AggregatorRegistry, Registry, collectDefaultMetrics } from 'prom-client';
-import { EtcdErrorTranslator, connectEtcd } from '../mesh/etcd-client.js';
 import {
   ListenError,
   listenError,
@@ -14,6 +13,7 @@ import {
   type ObservabilityServer,
   type Readiness,
 } from '../mesh/index.js';
+import { Etcd3Store, type EtcdStore } from '../store/index.js';
 import { CatalogRouteSource, GatewayRegistration } from './catalog-routes.js';
 import { GatewayError, GatewayErrorCodes } from './errors.js';
 import type { TargetAddress } from './route-table.js';
@@ -76,17 +76,21 @@ function defaultId(port: number): string {
   return `${host.slice(0, 100)}-${port}`;
 }
 
+/** The process's one etcd client, when it reads the catalog or registers (a cluster config and no routes file). */
+function connectGatewayStore(options: RunGatewayOptions): EtcdStore | undefined {
+  return options.cluster && !options.routesFile ? new Etcd3Store(options.cluster.etcd) : undefined;
+}
+
 /** Starts the route source and hands its tables to `gateway`; returns a closer. */
-async function startRouteSource(options: RunGatewayOptions, gateway: SniGateway, log: Logger): Promise<() => Promise<void>> {
+async function startRouteSource(options: RunGatewayOptions, store: EtcdStore | undefined, gateway: SniGateway, log: Logger): Promise<() => Promise<void>> {
   if (options.routesFile) {
     gateway.setRoutes(loadRoutesFile(options.routesFile));
     return async () => undefined;
   }
   const config = options.cluster;
-  if (!config) throw new GatewayError(GatewayErrorCodes.routesInvalid, 'give the gateway a route source: a cluster config (--config) or a routes file (--routes)');
-  const etcd = connectEtcd(config.etcd);
+  if (!config || !store) throw new GatewayError(GatewayErrorCodes.routesInvalid, 'give the gateway a route source: a cluster config (--config) or a routes file (--routes)');
   const source = new CatalogRouteSource({
-    etcd,
+    store,
     cluster: config.cluster.name,
     trustDomain: config.trustDomain,
     controllers: options.controllers,
@@ -96,34 +100,26 @@ async function startRouteSource(options: RunGatewayOptions, gateway: SniGateway,
   try {
     await source.start();
   } catch (error) {
-    etcd.close();
-    throw new GatewayError(GatewayErrorCodes.catalogUnavailable, `cannot read the catalog: ${new EtcdErrorTranslator(config.etcd).explain(error).message}`, {
-      cause: error,
-    });
-  }
-  return async () => {
     await source.close();
-    etcd.close();
-  };
+    // The store's error names the endpoints, the cause and the setting to check.
+    throw new GatewayError(GatewayErrorCodes.catalogUnavailable, `cannot read the catalog: ${(error as Error).message}`, { cause: error });
+  }
+  return () => source.close();
 }
 
-async function startRegistration(options: RunGatewayOptions, port: number, log: Logger): Promise<() => Promise<void>> {
+async function startRegistration(options: RunGatewayOptions, store: EtcdStore | undefined, port: number, log: Logger): Promise<() => Promise<void>> {
   const config = options.cluster;
-  if (!config || options.routesFile) return async () => undefined;
+  if (!config || !store) return async () => undefined;
   const settings = gatewaySettings(options);
   const address = settings.advertiseAddress ?? (settings.host && settings.host !== '0.0.0.0' && settings.host !== '::' ? settings.host : '127.0.0.1');
-  const etcd = connectEtcd(config.etcd);
   const registration = new GatewayRegistration({
-    etcd,
+    store,
     gateway: { id: options.id ?? defaultId(port), cluster: config.cluster.name, network: config.cluster.network, locality: config.cluster.locality, address, port },
     logger: log.child({ module: 'gateway-registration' }),
   });
   await registration.start();
   log.info({ key: registration.key, address, port }, 'gateway registered');
-  return async () => {
-    await registration.close();
-    etcd.close();
-  };
+  return () => registration.close();
 }
 
 function observabilitySettings(options: RunGatewayOptions): ObservabilityConfig {
@@ -138,10 +134,16 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: 100 });
   const gateway = new SniGateway({ ...gatewaySettings(options), registry, logger: log });
-  const closeSource = await startRouteSource(options, gateway, log);
+  // One etcd client for the route source and the registration.
+  const store = connectGatewayStore(options);
+  const closeStore = async () => store?.close();
+  const closeSource = await startRouteSource(options, store, gateway, log).catch(async (error: unknown) => {
+    await closeStore();
+    throw error;
+  });
   // Every listener is bound before the gateway registers: one that cannot bind fails
   // start-up and leaves nothing under /causeway/v1/gateways/ (docs/architecture.md "Ports").
-  const undo: Array<() => Promise<void>> = [closeSource];
+  const undo: Array<() => Promise<void>> = [closeStore, closeSource];
   const unwind = async (error: unknown): Promise<never> => {
     for (const step of undo.reverse()) await step().catch(() => undefined);
     throw error;
@@ -151,13 +153,14 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   const obs = observabilitySettings(options);
   const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness: () => gateway.readiness() }).catch(unwind);
   undo.push(() => observability.close());
-  const closeRegistration = await startRegistration(options, port, log).catch(unwind);
+  const closeRegistration = await startRegistration(options, store, port, log).catch(unwind);
   log.info({ port, readyPort: observability.readyPort, metricsPort: observability.metricsPort }, 'gateway listening');
   return stoppable(port, observability, async () => {
     await closeRegistration();
     const { forced } = await gateway.drain();
     if (forced > 0) log.warn({ forced }, 'drain timeout: closed connections still open');
     await closeSource();
+    await closeStore();
   });
 }
 
@@ -267,8 +270,10 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
     killAll();
     throw error;
   });
-  const closeRegistration = await startRegistration(options, port, log).catch(async (error: unknown) => {
+  const store = connectGatewayStore(options);
+  const closeRegistration = await startRegistration(options, store, port, log).catch(async (error: unknown) => {
     killAll();
+    await store?.close();
     await observability.close();
     throw error;
   });
@@ -276,6 +281,7 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
   return stoppable(port, observability, async () => {
     stopping = true;
     await closeRegistration();
+    await store?.close();
     const exits = [...forked].map((worker) => new Promise<void>((resolve) => worker.once('exit', () => resolve())));
     for (const worker of forked) worker.send({ causewayGateway: 'drain' });
     await Promise.all(exits);
@@ -295,7 +301,7 @@ export async function runGatewayWorker(options: RunGatewayOptions): Promise<void
   const gateway = new SniGateway({ ...gatewaySettings(options), port, reusePort: true, registry, logger: log });
   let closeSource: () => Promise<void>;
   try {
-    closeSource = await startRouteSource(options, gateway, log);
+    closeSource = await startRouteSource(options, connectGatewayStore(options), gateway, log);
     await gateway.listen();
   } catch (error) {
     const listen = error instanceof ListenError ? { setting: error.setting, ...(error.flag ? { flag: error.flag } : {}), host: error.host, port: error.port, errno: error.errno } : undefined;

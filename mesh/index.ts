@@ -20,7 +20,7 @@ export * from './listen.js';
 export * from './observability.js';
 export * from './node-internals.js';
 export * from './lifecycle.js';
-// etcd3 is heavy (~35 MB resident); processes that talk to etcd import '../mesh/etcd-client.js' themselves.
+// etcd3 is heavy (~35 MB resident): only store/ (store/README.md) imports it, and only processes that talk to etcd import store/.
 export * from './ipv4.js';
 export * from './backoff.js';
 export * from './typed-emitter.js';

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import type { TlsIdentity } from '../../api-client/index.js';
-import { CatalogAdmin, Controller, Etcd3Store, parseManifest, parseServiceRef } from '../../controller/index.js';
+import { CatalogAdmin, Controller, connectControllerStore, parseManifest, parseServiceRef } from '../../controller/index.js';
 import { CausewayError, ErrorCodes, UsageError, loadConfigFile, type ClusterConfig } from '../../mesh/index.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
@@ -26,7 +26,7 @@ function readText(file: string): string {
 
 /** Runs `work` with a catalog admin on the config's etcd, closing the connection after. */
 async function withAdmin<T>(flags: ConfigFlag, work: (admin: CatalogAdmin) => Promise<T>): Promise<T> {
-  const store = new Etcd3Store(clusterConfig(flags).etcd);
+  const store = connectControllerStore(clusterConfig(flags).etcd);
   try {
     return await work(new CatalogAdmin(store));
   } finally {

@@ -7,7 +7,7 @@ import { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertifi
 import { CausewayError, EtcdKeys, UsageError, federationIdentity, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import {
-  Etcd3CatalogStore,
+  connectFederationStore,
   FederationError,
   FederationErrorCodes,
   StandaloneFederation,
@@ -18,32 +18,31 @@ import {
   renderClusterStatus,
   revokePeerAccess,
   checkPeerUser,
-  EtcdAuthInspector,
   createExportStorePki,
   exportStoreEtcdCommand,
   EXPORT_STORE_PORT,
-  type CatalogStore,
   type PeerAccess,
 } from '../../federation/index.js';
+import type { EtcdStore } from '../../store/index.js';
 import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, type ObservabilityPortFlags } from '../port-flags.js';
 
 const CONFIG_HELP = 'cluster config (YAML)';
 
-async function withLocalStore<T>(config: ClusterConfig, fn: (store: CatalogStore) => Promise<T>): Promise<T> {
-  const store = Etcd3CatalogStore.connect(config.etcd);
+async function withLocalStore<T>(config: ClusterConfig, fn: (store: EtcdStore) => Promise<T>): Promise<T> {
+  const store = connectFederationStore(config.etcd);
   try {
     return await fn(store);
   } finally {
-    store.close();
+    await store.close();
   }
 }
 
-async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth: EtcdAuthInspector) => Promise<T>): Promise<T> {
-  const auth = new EtcdAuthInspector(connection);
+async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth: EtcdStore) => Promise<T>): Promise<T> {
+  const auth = connectFederationStore(connection);
   try {
     return await fn(auth);
   } finally {
-    auth.close();
+    await auth.close();
   }
 }
 
@@ -299,8 +298,7 @@ async function checkPeerCredential(request: PeerCredentialsRequest, issued: Clie
   writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
   writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
   const asPeerConnection = { ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } };
-  const asPeer = Etcd3CatalogStore.connect(asPeerConnection);
-  const asPeerAuth = new EtcdAuthInspector(asPeerConnection);
+  const asPeer = connectFederationStore(asPeerConnection);
   const failed = (what: string, cause?: unknown) =>
     new CausewayError(
       (cause as CausewayError | undefined)?.code ?? FederationErrorCodes.grantCheckFailed,
@@ -320,13 +318,12 @@ async function checkPeerCredential(request: PeerCredentialsRequest, issued: Clie
     if (!refused) throw failed(`the issued certificate can read ${EtcdKeys.endpointsPrefix} too: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
     check += `, refused ${EtcdKeys.endpointsPrefix}`;
     // The heartbeat is what a peer would most like to write: fresh-looking exports.
-    if (!(await asPeerAuth.writeRefused(EtcdKeys.heartbeat))) {
+    if (!(await asPeer.writeRefused(EtcdKeys.heartbeat))) {
       throw failed(`the issued certificate may write ${EtcdKeys.heartbeat}: etcd user ${access.user} has more than this grant; check its roles (etcdctl user get ${access.user})`);
     }
     return `${check}, refused a write to ${EtcdKeys.exportsPrefix}`;
   } finally {
-    asPeer.close();
-    asPeerAuth.close();
+    await asPeer.close();
     rmSync(staging, { recursive: true, force: true });
   }
 }

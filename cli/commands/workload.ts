@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
 import { loadIntermediateCa, MAX_JOIN_TOKEN_TTL_SECONDS } from '../../ca/index.js';
-import { Etcd3Store, WorkloadGroups, parseWorkloadGroupFile, writeWorkloadBundle, type EtcdStore } from '../../controller/index.js';
+import { WorkloadGroups, connectControllerStore, parseWorkloadGroupFile, writeWorkloadBundle } from '../../controller/index.js';
+import type { EtcdStore } from '../../store/index.js';
 import { UsageError, dnsLabelProblem, loadConfigFile, parseDurationMs, readConfigText, type ClusterConfig, type Locality } from '../../mesh/index.js';
 
 const CONFIG_HELP = 'cluster config (YAML)';
 
 async function withGroups<T>(config: ClusterConfig, fn: (groups: WorkloadGroups, store: EtcdStore) => Promise<T>): Promise<T> {
-  const store = new Etcd3Store(config.etcd);
+  const store = connectControllerStore(config.etcd);
   try {
     return await fn(new WorkloadGroups(store, config.trustDomain), store);
   } finally {

@@ -4,8 +4,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Etcd3Store } from '../../controller/index.js';
-import { Etcd3CatalogStore } from '../../federation/index.js';
+import { connectControllerStore } from '../../controller/index.js';
+import { connectFederationStore } from '../../federation/index.js';
 import { loadConfigFile } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 
@@ -41,7 +41,7 @@ test('regression: with etcd down, the controller\'s etcd errors name the endpoin
     ].join('\n'),
   );
   const config = loadConfigFile('cluster', file);
-  const store = new Etcd3Store(config.etcd);
+  const store = connectControllerStore(config.etcd);
   t.teardown(() => store.close());
   await store.put('/causeway/v1/probe', 'up'); // connected while etcd runs
   await etcd.stop();
@@ -55,7 +55,7 @@ test('regression: with etcd down, the controller\'s etcd errors name the endpoin
   }
 
   // The federation's store: a peer link names its own setting.
-  const peer = Etcd3CatalogStore.connect(config.links[0]!.etcd);
+  const peer = connectFederationStore(config.links[0]!.etcd);
   t.teardown(() => peer.close());
   for (let i = 0; i < 4; i++) {
     const error = await t.throwsAsync(peer.list('/causeway/v1/exports/'), { code: 'CW_FEDERATION_ETCD_UNAVAILABLE' });

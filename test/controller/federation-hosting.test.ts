@@ -1,5 +1,6 @@
 import test from 'ava';
-import { Controller, Etcd3Store } from '../../controller/index.js';
+import { Controller } from '../../controller/index.js';
+import { Etcd3Store } from '../../store/index.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, parseConfig } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 import { waitFor } from '../fixtures/ports.js';

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { Etcd3Store } from '../../controller/index.js';
+import {} from '../../controller/index.js';
+import { Etcd3Store } from '../../store/index.js';
 import { ClusterInfo, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
 import { startEtcd } from '../fixtures/etcd.js';
 import { startFaultProxy } from '../fixtures/fault-proxy.js';

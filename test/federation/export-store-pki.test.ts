@@ -7,7 +7,7 @@ import { connect as tlsConnect } from 'node:tls';
 import test from 'ava';
 import { stringify } from 'yaml';
 import { EtcdKeys, exportStoreSni } from '../../mesh/index.js';
-import { Etcd3CatalogStore, EXPORT_STORE_PORT, FederationError, exportStoreTlsFlags, type ExportStorePki } from '../../federation/index.js';
+import { connectFederationStore, EXPORT_STORE_PORT, FederationError, exportStoreTlsFlags, type ExportStorePki } from '../../federation/index.js';
 import { startEtcd } from '../fixtures/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
 import { causeway, connectionTo } from './helpers.js';
@@ -97,7 +97,7 @@ test('an etcd run with the printed flags takes the controller\'s root certificat
   const etcd = await starting;
   etcd.enableAuth(); // as the controller's CN=root certificate
 
-  const controller = Etcd3CatalogStore.connect(connectionTo(etcd.endpoints, etcd.rootClient));
+  const controller = connectFederationStore(connectionTo(etcd.endpoints, etcd.rootClient));
   t.teardown(() => controller.close());
   await controller.commit([{ put: EtcdKeys.exportedCluster, value: '{"written":"by the controller"}' }]);
   t.is((await controller.get(EtcdKeys.exportedCluster))?.value.toString(), '{"written":"by the controller"}');
@@ -117,7 +117,7 @@ test('an etcd run with the printed flags takes the controller\'s root certificat
   const mesh = await createMeshPki(join(dir, 'mesh'));
   const meshRoot = await mesh.workload('east', 'default/controller', { commonName: 'root' });
   t.false(opensslVerify(pki.caCertFile, 'sslclient', meshRoot.certFile).ok);
-  const intruder = Etcd3CatalogStore.connect({ ...connectionTo(etcd.endpoints, { caFile: pki.caCertFile, certFile: meshRoot.certFile, keyFile: meshRoot.keyFile }), dialTimeoutMs: 2000 }, { callTimeoutMs: 3000 });
+  const intruder = connectFederationStore({ ...connectionTo(etcd.endpoints, { caFile: pki.caCertFile, certFile: meshRoot.certFile, keyFile: meshRoot.keyFile }), dialTimeoutMs: 2000 });
   t.teardown(() => intruder.close());
   await t.throwsAsync(intruder.list(EtcdKeys.exportsPrefix), { instanceOf: FederationError });
   await t.throwsAsync(intruder.commit([{ put: EtcdKeys.heartbeat, value: '{}' }]), { instanceOf: FederationError });

@@ -17,7 +17,8 @@ import {
   type LinkConfig,
   type ServicePort,
 } from '../../mesh/index.js';
-import { Etcd3CatalogStore, Federation, HeartbeatPublisher, publishExportedCluster, type CatalogStore } from '../../federation/index.js';
+import { connectFederationStore, Federation, HeartbeatPublisher, publishExportedCluster } from '../../federation/index.js';
+import type { EtcdStore } from '../../store/index.js';
 import { startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
 
 /** Short federation timings so the suite stays fast; the semantics are the defaults'. */
@@ -28,7 +29,7 @@ export interface TestCluster {
   readonly etcd: EtcdServer;
   readonly connection: EtcdConnection;
   /** A root client on this cluster's etcd (what its controller would hold). */
-  readonly store: CatalogStore;
+  readonly store: EtcdStore;
 }
 
 export function connectionTo(endpoints: string[], tls?: { caFile: string; certFile: string; keyFile: string }): EtcdConnection {
@@ -44,7 +45,7 @@ export async function startCluster(t: ExecutionContext, name: string, options: {
   t.teardown(async () => (await starting.catch(() => undefined))?.destroy());
   const etcd = await starting;
   const connection = connectionTo(etcd.endpoints, etcd.rootClient);
-  const store = Etcd3CatalogStore.connect(connection);
+  const store = connectFederationStore(connection);
   t.teardown(() => store.close());
   return { name, etcd, connection, store };
 }

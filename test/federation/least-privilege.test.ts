@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import test from 'ava';
 import { parse, stringify } from 'yaml';
 import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
-import { Etcd3CatalogStore, EtcdAuthInspector, FederationError, FederationErrorCodes, grantPeerAccess, peerRoleName, peerUserName } from '../../federation/index.js';
+import { connectFederationStore, FederationError, FederationErrorCodes, grantPeerAccess, peerRoleName, peerUserName } from '../../federation/index.js';
+import type { EtcdStore } from '../../store/index.js';
 import { createTestPki } from '../fixtures/test-pki.js';
 import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport, type TestCluster } from './helpers.js';
 
@@ -26,7 +27,7 @@ test('a granted peer reads exports and nothing else, writes nothing, and can run
 
   const cert = a.etcd.pki!.issue(access.user);
   const peerCreds = { caFile: a.etcd.pki!.caCertFile, ...cert };
-  const asPeer = Etcd3CatalogStore.connect(connectionTo(a.etcd.endpoints, peerCreds));
+  const asPeer = connectFederationStore(connectionTo(a.etcd.endpoints, peerCreds));
   t.teardown(() => asPeer.close());
 
   const exportsSeen = await asPeer.list(EtcdKeys.exportsPrefix);
@@ -145,8 +146,8 @@ function rootConfig(t: import('ava').ExecutionContext, a: TestCluster): { dir: s
   return { dir, config };
 }
 
-function inspector(t: import('ava').ExecutionContext, a: TestCluster): EtcdAuthInspector {
-  const auth = new EtcdAuthInspector(connectionTo(a.etcd.endpoints, a.etcd.rootClient));
+function inspector(t: import('ava').ExecutionContext, a: TestCluster): EtcdStore {
+  const auth = connectFederationStore(connectionTo(a.etcd.endpoints, a.etcd.rootClient));
   t.teardown(() => auth.close());
   return auth;
 }
@@ -216,7 +217,7 @@ test('the write probe writes nothing: refused for a peer login, allowed (and sti
   a.etcd.enableAuth();
   const access = await grantPeerAccess(a.store, { peer: 'b' });
   const cert = a.etcd.pki!.issue(access.user);
-  const asPeer = new EtcdAuthInspector(connectionTo(a.etcd.endpoints, { caFile: a.etcd.pki!.caCertFile, ...cert }));
+  const asPeer = connectFederationStore(connectionTo(a.etcd.endpoints, { caFile: a.etcd.pki!.caCertFile, ...cert }));
   t.teardown(() => asPeer.close());
   const before = (await a.store.list(EtcdKeys.exportsPrefix)).revision;
   t.true(await asPeer.writeRefused(EtcdKeys.heartbeat));

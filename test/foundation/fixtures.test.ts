@@ -1,18 +1,17 @@
 import { connect } from 'node:net';
 import test from 'ava';
-import { Etcd3 } from 'etcd3';
-import { connectEtcd } from '../../mesh/etcd-client.js';
+import { Etcd3Store } from '../../store/index.js';
 import { startEtcd, startFaultProxy } from '../fixtures/index.js';
 
 test('a plain etcd starts, serves and is destroyed', async (t) => {
   const etcd = await startEtcd({ name: 'plain' });
   t.teardown(() => etcd.destroy());
-  const client = new Etcd3({ hosts: etcd.endpoints });
+  const client = new Etcd3Store({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
   t.teardown(() => client.close());
-  await client.put('/causeway/v1/cluster').value('{}');
-  t.is(await client.get('/causeway/v1/cluster').string(), '{}');
+  await client.put('/causeway/v1/cluster', '{}');
+  t.is((await client.get('/causeway/v1/cluster'))?.value.toString(), '{}');
   await etcd.restart();
-  t.is(await client.get('/causeway/v1/cluster').string(), '{}', 'data survives a restart');
+  t.is((await client.get('/causeway/v1/cluster'))?.value.toString(), '{}', 'data survives a restart');
 });
 
 test('a TLS etcd takes the client certificate CN as the user (RBAC)', async (t) => {
@@ -26,11 +25,11 @@ test('a TLS etcd takes the client certificate CN as the user (RBAC)', async (t) 
   etcd.etcdctl(['put', '/causeway/v1/exports/default/a', 'x']);
   etcd.etcdctl(['put', '/causeway/v1/endpoints/default/a/e1', 'y']);
   const reader = etcd.pki!.issue('reader');
-  const client = connectEtcd({ endpoints: etcd.endpoints, tls: { ca: etcd.pki!.caCertFile, cert: reader.certFile, key: reader.keyFile }, dialTimeoutMs: 5000 });
+  const client = new Etcd3Store({ endpoints: etcd.endpoints, tls: { ca: etcd.pki!.caCertFile, cert: reader.certFile, key: reader.keyFile }, dialTimeoutMs: 5000 });
   t.teardown(() => client.close());
-  t.is(await client.get('/causeway/v1/exports/default/a').string(), 'x');
-  await t.throwsAsync(client.get('/causeway/v1/endpoints/default/a/e1').string(), { message: /permission denied/ });
-  await t.throwsAsync(client.put('/causeway/v1/exports/default/a').value('z'), { message: /permission denied/ });
+  t.is((await client.get('/causeway/v1/exports/default/a'))?.value.toString(), 'x');
+  await t.throwsAsync(client.get('/causeway/v1/endpoints/default/a/e1'), { message: /permission denied/ });
+  await t.throwsAsync(client.put('/causeway/v1/exports/default/a', 'z'), { message: /permission denied/ });
 });
 
 test('the fault proxy cuts and refuses connections', async (t) => {
@@ -39,9 +38,9 @@ test('the fault proxy cuts and refuses connections', async (t) => {
   const port = Number(new URL(etcd.clientUrl).port);
   const proxy = await startFaultProxy({ host: '127.0.0.1', port });
   t.teardown(() => proxy.close());
-  const client = new Etcd3({ hosts: [proxy.url()] });
+  const client = new Etcd3Store({ endpoints: [proxy.url()], dialTimeoutMs: 5000 });
   t.teardown(() => client.close());
-  await client.put('k').value('v');
+  await client.put('k', 'v');
   t.true(proxy.connections() >= 1);
   proxy.cut({ refuse: true });
   t.is(proxy.connections(), 0);
@@ -52,5 +51,5 @@ test('the fault proxy cuts and refuses connections', async (t) => {
   });
   t.true(refused);
   proxy.heal();
-  t.is(await client.get('k').string(), 'v');
+  t.is((await client.get('k'))?.value.toString(), 'v');
 });

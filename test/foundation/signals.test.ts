@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { mintJoinToken } from '../../ca/index.js';
-import { CatalogAdmin, Controller, Etcd3Store } from '../../controller/index.js';
+import { CatalogAdmin, Controller } from '../../controller/index.js';
+import { Etcd3Store } from '../../store/index.js';
 import { EtcdKeys, parseConfig } from '../../mesh/index.js';
 import { startEtcd, startProcess, waitFor, type ManagedProcess } from '../fixtures/index.js';
 import { createMeshPki } from '../fixtures/mesh-pki.js';
@@ -216,14 +217,14 @@ test('SIGTERM to npx causeway sidecar, a sidecar fully up (certificate issued, e
     await proc.kill();
   });
   await proc.waitForOutput(/sidecar reviews\.default \(spiffe:\/\/causeway\.internal\/ns\/default\/sa\/reviews\) inbound :\d+/, 90_000);
-  await waitFor(async () => (await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).values.length === 1, { what: 'the endpoint registered' });
+  await waitFor(async () => (await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).entries.length === 1, { what: 'the endpoint registered' });
 
   proc.child.kill('SIGTERM');
   const left = await waitUntilGone(config, DRAIN_TIMEOUT_MS + 3000);
   t.deepEqual(left, [], 'no process of the chain is left');
   t.notRegex(proc.output(), /did not stop within/);
   // Deregistered by the sidecar's own stop — not left for its lease to expire.
-  t.is((await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).values.length, 0);
+  t.is((await store.list(EtcdKeys.serviceEndpointsPrefix('default', 'reviews'))).entries.length, 0);
 });
 
 test('SIGKILL to npx causeway sidecar: the sidecar sees its chain broken and stops, nothing is left', async (t) => {

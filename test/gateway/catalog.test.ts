@@ -12,7 +12,7 @@ import {
   encodeCatalogValue,
   parseConfig,
 } from '../../mesh/index.js';
-import { connectEtcd } from '../../mesh/etcd-client.js';
+import { Etcd3Store } from '../../store/index.js';
 import { startEtcd, waitFor } from '../fixtures/index.js';
 import { ECHO_SNI, TD, closed, makePki, startEchoServer, startGateway, echoRoutes } from './helpers.js';
 
@@ -23,7 +23,7 @@ test('routes from the etcd catalog: exports, endpoints, peers and controller, ap
   t.teardown(() => pki.cleanup());
   const etcd = await startEtcd({ name: 'gw-etcd' });
   t.teardown(() => etcd.destroy());
-  const client = connectEtcd({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
+  const client = new Etcd3Store({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
   t.teardown(() => client.close());
   const echo = await startEchoServer(pki);
   t.teardown(() => echo.close());
@@ -34,7 +34,7 @@ test('routes from the etcd catalog: exports, endpoints, peers and controller, ap
   const westGateway = await startGateway({ ...echoRoutes([westEcho.port]), cluster: 'west' });
   t.teardown(() => westGateway.gateway.close());
 
-  const put = (key: string, schema: Parameters<typeof encodeCatalogValue>[0], value: unknown) => client.put(key).value(encodeCatalogValue(schema, key, value as never)).exec();
+  const put = (key: string, schema: Parameters<typeof encodeCatalogValue>[0], value: unknown) => client.put(key, encodeCatalogValue(schema, key, value as never));
   const spiffe = `spiffe://${TD}/ns/default/sa/echo`;
   const service = (name: string, exported: boolean) => ({ schema: 1, name, namespace: 'default', ports: [{ name: 'tcp', port: 9080 }], serviceAccounts: [spiffe], exported });
   const endpoint = (id: string, port: number, health: 'healthy' | 'unhealthy') => ({
@@ -48,7 +48,7 @@ test('routes from the etcd catalog: exports, endpoints, peers and controller, ap
     schema: 1, peer: 'west', service: service('echo', true), healthy: [], gateways: [{ address: '127.0.0.1', port: westGateway.port }],
     peerLocality: locality, peerNetwork: 'n2', exportedAt: new Date().toISOString(), peerRevision: '7',
   });
-  await client.put(EtcdKeys.service('default', 'broken')).value('{"schema": 1, "name": 42}').exec();
+  await client.put(EtcdKeys.service('default', 'broken'), '{"schema": 1, "name": 42}');
 
   const lines: string[] = [];
   const logger = createRootLogger({ level: 'warn', destination: new Writable({ write: (chunk, _enc, done) => (lines.push(String(chunk)), done()) }) });
@@ -64,7 +64,7 @@ test('routes from the etcd catalog: exports, endpoints, peers and controller, ap
   const ready = await fetch(`http://127.0.0.1:${running.readyPort}/healthz/ready`);
   t.is(ready.status, 200);
   t.true(lines.some((line) => line.includes(EtcdKeys.service('default', 'broken')) && line.includes('invalid catalog value')), 'the bad value is logged with its key');
-  const registered = JSON.parse((await client.get(EtcdKeys.gateway('gw-east-1')).string()) ?? '{}') as { port?: number; cluster?: string };
+  const registered = JSON.parse((await client.get(EtcdKeys.gateway('gw-east-1')))?.value.toString() ?? '{}') as { port?: number; cluster?: string };
   t.deepEqual([registered.cluster, registered.port], ['east', running.port]);
 
   const bye = async (servername: string) => {
@@ -98,5 +98,5 @@ test('routes from the etcd catalog: exports, endpoints, peers and controller, ap
   held.end();
 
   await running.stop();
-  t.is(await client.get(EtcdKeys.gateway('gw-east-1')).string(), null, 'registration revoked on stop');
+  t.is((await client.get(EtcdKeys.gateway('gw-east-1')))?.value.toString() ?? null, null, 'registration revoked on stop');
 });

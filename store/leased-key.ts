@@ -4,7 +4,7 @@ import type { EtcdStore } from './etcd-store.js';
 export interface LeasedKeyOptions {
   readonly store: EtcdStore;
   readonly key: string;
-  /** The value to write; called at every (re-)registration. */
+  /** The value to write; called at every (re-)registration and {@link LeasedKey.write}. */
   readonly value: () => string;
   readonly ttlSeconds: number;
   readonly logger?: Logger;
@@ -56,13 +56,32 @@ export class LeasedKey {
     }).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot write the key again; retrying at the next refresh'));
   }
 
-  /** Stops refreshing and revokes the lease, which deletes the key at once. */
-  async close(): Promise<void> {
+  /**
+   * Writes the current value under the lease now (a heartbeat); when that fails, grants a
+   * new lease and writes again. Rejects when etcd cannot take the value.
+   */
+  write(): Promise<void> {
+    return this.#serial(async () => {
+      if (this.#closed) return;
+      if (this.#lease === undefined) return this.#register();
+      try {
+        await this.#options.store.put(this.#options.key, this.#options.value(), { lease: this.#lease });
+      } catch {
+        await this.#register();
+      }
+    });
+  }
+
+  /**
+   * Stops refreshing and revokes the lease, which deletes the key at once. With `revoke:
+   * false` the key stays until its lease expires (a process handing over to its successor).
+   */
+  async close(options: { revoke?: boolean } = {}): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
     const lease = this.#lease;
     this.#lease = undefined;
-    if (lease !== undefined) await this.#options.store.revokeLease(lease);
+    if (lease !== undefined && (options.revoke ?? true)) await this.#options.store.revokeLease(lease);
   }
 
   #serial(work: () => Promise<void>): Promise<void> {
