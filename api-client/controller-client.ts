@@ -86,88 +86,91 @@ export function controllerCallError(error: Error, address: string): Error {
  * unchanged catalog is not re-sent. gzip-encoded snapshots are accepted.
  */
 export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
-  private current: Snapshot | undefined;
-  private client: Client | undefined;
-  private stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private closed = false;
-  private started = false;
-  private isConnected = false;
-  private readonly backoff: Backoff;
-  private readonly decoder = new SnapshotDecoder();
-  private readonly log = logger('discovery-client');
+  #current: Snapshot | undefined;
+  #client: Client | undefined;
+  #stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  #started = false;
+  #isConnected = false;
+  readonly #backoff: Backoff;
+  readonly #decoder = new SnapshotDecoder();
+  readonly #log = logger('discovery-client');
 
-  constructor(private readonly options: DiscoveryClientOptions) {
+  readonly #options: DiscoveryClientOptions;
+
+  constructor(options: DiscoveryClientOptions) {
     super();
-    this.current = options.initialSnapshot;
-    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 5_000 });
+    this.#options = options;
+    this.#current = options.initialSnapshot;
+    this.#backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 5_000 });
   }
 
   /** The last accepted snapshot (undefined until the first one). */
   get snapshot(): Snapshot | undefined {
-    return this.current;
+    return this.#current;
   }
 
   get version(): string | undefined {
-    return this.current?.version;
+    return this.#current?.version;
   }
 
   get connected(): boolean {
-    return this.isConnected;
+    return this.#isConnected;
   }
 
   start(): this {
-    if (!this.started) {
-      this.started = true;
-      this.connect();
+    if (!this.#started) {
+      this.#started = true;
+      this.#connect();
     }
     return this;
   }
 
   /** Resolves with the first snapshot (immediately if one is held). */
   firstSnapshot(): Promise<Snapshot> {
-    if (this.current) return Promise.resolve(this.current);
+    if (this.#current) return Promise.resolve(this.#current);
     return new Promise((resolve) => this.once('snapshot', resolve));
   }
 
   /** Drops the connection now and reconnects (e.g. after a certificate renewal). */
   reconnect(): void {
-    this.teardown();
-    if (!this.closed) this.connect();
+    this.#teardown();
+    if (!this.#closed) this.#connect();
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    this.teardown();
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    this.#teardown();
   }
 
-  private teardown(): void {
-    const stream = this.stream;
-    this.stream = undefined;
+  #teardown(): void {
+    const stream = this.#stream;
+    this.#stream = undefined;
     if (stream) {
       stream.removeAllListeners();
       stream.on('error', () => undefined);
       stream.cancel();
     }
-    this.client?.close();
-    this.client = undefined;
-    this.isConnected = false;
+    this.#client?.close();
+    this.#client = undefined;
+    this.#isConnected = false;
   }
 
-  private connect(): void {
-    if (this.closed) return;
+  #connect(): void {
+    if (this.#closed) return;
     let stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>;
     try {
-      const { credentials: creds, options } = controllerChannel({ cluster: this.options.hello.cluster, ...this.options });
-      this.client = new DiscoveryClientConstructor(this.options.address, creds, options);
-      stream = (this.client as unknown as { Stream(): ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> }).Stream();
+      const { credentials: creds, options } = controllerChannel({ cluster: this.#options.hello.cluster, ...this.#options });
+      this.#client = new DiscoveryClientConstructor(this.#options.address, creds, options);
+      stream = (this.#client as unknown as { Stream(): ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> }).Stream();
     } catch (error) {
-      this.retry(error as Error);
+      this.#retry(error as Error);
       return;
     }
-    this.stream = stream;
-    const h = this.options.hello;
+    this.#stream = stream;
+    const h = this.#options.hello;
     stream.write({
       hello: {
         nodeKind: h.nodeKind ?? 'sidecar',
@@ -175,61 +178,61 @@ export class DiscoveryClient extends TypedEmitter<DiscoveryEvents> {
         cluster: h.cluster,
         region: h.region ?? '',
         zone: h.zone ?? '',
-        lastVersion: this.current?.version ?? '',
+        lastVersion: this.#current?.version ?? '',
         acceptEncodings: ['gzip'],
       },
     });
     stream.on('metadata', () => {
-      if (this.stream !== stream) return;
-      this.isConnected = true;
+      if (this.#stream !== stream) return;
+      this.#isConnected = true;
       this.emit('connected');
     });
     // Responses are handled one at a time, in order.
     let queue = Promise.resolve();
     stream.on('data', (res: DiscoveryResponse) => {
-      queue = queue.then(() => this.receive(stream, res));
+      queue = queue.then(() => this.#receive(stream, res));
     });
     const broken = (error: Error) => {
-      if (this.stream !== stream) return;
-      this.retry(error);
+      if (this.#stream !== stream) return;
+      this.#retry(error);
     };
     stream.on('error', broken);
     stream.on('end', () => broken(new ControllerError(ControllerErrorCodes.clientClosed, 'the controller ended the discovery stream', { retryable: true })));
   }
 
-  private retry(error: Error): void {
-    this.teardown();
-    if (this.closed) return;
-    this.emit('disconnected', controllerCallError(error, this.options.address));
-    const delay = this.backoff.next();
-    this.log.debug({ err: error.message, delayMs: Math.round(delay) }, 'discovery stream down; reconnecting');
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.connect(), delay);
+  #retry(error: Error): void {
+    this.#teardown();
+    if (this.#closed) return;
+    this.emit('disconnected', controllerCallError(error, this.#options.address));
+    const delay = this.#backoff.next();
+    this.#log.debug({ err: error.message, delayMs: Math.round(delay) }, 'discovery stream down; reconnecting');
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.#connect(), delay);
   }
 
-  private async receive(stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>, res: DiscoveryResponse): Promise<void> {
+  async #receive(stream: ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>, res: DiscoveryResponse): Promise<void> {
     let reason: string | undefined;
     let snapshot: Snapshot | undefined;
     try {
       const body = res.encoding === 'gzip' ? await gunzipAsync(res.snapshot) : res.encoding === '' ? res.snapshot : undefined;
       if (!body) throw new Error(`unknown snapshot encoding "${res.encoding}"`);
-      const decoded = this.decoder.decode(body.toString('utf8'));
+      const decoded = this.#decoder.decode(body.toString('utf8'));
       if (!decoded.ok) reason = decoded.reason;
       else if (decoded.snapshot.version !== res.version) reason = `snapshot version ${decoded.snapshot.version} differs from the message version ${res.version}`;
       else snapshot = decoded.snapshot;
-      if (snapshot && this.options.accept) reason = this.options.accept(snapshot);
+      if (snapshot && this.#options.accept) reason = this.#options.accept(snapshot);
     } catch (error) {
       reason = `unreadable snapshot: ${(error as Error).message}`;
     }
-    if (this.stream !== stream) return;
-    this.backoff.reset();
+    if (this.#stream !== stream) return;
+    this.#backoff.reset();
     if (reason !== undefined || !snapshot) {
       stream.write({ nack: { version: res.version, reason: reason ?? 'rejected' } });
-      this.log.warn({ version: res.version, reason }, 'rejected a snapshot; keeping the previous one');
+      this.#log.warn({ version: res.version, reason }, 'rejected a snapshot; keeping the previous one');
       this.emit('nack', res.version, reason ?? 'rejected');
       return;
     }
-    this.current = snapshot;
+    this.#current = snapshot;
     stream.write({ ack: { version: res.version } });
     this.emit('snapshot', snapshot);
   }
@@ -286,92 +289,95 @@ const PERMANENT = new Set<number>([status.PERMISSION_DENIED, status.INVALID_ARGU
  * ```
  */
 export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
-  private client: Client | undefined;
-  private health: HealthState;
-  private registered = false;
-  private ttlSeconds = 10;
-  private timer: NodeJS.Timeout | undefined;
-  private stopped = false;
-  private readonly backoff: Backoff;
-  private firstRegistration: { resolve: () => void; promise: Promise<void> };
+  #client: Client | undefined;
+  #health: HealthState;
+  #registered = false;
+  #ttlSeconds = 10;
+  #timer: NodeJS.Timeout | undefined;
+  #stopped = false;
+  readonly #backoff: Backoff;
+  #firstRegistration: { resolve: () => void; promise: Promise<void> };
 
-  constructor(private readonly options: RegistrationClientOptions) {
+  readonly #options: RegistrationClientOptions;
+
+  constructor(options: RegistrationClientOptions) {
     super();
-    this.health = options.health ?? 'healthy';
-    this.backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 2_000 });
+    this.#options = options;
+    this.#health = options.health ?? 'healthy';
+    this.#backoff = new Backoff({ initialMs: options.backoff?.initialMs ?? 100, maxMs: options.backoff?.maxMs ?? 2_000 });
     let resolve!: () => void;
     const promise = new Promise<void>((r) => (resolve = r));
-    this.firstRegistration = { resolve, promise };
+    this.#firstRegistration = { resolve, promise };
   }
 
   get isRegistered(): boolean {
-    return this.registered;
+    return this.#registered;
   }
 
   /** Starts registering; resolves once the endpoint is registered (it keeps trying until then). */
   start(): Promise<void> {
-    this.tick(0);
-    return this.firstRegistration.promise;
+    this.#tick(0);
+    return this.#firstRegistration.promise;
   }
 
   setHealth(health: HealthState): void {
-    if (health === this.health) return;
-    this.health = health;
-    if (this.registered) this.tick(0);
+    if (health === this.#health) return;
+    this.#health = health;
+    if (this.#registered) this.#tick(0);
   }
 
   /** Stops heartbeating; with `deregister`, removes the endpoint now instead of at lease expiry. */
   async stop(options: { deregister?: boolean } = {}): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    if (options.deregister && this.registered) {
-      const e = this.options.endpoint;
-      await this.call('Deregister', { service: e.service, namespace: e.namespace, endpointId: e.endpointId }).catch(() => undefined);
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    if (options.deregister && this.#registered) {
+      const e = this.#options.endpoint;
+      await this.#call('Deregister', { service: e.service, namespace: e.namespace, endpointId: e.endpointId }).catch(() => undefined);
     }
-    this.client?.close();
-    this.client = undefined;
+    this.#client?.close();
+    this.#client = undefined;
   }
 
   /** Uses fresh TLS material (`tls()` is read again) from the next call on, e.g. after a renewal. */
   reconnect(): void {
-    this.client?.close();
-    this.client = undefined;
+    this.#client?.close();
+    this.#client = undefined;
   }
 
   /** Stops heartbeating without deregistering, like a killed sidecar (tests, drills). */
   abandon(): void {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.client?.close();
-    this.client = undefined;
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    this.#client?.close();
+    this.#client = undefined;
   }
 
-  private tick(delayMs: number): void {
-    if (this.stopped) return;
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.run(), delayMs);
+  #tick(delayMs: number): void {
+    if (this.#stopped) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.#run(), delayMs);
   }
 
-  private grpc(): Client {
-    if (!this.client) {
-      const { credentials: creds, options } = controllerChannel(this.options);
-      this.client = new RegistrationClientConstructor(this.options.address, creds, options);
+  #grpc(): Client {
+    if (!this.#client) {
+      const { credentials: creds, options } = controllerChannel(this.#options);
+      this.#client = new RegistrationClientConstructor(this.#options.address, creds, options);
     }
-    return this.client;
+    return this.#client;
   }
 
-  private call<Res>(method: 'Register' | 'Heartbeat' | 'Deregister', request: object): Promise<Res> {
+  #call<Res>(method: 'Register' | 'Heartbeat' | 'Deregister', request: object): Promise<Res> {
     return new Promise((resolve, reject) => {
-      const fn = (this.grpc() as unknown as Record<string, (req: object, opts: object, cb: (e: ServiceError | null, r: Res) => void) => void>)[method]!;
-      fn.call(this.client, request, { deadline: Date.now() + (this.options.callTimeoutMs ?? 3000) }, (error, response) => (error ? reject(error) : resolve(response)));
+      const fn = (this.#grpc() as unknown as Record<string, (req: object, opts: object, cb: (e: ServiceError | null, r: Res) => void) => void>)[method]!;
+      fn.call(this.#client, request, { deadline: Date.now() + (this.#options.callTimeoutMs ?? 3000) }, (error, response) => (error ? reject(error) : resolve(response)));
     });
   }
 
-  private async run(): Promise<void> {
-    const e = this.options.endpoint;
+  async #run(): Promise<void> {
+    const e = this.#options.endpoint;
     try {
-      if (!this.registered) {
-        const res = await this.call<RegisterResponse>('Register', {
+      if (!this.#registered) {
+        const res = await this.#call<RegisterResponse>('Register', {
           service: e.service,
           namespace: e.namespace,
           endpointId: e.endpointId,
@@ -379,38 +385,38 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
           inboundPort: e.inboundPort,
           labels: e.labels ?? {},
           locality: e.locality ?? null,
-          health: this.health,
+          health: this.#health,
         });
-        if (this.stopped) return;
-        this.registered = true;
-        this.ttlSeconds = Number(res.leaseTtlSeconds) || 10;
-        this.backoff.reset();
-        this.emit('registered', this.ttlSeconds);
-        this.firstRegistration.resolve();
+        if (this.#stopped) return;
+        this.#registered = true;
+        this.#ttlSeconds = Number(res.leaseTtlSeconds) || 10;
+        this.#backoff.reset();
+        this.emit('registered', this.#ttlSeconds);
+        this.#firstRegistration.resolve();
       } else {
-        const res = await this.call<HeartbeatResponse>('Heartbeat', { service: e.service, namespace: e.namespace, endpointId: e.endpointId, health: this.health });
-        if (this.stopped) return;
-        this.backoff.reset();
+        const res = await this.#call<HeartbeatResponse>('Heartbeat', { service: e.service, namespace: e.namespace, endpointId: e.endpointId, health: this.#health });
+        if (this.#stopped) return;
+        this.#backoff.reset();
         this.emit('heartbeat', Number(res.leaseTtlSeconds));
       }
-      this.tick(this.options.heartbeatIntervalMs ?? (this.ttlSeconds * 1000) / 3);
+      this.#tick(this.#options.heartbeatIntervalMs ?? (this.#ttlSeconds * 1000) / 3);
     } catch (error) {
-      if (this.stopped) return;
+      if (this.#stopped) return;
       const err = error as ServiceError;
       if (err.code === status.NOT_FOUND) {
-        this.registered = false;
-        this.tick(0);
+        this.#registered = false;
+        this.#tick(0);
         return;
       }
-      if (!this.registered && PERMANENT.has(err.code)) {
+      if (!this.#registered && PERMANENT.has(err.code)) {
         this.emit('refused', err);
-        this.tick(this.options.backoff?.maxMs ?? 2_000);
+        this.#tick(this.#options.backoff?.maxMs ?? 2_000);
         return;
       }
       if (this.listenerCount('error') > 0) this.emit('error', err);
       // A broken channel is rebuilt, reading the (possibly renewed) certificate again.
       if (err.code === status.UNAVAILABLE) this.reconnect();
-      this.tick(this.backoff.next());
+      this.#tick(this.#backoff.next());
     }
   }
 }

@@ -21,6 +21,12 @@ export const ControllerErrorCodes = {
   snapshotRejected: 'CW_CTRL_SNAPSHOT_REJECTED',
   /** A call to the controller failed on the way (not a refusal by the controller). */
   unreachable: 'CW_CTRL_UNREACHABLE',
+  // Workload groups and bundles (`causeway workload …`; raised on the controller's side only).
+  workloadGroupNotFound: 'CW_WORKLOAD_GROUP_NOT_FOUND',
+  workloadIdentityNotAllowed: 'CW_WORKLOAD_IDENTITY_NOT_ALLOWED',
+  workloadPortsMismatch: 'CW_WORKLOAD_PORTS_MISMATCH',
+  workloadBundleInvalid: 'CW_WORKLOAD_BUNDLE_INVALID',
+  workloadBundleWriteFailed: 'CW_WORKLOAD_BUNDLE_WRITE_FAILED',
 } as const;
 
 const GRPC_STATUS: Record<string, status> = {

@@ -16,7 +16,7 @@ const describe = (issues: ReadonlyArray<{ path: PropertyKey[]; message: string }
  * (read-only) objects as in the previous snapshot.
  */
 export class SnapshotDecoder {
-  private validated = new Map<string, SnapshotService>();
+  #validated = new Map<string, SnapshotService>();
 
   decode(json: string): DecodedSnapshot {
     let raw: unknown;
@@ -35,7 +35,7 @@ export class SnapshotDecoder {
     const services: SnapshotService[] = [];
     for (let i = 0; i < rawServices.length; i++) {
       const key = JSON.stringify(rawServices[i]);
-      let service = next.get(key) ?? this.validated.get(key);
+      let service = next.get(key) ?? this.#validated.get(key);
       if (!service) {
         const parsed = SnapshotService.safeParse(rawServices[i]);
         if (!parsed.success) return { ok: false, reason: `snapshot does not match the schema: ${describe(parsed.error.issues, ['services', i])}` };
@@ -44,7 +44,7 @@ export class SnapshotDecoder {
       next.set(key, service);
       services.push(service);
     }
-    this.validated = next;
+    this.#validated = next;
     return { ok: true, snapshot: { ...envelope.data, services } };
   }
 }

@@ -170,7 +170,7 @@ export function addCertificateService(server: Server, options: CertificateServic
         log.info({ reason: refusal.reason, caller: caller?.spiffeId, peer: call.getPeer() }, `refused a certificate request: ${message}`);
       }
       const metadata = new Metadata();
-      metadata.set(ERROR_CODE_METADATA_KEY, code ?? 'CW_CA_INTERNAL');
+      metadata.set(ERROR_CODE_METADATA_KEY, code ?? CaErrorCodes.internal);
       callback({ code: refusal.status, details: message, metadata });
     } finally {
       duration.observe(Number(process.hrtime.bigint() - started) / 1e9);

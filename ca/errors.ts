@@ -23,6 +23,8 @@ export const CaErrorCodes = {
   caInvalid: 'CW_CA_INVALID',
   certificateInvalid: 'CW_CA_CERTIFICATE_INVALID',
   fetchFailed: 'CW_CA_FETCH_FAILED',
+  /** The signer failed on a request (not a refusal of the request); the cause is logged on the controller. */
+  internal: 'CW_CA_INTERNAL',
 } as const;
 export type CaErrorCode = (typeof CaErrorCodes)[keyof typeof CaErrorCodes];
 

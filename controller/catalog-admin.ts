@@ -26,18 +26,22 @@ import type { EtcdStore } from '../store/index.js';
  * refuse. Writes go straight to etcd; every controller picks them up by watch.
  */
 export class CatalogAdmin {
-  constructor(private readonly store: EtcdStore) {}
+  readonly #store: EtcdStore;
+
+  constructor(store: EtcdStore) {
+    this.#store = store;
+  }
 
   /** Creates or replaces a service. `createdAt` is kept from the stored spec. */
   async applyService(input: unknown, source = 'service'): Promise<ServiceSpec> {
     const draft = withSchema(input);
     const key = serviceKeyOf(draft, source);
     for (;;) {
-      const kv = await this.store.get(key);
+      const kv = await this.#store.get(key);
       const previous = kv ? decodeCatalogValue(ServiceSpec, key, kv.value) : undefined;
       const createdAt = previous?.ok ? previous.value.createdAt : undefined;
       const value = encode(ServiceSpec, source, { ...draft, createdAt: (draft.createdAt as string | undefined) ?? createdAt ?? new Date().toISOString() });
-      if (await this.store.putIfUnchanged(key, JSON.stringify(value), kv?.modRevision ?? '0')) return value;
+      if (await this.#store.putIfUnchanged(key, JSON.stringify(value), kv?.modRevision ?? '0')) return value;
     }
   }
 
@@ -45,20 +49,20 @@ export class CatalogAdmin {
   async setExported(name: string, namespace: string, exported: boolean): Promise<ServiceSpec> {
     const key = EtcdKeys.service(namespace, name);
     for (;;) {
-      const kv = await this.store.get(key);
+      const kv = await this.#store.get(key);
       if (!kv) throw new ControllerError(ControllerErrorCodes.notFound, `service ${name}.${namespace} is not in the catalog; apply it first (causeway service apply -f)`);
       const decoded = decodeCatalogValue(ServiceSpec, key, kv.value);
       if (!decoded.ok) throw decoded.error;
       const value = { ...decoded.value, exported };
-      if (await this.store.putIfUnchanged(key, encodeCatalogValue(ServiceSpec, key, value), kv.modRevision)) return value;
+      if (await this.#store.putIfUnchanged(key, encodeCatalogValue(ServiceSpec, key, value), kv.modRevision)) return value;
     }
   }
 
   async deleteService(name: string, namespace: string): Promise<boolean> {
     const key = EtcdKeys.service(namespace, name);
-    const kv = await this.store.get(key);
+    const kv = await this.#store.get(key);
     if (!kv) return false;
-    await this.store.delete(key);
+    await this.#store.delete(key);
     return true;
   }
 
@@ -68,7 +72,7 @@ export class CatalogAdmin {
     const value = kind === 'authorization' ? encode(AuthorizationPolicy, source, draft) : encode(TrafficPolicy, source, draft);
     if ('split' in value && value.split) await this.#checkSplitSubsets(value, source);
     const key = EtcdKeys.policy(kind, value.namespace, value.name);
-    await this.store.put(key, JSON.stringify(value));
+    await this.#store.put(key, JSON.stringify(value));
     return value;
   }
 
@@ -79,7 +83,7 @@ export class CatalogAdmin {
    */
   async #checkSplitSubsets(policy: TrafficPolicy, source: string): Promise<void> {
     const key = EtcdKeys.service(policy.namespace, policy.service);
-    const kv = await this.store.get(key);
+    const kv = await this.#store.get(key);
     if (!kv) return;
     const decoded = decodeCatalogValue(ServiceSpec, key, kv.value);
     if (!decoded.ok) return;
@@ -94,14 +98,14 @@ export class CatalogAdmin {
 
   async deletePolicy(kind: PolicyKind, name: string, namespace: string): Promise<boolean> {
     const key = EtcdKeys.policy(kind, namespace, name);
-    const kv = await this.store.get(key);
+    const kv = await this.#store.get(key);
     if (!kv) return false;
-    await this.store.delete(key);
+    await this.#store.delete(key);
     return true;
   }
 
   async listServices(): Promise<ServiceSpec[]> {
-    const listing = await this.store.list(EtcdKeys.servicesPrefix);
+    const listing = await this.#store.list(EtcdKeys.servicesPrefix);
     const out: ServiceSpec[] = [];
     for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(ServiceSpec, kv.key, kv.value);

@@ -21,24 +21,30 @@ const sameAddress = (a: GatewayAddress, b: GatewayAddress) => a.address === b.ad
  * to rewrite it (with none, readers go by the registrations themselves).
  */
 export class ClusterRecord {
-  private readonly log = logger('controller-cluster');
+  readonly #log = logger('controller-cluster');
+  readonly #store: EtcdStore;
+  readonly #options: ClusterRecordOptions;
+
   constructor(
-    private readonly store: EtcdStore,
-    private readonly options: ClusterRecordOptions,
-  ) {}
+    store: EtcdStore,
+    options: ClusterRecordOptions,
+  ) {
+    this.#store = store;
+    this.#options = options;
+  }
 
   /** Applies `change` to the stored record (or a fresh one) until the CAS write wins. */
   async update(change: (info: ClusterInfo) => ClusterInfo): Promise<ClusterInfo> {
     for (let attempt = 0; ; attempt++) {
-      const kv = await this.store.get(EtcdKeys.cluster);
+      const kv = await this.#store.get(EtcdKeys.cluster);
       const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
-      if (decoded && !decoded.ok) this.log.warn({ key: EtcdKeys.cluster, err: decoded.error.message }, 'replacing an invalid cluster record');
+      if (decoded && !decoded.ok) this.#log.warn({ key: EtcdKeys.cluster, err: decoded.error.message }, 'replacing an invalid cluster record');
       const base: ClusterInfo = decoded?.ok
         ? decoded.value
-        : { schema: CATALOG_SCHEMA_VERSION, name: this.options.name, locality: this.options.locality, network: this.options.network, trustDomain: this.options.trustDomain, gateways: [], controllers: [] };
-      const next = change({ ...base, name: this.options.name, locality: this.options.locality, network: this.options.network, trustDomain: this.options.trustDomain });
+        : { schema: CATALOG_SCHEMA_VERSION, name: this.#options.name, locality: this.#options.locality, network: this.#options.network, trustDomain: this.#options.trustDomain, gateways: [], controllers: [] };
+      const next = change({ ...base, name: this.#options.name, locality: this.#options.locality, network: this.#options.network, trustDomain: this.#options.trustDomain });
       if (decoded?.ok && isDeepStrictEqual(decoded.value, next)) return next;
-      if (await this.store.putIfUnchanged(EtcdKeys.cluster, encodeCatalogValue(ClusterInfo, EtcdKeys.cluster, next), kv?.modRevision ?? '0')) return next;
+      if (await this.#store.putIfUnchanged(EtcdKeys.cluster, encodeCatalogValue(ClusterInfo, EtcdKeys.cluster, next), kv?.modRevision ?? '0')) return next;
       if (attempt > 20) throw new Error('the cluster record keeps changing; giving up this update');
     }
   }

@@ -102,74 +102,77 @@ export interface HostedComponent {
 export class Controller {
   readonly registry: Registry;
   readonly metrics: ControllerMetrics;
-  private readonly log = logger('controller');
-  private readonly config: ClusterConfig;
-  private store: EtcdStore | undefined;
-  private catalog: CatalogCache | undefined;
-  private discovery: DiscoveryService | undefined;
+  readonly #log = logger('controller');
+  readonly #config: ClusterConfig;
+  #store: EtcdStore | undefined;
+  #catalog: CatalogCache | undefined;
+  #discovery: DiscoveryService | undefined;
   private builder: SnapshotBuilder | undefined;
-  private publisher: ExportPublisher | undefined;
-  private checker: HealthChecker | undefined;
-  private dns: OperatorDnsServer | undefined;
-  private server: Server | undefined;
-  private credentials: SwappableServerCredentials | undefined;
-  private record: ClusterRecord | undefined;
-  private observability: ObservabilityServer | undefined;
-  private intermediate: IntermediateCa | undefined;
-  private renewTimer: NodeJS.Timeout | undefined;
-  private boundPort = 0;
-  private serving = false;
-  private stopped = false;
-  private advertised: { address: string; port: number } | undefined;
-  private heartbeat: HeartbeatPublisher | undefined;
-  private readonly hosted: HostedComponent[] = [];
-  private hostedFederation: Federation | undefined;
+  #publisher: ExportPublisher | undefined;
+  #checker: HealthChecker | undefined;
+  #dns: OperatorDnsServer | undefined;
+  #server: Server | undefined;
+  #credentials: SwappableServerCredentials | undefined;
+  #record: ClusterRecord | undefined;
+  #observability: ObservabilityServer | undefined;
+  #intermediate: IntermediateCa | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #boundPort = 0;
+  #serving = false;
+  #stopped = false;
+  #advertised: { address: string; port: number } | undefined;
+  #heartbeat: HeartbeatPublisher | undefined;
+  readonly #hosted: HostedComponent[] = [];
+  #hostedFederation: Federation | undefined;
 
-  constructor(private readonly options: ControllerOptions) {
-    this.config = options.config;
+  readonly #options: ControllerOptions;
+
+  constructor(options: ControllerOptions) {
+    this.#options = options;
+    this.#config = options.config;
     this.registry = options.registry ?? createMetricsRegistry('controller');
     this.metrics = new ControllerMetrics(this.registry);
   }
 
   /** The bound gRPC port (useful with `grpcPort: 0`). */
   get grpcPort(): number {
-    return this.boundPort;
+    return this.#boundPort;
   }
 
   get dnsPort(): number | undefined {
-    return this.dns?.port;
+    return this.#dns?.port;
   }
 
   get readyPort(): number | undefined {
-    return this.observability?.readyPort;
+    return this.#observability?.readyPort;
   }
 
   get metricsPort(): number | undefined {
-    return this.observability?.metricsPort;
+    return this.#observability?.metricsPort;
   }
 
   /** The catalog as this controller sees it (read-only use). */
   get catalogView(): CatalogCache | undefined {
-    return this.catalog;
+    return this.#catalog;
   }
 
   /** The in-process federation (config with links), for status. */
   get federation(): Federation | undefined {
-    return this.hostedFederation;
+    return this.#hostedFederation;
   }
 
   /** Connected discovery nodes and the versions they hold. */
   nodes(): NodeStatus[] {
-    return this.discovery?.status() ?? [];
+    return this.#discovery?.status() ?? [];
   }
 
   readiness(): Readiness {
     const reasons: string[] = [];
-    if (!this.catalog?.loaded) reasons.push('catalog not loaded from etcd yet');
-    else if (!this.catalog.watching) reasons.push('etcd watch not connected');
-    if (!this.serving) reasons.push('gRPC server not serving');
+    if (!this.#catalog?.loaded) reasons.push('catalog not loaded from etcd yet');
+    else if (!this.#catalog.watching) reasons.push('etcd watch not connected');
+    if (!this.#serving) reasons.push('gRPC server not serving');
     const details: Record<string, unknown> = {};
-    for (const c of this.hosted) {
+    for (const c of this.#hosted) {
       const r = c.readiness();
       reasons.push(...r.reasons);
       details[c.name] = r.details ?? r.ready;
@@ -180,42 +183,42 @@ export class Controller {
   /** Starts serving; when a step fails (a port in use, etcd refusing), what started is stopped again before the error is thrown. */
   async start(): Promise<void> {
     try {
-      await this.startServing();
+      await this.#startServing();
     } catch (error) {
-      await this.stop().catch((stopError: Error) => this.log.warn({ err: stopError.message }, 'cleanup after a failed start failed'));
+      await this.stop().catch((stopError: Error) => this.#log.warn({ err: stopError.message }, 'cleanup after a failed start failed'));
       throw error;
     }
   }
 
-  private async startServing(): Promise<void> {
-    const { config } = this;
+  async #startServing(): Promise<void> {
+    const config = this.#config;
     const td = config.trustDomain;
-    const tls = await this.servingIdentity();
+    const tls = await this.#servingIdentity();
     // One etcd client for everything this process writes to its own etcd: catalog,
     // registrations, exports, heartbeat and the hosted federation's imports.
-    this.store = this.options.store ?? connectControllerStore(config.etcd);
-    const store = this.store;
-    this.hosted.push(...(this.options.components ?? []));
-    if (config.links.length > 0 && (this.options.federation ?? true)) {
-      const federation = (this.hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: store })));
-      this.hosted.push({ name: 'federation', start: () => federation.start(), stop: () => federation.stop(), readiness: () => federation.readiness() });
+    this.#store = this.#options.store ?? connectControllerStore(config.etcd);
+    const store = this.#store;
+    this.#hosted.push(...(this.#options.components ?? []));
+    if (config.links.length > 0 && (this.#options.federation ?? true)) {
+      const federation = (this.#hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: store })));
+      this.#hosted.push({ name: 'federation', start: () => federation.start(), stop: () => federation.stop(), readiness: () => federation.readiness() });
     }
-    const catalog = (this.catalog = new CatalogCache(store));
+    const catalog = (this.#catalog = new CatalogCache(store));
     catalog.on('invalid', () => this.metrics.invalidValues.inc());
-    const settings = { ...DEFAULT_HEALTH_CHECKS, ...this.options.healthChecks };
+    const settings = { ...DEFAULT_HEALTH_CHECKS, ...this.#options.healthChecks };
     let discovery: DiscoveryService | undefined;
     let publisher: ExportPublisher | undefined;
-    const checker = (this.checker = new HealthChecker(catalog, settings, this.metrics, (services) => {
+    const checker = (this.#checker = new HealthChecker(catalog, settings, this.metrics, (services) => {
       const changes = new CatalogChanges();
       for (const s of services) changes.services.add(s);
       discovery?.onCatalogChange(changes);
       publisher?.schedule();
     }));
     const endpointHealthy = checker.endpointHealthy.bind(checker);
-    const trustBundle = () => splitPem(String(this.credentialsTls?.trustBundle ?? ''));
+    const trustBundle = () => splitPem(String(this.#credentialsTls?.trustBundle ?? ''));
     const builder = (this.builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy }));
-    discovery = this.discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
-    publisher = this.publisher = new ExportPublisher(
+    discovery = this.#discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
+    publisher = this.#publisher = new ExportPublisher(
       store,
       catalog,
       {
@@ -229,7 +232,7 @@ export class Controller {
       },
       this.metrics,
     );
-    const record = (this.record = new ClusterRecord(store, { name: config.cluster.name, locality: config.cluster.locality, network: config.cluster.network, trustDomain: td }));
+    const record = (this.#record = new ClusterRecord(store, { name: config.cluster.name, locality: config.cluster.locality, network: config.cluster.network, trustDomain: td }));
     let lastGateways = '';
     catalog.on('change', (changes) => {
       discovery!.onCatalogChange(changes);
@@ -241,23 +244,23 @@ export class Controller {
         const text = JSON.stringify(gateways);
         if (text !== lastGateways) {
           lastGateways = text;
-          record.setGateways(gateways).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
+          record.setGateways(gateways).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot update gateways in the cluster record'));
         }
       }
-      if (changes.everything || changes.cluster || changes.controllers) this.syncControllers();
+      if (changes.everything || changes.cluster || changes.controllers) this.#syncControllers();
     });
 
-    if (this.options.observability ?? true) {
+    if (this.#options.observability ?? true) {
       // Up first, so that /healthz/ready tells what is missing while etcd is not.
       const o = config.observability;
-      this.observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
+      this.#observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
     }
-    await this.loadCatalog(catalog);
-    this.log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');
+    await this.#loadCatalog(catalog);
+    this.#log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');
 
     const registration = new RegistrationService(store, catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, leaseTtlSeconds: config.controller.endpointLeaseTtlSeconds }, this.metrics);
     let signer: CertificateServiceHandle | undefined;
-    const server = (this.server = new Server({
+    const server = (this.#server = new Server({
       // First: it counts the CA refusals grpc-js makes before the handler (a CSR over 4 MiB).
       interceptors: [certificateRefusalInterceptor(() => signer)],
       'grpc.max_receive_message_length': 4 * 1024 * 1024,
@@ -269,48 +272,48 @@ export class Controller {
     }));
     server.addService(registrationService, registration.implementation());
     server.addService(discoveryService, discovery.implementation());
-    if (this.intermediate && (this.options.hostCa ?? true)) {
-      const intermediate = this.intermediate;
+    if (this.#intermediate && (this.#options.hostCa ?? true)) {
+      const intermediate = this.#intermediate;
       signer = addCertificateService(server, { ca: intermediate, registry: this.registry, logger: logger('controller-ca') });
     }
-    await this.options.addServices?.(server, { intermediate: this.intermediate, registry: this.registry });
-    this.credentials = createCertificateServiceCredentials(material(tls));
+    await this.#options.addServices?.(server, { intermediate: this.#intermediate, registry: this.registry });
+    this.#credentials = createCertificateServiceCredentials(material(tls));
     const grpc = { host: config.controller.host, port: config.controller.grpcPort };
-    this.boundPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(`${bracket(grpc.host)}:${grpc.port}`, this.credentials!.credentials, (error, port) => (error ? reject(listenError(error, grpc, { setting: 'controller.grpcPort' })) : resolve(port)));
+    this.#boundPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(`${bracket(grpc.host)}:${grpc.port}`, this.#credentials!.credentials, (error, port) => (error ? reject(listenError(error, grpc, { setting: 'controller.grpcPort' })) : resolve(port)));
     });
-    this.serving = true;
+    this.#serving = true;
     if (config.controller.dns) {
-      this.dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
-      await this.dns.start();
+      this.#dns = new OperatorDnsServer(catalog, { host: config.controller.dns.host, port: config.controller.dns.port, meshDomain: config.meshDomain, cluster: config.cluster.name, region: config.cluster.locality.region, endpointHealthy }, this.metrics);
+      await this.#dns.start();
     }
     // Every listener is bound: only now does this controller publish itself (docs/architecture.md
     // "Ports": a controller that fails to start leaves nothing in /causeway/v1/cluster).
-    const advertised = (this.advertised = { address: this.options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.boundPort });
-    const registrationId = (this.registrationId = controllerRegistrationId(advertised));
+    const advertised = (this.#advertised = { address: this.#options.advertiseAddress ?? advertiseHost(config.controller.host), port: this.#boundPort });
+    const registrationId = (this.#registrationId = controllerRegistrationId(advertised));
     const registrationKey = EtcdKeys.controller(registrationId);
-    this.registration = new LeasedKey({
+    this.#registration = new LeasedKey({
       store,
       key: registrationKey,
       ttlSeconds: config.controller.leaseTtlSeconds,
       value: () => encodeCatalogValue(ControllerRegistration, registrationKey, { schema: 1, id: registrationId, ...advertised, registeredAt: new Date().toISOString() }),
     });
-    await this.registration.start();
+    await this.#registration.start();
     // In the record at once; from now on syncControllers() keeps it (on the registration's watch event).
     await record.addController(advertised);
     await publisher.start();
-    this.heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store, intervalMs: config.federation.heartbeatIntervalMs });
-    await this.heartbeat.start();
-    if (this.options.healthChecks?.enabled) checker.start();
-    for (const c of this.hosted) await c.start();
-    this.log.info({ grpcPort: this.boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.dns?.port }, 'controller serving');
+    this.#heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store, intervalMs: config.federation.heartbeatIntervalMs });
+    await this.#heartbeat.start();
+    if (this.#options.healthChecks?.enabled) checker.start();
+    for (const c of this.#hosted) await c.start();
+    this.#log.info({ grpcPort: this.#boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.#dns?.port }, 'controller serving');
   }
 
-  private credentialsTls: TlsIdentity | undefined;
-  private registration: LeasedKey | undefined;
-  private registrationId: string | undefined;
+  #credentialsTls: TlsIdentity | undefined;
+  #registration: LeasedKey | undefined;
+  #registrationId: string | undefined;
   /** Listed addresses without a registration, by how often this controller removed them. */
-  private readonly prunedUnregistered = new Map<string, number>();
+  readonly #prunedUnregistered = new Map<string, number>();
 
   /**
    * Liveness in the cluster record: this controller's registration back if it vanished
@@ -321,9 +324,12 @@ export class Controller {
    * register (an earlier version, which re-adds itself): it stays, so that the two never
    * rewrite the record back and forth.
    */
-  private syncControllers(): void {
-    const { catalog, record, registration, registrationId } = this;
-    if (this.stopped || !catalog?.loaded || !record || !registration || registrationId === undefined) return;
+  #syncControllers(): void {
+    const catalog = this.#catalog;
+    const record = this.#record;
+    const registration = this.#registration;
+    const registrationId = this.#registrationId;
+    if (this.#stopped || !catalog?.loaded || !record || !registration || registrationId === undefined) return;
     if (!catalog.controllers.has(registrationId)) {
       registration.ensure();
       return;
@@ -332,61 +338,61 @@ export class Controller {
     const registered = new Set(live.map(addressText));
     const listed = catalog.cluster?.value.controllers ?? [];
     const unregistered = listed.filter((c) => !registered.has(addressText(c)));
-    const kept = unregistered.filter((c) => (this.prunedUnregistered.get(addressText(c)) ?? 0) >= 2);
+    const kept = unregistered.filter((c) => (this.#prunedUnregistered.get(addressText(c)) ?? 0) >= 2);
     const next = sortedAddresses([...live, ...kept]);
     if (isDeepStrictEqual(next, listed)) return;
     for (const c of unregistered) {
-      if (!kept.includes(c)) this.prunedUnregistered.set(addressText(c), (this.prunedUnregistered.get(addressText(c)) ?? 0) + 1);
+      if (!kept.includes(c)) this.#prunedUnregistered.set(addressText(c), (this.#prunedUnregistered.get(addressText(c)) ?? 0) + 1);
     }
-    if (kept.length > 0) this.log.debug({ kept: kept.map(addressText) }, 'listed controllers without a registration (an earlier version?) left in the record');
-    record.setControllers(next).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
+    if (kept.length > 0) this.#log.debug({ kept: kept.map(addressText) }, 'listed controllers without a registration (an earlier version?) left in the record');
+    record.setControllers(next).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
   }
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
-  private async loadCatalog(catalog: CatalogCache): Promise<void> {
+  async #loadCatalog(catalog: CatalogCache): Promise<void> {
     const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
     for (;;) {
       try {
         await catalog.start();
         return;
       } catch (error) {
-        if (this.stopped) throw error;
-        if (backoff.attempts === 0) this.log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
+        if (this.#stopped) throw error;
+        if (backoff.attempts === 0) this.#log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
         await new Promise((resolve) => setTimeout(resolve, backoff.next()));
       }
     }
   }
 
-  private async servingIdentity(): Promise<TlsIdentity> {
-    if (this.options.tls) return (this.credentialsTls = this.options.tls);
-    this.intermediate = this.options.intermediate ?? (this.config.controller.caDir ? await loadIntermediateCa(this.config.controller.caDir) : undefined);
-    if (!this.intermediate) {
+  async #servingIdentity(): Promise<TlsIdentity> {
+    if (this.#options.tls) return (this.#credentialsTls = this.#options.tls);
+    this.#intermediate = this.#options.intermediate ?? (this.#config.controller.caDir ? await loadIntermediateCa(this.#config.controller.caDir) : undefined);
+    if (!this.#intermediate) {
       throw new ControllerError(ControllerErrorCodes.tlsMissing, 'the controller needs its cluster intermediate CA: set controller.caDir in the cluster config (see causeway ca intermediate)');
     }
-    return (this.credentialsTls = await this.issueServingCertificate());
+    return (this.#credentialsTls = await this.#issueServingCertificate());
   }
 
-  private async issueServingCertificate(): Promise<TlsIdentity> {
-    const ca = this.intermediate!;
-    const cert = await ca.issue({ spiffeId: controllerIdentity(this.config.trustDomain), ttlSeconds: SERVER_CERT_TTL_SECONDS });
+  async #issueServingCertificate(): Promise<TlsIdentity> {
+    const ca = this.#intermediate!;
+    const cert = await ca.issue({ spiffeId: controllerIdentity(this.#config.trustDomain), ttlSeconds: SERVER_CERT_TTL_SECONDS });
     const tls = { key: cert.privateKeyPem, certChain: cert.certChainPem, trustBundle: cert.trustBundlePem };
     // Renew at half-life with ±10 % jitter; open connections keep the old certificate.
     const delay = SERVER_CERT_TTL_SECONDS * 500 * (0.9 + Math.random() * 0.2);
-    clearTimeout(this.renewTimer);
-    this.renewTimer = setTimeout(() => {
-      this.issueServingCertificate().then(
+    clearTimeout(this.#renewTimer);
+    this.#renewTimer = setTimeout(() => {
+      this.#issueServingCertificate().then(
         (next) => {
-          this.credentials?.update(material(next));
+          this.#credentials?.update(material(next));
           // The bundle travels in snapshots: a rotated root reaches every node.
           this.builder?.invalidateAll();
-          this.discovery?.schedulePush();
-          this.log.info('serving certificate renewed');
+          this.#discovery?.schedulePush();
+          this.#log.info('serving certificate renewed');
         },
-        (error: Error) => this.log.error({ err: error.message }, 'serving certificate renewal failed'),
+        (error: Error) => this.#log.error({ err: error.message }, 'serving certificate renewal failed'),
       );
     }, delay);
-    this.renewTimer.unref();
-    this.credentialsTls = tls;
+    this.#renewTimer.unref();
+    this.#credentialsTls = tls;
     return tls;
   }
 
@@ -399,13 +405,13 @@ export class Controller {
    * command's drain deadline logs what did not close).
    */
   async stop(steps: ShutdownSteps = new ShutdownSteps()): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.serving = false;
-    clearTimeout(this.renewTimer);
-    this.discovery?.close();
-    if (this.server) {
-      const server = this.server;
+    if (this.#stopped) return;
+    this.#stopped = true;
+    this.#serving = false;
+    clearTimeout(this.#renewTimer);
+    this.#discovery?.close();
+    if (this.#server) {
+      const server = this.#server;
       await steps.run('grpc server', () =>
         new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
@@ -419,28 +425,29 @@ export class Controller {
         }),
       );
     }
-    for (const c of [...this.hosted].reverse()) {
-      await steps.run(c.name, () => withTimeout(c.stop(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message, component: c.name }, 'component stop failed'));
+    for (const c of [...this.#hosted].reverse()) {
+      await steps.run(c.name, () => withTimeout(c.stop(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.#log.warn({ err: error.message, component: c.name }, 'component stop failed'));
     }
-    this.checker?.close();
-    await steps.run('export publisher', () => withTimeout(this.publisher?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'export publisher did not close'));
-    await steps.run('operator dns', async () => this.dns?.close());
+    this.#checker?.close();
+    await steps.run('export publisher', () => withTimeout(this.#publisher?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.#log.warn({ err: error.message }, 'export publisher did not close'));
+    await steps.run('operator dns', async () => this.#dns?.close());
     // Revoked first: the registration goes at once, and no other controller's next
     // rewrite of the record puts this one back.
-    await steps.run('controller registration', () => withTimeout(this.registration?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot revoke this controller\'s registration lease (it expires within its TTL)'));
-    if (this.advertised && this.record) {
-      const { record, advertised } = this;
-      await steps.run('cluster record', () => withTimeout(record.removeController(advertised), ETCD_STOP_STEP_MS)).catch((error: Error) => this.log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
+    await steps.run('controller registration', () => withTimeout(this.#registration?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot revoke this controller\'s registration lease (it expires within its TTL)'));
+    if (this.#advertised && this.#record) {
+      const record = this.#record;
+      const advertised = this.#advertised;
+      await steps.run('cluster record', () => withTimeout(record.removeController(advertised), ETCD_STOP_STEP_MS)).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot remove this controller from the cluster record'));
     }
     // Not revoked: a restarting controller (or another one) beats again before peers call
     // this cluster stale; with none left, the lease expires within ~3 intervals.
-    await steps.run('heartbeat', () => withTimeout(this.heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
-    await steps.run('catalog watch', () => withTimeout(this.catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('heartbeat', () => withTimeout(this.#heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('catalog watch', () => withTimeout(this.#catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
     await steps.run('etcd client', async () => {
-      if (!this.options.store) await withTimeout(this.store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
+      if (!this.#options.store) await withTimeout(this.#store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
     });
-    await steps.run('observability server', async () => this.observability?.close());
-    this.log.info('controller stopped');
+    await steps.run('observability server', async () => this.#observability?.close());
+    this.#log.info('controller stopped');
   }
 }
 

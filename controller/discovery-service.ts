@@ -63,26 +63,34 @@ export interface DiscoveryOptions {
  * differs.
  */
 export class DiscoveryService {
-  private readonly nodes = new Set<NodeStream>();
-  private readonly responses = new WeakMap<BuiltSnapshot, Map<string, DiscoveryResponse>>();
-  private readonly log = logger('controller-discovery');
-  private debounce: NodeJS.Timeout | undefined;
-  private firstPendingChangeAt = 0;
-  private closed = false;
+  readonly #nodes = new Set<NodeStream>();
+  readonly #responses = new WeakMap<BuiltSnapshot, Map<string, DiscoveryResponse>>();
+  readonly #log = logger('controller-discovery');
+  #debounce: NodeJS.Timeout | undefined;
+  #firstPendingChangeAt = 0;
+  #closed = false;
+
+  readonly #builder: SnapshotBuilder;
+  readonly #options: DiscoveryOptions;
+  readonly #metrics: ControllerMetrics;
 
   constructor(
-    private readonly builder: SnapshotBuilder,
-    private readonly options: DiscoveryOptions,
-    private readonly metrics: ControllerMetrics,
-  ) {}
+    builder: SnapshotBuilder,
+    options: DiscoveryOptions,
+    metrics: ControllerMetrics,
+  ) {
+    this.#builder = builder;
+    this.#options = options;
+    this.#metrics = metrics;
+  }
 
   implementation(): UntypedServiceImplementation {
-    return { Stream: (call: Stream) => this.accept(call) };
+    return { Stream: (call: Stream) => this.#accept(call) };
   }
 
   /** Nodes currently connected, with the versions they hold. */
   status(): NodeStatus[] {
-    return [...this.nodes].map((n) => ({
+    return [...this.#nodes].map((n) => ({
       identity: n.identity,
       kind: n.kind,
       nodeId: n.nodeId,
@@ -97,33 +105,33 @@ export class DiscoveryService {
   /** Called for every catalog change; pushes after the debounce window. */
   onCatalogChange(changes: CatalogChanges): void {
     if (!changes.affectsSnapshots) return;
-    this.builder.invalidate(changes);
+    this.#builder.invalidate(changes);
     this.schedulePush();
   }
 
   /** Rebuild and push now-ish (e.g. the trust bundle changed). */
   schedulePush(): void {
-    if (this.closed) return;
-    if (this.firstPendingChangeAt === 0) this.firstPendingChangeAt = Date.now();
-    if (this.debounce) return;
-    this.debounce = setTimeout(() => {
-      this.debounce = undefined;
-      const changeAt = this.firstPendingChangeAt;
-      this.firstPendingChangeAt = 0;
-      this.pushAll(changeAt);
-    }, this.options.debounceMs);
+    if (this.#closed) return;
+    if (this.#firstPendingChangeAt === 0) this.#firstPendingChangeAt = Date.now();
+    if (this.#debounce) return;
+    this.#debounce = setTimeout(() => {
+      this.#debounce = undefined;
+      const changeAt = this.#firstPendingChangeAt;
+      this.#firstPendingChangeAt = 0;
+      this.#pushAll(changeAt);
+    }, this.#options.debounceMs);
   }
 
   /** Ends every stream with UNAVAILABLE so nodes reconnect (to this or another controller). */
   close(): void {
-    this.closed = true;
-    clearTimeout(this.debounce);
-    for (const node of this.nodes) this.end(node, { code: status.UNAVAILABLE, details: 'controller shutting down; reconnect' });
-    this.nodes.clear();
-    this.metrics.connectedNodes.reset();
+    this.#closed = true;
+    clearTimeout(this.#debounce);
+    for (const node of this.#nodes) this.#end(node, { code: status.UNAVAILABLE, details: 'controller shutting down; reconnect' });
+    this.#nodes.clear();
+    this.#metrics.connectedNodes.reset();
   }
 
-  private end(node: NodeStream, error?: { code: status; details: string }): void {
+  #end(node: NodeStream, error?: { code: status; details: string }): void {
     if (node.closed) return;
     node.closed = true;
     try {
@@ -134,14 +142,14 @@ export class DiscoveryService {
     }
   }
 
-  private accept(call: Stream): void {
+  #accept(call: Stream): void {
     const identity = callerSpiffeId(call);
     if (!identity) {
       call.emit('error', Object.assign(new Error('the discovery stream needs a client certificate that chains to the mesh trust bundle'), { code: status.UNAUTHENTICATED }));
       return;
     }
-    if (parseSpiffeId(identity).trustDomain !== this.options.trustDomain) {
-      call.emit('error', Object.assign(new Error(`identity ${identity} is outside trust domain ${this.options.trustDomain}`), { code: status.PERMISSION_DENIED }));
+    if (parseSpiffeId(identity).trustDomain !== this.#options.trustDomain) {
+      call.emit('error', Object.assign(new Error(`identity ${identity} is outside trust domain ${this.#options.trustDomain}`), { code: status.PERMISSION_DENIED }));
       return;
     }
     const node = new NodeStream(call, identity);
@@ -151,17 +159,17 @@ export class DiscoveryService {
       if (req.hello) {
         if (helloSeen) return;
         helloSeen = true;
-        this.hello(node, req.hello);
+        this.#hello(node, req.hello);
       } else if (!helloSeen) {
-        this.end(node, { code: status.INVALID_ARGUMENT, details: 'the first message on the discovery stream must be a Hello' });
+        this.#end(node, { code: status.INVALID_ARGUMENT, details: 'the first message on the discovery stream must be a Hello' });
       } else if (req.ack) {
-        this.ack(node, req.ack.version);
+        this.#ack(node, req.ack.version);
       } else if (req.nack) {
-        this.nack(node, req.nack.version, req.nack.reason);
+        this.#nack(node, req.nack.version, req.nack.reason);
       }
     });
     const gone = () => {
-      if (this.nodes.delete(node)) this.metrics.connectedNodes.dec({ kind: node.kind });
+      if (this.#nodes.delete(node)) this.#metrics.connectedNodes.dec({ kind: node.kind });
       node.closed = true;
     };
     call.on('end', () => {
@@ -177,62 +185,62 @@ export class DiscoveryService {
     call.on('cancelled', gone);
   }
 
-  private hello(node: NodeStream, hello: HelloMessage): void {
-    if (hello.cluster && hello.cluster !== this.options.cluster) {
-      this.end(node, { code: status.FAILED_PRECONDITION, details: `this controller serves cluster ${this.options.cluster}, not ${hello.cluster}; connect to that cluster's controller` });
+  #hello(node: NodeStream, hello: HelloMessage): void {
+    if (hello.cluster && hello.cluster !== this.#options.cluster) {
+      this.#end(node, { code: status.FAILED_PRECONDITION, details: `this controller serves cluster ${this.#options.cluster}, not ${hello.cluster}; connect to that cluster's controller` });
       return;
     }
     node.kind = hello.nodeKind || 'sidecar';
     node.nodeId = hello.nodeId || node.identity;
-    node.view = hello.region || this.options.locality.region;
+    node.view = hello.region || this.#options.locality.region;
     node.gzip = (hello.acceptEncodings ?? []).includes('gzip');
-    this.nodes.add(node);
-    this.metrics.connectedNodes.inc({ kind: node.kind });
+    this.#nodes.add(node);
+    this.#metrics.connectedNodes.inc({ kind: node.kind });
     // Headers now: the node learns it is connected even when no snapshot follows (same version).
     node.call.sendMetadata(new Metadata());
-    this.log.debug({ identity: node.identity, node: node.nodeId, view: node.view }, 'node connected');
-    const current = this.current(node.view);
+    this.#log.debug({ identity: node.identity, node: node.nodeId, view: node.view }, 'node connected');
+    const current = this.#current(node.view);
     if (hello.lastVersion && hello.lastVersion === current.version) {
       // The node already holds what we would send (a reconnect after a controller restart).
       node.sentVersion = node.ackedVersion = current.version;
       return;
     }
     node.changeAt = Date.now();
-    this.send(node, current);
+    this.#send(node, current);
   }
 
-  private current(view: string): BuiltSnapshot {
-    if (this.builder.isBuilt(view)) return this.builder.snapshot(view);
+  #current(view: string): BuiltSnapshot {
+    if (this.#builder.isBuilt(view)) return this.#builder.snapshot(view);
     const started = performance.now();
-    const snapshot = this.builder.snapshot(view);
-    this.metrics.snapshotBuildSeconds.observe((performance.now() - started) / 1000);
-    this.metrics.snapshotBytes.set({ view }, snapshot.json.length);
+    const snapshot = this.#builder.snapshot(view);
+    this.#metrics.snapshotBuildSeconds.observe((performance.now() - started) / 1000);
+    this.#metrics.snapshotBytes.set({ view }, snapshot.json.length);
     return snapshot;
   }
 
-  private pushAll(changeAt: number): void {
+  #pushAll(changeAt: number): void {
     const views = new Map<string, BuiltSnapshot>();
-    for (const node of this.nodes) {
+    for (const node of this.#nodes) {
       let snapshot = views.get(node.view);
-      if (!snapshot) views.set(node.view, (snapshot = this.current(node.view)));
+      if (!snapshot) views.set(node.view, (snapshot = this.#current(node.view)));
       if (node.sentVersion === snapshot.version) continue;
       if (node.changeAt === 0) node.changeAt = changeAt;
       // A node silent for too long on its in-flight version gets the latest anyway.
-      if (!node.inFlight || Date.now() - node.sentAt > IN_FLIGHT_TIMEOUT_MS) this.send(node, snapshot);
+      if (!node.inFlight || Date.now() - node.sentAt > IN_FLIGHT_TIMEOUT_MS) this.#send(node, snapshot);
     }
   }
 
-  private send(node: NodeStream, snapshot: BuiltSnapshot): void {
+  #send(node: NodeStream, snapshot: BuiltSnapshot): void {
     node.inFlight = true;
     node.sentVersion = snapshot.version;
     node.sentAt = Date.now();
     const write = (body: Buffer, encoding: string) => {
       if (node.closed || node.sentVersion !== snapshot.version) return;
       try {
-        node.call.write(this.response(snapshot, body, encoding));
-        this.metrics.pushes.inc({ encoding: encoding || 'json' });
+        node.call.write(this.#response(snapshot, body, encoding));
+        this.#metrics.pushes.inc({ encoding: encoding || 'json' });
       } catch (error) {
-        this.log.debug({ err: (error as Error).message, node: node.nodeId }, 'push failed; node is gone');
+        this.#log.debug({ err: (error as Error).message, node: node.nodeId }, 'push failed; node is gone');
       }
     };
     if (node.gzip && snapshot.json.length > 16 * 1024) {
@@ -246,36 +254,36 @@ export class DiscoveryService {
   }
 
   /** One encoded response per snapshot version and encoding, shared by every node. */
-  private response(snapshot: BuiltSnapshot, body: Buffer, encoding: string): DiscoveryResponse {
-    let byEncoding = this.responses.get(snapshot);
-    if (!byEncoding) this.responses.set(snapshot, (byEncoding = new Map()));
+  #response(snapshot: BuiltSnapshot, body: Buffer, encoding: string): DiscoveryResponse {
+    let byEncoding = this.#responses.get(snapshot);
+    if (!byEncoding) this.#responses.set(snapshot, (byEncoding = new Map()));
     let response = byEncoding.get(encoding);
     if (!response) byEncoding.set(encoding, (response = preserializedResponse({ version: snapshot.version, snapshot: body, encoding })));
     return response;
   }
 
-  private settle(node: NodeStream): void {
+  #settle(node: NodeStream): void {
     node.inFlight = false;
-    const latest = this.current(node.view);
-    if (latest.version !== node.sentVersion) this.send(node, latest);
+    const latest = this.#current(node.view);
+    if (latest.version !== node.sentVersion) this.#send(node, latest);
   }
 
-  private ack(node: NodeStream, version: string): void {
+  #ack(node: NodeStream, version: string): void {
     if (version !== node.sentVersion) return;
     node.ackedVersion = version;
-    this.metrics.acks.inc();
-    if (node.changeAt) this.metrics.pushToAckSeconds.observe((Date.now() - node.changeAt) / 1000);
+    this.#metrics.acks.inc();
+    if (node.changeAt) this.#metrics.pushToAckSeconds.observe((Date.now() - node.changeAt) / 1000);
     node.changeAt = 0;
-    this.settle(node);
+    this.#settle(node);
   }
 
-  private nack(node: NodeStream, version: string, reason: string): void {
+  #nack(node: NodeStream, version: string, reason: string): void {
     if (version !== node.sentVersion) return;
     node.nackedVersion = version;
     node.nackReason = reason;
     node.changeAt = 0;
-    this.metrics.nacks.inc();
-    this.log.warn({ identity: node.identity, node: node.nodeId, version, kept: node.ackedVersion, reason }, 'node rejected a snapshot; it keeps its previous version');
-    this.settle(node);
+    this.#metrics.nacks.inc();
+    this.#log.warn({ identity: node.identity, node: node.nodeId, version, kept: node.ackedVersion, reason }, 'node rejected a snapshot; it keeps its previous version');
+    this.#settle(node);
   }
 }

@@ -34,26 +34,33 @@ export interface OperatorDnsOptions {
  * with rcode `malformed`.
  */
 export class OperatorDnsServer {
-  private readonly transport: DnsTransport;
-  private readonly log = logger('controller-dns');
+  readonly #transport: DnsTransport;
+  readonly #log = logger('controller-dns');
+
+  readonly #catalog: CatalogCache;
+  readonly #options: OperatorDnsOptions;
+  readonly #metrics: ControllerMetrics;
 
   constructor(
-    private readonly catalog: CatalogCache,
-    private readonly options: OperatorDnsOptions,
-    private readonly metrics: ControllerMetrics,
+    catalog: CatalogCache,
+    options: OperatorDnsOptions,
+    metrics: ControllerMetrics,
   ) {
-    this.transport = new DnsTransport({
+    this.#catalog = catalog;
+    this.#options = options;
+    this.#metrics = metrics;
+    this.#transport = new DnsTransport({
       host: options.host,
       port: options.port,
       portSetting: { setting: 'controller.dns.port' },
-      log: this.log,
-      onMalformed: () => this.metrics.dnsQueries.inc({ rcode: 'malformed' }),
+      log: this.#log,
+      onMalformed: () => this.#metrics.dnsQueries.inc({ rcode: 'malformed' }),
       onRequest: (request, send) => {
         try {
-          this.handle(request, send);
+          this.#handle(request, send);
         } catch (error) {
-          this.log.warn({ err: (error as Error).message }, 'DNS query failed');
-          this.metrics.dnsQueries.inc({ rcode: 'SERVFAIL' });
+          this.#log.warn({ err: (error as Error).message }, 'DNS query failed');
+          this.#metrics.dnsQueries.inc({ rcode: 'SERVFAIL' });
           const response = DnsPacket.createResponseFromRequest(request);
           response.header.rcode = DnsPacket.RCODE.SERVFAIL;
           send(response);
@@ -63,55 +70,55 @@ export class OperatorDnsServer {
   }
 
   get port(): number {
-    return this.transport.port;
+    return this.#transport.port;
   }
 
   /** Binds UDP then TCP on the same port (port 0: TCP takes the port UDP got). */
   start(): Promise<number> {
-    return this.transport.start();
+    return this.#transport.start();
   }
 
   close(): Promise<void> {
-    return this.transport.close();
+    return this.#transport.close();
   }
 
   /** The targets a mesh name resolves to, best first; undefined for an unknown service. */
   resolve(name: MeshDnsName): DnsTarget[] | undefined {
     const key = serviceKey(name.namespace, name.service);
-    const spec = this.catalog.services.get(key)?.value;
-    const imports = [...(this.catalog.imports.get(key)?.values() ?? [])].map((v) => v.value).filter((i) => i.conflict === undefined);
+    const spec = this.#catalog.services.get(key)?.value;
+    const imports = [...(this.#catalog.imports.get(key)?.values() ?? [])].map((v) => v.value).filter((i) => i.conflict === undefined);
     if (!spec && imports.length === 0) return undefined;
     const local: DnsTarget[] = [];
-    if (spec && (name.cluster === undefined || name.cluster === this.options.cluster)) {
-      for (const e of this.catalog.endpointsOf(key).values()) {
-        if (this.options.endpointHealthy(e)) local.push({ address: e.value.address, port: e.value.inboundPort, priority: 0, weight: 1 });
+    if (spec && (name.cluster === undefined || name.cluster === this.#options.cluster)) {
+      for (const e of this.#catalog.endpointsOf(key).values()) {
+        if (this.#options.endpointHealthy(e)) local.push({ address: e.value.address, port: e.value.inboundPort, priority: 0, weight: 1 });
       }
     }
-    if (name.cluster === this.options.cluster || (name.cluster === undefined && local.length > 0)) return local;
+    if (name.cluster === this.#options.cluster || (name.cluster === undefined && local.length > 0)) return local;
     const remote: DnsTarget[] = [];
     for (const i of imports) {
       if (name.cluster !== undefined && i.peer !== name.cluster) continue;
       const healthy = i.healthy.reduce((n, h) => n + h.healthy, 0);
       if (i.stale || healthy === 0) continue;
-      const priority = i.peerLocality.region === this.options.region ? 1 : 2;
+      const priority = i.peerLocality.region === this.#options.region ? 1 : 2;
       for (const gw of i.gateways) remote.push({ address: gw.address, port: gw.port, priority, weight: healthy });
     }
     if (name.cluster !== undefined && !imports.some((i) => i.peer === name.cluster)) return undefined;
     return remote.sort((a, b) => a.priority - b.priority);
   }
 
-  private handle(request: DnsPacket, send: DnsSend): void {
+  #handle(request: DnsPacket, send: DnsSend): void {
     const response = DnsPacket.createResponseFromRequest(request);
     const question = request.questions[0];
     const reply = (rcode: keyof typeof DnsPacket.RCODE) => {
       response.header.rcode = DnsPacket.RCODE[rcode];
-      this.metrics.dnsQueries.inc({ rcode });
+      this.#metrics.dnsQueries.inc({ rcode });
       send(response);
     };
     if (!question) return reply('FORMERR');
     let match: ReturnType<typeof parseMeshDnsName>;
     try {
-      match = parseMeshDnsName(question.name, this.options.meshDomain);
+      match = parseMeshDnsName(question.name, this.#options.meshDomain);
     } catch {
       response.header.aa = 1;
       return reply('NXDOMAIN');
@@ -120,7 +127,7 @@ export class OperatorDnsServer {
     response.header.aa = 1;
     const targets = this.resolve(match.name);
     if (!targets) return reply('NXDOMAIN');
-    const ttl = this.options.ttlSeconds ?? 5;
+    const ttl = this.#options.ttlSeconds ?? 5;
     const addressRecord = (base: DnsQuestion, address: string): unknown | undefined => {
       if (isIPv4(address)) return DnsPacket.createResourceFromQuestion({ ...base, type: DnsPacket.TYPE.A }, { address, ttl });
       if (isIPv6(address)) return DnsPacket.createResourceFromQuestion({ ...base, type: DnsPacket.TYPE.AAAA }, { address, ttl });
@@ -129,8 +136,8 @@ export class OperatorDnsServer {
     const wantsSrv = question.type === DnsPacket.TYPE.SRV || match.name.portName !== undefined;
     if (wantsSrv) {
       if (match.name.portName !== undefined) {
-        const spec = this.catalog.services.get(serviceKey(match.name.namespace, match.name.service))?.value;
-        const imported = this.catalog.imports.get(serviceKey(match.name.namespace, match.name.service))?.values().next().value?.value.service;
+        const spec = this.#catalog.services.get(serviceKey(match.name.namespace, match.name.service))?.value;
+        const imported = this.#catalog.imports.get(serviceKey(match.name.namespace, match.name.service))?.values().next().value?.value.service;
         const ports = (spec ?? imported)?.ports ?? [];
         if (!ports.some((p) => p.name === match.name.portName)) return reply('NXDOMAIN');
       }

@@ -45,18 +45,28 @@ export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
  * converge instead of alternating.
  */
 export class ExportPublisher {
-  private readonly log = logger('controller-exports');
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private closed = false;
+  readonly #log = logger('controller-exports');
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #closed = false;
+
+  readonly #store: EtcdStore;
+  readonly #catalog: CatalogCache;
+  readonly #options: ExportPublisherOptions;
+  readonly #metrics: ControllerMetrics;
 
   constructor(
-    private readonly store: EtcdStore,
-    private readonly catalog: CatalogCache,
-    private readonly options: ExportPublisherOptions,
-    private readonly metrics: ControllerMetrics,
-  ) {}
+    store: EtcdStore,
+    catalog: CatalogCache,
+    options: ExportPublisherOptions,
+    metrics: ControllerMetrics,
+  ) {
+    this.#store = store;
+    this.#catalog = catalog;
+    this.#options = options;
+    this.#metrics = metrics;
+  }
 
   start(): Promise<void> {
     return this.reconcile();
@@ -68,77 +78,77 @@ export class ExportPublisher {
 
   /** Recompute soon (health-check results changed). */
   schedule(): void {
-    if (this.closed || this.timer) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
+    if (this.#closed || this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
       this.reconcile().catch((error: Error) => {
-        this.log.warn({ err: error.message }, 'export reconcile failed; retrying');
+        this.#log.warn({ err: error.message }, 'export reconcile failed; retrying');
         setTimeout(() => this.schedule(), 1000).unref();
       });
-    }, this.options.debounceMs);
+    }, this.#options.debounceMs);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
+    this.#closed = true;
+    clearTimeout(this.#timer);
+    await this.#running?.catch(() => undefined);
   }
 
   /** Healthy and total endpoint counts per locality, sorted by region then zone. */
   healthyCounts(key: ServiceKey): HealthyCount[] {
     const counts = new Map<string, HealthyCount>();
-    for (const stored of this.catalog.endpointsOf(key).values()) {
+    for (const stored of this.#catalog.endpointsOf(key).values()) {
       const l = stored.value.locality;
       const k = `${l.region}/${l.zone}`;
       const c = counts.get(k) ?? { locality: l, healthy: 0, total: 0 };
-      counts.set(k, { locality: l, healthy: c.healthy + (this.options.endpointHealthy(stored) ? 1 : 0), total: c.total + 1 });
+      counts.set(k, { locality: l, healthy: c.healthy + (this.#options.endpointHealthy(stored) ? 1 : 0), total: c.total + 1 });
     }
     return [...counts.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, c]) => c);
   }
 
   /** Brings `/exports/` in line with the catalog; runs one pass at a time. */
   reconcile(): Promise<void> {
-    if (this.running) {
-      this.again = true;
-      return this.running;
+    if (this.#running) {
+      this.#again = true;
+      return this.#running;
     }
-    this.running = (async () => {
+    this.#running = (async () => {
       try {
         do {
-          this.again = false;
-          await this.pass();
-        } while (this.again && !this.closed);
+          this.#again = false;
+          await this.#pass();
+        } while (this.#again && !this.#closed);
       } finally {
-        this.running = undefined;
+        this.#running = undefined;
       }
     })();
-    return this.running;
+    return this.#running;
   }
 
-  private async pass(): Promise<void> {
-    const o = this.options;
-    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.catalog));
-    if (!isDeepStrictEqual(this.catalog.exportedCluster?.value, cluster)) {
+  async #pass(): Promise<void> {
+    const o = this.#options;
+    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.#catalog));
+    if (!isDeepStrictEqual(this.#catalog.exportedCluster?.value, cluster)) {
       const { schema: _schema, ...value } = cluster;
       await o.publishCluster(value);
-      this.metrics.exportWrites.inc({ kind: 'cluster' });
+      this.#metrics.exportWrites.inc({ kind: 'cluster' });
     }
-    for (const [key, { value: spec }] of this.catalog.services) {
+    for (const [key, { value: spec }] of this.#catalog.services) {
       if (!spec.exported) continue;
-      const current = this.catalog.exports.get(key);
+      const current = this.#catalog.exports.get(key);
       const healthy = this.healthyCounts(key);
       if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) continue;
       const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
       const value: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: spec, healthy, exportedAt: current?.value.exportedAt ?? new Date().toISOString() };
-      await this.store.putIfUnchanged(etcdKey, encodeCatalogValue(ExportedService, etcdKey, value), current?.modRevision ?? '0');
-      this.metrics.exportWrites.inc({ kind: 'service' });
+      await this.#store.putIfUnchanged(etcdKey, encodeCatalogValue(ExportedService, etcdKey, value), current?.modRevision ?? '0');
+      this.#metrics.exportWrites.inc({ kind: 'service' });
     }
-    for (const [key, current] of this.catalog.exports) {
-      if (this.catalog.services.get(key)?.value.exported) continue;
+    for (const [key, current] of this.#catalog.exports) {
+      if (this.#catalog.services.get(key)?.value.exported) continue;
       const { namespace, name } = current.value.service;
-      await this.store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
-      this.metrics.exportWrites.inc({ kind: 'unexport' });
-      this.log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
+      await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
+      this.#metrics.exportWrites.inc({ kind: 'unexport' });
+      this.#log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
     }
   }
 }

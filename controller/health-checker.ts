@@ -36,45 +36,55 @@ interface CheckState {
  * (where they would race with the sidecar's own heartbeat updates).
  */
 export class HealthChecker {
-  private readonly states = new Map<string, CheckState>();
-  private timer: NodeJS.Timeout | undefined;
-  private closed = false;
-  private readonly log = logger('controller-health');
+  readonly #states = new Map<string, CheckState>();
+  #timer: NodeJS.Timeout | undefined;
+  #closed = false;
+  readonly #log = logger('controller-health');
+
+  readonly #catalog: CatalogCache;
+  readonly #settings: HealthCheckSettings;
+  readonly #metrics: ControllerMetrics;
+  /** Called with the services whose endpoints changed health. */
+  readonly #onChange: (services: Set<ServiceKey>) => void;
 
   constructor(
-    private readonly catalog: CatalogCache,
-    private readonly settings: HealthCheckSettings,
-    private readonly metrics: ControllerMetrics,
-    /** Called with the services whose endpoints changed health. */
-    private readonly onChange: (services: Set<ServiceKey>) => void,
-  ) {}
+    catalog: CatalogCache,
+    settings: HealthCheckSettings,
+    metrics: ControllerMetrics,
+    onChange: (services: Set<ServiceKey>) => void,
+  ) {
+    this.#catalog = catalog;
+    this.#settings = settings;
+    this.#metrics = metrics;
+    this.#onChange = onChange;
+  }
 
   start(): void {
-    this.schedule(0);
+    this.#schedule(0);
   }
 
   close(): void {
-    this.closed = true;
-    clearTimeout(this.timer);
+    this.#closed = true;
+    clearTimeout(this.#timer);
   }
 
   /** Whether the endpoint should take traffic: lease alive (it exists), not reported unhealthy, not failing checks. */
   endpointHealthy(endpoint: StoredEndpoint): boolean {
     if (endpoint.value.health === 'unhealthy') return false;
-    return this.states.get(endpoint.key)?.healthy ?? true;
+    return this.#states.get(endpoint.key)?.healthy ?? true;
   }
 
-  private schedule(delayMs: number): void {
-    if (this.closed) return;
-    this.timer = setTimeout(() => {
-      this.round().finally(() => this.schedule(this.settings.intervalMs));
+  #schedule(delayMs: number): void {
+    if (this.#closed) return;
+    this.#timer = setTimeout(() => {
+      this.#round().finally(() => this.#schedule(this.#settings.intervalMs));
     }, delayMs);
-    this.timer.unref();
+    this.#timer.unref();
   }
 
-  private probesByService(): Map<ServiceKey, Array<{ labels: Record<string, string>; probe: Probe }>> {
+  #probesByService(): Map<ServiceKey, Array<{ labels: Record<string, string>; probe: Probe }>> {
     const result = new Map<ServiceKey, Array<{ labels: Record<string, string>; probe: Probe }>>();
-    for (const { value: group } of this.catalog.workloadGroups.values()) {
+    for (const { value: group } of this.#catalog.workloadGroups.values()) {
       if (!group.probe) continue;
       const key = serviceKey(group.namespace, group.service);
       const list = result.get(key) ?? [];
@@ -84,38 +94,38 @@ export class HealthChecker {
     return result;
   }
 
-  private async round(): Promise<void> {
-    const probes = this.probesByService();
+  async #round(): Promise<void> {
+    const probes = this.#probesByService();
     const seen = new Set<string>();
     const jobs: Array<() => Promise<void>> = [];
     const changed = new Set<ServiceKey>();
     for (const [key, groups] of probes) {
-      for (const endpoint of this.catalog.endpointsOf(key).values()) {
+      for (const endpoint of this.#catalog.endpointsOf(key).values()) {
         const match = groups.find((g) => Object.entries(g.labels).every(([k, v]) => endpoint.value.labels[k] === v));
         if (!match) continue;
         seen.add(endpoint.key);
         jobs.push(async () => {
-          const ok = await this.check(endpoint.value.address, match.probe);
-          this.metrics.healthChecks.inc({ result: ok ? 'pass' : 'fail' });
-          const state = this.states.get(endpoint.key) ?? { healthy: true, failures: 0, successes: 0 };
+          const ok = await this.#check(endpoint.value.address, match.probe);
+          this.#metrics.healthChecks.inc({ result: ok ? 'pass' : 'fail' });
+          const state = this.#states.get(endpoint.key) ?? { healthy: true, failures: 0, successes: 0 };
           if (ok) {
             state.successes++;
             state.failures = 0;
-            if (!state.healthy && state.successes >= this.settings.healthyThreshold) {
+            if (!state.healthy && state.successes >= this.#settings.healthyThreshold) {
               state.healthy = true;
               changed.add(key);
-              this.log.info({ endpoint: endpoint.key }, 'endpoint passes its health check again');
+              this.#log.info({ endpoint: endpoint.key }, 'endpoint passes its health check again');
             }
           } else {
             state.failures++;
             state.successes = 0;
-            if (state.healthy && state.failures >= this.settings.unhealthyThreshold) {
+            if (state.healthy && state.failures >= this.#settings.unhealthyThreshold) {
               state.healthy = false;
               changed.add(key);
-              this.log.warn({ endpoint: endpoint.key }, 'endpoint fails its health check; taking it out of load balancing');
+              this.#log.warn({ endpoint: endpoint.key }, 'endpoint fails its health check; taking it out of load balancing');
             }
           }
-          this.states.set(endpoint.key, state);
+          this.#states.set(endpoint.key, state);
         });
       }
     }
@@ -126,14 +136,14 @@ export class HealthChecker {
         while (next < jobs.length) await jobs[next++]!();
       }),
     );
-    for (const key of this.states.keys()) {
-      if (!seen.has(key)) this.states.delete(key);
+    for (const key of this.#states.keys()) {
+      if (!seen.has(key)) this.#states.delete(key);
     }
-    if (changed.size > 0 && !this.closed) this.onChange(changed);
+    if (changed.size > 0 && !this.#closed) this.#onChange(changed);
   }
 
-  private check(address: string, probe: Probe): Promise<boolean> {
-    const timeoutMs = this.settings.timeoutMs;
+  #check(address: string, probe: Probe): Promise<boolean> {
+    const timeoutMs = this.#settings.timeoutMs;
     return new Promise((resolve) => {
       if ('tcp' in probe) {
         const socket = connect({ host: address, port: probe.tcp.port });

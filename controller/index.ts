@@ -12,5 +12,5 @@ export { ControllerError, ControllerErrorCodes, EtcdUnavailableError } from './e
 export { callerSpiffeId } from './caller-identity.js';
 export type { NodeStatus } from './discovery-service.js';
 export type { HealthCheckSettings } from './health-checker.js';
-export { WorkloadGroups, WorkloadError, WorkloadErrorCodes, WORKLOAD_GROUP_KIND, WorkloadGroupDocument, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
+export { WorkloadGroups, WorkloadError, WORKLOAD_GROUP_KIND, WorkloadGroupDocument, parseWorkloadGroupFile, workloadGroupIdentity, type AppliedWorkloadGroup, type WorkloadGroupHost } from './workload-groups.js';
 export { writeWorkloadBundle, systemdUnit, installScript, BundleFiles, BundleDefaults, type WorkloadBundle, type WorkloadBundleOptions } from './workload-bundle.js';

@@ -14,7 +14,7 @@ interface Fragment {
 
 /** One built snapshot, shared (bytes and all) by every node of the same view. */
 export class BuiltSnapshot {
-  private gzipped: Promise<Buffer> | undefined;
+  #gzipped: Promise<Buffer> | undefined;
   constructor(
     readonly version: string,
     /** JSON of mesh/snapshot.ts `Snapshot`. */
@@ -26,8 +26,8 @@ export class BuiltSnapshot {
 
   /** The JSON gzipped once (level 1: fast, and large snapshots shrink ~10×). */
   gzip(): Promise<Buffer> {
-    this.gzipped ??= gzipAsync(this.json, { level: 1 });
-    return this.gzipped;
+    this.#gzipped ??= gzipAsync(this.json, { level: 1 });
+    return this.#gzipped;
   }
 }
 
@@ -47,44 +47,50 @@ export interface SnapshotSource {
  * endpoint among 10,000 re-serialises one service and concatenates the rest.
  */
 export class SnapshotBuilder {
-  private readonly fragments = new Map<ServiceKey, Map<string, Fragment | null>>();
-  private policiesJson: string | undefined;
-  private readonly built = new Map<string, BuiltSnapshot>();
+  readonly #fragments = new Map<ServiceKey, Map<string, Fragment | null>>();
+  #policiesJson: string | undefined;
+  readonly #built = new Map<string, BuiltSnapshot>();
+
+  readonly #catalog: CatalogCache;
+  readonly #source: SnapshotSource;
 
   constructor(
-    private readonly catalog: CatalogCache,
-    private readonly source: SnapshotSource,
-  ) {}
+    catalog: CatalogCache,
+    source: SnapshotSource,
+  ) {
+    this.#catalog = catalog;
+    this.#source = source;
+  }
 
   /** Forgets what `changes` touched; the next {@link snapshot} call rebuilds it. */
   invalidate(changes: CatalogChanges): void {
     if (!changes.affectsSnapshots) return;
     if (changes.everything || changes.cluster) {
-      this.fragments.clear();
-      this.policiesJson = undefined;
+      this.#fragments.clear();
+      this.#policiesJson = undefined;
     } else {
-      for (const s of changes.services) this.fragments.delete(s);
-      if (changes.policies) this.policiesJson = undefined;
+      for (const s of changes.services) this.#fragments.delete(s);
+      if (changes.policies) this.#policiesJson = undefined;
     }
-    this.built.clear();
+    this.#built.clear();
   }
 
   /** Drops everything (e.g. the trust bundle changed). */
   invalidateAll(): void {
-    this.fragments.clear();
-    this.policiesJson = undefined;
-    this.built.clear();
+    this.#fragments.clear();
+    this.#policiesJson = undefined;
+    this.#built.clear();
   }
 
   isBuilt(viewRegion: string): boolean {
-    return this.built.has(viewRegion);
+    return this.#built.has(viewRegion);
   }
 
   /** The current snapshot of a view (region), built on demand. */
   snapshot(viewRegion: string): BuiltSnapshot {
-    const cached = this.built.get(viewRegion);
+    const cached = this.#built.get(viewRegion);
     if (cached) return cached;
-    const keys = new Set<ServiceKey>([...this.catalog.services.keys(), ...this.catalog.imports.keys()]);
+    const keys = new Set<ServiceKey>([...this.#catalog.services.keys(), ...this.#catalog.imports.keys()]);
     const sorted = [...keys].sort();
     const parts: Buffer[] = [];
     // The version hashes the fragments' own digests, not the megabytes they add up to.
@@ -93,33 +99,33 @@ export class SnapshotBuilder {
     let count = 0;
     const comma = Buffer.from(',');
     for (const key of sorted) {
-      const fragment = this.fragment(key, viewRegion);
+      const fragment = this.#fragment(key, viewRegion);
       if (!fragment) continue;
       if (count++ > 0) parts.push(comma);
       parts.push(fragment.json);
       digest.update(fragment.digest);
       targets += fragment.targets;
     }
-    this.policiesJson ??= this.policies();
-    const head = `"cluster":${JSON.stringify(this.source.cluster)},"trustDomain":${JSON.stringify(this.source.trustDomain)},"trustBundle":${JSON.stringify(this.source.trustBundle())},"services":[`;
-    const tail = `],${this.policiesJson}}`;
+    this.#policiesJson ??= this.#policies();
+    const head = `"cluster":${JSON.stringify(this.#source.cluster)},"trustDomain":${JSON.stringify(this.#source.trustDomain)},"trustBundle":${JSON.stringify(this.#source.trustBundle())},"services":[`;
+    const tail = `],${this.#policiesJson}}`;
     const version = digest.update(head).update(tail).digest('hex').slice(0, 20);
     const json = Buffer.concat([Buffer.from(`{"schema":1,"version":"${version}",${head}`), ...parts, Buffer.from(tail)]);
     const snapshot = new BuiltSnapshot(version, json, Date.now(), count, targets);
-    this.built.set(viewRegion, snapshot);
+    this.#built.set(viewRegion, snapshot);
     return snapshot;
   }
 
-  private policies(): string {
+  #policies(): string {
     const byName = <T extends { namespace: string; name: string }>(a: T, b: T) => (a.namespace === b.namespace ? a.name.localeCompare(b.name) : a.namespace.localeCompare(b.namespace));
-    const authorization = [...this.catalog.authorization.values()].map((v) => v.value).sort(byName);
-    const traffic = [...this.catalog.traffic.values()].map((v) => v.value).sort(byName);
+    const authorization = [...this.#catalog.authorization.values()].map((v) => v.value).sort(byName);
+    const traffic = [...this.#catalog.traffic.values()].map((v) => v.value).sort(byName);
     return `"authorization":${JSON.stringify(authorization)},"traffic":${JSON.stringify(traffic)}`;
   }
 
-  private fragment(key: ServiceKey, viewRegion: string): Fragment | null {
-    let byView = this.fragments.get(key);
-    if (!byView) this.fragments.set(key, (byView = new Map()));
+  #fragment(key: ServiceKey, viewRegion: string): Fragment | null {
+    let byView = this.#fragments.get(key);
+    if (!byView) this.#fragments.set(key, (byView = new Map()));
     let fragment = byView.get(viewRegion);
     if (fragment === undefined) {
       const service = this.service(key, viewRegion);
@@ -136,8 +142,8 @@ export class SnapshotBuilder {
 
   /** One mesh service: local spec and endpoints plus every peer's import of the same name (namespace sameness). */
   service(key: ServiceKey, viewRegion: string): SnapshotService | undefined {
-    const local = this.catalog.services.get(key)?.value;
-    const imports = [...(this.catalog.imports.get(key)?.values() ?? [])]
+    const local = this.#catalog.services.get(key)?.value;
+    const imports = [...(this.#catalog.imports.get(key)?.values() ?? [])]
       .map((v) => v.value)
       .filter((i) => i.conflict === undefined)
       .sort((a, b) => a.exportedAt.localeCompare(b.exportedAt) || a.peer.localeCompare(b.peer));
@@ -147,10 +153,10 @@ export class SnapshotBuilder {
     for (const i of imports) for (const a of i.service.serviceAccounts) accounts.add(a);
     const targets: SnapshotTarget[] = [];
     if (local) {
-      const endpoints = [...this.catalog.endpointsOf(key).values()].sort((a, b) => (a.value.id < b.value.id ? -1 : a.value.id > b.value.id ? 1 : 0));
+      const endpoints = [...this.#catalog.endpointsOf(key).values()].sort((a, b) => (a.value.id < b.value.id ? -1 : a.value.id > b.value.id ? 1 : 0));
       for (const stored of endpoints) {
         const e = stored.value;
-        const healthy = this.source.endpointHealthy(stored);
+        const healthy = this.#source.endpointHealthy(stored);
         targets.push({
           kind: 'endpoint',
           cluster: e.cluster,
@@ -168,7 +174,7 @@ export class SnapshotBuilder {
       }
     }
     for (const i of imports) {
-      if (i.peer === this.source.cluster) continue;
+      if (i.peer === this.#source.cluster) continue;
       const weight = i.healthy.reduce((n, h) => n + h.healthy, 0);
       const priority = i.peerLocality.region === viewRegion ? Priority.sameRegion : Priority.otherRegion;
       for (const gw of i.gateways) {

@@ -14,7 +14,8 @@ import {
   type Locality,
   type WorkloadGroup,
 } from '../mesh/index.js';
-import { WorkloadError, WorkloadErrorCodes, workloadGroupIdentity } from './workload-groups.js';
+import { ControllerErrorCodes } from './errors.js';
+import { WorkloadError, workloadGroupIdentity } from './workload-groups.js';
 
 /** File names inside a bundle directory (and inside `installDir` on the host). */
 export const BundleFiles = {
@@ -92,7 +93,7 @@ export interface WorkloadBundle {
   readonly sidecarConfig: WorkloadConfig;
 }
 
-const invalid = (message: string) => new WorkloadError(WorkloadErrorCodes.bundleInvalid, message);
+const invalid = (message: string) => new WorkloadError(ControllerErrorCodes.workloadBundleInvalid, message);
 
 /**
  * Writes everything a VM or bare-metal host needs to join the mesh as a host of `group`:
@@ -189,7 +190,7 @@ export async function writeWorkloadBundle(options: WorkloadBundleOptions): Promi
     if (files.pkcs12Password) await put(files.pkcs12Password, `${generatePkcs12Password()}\n`, 0o600);
     await put(files.install, installScript({ installDir, stateDir, user, pkcs12: options.pkcs12 ?? false }), 0o755);
   } catch (error) {
-    throw new WorkloadError(WorkloadErrorCodes.bundleWriteFailed, `cannot write the bundle to ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
+    throw new WorkloadError(ControllerErrorCodes.workloadBundleWriteFailed, `cannot write the bundle to ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`, { cause: error });
   }
   return { dir, files, identity, endpointId, tokenExpiresAt, sidecarConfig, ...(options.pkcs12 ? { pkcs12File: posix.join(stateDir, CaFiles.workloadPkcs12) } : {}) };
 }

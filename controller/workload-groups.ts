@@ -19,17 +19,9 @@ import {
   workloadGroupEndpointId,
 } from '../mesh/index.js';
 import type { EtcdStore } from '../store/index.js';
+import { ControllerErrorCodes } from './errors.js';
 
-/** Stable codes of workload-group and bundle errors. */
-export const WorkloadErrorCodes = {
-  groupNotFound: 'CW_WORKLOAD_GROUP_NOT_FOUND',
-  identityNotAllowed: 'CW_WORKLOAD_IDENTITY_NOT_ALLOWED',
-  portsMismatch: 'CW_WORKLOAD_PORTS_MISMATCH',
-  bundleInvalid: 'CW_WORKLOAD_BUNDLE_INVALID',
-  bundleWriteFailed: 'CW_WORKLOAD_BUNDLE_WRITE_FAILED',
-} as const;
-
-/** A refusal of `causeway workload …`; the message says what to change. */
+/** A refusal of `causeway workload …`; the message says what to change; `code` is one of the `workload*` {@link ControllerErrorCodes}. */
 export class WorkloadError extends CausewayError {}
 
 /** What `apply` did to the group and to the service it serves. */
@@ -91,10 +83,16 @@ export function parseWorkloadGroupFile(text: string, file: string): WorkloadGrou
  * service's `serviceAccounts` decide who may serve it.
  */
 export class WorkloadGroups {
+  readonly #store: EtcdStore;
+  readonly #trustDomain: string;
+
   constructor(
-    private readonly store: EtcdStore,
-    private readonly trustDomain: string,
-  ) {}
+    store: EtcdStore,
+    trustDomain: string,
+  ) {
+    this.#store = store;
+    this.#trustDomain = trustDomain;
+  }
 
   /**
    * Creates or replaces a group. The group's service must allow the group's identity and
@@ -106,18 +104,18 @@ export class WorkloadGroups {
     const result = WorkloadGroup.safeParse({ schema: CATALOG_SCHEMA_VERSION, ...input });
     if (!result.success) throw new ValidationError(ErrorCodes.configInvalid, source, issuesOf(result.error));
     const group = result.data;
-    const identity = workloadGroupIdentity(group, this.trustDomain);
-    const service = await this.ensureService(group, identity, options.exportService ?? false);
+    const identity = workloadGroupIdentity(group, this.#trustDomain);
+    const service = await this.#ensureService(group, identity, options.exportService ?? false);
     const key = EtcdKeys.workloadGroup(group.namespace, group.name);
-    const previous = await this.store.get(key);
-    await this.store.put(key, encodeCatalogValue(WorkloadGroup, key, group));
+    const previous = await this.#store.get(key);
+    await this.#store.put(key, encodeCatalogValue(WorkloadGroup, key, group));
     return { group, created: previous === undefined, service, identity };
   }
 
-  private async ensureService(group: WorkloadGroup, identity: string, exported: boolean): Promise<'created' | 'checked'> {
+  async #ensureService(group: WorkloadGroup, identity: string, exported: boolean): Promise<'created' | 'checked'> {
     const key = EtcdKeys.service(group.namespace, group.service);
     for (;;) {
-      const kv = await this.store.get(key);
+      const kv = await this.#store.get(key);
       if (!kv) {
         const spec = encodeCatalogValue(ServiceSpec, key, {
           schema: CATALOG_SCHEMA_VERSION,
@@ -128,7 +126,7 @@ export class WorkloadGroups {
           exported,
           createdAt: new Date().toISOString(),
         });
-        if (await this.store.putIfUnchanged(key, spec, '0')) return 'created';
+        if (await this.#store.putIfUnchanged(key, spec, '0')) return 'created';
         continue;
       }
       const decoded = decodeCatalogValue(ServiceSpec, key, kv.value);
@@ -137,14 +135,14 @@ export class WorkloadGroups {
       const ref = `${spec.name}.${spec.namespace}`;
       if (!spec.serviceAccounts.includes(identity)) {
         throw new WorkloadError(
-          WorkloadErrorCodes.identityNotAllowed,
+          ControllerErrorCodes.workloadIdentityNotAllowed,
           `service ${ref} does not allow ${identity} (allowed: ${spec.serviceAccounts.join(', ')}); add it to the service's serviceAccounts, or give the group one of those service accounts`,
         );
       }
       for (const p of group.ports) {
         const match = spec.ports.find((s) => s.name === p.name);
         if (!match || match.port !== p.port) {
-          throw new WorkloadError(WorkloadErrorCodes.portsMismatch, `port ${p.name}/${p.port} of the group is not a port of service ${ref} (ports: ${spec.ports.map((s) => `${s.name}/${s.port}`).join(', ')}); make the group's ports match the service`);
+          throw new WorkloadError(ControllerErrorCodes.workloadPortsMismatch, `port ${p.name}/${p.port} of the group is not a port of service ${ref} (ports: ${spec.ports.map((s) => `${s.name}/${s.port}`).join(', ')}); make the group's ports match the service`);
         }
       }
       return 'checked';
@@ -153,8 +151,8 @@ export class WorkloadGroups {
 
   async get(namespace: string, name: string): Promise<WorkloadGroup> {
     const key = EtcdKeys.workloadGroup(namespace, name);
-    const kv = await this.store.get(key);
-    if (!kv) throw new WorkloadError(WorkloadErrorCodes.groupNotFound, `workload group ${name} in namespace ${namespace} does not exist; apply it first (causeway workload group apply -f group.yaml)`);
+    const kv = await this.#store.get(key);
+    if (!kv) throw new WorkloadError(ControllerErrorCodes.workloadGroupNotFound, `workload group ${name} in namespace ${namespace} does not exist; apply it first (causeway workload group apply -f group.yaml)`);
     const decoded = decodeCatalogValue(WorkloadGroup, key, kv.value);
     if (!decoded.ok) throw decoded.error;
     return decoded.value;
@@ -164,7 +162,7 @@ export class WorkloadGroups {
   async list(namespace?: string): Promise<WorkloadGroup[]> {
     const prefix = namespace === undefined ? EtcdKeys.workloadsPrefix : `${EtcdKeys.workloadsPrefix}${namespace}/`;
     if (namespace !== undefined) EtcdKeys.workloadGroup(namespace, 'x');
-    const listing = await this.store.list(prefix);
+    const listing = await this.#store.list(prefix);
     const out: WorkloadGroup[] = [];
     for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(WorkloadGroup, kv.key, kv.value);
@@ -179,9 +177,9 @@ export class WorkloadGroups {
    */
   async delete(namespace: string, name: string): Promise<boolean> {
     const key = EtcdKeys.workloadGroup(namespace, name);
-    const kv = await this.store.get(key);
+    const kv = await this.#store.get(key);
     if (!kv) return false;
-    return this.store.deleteIfUnchanged(key, kv.modRevision);
+    return this.#store.deleteIfUnchanged(key, kv.modRevision);
   }
 
   /**
@@ -190,7 +188,7 @@ export class WorkloadGroups {
    * (`/causeway/v1/controllers/`, each on its lease; else the record's list).
    */
   async controllerAddress(viaGateway: boolean): Promise<string> {
-    const [kv, registrations] = await Promise.all([this.store.get(EtcdKeys.cluster), viaGateway ? undefined : this.store.list(EtcdKeys.controllersPrefix)]);
+    const [kv, registrations] = await Promise.all([this.#store.get(EtcdKeys.cluster), viaGateway ? undefined : this.#store.list(EtcdKeys.controllersPrefix)]);
     const decoded = kv ? decodeCatalogValue(ClusterInfo, EtcdKeys.cluster, kv.value) : undefined;
     const live = (registrations?.entries ?? []).flatMap((r) => {
       const d = decodeCatalogValue(ControllerRegistration, r.key, r.value);
@@ -200,7 +198,7 @@ export class WorkloadGroups {
     const first = list[0];
     if (!first) {
       throw new WorkloadError(
-        WorkloadErrorCodes.bundleInvalid,
+        ControllerErrorCodes.workloadBundleInvalid,
         `the cluster record lists no ${viaGateway ? 'gateway' : 'controller'} yet (is it running?); pass --controller <host:port>`,
       );
     }
@@ -209,8 +207,8 @@ export class WorkloadGroups {
 
   /** The hosts currently registered from `group` (endpoints of its service named `<group>-…` with its identity). */
   async hosts(group: WorkloadGroup): Promise<WorkloadGroupHost[]> {
-    const identity = workloadGroupIdentity(group, this.trustDomain);
-    const listing = await this.store.list(EtcdKeys.serviceEndpointsPrefix(group.namespace, group.service));
+    const identity = workloadGroupIdentity(group, this.#trustDomain);
+    const listing = await this.#store.list(EtcdKeys.serviceEndpointsPrefix(group.namespace, group.service));
     const out: WorkloadGroupHost[] = [];
     for (const kv of listing.entries) {
       const decoded = decodeCatalogValue(Endpoint, kv.key, kv.value);

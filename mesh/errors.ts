@@ -59,6 +59,8 @@ export const ErrorCodes = {
   listenAddressInUse: 'CW_LISTEN_ADDRESS_IN_USE',
   listenPermissionDenied: 'CW_LISTEN_PERMISSION_DENIED',
   listenFailed: 'CW_LISTEN_FAILED',
+  /** `causeway app load` missed a threshold it was given. */
+  appLoadThreshold: 'CW_APP_LOAD_THRESHOLD',
 } as const;
 
 /** Where a listener's port comes from: named when it cannot bind, so the operator knows what to change. */

@@ -20,6 +20,14 @@ export const ProxyErrorCodes = {
   outboundRangeTaken: 'CW_PROXY_OUTBOUND_RANGE_TAKEN',
   controlPlane: 'CW_PROXY_CONTROL_PLANE',
   snapshotRejected: 'CW_PROXY_SNAPSHOT_REJECTED',
+  /** `x-causeway-error` of a 503 the server sidecar sends when its app does not accept the connection (safe to retry anywhere). */
+  appUnavailable: 'CW_PROXY_APP_UNAVAILABLE',
+  /** `x-causeway-error` of a 503 when the app took the request and closed without answering (retry only if idempotent). */
+  appReset: 'CW_PROXY_APP_RESET',
+  /** `x-causeway-error` of a 403: an authorization policy denied the caller. */
+  authzDenied: 'CW_PROXY_AUTHZ_DENIED',
+  /** `x-causeway-error` of a failure that is not a {@link ProxyError} (no more precise code). */
+  unclassified: 'CW_PROXY_ERROR',
 } as const;
 export type ProxyErrorCode = (typeof ProxyErrorCodes)[keyof typeof ProxyErrorCodes];
 

@@ -6,6 +6,7 @@ import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Lo
 import { authorize, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
+import { ProxyErrorCodes } from './errors.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
 import { rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
@@ -297,7 +298,7 @@ export class InboundListener {
     const denied = this.#denied(context, port);
     if (denied) {
       this.#countDenial(context.caller, denied);
-      connection.write(textResponse(403, `RBAC: access denied (${denied})\n`, { 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }));
+      connection.write(textResponse(403, `RBAC: access denied (${denied})\n`, { 'x-causeway-error': ProxyErrorCodes.authzDenied }));
       new AppExchange(this.#appHost, connection, request, this.#labels(context), undefined, retried).finish(403, 'denied');
       connection.finish(request.head.close);
       return;
@@ -350,7 +351,7 @@ export class InboundListener {
       this.#countDenial(context.caller, denied);
       req.resume();
       const body = `RBAC: access denied (${denied})\n`;
-      res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': 'CW_PROXY_AUTHZ_DENIED' }).end(body);
+      res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': ProxyErrorCodes.authzDenied }).end(body);
       finish(403, 'denied');
       return;
     }

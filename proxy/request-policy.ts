@@ -276,7 +276,7 @@ export class RequestPolicy {
 
 /** What the sidecar answers with for an error of its own: the status and the `x-causeway-error` code. */
 export function errorStatus(error: unknown): { status: number; code: string } {
-  const code = error instanceof ProxyError ? error.code : 'CW_PROXY_ERROR';
+  const code = error instanceof ProxyError ? error.code : ProxyErrorCodes.unclassified;
   return { status: code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503, code };
 }
 

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import type { Command } from 'commander';
-import { CausewayError, UsageError } from '../../mesh/index.js';
+import { CausewayError, ErrorCodes, UsageError } from '../../mesh/index.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, runUntilStopped } from '../lifecycle.js';
 import { PEER_IDENTITY_HEADER, parseComposeDurationMs, runLoad, startEchoServer } from '../../topologies/index.js';
 
@@ -51,7 +51,7 @@ function expectOption(text: string, previous: Record<string, string> = {}): Reco
 /** Raised when a load run misses its threshold; its report is already on stdout. */
 class LoadThresholdError extends CausewayError {
   constructor(message: string) {
-    super('CW_APP_LOAD_THRESHOLD', message);
+    super(ErrorCodes.appLoadThreshold, message);
   }
 }
 

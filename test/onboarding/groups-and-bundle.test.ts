@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { verifyJoinToken } from '../../ca/index.js';
-import { CatalogAdmin, WorkloadErrorCodes, WorkloadGroups, writeWorkloadBundle } from '../../controller/index.js';
+import { CatalogAdmin, ControllerErrorCodes, WorkloadGroups, writeWorkloadBundle } from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { EtcdKeys, ServiceSpec, WorkloadGroup, decodeCatalogValue, parseConfig } from '../../mesh/index.js';
 import { parseSidecarConfig } from '../../proxy/index.js';
@@ -55,10 +55,10 @@ test('group apply refuses a service that does not allow the group identity, or l
   const w = await world(t);
   await new CatalogAdmin(w.store).applyService({ name: 'web', namespace: 'default', ports: [{ name: 'http', port: 8080 }], serviceAccounts: [spiffe('default', 'web')] });
   const refused = await t.throwsAsync(w.groups.apply(webGroup()));
-  t.is((refused as { code?: string }).code, WorkloadErrorCodes.identityNotAllowed);
+  t.is((refused as { code?: string }).code, ControllerErrorCodes.workloadIdentityNotAllowed);
   t.regex(refused!.message, /does not allow spiffe:\/\/causeway.internal\/ns\/default\/sa\/web-vm/);
   const ports = await t.throwsAsync(w.groups.apply(webGroup({ serviceAccount: 'web', ports: [{ name: 'grpc', port: 9090, protocol: 'grpc' }] })));
-  t.is((ports as { code?: string }).code, WorkloadErrorCodes.portsMismatch);
+  t.is((ports as { code?: string }).code, ControllerErrorCodes.workloadPortsMismatch);
   t.is(await w.store.get(EtcdKeys.workloadGroup('default', 'web-vms')), undefined, 'nothing stored after a refusal');
   const ok = await w.groups.apply(webGroup({ serviceAccount: 'web' }));
   t.is(ok.service, 'checked');
@@ -156,7 +156,7 @@ test('bundle refuses a CA of another cluster and a token TTL above the limit', a
   const west = await w.pki.cluster('west');
   const base = { cluster: w.cluster, group, controllerAddress: '10.0.0.1:15012', viaGateway: false, address: '10.0.0.9', outDir: join(w.dir, 'b') };
   const other = await t.throwsAsync(writeWorkloadBundle({ ...base, ca: west.ca }));
-  t.is((other as { code?: string }).code, WorkloadErrorCodes.bundleInvalid);
+  t.is((other as { code?: string }).code, ControllerErrorCodes.workloadBundleInvalid);
   await t.throwsAsync(writeWorkloadBundle({ ...base, ca: w.east.ca, ttlSeconds: 8 * 86_400 }), { message: /7 days/ });
 });
 
