@@ -15,6 +15,7 @@ COPY tsconfig.json ./
 COPY api ./api
 COPY api-client ./api-client
 COPY mesh ./mesh
+COPY store ./store
 COPY ca ./ca
 COPY controller ./controller
 COPY federation ./federation
@@ -23,7 +24,7 @@ COPY proxy ./proxy
 COPY cli ./cli
 COPY topologies ./topologies
 COPY scripts/bundles.mjs ./scripts/
-RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","api-client","mesh","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
+RUN printf '%s' '{"extends":"./tsconfig.json","compilerOptions":{"noEmit":false,"outDir":"/build","rootDir":"."},"include":["api","api-client","mesh","store","ca","controller","federation","gateway","proxy","cli","topologies"]}' > tsconfig.build.json \
  && npx tsc -p tsconfig.build.json \
  && find api topologies -type f ! -name '*.ts' -exec cp --parents {} /build/ \; \
  && cp package.json /build/

@@ -4,7 +4,7 @@ export const shared = {
   nodeArguments: ['--import=tsx'],
   timeout: '10m',
   workerThreads: false,
-  require: ['./test/fixtures/exit-guard.ts'],
+  require: ['./testkit/exit-guard.ts'],
 };
 
 export default { ...shared, files: ['test/**/*.test.ts', '!test/docker/**'], concurrency: 2 };

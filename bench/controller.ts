@@ -23,8 +23,8 @@ import { CatalogAdmin, Controller } from '../controller/index.js';
 import { Etcd3Store } from '../store/index.js';
 import type { SnapshotBuilder } from '../controller/snapshot-builder.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, controllerIdentity, createRootLogger, parseConfig, setRootLogger } from '../mesh/index.js';
-import { startEtcd } from '../test/fixtures/etcd.js';
-import { createMeshPki } from '../test/fixtures/mesh-pki.js';
+import { startEtcd } from '../testkit/etcd.js';
+import { createMeshPki } from '../testkit/mesh-pki.js';
 
 const TD = 'causeway.internal';
 setRootLogger(createRootLogger({ level: process.env.CAUSEWAY_LOG_LEVEL ?? 'warn' }));

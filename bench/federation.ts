@@ -16,8 +16,8 @@ import {
 } from '../mesh/index.js';
 import { connectFederationStore, Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
 import type { EtcdStore } from '../store/index.js';
-import { startEtcd, type EtcdServer } from '../test/fixtures/index.js';
-import { exportedService } from '../test/federation/helpers.js';
+import { startEtcd, type EtcdServer } from '../testkit/index.js';
+import { exportedService } from '../testkit/catalog.js';
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const rate = Number(process.env.BENCH_RATE ?? 100);

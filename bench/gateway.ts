@@ -26,8 +26,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { freePorts } from '../test/fixtures/ports.js';
-import { createTestPki } from '../test/fixtures/test-pki.js';
+import { freePorts } from '../testkit/ports.js';
+import { createTestPki } from '../testkit/test-pki.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SNI = '8443.all.echo.default.east.cw1.causeway.internal';

@@ -7,7 +7,7 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { CaError, CaErrorCodes, WorkloadCertificateClient, mintJoinToken, type CurrentCertificate } from '../../ca/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { createRootLogger } from '../../mesh/index.js';
 import { openssl, tempDir } from './helpers.js';
 import { counterValue, startSigningService } from './signing-service.js';

@@ -3,9 +3,9 @@ import { X509Certificate } from 'node:crypto';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CaErrorCodes, createCsr, createIntermediateCa, createRootCa, generatePrivateKey, inspectCertificates, loadIntermediateCa, verifyCertificateChain } from '../../ca/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
-import { freePort } from '../fixtures/ports.js';
-import { startProcess } from '../fixtures/processes.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
+import { freePort } from '../../testkit/ports.js';
+import { startProcess } from '../../testkit/processes.js';
 import { mutualTlsHandshake, openssl, tempDir } from './helpers.js';
 
 const TD = 'causeway.internal';

@@ -5,7 +5,7 @@ import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CaErrorCodes, issueClientCertificate } from '../../ca/index.js';
-import { createTestPki } from '../fixtures/test-pki.js';
+import { createTestPki } from '../../testkit/test-pki.js';
 import { tempDir } from './helpers.js';
 
 const ID = 'spiffe://causeway.internal/ns/causeway-system/sa/federation';

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createCsr, generatePrivateKey, type KeyType } from '../../ca/index.js';
 import { ReferenceLeafIssuer } from '../../ca/x509-reference.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { openssl, tempDir } from './helpers.js';
 
 const reviews = 'spiffe://causeway.internal/ns/default/sa/reviews';

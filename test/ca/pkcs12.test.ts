@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import test from 'ava';
 import { serviceSni } from '../../mesh/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { startEchoApp, startTestSidecar } from '../proxy/helpers/mesh.js';
 import { causeway, openssl, run, tempDir } from './helpers.js';
 

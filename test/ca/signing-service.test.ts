@@ -6,7 +6,7 @@ import { Server, status, type ServiceError } from '@grpc/grpc-js';
 import { DEFAULT_CONTROLLER_SERVER_NAME, createRootLogger } from '../../mesh/index.js';
 import { CertificateServiceClient } from '../../api-client/index.js';
 import { CaError, CaErrorCodes, addCertificateService, ERROR_CODE_METADATA_KEY, signingServiceChannelCredentials, createCsr, generatePrivateKey, mintJoinToken, requestCertificate, verifyCertificateChain, type SigningCredentials } from '../../ca/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { openssl, tempDir } from './helpers.js';
 import { counterValue, startSigningService } from './signing-service.js';
 

@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdKeys } from '../../mesh/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { freePorts, waitFor } from '../fixtures/ports.js';
-import { startProcess } from '../fixtures/processes.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { freePorts, waitFor } from '../../testkit/ports.js';
+import { startProcess } from '../../testkit/processes.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = ['--import=tsx', join(ROOT, 'cli/main.ts')];

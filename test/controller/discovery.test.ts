@@ -7,7 +7,7 @@ import { Client, Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { CREATE_CERTIFICATE_PATH } from '../../api-client/index.js';
 import { CaError, createCsr, mintJoinToken, requestCertificate, signingServiceChannelCredentials } from '../../ca/index.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, ExportedService, controllerIdentity, decodeCatalogValue } from '../../mesh/index.js';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 import { controllerWorld, reviews, spiffe, TD } from './harness.js';
 
 const endpoint = (id: string, address = '127.0.0.10') => ({ service: 'reviews', namespace: 'default', endpointId: id, address, inboundPort: 15006, labels: { version: 'v1' } });

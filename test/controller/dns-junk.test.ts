@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import dns2 from 'dns2';
 import type { Controller } from '../../controller/index.js';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 import { controllerWorld, reviews } from './harness.js';
 
 const endpoint = { service: 'reviews', namespace: 'default', endpointId: 'r-a', address: '127.0.0.21', inboundPort: 15006, labels: { version: 'v1' } };

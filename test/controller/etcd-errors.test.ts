@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { connectControllerStore } from '../../controller/index.js';
 import { connectFederationStore } from '../../federation/index.js';
 import { loadConfigFile } from '../../mesh/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
+import { startEtcd } from '../../testkit/etcd.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 

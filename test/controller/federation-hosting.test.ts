@@ -2,8 +2,8 @@ import test from 'ava';
 import { Controller } from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, parseConfig } from '../../mesh/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { waitFor } from '../fixtures/ports.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { waitFor } from '../../testkit/ports.js';
 import { controllerWorld, reviews, TD } from './harness.js';
 
 test('with links in its config the controller hosts the federation: ready after the initial sync, imports reach snapshots', async (t) => {

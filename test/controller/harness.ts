@@ -6,8 +6,8 @@ import { DiscoveryClient, RegistrationClient, type TlsIdentity } from '../../api
 import { CatalogAdmin, Controller, type ControllerOptions } from '../../controller/index.js';
 import { Etcd3Store, type EtcdStore } from '../../store/index.js';
 import { controllerIdentity, parseConfig, type ClusterConfig } from '../../mesh/index.js';
-import { startEtcd, type EtcdServer } from '../fixtures/etcd.js';
-import { createMeshPki, type MeshPki } from '../fixtures/mesh-pki.js';
+import { startEtcd, type EtcdServer } from '../../testkit/etcd.js';
+import { createMeshPki, type MeshPki } from '../../testkit/mesh-pki.js';
 
 export const TD = 'causeway.internal';
 export const spiffe = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;

@@ -2,9 +2,9 @@ import test from 'ava';
 import {} from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { ClusterInfo, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { startFaultProxy } from '../fixtures/fault-proxy.js';
-import { waitFor } from '../fixtures/ports.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { startFaultProxy } from '../../testkit/fault-proxy.js';
+import { waitFor } from '../../testkit/ports.js';
 import { controllerWorld } from './harness.js';
 import { controllerConfig, listedControllers, registeredControllers, startController } from './processes.js';
 

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ClusterInfo, ControllerRegistration, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
-import type { EtcdServer } from '../fixtures/etcd.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
-import { freePorts } from '../fixtures/ports.js';
-import { startProcess, type ManagedProcess } from '../fixtures/processes.js';
+import type { EtcdServer } from '../../testkit/etcd.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
+import { freePorts } from '../../testkit/ports.js';
+import { startProcess, type ManagedProcess } from '../../testkit/processes.js';
 
 /** Controllers as separate processes, started the way users start them, for lifecycle tests. */
 

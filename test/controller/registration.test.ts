@@ -1,7 +1,7 @@
 import test from 'ava';
 import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { DEFAULT_CONTROLLER_SERVER_NAME, controllerIdentity } from '../../mesh/index.js';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 import { RegistrationClientConstructor } from '../../api-client/index.js';
 import { controllerWorld, reviews, TD } from './harness.js';
 

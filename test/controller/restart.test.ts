@@ -1,7 +1,7 @@
 import test from 'ava';
 import { connect, createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 import { controllerWorld, reviews } from './harness.js';
 
 /** One request over TCP to the target the node's last snapshot names (what a sidecar does). */
@@ -102,7 +102,7 @@ test('an etcd outage makes the controller unready while nodes keep their snapsho
 test('heartbeats recover after a silent partition from etcd (traffic held, no connection error)', async (t) => {
   const world = await controllerWorld(t);
   await world.admin.applyService(reviews);
-  const { startFaultProxy } = await import('../fixtures/fault-proxy.js');
+  const { startFaultProxy } = await import('../../testkit/fault-proxy.js');
   const { Controller } = await import('../../controller/index.js');
   const { parseConfig } = await import('../../mesh/index.js');
   const etcdPort = Number(new URL(world.etcd.clientUrl).port);

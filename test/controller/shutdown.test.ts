@@ -1,6 +1,6 @@
 import test from 'ava';
-import { startEtcd } from '../fixtures/etcd.js';
-import { exitWithin } from '../fixtures/processes.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { exitWithin } from '../../testkit/processes.js';
 import { controllerConfig, startController } from './processes.js';
 
 test('regression "controller still running 18 s after SIGTERM when its etcd had died": it exits within its drain timeout', async (t) => {

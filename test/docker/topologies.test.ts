@@ -1,5 +1,5 @@
 // The Docker tier: the documented Docker path, end to end, with a real engine. A private
-// dockerd (test/fixtures/docker-engine.ts), the base images (scripts/offline-base-images.sh:
+// dockerd (testkit/docker-engine.ts), the base images (scripts/offline-base-images.sh:
 // pulled, or local stand-ins where no registry answers, as on our machines), the image
 // from the Dockerfile, then the topologies' scenarios through `causeway topology test
 // --engine docker`. Never skipped: without root or without a daemon that starts, the
@@ -12,8 +12,8 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKOUT_ROOT, loadComposeFile, TOPOLOGIES_DIR } from '../../topologies/index.js';
-import { DOCKER_CLIENT, removeStaleEngines, startDockerEngine, type DockerEngine } from '../fixtures/docker-engine.js';
-import { assertRoot } from '../fixtures/root.js';
+import { DOCKER_CLIENT, removeStaleEngines, startDockerEngine, type DockerEngine } from '../../testkit/docker-engine.js';
+import { assertRoot } from '../../testkit/root.js';
 
 const CLI = join(CHECKOUT_ROOT, 'bin', 'causeway.js');
 

@@ -19,7 +19,7 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { descendantPids, processAlive, waitFor } from '../fixtures/index.js';
+import { descendantPids, processAlive, waitFor } from '../../testkit/index.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const README = join(ROOT, 'README.md');

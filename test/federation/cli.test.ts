@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import test from 'ava';
 import { EtcdKeys } from '../../mesh/index.js';
 import { stringify } from 'yaml';
-import { freePort, waitFor } from '../fixtures/index.js';
+import { freePort, waitFor } from '../../testkit/index.js';
 import { causeway, exportService, exportedService, publishPeer, startCauseway, startCluster, timings, type TestCluster } from './helpers.js';
 
 function writeConfig(local: TestCluster, peers: TestCluster[], port: number): string {

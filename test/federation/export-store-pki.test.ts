@@ -8,8 +8,8 @@ import test from 'ava';
 import { stringify } from 'yaml';
 import { EtcdKeys, exportStoreSni } from '../../mesh/index.js';
 import { connectFederationStore, EXPORT_STORE_PORT, FederationError, exportStoreTlsFlags, type ExportStorePki } from '../../federation/index.js';
-import { startEtcd } from '../fixtures/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { startEtcd } from '../../testkit/index.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { causeway, connectionTo } from './helpers.js';
 
 const SERVER_AUTH = '1.3.6.1.5.5.7.3.1';

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { CATALOG_SCHEMA_VERSION, EtcdKeys, Heartbeat, decodeCatalogValue, encodeCatalogValue } from '../../mesh/index.js';
 import { HeartbeatPublisher } from '../../federation/index.js';
-import { waitFor } from '../fixtures/index.js';
+import { waitFor } from '../../testkit/index.js';
 import { exportService, exportedService, linkTo, publishPeer, readImport, startCluster, startFederation, timings, waitForFreshImport, type TestCluster } from './helpers.js';
 
 async function currentBeat(cluster: TestCluster): Promise<Heartbeat> {

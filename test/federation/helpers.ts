@@ -19,7 +19,7 @@ import {
 } from '../../mesh/index.js';
 import { connectFederationStore, Federation, HeartbeatPublisher, publishExportedCluster } from '../../federation/index.js';
 import type { EtcdStore } from '../../store/index.js';
-import { startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
+import { startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../../testkit/index.js';
 
 /** Short federation timings so the suite stays fast; the semantics are the defaults'. */
 export const timings: FederationConfig = { heartbeatIntervalMs: 250, staleAfterMs: 2000, expireAfterMs: 5000, initialSyncTimeoutMs: 3000 };
@@ -66,22 +66,7 @@ export async function publishPeer(t: ExecutionContext, cluster: TestCluster, opt
   return publisher;
 }
 
-export function exportedService(ns: string, name: string, options: { ports?: ServicePort[]; healthy?: number; exportedAt?: string } = {}): ExportedService {
-  return {
-    schema: CATALOG_SCHEMA_VERSION,
-    service: {
-      schema: CATALOG_SCHEMA_VERSION,
-      name,
-      namespace: ns,
-      ports: options.ports ?? [{ name: 'http', port: 9080, protocol: 'http' }],
-      serviceAccounts: [`spiffe://causeway.internal/ns/${ns}/sa/${name}`],
-      exported: true,
-      subsets: {},
-    },
-    healthy: [{ locality: { region: 'r1', zone: 'z1' }, healthy: options.healthy ?? 2, total: 2 }],
-    exportedAt: options.exportedAt ?? new Date().toISOString(),
-  };
-}
+export { exportedService } from '../../testkit/catalog.js';
 
 export async function exportService(cluster: TestCluster, value: ExportedService): Promise<void> {
   const key = EtcdKeys.exportedService(value.service.namespace, value.service.name);

@@ -7,7 +7,7 @@ import { parse, stringify } from 'yaml';
 import { EtcdKeys, LinkConfig } from '../../mesh/index.js';
 import { connectFederationStore, FederationError, FederationErrorCodes, grantPeerAccess, peerRoleName, peerUserName } from '../../federation/index.js';
 import type { EtcdStore } from '../../store/index.js';
-import { createTestPki } from '../fixtures/test-pki.js';
+import { createTestPki } from '../../testkit/test-pki.js';
 import { causeway, connectionTo, exportService, exportedService, publishPeer, startCluster, startFederation, waitForFreshImport, type TestCluster } from './helpers.js';
 
 test('a granted peer reads exports and nothing else, writes nothing, and can run a link with those credentials', async (t) => {

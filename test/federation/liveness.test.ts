@@ -1,6 +1,6 @@
 import test from 'ava';
 import { readClusterStatus, renderClusterStatus } from '../../federation/index.js';
-import { startFaultProxy, waitFor } from '../fixtures/index.js';
+import { startFaultProxy, waitFor } from '../../testkit/index.js';
 import {
   clusterConfig,
   exportService,

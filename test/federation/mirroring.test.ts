@@ -1,7 +1,7 @@
 import test from 'ava';
 import { EtcdKeys } from '../../mesh/index.js';
 import { readClusterStatus, renderClusterStatus } from '../../federation/index.js';
-import { waitFor } from '../fixtures/index.js';
+import { waitFor } from '../../testkit/index.js';
 import {
   clusterConfig,
   exportService,

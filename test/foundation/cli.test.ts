@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { freePort, startProcess, waitFor } from '../fixtures/index.js';
+import { freePort, startProcess, waitFor } from '../../testkit/index.js';
 
 const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));
 

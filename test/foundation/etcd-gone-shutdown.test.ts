@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
-import { exitWithin, freePorts, startEtcd, startProcess } from '../fixtures/index.js';
+import { exitWithin, freePorts, startEtcd, startProcess } from '../../testkit/index.js';
 
 /**
  * The controller's case ("still running 18 s after SIGTERM when its etcd had died") is in

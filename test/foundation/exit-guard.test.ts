@@ -1,4 +1,4 @@
-// The exit guard (test/fixtures/exit-guard.ts) on a real AVA run: a file that leaks a
+// The exit guard (testkit/exit-guard.ts) on a real AVA run: a file that leaks a
 // child process and a server fails within the grace, names both, and its child is killed.
 import test from 'ava';
 import { spawn } from 'node:child_process';
@@ -10,7 +10,7 @@ const AVA = join(ROOT, 'node_modules', 'ava', 'entrypoints', 'cli.js');
 
 test('a file whose worker outlives its tests fails, naming the leaked child and server, and the child is killed', async (t) => {
   const started = Date.now();
-  const child = spawn(process.execPath, [AVA, '--config', 'test/fixtures/exit-guard-check/ava.config.mjs'], {
+  const child = spawn(process.execPath, [AVA, '--config', 'testkit/exit-guard-check/ava.config.mjs'], {
     cwd: ROOT,
     env: { ...process.env, CAUSEWAY_TEST_EXIT_GRACE_MS: '1500' },
     stdio: ['ignore', 'pipe', 'pipe'],

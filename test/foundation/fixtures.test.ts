@@ -1,7 +1,7 @@
 import { connect } from 'node:net';
 import test from 'ava';
 import { Etcd3Store } from '../../store/index.js';
-import { startEtcd, startFaultProxy } from '../fixtures/index.js';
+import { startEtcd, startFaultProxy } from '../../testkit/index.js';
 
 test('a plain etcd starts, serves and is destroyed', async (t) => {
   const etcd = await startEtcd({ name: 'plain' });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
-import { startProcess } from '../fixtures/index.js';
+import { startProcess } from '../../testkit/index.js';
 
 /**
  * cli/lifecycle.ts in a real process, signalled for real: a command whose stop hangs is

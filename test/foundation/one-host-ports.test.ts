@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import test, { type ExecutionContext } from 'ava';
 import { stringify } from 'yaml';
 import { EtcdKeys } from '../../mesh/index.js';
-import { freePorts, startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../fixtures/index.js';
+import { freePorts, startEtcd, startProcess, waitFor, type EtcdServer, type ManagedProcess } from '../../testkit/index.js';
 
 /**
  * One host, many parts (docs/architecture.md "Ports"): a controller, a gateway, a federation service

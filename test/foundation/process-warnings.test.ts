@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { startEtcd } from '../fixtures/etcd.js';
+import { startEtcd } from '../../testkit/etcd.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CAUSEWAY = join(ROOT, 'bin', 'causeway.js');

@@ -8,8 +8,8 @@ import { mintJoinToken } from '../../ca/index.js';
 import { CatalogAdmin, Controller } from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { EtcdKeys, parseConfig } from '../../mesh/index.js';
-import { startEtcd, startProcess, waitFor, type ManagedProcess } from '../fixtures/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { startEtcd, startProcess, waitFor, type ManagedProcess } from '../../testkit/index.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 
 /**
  * The process a user starts is not the one that runs the component: `npx causeway sidecar`

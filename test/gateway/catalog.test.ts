@@ -13,7 +13,7 @@ import {
   parseConfig,
 } from '../../mesh/index.js';
 import { Etcd3Store } from '../../store/index.js';
-import { startEtcd, waitFor } from '../fixtures/index.js';
+import { startEtcd, waitFor } from '../../testkit/index.js';
 import { ECHO_SNI, TD, closed, makePki, startEchoServer, startGateway, echoRoutes } from './helpers.js';
 
 const locality = { region: 'eu', zone: 'eu-a' };

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import test from 'ava';
-import { startProcess } from '../fixtures/index.js';
+import { startProcess } from '../../testkit/index.js';
 import { ECHO_SNI, TD, closed, makePki, startEchoServer } from './helpers.js';
 
 const bin = fileURLToPath(new URL('../../bin/causeway.js', import.meta.url));

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createTlsServer, type TLSSocket, type Server as TlsServer } from 'node:tls';
 import { ClientHelloReader, SniGateway, type RouteSpecInput, type SniGatewayOptions } from '../../gateway/index.js';
-import { createTestPki, type TestPki } from '../fixtures/index.js';
+import { createTestPki, type TestPki } from '../../testkit/index.js';
 
 export const TD = 'causeway.internal';
 export const ECHO_SNI = `9080.all.echo.default.east.cw1.${TD}`;

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import test, { type ExecutionContext } from 'ava';
 import { ClientHelloReader, parseRoutesText } from '../../gateway/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
-import { freePort, waitFor } from '../fixtures/index.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
+import { freePort, waitFor } from '../../testkit/index.js';
 import { ECHO_SNI, TD, closed, echoRoutes, fragmentRecords, makePki, metric, sendByteByByte, startEchoServer, startGateway, startHelloCapture, startRecorder, type Pki } from './helpers.js';
 
 let pki: Pki;

@@ -7,8 +7,8 @@ import test from 'ava';
 import { CaError, createCsr, requestCertificate } from '../../ca/index.js';
 import { DiscoveryClient } from '../../api-client/index.js';
 import { controllerIdentity, grpcFailure, withoutGrpcNoise } from '../../mesh/index.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
-import { freePort } from '../fixtures/ports.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
+import { freePort } from '../../testkit/ports.js';
 
 /** Words of grpc-js's insides that must not reach a user. */
 const NOISE = /Resolution note|\d+ UNAVAILABLE|No connection established|Last error/;

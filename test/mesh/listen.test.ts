@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:net';
 import { Server as GrpcServer, ServerCredentials } from '@grpc/grpc-js';
 import test from 'ava';
 import { DnsTransport, ErrorCodes, ListenError, createMetricsRegistry, listenError, listenOn, logger, startObservabilityServer } from '../../mesh/index.js';
-import { freePort } from '../fixtures/index.js';
+import { freePort } from '../../testkit/index.js';
 
 /** A plain TCP server holding `port` on 127.0.0.1, as another component on the host would. */
 async function occupy(t: import('ava').ExecutionContext, port = 0): Promise<number> {

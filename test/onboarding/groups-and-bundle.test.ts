@@ -9,8 +9,8 @@ import { CatalogAdmin, ControllerErrorCodes, WorkloadGroups, writeWorkloadBundle
 import { Etcd3Store } from '../../store/index.js';
 import { EtcdKeys, ServiceSpec, WorkloadGroup, decodeCatalogValue, parseConfig } from '../../mesh/index.js';
 import { parseSidecarConfig } from '../../proxy/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { TD, cli, spiffe, webGroup } from './helpers.js';
 
 async function world(t: import('ava').ExecutionContext) {

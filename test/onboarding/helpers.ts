@@ -6,8 +6,8 @@ import type { IntermediateCa } from '../../ca/index.js';
 import { WorkloadGroups, writeWorkloadBundle, type WorkloadBundle } from '../../controller/index.js';
 import type { EtcdStore } from '../../store/index.js';
 import { Endpoint, EtcdKeys, decodeCatalogValue, type ClusterConfig, type WorkloadGroup } from '../../mesh/index.js';
-import { freePort } from '../fixtures/ports.js';
-import { startProcess, type ManagedProcess } from '../fixtures/processes.js';
+import { freePort } from '../../testkit/ports.js';
+import { startProcess, type ManagedProcess } from '../../testkit/processes.js';
 
 export const TD = 'causeway.internal';
 export const spiffe = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${sa}`;

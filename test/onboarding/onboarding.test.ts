@@ -10,7 +10,7 @@ import { EtcdKeys, ExportedService, ImportedService, decodeCatalogValue } from '
 import { startMesh, startWorkload } from '../proxy/helpers/clusters.js';
 import { get, startEchoApp } from '../proxy/helpers/mesh.js';
 import { applyGroup, endpointOf, hostBundle, spiffe, startHost, webGroup } from './helpers.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // Two clusters on loopback, each with a real etcd, controller (CA + federation) and SNI
 // gateway. A "host" is onboarded into east from a bundle and runs `causeway sidecar` as a

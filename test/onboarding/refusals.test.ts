@@ -6,11 +6,11 @@ import { RegistrationClient } from '../../api-client/index.js';
 import { CatalogAdmin, Controller } from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { controllerIdentity, parseConfig, type ClusterConfig } from '../../mesh/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { createMeshPki, type MeshPki, type MeshPkiCluster } from '../fixtures/mesh-pki.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { createMeshPki, type MeshPki, type MeshPkiCluster } from '../../testkit/mesh-pki.js';
 import { startEchoApp } from '../proxy/helpers/mesh.js';
 import { TD, applyGroup, editConfig, endpointOf, hostBundle, spiffe, startHost, webGroup } from './helpers.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // One cluster with a real etcd and controller (CA hosted); every host is a real
 // `causeway sidecar` process started from a bundle that was tampered with or went stale.

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readRunState } from '../../topologies/index.js';
 import { CAUSEWAY } from './helpers.js';
-import { exitWithin, startProcess } from '../fixtures/processes.js';
-import { assertRoot } from '../fixtures/root.js';
+import { exitWithin, startProcess } from '../../testkit/processes.js';
+import { assertRoot } from '../../testkit/root.js';
 
 test('vm-onboarding: onboarding from the bundle, calls both ways through the gateway, lease expiry, restart without a token; nothing remains', async (t) => {
   if (!assertRoot(t)) return;

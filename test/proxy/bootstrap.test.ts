@@ -9,10 +9,10 @@ import { CatalogAdmin, Controller } from '../../controller/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { parseConfig } from '../../mesh/index.js';
 import { parseSidecarConfig, runSidecar, type certificatePart, type Sidecar } from '../../proxy/index.js';
-import { startEtcd } from '../fixtures/etcd.js';
-import { createMeshPki } from '../fixtures/mesh-pki.js';
+import { startEtcd } from '../../testkit/etcd.js';
+import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { spiffe, startEchoApp } from './helpers/mesh.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 function ready(sidecar: Sidecar): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -123,7 +123,7 @@ test('DNS forwards names outside the mesh domain to the configured upstream when
 
 test('explicit upstreams: localhost:<localPort> reaches the service, listening before the first snapshot', async (t) => {
   const { server, source } = await startPair(t, pki);
-  const { freePort } = await import('../fixtures/ports.js');
+  const { freePort } = await import('../../testkit/ports.js');
   const localPort = await freePort();
   const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { upstreams: [{ service: 'reviews.default', port: 9080, localPort }] } });
   t.teardown(() => client.close());

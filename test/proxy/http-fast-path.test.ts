@@ -12,7 +12,7 @@ import { connect as tcpConnect, createServer as createTcpServer, type AddressInf
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { endpointTarget, metricValue, service, snapshot, spiffe, startTestSidecar } from './helpers/mesh.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 let pki: MeshPki;
 test.before(async () => {

@@ -3,7 +3,7 @@ import { Resolver } from 'node:dns/promises';
 import type { Sidecar } from '../../proxy/index.js';
 import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { get, load, metricValue, spiffe } from './helpers/mesh.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // Three clusters on loopback, each with a real etcd, controller (CA + federation links)
 // and SNI gateway: east and west share region eu, south is in us. Sidecars talk to

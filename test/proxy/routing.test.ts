@@ -4,7 +4,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { endpointTarget, gatewayTarget, get, load, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // Snapshots are fed by hand here (StaticSnapshotSource). A "gateway" target points
 // straight at the remote sidecar's inbound port: a real gateway forwards the same bytes

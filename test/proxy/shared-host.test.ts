@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:net';
 import type { Sidecar } from '../../proxy/index.js';
 import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { get, spiffe } from './helpers/mesh.js'
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // Several sidecars in one network namespace, as on a VM or bare-metal host that runs
 // several workloads: one real cluster (etcd, controller, gateway), real sidecars with

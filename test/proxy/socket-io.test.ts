@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect, createServer as createTlsServer } from 'node:tls';
 import { socketIo, StreamSocketIo, watchIdle, type SocketIo, type SocketIoReader } from '../../proxy/socket-io.js';
-import { createTestPki } from '../fixtures/test-pki.js';
-import { waitFor } from '../fixtures/ports.js';
+import { createTestPki } from '../../testkit/test-pki.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // Real sockets on loopback, plain and TLS: the sidecar's fast path reads and writes
 // through proxy/socket-io.ts, natively on the handle or through the socket's streams.

@@ -2,7 +2,7 @@ import test from 'ava';
 import { once } from 'node:events';
 import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { UpstreamPool, type UpstreamConnection } from '../../proxy/http1-relay.js';
-import { waitFor } from '../fixtures/ports.js';
+import { waitFor } from '../../testkit/ports.js';
 
 // The pool's queueing, on real TCP connections to a real listener. A "slow connect" is a
 // real connect started after a delay: it stands for a TLS handshake on a busy host.

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKOUT_ROOT, listNamespaces, readRunState, type RunState } from '../../topologies/index.js';
 
-import { assertRoot, isRoot } from '../fixtures/root.js';
+import { assertRoot, isRoot } from '../../testkit/root.js';
 
 const CLI = join(CHECKOUT_ROOT, 'bin', 'causeway.js');
 

@@ -8,8 +8,8 @@ import { Etcd3Store } from '../../../store/index.js';
 import { runGateway, type RunningGateway } from '../../../gateway/index.js';
 import { logger, parseConfig, type ClusterConfig } from '../../../mesh/index.js';
 import { DiscoverySnapshotSource, parseSidecarConfig, registrationPart, Sidecar, WorkloadIdentity, type SidecarConfigInput } from '../../../proxy/index.js';
-import { startEtcd, type EtcdServer } from '../../fixtures/etcd.js';
-import { createMeshPki, type MeshPki } from '../../fixtures/mesh-pki.js';
+import { startEtcd, type EtcdServer } from '../../../testkit/etcd.js';
+import { createMeshPki, type MeshPki } from '../../../testkit/mesh-pki.js';
 import { startEchoApp } from './mesh.js';
 
 export const TD = 'causeway.internal';

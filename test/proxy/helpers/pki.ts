@@ -6,7 +6,7 @@ import * as x509 from '@peculiar/x509';
  * A mesh PKI for the sidecar's tests, made in-process with @peculiar/x509: one root,
  * one intermediate per cluster (subject `OU=<cluster>`, pathlen 0), and SPIFFE workload
  * certificates (one URI SAN, serverAuth+clientAuth) with any lifetime, down to seconds
- * for rotation tests. It stands in for test/fixtures/mesh-pki.ts and ca/ until those
+ * for rotation tests. It stands in for testkit/mesh-pki.ts and ca/ until those
  * land; the sidecar only ever sees PEM.
  */
 x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
