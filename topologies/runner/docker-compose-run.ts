@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { logger } from '../../mesh/index.js';
 import type { ComposeProject } from './compose-file.js';
 import { TopologyErrorCodes, TopologyRuntimeError } from './errors.js';
 import type { RunningTopology } from './running-topology.js';
-import type { ExecResult } from './service-process.js';
+import { runCaptured, type ExecResult } from './service-process.js';
 
 const log = logger('topology-docker');
 
@@ -18,32 +17,7 @@ interface ContainerState {
 
 /** Runs a program to its end (or until `timeoutMs`, then SIGKILL), collecting its output. */
 function runProgram(argv: readonly string[], options: { timeoutMs: number; onOutput?: ((chunk: string) => void) | undefined }): Promise<ExecResult> {
-  return new Promise((resolve) => {
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.on('data', (c: Buffer) => {
-      stdout += c.toString('utf8');
-      options.onOutput?.(c.toString('utf8'));
-    });
-    child.stderr.on('data', (c: Buffer) => {
-      stderr += c.toString('utf8');
-      options.onOutput?.(c.toString('utf8'));
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, options.timeoutMs);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      resolve({ exitCode: null, signal: null, stdout, stderr: `${stderr}${error.message}`, timedOut });
-    });
-    child.once('close', (exitCode, signal) => {
-      clearTimeout(timer);
-      resolve({ exitCode, signal, stdout, stderr, timedOut });
-    });
-  });
+  return runCaptured(argv[0]!, argv.slice(1), { env: process.env, detached: false, timeoutMs: options.timeoutMs, onOutput: options.onOutput });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -78,8 +78,20 @@ export interface ExecOptions {
 export function execIn(target: { pid?: number | undefined; namespace: string }, argv: readonly string[], options: ExecOptions): Promise<ExecResult> {
   const command = target.pid !== undefined ? 'nsenter' : 'ip';
   const args = target.pid !== undefined ? ['-t', String(target.pid), '-m', '-n', '-r', '-w', '--', ...argv] : ['netns', 'exec', target.namespace, ...argv];
+  return runCaptured(command, args, { env: { ...options.env }, detached: true, timeoutMs: options.timeoutMs, onOutput: options.onOutput });
+}
+
+/**
+ * Runs a program to its end, collecting its output; after `timeoutMs` it is killed with
+ * SIGKILL (its whole process group when `detached`, as nsenter's children must go too).
+ */
+export function runCaptured(
+  command: string,
+  args: readonly string[],
+  options: { env: NodeJS.ProcessEnv; detached: boolean; timeoutMs: number; onOutput?: ((chunk: string) => void) | undefined },
+): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const child = spawn(command, args, { env: { ...options.env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const child = spawn(command, args, { env: options.env, stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -93,7 +105,8 @@ export function execIn(target: { pid?: number | undefined; namespace: string }, 
     });
     const timer = setTimeout(() => {
       timedOut = true;
-      killGroup(child.pid, 'SIGKILL');
+      if (options.detached) killGroup(child.pid, 'SIGKILL');
+      else child.kill('SIGKILL');
     }, options.timeoutMs);
     child.once('error', (error) => {
       clearTimeout(timer);
