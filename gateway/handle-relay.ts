@@ -1,6 +1,6 @@
 import { lookup } from 'node:dns';
 import { isIPv6, isIP, type Server } from 'node:net';
-import { tcpHandleBindings, UV_EOF, type StreamShutdownReq, type StreamWriteReq, type TcpConnectReq, type TcpHandle, type TcpHandleBindings } from '../mesh/index.js';
+import { listeningHandle, tcpHandleBindings, UV_EOF, type StreamShutdownReq, type StreamWriteReq, type TcpConnectReq, type TcpHandle, type TcpHandleBindings } from '../mesh/index.js';
 import { AWAITING_FIRST_BYTE, CLOSED, CONNECTING, GatewayConnection, INSPECTING, SPLICED, type PassthroughContext } from './connection-policy.js';
 import type { UpstreamTarget } from './route-table.js';
 
@@ -91,7 +91,7 @@ export class HandleRelay {
     this.#b = b as unknown as Bindings;
     this.#ctx = options.ctx;
     this.#maxConnections = options.maxConnections;
-    const handle = (server as unknown as { _handle: { onconnection: (status: number, client: RelayHandle | undefined) => void } | null })._handle;
+    const handle = listeningHandle<RelayHandle>(server);
     if (handle === null) throw new Error('the server is not listening');
     const relay = this;
     handle.onconnection = function onConnection(status: number, client: RelayHandle | undefined): void {

@@ -1,3 +1,4 @@
+import type { Server, Socket } from 'node:net';
 /**
  * The Node internals Causeway relies on, all in this one module: the `stream_wrap` and
  * `tcp_wrap` bindings (reached through `process.binding`), the native handle types they
@@ -158,4 +159,25 @@ export function missingNodeInternals(): readonly string[] {
   streamHandleBindings();
   tcpHandleBindings();
   return [...missing.stream, ...missing.tcp];
+}
+
+/** The native handle kinds whose `readStart`/`writev` the sidecar's native I/O drives. */
+const NATIVE_STREAM_KINDS: ReadonlySet<string> = new Set(['TCP', 'TLSWrap', 'Pipe']);
+
+/** A socket's current libuv handle (`socket._handle`); null once closed or while a connect replaces it. */
+export function socketHandle(socket: Socket): StreamHandle | null {
+  return (socket as unknown as { _handle: StreamHandle | null })._handle;
+}
+
+/** Whether `handle` is a native stream handle (TCP, TLS or pipe) that native I/O can drive. */
+export function isNativeStreamHandle(handle: StreamHandle | null): handle is StreamHandle {
+  return handle !== null && NATIVE_STREAM_KINDS.has(handle.constructor?.name ?? '');
+}
+
+/**
+ * A listening server's own handle (`server._handle`), whose `onconnection` receives each
+ * accepted client handle before Node wraps it in a Socket; null when not listening.
+ */
+export function listeningHandle<Client>(server: Server): { onconnection: (status: number, client: Client | undefined) => void } | null {
+  return (server as unknown as { _handle: { onconnection: (status: number, client: Client | undefined) => void } | null })._handle;
 }

@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { constants as osConstants } from 'node:os';
 import type { TLSSocket } from 'node:tls';
 import { getSystemErrorName } from 'node:util';
-import { streamHandleBindings, UV_EOF, type StreamHandle, type StreamHandleBindings, type StreamWriteReq } from '../mesh/index.js';
+import { isNativeStreamHandle, socketHandle, streamHandleBindings, UV_EOF, type StreamHandle, type StreamHandleBindings, type StreamWriteReq } from '../mesh/index.js';
 
 /**
  * The sidecar's reads and writes on an established connection (plain or TLS), for the
@@ -56,13 +56,12 @@ const COALESCE_BYTES = 16 * 1024;
 
 const UV_EALREADY = -osConstants.errno.EALREADY;
 const forceStreams = process.env.CAUSEWAY_SIDECAR_SOCKET_IO === 'stream';
-const NATIVE_KINDS: ReadonlySet<string> = new Set(['TCP', 'TLSWrap', 'Pipe']);
 
 /** The best I/O this socket allows, reading into `reader`. */
 export function socketIo(socket: AnySocket, reader: SocketIoReader): SocketIo {
   const bindings = forceStreams ? undefined : streamHandleBindings();
-  const handle = (socket as unknown as { _handle: StreamHandle | null })._handle;
-  if (bindings !== undefined && handle !== null && NATIVE_KINDS.has(handle.constructor?.name ?? '') && !socket.destroyed) {
+  const handle = socketHandle(socket);
+  if (bindings !== undefined && isNativeStreamHandle(handle) && !socket.destroyed) {
     return new NativeSocketIo(socket, handle, bindings, reader);
   }
   return new StreamSocketIo(socket, reader);
@@ -199,7 +198,7 @@ class NativeSocketIo implements SocketIo {
   #attach(): void {
     if (this.#detached || this.socket.destroyed) return;
     // The handle may have been replaced while connecting; take the current one.
-    const handle = (this.socket as unknown as { _handle: StreamHandle | null })._handle;
+    const handle = socketHandle(this.socket);
     if (handle === null) return;
     this.#handle = handle;
     this.#streamOnread = handle.onread;
