@@ -1,4 +1,3 @@
-import type { Server, Socket } from 'node:net';
 /**
  * The Node internals Causeway relies on, all in this one module: the `stream_wrap` and
  * `tcp_wrap` bindings (reached through `process.binding`), the native handle types they
@@ -16,6 +15,7 @@ import type { Server, Socket } from 'node:net';
  * `net.Socket` streams, and {@link missingNodeInternals} says what was missing so that
  * code that cannot fall back can throw an error that names it.
  */
+import type { Server, Socket } from 'node:net';
 
 // The callbacks below are declared as methods: their parameters (and `this`) then compare
 // bivariantly, so a user's own handle and request types — which extend these with the
