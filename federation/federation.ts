@@ -11,7 +11,7 @@ import {
   type Readiness,
 } from '../mesh/index.js';
 import { MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
-import { connectFederationStore } from './etcd-connection.js';
+import { connectFederationStore, connectPeerStore } from './etcd-connection.js';
 import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
@@ -24,6 +24,8 @@ export interface FederationOptions {
   readonly local: EtcdStore | EtcdConnection;
   readonly links: readonly LinkConfig[];
   readonly settings: FederationConfig;
+  /** The mesh's trust domain: names a peer's export store when a link goes through its gateways (default causeway.internal). */
+  readonly trustDomain?: string;
   /** Metrics land here (the host's registry); a private one otherwise. */
   readonly registry?: Registry;
   readonly logger?: Logger;
@@ -68,7 +70,7 @@ export class Federation {
 
   /** Options for a cluster config as `causeway federation` and the controller read it. */
   static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local'>> = {}): FederationOptions {
-    return { cluster: config.cluster.name, local: extra.local ?? config.etcd, links: config.links, settings: config.federation, ...extra };
+    return { cluster: config.cluster.name, local: extra.local ?? config.etcd, links: config.links, settings: config.federation, trustDomain: config.trustDomain, ...extra };
   }
 
   /** Loads earlier state, removes imports of peers no longer linked, and starts every link. */
@@ -81,7 +83,7 @@ export class Federation {
         this.#log.warn({ peer: link.peer }, 'ignoring a link to this cluster itself');
         continue;
       }
-      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : connectFederationStore(link.etcd);
+      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : connectPeerStore(link, this.#o.trustDomain ?? 'causeway.internal');
       this.#peerStores.push(peerStore);
       const peerLink = new PeerLink({
         peer: link.peer,

@@ -38,6 +38,8 @@ export interface Etcd3StoreOptions {
   readonly retryTransient?: boolean;
   /** Casts the store's errors into the owning part's (so that their codes say whose etcd failed). */
   readonly castError?: (error: StoreError) => Error;
+  /** The config setting that lists these endpoints, for error messages (default: found from the loaded config). */
+  readonly setting?: string;
 }
 
 const PERMISSIONS = { Read: 'read', Write: 'write', Readwrite: 'readwrite' } as const;
@@ -61,6 +63,11 @@ function openClient(connection: EtcdConnection): Etcd3 {
     }
   }
   if (connection.username) options.auth = { username: connection.username, password: connection.password ?? '' };
+  if (connection.serverName) {
+    // Through a gateway the endpoint is the gateway's address, while TLS (SNI, and the
+    // certificate check) must name the export store behind it (docs/architecture.md "Names").
+    options.grpcOptions = { 'grpc.ssl_target_name_override': connection.serverName, 'grpc.default_authority': connection.serverName };
+  }
   return new Etcd3(options);
 }
 
@@ -165,7 +172,7 @@ export class Etcd3Store implements EtcdStore {
 
   constructor(connection: EtcdConnection, options: Etcd3StoreOptions = {}) {
     this.#client = openClient(connection);
-    this.#errors = new EtcdErrorTranslator(connection);
+    this.#errors = new EtcdErrorTranslator(connection, options.setting);
     this.#keepAlives = new LeaseKeepAliveChannel(this.#client);
     this.#callTimeoutMs = options.callTimeoutMs ?? Math.max(connection.dialTimeoutMs, 3000);
     this.#retryTransient = options.retryTransient ?? true;
