@@ -92,6 +92,11 @@ export interface EtcdStore {
   grantPrefix(options: { user: string; role: string; prefix: string; permission: Permission }): Promise<void>;
   revokeUser(options: { user: string; role: string }): Promise<void>;
   authEnabled(): Promise<boolean>;
+  /**
+   * Turns etcd auth on with the documented bootstrap: user `root` (password-less: the
+   * client certificate's CN), role `root`, `auth enable`. Run it as that `CN=root` login.
+   */
+  enableAuth(): Promise<void>;
   /** The user's roles; undefined when etcd has no such user. */
   userRoles(user: string): Promise<readonly string[] | undefined>;
   /** The role's permissions; undefined when etcd has no such role. */

@@ -401,6 +401,15 @@ export class Etcd3Store implements EtcdStore {
     });
   }
 
+  enableAuth(): Promise<void> {
+    const auth = this.#client.auth;
+    return this.#call('enabling etcd auth', async () => {
+      await tolerating(/already exists/i, auth.userAdd({ name: 'root', options: { no_password: true } }, this.#deadline()));
+      await auth.userGrantRole({ user: 'root', role: 'root' }, this.#deadline());
+      await auth.authEnable(this.#deadline());
+    });
+  }
+
   async userRoles(user: string): Promise<readonly string[] | undefined> {
     try {
       return (await this.#client.auth.userGet({ name: user }, this.#deadline())).roles ?? [];
