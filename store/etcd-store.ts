@@ -65,6 +65,8 @@ export interface EtcdStore {
   /** Lists every key under `prefix` at one revision, paging so that large catalogs fit gRPC's message limit. */
   list(prefix: string, options?: { pageSize?: number }): Promise<Listing>;
   get(key: string): Promise<StoredValue | undefined>;
+  /** Every key of the store, whatever its prefix (keys only): for a store that must hold nothing but what its owner wrote. */
+  listAllKeys(): Promise<string[]>;
   put(key: string, value: string, options?: PutOptions): Promise<void>;
   /**
    * Writes only when the key's mod revision still equals `modRevision` (`'0'` = the key
