@@ -11,7 +11,7 @@ import {
   type Readiness,
 } from '../mesh/index.js';
 import { MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
-import { connectFederationStore } from './etcd-connection.js';
+import { connectFederationStore, connectPeerStore } from './etcd-connection.js';
 import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
@@ -22,8 +22,15 @@ export interface FederationOptions {
   readonly cluster: string;
   /** The local etcd: where imports and link status are written. A store the host already has, or a connection. */
   readonly local: EtcdStore | EtcdConnection;
+  /**
+   * Where this cluster's own exports are (for namespace sameness): its export store when
+   * it has one (`exportStore`), else the local etcd (the default).
+   */
+  readonly exports?: EtcdStore | EtcdConnection;
   readonly links: readonly LinkConfig[];
   readonly settings: FederationConfig;
+  /** The mesh's trust domain: names a peer's export store when a link goes through its gateways (default causeway.internal). */
+  readonly trustDomain?: string;
   /** Metrics land here (the host's registry); a private one otherwise. */
   readonly registry?: Registry;
   readonly logger?: Logger;
@@ -49,6 +56,8 @@ export class Federation {
   readonly #log: Logger;
   readonly #local: EtcdStore;
   readonly #ownsLocal: boolean;
+  readonly #exports: EtcdStore;
+  readonly #ownsExports: boolean;
   readonly #peerStores: EtcdStore[] = [];
   readonly #links = new Map<string, PeerLink>();
   readonly #conflicts = new PortConflictBoard();
@@ -63,12 +72,23 @@ export class Federation {
     this.#log = options.logger ?? moduleLogger('federation', { cluster: options.cluster });
     this.#ownsLocal = !('list' in options.local);
     this.#local = 'list' in options.local ? options.local : connectFederationStore(options.local);
+    const exports = options.exports ?? this.#local;
+    this.#ownsExports = !('list' in exports);
+    this.#exports = 'list' in exports ? exports : connectFederationStore(exports);
     this.metrics = new FederationMetrics(options.registry ?? new Registry());
   }
 
   /** Options for a cluster config as `causeway federation` and the controller read it. */
-  static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local'>> = {}): FederationOptions {
-    return { cluster: config.cluster.name, local: extra.local ?? config.etcd, links: config.links, settings: config.federation, ...extra };
+  static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local' | 'exports'>> = {}): FederationOptions {
+    return {
+      cluster: config.cluster.name,
+      local: extra.local ?? config.etcd,
+      links: config.links,
+      settings: config.federation,
+      trustDomain: config.trustDomain,
+      ...(config.exportStore ? { exports: config.exportStore } : {}),
+      ...extra,
+    };
   }
 
   /** Loads earlier state, removes imports of peers no longer linked, and starts every link. */
@@ -81,7 +101,7 @@ export class Federation {
         this.#log.warn({ peer: link.peer }, 'ignoring a link to this cluster itself');
         continue;
       }
-      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : connectFederationStore(link.etcd);
+      const peerStore = this.#o.connectPeer ? this.#o.connectPeer(link) : connectPeerStore(link, this.#o.trustDomain ?? 'causeway.internal');
       this.#peerStores.push(peerStore);
       const peerLink = new PeerLink({
         peer: link.peer,
@@ -92,6 +112,8 @@ export class Federation {
         onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, link.peer),
         metrics: this.metrics,
         log: this.#log.child({ peer: link.peer }),
+        cluster: this.#o.cluster,
+        reachedVia: link.gateways ? `gateway${link.gateways.length === 1 ? '' : 's'} ${link.gateways.join(', ')}` : link.etcd ? `etcd ${link.etcd.endpoints.join(', ')}` : undefined,
       });
       this.#links.set(link.peer, peerLink);
     }
@@ -99,7 +121,7 @@ export class Federation {
     for (const link of this.#links.values()) await link.load();
     this.#localExports = new LocalExportClaims({
       cluster: this.#o.cluster,
-      store: this.#local,
+      store: this.#exports,
       conflicts: this.#conflicts,
       onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, this.#o.cluster),
       log: this.#log.child({ peer: this.#o.cluster }),
@@ -119,6 +141,7 @@ export class Federation {
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
     await Promise.all(this.#peerStores.map((store) => store.close()));
     if (this.#ownsLocal) await this.#local.close();
+    if (this.#ownsExports) await this.#exports.close();
   }
 
   /** Ready once every link finished its initial sync or passed `initialSyncTimeout`. */

@@ -11,6 +11,8 @@ export interface EtcdFailure {
 const CIRCUIT_OPEN = /circuit breaker is open/i;
 const PERMISSION = /permission denied|authentication failed|user name is empty|invalid auth token|auth: /i;
 const TLS = /certificate|SSL|TLS|handshake|self.signed/i;
+/** The server's TLS alert about the client certificate: the login itself is refused, not the network. */
+const CLIENT_CERTIFICATE_REFUSED = /alert (bad certificate|unknown ca|certificate (unknown|revoked|expired|required))|tlsv1 alert (unknown ca|certificate)|sslv3 alert (bad|certificate)/i;
 
 /**
  * Casts etcd3's errors into sentences that name the configured endpoints and the setting
@@ -24,9 +26,10 @@ export class EtcdErrorTranslator {
   readonly #setting: string;
   #lastUnreachable: string | undefined;
 
-  constructor(connection: EtcdConnection) {
+  /** `setting` names the config setting behind the endpoints when they are not `connection.endpoints` of a loaded config (a link's gateways). */
+  constructor(connection: EtcdConnection, setting?: string) {
     this.#endpoints = connection.endpoints.join(', ');
-    this.#setting = settingName(connection, 'endpoints', 'etcd.endpoints in the config');
+    this.#setting = setting ?? settingName(connection, 'endpoints', 'etcd.endpoints in the config');
   }
 
   /** `during` names the operation, e.g. `listing /causeway/v1/services/`. */
@@ -41,6 +44,9 @@ export class EtcdErrorTranslator {
     const { unreachable, reason } = grpcFailure(error);
     if (PERMISSION.test(reason)) {
       return { kind: 'refused', message: `${at} refused the request (${reason}${when}); check the etcd user this connection logs in as (client certificate CN or username, next to ${this.#setting}) and its role` };
+    }
+    if (CLIENT_CERTIFICATE_REFUSED.test(reason)) {
+      return { kind: 'refused', message: `${at} refused this client's certificate (${reason}${when}); check the client certificate next to ${this.#setting}: its CA must be the one the server trusts` };
     }
     if (TLS.test(reason)) {
       this.#lastUnreachable = `TLS: ${reason}`;

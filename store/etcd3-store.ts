@@ -38,6 +38,8 @@ export interface Etcd3StoreOptions {
   readonly retryTransient?: boolean;
   /** Casts the store's errors into the owning part's (so that their codes say whose etcd failed). */
   readonly castError?: (error: StoreError) => Error;
+  /** The config setting that lists these endpoints, for error messages (default: found from the loaded config). */
+  readonly setting?: string;
 }
 
 const PERMISSIONS = { Read: 'read', Write: 'write', Readwrite: 'readwrite' } as const;
@@ -61,6 +63,11 @@ function openClient(connection: EtcdConnection): Etcd3 {
     }
   }
   if (connection.username) options.auth = { username: connection.username, password: connection.password ?? '' };
+  if (connection.serverName) {
+    // Through a gateway the endpoint is the gateway's address, while TLS (SNI, and the
+    // certificate check) must name the export store behind it (docs/architecture.md "Names").
+    options.grpcOptions = { 'grpc.ssl_target_name_override': connection.serverName, 'grpc.default_authority': connection.serverName };
+  }
   return new Etcd3(options);
 }
 
@@ -165,7 +172,7 @@ export class Etcd3Store implements EtcdStore {
 
   constructor(connection: EtcdConnection, options: Etcd3StoreOptions = {}) {
     this.#client = openClient(connection);
-    this.#errors = new EtcdErrorTranslator(connection);
+    this.#errors = new EtcdErrorTranslator(connection, options.setting);
     this.#keepAlives = new LeaseKeepAliveChannel(this.#client);
     this.#callTimeoutMs = options.callTimeoutMs ?? Math.max(connection.dialTimeoutMs, 3000);
     this.#retryTransient = options.retryTransient ?? true;
@@ -218,6 +225,14 @@ export class Etcd3Store implements EtcdStore {
         from = Buffer.concat([last.key, Buffer.from([0])]);
       }
       return { revision: revision ?? '0', entries };
+    });
+  }
+
+  listAllKeys(): Promise<string[]> {
+    return this.#call('listing every key', async () => {
+      // key \0 with range_end \0: every key from the smallest one on (etcd has no empty key).
+      const res = await this.#client.kv.range({ key: Buffer.from([0]), range_end: Buffer.from([0]), keys_only: true }, this.#deadline());
+      return res.kvs.map((kv) => kv.key.toString('utf8'));
     });
   }
 
@@ -391,6 +406,15 @@ export class Etcd3Store implements EtcdStore {
         if (/authentication failed|invalid user|password/i.test(message)) return true;
         throw error;
       }
+    });
+  }
+
+  enableAuth(): Promise<void> {
+    const auth = this.#client.auth;
+    return this.#call('enabling etcd auth', async () => {
+      await tolerating(/already exists/i, auth.userAdd({ name: 'root', options: { no_password: true } }, this.#deadline()));
+      await auth.userGrantRole({ user: 'root', role: 'root' }, this.#deadline());
+      await auth.authEnable(this.#deadline());
     });
   }
 

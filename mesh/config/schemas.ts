@@ -28,8 +28,51 @@ export const EtcdConnection = z.strictObject({
   username: z.string().optional().describe('etcd user name, for an etcd with auth enabled'),
   password: z.string().optional().describe("the etcd user's password"),
   dialTimeoutMs: durationMs.default(5000).describe('how long to wait for a connection to etcd: milliseconds, or a duration such as 5s'),
+  serverName: dnsName
+    .optional()
+    .describe("TLS server name (SNI) to send and to verify the server certificate against, instead of the endpoint's host: a peer's export store reached through its gateway answers as exports.<cluster>.cw1.<trust-domain>"),
 });
 export type EtcdConnection = z.infer<typeof EtcdConnection>;
+
+const httpsEndpoint = z.string().superRefine((v, ctx) => {
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    ctx.addIssue({ code: 'custom', message: 'not a URL; expected https://host:port of the export store' });
+    return;
+  }
+  if (u.protocol !== 'https:') {
+    ctx.addIssue({ code: 'custom', message: 'the export store serves TLS with client certificates only: use https:// (its certificates come from `causeway federation init`)' });
+  }
+});
+
+const requiredFile = (what: string) => z.string({ error: `required: ${what}` }).min(1, `required: ${what}`);
+
+/**
+ * The controller's login to this cluster's export store (docs/architecture.md "Ports",
+ * federation/README.md "The export store"): TLS with a client certificate, always.
+ */
+export const ExportStoreConfig = z.strictObject({
+  endpoints: z
+    .array(httpsEndpoint)
+    .min(1, 'list at least one export-store endpoint URL (https://host:2479)')
+    .describe("the export store's client URLs, https:// only (default port 2479), as this cluster's controller reaches it"),
+  tls: z
+    .strictObject(
+      {
+        ca: requiredFile("the export store's CA (export-store-ca.pem from `causeway federation init`)").describe("the export store's CA (export-store-ca.pem from `causeway federation init`): verifies its server certificate"),
+        cert: requiredFile("the controller's client certificate (controller-at-export-store.pem from `causeway federation init`)").describe(
+          "the controller's client certificate, CN=root (controller-at-export-store.pem from `causeway federation init`)",
+        ),
+        key: requiredFile("its key (controller-at-export-store-key.pem from `causeway federation init`)").describe("the controller's client key (controller-at-export-store-key.pem)"),
+      },
+      { error: 'required: ca, cert and key from `causeway federation init` (the export store requires a client certificate)' },
+    )
+    .describe('TLS to the export store with the client certificate `causeway federation init` made'),
+  dialTimeoutMs: durationMs.default(5000).describe('how long to wait for a connection to the export store (ms, or a duration)'),
+});
+export type ExportStoreConfig = z.infer<typeof ExportStoreConfig>;
 
 export const ObservabilityConfig = z.strictObject({
   host: host.default('0.0.0.0').describe('address the readiness and metrics servers bind'),
@@ -39,10 +82,32 @@ export const ObservabilityConfig = z.strictObject({
 export type ObservabilityConfig = z.infer<typeof ObservabilityConfig>;
 const observabilityDefaults = () => ObservabilityConfig.parse({});
 
-export const LinkConfig = z.strictObject({
-  peer: clusterName.describe("the peer cluster's name, as in its own cluster.name"),
-  etcd: EtcdConnection.describe("how to reach the peer's etcd, with the read-only credentials `causeway federation grant` made there"),
-});
+const gatewayAddress = z.string().regex(/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/, 'expected host:port');
+
+export const LinkConfig = z
+  .strictObject({
+    peer: clusterName.describe("the peer cluster's name, as in its own cluster.name"),
+    gateways: z
+      .array(gatewayAddress)
+      .min(1, "list at least one of the peer's gateways (host:port)")
+      .optional()
+      .describe("the peer's gateway(s) as host:port: the link reaches the peer's export store through them by SNI; several = failover"),
+    tls: z
+      .strictObject({
+        ca: requiredFile("the peer export store's CA (ca.pem written by `causeway federation grant` at the peer)").describe("the peer export store's CA (ca.pem from the peer's `causeway federation grant`)"),
+        cert: requiredFile('the client certificate `causeway federation grant` issued (cert.pem)').describe('the client certificate the peer issued with `causeway federation grant` (cert.pem)'),
+        key: requiredFile('its key (key.pem)').describe('its key (key.pem)'),
+      })
+      .optional()
+      .describe('with gateways: the credentials `causeway federation grant` wrote at the peer'),
+    etcd: EtcdConnection.optional().describe("instead of gateways, the peer's etcd directly (tests, development), with the read-only credentials `causeway federation grant` made there"),
+  })
+  .superRefine((link, ctx) => {
+    if (link.gateways !== undefined && link.etcd !== undefined) ctx.addIssue({ code: 'custom', path: ['etcd'], message: 'give either gateways (with tls) or etcd, not both' });
+    else if (link.gateways === undefined && link.etcd === undefined) ctx.addIssue({ code: 'custom', path: ['gateways'], message: "required: the peer's gateways (host:port, with tls) — or etcd for a direct link" });
+    if (link.gateways !== undefined && link.tls === undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'required with gateways: ca, cert and key from `causeway federation grant` at the peer' });
+    if (link.etcd !== undefined && link.tls !== undefined) ctx.addIssue({ code: 'custom', path: ['tls'], message: 'with etcd, put the TLS files under etcd.tls' });
+  });
 export type LinkConfig = z.infer<typeof LinkConfig>;
 
 export const FederationConfig = z.strictObject({
@@ -105,7 +170,10 @@ export const ClusterConfig = z.strictObject({
     .describe('who this cluster is'),
   trustDomain: dnsName.default('causeway.internal').describe('SPIFFE trust domain of every identity in the mesh (spiffe://<trustDomain>/ns/…/sa/…)'),
   meshDomain: dnsName.default('causeway.internal').describe('DNS domain of mesh names: <service>.<namespace>.svc.<meshDomain>'),
-  etcd: EtcdConnection.describe("this cluster's own etcd: the catalog, registry and exports"),
+  etcd: EtcdConnection.describe("this cluster's own etcd: the catalog and registry (and the exports, when there is no exportStore)"),
+  exportStore: ExportStoreConfig.optional().describe(
+    "this cluster's export store, the peer-facing etcd (port 2479) that holds only what peers may read: the controller writes the exports there, peers read them through the gateway. Omitted = exports in the main etcd",
+  ),
   links: z.array(LinkConfig).default([]).describe('peer clusters whose exports this cluster imports, one link each'),
   federation: FederationConfig.default(() => FederationConfig.parse({})).describe('timing of the federation links: heartbeats, staleness, expiry'),
   controller: ControllerConfig.default(() => ControllerConfig.parse({})).describe('the controller (`causeway controller`)'),

@@ -55,7 +55,7 @@ test('regression: with etcd down, the controller\'s etcd errors name the endpoin
   }
 
   // The federation's store: a peer link names its own setting.
-  const peer = connectFederationStore(config.links[0]!.etcd);
+  const peer = connectFederationStore(config.links[0]!.etcd!);
   t.teardown(() => peer.close());
   for (let i = 0; i < 4; i++) {
     const error = await t.throwsAsync(peer.list('/causeway/v1/exports/'), { code: 'CW_FEDERATION_ETCD_UNAVAILABLE' });

@@ -26,7 +26,7 @@ test('a good file yields a frozen config with defaults from one place', (t) => {
   t.is(config.federation.expireAfterMs, 300_000);
   t.is(config.observability.readyPort, 15021);
   t.true(Object.isFrozen(config));
-  t.true(Object.isFrozen(config.links[0]?.etcd.endpoints));
+  t.true(Object.isFrozen(config.links[0]?.etcd?.endpoints));
 });
 
 test('errors name the exact path', (t) => {
