@@ -10,9 +10,17 @@ import { waitFor } from '../../testkit/index.js';
 import { startExportStore, type TestExportStore } from './export-store-fixture.js';
 import { causeway, clusterConfig, exportedService, metricValue, readImport, readLinkStatus, startCluster, startFederation, timings, waitForFreshImport } from './helpers.js';
 
+/** Writes an export as the exporter would; retried while the test's own client reconnects (after a restart). */
 async function exportInto(store: TestExportStore, name: string): Promise<void> {
   const key = EtcdKeys.exportedService('default', name);
-  await store.root.put(key, JSON.stringify(exportedService('default', name)));
+  await waitFor(
+    () =>
+      store.root.put(key, JSON.stringify(exportedService('default', name))).then(
+        () => true,
+        () => false,
+      ),
+    { what: `writing ${key} into the export store`, timeoutMs: 15_000 },
+  );
 }
 
 test("a link through the peer's gateways imports its exports, and survives a gateway replaced, an export-store restart, a compaction; a revoked grant makes it unauthorized", async (t) => {
