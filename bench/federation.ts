@@ -1,28 +1,56 @@
 /**
- * Federation benchmark (`npm run bench:federation`), on real etcd servers on loopback:
+ * Federation benchmark (`npm run bench:federation`), on real etcd servers on loopback, for
+ * the path a link really takes — put in A's export store → through A's gateway (SNI
+ * `exports.a.cw1.causeway.internal`, TLS passed through) → import visible in B's etcd —
+ * and, for comparison, the direct path between two plain main etcds (the old measurement):
  *  1. put in A → import visible in B: p50/p99 at a steady 100 updates/s (goal p99 ≤ 100 ms);
- *  2. initial sync of 10,000 exported services: from Federation.start() to ready (goal ≤ 3 s).
- * Options (env): BENCH_SECONDS (default 10), BENCH_RATE (100), BENCH_SERVICES (10000).
+ *  2. initial sync of 10,000 exported services: from Federation.start() to ready (goal ≤ 1 s).
+ *
+ * Via the gateway, A is what `federation init`, the controller and `federation grant` set
+ * up: an export store (TLS, client-cert auth, auth enabled) that the bench's writer fills
+ * as the controller would (CN=root, heartbeat by HeartbeatPublisher), A's gateway routing
+ * the export-store SNI, and B's link in the gateways form with the credentials grant issues.
+ * The goals are checked on the gateway path (the direct one when it runs alone).
+ *
+ * Writes bench/results/federation-<time>.{md,json} and prints the table and the ratios.
+ * Options (env): BENCH_PATH (both | gateway | direct; default both), BENCH_SECONDS (10),
+ * BENCH_RATE (100), BENCH_SERVICES (10000).
  */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
 import {
   EtcdKeys,
   ExportedService,
   encodeCatalogValue,
+  parseConfig,
   setRootLogger,
   createRootLogger,
   type EtcdConnection,
   type FederationConfig,
+  type LinkConfig,
 } from '../mesh/index.js';
-import { connectFederationStore, Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
+import { connectFederationStore, ensureExportStoreAuth, Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
+import { runGateway } from '../gateway/index.js';
 import type { EtcdStore } from '../store/index.js';
 import { startEtcd, type EtcdServer } from '../testkit/index.js';
 import { exportedService } from '../testkit/catalog.js';
+import { grantPeerLink, startExportStoreServer } from '../testkit/export-store.js';
 
+type PathName = 'direct' | 'gateway';
+const PATHS: Record<string, PathName[]> = { both: ['direct', 'gateway'], direct: ['direct'], gateway: ['gateway'] };
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const pathOption = process.env.BENCH_PATH ?? 'both';
+const paths = PATHS[pathOption];
+if (!paths) throw new Error(`BENCH_PATH must be both, gateway or direct (got "${pathOption}")`);
 const seconds = Number(process.env.BENCH_SECONDS ?? 10);
 const rate = Number(process.env.BENCH_RATE ?? 100);
 const serviceCount = Number(process.env.BENCH_SERVICES ?? 10_000);
 const settings: FederationConfig = { heartbeatIntervalMs: 2000, staleAfterMs: 15_000, expireAfterMs: 300_000, initialSyncTimeoutMs: 60_000 };
+const GOAL_P99_MS = 100;
+const GOAL_SYNC_MS = 1000;
 
 setRootLogger(createRootLogger({ level: process.env.CAUSEWAY_LOG_LEVEL ?? 'warn' }));
 
@@ -38,49 +66,83 @@ function quantile(sorted: number[], q: number): number {
 
 const connection = (etcd: EtcdServer): EtcdConnection => ({ endpoints: etcd.endpoints, dialTimeoutMs: 5000 });
 
-interface Cluster {
-  etcd: EtcdServer;
-  store: EtcdStore;
+/** Cluster A exporting (its writer plays A's controller, heartbeat running) and cluster B, linked to A by `link`. */
+interface Clusters {
+  /** Where A's exports are written: A's export store as CN=root, or (direct) A's main etcd. */
+  readonly writer: EtcdStore;
+  readonly b: EtcdStore;
+  readonly bConnection: EtcdConnection;
+  readonly link: LinkConfig;
 }
 
-async function cluster(name: string): Promise<Cluster> {
-  const etcd = await startEtcd({ name: `bench-${name}` });
-  return { etcd, store: connectFederationStore(connection(etcd)) };
-}
-
-/** Runs `fn` with cluster A (exporting, heartbeating) and cluster B (fresh), then tears both down. */
-async function withTwoClusters<T>(fn: (a: Cluster, b: Cluster) => Promise<T>): Promise<T> {
-  const a = await cluster('a');
-  const b = await cluster('b');
-  const heartbeat = new HeartbeatPublisher({ cluster: 'a', store: a.store, intervalMs: settings.heartbeatIntervalMs });
+/** Runs `fn` with A and B set up for `path`, then tears everything down in reverse order. */
+async function withClusters<T>(path: PathName, fn: (clusters: Clusters) => Promise<T>): Promise<T> {
+  const undo: Array<() => unknown> = [];
   try {
-    await publishExportedCluster(a.store, { name: 'a', locality: { region: 'r1', zone: 'z1' }, network: 'n1', trustDomain: 'causeway.internal', gateways: [{ address: '127.0.0.1', port: 15443 }] });
+    const aEtcd = await startEtcd({ name: 'bench-a' });
+    undo.push(() => aEtcd.destroy());
+    const bEtcd = await startEtcd({ name: 'bench-b' });
+    undo.push(() => bEtcd.destroy());
+    let writer: EtcdStore;
+    let link: LinkConfig;
+    let gatewayPort = 15443;
+    if (path === 'direct') {
+      writer = connectFederationStore(connection(aEtcd));
+      undo.push(() => writer.close());
+      link = { peer: 'a', etcd: connection(aEtcd) };
+    } else {
+      const exportStore = await startExportStoreServer('a');
+      undo.push(() => exportStore.destroy());
+      await ensureExportStoreAuth(exportStore.root);
+      const aConfig = parseConfig('cluster', {
+        cluster: { name: 'a', locality: { region: 'r1', zone: 'z1' } },
+        etcd: { endpoints: aEtcd.endpoints },
+        exportStore: exportStore.config,
+        gateway: { host: '127.0.0.1', port: 0, drainTimeoutMs: 500 },
+        observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
+      });
+      const gateway = await runGateway({ cluster: aConfig, id: 'bench-gw', workers: 1 });
+      undo.push(() => gateway.stop());
+      gatewayPort = gateway.port;
+      writer = exportStore.root;
+      link = await grantPeerLink(exportStore, { peer: 'b', gateways: [`127.0.0.1:${gateway.port}`] });
+    }
+    await publishExportedCluster(writer, { name: 'a', locality: { region: 'r1', zone: 'z1' }, network: 'n1', trustDomain: 'causeway.internal', gateways: [{ address: '127.0.0.1', port: gatewayPort }] });
+    const heartbeat = new HeartbeatPublisher({ cluster: 'a', store: writer, intervalMs: settings.heartbeatIntervalMs });
     await heartbeat.start();
-    return await fn(a, b);
+    undo.push(() => heartbeat.stop({ revoke: false }));
+    const b = connectFederationStore(connection(bEtcd));
+    undo.push(() => b.close());
+    return await fn({ writer, b, bConnection: connection(bEtcd), link });
   } finally {
-    await heartbeat.stop({ revoke: false });
-    a.store.close();
-    b.store.close();
-    await a.etcd.destroy();
-    await b.etcd.destroy();
+    for (const step of undo.reverse()) await Promise.resolve(step()).catch((error: unknown) => console.error('teardown:', (error as Error).message));
   }
 }
 
-function federationInB(a: Cluster, b: Cluster): Federation {
-  return new Federation({ cluster: 'b', local: connection(b.etcd), links: [{ peer: 'a', etcd: connection(a.etcd) }], settings, registry: new Registry() });
+function federationInB(clusters: Clusters): Federation {
+  return new Federation({ cluster: 'b', local: clusters.bConnection, links: [clusters.link], settings, registry: new Registry() });
 }
 
-function latencyAtRate(): Promise<{ p50: number; p99: number; max: number; n: number }> {
-  return withTwoClusters(async (a, b) => {
+interface Latency {
+  p50: number;
+  p99: number;
+  max: number;
+  n: number;
+  missing: number;
+}
+
+function latencyAtRate(path: PathName): Promise<Latency> {
+  return withClusters(path, async (clusters) => {
+    const { writer, b } = clusters;
     const names = Array.from({ length: 50 }, (_, i) => `svc-${i}`);
-    for (const name of names) await a.store.commit([putOp('bench', name, 0)]);
-    const federation = federationInB(a, b);
+    for (const name of names) await writer.commit([putOp('bench', name, 0)]);
+    const federation = federationInB(clusters);
     await federation.start();
     await federation.whenReady();
 
     const startedAt = new Map<string, number>();
     const seenAt = new Map<string, number>();
-    const watch = b.store.watchPrefix(EtcdKeys.peerImportsPrefix('a'), '1', {
+    const watch = b.watchPrefix(EtcdKeys.peerImportsPrefix('a'), '1', {
       onBatch: (batch) => {
         for (const ev of batch.events) {
           if (ev.type !== 'put' || ev.key.endsWith('/_status')) continue;
@@ -100,7 +162,7 @@ function latencyAtRate(): Promise<{ p50: number; p99: number; max: number; n: nu
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       const start = performance.now();
       puts.push(
-        a.store.commit([putOp('bench', names[i % names.length]!, (i % 9) + 1)]).then((rev) => {
+        writer.commit([putOp('bench', names[i % names.length]!, (i % 9) + 1)]).then((rev) => {
           startedAt.set(rev, start);
         }),
       );
@@ -111,33 +173,75 @@ function latencyAtRate(): Promise<{ p50: number; p99: number; max: number; n: nu
     watch.close();
     const latencies = [...startedAt].flatMap(([rev, start]) => (seenAt.has(rev) ? [seenAt.get(rev)! - start] : [])).sort((x, y) => x - y);
     const missing = startedAt.size - latencies.length;
-    if (missing > 0) console.error(`${missing} updates never became visible in B within 10 s`);
+    if (missing > 0) console.error(`${path}: ${missing} updates never became visible in B within 10 s`);
     await federation.stop();
-    return { p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), max: latencies.at(-1) ?? NaN, n: latencies.length };
+    return { p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), max: latencies.at(-1) ?? NaN, n: latencies.length, missing };
   });
 }
 
-function initialSync(): Promise<{ ms: number; imports: number }> {
-  return withTwoClusters(async (a, b) => {
+function initialSync(path: PathName): Promise<{ ms: number; imports: number }> {
+  return withClusters(path, async (clusters) => {
     const ops = Array.from({ length: serviceCount }, (_, i) => putOp(`ns-${i % 100}`, `svc-${i}`, 3));
-    for (let i = 0; i < ops.length; i += 128) await a.store.commit(ops.slice(i, i + 128));
-    const federation = federationInB(a, b);
+    for (let i = 0; i < ops.length; i += 128) await clusters.writer.commit(ops.slice(i, i + 128));
+    const federation = federationInB(clusters);
     const t0 = performance.now();
     await federation.start();
     await federation.whenReady();
     const ms = performance.now() - t0;
-    const imported = (await b.store.list(EtcdKeys.peerImportsPrefix('a'))).entries.length - 1;
+    const imported = (await clusters.b.list(EtcdKeys.peerImportsPrefix('a'))).entries.length - 1;
     await federation.stop();
     return { ms, imports: imported };
   });
 }
 
-const latency = await latencyAtRate();
-console.log(
-  `put in A → import visible in B at ${rate} updates/s for ${seconds}s (n=${latency.n}): p50 ${latency.p50.toFixed(1)} ms, p99 ${latency.p99.toFixed(1)} ms, max ${latency.max.toFixed(1)} ms (goal p99 ≤ 100 ms: ${latency.p99 <= 100 ? 'met' : 'MISSED'})`,
-);
-const sync = await initialSync();
-console.log(
-  `initial sync of ${serviceCount} exported services: ${sync.ms.toFixed(0)} ms, ${sync.imports} imports written (goal ≤ 3000 ms: ${sync.ms <= 3000 && sync.imports === serviceCount ? 'met' : 'MISSED'})`,
-);
+const loadavg = () => readFileSync('/proc/loadavg', 'utf8').trim();
+const loadAtStart = loadavg();
+const rows = [];
+for (const path of paths) {
+  const latency = await latencyAtRate(path);
+  const sync = await initialSync(path);
+  rows.push({
+    path,
+    p50Ms: Number(latency.p50.toFixed(1)),
+    p99Ms: Number(latency.p99.toFixed(1)),
+    maxMs: Number(latency.max.toFixed(1)),
+    updates: latency.n,
+    missing: latency.missing,
+    initialSyncMs: Math.round(sync.ms),
+    imports: sync.imports,
+  });
+}
+
+const checked = rows.find((r) => r.path === 'gateway') ?? rows[0]!;
+const goals = {
+  p99: { goal: `p99 ≤ ${GOAL_P99_MS} ms (${checked.path})`, met: checked.p99Ms <= GOAL_P99_MS && checked.missing === 0 },
+  initialSync: { goal: `≤ ${GOAL_SYNC_MS} ms for ${serviceCount} exports (${checked.path})`, met: checked.initialSyncMs <= GOAL_SYNC_MS && checked.imports === serviceCount },
+};
+const direct = rows.find((r) => r.path === 'direct');
+const gateway = rows.find((r) => r.path === 'gateway');
+const ratios =
+  direct && gateway
+    ? { p50GatewayVsDirect: Number((gateway.p50Ms / direct.p50Ms).toFixed(2)), p99GatewayVsDirect: Number((gateway.p99Ms / direct.p99Ms).toFixed(2)), initialSyncGatewayVsDirect: Number((gateway.initialSyncMs / direct.initialSyncMs).toFixed(2)) }
+    : undefined;
+const label: Record<PathName, string> = { direct: 'direct (A main etcd → B)', gateway: "via gateway (A export store → A gateway → B)" };
+const table = [
+  `| path | put → import p50 ms | p99 ms | max ms | updates | initial sync of ${serviceCount} ms | imports |`,
+  '|---|---:|---:|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${label[r.path]} | ${r.p50Ms} | ${r.p99Ms} | ${r.maxMs} | ${r.updates}${r.missing ? ` (${r.missing} missing)` : ''} | ${r.initialSyncMs} | ${r.imports} |`),
+].join('\n');
+const summary = [
+  `put in A → import visible in B at ${rate} updates/s for ${seconds}s, ${checked.path}: p99 ${checked.p99Ms} ms (goal p99 ≤ ${GOAL_P99_MS} ms: ${goals.p99.met ? 'met' : 'MISSED'})`,
+  `initial sync of ${serviceCount} exported services, ${checked.path}: ${checked.initialSyncMs} ms, ${checked.imports} imports written (goal ≤ ${GOAL_SYNC_MS} ms: ${goals.initialSync.met ? 'met' : 'MISSED'})`,
+  ...(ratios ? [`via gateway / direct: p50 ${ratios.p50GatewayVsDirect}×, p99 ${ratios.p99GatewayVsDirect}×, initial sync ${ratios.initialSyncGatewayVsDirect}×`] : []),
+];
+const when = new Date().toISOString();
+const options = { path: pathOption, seconds, rate, services: serviceCount, settings };
+const load = { atStart: loadAtStart, atEnd: loadavg() };
+const markdown = `# Federation benchmark ${when}\n\n${table}\n\n${summary.map((l) => `- ${l}`).join('\n')}\n\nSettings: ${JSON.stringify(options)}; load average at the start: ${load.atStart}, at the end: ${load.atEnd}\n`;
+const dir = join(ROOT, 'bench', 'results');
+mkdirSync(dir, { recursive: true });
+const stamp = when.replace(/[:.]/g, '-');
+writeFileSync(join(dir, `federation-${stamp}.md`), markdown);
+writeFileSync(join(dir, `federation-${stamp}.json`), `${JSON.stringify({ when, options, rows, ratios, goals, load }, null, 2)}\n`);
+process.stdout.write(`${table}\n\n${summary.join('\n')}\n\nload average: ${load.atStart} (start), ${load.atEnd} (end)\nwritten: bench/results/federation-${stamp}.{md,json}\n`);
 process.exit(0);
