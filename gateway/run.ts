@@ -152,7 +152,7 @@ export async function runGateway(options: RunGatewayOptions): Promise<RunningGat
   const { port } = await gateway.listen().catch(unwind);
   undo.push(() => gateway.close());
   const obs = observabilitySettings(options);
-  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness: () => gateway.readiness() }).catch(unwind);
+  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness: () => gateway.readiness(), component: 'gateway' }).catch(unwind);
   undo.push(() => observability.close());
   const closeRegistration = await startRegistration(options, store, port, log).catch(unwind);
   log.info({ port, readyPort: observability.readyPort, metricsPort: observability.metricsPort }, 'gateway listening');
@@ -196,8 +196,10 @@ async function pickPort(host: string): Promise<number> {
 }
 
 class ClusterRegistry extends AggregatorRegistry<'text/plain; version=0.0.4; charset=utf-8'> {
-  override metrics(): Promise<string> {
-    return this.clusterMetrics();
+  /** The workers' metrics, aggregated, and the primary's own (`causeway_ready`). */
+  override async metrics(): Promise<string> {
+    const [workers, own] = await Promise.all([this.clusterMetrics(), super.metrics()]);
+    return own === '' ? workers : `${workers.trimEnd()}\n${own}`;
   }
 }
 
@@ -267,7 +269,7 @@ async function runPrimary(options: RunGatewayOptions, workers: number, log: Logg
   };
   const obs = observabilitySettings(options);
   // Registered only once every listener is bound (see runGateway).
-  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness }).catch((error: unknown) => {
+  const observability = await startObservabilityServer({ host: obs.host, readyPort: obs.readyPort, metricsPort: obs.metricsPort, registry, readiness, component: 'gateway' }).catch((error: unknown) => {
     killAll();
     throw error;
   });

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { ObservabilityPorts, listenOn } from './listen.js';
 
 /** A fresh metrics registry with Node's default process metrics, labelled by component. */
@@ -25,6 +25,37 @@ export interface ObservabilityServerOptions {
   metricsPort?: number;
   registry: Registry;
   readiness: () => Readiness;
+  /**
+   * The `component` label of `causeway_ready`, for a registry without that default label
+   * (the gateway's; {@link createMetricsRegistry} sets it for the others).
+   */
+  component?: string;
+}
+
+/**
+ * `causeway_ready`: 1 when {@link Readiness} says ready, 0 otherwise — what `/healthz/ready`
+ * answers, asked at scrape time so that nothing else pays for it. The alert rules in
+ * `deploy/prometheus/` read it.
+ */
+function registerReadinessMetric(options: ObservabilityServerOptions): void {
+  // A registry may outlive one server (tests restart them): the newest readiness wins.
+  options.registry.removeSingleMetric('causeway_ready');
+  const labels = options.component === undefined ? {} : { component: options.component };
+  new Gauge({
+    name: 'causeway_ready',
+    help: 'Whether /healthz/ready answers ready (1) or not (0)',
+    labelNames: Object.keys(labels),
+    registers: [options.registry],
+    collect() {
+      let ready = false;
+      try {
+        ready = options.readiness().ready;
+      } catch {
+        // A failing readiness check is not ready, as /healthz/ready answers it.
+      }
+      this.set(labels, ready ? 1 : 0);
+    },
+  });
 }
 
 export interface ObservabilityServer {
@@ -72,6 +103,7 @@ function handler(options: ObservabilityServerOptions, serves: { ready: boolean; 
  */
 export async function startObservabilityServer(options: ObservabilityServerOptions): Promise<ObservabilityServer> {
   const host = options.host ?? '127.0.0.1';
+  registerReadinessMetric(options);
   const shared = options.metricsPort === undefined || (options.metricsPort === options.readyPort && options.readyPort !== 0);
   const servers: Server[] = [];
   const readyServer = createServer(handler(options, { ready: true, metrics: shared }));

@@ -21,5 +21,6 @@ test('readiness means something and metrics are served', async (t) => {
   t.is((await fetch(`http://127.0.0.1:${server.readyPort}/healthz/ready`)).status, 200);
   const metrics = await (await fetch(`http://127.0.0.1:${server.metricsPort}/metrics`)).text();
   t.regex(metrics, /causeway_test_events_total\{component="test"\} 3/);
+  t.regex(metrics, /causeway_ready\{component="test"\} 1/, 'readiness is a metric too, for alerts');
   t.is((await fetch(`http://127.0.0.1:${server.readyPort}/metrics`)).status, 404, 'separate ports serve separate things');
 });

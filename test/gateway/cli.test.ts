@@ -98,6 +98,7 @@ for (const workers of [1, 2]) {
     // /metrics (aggregated over the workers) sees every open connection.
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     t.regex(metrics, /^causeway_gateway_active_connections(\{[^}]*\})? 16$/m);
+    t.regex(metrics, /^causeway_ready\{component="gateway"\} 1$/m, 'readiness is a metric too (the primary\'s own, beside the workers\')');
     proc.child.kill('SIGTERM');
     await proc.waitForOutput('draining', 10_000).catch(() => undefined);
     // The listener is closed: a new connection is refused (or closed without an answer).
