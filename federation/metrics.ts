@@ -11,6 +11,7 @@ export class FederationMetrics {
   readonly resyncs: Counter<'peer' | 'reason'>;
   readonly conflicts: Gauge<'peer'>;
   readonly appliedRevision: Gauge<'peer'>;
+  readonly initialSyncDone: Gauge<'peer'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -28,6 +29,12 @@ export class FederationMetrics {
     this.resyncs = new Counter({ name: 'causeway_federation_resyncs_total', help: 'Full re-lists of a peer (initial, compacted, restarted)', labelNames: ['peer', 'reason'], registers });
     this.conflicts = new Gauge({ name: 'causeway_federation_port_conflicts', help: "Services whose ports from this peer lose to an older export's", labelNames: ['peer'], registers });
     this.appliedRevision = new Gauge({ name: 'causeway_federation_applied_revision', help: "Peer etcd revision applied locally", labelNames: ['peer'], registers });
+    this.initialSyncDone = new Gauge({
+      name: 'causeway_federation_initial_sync_done',
+      help: "1 once the link's first full sync finished; 0 while pending or after initialSyncTimeout passed without it",
+      labelNames: ['peer'],
+      registers,
+    });
   }
 
   setLinkState(peer: string, state: LinkState): void {

@@ -343,6 +343,7 @@ export class PeerLink {
       this.#o.metrics.setLinkState(this.peer, this.#state());
       if (this.#initialSync !== 'done') {
         this.#initialSync = 'done';
+        this.#o.metrics.initialSyncDone.set({ peer: this.peer }, 1);
         this.#log.info({ exports: this.#exports.size, revision: listing.revision }, 'initial sync done');
         this.#notifySync();
         await this.#writeStatus(true);
@@ -689,6 +690,7 @@ export class PeerLink {
     if (this.#watch && this.#connected && now - this.#lastAccessCheckMs >= Math.max(1000, this.#o.timings.staleAfterMs / 2)) this.#checkAccess(now);
     this.#o.metrics.heartbeatAge.set({ peer: this.peer }, age / 1000);
     this.#o.metrics.setLinkState(this.peer, this.#state());
+    this.#o.metrics.initialSyncDone.set({ peer: this.peer }, this.#initialSync === 'done' ? 1 : 0);
   }
 
   /**

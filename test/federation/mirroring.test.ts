@@ -38,6 +38,7 @@ test('exports of two peers are mirrored, updated, unexported, and port conflicts
   // Ready is reported only with the links synced, and the gauge says so at once (it once
   // kept 'syncing' until the next heartbeat tick).
   for (const peer of ['b', 'c']) t.is(await metricValue(registry, 'causeway_federation_link_state', { peer, state: 'synced' }), 1, `link ${peer}`);
+  for (const peer of ['b', 'c']) t.is(await metricValue(registry, 'causeway_federation_initial_sync_done', { peer }), 1, `initial sync of ${peer}`);
 
   const reviews = await waitFor(() => readImport(a, 'b', 'default', 'reviews'), { what: 'reviews imported from b' });
   t.is(reviews.peer, 'b');
