@@ -11,7 +11,7 @@ import {
   type ServerUnaryCall,
   type sendUnaryData,
 } from '@grpc/grpc-js';
-import { Counter, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { logger, type Logger } from '../mesh/index.js';
 import type { IntermediateCa } from './authority.js';
 import { CaError, CaErrorCodes, type CaErrorCode } from './errors.js';
@@ -136,6 +136,18 @@ export function addCertificateService(server: Server, options: CertificateServic
   const duration = new Histogram({ name: 'causeway_ca_issue_duration_seconds', help: 'Time to answer one CreateCertificate call', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25], registers: [registry] });
   for (const reason of RefusalReasons) refusals.inc({ reason }, 0);
   const currentCa = typeof options.ca === 'function' ? options.ca : () => options.ca as IntermediateCa;
+  // Read at scrape time: `options.ca` may be a function, so the intermediate can change under a running service.
+  new Gauge({
+    name: 'causeway_ca_intermediate_expiry_timestamp_seconds',
+    help: "notAfter of the cluster's intermediate that signs workload certificates (Unix seconds)",
+    labelNames: ['cluster'] as const,
+    registers: [registry],
+    collect() {
+      const ca = currentCa();
+      this.reset();
+      this.set({ cluster: ca.cluster }, Date.parse(ca.certificate.validTo) / 1000);
+    },
+  });
   const currentBundle = (ca: IntermediateCa) => (typeof options.trustBundlePem === 'function' ? options.trustBundlePem() : (options.trustBundlePem ?? ca.trustBundlePem));
 
   const createCertificate = (call: ServerUnaryCall<CreateCertificateRequest, CreateCertificateResponse>, callback: sendUnaryData<CreateCertificateResponse>): void => {

@@ -208,6 +208,13 @@ test('the refusal counter is exported in Prometheus text with every reason', asy
   }
 });
 
+test("the intermediate's notAfter is exported, so that an alert can see it coming", async (t) => {
+  const { east, service } = await setup(t);
+  const text = await service.registry.metrics();
+  const notAfterSeconds = Date.parse(east.ca.certificate.validTo) / 1000;
+  t.true(text.includes(`causeway_ca_intermediate_expiry_timestamp_seconds{cluster="${east.ca.cluster}"} ${notAfterSeconds}`));
+});
+
 test('every decision is one structured log line: issued with the identity, refused with the reason and the caller', async (t) => {
   const lines: Record<string, unknown>[] = [];
   const sink = new Writable({ write: (chunk: Buffer, _encoding, done) => (lines.push(JSON.parse(chunk.toString()) as Record<string, unknown>), done()) });
