@@ -112,6 +112,15 @@ export class ExportPublisher {
     return [...counts.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, c]) => c);
   }
 
+  /** Sets the healthy-endpoints gauge of every exported service in one go (no await: a scrape never sees half); an unexported service leaves it. */
+  #countHealthyExported(): void {
+    const gauge = this.#metrics.exportedHealthyEndpoints;
+    gauge.reset();
+    for (const [key, { value: spec }] of this.#catalog.services) {
+      if (spec.exported) gauge.set({ namespace: spec.namespace, service: spec.name }, this.healthyCounts(key).reduce((sum, c) => sum + c.healthy, 0));
+    }
+  }
+
   /** Brings `/exports/` in line with the catalog; runs one pass at a time. */
   reconcile(): Promise<void> {
     if (this.#running) {
@@ -132,6 +141,7 @@ export class ExportPublisher {
   }
 
   async #pass(): Promise<void> {
+    this.#countHealthyExported();
     const o = this.#options;
     const view: ExportsView = o.view ?? this.#catalog;
     const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.#catalog));

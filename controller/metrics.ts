@@ -17,6 +17,7 @@ export class ControllerMetrics {
   readonly exportWrites: Counter<'kind'>;
   readonly healthChecks: Counter<'result'>;
   readonly dnsQueries: Counter<'rcode'>;
+  readonly exportedHealthyEndpoints: Gauge<'namespace' | 'service'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -40,5 +41,11 @@ export class ControllerMetrics {
     this.exportWrites = new Counter({ name: 'causeway_controller_export_writes_total', help: 'Writes to /causeway/v1/exports/', labelNames: ['kind'], registers });
     this.healthChecks = new Counter({ name: 'causeway_controller_health_checks_total', help: 'Active health checks by result', labelNames: ['result'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_controller_dns_queries_total', help: 'Operator DNS queries by response code', labelNames: ['rcode'], registers });
+    this.exportedHealthyEndpoints = new Gauge({
+      name: 'causeway_controller_exported_service_healthy_endpoints',
+      help: 'Healthy endpoints of each exported service, as published to peers (all localities)',
+      labelNames: ['namespace', 'service'],
+      registers,
+    });
   }
 }

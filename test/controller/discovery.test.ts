@@ -57,6 +57,7 @@ test('export counts follow endpoint health: reported by the sidecar and from act
   a.setHealth('unhealthy');
   await waitFor(async () => (await readExport())?.healthy[0]?.healthy === 1, { what: 'one healthy after a sidecar reports unhealthy' });
   t.is((await readExport())?.exportedAt, first?.exportedAt, 'exportedAt is kept across updates');
+  t.regex(await controller.registry.metrics(), /causeway_controller_exported_service_healthy_endpoints\{namespace="default",service="reviews",component="controller"\} 1/);
 
   // Active check: a workload group probes TCP on the endpoint address; r-b listens nowhere.
   const app = createServer((s) => s.end()).listen(0, '127.0.0.11');
@@ -223,6 +224,7 @@ test('readiness and metrics are served over HTTP', async (t) => {
   t.is(controller.readiness().reasons.length, 0);
   const registry = await controller.registry.metrics();
   t.regex(registry, /causeway_controller_connected_nodes/);
+  t.regex(registry, /causeway_ready\{component="controller"\} 1/);
 });
 
 
