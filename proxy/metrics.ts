@@ -12,7 +12,7 @@ export class SidecarMetrics {
   readonly secureNamingRefusals: Counter<'destination_service'>;
   readonly authorizationDenials: Counter<'destination_service' | 'source_namespace' | 'source_cluster' | 'policy'>;
   readonly inboundRefused: Counter<'reason'>;
-  readonly outlierEjections: Counter<'destination_cluster' | 'reason'>;
+  readonly outlierEjections: Counter<'destination_cluster' | 'kind' | 'reason'>;
   readonly certificateExpiry: Gauge<'identity'>;
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
@@ -32,7 +32,7 @@ export class SidecarMetrics {
     this.secureNamingRefusals = new Counter({ name: 'causeway_sidecar_secure_naming_refusals_total', help: 'Upstream connections refused because the server identity is not allowed for the service', labelNames: ['destination_service'], registers });
     this.authorizationDenials = new Counter({ name: 'causeway_sidecar_authorization_denials_total', help: 'Inbound connections denied by authorization policy', labelNames: ['destination_service', 'source_namespace', 'source_cluster', 'policy'], registers });
     this.inboundRefused = new Counter({ name: 'causeway_sidecar_inbound_refused_total', help: 'Inbound connections refused before authorization (no/invalid client certificate, bad SNI…)', labelNames: ['reason'], registers });
-    this.outlierEjections = new Counter({ name: 'causeway_sidecar_outlier_ejections_total', help: 'Targets ejected by outlier detection', labelNames: ['destination_cluster', 'reason'], registers });
+    this.outlierEjections = new Counter({ name: 'causeway_sidecar_outlier_ejections_total', help: 'Targets ejected by outlier detection; kind=gateway is a peer cluster\'s gateway', labelNames: ['destination_cluster', 'kind', 'reason'], registers });
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });

@@ -98,7 +98,7 @@ export class RequestPolicy {
     this.#metrics = deps.metrics;
     this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
-      deps.metrics.outlierEjections.inc({ destination_cluster: this.#clusterOfKey(key), reason });
+      deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
     });
   }
@@ -268,9 +268,10 @@ export class RequestPolicy {
     return c;
   }
 
-  #clusterOfKey(key: string): string {
-    for (const svc of this.#services.values()) for (const t of svc.targets) if (targetKey(t) === key) return t.cluster;
-    return 'unknown';
+  /** Looked up only on an ejection, never per request. */
+  #targetLabels(key: string): { destination_cluster: string; kind: string } {
+    for (const svc of this.#services.values()) for (const t of svc.targets) if (targetKey(t) === key) return { destination_cluster: t.cluster, kind: t.kind };
+    return { destination_cluster: 'unknown', kind: 'unknown' };
   }
 }
 

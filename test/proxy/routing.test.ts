@@ -175,6 +175,7 @@ test('outlier detection ejects an endpoint answering 5xx', async (t) => {
   }, { what: 'an ejection', timeoutMs: 20_000 });
   const statuses = await Promise.all(Array.from({ length: 20 }, () => get(address, 9080).then((r) => r.status)));
   t.deepEqual(new Set(statuses), new Set([200]));
+  t.true((await metricValue(c.sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'east', kind: 'endpoint', reason: 'http-5xx' })) >= 1, 'counted with what was ejected');
 });
 
 test('secure naming: a server whose SPIFFE ID the service does not allow is refused and counted', async (t) => {
