@@ -9,10 +9,12 @@ const NEEDS = {
   // dockerd (not docker: a docker client alone may be on PATH) and debootstrap: the Docker
   // tier (test/docker/) starts its own engine and builds its base images offline.
   // keytool and javac: PKCS#12 keystores are checked by the JDK's keytool and a Java TLS
-  // client (`java Client.java` needs the compiler).
+  // client (`java Client.java` needs the compiler). promtool: the alert and recording rules
+  // in deploy/prometheus/ are checked and unit-tested by Prometheus' own tool.
   test: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
     dockerd: 'docker.io', debootstrap: 'debootstrap', keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless',
+    promtool: 'prometheus',
   },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {
@@ -51,4 +53,4 @@ try {
 }
 // Debian starts services it installs; Causeway runs its own instances on its own ports
 // (and the Docker tier its own dockerd, with its own data root and socket).
-for (const service of ['etcd', 'haproxy', 'nginx', 'docker']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });
+for (const service of ['etcd', 'haproxy', 'nginx', 'docker', 'prometheus']) spawnSync('service', [service, 'stop'], { stdio: 'ignore' });
