@@ -20,6 +20,7 @@ export {
 } from './export-store-pki.js';
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
 export { connectFederationStore } from './etcd-connection.js';
+export { probeExportStore, type ExportStoreProbeOptions, type ExportStoreProbeResult } from './export-store-probe.js';
 export { PortConflictBoard, portsSignature, type PortConflict } from './port-conflicts.js';
 export { FederationMetrics } from './metrics.js';
 export { FederationError, FederationErrorCodes } from './errors.js';
