@@ -18,8 +18,8 @@ import {
   type ObservabilityServer,
   type Readiness,
 } from '../mesh/index.js';
-import { Federation, HeartbeatPublisher, publishExportedCluster } from '../federation/index.js';
-import { LeasedKey, type EtcdStore } from '../store/index.js';
+import { Federation, HeartbeatPublisher, ensureExportStoreAuth, publishExportedCluster } from '../federation/index.js';
+import { LeasedKey, MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
 import { ClusterRecord, sortedAddresses } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
@@ -27,6 +27,7 @@ import { OperatorDnsServer } from './dns-server.js';
 import { ControllerError, ControllerErrorCodes } from './errors.js';
 import { connectControllerStore } from './etcd-connection.js';
 import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
+import { ExportStoreView } from './export-store-view.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
 import { ControllerMetrics } from './metrics.js';
 import { discoveryService, registrationService, type TlsIdentity } from '../api-client/index.js';
@@ -69,6 +70,8 @@ export interface ControllerOptions {
   readonly registry?: Registry;
   /** A store other than etcd3 over `config.etcd` (tests of fault handling). */
   readonly store?: EtcdStore;
+  /** How often the export store is swept for keys no controller wrote, besides start and re-lists (default 30 s). */
+  readonly exportStoreSweepIntervalMs?: number;
   /**
    * Run the federation's links in this process when the config has `links` (default
    * true). Set false when `causeway federation` runs separately: only one federation may
@@ -105,6 +108,9 @@ export class Controller {
   readonly #log = logger('controller');
   readonly #config: ClusterConfig;
   #store: EtcdStore | undefined;
+  /** The export store's client (config with `exportStore`), besides the main etcd's. */
+  #exportStore: EtcdStore | undefined;
+  #exportStoreView: ExportStoreView | undefined;
   #catalog: CatalogCache | undefined;
   #discovery: DiscoveryService | undefined;
   private builder: SnapshotBuilder | undefined;
@@ -171,6 +177,7 @@ export class Controller {
     if (!this.#catalog?.loaded) reasons.push('catalog not loaded from etcd yet');
     else if (!this.#catalog.watching) reasons.push('etcd watch not connected');
     if (!this.#serving) reasons.push('gRPC server not serving');
+    if (this.#exportStoreView && !this.#exportStoreView.loaded) reasons.push('export store not loaded yet');
     const details: Record<string, unknown> = {};
     for (const c of this.#hosted) {
       const r = c.readiness();
@@ -198,9 +205,13 @@ export class Controller {
     // registrations, exports, heartbeat and the hosted federation's imports.
     this.#store = this.#options.store ?? connectControllerStore(config.etcd);
     const store = this.#store;
+    // With an export store, what peers read lives there, written through a second client
+    // (controller/README.md "The export store"); without one, in the main etcd as before.
+    const exportStore = (this.#exportStore = config.exportStore ? connectControllerStore(config.exportStore) : undefined);
+    const exportsStore = exportStore ?? store;
     this.#hosted.push(...(this.#options.components ?? []));
     if (config.links.length > 0 && (this.#options.federation ?? true)) {
-      const federation = (this.#hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: store })));
+      const federation = (this.#hostedFederation = new Federation(Federation.optionsFrom(config, { registry: this.registry, local: store, exports: exportsStore })));
       this.#hosted.push({ name: 'federation', start: () => federation.start(), stop: () => federation.stop(), readiness: () => federation.readiness() });
     }
     const catalog = (this.#catalog = new CatalogCache(store));
@@ -218,8 +229,11 @@ export class Controller {
     const trustBundle = () => splitPem(String(this.#credentialsTls?.trustBundle ?? ''));
     const builder = (this.builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy }));
     discovery = this.#discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
+    const view = (this.#exportStoreView = exportStore
+      ? new ExportStoreView({ store: exportStore, cluster: config.cluster.name, log: logger('controller-export-store'), onChange: () => publisher?.schedule(), sweepIntervalMs: this.#options.exportStoreSweepIntervalMs })
+      : undefined);
     publisher = this.#publisher = new ExportPublisher(
-      store,
+      exportsStore,
       catalog,
       {
         cluster: config.cluster.name,
@@ -228,7 +242,8 @@ export class Controller {
         trustDomain: td,
         debounceMs: config.controller.pushDebounceMs,
         endpointHealthy,
-        publishCluster: (value) => publishExportedCluster(store, value),
+        publishCluster: (value) => publishExportedCluster(exportsStore, value),
+        ...(view ? { view } : {}),
       },
       this.metrics,
     );
@@ -301,8 +316,9 @@ export class Controller {
     await this.#registration.start();
     // In the record at once; from now on syncControllers() keeps it (on the registration's watch event).
     await record.addController(advertised);
+    if (exportStore && view) await this.#openExportStore(exportStore, view, store);
     await publisher.start();
-    this.#heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store, intervalMs: config.federation.heartbeatIntervalMs });
+    this.#heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: exportsStore, intervalMs: config.federation.heartbeatIntervalMs });
     await this.#heartbeat.start();
     if (this.#options.healthChecks?.enabled) checker.start();
     for (const c of this.#hosted) await c.start();
@@ -346,6 +362,32 @@ export class Controller {
     }
     if (kept.length > 0) this.#log.debug({ kept: kept.map(addressText) }, 'listed controllers without a registration (an earlier version?) left in the record');
     record.setControllers(next).catch((error: Error) => this.#log.warn({ err: error.message }, 'cannot update the controllers in the cluster record'));
+  }
+
+  /**
+   * Before the first export is written there: auth on in the export store (bootstrapped
+   * as root when it is off), its exports listed and watched, keys outside exports/
+   * removed — waiting (unready, with backoff) for an export store that is not up yet.
+   * Then, once, the exports an earlier layout left in the main etcd are removed: peers
+   * no longer read them there.
+   */
+  async #openExportStore(exportStore: EtcdStore, view: ExportStoreView, main: EtcdStore): Promise<void> {
+    const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
+    for (;;) {
+      try {
+        await ensureExportStoreAuth(exportStore, this.#log);
+        await view.start();
+        break;
+      } catch (error) {
+        if (this.#stopped) throw error;
+        if (backoff.attempts === 0) this.#log.warn({ err: (error as Error).message }, 'export store not reachable; retrying until it is (not ready meanwhile)');
+        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
+      }
+    }
+    const left = await main.list(EtcdKeys.exportsPrefix);
+    if (left.entries.length === 0) return;
+    for (let i = 0; i < left.entries.length; i += MAX_TXN_OPS) await main.commit(left.entries.slice(i, i + MAX_TXN_OPS).map((e) => ({ delete: e.key })));
+    this.#log.info({ keys: left.entries.length }, `removed ${EtcdKeys.exportsPrefix} from the main etcd: with an export store configured, peers read the exports there`);
   }
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
@@ -443,6 +485,10 @@ export class Controller {
     // this cluster stale; with none left, the lease expires within ~3 intervals.
     await steps.run('heartbeat', () => withTimeout(this.#heartbeat?.stop({ revoke: false }) ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
     await steps.run('catalog watch', () => withTimeout(this.#catalog?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS)).catch(() => undefined);
+    await steps.run('export store', async () => {
+      await withTimeout(this.#exportStoreView?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
+      await withTimeout(this.#exportStore?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
+    });
     await steps.run('etcd client', async () => {
       if (!this.#options.store) await withTimeout(this.#store?.close() ?? Promise.resolve(), ETCD_STOP_STEP_MS).catch(() => undefined);
     });

@@ -14,6 +14,7 @@ import { exportedClusterValue } from '../federation/index.js';
 import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from './catalog-cache.js';
 import type { EtcdStore } from '../store/index.js';
 import type { ControllerMetrics } from './metrics.js';
+import type { ExportsView } from './export-store-view.js';
 
 export interface ExportPublisherOptions {
   readonly cluster: string;
@@ -24,6 +25,11 @@ export interface ExportPublisherOptions {
   /** Writes `/exports/_cluster` (the federation's `publishExportedCluster`). */
   publishCluster(value: Omit<ExportedCluster, 'schema'>): Promise<void>;
   endpointHealthy(endpoint: StoredEndpoint): boolean;
+  /**
+   * Where the exports are read from when they do not live in the main etcd (the export
+   * store's {@link ExportStoreView}); default: the catalog, i.e. the main etcd.
+   */
+  readonly view?: ExportsView & { strays(): string[] };
 }
 
 /** Gateway addresses of this cluster, sorted (from `/causeway/v1/gateways/`). */
@@ -127,15 +133,16 @@ export class ExportPublisher {
 
   async #pass(): Promise<void> {
     const o = this.#options;
+    const view: ExportsView = o.view ?? this.#catalog;
     const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.#catalog));
-    if (!isDeepStrictEqual(this.#catalog.exportedCluster?.value, cluster)) {
+    if (!isDeepStrictEqual(view.exportedCluster?.value, cluster)) {
       const { schema: _schema, ...value } = cluster;
       await o.publishCluster(value);
       this.#metrics.exportWrites.inc({ kind: 'cluster' });
     }
     for (const [key, { value: spec }] of this.#catalog.services) {
       if (!spec.exported) continue;
-      const current = this.#catalog.exports.get(key);
+      const current = view.exports.get(key);
       const healthy = this.healthyCounts(key);
       if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) continue;
       const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
@@ -143,12 +150,18 @@ export class ExportPublisher {
       await this.#store.putIfUnchanged(etcdKey, encodeCatalogValue(ExportedService, etcdKey, value), current?.modRevision ?? '0');
       this.#metrics.exportWrites.inc({ kind: 'service' });
     }
-    for (const [key, current] of this.#catalog.exports) {
+    for (const [key, current] of view.exports) {
       if (this.#catalog.services.get(key)?.value.exported) continue;
       const { namespace, name } = current.value.service;
       await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
       this.#metrics.exportWrites.inc({ kind: 'unexport' });
       this.#log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
+    }
+    // Only in the export store, which holds nothing but what the controllers write there.
+    for (const key of o.view?.strays() ?? []) {
+      await this.#store.delete(key);
+      this.#metrics.exportWrites.inc({ kind: 'stray' });
+      this.#log.warn({ key }, 'removed a key from the export store that no controller wrote');
     }
   }
 }

@@ -22,6 +22,11 @@ export interface FederationOptions {
   readonly cluster: string;
   /** The local etcd: where imports and link status are written. A store the host already has, or a connection. */
   readonly local: EtcdStore | EtcdConnection;
+  /**
+   * Where this cluster's own exports are (for namespace sameness): its export store when
+   * it has one (`exportStore`), else the local etcd (the default).
+   */
+  readonly exports?: EtcdStore | EtcdConnection;
   readonly links: readonly LinkConfig[];
   readonly settings: FederationConfig;
   /** The mesh's trust domain: names a peer's export store when a link goes through its gateways (default causeway.internal). */
@@ -51,6 +56,8 @@ export class Federation {
   readonly #log: Logger;
   readonly #local: EtcdStore;
   readonly #ownsLocal: boolean;
+  readonly #exports: EtcdStore;
+  readonly #ownsExports: boolean;
   readonly #peerStores: EtcdStore[] = [];
   readonly #links = new Map<string, PeerLink>();
   readonly #conflicts = new PortConflictBoard();
@@ -65,12 +72,23 @@ export class Federation {
     this.#log = options.logger ?? moduleLogger('federation', { cluster: options.cluster });
     this.#ownsLocal = !('list' in options.local);
     this.#local = 'list' in options.local ? options.local : connectFederationStore(options.local);
+    const exports = options.exports ?? this.#local;
+    this.#ownsExports = !('list' in exports);
+    this.#exports = 'list' in exports ? exports : connectFederationStore(exports);
     this.metrics = new FederationMetrics(options.registry ?? new Registry());
   }
 
   /** Options for a cluster config as `causeway federation` and the controller read it. */
-  static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local'>> = {}): FederationOptions {
-    return { cluster: config.cluster.name, local: extra.local ?? config.etcd, links: config.links, settings: config.federation, trustDomain: config.trustDomain, ...extra };
+  static optionsFrom(config: ClusterConfig, extra: Partial<Pick<FederationOptions, 'registry' | 'logger' | 'local' | 'exports'>> = {}): FederationOptions {
+    return {
+      cluster: config.cluster.name,
+      local: extra.local ?? config.etcd,
+      links: config.links,
+      settings: config.federation,
+      trustDomain: config.trustDomain,
+      ...(config.exportStore ? { exports: config.exportStore } : {}),
+      ...extra,
+    };
   }
 
   /** Loads earlier state, removes imports of peers no longer linked, and starts every link. */
@@ -101,7 +119,7 @@ export class Federation {
     for (const link of this.#links.values()) await link.load();
     this.#localExports = new LocalExportClaims({
       cluster: this.#o.cluster,
-      store: this.#local,
+      store: this.#exports,
       conflicts: this.#conflicts,
       onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, this.#o.cluster),
       log: this.#log.child({ peer: this.#o.cluster }),
@@ -121,6 +139,7 @@ export class Federation {
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
     await Promise.all(this.#peerStores.map((store) => store.close()));
     if (this.#ownsLocal) await this.#local.close();
+    if (this.#ownsExports) await this.#exports.close();
   }
 
   /** Ready once every link finished its initial sync or passed `initialSyncTimeout`. */

@@ -19,7 +19,8 @@ export {
   type ExportStorePkiOptions,
 } from './export-store-pki.js';
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
-export { connectFederationStore } from './etcd-connection.js';
+export { connectFederationStore, connectPeerStore, peerConnection } from './etcd-connection.js';
+export { ensureExportStoreAuth } from './export-store.js';
 export { probeExportStore, type ExportStoreProbeOptions, type ExportStoreProbeResult } from './export-store-probe.js';
 export { PortConflictBoard, portsSignature, type PortConflict } from './port-conflicts.js';
 export { FederationMetrics } from './metrics.js';

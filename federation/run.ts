@@ -14,6 +14,7 @@ import type { EtcdStore } from '../store/index.js';
 import { connectFederationStore } from './etcd-connection.js';
 import { Federation } from './federation.js';
 import { HeartbeatPublisher, exportedClusterValue, publishExportedCluster } from './heartbeat-publisher.js';
+import { ensureExportStoreAuth } from './export-store.js';
 
 export interface StandaloneFederationOptions {
   /**
@@ -36,6 +37,8 @@ export class StandaloneFederation {
   readonly #log: Logger;
   readonly #registry = createMetricsRegistry('federation');
   readonly #local: EtcdStore;
+  /** This cluster's export store (config with `exportStore`): where `--heartbeat` publishes. */
+  readonly #exportStore: EtcdStore | undefined;
   readonly #federation: Federation;
   #heartbeat: HeartbeatPublisher | undefined;
   #server: ObservabilityServer | undefined;
@@ -45,7 +48,8 @@ export class StandaloneFederation {
     this.#options = options;
     this.#log = options.logger ?? moduleLogger('federation', { cluster: config.cluster.name });
     this.#local = connectFederationStore(config.etcd);
-    this.#federation = new Federation(Federation.optionsFrom(config, { registry: this.#registry, local: this.#local, logger: this.#log }));
+    this.#exportStore = config.exportStore ? connectFederationStore(config.exportStore) : undefined;
+    this.#federation = new Federation(Federation.optionsFrom(config, { registry: this.#registry, local: this.#local, exports: this.#exportStore ?? this.#local, logger: this.#log }));
   }
 
   get readyPort(): number | undefined {
@@ -68,8 +72,9 @@ export class StandaloneFederation {
     });
     await this.#federation.start();
     if (this.#options.heartbeat) {
+      if (this.#exportStore) await ensureExportStoreAuth(this.#exportStore, this.#log);
       await this.#publishExportedCluster();
-      this.#heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: this.#local, intervalMs: config.federation.heartbeatIntervalMs, logger: this.#log });
+      this.#heartbeat = new HeartbeatPublisher({ cluster: config.cluster.name, store: this.#exportStore ?? this.#local, intervalMs: config.federation.heartbeatIntervalMs, logger: this.#log });
       await this.#heartbeat.start();
     }
     this.#log.info({ readyPort: this.#server.readyPort, metricsPort: this.#server.metricsPort, links: config.links.map((l) => l.peer) }, 'federation running');
@@ -81,6 +86,7 @@ export class StandaloneFederation {
     await steps.run('heartbeat', async () => this.#heartbeat?.stop());
     await steps.run('federation links', () => this.#federation.stop());
     await steps.run('etcd client', () => this.#local.close());
+    await steps.run('export store client', async () => this.#exportStore?.close());
   }
 
   /** `_cluster` with the gateways registered in this cluster's etcd, or else `gateway.advertiseAddress`. */
@@ -93,6 +99,6 @@ export class StandaloneFederation {
     });
     if (gateways.length === 0 && config.gateway.advertiseAddress) gateways.push({ address: config.gateway.advertiseAddress, port: config.gateway.port });
     const identity = { name: config.cluster.name, locality: config.cluster.locality, network: config.cluster.network, trustDomain: config.trustDomain };
-    await publishExportedCluster(this.#local, exportedClusterValue(identity, gateways));
+    await publishExportedCluster(this.#exportStore ?? this.#local, exportedClusterValue(identity, gateways));
   }
 }

@@ -4,6 +4,7 @@ import {
   KEY_ROOT,
   encodeCatalogValue,
   logger as moduleLogger,
+  type ClusterConfig,
   type ClusterInfo,
   type Endpoint,
   type Logger,
@@ -25,6 +26,8 @@ export interface CatalogRouteSourceOptions {
   readonly trustDomain: string;
   /** Controller addresses when no controller is registered (`/causeway/v1/controllers/`) and `/causeway/v1/cluster` lists none. */
   readonly controllers?: readonly TargetAddress[];
+  /** This cluster's export store (host:port of each `exportStore.endpoints` URL), for its SNI. */
+  readonly exportStore?: readonly TargetAddress[];
   readonly onRoutes: (spec: RouteSpecInput) => void;
   /** Coalesces bursts of catalog changes into one table rebuild. */
   readonly debounceMs?: number;
@@ -138,6 +141,7 @@ export class CatalogRouteSource {
       services: serviceRoutes,
       peerClusters: [...peers].map(([name, gateways]) => ({ name, gateways: [...gateways.values()] })),
       controllers,
+      ...(this.#o.exportStore ? { exportStore: this.#o.exportStore } : {}),
     };
   }
 
@@ -152,6 +156,14 @@ export class CatalogRouteSource {
     clearTimeout(this.#timer);
     this.#mirror.close();
   }
+}
+
+/** `https://exports-east:2479` → `{ address: 'exports-east', port: 2479 }`: where the gateway sends the export-store SNI. */
+export function exportStoreTargets(config: ClusterConfig): TargetAddress[] | undefined {
+  return config.exportStore?.endpoints.map((endpoint) => {
+    const url = new URL(endpoint);
+    return { address: url.hostname.replace(/^\[|\]$/g, ''), port: url.port === '' ? 443 : Number(url.port) };
+  });
 }
 
 export interface GatewayRegistrationOptions {

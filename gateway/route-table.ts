@@ -19,7 +19,7 @@ export type RouteRefusal =
   | 'unknown-subset'
   | 'no-healthy-endpoint';
 
-export type RouteKind = 'sni' | 'service' | 'peer-cluster' | 'controller';
+export type RouteKind = 'sni' | 'service' | 'peer-cluster' | 'controller' | 'exports';
 
 export interface TargetAddress {
   readonly address: string;
@@ -95,7 +95,7 @@ export interface RouteStats {
 }
 
 export interface Route {
-  /** Metric label: `<name>.<namespace>`, `cluster/<peer>`, `controller`, or the exact SNI. */
+  /** Metric label: `<name>.<namespace>`, `cluster/<peer>`, `controller`, `exports`, or the exact SNI. */
   readonly name: string;
   readonly kind: RouteKind;
   readonly pool: TargetPool;
@@ -132,6 +132,11 @@ export interface RouteTableSpec {
   readonly peerClusters?: readonly { readonly name: string; readonly gateways: readonly TargetAddress[] }[];
   /** This cluster's controller gRPC addresses, for `controller.<cluster>.cw1.<td>`. */
   readonly controllers?: readonly TargetAddress[];
+  /**
+   * This cluster's export store (`exportStore.endpoints`), for `exports.<cluster>.cw1.<td>`:
+   * peers reach it only this way, TLS passed through like any route (gateway/README.md "Routing").
+   */
+  readonly exportStore?: readonly TargetAddress[];
 }
 
 export type RouteStatsSource = (name: string) => RouteStats;
@@ -150,6 +155,7 @@ export class RouteTable {
   readonly #services = new Map<string, ServiceEntry>();
   readonly #peers = new Map<string, Route>();
   readonly #controller: Route | undefined;
+  readonly #exportStore: Route | undefined;
   /** Every target this table can pick, for {@link TargetRegistry.retain}. */
   readonly targets = new Set<UpstreamTarget>();
   readonly #registry: TargetRegistry;
@@ -176,10 +182,11 @@ export class RouteTable {
       if (peer.name !== spec.cluster && peer.gateways.length > 0) this.#peers.set(peer.name, this.#route(`cluster/${peer.name}`, 'peer-cluster', peer.gateways));
     }
     if (spec.controllers && spec.controllers.length > 0) this.#controller = this.#route('controller', 'controller', spec.controllers);
+    if (spec.exportStore && spec.exportStore.length > 0) this.#exportStore = this.#route('exports', 'exports', spec.exportStore);
   }
 
   get routeCount(): number {
-    return this.#exact.size + this.#services.size + this.#peers.size + (this.#controller ? 1 : 0);
+    return this.#exact.size + this.#services.size + this.#peers.size + (this.#controller ? 1 : 0) + (this.#exportStore ? 1 : 0);
   }
 
   #route(name: string, kind: RouteKind, addresses: readonly TargetAddress[]): Route {
@@ -208,8 +215,8 @@ export class RouteTable {
     if (this.spec.trustDomain !== undefined && sni.trustDomain !== this.spec.trustDomain) return 'unknown-sni';
     if (sni.cluster !== this.spec.cluster) return this.#peers.get(sni.cluster) ?? 'unknown-sni';
     if (sni.kind === 'controller') return this.#controller ?? 'unknown-sni';
-    // The export store's name parses, but the gateway routes no export store yet: refused as unrouted.
-    if (sni.kind === 'exports') return 'unknown-sni';
+    // No export store configured: its name parses, but there is nowhere to send it.
+    if (sni.kind === 'exports') return this.#exportStore ?? 'unknown-sni';
     const entry = this.#services.get(`${sni.namespace}/${sni.service}`);
     if (entry === undefined) return 'unknown-service';
     const service = entry.spec;

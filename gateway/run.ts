@@ -14,7 +14,7 @@ import {
   type Readiness,
 } from '../mesh/index.js';
 import { Etcd3Store, type EtcdStore } from '../store/index.js';
-import { CatalogRouteSource, GatewayRegistration } from './catalog-routes.js';
+import { CatalogRouteSource, GatewayRegistration, exportStoreTargets } from './catalog-routes.js';
 import { GatewayError, GatewayErrorCodes } from './errors.js';
 import type { TargetAddress } from './route-table.js';
 import { loadRoutesFile } from './routes-file.js';
@@ -94,6 +94,7 @@ async function startRouteSource(options: RunGatewayOptions, store: EtcdStore | u
     cluster: config.cluster.name,
     trustDomain: config.trustDomain,
     controllers: options.controllers,
+    exportStore: exportStoreTargets(config),
     onRoutes: (spec) => gateway.setRoutes(spec),
     logger: log.child({ module: 'gateway-catalog' }),
   });

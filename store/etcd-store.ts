@@ -65,6 +65,8 @@ export interface EtcdStore {
   /** Lists every key under `prefix` at one revision, paging so that large catalogs fit gRPC's message limit. */
   list(prefix: string, options?: { pageSize?: number }): Promise<Listing>;
   get(key: string): Promise<StoredValue | undefined>;
+  /** Every key of the store, whatever its prefix (keys only): for a store that must hold nothing but what its owner wrote. */
+  listAllKeys(): Promise<string[]>;
   put(key: string, value: string, options?: PutOptions): Promise<void>;
   /**
    * Writes only when the key's mod revision still equals `modRevision` (`'0'` = the key
@@ -92,6 +94,11 @@ export interface EtcdStore {
   grantPrefix(options: { user: string; role: string; prefix: string; permission: Permission }): Promise<void>;
   revokeUser(options: { user: string; role: string }): Promise<void>;
   authEnabled(): Promise<boolean>;
+  /**
+   * Turns etcd auth on with the documented bootstrap: user `root` (password-less: the
+   * client certificate's CN), role `root`, `auth enable`. Run it as that `CN=root` login.
+   */
+  enableAuth(): Promise<void>;
   /** The user's roles; undefined when etcd has no such user. */
   userRoles(user: string): Promise<readonly string[] | undefined>;
   /** The role's permissions; undefined when etcd has no such role. */

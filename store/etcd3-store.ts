@@ -228,6 +228,14 @@ export class Etcd3Store implements EtcdStore {
     });
   }
 
+  listAllKeys(): Promise<string[]> {
+    return this.#call('listing every key', async () => {
+      // key \0 with range_end \0: every key from the smallest one on (etcd has no empty key).
+      const res = await this.#client.kv.range({ key: Buffer.from([0]), range_end: Buffer.from([0]), keys_only: true }, this.#deadline());
+      return res.kvs.map((kv) => kv.key.toString('utf8'));
+    });
+  }
+
   get(key: string): Promise<StoredValue | undefined> {
     return this.#call(`reading ${key}`, async () => {
       const kv = (await this.#client.kv.range({ key: Buffer.from(key) }, this.#deadline())).kvs[0];
@@ -398,6 +406,15 @@ export class Etcd3Store implements EtcdStore {
         if (/authentication failed|invalid user|password/i.test(message)) return true;
         throw error;
       }
+    });
+  }
+
+  enableAuth(): Promise<void> {
+    const auth = this.#client.auth;
+    return this.#call('enabling etcd auth', async () => {
+      await tolerating(/already exists/i, auth.userAdd({ name: 'root', options: { no_password: true } }, this.#deadline()));
+      await auth.userGrantRole({ user: 'root', role: 'root' }, this.#deadline());
+      await auth.authEnable(this.#deadline());
     });
   }
 
