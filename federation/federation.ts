@@ -112,6 +112,8 @@ export class Federation {
         onConflictsChanged: (clusters, service) => this.#conflictsChanged(clusters, service, link.peer),
         metrics: this.metrics,
         log: this.#log.child({ peer: link.peer }),
+        cluster: this.#o.cluster,
+        reachedVia: link.gateways ? `gateway${link.gateways.length === 1 ? '' : 's'} ${link.gateways.join(', ')}` : link.etcd ? `etcd ${link.etcd.endpoints.join(', ')}` : undefined,
       });
       this.#links.set(link.peer, peerLink);
     }

@@ -39,6 +39,10 @@ export interface PeerLinkOptions {
   readonly onConflictsChanged: (clusters: readonly string[], service: string) => void;
   readonly metrics: FederationMetrics;
   readonly log: Logger;
+  /** This cluster's name, for what a refused link tells the operator to do. */
+  readonly cluster?: string;
+  /** How the link reaches the peer, e.g. `gateways 10.0.0.7:15443, 10.0.0.8:15443`, for the same message. */
+  readonly reachedVia?: string;
 }
 
 /** A link's live status: the persisted {@link LinkStatus} plus what only the running process knows. */
@@ -94,6 +98,8 @@ export class PeerLink {
   #connected = false;
   #syncing = false;
   #lastError: string | undefined;
+  /** Set while the peer refuses this link's credentials (permission denied, unknown user, certificate refused). */
+  #refusedBecause: string | undefined;
   /** Why the last write to the local etcd failed; undefined once one succeeds. */
   #localStoreError: string | undefined;
   #freshness: Freshness = 'fresh';
@@ -103,6 +109,8 @@ export class PeerLink {
   #resyncs = 0;
   #lastStatusWriteMs = 0;
   #lastStreamDataMs = 0;
+  #lastAccessCheckMs = Date.now();
+  #checkingAccess = false;
 
   /** What this link has in the local etcd: service key → import JSON. */
   readonly #written = new Map<string, string>();
@@ -212,6 +220,8 @@ export class PeerLink {
   #state(): LinkState {
     // First: while imports cannot be written, nothing the link knows reaches this cluster.
     if (this.#localStoreError !== undefined && !this.#stopped) return 'local-store-down';
+    // Before staleness: a refused link goes stale too, but what to do about it is to fix the credentials.
+    if (this.#refusedBecause !== undefined && !this.#connected && !this.#stopped) return 'unauthorized';
     if (this.#freshness === 'expired') return 'expired';
     if (this.#freshness === 'stale') return 'stale';
     if (this.#stopped) return 'down';
@@ -223,7 +233,11 @@ export class PeerLink {
     const parts: string[] = [];
     if (this.#localStoreError !== undefined && !this.#stopped) parts.push(`imports cannot be written: ${this.#localStoreError}`);
     if (this.#stopped) parts.push('federation stopped: this status is no longer updated');
-    else if (!this.#connected && this.#lastError) parts.push(`link to ${this.peer} broken: ${this.#lastError}`);
+    else if (!this.#connected && this.#refusedBecause !== undefined) {
+      const via = this.#o.reachedVia ? ` (through ${this.#o.reachedVia})` : '';
+      const grant = `causeway federation grant --peer ${this.#o.cluster ?? '<this cluster>'}`;
+      parts.push(`${this.peer} refuses this cluster's credentials${via}: ${this.#refusedBecause}; ask ${this.peer} to re-run \`${grant}\` and put the new link.yaml's tls files in this link`);
+    } else if (!this.#connected && this.#lastError) parts.push(`link to ${this.peer} broken: ${this.#lastError}`);
     if (this.#freshness !== 'fresh') {
       const age = Math.round((Date.now() - (this.#heartbeatAtMs ?? this.#startedAtMs)) / 1000);
       parts.push(
@@ -267,6 +281,9 @@ export class PeerLink {
         // One warning per outage; the retries' errors (which vary) only at debug.
         if (this.#connected || this.#lastError === undefined) this.#log.warn({ err: error }, 'link to peer broken; retrying');
         else this.#log.debug({ err: error }, 'peer still unreachable');
+        const refused = error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied;
+        if (refused && this.#refusedBecause === undefined) this.#log.error({ err: error, via: this.#o.reachedVia }, 'the peer refuses this link\'s credentials (unauthorized); ask it to re-run federation grant');
+        this.#refusedBecause = refused ? message : undefined;
         this.#connected = false;
         this.#syncing = false;
         // The store's error names the peer's endpoints, the setting and the cause (etcd3's
@@ -296,6 +313,7 @@ export class PeerLink {
     const receivedAtMs = Date.now();
     this.#connected = true;
     this.#lastError = undefined;
+    this.#refusedBecause = undefined;
     if (this.#stopped) return;
     await this.#serialised(async () => {
       this.#resyncs += 1;
@@ -351,6 +369,7 @@ export class PeerLink {
           if (!this.#connected) {
             this.#connected = true;
             this.#lastError = undefined;
+            this.#refusedBecause = undefined;
             this.#log.info({ fromRevision: start }, 'link to peer resumed');
           }
           try {
@@ -436,7 +455,7 @@ export class PeerLink {
       if (decoded.value.name !== this.peer) {
         throw new FederationError(
           FederationErrorCodes.peerMismatch,
-          `the etcd of link "${this.peer}" belongs to cluster "${decoded.value.name}"; fix links[].peer or links[].etcd.endpoints`,
+          `the etcd of link "${this.peer}" belongs to cluster "${decoded.value.name}"; fix links[].peer, or links[].gateways (links[].etcd.endpoints)`,
         );
       }
       this.#placement = { locality: decoded.value.locality, network: decoded.value.network, gateways: decoded.value.gateways };
@@ -667,8 +686,27 @@ export class PeerLink {
         this.#watch.requestProgress();
       }
     }
+    if (this.#watch && this.#connected && now - this.#lastAccessCheckMs >= Math.max(1000, this.#o.timings.staleAfterMs / 2)) this.#checkAccess(now);
     this.#o.metrics.heartbeatAge.set({ peer: this.peer }, age / 1000);
     this.#o.metrics.setLinkState(this.peer, this.#state());
+  }
+
+  /**
+   * etcd checks a watch's permission only when the watch is created: a stream opened
+   * before the peer revoked this cluster's login keeps delivering. A cheap read now and
+   * then finds out, and ends the watch so that the link reports `unauthorized`.
+   */
+  #checkAccess(now: number): void {
+    if (this.#checkingAccess) return;
+    this.#checkingAccess = true;
+    this.#lastAccessCheckMs = now;
+    this.#o.peerStore.get(EtcdKeys.exportedCluster).then(
+      () => (this.#checkingAccess = false),
+      (error: unknown) => {
+        this.#checkingAccess = false;
+        if (error instanceof FederationError && error.code === FederationErrorCodes.etcdPermissionDenied) this.#breakWatch?.(error);
+      },
+    );
   }
 
   #updateMetrics(): void {

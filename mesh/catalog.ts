@@ -155,8 +155,11 @@ export const ImportedService = z.strictObject({
 });
 export type ImportedService = z.infer<typeof ImportedService>;
 
-/** `local-store-down`: this cluster's etcd, where imports are written, refuses or does not answer (federation/README.md). */
-export const LinkStates = ['connecting', 'syncing', 'synced', 'stale', 'expired', 'down', 'local-store-down'] as const;
+/**
+ * `local-store-down`: this cluster's etcd, where imports are written, refuses or does not
+ * answer; `unauthorized`: the peer refuses this cluster's credentials (federation/README.md).
+ */
+export const LinkStates = ['connecting', 'syncing', 'synced', 'stale', 'expired', 'down', 'local-store-down', 'unauthorized'] as const;
 export type LinkState = (typeof LinkStates)[number];
 
 export const LinkStatus = z.strictObject({

@@ -1,10 +1,10 @@
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
 import { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertificate } from '../../ca/index.js';
-import { CausewayError, EtcdKeys, UsageError, federationIdentity, loadConfigFile, logger, type ClusterConfig } from '../../mesh/index.js';
+import { CausewayError, EtcdKeys, UsageError, exportStoreSni, federationIdentity, loadConfigFile, logger, type ClusterConfig, type EtcdConnection, type ExportStoreConfig } from '../../mesh/index.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import {
   connectFederationStore,
@@ -21,6 +21,8 @@ import {
   createExportStorePki,
   exportStoreEtcdCommand,
   EXPORT_STORE_PORT,
+  ExportStorePkiFiles,
+  ensureExportStoreAuth,
   probeExportStore,
   type PeerAccess,
 } from '../../federation/index.js';
@@ -29,21 +31,13 @@ import { namingConfigFile, observabilityPortOptions, withObservabilityFlags, typ
 
 const CONFIG_HELP = 'cluster config (YAML)';
 
-async function withLocalStore<T>(config: ClusterConfig, fn: (store: EtcdStore) => Promise<T>): Promise<T> {
-  const store = connectFederationStore(config.etcd);
+/** One etcd client for one command, closed after. */
+async function withStore<T>(connection: EtcdConnection, fn: (store: EtcdStore) => Promise<T>): Promise<T> {
+  const store = connectFederationStore(connection);
   try {
     return await fn(store);
   } finally {
     await store.close();
-  }
-}
-
-async function withAuthInspector<T>(connection: ClusterConfig['etcd'], fn: (auth: EtcdStore) => Promise<T>): Promise<T> {
-  const auth = connectFederationStore(connection);
-  try {
-    return await fn(auth);
-  } finally {
-    await auth.close();
   }
 }
 
@@ -93,57 +87,70 @@ export function registerFederationCommands(program: Command): void {
 
   federation
     .command('grant')
-    .description(`let a peer read this cluster's ${EtcdKeys.exportsPrefix} and nothing else: creates an etcd role and a password-less user (the CN of the client certificate you issue to the peer); with --client-ca and --client-ca-key, also issues that certificate and the peer's links[] entry`)
+    .description(
+      `let a peer read this cluster's export store (${EtcdKeys.exportsPrefix} and nothing else, never the main etcd): creates an etcd role and a password-less user there (the CN of the peer's client certificate); with the export-store CA (--client-ca, or export-store-ca.pem next to exportStore.tls.ca) also issues that certificate and the peer's links[] entry, which reaches the export store through this cluster's gateway(s)`,
+    )
     .requiredOption('--peer <name>', 'the peer cluster')
     .option('--user <cn>', 'etcd user = CN of the peer client certificate (default causeway-peer-<peer>)')
     .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
-    .option('--client-ca <pem>', "the CA certificate in this etcd's --trusted-ca-file: issue the peer's client certificate from it")
-    .option('--client-ca-key <pem>', "that CA's private key")
+    .option('--client-ca <pem>', "the export store's CA from `causeway federation init` (default: export-store-ca.pem next to exportStore.tls.ca, when present)")
+    .option('--client-ca-key <pem>', "that CA's private key (default: export-store-ca-key.pem next to it)")
     .option('--out <dir>', 'where the peer credentials go (default ./<peer>-at-<cluster>)')
     .option('--days <n>', 'validity of the peer certificate in days', '365')
-    .option('--endpoint <url...>', "this cluster's etcd as the peer reaches it (default: etcd.endpoints of the config)")
+    .option('--gateway <host:port>', "this cluster's gateway as the peer reaches it (repeatable: the link fails over between them; default gateway.advertiseAddress:gateway.port of the config)", (value: string, previous: string[] | undefined) => [...(previous ?? []), value])
     .option('--json', 'print the grant as JSON')
     .action(async (options: GrantOptions) => {
       const config = loadConfigFile('cluster', options.config);
       EtcdKeys.peerImportsPrefix(options.peer); // validates the peer name before it names a folder
+      const exportStore = config.exportStore;
+      if (!exportStore) {
+        throw new FederationError(
+          FederationErrorCodes.grantRefused,
+          `${options.config} has no exportStore: peers read the export store, never the main etcd; run \`causeway federation init\` and set exportStore in the config (federation/README.md "The export store"); nothing was changed`,
+        );
+      }
       // Every flag, file and the CA are checked and the certificate made before the grant.
-      const request = peerCredentialsRequest(options, config);
+      const request = peerCredentialsRequest(options, config, exportStore);
       const user = options.user ?? peerUserName(options.peer);
       // Refuses root, or a user holding more than this peer's role, before any change.
-      await withAuthInspector(config.etcd, (auth) => checkPeerUser(auth, { peer: options.peer, user }));
+      await withStore(exportStore, (auth) => checkPeerUser(auth, { peer: options.peer, user }));
       const certificate = request ? await issuePeerCertificate(request, user, config) : undefined;
-      const access = await withLocalStore(config, (store) => grantPeerAccess(store, { peer: options.peer, user }));
-      const issued = request && certificate ? await writePeerCredentials(request, certificate, access, config) : undefined;
+      const access = await withStore(exportStore, async (store) => {
+        await ensureExportStoreAuth(store);
+        return grantPeerAccess(store, { peer: options.peer, user });
+      });
+      const issued = request && certificate ? await writePeerCredentials(request, certificate, access, config, exportStore) : undefined;
       if (options.json) {
         process.stdout.write(`${JSON.stringify({ ...access, ...(issued ? { credentials: issued } : {}) }, null, 2)}\n`);
         return;
       }
-      const lines = [`granted: etcd user "${access.user}" (role "${access.role}") may read ${access.prefix} and nothing else`];
+      const lines = [`granted: export-store user "${access.user}" (role "${access.role}") may read ${access.prefix} and nothing else`];
       if (issued) {
         lines.push(
           `issued: ${issued.certFile} (CN=${access.user}, until ${issued.notAfter}), ${issued.keyFile} (0600), ${issued.caFile}`,
           `checked with it: ${issued.check}`,
+          `link: through gateway${issued.gateways.length === 1 ? '' : 's'} ${issued.gateways.join(', ')} to ${exportStoreSni(config.cluster.name, config.trustDomain)}`,
           `next: copy ${issued.dir} to ${access.peer} and add ${issued.linkFile} to the links[] of ${access.peer}'s cluster config (fix the paths if they move)`,
         );
       } else {
         lines.push(
-          `next: issue peer ${access.peer} a client certificate with CN=${access.user} from the CA in etcd's --trusted-ca-file (or rerun with --client-ca and --client-ca-key),`,
-          `      and put it in the links[] entry for ${config.cluster.name} of ${access.peer}'s cluster config`,
+          `next: issue peer ${access.peer} a client certificate with CN=${access.user} from the export store's CA (or rerun with --client-ca and --client-ca-key),`,
+          `      and put it in the links[] entry for ${config.cluster.name} of ${access.peer}'s cluster config, with this cluster's gateways`,
         );
       }
-      if (!access.authEnabled) lines.push('warning: etcd auth is NOT enabled here, so nothing enforces this yet; see federation/README.md (etcdctl auth enable)');
+      if (!access.authEnabled) lines.push('warning: etcd auth is NOT enabled in the export store, so nothing enforces this yet; see federation/README.md');
       process.stdout.write(`${lines.join('\n')}\n`);
     });
 
   federation
     .command('revoke')
-    .description("remove a peer's etcd user and role (its link stops at the next request)")
+    .description("remove a peer's etcd user and role from the export store (the main etcd without exportStore); its link says unauthorized from its next request")
     .requiredOption('--peer <name>', 'the peer cluster')
     .option('--user <cn>', 'etcd user (default causeway-peer-<peer>)')
     .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
     .action(async (options: { peer: string; user?: string; config: string }) => {
       const config = loadConfigFile('cluster', options.config);
-      await withLocalStore(config, (store) => revokePeerAccess(store, { peer: options.peer, ...(options.user ? { user: options.user } : {}) }));
+      await withStore(config.exportStore ?? config.etcd, (store) => revokePeerAccess(store, { peer: options.peer, ...(options.user ? { user: options.user } : {}) }));
       process.stdout.write(`revoked: etcd user "${options.user ?? peerUserName(options.peer)}" and role "${peerRoleName(options.peer)}"\n`);
     });
 
@@ -176,7 +183,7 @@ export function registerFederationCommands(program: Command): void {
     .option('--json', 'print JSON for machines')
     .action(async (options: { config: string; json?: boolean }) => {
       const config = loadConfigFile('cluster', options.config);
-      const status = await withLocalStore(config, (store) => readClusterStatus(store, config));
+      const status = await withStore(config.etcd, (store) => readClusterStatus(store, config));
       process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderClusterStatus(status));
     });
 }
@@ -225,7 +232,7 @@ interface GrantOptions {
   clientCaKey?: string;
   out?: string;
   days: string;
-  endpoint?: string[];
+  gateway?: string[];
   json?: boolean;
 }
 
@@ -235,7 +242,7 @@ interface PeerCredentialsRequest {
   readonly serverCaFile: string;
   readonly dir: string;
   readonly days: number;
-  readonly endpoints: readonly string[];
+  readonly gateways: readonly string[];
 }
 
 interface IssuedPeerCredentials {
@@ -244,6 +251,7 @@ interface IssuedPeerCredentials {
   readonly keyFile: string;
   readonly caFile: string;
   readonly linkFile: string;
+  readonly gateways: readonly string[];
   readonly notAfter: string;
   readonly check: string;
 }
@@ -257,27 +265,36 @@ function readFlagFile(flag: string, file: string): string {
 }
 
 /** Checks every flag of the credential issuing before anything is granted or written. */
-function peerCredentialsRequest(options: GrantOptions, config: ClusterConfig): PeerCredentialsRequest | undefined {
-  if (!options.clientCa && !options.clientCaKey) {
-    if (options.out || options.endpoint) throw new UsageError('--out and --endpoint are for the peer credentials: add --client-ca and --client-ca-key');
+function peerCredentialsRequest(options: GrantOptions, config: ClusterConfig, exportStore: ExportStoreConfig): PeerCredentialsRequest | undefined {
+  let clientCa = options.clientCa;
+  let clientCaKey = options.clientCaKey;
+  if (!clientCa && !clientCaKey) {
+    // `federation init` leaves the CA next to the CA file the controller verifies the export store with.
+    const dir = dirname(exportStore.tls.ca);
+    const ca = join(dir, ExportStorePkiFiles.caCert);
+    const key = join(dir, ExportStorePkiFiles.caKey);
+    if (existsSync(ca) && existsSync(key)) [clientCa, clientCaKey] = [ca, key];
+  }
+  if (!clientCa && !clientCaKey) {
+    if (options.out || options.gateway) throw new UsageError('--out and --gateway are for the peer credentials: add --client-ca and --client-ca-key (the export store CA from `causeway federation init`)');
     return undefined;
   }
-  if (!options.clientCa || !options.clientCaKey) throw new UsageError('--client-ca and --client-ca-key go together: the CA certificate and its key');
+  if (!clientCa || !clientCaKey) throw new UsageError('--client-ca and --client-ca-key go together: the CA certificate and its key');
   const days = Number(options.days);
   if (!Number.isInteger(days) || days < 1 || days > MAX_CLIENT_CERTIFICATE_DAYS) throw new UsageError(`--days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS} (got "${options.days}")`);
-  const serverCaFile = config.etcd.tls?.ca;
-  if (!serverCaFile) {
-    throw new UsageError(`${options.config} reaches etcd without TLS (no etcd.tls): a peer client certificate means nothing to an etcd without --client-cert-auth; see federation/README.md`);
+  const advertised = config.gateway.advertiseAddress ? [`${config.gateway.advertiseAddress}:${config.gateway.port}`] : [];
+  const gateways = options.gateway ?? advertised;
+  if (gateways.length === 0) {
+    throw new UsageError(`peers reach the export store through this cluster's gateway: give --gateway host:port (repeatable), or set gateway.advertiseAddress in ${options.config}; nothing was changed`);
   }
-  const endpoints = options.endpoint ?? config.etcd.endpoints;
-  for (const url of endpoints) {
-    if (!/^https:\/\/[^\s/]+$/.test(url)) throw new UsageError(`--endpoint ${url}: expected https://host:port (the peer connects with TLS)`);
+  for (const gateway of gateways) {
+    if (!/^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/.test(gateway)) throw new UsageError(`--gateway ${gateway}: expected host:port of this cluster's gateway as the peer reaches it`);
   }
   const dir = resolve(options.out ?? `${options.peer}-at-${config.cluster.name}`);
   for (const name of ['key.pem', 'cert.pem']) {
     if (existsSync(join(dir, name))) throw new UsageError(`${join(dir, name)} already exists; pick another --out or remove it (nothing was changed)`);
   }
-  return { caCertificatePem: readFlagFile('--client-ca', options.clientCa), caPrivateKeyPem: readFlagFile('--client-ca-key', options.clientCaKey), serverCaFile, dir, days, endpoints };
+  return { caCertificatePem: readFlagFile('--client-ca', clientCa), caPrivateKeyPem: readFlagFile('--client-ca-key', clientCaKey), serverCaFile: exportStore.tls.ca, dir, days, gateways };
 }
 
 function issuePeerCertificate(request: PeerCredentialsRequest, user: string, config: ClusterConfig): Promise<ClientCertificate> {
@@ -296,8 +313,8 @@ function issuePeerCertificate(request: PeerCredentialsRequest, user: string, con
  * server CA and the peer's links[] entry. The checks run on a private staging copy, so a
  * wrong CA or an over-privileged user leaves no credential behind.
  */
-async function writePeerCredentials(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<IssuedPeerCredentials> {
-  const check = await checkPeerCredential(request, issued, access, config);
+async function writePeerCredentials(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig, exportStore: ExportStoreConfig): Promise<IssuedPeerCredentials> {
+  const check = await checkPeerCredential(request, issued, access, exportStore);
   const { dir } = request;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const keyFile = join(dir, 'key.pem');
@@ -308,19 +325,26 @@ async function writePeerCredentials(request: PeerCredentialsRequest, issued: Cli
   writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
   writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
   copyFileSync(request.serverCaFile, caFile);
-  const link = [{ peer: config.cluster.name, etcd: { endpoints: [...request.endpoints], tls: { ca: caFile, cert: certFile, key: keyFile } } }];
-  writeFileSync(linkFile, `# links[] entry for ${access.peer}'s cluster config: read ${config.cluster.name}'s exports as etcd user ${access.user}\n${stringify(link)}`);
-  return { dir, certFile, keyFile, caFile, linkFile, notAfter: issued.notAfter.toISOString(), check };
+  const link = [{ peer: config.cluster.name, gateways: [...request.gateways], tls: { ca: caFile, cert: certFile, key: keyFile } }];
+  writeFileSync(
+    linkFile,
+    `# links[] entry for ${access.peer}'s cluster config: read ${config.cluster.name}'s export store through its gateway(s) as etcd user ${access.user}\n${stringify(link)}`,
+  );
+  return { dir, certFile, keyFile, caFile, linkFile, gateways: [...request.gateways], notAfter: issued.notAfter.toISOString(), check };
 }
 
-/** Uses the issued certificate once, from a private staging folder that is removed after; returns what it proved. */
-async function checkPeerCredential(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, config: ClusterConfig): Promise<string> {
+/**
+ * Uses the issued certificate once, from a private staging folder that is removed after;
+ * returns what it proved. It goes to the export store directly (exportStore.endpoints):
+ * the gateway may not run yet, and it passes TLS through unchanged anyway.
+ */
+async function checkPeerCredential(request: PeerCredentialsRequest, issued: ClientCertificate, access: PeerAccess, exportStore: ExportStoreConfig): Promise<string> {
   const staging = mkdtempSync(join(tmpdir(), 'causeway-grant-'));
   const certFile = join(staging, 'cert.pem');
   const keyFile = join(staging, 'key.pem');
   writeFileSync(keyFile, issued.privateKeyPem, { mode: 0o600, flag: 'wx' });
   writeFileSync(certFile, issued.certificatePem, { flag: 'wx' });
-  const asPeerConnection = { ...config.etcd, username: undefined, password: undefined, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } };
+  const asPeerConnection: EtcdConnection = { endpoints: exportStore.endpoints, dialTimeoutMs: exportStore.dialTimeoutMs, tls: { ca: request.serverCaFile, cert: certFile, key: keyFile } };
   const asPeer = connectFederationStore(asPeerConnection);
   const failed = (what: string, cause?: unknown) =>
     new CausewayError(
@@ -330,7 +354,7 @@ async function checkPeerCredential(request: PeerCredentialsRequest, issued: Clie
     );
   try {
     const listing = await asPeer.list(EtcdKeys.exportsPrefix).catch((error: unknown) => {
-      throw failed(`the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${config.etcd.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file?`, error);
+      throw failed(`the issued certificate cannot read ${EtcdKeys.exportsPrefix} on ${exportStore.endpoints.join(', ')}: ${(error as Error).message}. Is --client-ca the CA in etcd's --trusted-ca-file?`, error);
     });
     let check = `reads ${EtcdKeys.exportsPrefix} (${listing.entries.length} keys)`;
     if (!access.authEnabled) return `${check} (etcd auth is off: nothing else is refused yet)`;

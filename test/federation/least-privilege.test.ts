@@ -51,7 +51,7 @@ test('a granted peer reads exports and nothing else, writes nothing, and can run
   t.is(imported.peer, 'a');
 });
 
-test('causeway federation grant creates the read-only role and user, and warns while etcd auth is off', async (t) => {
+test('causeway federation grant creates the read-only role and user in the export store, turning its auth on when it is off', async (t) => {
   const a = await startCluster(t, 'a', { tls: true });
   const dir = mkdtempSync(join(tmpdir(), 'cw-grant-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -62,14 +62,16 @@ test('causeway federation grant creates the read-only role and user, and warns w
     stringify({
       cluster: { name: 'a', locality: { region: 'r', zone: 'z' } },
       etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
+      // This test's one etcd plays the export store too (grant works on the export store only).
+      exportStore: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
     }),
   );
   const off = await causeway(['federation', 'grant', '--peer', 'west', '--config', config]);
   t.is(off.code, 0, off.stderr);
-  t.regex(off.stdout, /granted: etcd user "causeway-peer-west"/);
-  t.regex(off.stdout, /warning: etcd auth is NOT enabled/);
+  t.regex(off.stdout, /granted: export-store user "causeway-peer-west"/);
+  t.notRegex(off.stdout, /warning: etcd auth is NOT enabled/, 'grant bootstraps auth (user root, role root) instead of warning');
+  t.regex(a.etcd.etcdctl(['user', 'get', 'root']), /Roles: root/);
 
-  a.etcd.enableAuth();
   const on = await causeway(['federation', 'grant', '--peer', 'west', '--user', 'west-federation', '--json', '--config', config]);
   t.is(on.code, 0, on.stderr);
   t.like(JSON.parse(on.stdout), { peer: 'west', user: 'west-federation', role: 'causeway-peer-west-exports-read', prefix: '/causeway/v1/exports/', authEnabled: true });
@@ -93,7 +95,12 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const root = a.etcd.rootClient!;
   const config = join(dir, 'a.yaml');
-  writeFileSync(config, stringify({ cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } } }));
+  writeFileSync(config, stringify({
+      cluster: { name: 'a', locality: { region: 'r', zone: 'z' } },
+      etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
+      exportStore: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
+      gateway: { advertiseAddress: '127.0.0.1', port: 15443 },
+    }));
   const pki = a.etcd.pki!;
   const caKey = join(pki.dir, 'ca-key.pem');
   const out = join(dir, 'b-at-a');
@@ -122,10 +129,12 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   // The test PKI's CA lives 2 days, so 1 day is the most it can give.
   t.true(days > 0.99 && days <= 1.01, `valid for ${days} days`);
 
-  // b's federation runs a link from exactly the written entry.
+  // The written entry reaches a through its gateway (the config's advertised one); b's
+  // federation runs a link with exactly its credentials (direct here: no gateway in this test;
+  // test/federation/gateway-link.test.ts goes through one).
   const links = (parse(readFileSync(join(out, 'link.yaml'), 'utf8')) as unknown[]).map((l) => LinkConfig.parse(l));
-  t.like(links[0], { peer: 'a', etcd: { endpoints: a.etcd.endpoints } });
-  const { federation } = await startFederation(t, b, links);
+  t.like(links[0], { peer: 'a', gateways: ['127.0.0.1:15443'] });
+  const { federation } = await startFederation(t, b, [{ peer: 'a', etcd: { endpoints: a.etcd.endpoints, dialTimeoutMs: 2000, tls: links[0]!.tls! } }]);
   await federation.whenReady();
   const imported = await waitForFreshImport(b, 'a', 'default', 'reviews', 'import over the issued credentials');
   t.is(imported.peer, 'a');
@@ -142,7 +151,12 @@ function rootConfig(t: import('ava').ExecutionContext, a: TestCluster): { dir: s
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const root = a.etcd.rootClient!;
   const config = join(dir, 'a.yaml');
-  writeFileSync(config, stringify({ cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } } }));
+  writeFileSync(config, stringify({
+      cluster: { name: 'a', locality: { region: 'r', zone: 'z' } },
+      etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
+      exportStore: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
+      gateway: { advertiseAddress: '127.0.0.1', port: 15443 },
+    }));
   return { dir, config };
 }
 
