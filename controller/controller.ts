@@ -372,18 +372,10 @@ export class Controller {
    * no longer read them there.
    */
   async #openExportStore(exportStore: EtcdStore, view: ExportStoreView, main: EtcdStore): Promise<void> {
-    const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
-    for (;;) {
-      try {
-        await ensureExportStoreAuth(exportStore, this.#log);
-        await view.start();
-        break;
-      } catch (error) {
-        if (this.#stopped) throw error;
-        if (backoff.attempts === 0) this.#log.warn({ err: (error as Error).message }, 'export store not reachable; retrying until it is (not ready meanwhile)');
-        await new Promise((resolve) => setTimeout(resolve, backoff.next()));
-      }
-    }
+    await this.#untilReachable('export store', async () => {
+      await ensureExportStoreAuth(exportStore, this.#log);
+      await view.start();
+    });
     const left = await main.list(EtcdKeys.exportsPrefix);
     if (left.entries.length === 0) return;
     for (let i = 0; i < left.entries.length; i += MAX_TXN_OPS) await main.commit(left.entries.slice(i, i + MAX_TXN_OPS).map((e) => ({ delete: e.key })));
@@ -392,14 +384,19 @@ export class Controller {
 
   /** Loads the catalog, waiting (unready, with backoff) for an etcd that is not up yet. */
   async #loadCatalog(catalog: CatalogCache): Promise<void> {
+    await this.#untilReachable('etcd', () => catalog.start());
+  }
+
+  /** Runs `step` until it succeeds, with backoff, warning once; a stop ends the wait with the last error. */
+  async #untilReachable(what: string, step: () => Promise<void>): Promise<void> {
     const backoff = new Backoff({ initialMs: 200, maxMs: 5000, jitter: false });
     for (;;) {
       try {
-        await catalog.start();
+        await step();
         return;
       } catch (error) {
         if (this.#stopped) throw error;
-        if (backoff.attempts === 0) this.#log.warn({ err: (error as Error).message }, 'etcd not reachable; retrying until it is (not ready meanwhile)');
+        if (backoff.attempts === 0) this.#log.warn({ err: (error as Error).message }, `${what} not reachable; retrying until it is (not ready meanwhile)`);
         await new Promise((resolve) => setTimeout(resolve, backoff.next()));
       }
     }

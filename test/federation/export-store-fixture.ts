@@ -21,7 +21,7 @@ export interface TestExportStore {
 export async function startExportStore(t: ExecutionContext, cluster: string, options: { auth?: boolean } = {}): Promise<TestExportStore> {
   const dir = mkdtempSync(join(tmpdir(), `cw-exports-${cluster}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const pki = await createExportStorePki({ cluster, trustDomain: 'causeway.internal', dir, days: 1 });
+  const pki = await createExportStorePki({ cluster, trustDomain: 'causeway.internal', dir, days: 2 });
   const starting = startEtcd({
     name: `exports-${cluster}`,
     tlsFiles: {

@@ -9,7 +9,7 @@ test.before(() => {
 });
 test.after.always(() => pki?.cleanup());
 
-test('an export-store SNI parses but is not routed yet: refused as unknown-sni, nothing reaches a backend', async (t) => {
+test('an export-store SNI parses, but with no export store in the routes it is refused as unknown-sni and nothing reaches a backend', async (t) => {
   const echo = await startEchoServer(pki);
   t.teardown(() => echo.close());
   const { gateway, port } = await startGateway(echoRoutes([echo.port], { controllers: [{ address: '127.0.0.1', port: echo.port }] }));
