@@ -167,11 +167,12 @@ export function registerFederationCommands(program: Command): void {
     .action(async (options: { peer: string; gateway: string[]; tlsCa: string; cert?: string; key?: string; trustDomain: string; json?: boolean }) => {
       EtcdKeys.peerImportsPrefix(options.peer); // validates the peer name before it names an SNI
       if ((options.cert === undefined) !== (options.key === undefined)) throw new UsageError('give --cert and --key together, or neither');
-      const target = `${options.gateway.join(', ')}`;
+      const target = options.gateway.join(', ');
       const result = await probeExportStore({ peer: options.peer, gateways: options.gateway, trustDomain: options.trustDomain, ca: options.tlsCa, ...(options.cert ? { cert: options.cert, key: options.key } : {}) }).catch((error: unknown) => {
         // The refusal is the answer a probe looks for: said in one line, exit 1.
-        if (error instanceof FederationError) throw new FederationError(error.code, `${options.peer}'s export store refused through ${target}: ${error.message.replace(/\s*\n\s*/g, ' ')}`, { cause: error });
-        throw error;
+        if (!(error instanceof FederationError)) throw error;
+        const what = error.code === FederationErrorCodes.etcdPermissionDenied ? 'refused' : 'not reached';
+        throw new FederationError(error.code, `${options.peer}'s export store ${what} through ${target}: ${error.message.replace(/\s*\n\s*/g, ' ')}`, { cause: error });
       });
       process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `${options.peer}: ${result.exports} exports through ${target} (SNI ${result.serverName}, revision ${result.revision})${result.keys.length > 0 ? `: ${result.keys.join(', ')}` : ''}\n`);
     });
