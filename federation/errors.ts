@@ -11,6 +11,8 @@ export const FederationErrorCodes = {
   grantCheckFailed: 'CW_FEDERATION_GRANT_CHECK_FAILED',
   /** A file `federation init` would write exists already; nothing was written. */
   filesExist: 'CW_FEDERATION_FILES_EXIST',
+  /** `federation probe` was given a certificate without its key, or the other way round. */
+  probeInvalid: 'CW_FEDERATION_PROBE_INVALID',
   internal: 'CW_FEDERATION_INTERNAL',
 } as const;
 

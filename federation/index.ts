@@ -21,6 +21,7 @@ export {
 export { readClusterStatus, renderClusterStatus, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
 export { connectFederationStore, connectPeerStore, peerConnection } from './etcd-connection.js';
 export { ensureExportStoreAuth } from './export-store.js';
+export { probeExportStore, type ExportStoreProbeOptions, type ExportStoreProbeResult } from './export-store-probe.js';
 export { PortConflictBoard, portsSignature, type PortConflict } from './port-conflicts.js';
 export { FederationMetrics } from './metrics.js';
 export { FederationError, FederationErrorCodes } from './errors.js';

@@ -43,7 +43,7 @@ function describeAnswer(n: number, raw: string): string {
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description(`the main job: bring up the ${TOPOLOGY} topology (east and west on separate networks, gateways on a shared WAN), show requests crossing from east to west with the caller's identity, and causeway status; Ctrl-C tears it down. Needs root (network namespaces)`)
+    .description(`the main job: bring up the ${TOPOLOGY} topology (east and west on separate networks, gateways on a shared WAN; each cluster's export store reached by its peer only through its gateway), show requests crossing from east to west with the caller's identity, and causeway status; Ctrl-C tears it down. Needs root (network namespaces)`)
     .option('--once', 'show it once and tear down instead of waiting for Ctrl-C')
     .option('--interval <d>', 'time between requests while running', '2s')
     .option('--timeout <d>', 'give up if the topology is not up within this long', '180s')
@@ -68,7 +68,7 @@ export function registerDemoCommand(program: Command): void {
       process.once('SIGINT', () => void tearDown(0));
       process.once('SIGTERM', () => void tearDown(0));
       try {
-        process.stdout.write(`bringing up ${TOPOLOGY} in network namespaces (etcd, CA, controllers, federation links, gateways, sidecars, apps)…\n`);
+        process.stdout.write(`bringing up ${TOPOLOGY} in network namespaces (etcd, export stores and their grants, CA, controllers, federation links through the gateways, gateways, sidecars, apps)…\n`);
         run = await TopologyRun.up(project, { timeoutMs, onCreated: (r) => (run = r) });
         for (const s of run.view()) {
           const where = Object.entries(s.addresses).map(([n, a]) => `${n}=${a}`).join(' ') || `(shares ${s.namespace})`;

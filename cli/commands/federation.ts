@@ -23,6 +23,7 @@ import {
   EXPORT_STORE_PORT,
   ExportStorePkiFiles,
   ensureExportStoreAuth,
+  probeExportStore,
   type PeerAccess,
 } from '../../federation/index.js';
 import type { EtcdStore } from '../../store/index.js';
@@ -151,6 +152,29 @@ export function registerFederationCommands(program: Command): void {
       const config = loadConfigFile('cluster', options.config);
       await withStore(config.exportStore ?? config.etcd, (store) => revokePeerAccess(store, { peer: options.peer, ...(options.user ? { user: options.user } : {}) }));
       process.stdout.write(`revoked: etcd user "${options.user ?? peerUserName(options.peer)}" and role "${peerRoleName(options.peer)}"\n`);
+    });
+
+  federation
+    .command('probe')
+    .description("list a peer's exports the way a link does — through its gateway, by the export-store SNI, with these credentials — and print how many; exit 1 with the reason when the export store refuses")
+    .requiredOption('--peer <name>', 'the cluster whose export store is probed (named in the SNI)')
+    .requiredOption('--gateway <host:port>', "the peer's gateway (repeatable: tried in turn)", (value: string, previous: string[]) => [...previous, value], [] as string[])
+    .requiredOption('--tls-ca <pem>', "the peer export store's CA (ca.pem from the peer's `federation grant`)")
+    .option('--cert <pem>', 'client certificate (cert.pem from the peer\'s `federation grant`); omitted = none')
+    .option('--key <pem>', 'its key')
+    .option('--trust-domain <name>', 'the trust domain in the SNI', 'causeway.internal')
+    .option('--json', 'print the result as JSON')
+    .action(async (options: { peer: string; gateway: string[]; tlsCa: string; cert?: string; key?: string; trustDomain: string; json?: boolean }) => {
+      EtcdKeys.peerImportsPrefix(options.peer); // validates the peer name before it names an SNI
+      if ((options.cert === undefined) !== (options.key === undefined)) throw new UsageError('give --cert and --key together, or neither');
+      const target = options.gateway.join(', ');
+      const result = await probeExportStore({ peer: options.peer, gateways: options.gateway, trustDomain: options.trustDomain, ca: options.tlsCa, ...(options.cert ? { cert: options.cert, key: options.key } : {}) }).catch((error: unknown) => {
+        // The refusal is the answer a probe looks for: said in one line, exit 1.
+        if (!(error instanceof FederationError)) throw error;
+        const what = error.code === FederationErrorCodes.etcdPermissionDenied ? 'refused' : 'not reached';
+        throw new FederationError(error.code, `${options.peer}'s export store ${what} through ${target}: ${error.message.replace(/\s*\n\s*/g, ' ')}`, { cause: error });
+      });
+      process.stdout.write(options.json ? `${JSON.stringify(result)}\n` : `${options.peer}: ${result.exports} exports through ${target} (SNI ${result.serverName}, revision ${result.revision})${result.keys.length > 0 ? `: ${result.keys.join(', ')}` : ''}\n`);
     });
 
   program

@@ -27,10 +27,11 @@ const EXAMPLES = join(ROOT, 'examples', 'one-host');
 
 /**
  * Every port the README's by-hand commands and the example files use: east's are 27xxx,
- * west's 28xxx (README and examples/one-host/*.yaml say so), read from the text itself.
+ * west's 28xxx, west's export store 2479–2481 (README and examples/one-host/*.yaml say
+ * so), read from the text itself.
  */
 function fixedPorts(texts: readonly string[]): number[] {
-  return [...new Set(texts.flatMap((text) => [...text.matchAll(/(?<![\d.])2[78]\d{3}(?![\d.])/g)].map((m) => Number(m[0]))))].sort();
+  return [...new Set(texts.flatMap((text) => [...text.matchAll(/(?<![\d.])(?:2[78]\d{3}|24[78]\d)(?![\d.])/g)].map((m) => Number(m[0]))))].sort();
 }
 
 /**

@@ -21,7 +21,7 @@ test('vm-onboarding: onboarding from the bundle, calls both ways through the gat
   const output = run.output();
   t.false(timedOut, `topology test still running after 10 min; stopped it. Output:\n${output.slice(-4000)}`);
   t.is(code, 0, output);
-  t.regex(output, /^13 passed, 0 failed, 0 skipped$/m);
+  t.regex(output, /^14 passed, 0 failed, 0 skipped$/m);
   t.regex(output, /the host's app calls reviews by mesh name .* 20\/20 ok/);
   t.regex(output, /frontend in east calls the host's service by mesh name.* 20\/20 ok/);
   const runId = /is up \(run ([a-z0-9]+)/.exec(output)?.[1];

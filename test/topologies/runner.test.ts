@@ -119,13 +119,13 @@ rootTest('smoke: names resolve, networks are isolated, pods share loopback, volu
 // The whole mesh in network namespaces: CA one-shot, etcds, controllers with federation
 // links, gateways and sidecars, as topologies/*/compose.yaml describe them.
 rootTest("two-clusters: east calls a service only in west through west's gateway, with its SPIFFE ID; nothing remains", (t) =>
-  scenarioPasses(t, 'two-clusters', { minutes: 5, steps: 5, lines: [/every answer comes from west .* 20\/20 ok/] }));
+  scenarioPasses(t, 'two-clusters', { minutes: 5, steps: 11, lines: [/every answer comes from west .* 20\/20 ok/] }));
 
 rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', (t) =>
   scenarioPasses(t, 'chained-gateways', { minutes: 5, steps: 9 }));
 
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
-  scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 16, lines: [/zero failed requests while region west went away .* 0 failed/] }));
+  scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 19, lines: [/zero failed requests while region west went away .* 0 failed/] }));
 
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:
