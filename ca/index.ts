@@ -57,7 +57,7 @@ export {
   type CredentialFiles,
 } from './authority.js';
 export { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertificate, type ClientCertificateOptions } from './client-certificate.js';
-export { createInfrastructureCa, issueInfrastructureCertificate, type InfrastructureKeyPair, type InfrastructureLeafOptions } from './infrastructure-certificates.js';
+export { createInfrastructureCa, issueInfrastructureCertificate, MAX_INFRASTRUCTURE_CA_DAYS, type InfrastructureKeyPair, type InfrastructureLeafOptions } from './infrastructure-certificates.js';
 export { createCsr, parseAndVerifyCsr, MAX_CSR_PEM_BYTES, type VerifiedCsr } from './csr.js';
 export { buildTrustBundle, trustBundleCertificates, spiffeIdOf, spiffeIdFromSubjectAltName, verifyCertificateChain, verifyCaChain, trustDomainOfCa, type ChainVerification } from './trust-bundle.js';
 export { splitCertificates } from './pem.js';

@@ -22,15 +22,18 @@ export interface InfrastructureKeyPair {
   readonly notAfter: Date;
 }
 
-function checkDays(days: number): void {
-  if (!Number.isInteger(days) || days < 1 || days > MAX_CLIENT_CERTIFICATE_DAYS) {
-    throw new CaError(CaErrorCodes.ttlInvalid, `a validity must be a whole number of days from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS}; got ${days}`);
+/** A CA outlives the leaves it signs (those are capped at {@link MAX_CLIENT_CERTIFICATE_DAYS}). */
+export const MAX_INFRASTRUCTURE_CA_DAYS = 7300;
+
+function checkDays(days: number, max = MAX_CLIENT_CERTIFICATE_DAYS): void {
+  if (!Number.isInteger(days) || days < 1 || days > max) {
+    throw new CaError(CaErrorCodes.ttlInvalid, `a validity must be a whole number of days from 1 to ${max}; got ${days}`);
   }
 }
 
 /** A self-signed CA (`pathlen:0`: it signs leaves only) named `commonName`, with no SPIFFE name. */
 export async function createInfrastructureCa(options: { commonName: string; days: number; keyType?: KeyType; now?: Date }): Promise<InfrastructureKeyPair> {
-  checkDays(options.days);
+  checkDays(options.days, MAX_INFRASTRUCTURE_CA_DAYS);
   const now = options.now ?? new Date();
   const key = await generatePrivateKey(options.keyType ?? DEFAULT_KEY_TYPE);
   const spki = spkiOf(key);

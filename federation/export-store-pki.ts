@@ -25,8 +25,10 @@ export interface ExportStorePkiOptions {
   readonly cluster: string;
   readonly trustDomain: string;
   readonly dir: string;
-  /** Validity of the CA and both certificates. */
+  /** Validity of the server and controller certificates. */
   readonly days: number;
+  /** Validity of the CA (default 10 years): longer than `days`, so that `grant` can still issue year-long peer certificates from it. */
+  readonly caDays?: number;
   /** Further names or addresses the export store answers as (besides its SNI name, localhost and 127.0.0.1). */
   readonly hosts?: readonly string[];
   readonly now?: Date;
@@ -67,7 +69,7 @@ export async function createExportStorePki(options: ExportStorePkiOptions): Prom
   // Whole seconds, as X.509 times are: the certificates may then end exactly with their CA.
   const now = new Date(Math.floor((options.now ?? new Date()).getTime() / 1000) * 1000);
   // Everything is made in memory (and so checked) before the first file is written.
-  const ca = await createInfrastructureCa({ commonName: `Causeway export store CA ${options.cluster}`, days: options.days, now });
+  const ca = await createInfrastructureCa({ commonName: `Causeway export store CA ${options.cluster}`, days: Math.max(options.caDays ?? 3650, options.days + 1), now });
   const issuer = { caCertificatePem: ca.certificatePem, caPrivateKeyPem: ca.privateKeyPem, days: options.days, now };
   const server = await issueInfrastructureCertificate({ ...issuer, commonName: serverName, usage: 'server', hosts: serverHosts });
   const controller = await issueInfrastructureCertificate({ ...issuer, commonName: EXPORT_STORE_WRITER, usage: 'client' });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { stringify } from 'yaml';
-import { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, type ClientCertificate } from '../../ca/index.js';
+import { issueClientCertificate, MAX_CLIENT_CERTIFICATE_DAYS, MAX_INFRASTRUCTURE_CA_DAYS, type ClientCertificate } from '../../ca/index.js';
 import { CausewayError, EtcdKeys, UsageError, exportStoreSni, federationIdentity, loadConfigFile, logger, type ClusterConfig, type EtcdConnection, type ExportStoreConfig } from '../../mesh/index.js';
 import { DEFAULT_DRAIN_TIMEOUT_MS, drainTimeoutFlag, runUntilStopped } from '../lifecycle.js';
 import {
@@ -80,7 +80,8 @@ export function registerFederationCommands(program: Command): void {
     .description(`create this cluster's export-store PKI: a CA that signs export-store certificates only, the store's server certificate (SNI exports.<cluster>.cw1.<trust-domain>) and the controller's client certificate (CN=root); prints the etcd flags to run the export store with (port ${EXPORT_STORE_PORT})`)
     .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
     .requiredOption('--out <dir>', 'where the CA, certificates and keys (0600) go; existing files are never overwritten')
-    .option('--days <n>', 'validity of the CA and certificates in days', '365')
+    .option('--days <n>', "validity of the export store's server certificate and the controller's client certificate in days", '365')
+    .option('--ca-days <n>', 'validity of the export-store CA in days; it must outlive every certificate it signs, the peers\' ones from `grant` included', '3650')
     .option('--host <name>', 'another DNS name or IP address the export store answers as (repeatable)', (value: string, previous: string[]) => [...previous, value], [] as string[])
     .option('--json', 'print what was written as JSON')
     .action(async (options: InitOptions) => runExportStoreInit(options));
@@ -193,6 +194,7 @@ interface InitOptions {
   config: string;
   out: string;
   days: string;
+  caDays: string;
   host: string[];
   json?: boolean;
 }
@@ -201,8 +203,12 @@ async function runExportStoreInit(options: InitOptions): Promise<void> {
   const config = loadConfigFile('cluster', options.config);
   const days = Number(options.days);
   if (!Number.isInteger(days) || days < 1 || days > MAX_CLIENT_CERTIFICATE_DAYS) throw new UsageError(`--days must be a whole number from 1 to ${MAX_CLIENT_CERTIFICATE_DAYS} (got "${options.days}")`);
+  const caDays = Number(options.caDays);
+  if (!Number.isInteger(caDays) || caDays < days + 1 || caDays > MAX_INFRASTRUCTURE_CA_DAYS) {
+    throw new UsageError(`--ca-days must be a whole number above --days (${days}) and at most ${MAX_INFRASTRUCTURE_CA_DAYS}, so the CA outlives what it signs (got "${options.caDays}")`);
+  }
   const cluster = config.cluster.name;
-  const pki = await createExportStorePki({ cluster, trustDomain: config.trustDomain, dir: options.out, days, hosts: options.host });
+  const pki = await createExportStorePki({ cluster, trustDomain: config.trustDomain, dir: options.out, days, caDays, hosts: options.host });
   const etcd = exportStoreEtcdCommand(pki, { cluster });
   if (options.json) {
     process.stdout.write(`${JSON.stringify({ ...pki, etcd }, null, 2)}\n`);

@@ -8,6 +8,7 @@ import test from 'ava';
 import { stringify } from 'yaml';
 import { EtcdKeys, exportStoreSni } from '../../mesh/index.js';
 import { connectFederationStore, EXPORT_STORE_PORT, FederationError, exportStoreTlsFlags, type ExportStorePki } from '../../federation/index.js';
+import { issueClientCertificate } from '../../ca/index.js';
 import { startEtcd } from '../../testkit/index.js';
 import { createMeshPki } from '../../testkit/mesh-pki.js';
 import { causeway, connectionTo } from './helpers.js';
@@ -122,4 +123,25 @@ test('an etcd run with the printed flags takes the controller\'s root certificat
   await t.throwsAsync(intruder.list(EtcdKeys.exportsPrefix), { instanceOf: FederationError });
   await t.throwsAsync(intruder.commit([{ put: EtcdKeys.heartbeat, value: '{}' }]), { instanceOf: FederationError });
   t.is((await controller.get(EtcdKeys.heartbeat)), undefined, 'nothing was written by it');
+});
+
+test('regression: with default days, the CA from init outlives a year-long peer certificate from grant (both used to default to 365 days, and grant refused)', async (t) => {
+  const dir = tempDir(t);
+  const result = await causeway(['federation', 'init', '--config', clusterConfig(dir), '--out', join(dir, 'pki'), '--json']);
+  t.is(result.code, 0, result.stderr);
+  const pki = JSON.parse(result.stdout) as ExportStorePki;
+  const caUntil = new Date(new X509Certificate(readFileSync(pki.caCertFile)).validTo).getTime();
+  const serverUntil = new Date(new X509Certificate(readFileSync(pki.serverCertFile)).validTo).getTime();
+  t.true(caUntil - serverUntil > 365 * 86_400_000, 'the CA outlives the server certificate by more than a year');
+  const peer = await issueClientCertificate({
+    caCertificatePem: readFileSync(pki.caCertFile, 'utf8'),
+    caPrivateKeyPem: readFileSync(pki.caKeyFile, 'utf8'),
+    commonName: 'causeway-peer-west',
+    spiffeId: 'spiffe://causeway.internal/ns/causeway-system/sa/federation',
+    days: 365,
+  });
+  t.true(peer.notAfter.getTime() < caUntil);
+  const refused = await causeway(['federation', 'init', '--config', clusterConfig(dir), '--out', join(dir, 'other'), '--days', '30', '--ca-days', '30']);
+  t.is(refused.code, 2, refused.stderr);
+  t.regex(refused.stderr, /--ca-days must be a whole number above --days \(30\)/);
 });
