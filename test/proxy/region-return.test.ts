@@ -1,22 +1,14 @@
 import test from 'ava';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { EtcdKeys } from '../../mesh/index.js';
-import type { Sidecar } from '../../proxy/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { waitFor } from '../../testkit/ports.js';
-import { startMesh, startWorkload, type MeshWorkload } from './helpers/clusters.js';
-import { get, spiffe } from './helpers/mesh.js';
+import { startMesh, startReviewsCaller } from './helpers/clusters.js';
+import { get } from './helpers/mesh.js';
 
 // Three clusters on loopback (real etcd, controllers, federation, gateways): east and west
 // share region eu, south is in us. productpage in east calls reviews, which runs in west
 // and south, so west is preferred and south is the fall-back.
-
-const reviewsSpec = { name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')], exported: true };
-const productpageSpec = { ...reviewsSpec, name: 'productpage', serviceAccounts: [spiffe('default', 'productpage')], exported: false };
-
-function targetsOf(sidecar: Sidecar, svc: string) {
-  return sidecar.snapshot?.services.find((s) => s.name === svc)?.targets ?? [];
-}
 
 /** Requests at about 50/s, each answer stamped with the app that gave it and when. */
 function steadyLoad(address: string) {
@@ -48,18 +40,7 @@ test('a region returning: traffic comes back to its gateway within 5 s of the ga
   const west = world.cluster('west');
   const westStore = new Etcd3Store({ endpoints: west.etcd.endpoints, dialTimeoutMs: 5000 });
   t.teardown(() => westStore.close());
-  for (const name of ['east', 'west', 'south']) await world.cluster(name).admin.applyService(productpageSpec);
-  for (const name of ['west', 'south']) await world.cluster(name).admin.applyService(reviewsSpec);
-  const workloads: MeshWorkload[] = [];
-  t.teardown(async () => {
-    for (const w of workloads) await w.close().catch(() => undefined);
-  });
-  workloads.push(await startWorkload(world, 'west', { service: 'reviews' }));
-  workloads.push(await startWorkload(world, 'south', { service: 'reviews' }));
-  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
-  workloads.push(client);
-  await waitFor(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= 2, { what: 'reviews imported from west and south', timeoutMs: 20_000 });
-  await client.sidecar.settled();
+  const client = await startReviewsCaller(t, world, ['west', 'south']);
   const address = client.sidecar.outbound.lookup('default', 'reviews')!.address;
   const run = steadyLoad(address);
   t.teardown(() => run.stop());
