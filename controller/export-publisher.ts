@@ -15,6 +15,7 @@ import type { CatalogCache, CatalogChanges, ServiceKey, StoredEndpoint } from '.
 import type { EtcdStore } from '../store/index.js';
 import type { ControllerMetrics } from './metrics.js';
 import type { ExportsView } from './export-store-view.js';
+import { GatewayProbe } from './gateway-probe.js';
 
 export interface ExportPublisherOptions {
   readonly cluster: string;
@@ -32,7 +33,7 @@ export interface ExportPublisherOptions {
   readonly view?: ExportsView & { strays(): string[] };
 }
 
-/** Gateway addresses of this cluster, sorted (from `/causeway/v1/gateways/`). */
+/** Gateway addresses of this cluster, sorted (from `/causeway/v1/gateways/`): the cluster record's list; `_cluster` holds those {@link GatewayProbe} lets through. */
 export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
   return [...catalog.gateways.values()]
     .map((g) => ({ address: g.value.address, port: g.value.port }))
@@ -48,7 +49,8 @@ export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
  * Several controllers of one cluster run this at once without fighting: every value is
  * a pure function of the shared catalog, a write happens only when etcd holds something
  * different (ignoring `exportedAt`, which is kept from the first write), so their writes
- * converge instead of alternating.
+ * converge instead of alternating. (The gateways in `_cluster` also depend on what each
+ * controller's probe saw: they agree once every listed gateway answers.)
  */
 export class ExportPublisher {
   readonly #log = logger('controller-exports');
@@ -61,6 +63,7 @@ export class ExportPublisher {
   readonly #catalog: CatalogCache;
   readonly #options: ExportPublisherOptions;
   readonly #metrics: ControllerMetrics;
+  readonly #probe = new GatewayProbe({ onAnswered: () => this.schedule() });
 
   constructor(
     store: EtcdStore,
@@ -97,6 +100,7 @@ export class ExportPublisher {
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    this.#probe.close();
     await this.#running?.catch(() => undefined);
   }
 
@@ -144,7 +148,7 @@ export class ExportPublisher {
     this.#countHealthyExported();
     const o = this.#options;
     const view: ExportsView = o.view ?? this.#catalog;
-    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, gatewayAddresses(this.#catalog));
+    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, await this.#probe.serving(this.#catalog.gateways));
     if (!isDeepStrictEqual(view.exportedCluster?.value, cluster)) {
       const { schema: _schema, ...value } = cluster;
       await o.publishCluster(value);

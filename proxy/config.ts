@@ -32,8 +32,11 @@ export const SidecarTuning = z.strictObject({
       consecutiveFailures: z.number().int().min(1).default(3).describe('connect, handshake or 5xx failures in a row that eject a target'),
       baseEjectionMs: durationMs.default(5_000).describe('first ejection; doubled each time the target is ejected again (ms, or a duration)'),
       maxEjectionMs: durationMs.default(60_000).describe('longest ejection (ms, or a duration)'),
+      gatewayMaxEjectionMs: durationMs
+        .default(2_000)
+        .describe("longest ejection of a remote cluster's gateway, so traffic returns soon after a region comes back (ms, or a duration)"),
     })
-    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000 }))
+    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000, gatewayMaxEjectionMs: 2_000 }))
     .describe('ejecting failing targets for a while (a traffic policy may override)'),
   circuit: z
     .strictObject({

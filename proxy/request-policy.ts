@@ -2,7 +2,7 @@ import type { Logger, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy }
 import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
-import { OutlierDetector, pickSubset, planTargets, targetKey } from './target-balancer.js';
+import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
 import { sniFor, type UpstreamRoute } from './upstream-connector.js';
 import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
 
@@ -90,6 +90,7 @@ export class RequestPolicy {
   #services = new Map<string, SnapshotService>();
   #policies = new Map<string, TrafficPolicy>();
   readonly #circuits = new Map<string, Circuit>();
+  readonly #gatewayMaxEjectionMs: number;
   /** Connect failures already counted (see {@link connectFailed}). */
   readonly #recordedFailures = new WeakSet<object>();
 
@@ -97,6 +98,7 @@ export class RequestPolicy {
     this.#deps = deps;
     this.#metrics = deps.metrics;
     this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.#gatewayMaxEjectionMs = Math.min(deps.tuning.outlier.gatewayMaxEjectionMs, deps.tuning.outlier.maxEjectionMs);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
@@ -107,14 +109,26 @@ export class RequestPolicy {
     return this.#outliers;
   }
 
-  /** Takes a snapshot's services and traffic policies; outlier state of vanished targets goes. Returns the live target keys. */
+  /**
+   * Takes a snapshot's services and traffic policies. Outlier state goes with a target that
+   * vanished, turned stale or unhealthy: one that comes back (a region returning) starts
+   * clean instead of where its last ejections left it (proxy/README.md "Outlier
+   * detection"). Returns the live target keys.
+   */
   apply(snapshot: Snapshot): Set<string> {
     this.#snapshot = snapshot;
     this.#services = new Map(snapshot.services.map((s) => [serviceKey(s.namespace, s.name), s]));
     this.#policies = new Map(snapshot.traffic.map((p) => [serviceKey(p.namespace, p.service), p]));
     const live = new Set<string>();
-    for (const svc of snapshot.services) for (const t of svc.targets) live.add(targetKey(t));
-    this.#outliers.retain(live);
+    const serving = new Set<string>();
+    for (const svc of snapshot.services) {
+      for (const t of svc.targets) {
+        const key = targetKey(t);
+        live.add(key);
+        if (t.healthy && !t.stale) serving.add(key);
+      }
+    }
+    this.#outliers.retain(serving);
     return live;
   }
 
@@ -196,7 +210,7 @@ export class RequestPolicy {
       this.#metrics.secureNamingRefusals.inc({ destination_service: destination });
       this.#deps.log.warn({ target: targetKey(target), sni: sniFor(plan.route, target), reason: (error as Error).message }, 'secure naming: server identity not allowed for the service; connection refused');
     }
-    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', outlierSettings(plan.policy));
+    this.#outliers.failure(targetKey(target), code === ProxyErrorCodes.connectFailed || code === ProxyErrorCodes.connectTimeout ? 'connect' : 'handshake', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
   }
 
   /** A TCP connection to `target` is up (its connect was counted by the connector). */
@@ -216,10 +230,10 @@ export class RequestPolicy {
   responded(plan: AttemptPlan, attempt: number, target: SnapshotTarget, status: number, serverError: string | undefined, method: string, bodyHeld: boolean): ProxyError | undefined {
     const key = targetKey(target);
     if (bodyHeld && (serverError === APP_UNAVAILABLE || (serverError === APP_RESET && IDEMPOTENT.has(method))) && attempt + 1 < plan.attempts) {
-      this.#outliers.failure(key, 'connect', outlierSettings(plan.policy));
+      this.#outliers.failure(key, 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
       return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${serverError} from ${key}`);
     }
-    if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy));
+    if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
     else this.#outliers.success(key);
     return undefined;
   }
@@ -231,7 +245,7 @@ export class RequestPolicy {
    * reused pooled connection (a keep-alive race, the request never seen).
    */
   noResponse(plan: AttemptPlan, target: SnapshotTarget, method: string, reusedConnection: boolean, bodyHeld: boolean, timedOut: boolean): boolean {
-    this.#outliers.failure(targetKey(target), 'connect', outlierSettings(plan.policy));
+    this.#outliers.failure(targetKey(target), 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
     return bodyHeld && !timedOut && (IDEMPOTENT.has(method) || reusedConnection);
   }
 
@@ -281,8 +295,14 @@ export function errorStatus(error: unknown): { status: number; code: string } {
   return { status: code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503, code };
 }
 
-/** Outlier detection settings of a traffic policy (defaults when it has none). */
-function outlierSettings(policy: TrafficPolicy | undefined): { consecutiveFailures?: number; baseEjectionMs?: number } {
+/**
+ * Outlier detection settings of a traffic policy (defaults when it has none); a remote
+ * cluster's gateway is ejected for at most `gatewayMaxEjectionMs` (proxy/README.md
+ * "Outlier detection": a returning region's gateway gets traffic back within it).
+ */
+function outlierSettings(policy: TrafficPolicy | undefined, target: SnapshotTarget, gatewayMaxEjectionMs: number): Partial<OutlierSettings> {
   const o = policy?.outlierDetection;
-  return o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
+  const settings: Partial<OutlierSettings> = o ? { consecutiveFailures: o.consecutiveFailures, baseEjectionMs: o.baseEjectionMs } : {};
+  if (target.kind === 'gateway') settings.maxEjectionMs = gatewayMaxEjectionMs;
+  return settings;
 }

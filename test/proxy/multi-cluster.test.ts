@@ -1,7 +1,6 @@
 import test from 'ava';
 import { Resolver } from 'node:dns/promises';
-import type { Sidecar } from '../../proxy/index.js';
-import { startMesh, startWorkload, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
+import { reviewsSpec, startMesh, startReviewsCaller, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { get, load, metricValue, spiffe } from './helpers/mesh.js'
 import { waitFor } from '../../testkit/ports.js';
 
@@ -21,30 +20,12 @@ test.after.always(async (t) => {
   await (t.context as { world?: MeshWorld }).world?.close();
 });
 
-const reviewsSpec = { name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')], exported: true };
 const ratingsSpec = { ...reviewsSpec, name: 'ratings', serviceAccounts: [spiffe('default', 'ratings')] };
-const productpageSpec = { ...reviewsSpec, name: 'productpage', serviceAccounts: [spiffe('default', 'productpage')], exported: false };
-
-
-function targetsOf(sidecar: Sidecar, svc: string) {
-  return sidecar.snapshot?.services.find((s) => s.name === svc)?.targets ?? [];
-}
 
 
 test.serial('an app in east calls a service only in west/south by its natural name and port, through the gateway; the server learns east\'s SPIFFE ID', async (t) => {
   const world = (t.context as { world: MeshWorld }).world;
-  for (const name of ['east', 'west', 'south']) await world.cluster(name).admin.applyService(productpageSpec);
-  for (const name of ['west', 'south']) await world.cluster(name).admin.applyService(reviewsSpec);
-  const workloads: MeshWorkload[] = [];
-  t.teardown(async () => {
-    for (const w of workloads) await w.close();
-  });
-  workloads.push(await startWorkload(world, 'west', { service: 'reviews' }));
-  workloads.push(await startWorkload(world, 'south', { service: 'reviews' }));
-  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
-  workloads.push(client);
-  await waitFor(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= 2, { what: 'reviews imported from west and south', timeoutMs: 20_000 });
-  await client.sidecar.settled();
+  const client = await startReviewsCaller(t, world, ['west', 'south']);
   t.deepEqual(new Set(targetsOf(client.sidecar, 'reviews').map((x) => x.kind)), new Set(['gateway']));
 
   const resolver = new Resolver({ timeout: 10_000, tries: 2 });

@@ -4,7 +4,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { endpointTarget, gatewayTarget, get, load, metricValue, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js'
-import { waitFor } from '../../testkit/ports.js';
+import { freePort, waitFor } from '../../testkit/ports.js';
 
 // Snapshots are fed by hand here (StaticSnapshotSource). A "gateway" target points
 // straight at the remote sidecar's inbound port: a real gateway forwards the same bytes
@@ -176,6 +176,38 @@ test('outlier detection ejects an endpoint answering 5xx', async (t) => {
   const statuses = await Promise.all(Array.from({ length: 20 }, () => get(address, 9080).then((r) => r.status)));
   t.deepEqual(new Set(statuses), new Set([200]));
   t.true((await metricValue(c.sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'east', kind: 'endpoint', reason: 'http-5xx' })) >= 1, 'counted with what was ejected');
+});
+
+test('a remote gateway where nothing listens is ejected for at most gatewayMaxEjectionMs, and its outlier state goes while its cluster is stale (a returning region starts clean)', async (t) => {
+  const south = await server(t, 'south', 'reviews');
+  const source = new StaticSnapshotSource();
+  const sc = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { sidecar: { outlier: { baseEjectionMs: 1000, gatewayMaxEjectionMs: 300 } } } });
+  t.teardown(() => sc.close());
+  const closed = await freePort();
+  const targets = (westStale: boolean) => [
+    gatewayTarget('west', '127.0.0.1', closed, { priority: 1, stale: westStale, healthy: !westStale }),
+    gatewayTarget('south', '127.0.0.1', south.sc.sidecar.inboundPort, { priority: 2 }),
+  ];
+  source.push(snapshot('east', [service('reviews', targets(false))]));
+  const address = await addressOf(sc);
+  const ejections = () => metricValue(sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'west', reason: 'connect' });
+  const statuses = new Set<number>();
+  const until = Date.now() + 2000;
+  while (Date.now() < until) {
+    statuses.add((await get(address, 9080)).status);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  t.deepEqual(statuses, new Set([200]), 'south answers while west is ejected');
+  // Ejected for 300 ms each time instead of 1 s, then 2 s: west is tried again about every 300 ms.
+  t.true((await ejections()) >= 4, `west ejected ${await ejections()} times in 2 s`);
+
+  await waitFor(async () => {
+    await get(address, 9080);
+    return sc.sidecar.outbound.outliers.isEjected(`127.0.0.1:${closed}`);
+  }, { what: 'west ejected' });
+  source.push(snapshot('east', [service('reviews', targets(true))]));
+  await sc.sidecar.settled();
+  t.false(sc.sidecar.outbound.outliers.isEjected(`127.0.0.1:${closed}`), 'a stale cluster keeps no ejection for when it returns');
 });
 
 test('secure naming: a server whose SPIFFE ID the service does not allow is refused and counted', async (t) => {

@@ -125,7 +125,7 @@ rootTest('chained-gateways: workloads that reach only their own gateway call wes
   scenarioPasses(t, 'chained-gateways', { minutes: 5, steps: 9 }));
 
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
-  scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 19, lines: [/zero failed requests while region west went away .* 0 failed/] }));
+  scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 20, lines: [/zero failed requests while region west went away .* 0 failed/, /traffic comes back to west within 5 s of its gateway serving/] }));
 
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:

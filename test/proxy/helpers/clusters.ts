@@ -8,9 +8,12 @@ import { Etcd3Store } from '../../../store/index.js';
 import { runGateway, type RunningGateway } from '../../../gateway/index.js';
 import { logger, parseConfig, type ClusterConfig } from '../../../mesh/index.js';
 import { DiscoverySnapshotSource, parseSidecarConfig, registrationPart, Sidecar, WorkloadIdentity, type SidecarConfigInput } from '../../../proxy/index.js';
+import type { SnapshotTarget } from '../../../mesh/index.js';
 import { startEtcd, type EtcdServer } from '../../../testkit/etcd.js';
 import { createMeshPki, type MeshPki } from '../../../testkit/mesh-pki.js';
-import { startEchoApp } from './mesh.js';
+import type { ExecutionContext } from 'ava';
+import { waitFor } from '../../../testkit/ports.js';
+import { spiffe, startEchoApp } from './mesh.js';
 
 export const TD = 'causeway.internal';
 
@@ -192,4 +195,31 @@ export async function startWorkload(world: MeshWorld, clusterName: string, optio
       await sidecar.close();
     },
   };
+}
+
+export const reviewsSpec = { name: 'reviews', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'reviews')], exported: true };
+export const productpageSpec = { ...reviewsSpec, name: 'productpage', serviceAccounts: [spiffe('default', 'productpage')], exported: false };
+
+export function targetsOf(sidecar: Sidecar, svc: string): SnapshotTarget[] {
+  return sidecar.snapshot?.services.find((s) => s.name === svc)?.targets ?? [];
+}
+
+/**
+ * A `productpage` client in east and a `reviews` workload in each of `servers` (both
+ * services applied in every cluster that needs them; the workloads close when the test
+ * ends). Resolves once east's sidecar has a healthy target for each server cluster.
+ */
+export async function startReviewsCaller(t: ExecutionContext, world: MeshWorld, servers: string[]): Promise<MeshWorkload> {
+  for (const name of world.clusters.keys()) await world.cluster(name).admin.applyService(productpageSpec);
+  for (const name of servers) await world.cluster(name).admin.applyService(reviewsSpec);
+  const workloads: MeshWorkload[] = [];
+  t.teardown(async () => {
+    for (const w of workloads) await w.close().catch(() => undefined);
+  });
+  for (const name of servers) workloads.push(await startWorkload(world, name, { service: 'reviews' }));
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  workloads.push(client);
+  await waitFor(() => targetsOf(client.sidecar, 'reviews').filter((x) => x.healthy).length >= servers.length, { what: `reviews imported from ${servers.join(' and ')}`, timeoutMs: 20_000 });
+  await client.sidecar.settled();
+  return client;
 }
