@@ -13,6 +13,7 @@ import {
   parseComposeDurationMs,
   parseScenario,
   planAddresses,
+  runScenario,
   shellWords,
 } from '../../topologies/index.js';
 
@@ -174,4 +175,39 @@ test('scenario files: steps are checked and a bad one names its path', (t) => {
   t.throws(() => parseScenario({ steps: [{ dance: {} }] }, 's.yaml'), { message: /steps\[0\]: needs exactly one of/ });
   t.throws(() => parseScenario({ steps: [{ wait: { in: 'a' } }] }, 's.yaml'), { message: /exactly one of http, command or healthy/ });
   t.throws(() => parseScenario({ steps: [{ sleep: '1s' }, { stop: ['a', ''] }] }, 's.yaml'), { message: /^s\.yaml: steps\[1\]\.stop\[1\]: / });
+});
+
+// The comparison logic alone, so a topology that only answers exec (scripted outputs) stands
+// in for a running one; the ha-etcd scenario runs it against real etcds (runner.test.ts).
+test('scenario exec: remember keeps the picked output, sameAs compares with it and names what changed', async (t) => {
+  const outputs = [
+    '"Revision" : 7\n"Key" : "/k/a"\n"CreateRevision" : 3\n"Lease" : 0\n',
+    '"Revision" : 9\n"Key" : "/k/a"\n"CreateRevision" : 3\n"Lease" : 0\n',
+    '"Revision" : 12\n"Key" : "/k/a"\n"CreateRevision" : 11\n"Lease" : 0\n',
+  ];
+  const run = {
+    engine: 'netns',
+    cliArgv: [],
+    exec: async () => ({ exitCode: 0, stdout: outputs.shift() ?? '', stderr: '', timedOut: false }),
+  } as unknown as Parameters<typeof runScenario>[0];
+  const pick = '^"(Key|CreateRevision|Lease)" : .*$';
+  const scenario = parseScenario(
+    {
+      continueOnFailure: true,
+      steps: [
+        { exec: { in: 'etcd', command: ['etcdctl', 'get'], pick, remember: 'keys' } },
+        { exec: { in: 'etcd', command: ['etcdctl', 'get'], pick, sameAs: 'keys' } },
+        { exec: { in: 'etcd', command: ['etcdctl', 'get'], pick, sameAs: 'keys' } },
+        { exec: { in: 'etcd', command: ['etcdctl', 'get'], sameAs: 'never-remembered' } },
+      ],
+    },
+    's.yaml',
+  );
+  const report = await runScenario(run, scenario);
+  t.deepEqual(report.steps.map((s) => s.status), ['passed', 'passed', 'failed', 'failed']);
+  t.regex(report.steps[0]!.detail, /3 lines remembered as "keys"/);
+  t.regex(report.steps[1]!.detail, /the same 3 lines as "keys"/);
+  t.regex(report.steps[2]!.detail, /differs from "keys": - "CreateRevision" : 3; \+ "CreateRevision" : 11/);
+  t.regex(report.steps[3]!.detail, /no earlier step remembered "never-remembered"/);
+  t.throws(() => parseScenario({ steps: [{ exec: { in: 'a', command: ['true'], pick: 'x' } }] }, 's.yaml'), { message: /pick goes with remember or sameAs/ });
 });

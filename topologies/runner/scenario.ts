@@ -66,7 +66,16 @@ const stepSchemas = {
     /** A regular expression the combined output must match. */
     outputMatches: z.string().optional(),
     timeout: duration.default(30_000),
-  }),
+    /** Keep the (picked) output under this name, for a later step's `sameAs`. */
+    remember: z.string().min(1).optional(),
+    /** The (picked) output must equal what an earlier step remembered under this name: a before/after comparison. */
+    sameAs: z.string().min(1).optional(),
+    /**
+     * A regular expression (flags `gm`): `remember` and `sameAs` keep and compare its matches,
+     * one per line, instead of the whole output — the parts that must not change.
+     */
+    pick: z.string().optional(),
+  }).refine((e) => e.pick === undefined || e.remember !== undefined || e.sameAs !== undefined, 'pick goes with remember or sameAs'),
   sleep: duration,
 } as const;
 
@@ -203,6 +212,7 @@ function summary(report: LoadReport): string {
 export async function runScenario(run: RunningTopology, scenario: Scenario, options: { onStep?: (result: StepResult) => void } = {}): Promise<ScenarioReport> {
   const results: StepResult[] = [];
   const background = new Map<string, Promise<{ report?: LoadReport; error?: string }>>();
+  const remembered = new Map<string, string>();
   let stopped = false;
   for (const [index, step] of scenario.steps.entries()) {
     if (stopped) {
@@ -214,7 +224,7 @@ export async function runScenario(run: RunningTopology, scenario: Scenario, opti
     const t0 = Date.now();
     let outcome: { ok: boolean; detail: string; report?: LoadReport };
     try {
-      outcome = await runStep(run, step, background);
+      outcome = await runStep(run, step, background, remembered);
     } catch (error) {
       outcome = { ok: false, detail: (error as Error).message };
     }
@@ -233,7 +243,26 @@ export async function runScenario(run: RunningTopology, scenario: Scenario, opti
   };
 }
 
-async function runStep(run: RunningTopology, step: ScenarioStep, background: Map<string, Promise<{ report?: LoadReport; error?: string }>>): Promise<{ ok: boolean; detail: string; report?: LoadReport }> {
+/** What `remember` and `sameAs` compare: the matches of `pick`, one per line, or the whole trimmed output. */
+function picked(output: string, pick: string | undefined): string {
+  if (pick === undefined) return output.trim();
+  return [...output.matchAll(new RegExp(pick, 'gm'))].map((m) => m[0].trim()).join('\n');
+}
+
+/** The lines one side has and the other lacks, for a failed `sameAs`. */
+function lineDifference(before: string, after: string): string {
+  const [a, b] = [before.split('\n'), after.split('\n')];
+  const gone = a.filter((line) => !b.includes(line));
+  const added = b.filter((line) => !a.includes(line));
+  return [...gone.map((l) => `- ${l}`), ...added.map((l) => `+ ${l}`)].join('; ').slice(0, 600) || 'the same lines in another order';
+}
+
+async function runStep(
+  run: RunningTopology,
+  step: ScenarioStep,
+  background: Map<string, Promise<{ report?: LoadReport; error?: string }>>,
+  remembered: Map<string, string>,
+): Promise<{ ok: boolean; detail: string; report?: LoadReport }> {
   switch (step.kind) {
     case 'call': {
       const s = step.spec;
@@ -325,7 +354,16 @@ async function runStep(run: RunningTopology, step: ScenarioStep, background: Map
       if (result.timedOut) return { ok: false, detail: `timed out after ${s.timeout} ms` };
       if (result.exitCode !== s.exitCode) return { ok: false, detail: `exit code ${result.exitCode}, expected ${s.exitCode}: ${output.trim().slice(-300)}` };
       if (s.outputMatches !== undefined && !new RegExp(s.outputMatches).test(output)) return { ok: false, detail: `output does not match /${s.outputMatches}/: ${output.trim().slice(-300)}` };
-      return { ok: true, detail: `exit ${result.exitCode}` };
+      const kept = picked(output, s.pick);
+      if (s.sameAs !== undefined) {
+        const before = remembered.get(s.sameAs);
+        if (before === undefined) return { ok: false, detail: `no earlier step remembered "${s.sameAs}"` };
+        if (kept !== before) return { ok: false, detail: `differs from "${s.sameAs}": ${lineDifference(before, kept)}` };
+      }
+      if (s.remember !== undefined) remembered.set(s.remember, kept);
+      const lines = kept === '' ? 0 : kept.split('\n').length;
+      const compared = s.sameAs !== undefined ? `, the same ${lines} lines as "${s.sameAs}"` : s.remember !== undefined ? `, ${lines} lines remembered as "${s.remember}"` : '';
+      return { ok: true, detail: `exit ${result.exitCode}${compared}` };
     }
     case 'sleep': {
       await new Promise((r) => setTimeout(r, step.spec));
