@@ -127,6 +127,19 @@ rootTest('chained-gateways: workloads that reach only their own gateway call wes
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
   scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 20, lines: [/zero failed requests while region west went away .* 0 failed/, /traffic comes back to west within 5 s of its gateway serving/] }));
 
+rootTest("ha-etcd: each cluster's etcd loses a follower, then its leader, under load: zero failed requests, nothing lost, everything reconnects", (t) =>
+  scenarioPasses(t, 'ha-etcd', {
+    minutes: 8,
+    steps: 32,
+    lines: [
+      /zero failed requests through both kills, every answer from west .* 0 failed/,
+      /after: west's endpoints are the ones before .* the same \d+ lines as "west-endpoints"/,
+      /after: west's exports are the ones before .* the same \d+ lines as "west-exports"/,
+      /after: east's imports are the ones before .* the same \d+ lines as "east-imports"/,
+      /east imports it/,
+    ],
+  }));
+
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:
   - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }
