@@ -139,7 +139,7 @@ rootTest('three-regions-failover, silent partition: west\'s gateway cut off the 
 // The fault steps on a two-service topology: a partition and 100 % loss make the other side
 // silent (a connect times out; nothing refuses), heal brings it back, and nothing remains.
 rootTest('fault steps: partition and loss drop packets silently, heal removes exactly them', async (t) => {
-  const connect = "const s = require('node:net').connect({ host: 'web', port: 8080, timeout: 1000 }); s.once('connect', () => { console.log('connected'); process.exit(0); }); s.once('timeout', () => { console.log('silent'); process.exit(3); }); s.once('error', (e) => { console.log(e.code); process.exit(4); });";
+  const connect = "const s = require('node:net').connect({ host: 'web', port: 8080, timeout: 1000 }); s.once('connect', () => { console.log('connected ' + s.localAddress + ' to ' + s.remoteAddress); process.exit(0); }); s.once('timeout', () => { console.log('silent'); process.exit(3); }); s.once('error', (e) => { console.log(e.code); process.exit(4); });";
   const scenario = `steps:
   - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3 }
   - partition: { between: [client, web] }

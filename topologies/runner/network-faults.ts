@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { AddressPlan, NamespacePlan } from './address-plan.js';
@@ -133,7 +133,8 @@ export class NamespaceFaults {
     // nft's numgen draws an integer: per ten thousand keeps two decimals of the percentage.
     const perTenThousand = Math.round(percent * 100);
     const table = 'causeway_loss';
-    const drop = `numgen random mod 10000 < ${perTenThousand} drop`;
+    // (nft refuses `< 10000` against a value that is at most 9999: 100 % is a plain drop.)
+    const drop = perTenThousand >= 10_000 ? 'drop' : `numgen random mod 10000 < ${perTenThousand} drop`;
     // `add` then `delete` then the definition, in one transaction: a second loss on the
     // same service replaces the first without a moment of none.
     const ruleset = [
@@ -217,16 +218,27 @@ function partitionKey(between: readonly [string, string]): string {
   return `partition/${[...between].sort().join('|')}`;
 }
 
+/**
+ * The system's program by absolute path, never through PATH: under `npx`, PATH starts with
+ * node_modules/.bin, where `nft` is @vercel/nft's file tracer — which "loaded" a rule set
+ * by exiting 0 and left the network untouched.
+ */
+function systemProgram(name: string, debianPackage: string): string {
+  for (const dir of ['/usr/sbin', '/sbin', '/usr/bin', '/bin']) {
+    const path = join(dir, name);
+    if (existsSync(path)) return path;
+  }
+  throw new TopologyRuntimeError(TopologyErrorCodes.faultUnsupported, `${name} is not installed (Debian ${debianPackage}; scripts/ensure-system-packages.mjs test installs it)`);
+}
+
 async function inNamespace(namespace: string, argv: readonly string[]): Promise<void> {
   try {
     await execFileAsync('ip', ['netns', 'exec', namespace, ...argv], { encoding: 'utf8', timeout: 30_000 });
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
     const stderr = (error as { stderr?: string }).stderr?.trim();
-    const missing = code === 'ENOENT' || /exec of "[^"]+" failed: No such file/.test(stderr ?? '') ? ` (is ${argv[0]} installed? scripts/ensure-system-packages.mjs test installs it)` : '';
-    throw new TopologyRuntimeError(TopologyErrorCodes.network, `${argv.join(' ')} in ${namespace} failed: ${stderr || (error as Error).message}${missing}`, { cause: error });
+    throw new TopologyRuntimeError(TopologyErrorCodes.network, `${argv.join(' ')} in ${namespace} failed: ${stderr || (error as Error).message}`, { cause: error });
   }
 }
 
-const nft = (namespace: string, args: readonly string[]) => inNamespace(namespace, ['nft', ...args]);
-const tc = (namespace: string, args: readonly string[]) => inNamespace(namespace, ['tc', ...args]);
+const nft = (namespace: string, args: readonly string[]) => inNamespace(namespace, [systemProgram('nft', 'nftables'), ...args]);
+const tc = (namespace: string, args: readonly string[]) => inNamespace(namespace, [systemProgram('tc', 'iproute2'), ...args]);
