@@ -210,7 +210,7 @@ export const TrafficPolicy = z.strictObject({
   service: dnsLabel.describe("the service in the policy's namespace whose callers the policy steers"),
   failoverOrder: z.array(clusterName).optional().describe('cluster names in preferred order; overrides locality priority'),
   connectTimeoutMs: z.number().int().positive().optional().describe("connect plus mTLS handshake to one target, in ms (default: the caller's sidecar.connectTimeoutMs)"),
-  requestTimeoutMs: z.number().int().positive().optional().describe('how long an HTTP request may wait for the response head, in ms; omitted = no limit'),
+  requestTimeoutMs: z.number().int().positive().optional().describe('how long one attempt of an HTTP request may wait for the response head, in ms; an idempotent request then moves on to the next target, others answer 504; omitted = no limit'),
   retries: z.number().int().min(0).max(10).optional().describe("retries of a failed request or connection on another target (0-10; default: the caller's sidecar.maxAttempts - 1)"),
   outlierDetection: z
     .strictObject({

@@ -241,12 +241,14 @@ export class RequestPolicy {
   /**
    * The request reached `target` (or may have) but no response head came: the target
    * died, reset or timed out. Returns whether the request may go to the next target: only
-   * with its body held, not after a timeout, and only for an idempotent method or on a
-   * reused pooled connection (a keep-alive race, the request never seen).
+   * with its body held, and for an idempotent method (also after the traffic policy's
+   * `requestTimeoutMs`: a path that drops packets silently never resets, and the replay
+   * is what HTTP allows an idempotent request) or, short of a timeout, on a reused pooled
+   * connection (a keep-alive race, the request never seen).
    */
   noResponse(plan: AttemptPlan, target: SnapshotTarget, method: string, reusedConnection: boolean, bodyHeld: boolean, timedOut: boolean): boolean {
     this.#outliers.failure(targetKey(target), 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
-    return bodyHeld && !timedOut && (IDEMPOTENT.has(method) || reusedConnection);
+    return bodyHeld && (IDEMPOTENT.has(method) || (reusedConnection && !timedOut));
   }
 
   /** The error a request answers with when its attempts are used up. */

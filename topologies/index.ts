@@ -9,6 +9,7 @@ export type { ServiceView, ServiceStatus, HealthStatus, UpOptions } from './runn
 export { DockerComposeRun, dockerEngineAvailable } from './runner/docker-compose-run.js';
 export { relocateTopology, parseAddressBlock, TOPOLOGY_ADDRESS_BLOCK, type RelocatedTopology } from './runner/address-block.js';
 export type { RunningTopology, TopologyEngineName } from './runner/running-topology.js';
+export type { NetworkFault, FaultHeal } from './runner/network-faults.js';
 export { readRunState, stateDir, type RunState } from './runner/run-state.js';
 export { listNamespaces, namespacePids, isAlive as isProcessAlive } from './runner/network-namespaces.js';
 export { execIn, type ExecResult } from './runner/service-process.js';

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { connect as tcpConnect } from 'node:net';
+import { connect as tcpConnect, createServer, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { decodeProxyV2, PP2_TYPE_CAUSEWAY_CLUSTER, PP2_TYPE_CAUSEWAY_SPIFFE_ID, StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
@@ -208,6 +208,60 @@ test('a remote gateway where nothing listens is ejected for at most gatewayMaxEj
   source.push(snapshot('east', [service('reviews', targets(true))]));
   await sc.sidecar.settled();
   t.false(sc.sidecar.outbound.outliers.isEjected(`127.0.0.1:${closed}`), 'a stale cluster keeps no ejection for when it returns');
+});
+
+/**
+ * A relay to `port` that can go silent as a partitioned path does: from then on it reads
+ * and discards every byte both ways and answers nothing — no reset, no close — on the
+ * connections it has and on new ones (what a peer sees when packets are dropped).
+ */
+async function silentRelay(port: number) {
+  let silent = false;
+  const sockets = new Set<Socket>();
+  const relay = createServer((downstream) => {
+    sockets.add(downstream);
+    downstream.on('close', () => sockets.delete(downstream));
+    downstream.on('error', () => undefined);
+    if (silent) {
+      downstream.resume();
+      return;
+    }
+    const upstream = tcpConnect(port, '127.0.0.1');
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    upstream.on('error', () => downstream.destroy());
+    downstream.on('data', (chunk: Buffer) => (silent ? undefined : upstream.write(chunk)));
+    upstream.on('data', (chunk: Buffer) => (silent ? undefined : downstream.write(chunk)));
+  });
+  await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (relay.address() as { port: number }).port,
+    silence: () => (silent = true),
+    close: () => {
+      for (const s of sockets) s.destroy();
+      relay.close();
+    },
+  };
+}
+
+test("a gateway gone silent (packets dropped, no reset): GETs move to the next target after the traffic policy's requestTimeoutMs and none fails (regression: a request on a pooled connection waited for ever)", async (t) => {
+  const west = await server(t, 'west', 'reviews');
+  const south = await server(t, 'south', 'reviews');
+  const relay = await silentRelay(west.sc.sidecar.inboundPort);
+  t.teardown(() => relay.close());
+  const c = await client(t);
+  const timeouts = { schema: 1 as const, name: 'timeouts', namespace: 'default', service: 'reviews', connectTimeoutMs: 300, requestTimeoutMs: 300 };
+  c.source.push(
+    snapshot('east', [service('reviews', [gatewayTarget('west', '127.0.0.1', relay.port, { priority: 1 }), gatewayTarget('south', '127.0.0.1', south.sc.sidecar.inboundPort, { priority: 2 })])], { traffic: [timeouts] }),
+  );
+  const address = await addressOf(c.sc);
+  const run = load(address, { workers: 3 });
+  await waitFor(() => (run.apps.get('reviews-west') ?? 0) >= 20, { what: 'traffic through west', timeoutMs: 20_000 });
+  t.is(run.apps.get('reviews-south'), undefined, 'west is preferred while it answers');
+  relay.silence();
+  await waitFor(() => (run.apps.get('reviews-south') ?? 0) >= 30, { what: 'traffic through south', timeoutMs: 20_000 });
+  await run.stop();
+  t.deepEqual(run.failures, []);
 });
 
 test('secure naming: a server whose SPIFFE ID the service does not allow is refused and counted', async (t) => {

@@ -211,3 +211,52 @@ test('scenario exec: remember keeps the picked output, sameAs compares with it a
   t.regex(report.steps[3]!.detail, /no earlier step remembered "never-remembered"/);
   t.throws(() => parseScenario({ steps: [{ exec: { in: 'a', command: ['true'], pick: 'x' } }] }, 's.yaml'), { message: /pick goes with remember or sameAs/ });
 });
+
+test('fault steps: partition, heal, delay and loss parse, and a bad one names its path', (t) => {
+  const scenario = parseScenario(
+    {
+      steps: [
+        { partition: { between: ['gateway-west', 'wan'] } },
+        { heal: { between: ['wan', 'gateway-west'] } },
+        { delay: { on: 'gateway-west', ms: 200, jitterMs: 20 } },
+        { loss: { on: 'gateway-west', percent: 5 } },
+        { heal: { on: 'gateway-west' } },
+        { heal: null },
+        { heal: 'all' },
+      ],
+    },
+    's.yaml',
+  );
+  t.deepEqual(
+    scenario.steps.map((s) => s.name),
+    [
+      'partition gateway-west from wan (silent drops)',
+      'heal the partition between wan and gateway-west',
+      "delay gateway-west's packets by 200 ms ± 20 ms",
+      "drop 5% of gateway-west's packets",
+      'heal the delay and loss on gateway-west',
+      'heal every network fault',
+      'heal every network fault',
+    ],
+  );
+  t.deepEqual(scenario.steps[1]!.spec, { between: ['wan', 'gateway-west'] });
+  t.is(scenario.steps[5]!.spec, 'all', '`heal:` with no value heals everything');
+  const refusedStep = (step: unknown, message: RegExp) => {
+    const error = t.throws(() => parseScenario({ steps: [{ sleep: '1s' }, step] }, 's.yaml'), { instanceOf: TopologyFileError })!;
+    t.is(error.code, TopologyErrorCodes.scenarioInvalid);
+    t.regex(error.message, message);
+  };
+  refusedStep({ partition: { between: ['wan'] } }, /^s\.yaml: steps\[1\]\.partition\.between: must be a list of two names/);
+  refusedStep({ partition: { between: 'wan' } }, /^s\.yaml: steps\[1\]\.partition\.between: must be a list of two names/);
+  refusedStep({ partition: { between: ['wan', 'wan'] } }, /^s\.yaml: steps\[1\]\.partition\.between\[1\]: names the same side twice/);
+  refusedStep({ partition: { between: ['wan', ''] } }, /^s\.yaml: steps\[1\]\.partition\.between\[1\]: names a network or a service/);
+  refusedStep({ partition: { between: ['a', 'b'], mode: 'reject' } }, /^s\.yaml: steps\[1\]\.partition: Unrecognized key: "mode"/);
+  refusedStep({ heal: 'some' }, /^s\.yaml: steps\[1\]\.heal: must be empty or `all`/);
+  refusedStep({ heal: { between: ['a', 'b'], on: 'a' } }, /^s\.yaml: steps\[1\]\.heal: give between or on, not both/);
+  refusedStep({ heal: { between: ['a', 'a'] } }, /^s\.yaml: steps\[1\]\.heal\.between\[1\]: names the same side twice/);
+  refusedStep({ loss: { on: 'a', percent: 0 } }, /^s\.yaml: steps\[1\]\.loss\.percent: must be above 0/);
+  refusedStep({ loss: { on: 'a', percent: 101 } }, /^s\.yaml: steps\[1\]\.loss\.percent: /);
+  refusedStep({ loss: { percent: 5 } }, /^s\.yaml: steps\[1\]\.loss\.on: /);
+  refusedStep({ delay: { on: 'a', ms: 0 } }, /^s\.yaml: steps\[1\]\.delay\.ms: /);
+  refusedStep({ delay: { on: 'a', ms: 10, jitter: 2 } }, /^s\.yaml: steps\[1\]\.delay: Unrecognized key: "jitter"/);
+});

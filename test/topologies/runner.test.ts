@@ -104,9 +104,10 @@ ${extra}`,
 }
 
 /** Runs `causeway topology test <topology>` and checks its report and that nothing of the run remains. */
-async function scenarioPasses(t: ExecutionContext, topology: string, options: { minutes: number; steps: number; lines?: RegExp[] }): Promise<void> {
+async function scenarioPasses(t: ExecutionContext, topology: string, options: { minutes: number; steps: number; lines?: RegExp[]; scenario?: string }): Promise<void> {
   const project = projectName(topology.replace(/-/g, '').slice(0, 16));
-  const result = await cli(['topology', 'test', topology, '-p', project, '--timeout', `${options.minutes}m`], { timeoutMs: options.minutes * 115_000 });
+  const scenario = options.scenario ? ['--scenario', join(CHECKOUT_ROOT, 'topologies', topology, options.scenario)] : [];
+  const result = await cli(['topology', 'test', topology, '-p', project, '--timeout', `${options.minutes}m`, ...scenario], { timeoutMs: options.minutes * 115_000 });
   t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
   t.regex(result.stdout, new RegExp(`^${options.steps} passed, 0 failed, 0 skipped$`, 'm'));
   for (const line of options.lines ?? []) t.regex(result.stdout, line);
@@ -139,6 +140,43 @@ rootTest("ha-etcd: each cluster's etcd loses a follower, then its leader, under 
       /east imports it/,
     ],
   }));
+
+rootTest('three-regions-failover, silent partition: west\'s gateway cut off the WAN by dropped packets under load — zero failed requests, south alone serves within 2 s; healed, west serves again', (t) =>
+  scenarioPasses(t, 'three-regions-failover', {
+    minutes: 8,
+    steps: 15,
+    scenario: 'partition.scenario.yaml',
+    lines: [/zero failed requests while west's gateway was cut off .* 0 failed/, /2 s into the partition, only south serves .* 20\/20 ok/, /traffic comes back to west/],
+  }));
+
+// The fault steps on a two-service topology: a partition and 100 % loss make the other side
+// silent (a connect times out; nothing refuses), heal brings it back, and nothing remains.
+rootTest('fault steps: partition and loss drop packets silently, heal removes exactly them', async (t) => {
+  const connect = "const s = require('node:net').connect({ host: 'web', port: 8080, timeout: 1000 }); s.once('connect', () => { console.log('connected ' + s.localAddress + ' to ' + s.remoteAddress); process.exit(0); }); s.once('timeout', () => { console.log('silent'); process.exit(3); }); s.once('error', (e) => { console.log(e.code); process.exit(4); });";
+  const scenario = `steps:
+  - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3 }
+  - partition: { between: [client, web] }
+  - exec: { in: client, command: [node, -e, "${connect.replace(/"/g, '\\"')}"], exitCode: 3, outputMatches: "silent" }
+  - name: the partition holds both ways
+    exec: { in: web, command: [node, -e, "require('node:net').connect({ host: 'client', port: 9, timeout: 1000 }).once('timeout', () => process.exit(3)).once('error', (e) => { console.log(e.code); process.exit(4); })"], exitCode: 3 }
+  - heal: { between: [web, client] }
+  - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3 }
+  - loss: { on: web, percent: 100 }
+  - exec: { in: client, command: [node, -e, "${connect.replace(/"/g, '\\"')}"], exitCode: 3, outputMatches: "silent" }
+  - heal: { on: web }
+  - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3 }
+  - partition: { between: [client, default] }
+  - heal:
+`;
+  const dir = tinyTopology(t, '', scenario);
+  const project = projectName('faults');
+  const result = await cli(['topology', 'test', dir, '-p', project]);
+  t.is(result.code, 0, `${result.stdout}\n${result.stderr}`);
+  t.regex(result.stdout, /^12 passed, 0 failed, 0 skipped$/m);
+  t.regex(result.stdout, /partition between client and web: packets dropped in client \(nft table causeway_partition_[0-9a-f]{12}\)/);
+  t.regex(result.stdout, /healed: partition between client and network default/);
+  await assertClean(t, project, runIdOf(result.stdout));
+});
 
 rootTest('a failed step fails `topology test` with a report, skips the rest, and still tears down', async (t) => {
   const scenario = `steps:

@@ -1,6 +1,7 @@
 import { logger } from '../../mesh/index.js';
 import type { ComposeProject } from './compose-file.js';
 import { TopologyErrorCodes, TopologyRuntimeError } from './errors.js';
+import type { FaultHeal, NetworkFault } from './network-faults.js';
 import type { RunningTopology } from './running-topology.js';
 import { runCaptured, type ExecResult } from './service-process.js';
 
@@ -127,6 +128,24 @@ export class DockerComposeRun implements RunningTopology {
       if (Date.now() > deadline) throw new TopologyRuntimeError(TopologyErrorCodes.serviceFailed, `timed out after ${timeoutMs} ms waiting for "${service}" to be healthy (${state ? `${state.status}, ${state.health}` : 'no container'})`);
       await sleep(250);
     }
+  }
+
+  /**
+   * Refused, not skipped: a fault changes packet filters inside a container's network
+   * namespace, which needs nft or tc in the image (the causeway image, node:24-slim, has
+   * neither) and NET_ADMIN (compose files here grant none).
+   */
+  injectFault(fault: NetworkFault): Promise<string> {
+    return Promise.reject(
+      new TopologyRuntimeError(
+        TopologyErrorCodes.faultUnsupported,
+        `${fault.kind}: not supported under Docker: the causeway image has no nft or tc and its containers no NET_ADMIN; run this scenario with --engine netns (topologies/README.md "Network faults")`,
+      ),
+    );
+  }
+
+  healFaults(_what: FaultHeal): Promise<string> {
+    return Promise.reject(new TopologyRuntimeError(TopologyErrorCodes.faultUnsupported, 'heal: not supported under Docker: no fault can be injected there (topologies/README.md "Network faults")'));
   }
 
   async logsOf(service: string): Promise<string> {

@@ -11,6 +11,10 @@ export const TopologyErrorCodes = {
   serviceFailed: 'CW_TOPOLOGY_SERVICE_FAILED',
   scenarioInvalid: 'CW_TOPOLOGY_SCENARIO_INVALID',
   scenarioFailed: 'CW_TOPOLOGY_SCENARIO_FAILED',
+  /** A fault step names no service or network, or a fault that is (not) in force. */
+  faultInvalid: 'CW_TOPOLOGY_FAULT_INVALID',
+  /** The engine (Docker) or the kernel (no netem) cannot inject this fault. */
+  faultUnsupported: 'CW_TOPOLOGY_FAULT_UNSUPPORTED',
 } as const;
 
 /**

@@ -1,4 +1,5 @@
 import type { ComposeProject } from './compose-file.js';
+import type { FaultHeal, NetworkFault } from './network-faults.js';
 import type { ExecResult } from './service-process.js';
 
 /** How a topology is run: `netns` (network namespaces and local processes, needs root) or `docker` (docker-compose against a Docker engine). */
@@ -25,6 +26,13 @@ export interface RunningTopology {
   startService(name: string): void | Promise<void>;
   /** Waits until a service's healthcheck passes. */
   waitHealthy(service: string, timeoutMs: number): Promise<void>;
+  /**
+   * Injects a network fault — a partition, delay or loss that drops or holds packets
+   * silently (topologies/README.md "Network faults"); returns a line for the report.
+   */
+  injectFault(fault: NetworkFault): Promise<string>;
+  /** Removes exactly what earlier faults added (one partition, one service's delay and loss, or all). */
+  healFaults(what: FaultHeal): Promise<string>;
   /** The service's output so far. */
   logsOf(service: string): string | Promise<string>;
   /** Removes everything the run made; returns what could not be removed (empty when all is clean). */

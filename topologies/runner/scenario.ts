@@ -32,6 +32,23 @@ const requestShape = {
   expect: z.record(z.string(), z.string()).optional(),
 };
 
+/** A compose network (its subnet) or a service (its addresses), for `partition` and `heal`. */
+const partitionPair = z
+  .tuple([z.string().min(1, 'names a network or a service'), z.string().min(1, 'names a network or a service')], { error: 'must be a list of two names, each a network or a service' })
+  .refine(([a, b]) => a !== b, { message: 'names the same side twice', path: [1] });
+
+/**
+ * `heal` with no value (or `all`) removes every fault in force; `{ between }` one
+ * partition; `{ on }` the delay and loss on one service.
+ */
+const healSpec = z.preprocess(
+  (v) => (v === null || v === undefined || v === 'all' ? {} : v),
+  z
+    .strictObject({ between: partitionPair.optional(), on: serviceName.optional() }, { error: 'must be empty or `all` (every fault), { between: [a, b] } or { on: <service> }' })
+    .refine((h) => h.between === undefined || h.on === undefined, 'give between or on, not both')
+    .transform((h): { between: [string, string] } | { on: string } | 'all' => (h.between ? { between: h.between } : h.on !== undefined ? { on: h.on } : 'all')),
+);
+
 const stepSchemas = {
   call: z.strictObject({ ...requestShape, requests: z.number().int().min(1).default(10), ...requirements }),
   load: z.strictObject({
@@ -77,6 +94,11 @@ const stepSchemas = {
     pick: z.string().optional(),
   }).refine((e) => e.pick === undefined || e.remember !== undefined || e.sameAs !== undefined, 'pick goes with remember or sameAs'),
   sleep: duration,
+  /** Silently drops every packet between two sides (topologies/README.md "Network faults"). */
+  partition: z.strictObject({ between: partitionPair }),
+  heal: healSpec,
+  delay: z.strictObject({ on: serviceName, ms: z.number().int().min(1).max(60_000), jitterMs: z.number().int().min(0).max(60_000).optional() }),
+  loss: z.strictObject({ on: serviceName, percent: z.number().gt(0, 'must be above 0').max(100) }),
 } as const;
 
 type StepKind = keyof typeof stepSchemas;
@@ -128,7 +150,7 @@ export function parseScenario(raw: unknown, file: string): Scenario {
   }
   const steps = top.data.steps.map((entry, i): ScenarioStep => {
     const path = `steps[${i}]`;
-    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return fail(path, 'must be a mapping with one of the keys call, load, await, stop, start, wait, exec, sleep (and an optional name)');
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return fail(path, `must be a mapping with one of the keys ${Object.keys(stepSchemas).join(', ')} (and an optional name)`);
     const { name, ...rest } = entry as Record<string, unknown>;
     const kinds = Object.keys(rest);
     if (kinds.length !== 1 || !(kinds[0]! in stepSchemas)) return fail(path, `needs exactly one of ${Object.keys(stepSchemas).join(', ')} (got ${kinds.join(', ') || 'none'})`);
@@ -161,6 +183,18 @@ function describe(kind: StepKind, spec: unknown): string {
       return `exec \`${(s.command as string[]).join(' ')}\` in ${s.in}`;
     case 'sleep':
       return `sleep ${spec} ms`;
+    case 'partition': {
+      const [a, b] = s.between as [string, string];
+      return `partition ${a} from ${b} (silent drops)`;
+    }
+    case 'heal': {
+      const h = spec as z.output<typeof healSpec>;
+      return h === 'all' ? 'heal every network fault' : 'between' in h ? `heal the partition between ${h.between[0]} and ${h.between[1]}` : `heal the delay and loss on ${h.on}`;
+    }
+    case 'delay':
+      return `delay ${s.on}'s packets by ${s.ms} ms${s.jitterMs ? ` ± ${s.jitterMs} ms` : ''}`;
+    case 'loss':
+      return `drop ${s.percent}% of ${s.on}'s packets`;
   }
 }
 
@@ -369,6 +403,14 @@ async function runStep(
       await new Promise((r) => setTimeout(r, step.spec));
       return { ok: true, detail: '' };
     }
+    case 'partition':
+      return { ok: true, detail: await run.injectFault({ kind: 'partition', between: step.spec.between }) };
+    case 'delay':
+      return { ok: true, detail: await run.injectFault({ kind: 'delay', ...step.spec }) };
+    case 'loss':
+      return { ok: true, detail: await run.injectFault({ kind: 'loss', ...step.spec }) };
+    case 'heal':
+      return { ok: true, detail: await run.healFaults(step.spec) };
   }
 }
 

@@ -10,6 +10,7 @@ import type { ComposeProject, ServiceSpec } from './compose-file.js';
 import { TopologyErrorCodes, TopologyFileError, TopologyNeedsRootError, TopologyRuntimeError } from './errors.js';
 import { CHECKOUT_ROOT, argvFor, checkImages, imageMappingFor, writeProgramScripts } from './image-map.js';
 import type { RunningTopology } from './running-topology.js';
+import { NamespaceFaults, type FaultHeal, type NetworkFault } from './network-faults.js';
 import { createNetworks, destroyNamespaces, isAlive } from './network-namespaces.js';
 import { readRunState, removeRunState, writeRunState, type RunState } from './run-state.js';
 import { execIn, hostHas, isDirectory, killGroup, launchService, type ExecResult, type LaunchMount } from './service-process.js';
@@ -72,6 +73,7 @@ export class TopologyRun implements RunningTopology {
   readonly runDir: string;
   private readonly services = new Map<string, ServiceRuntime>();
   private readonly changes = new EventEmitter();
+  readonly #faults: NamespaceFaults;
   private state: RunState;
   private downing: Promise<string[]> | undefined;
 
@@ -79,6 +81,7 @@ export class TopologyRun implements RunningTopology {
     this.project = project;
     this.plan = plan;
     this.runDir = runDir;
+    this.#faults = new NamespaceFaults(project, plan, runDir);
     this.changes.setMaxListeners(0);
     for (const spec of project.services.values()) {
       this.services.set(spec.name, { spec, status: 'created', health: spec.healthcheck ? 'starting' : 'none', consecutiveFailures: 0, generation: 0 });
@@ -386,6 +389,16 @@ export class TopologyRun implements RunningTopology {
       timeoutMs: options.timeoutMs ?? 60_000,
       ...(options.onOutput ? { onOutput: options.onOutput } : {}),
     });
+  }
+
+  /** nftables and tc inside the services' namespaces; they go with the namespaces at `down`. */
+  injectFault(fault: NetworkFault): Promise<string> {
+    if (this.downing) throw new TopologyRuntimeError(TopologyErrorCodes.notUp, `topology "${this.project.name}" is being torn down`);
+    return this.#faults.inject(fault);
+  }
+
+  healFaults(what: FaultHeal): Promise<string> {
+    return this.#faults.heal(what);
   }
 
   /** Waits until a service's healthcheck passes. */
