@@ -91,16 +91,7 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   await publishPeer(t, a);
   await exportService(a, exportedService('default', 'reviews'));
 
-  const dir = mkdtempSync(join(tmpdir(), 'cw-grant-cert-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const root = a.etcd.rootClient!;
-  const config = join(dir, 'a.yaml');
-  writeFileSync(config, stringify({
-      cluster: { name: 'a', locality: { region: 'r', zone: 'z' } },
-      etcd: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
-      exportStore: { endpoints: a.etcd.endpoints, tls: { ca: root.caFile, cert: root.certFile, key: root.keyFile } },
-      gateway: { advertiseAddress: '127.0.0.1', port: 15443 },
-    }));
+  const { dir, config } = rootConfig(t, a);
   const pki = a.etcd.pki!;
   const caKey = join(pki.dir, 'ca-key.pem');
   const out = join(dir, 'b-at-a');
@@ -145,9 +136,9 @@ test('grant --client-ca issues the peer a working certificate and links[] entry,
   t.regex(again.stderr, /key\.pem already exists; pick another --out or remove it \(nothing was changed\)/);
 });
 
-/** A cluster config for `a` using its root client certificate, in a fresh temp folder. */
+/** A cluster config for `a` (its etcd as main etcd and export store) using its root client certificate, in a fresh temp folder. */
 function rootConfig(t: import('ava').ExecutionContext, a: TestCluster): { dir: string; config: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'cw-grant-refuse-'));
+  const dir = mkdtempSync(join(tmpdir(), 'cw-grant-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const root = a.etcd.rootClient!;
   const config = join(dir, 'a.yaml');
