@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import {
+  Backoff,
   CATALOG_SCHEMA_VERSION,
   EtcdKeys,
   ExportedCluster,
@@ -64,6 +65,8 @@ export class ExportPublisher {
   readonly #options: ExportPublisherOptions;
   readonly #metrics: ControllerMetrics;
   readonly #probe = new GatewayProbe({ onAnswered: () => this.schedule() });
+  /** Between failed passes (etcd away): 0.5 s doubling to 10 s, jittered, reset by a pass that succeeds. */
+  readonly #retry = new Backoff({ initialMs: 500, maxMs: 10_000 });
 
   constructor(
     store: EtcdStore,
@@ -90,10 +93,14 @@ export class ExportPublisher {
     if (this.#closed || this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      this.reconcile().catch((error: Error) => {
-        this.#log.warn({ err: error.message }, 'export reconcile failed; retrying');
-        setTimeout(() => this.schedule(), 1000).unref();
-      });
+      this.reconcile().then(
+        () => this.#retry.reset(),
+        (error: Error) => {
+          const delayMs = Math.round(this.#retry.next());
+          this.#log.warn({ err: error.message, retryInMs: delayMs }, 'export reconcile failed; retrying');
+          setTimeout(() => this.schedule(), delayMs).unref();
+        },
+      );
     }, this.#options.debounceMs);
   }
 
