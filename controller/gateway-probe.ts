@@ -17,9 +17,10 @@ type Verdict = 'serving' | 'silent' | 'pending';
  * Decides which registered gateways `/exports/_cluster` may list (controller/README.md
  * "Gateways peers see"): a registration is left out while a TCP connect to its address is
  * refused, and listed otherwise (a connect that times out or finds no route says nothing
- * about a gateway this controller cannot reach but its peers can). That keeps a registration that outlived its process (etcd restores a lease after a restart
- * with a fresh TTL, and the key stays for one TTL with nobody behind it) from attracting
- * peers' traffic before the gateway's next process listens. A registration is judged once
+ * about a gateway this controller cannot reach but its peers can). That keeps a
+ * registration that outlived its process (etcd restores a lease after a restart with a
+ * fresh TTL, and the key stays for one TTL with nobody behind it) from attracting peers'
+ * traffic before the gateway's next process listens. A registration is judged once
  * per written value (its modRevision): a gateway that answered stays listed until its
  * lease ends, and one that did not is probed again every `retryMs`.
  */
