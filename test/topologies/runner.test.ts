@@ -125,6 +125,24 @@ rootTest("two-clusters: east calls a service only in west through west's gateway
 rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', (t) =>
   scenarioPasses(t, 'chained-gateways', { minutes: 5, steps: 9 }));
 
+// A real Prometheus (Debian's, as the prom/prometheus image) in east's networks, with
+// deploy/prometheus/causeway-rules.yaml unchanged: stopping west's controller stops west's
+// heartbeats, and CausewayLinkStale goes from inactive to pending to firing, then resolves.
+rootTest("chained-gateways with Prometheus: recording rules see the live components; CausewayLinkStale fires when west's heartbeats stop", (t) =>
+  scenarioPasses(t, 'chained-gateways', {
+    minutes: 5,
+    steps: 17,
+    scenario: 'prometheus.scenario.yaml',
+    lines: [
+      /ok +\d+\. recording rule causeway:federation_heartbeat_age_seconds:max has the link to west/,
+      /ok +\d+\. recording rule causeway:sidecar_http_requests:rate5m has productpage's calls/,
+      /ok +\d+\. while west is healthy, CausewayLinkStale is evaluated and inactive/,
+      /ok +\d+\. CausewayLinkStale goes pending for west/,
+      /ok +\d+\. a minute later \(for 1m\) it fires/,
+      /ok +\d+\. the link is synced again and CausewayLinkStale resolves/,
+    ],
+  }));
+
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
   scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 20, lines: [/zero failed requests while region west went away .* 0 failed/, /traffic comes back to west within 5 s of its gateway serving/] }));
 
