@@ -10,13 +10,14 @@ const NEEDS = {
   // tier (test/docker/) starts its own engine and builds its base images offline.
   // keytool and javac: PKCS#12 keystores are checked by the JDK's keytool and a Java TLS
   // client (`java Client.java` needs the compiler). promtool: the alert and recording rules
-  // in deploy/prometheus/ are checked and unit-tested by Prometheus' own tool.
+  // in deploy/prometheus/ are checked and unit-tested by Prometheus' own tool; prometheus:
+  // the real server a topology's prom/prometheus service runs (chained-gateways' alert test).
   test: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
     // nft and tc: the topology runner's fault steps (partition, loss, delay) inside its namespaces.
     nft: 'nftables', tc: 'iproute2',
     dockerd: 'docker.io', debootstrap: 'debootstrap', keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless',
-    promtool: 'prometheus',
+    promtool: 'prometheus', prometheus: 'prometheus',
   },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {

@@ -3,7 +3,7 @@ export { loadComposeFile, projectNameOf, parseCompose, shellWords, parseComposeD
 export type { ComposeProject, ServiceSpec, NetworkSpec, HealthcheckSpec, VolumeMount, DependencyCondition } from './runner/compose-file.js';
 export { planAddresses } from './runner/address-plan.js';
 export type { AddressPlan, NamespacePlan, NetworkPlan, InterfacePlan } from './runner/address-plan.js';
-export { imageMappingFor, SupportedImages, CHECKOUT_ROOT } from './runner/image-map.js';
+export { imageMappingFor, argvFor, SupportedImages, CHECKOUT_ROOT } from './runner/image-map.js';
 export { TopologyRun, cleanUpRunState, requireRoot } from './runner/topology-run.js';
 export type { ServiceView, ServiceStatus, HealthStatus, UpOptions } from './runner/topology-run.js';
 export { DockerComposeRun, dockerEngineAvailable } from './runner/docker-compose-run.js';

@@ -12,6 +12,7 @@ import {
   dockerEngineAvailable,
   execIn,
   formatScenarioReport,
+  imageMappingFor,
   isProcessAlive,
   loadComposeFile,
   loadScenarioFile,
@@ -75,6 +76,26 @@ function printServices(run: TopologyRun): void {
   process.stdout.write(`topology ${run.project.name} is up (run ${run.plan.runId}, logs in ${join(run.runDir, 'logs')})\n${rows.join('\n')}\n`);
 }
 
+/**
+ * A Prometheus in the topology (image prom/prometheus) answers inside the run's networks
+ * only (nothing is published on the host): its URL there, and two ways to ask it from here.
+ */
+function printPrometheusUrls(run: TopologyRun, topology: string, projectName: string | undefined): void {
+  const project = projectName ? ` -p ${projectName}` : '';
+  for (const view of run.view()) {
+    const spec = run.project.services.get(view.name);
+    if (!spec || imageMappingFor(spec.image)?.kind !== 'prometheus') continue;
+    const listen = [...(spec.entrypoint ?? []), ...(spec.command ?? [])].find((a) => a.startsWith('--web.listen-address='));
+    const port = listen ? listen.slice(listen.lastIndexOf(':') + 1) : '9090';
+    const address = Object.values(view.addresses)[0];
+    process.stdout.write(
+      `${view.name}: Prometheus at http://${address ?? '127.0.0.1'}:${port}/ inside the run's networks; from this host:\n` +
+        `  causeway topology exec ${topology}${project} ${view.name} -- promtool query instant http://127.0.0.1:${port} 'ALERTS'\n` +
+        `  ip netns exec ${view.namespace} curl -s http://127.0.0.1:${port}/api/v1/alerts\n`,
+    );
+  }
+}
+
 /** Prints new lines of every log file in `dir`, prefixed by service, until stopped. */
 function followLogs(dir: string, services: readonly string[] | undefined, fromStart: boolean): () => void {
   const offsets = new Map<string, number>();
@@ -130,6 +151,7 @@ export function registerTopologyCommands(program: Command): void {
       const removeHandlers = tearDownOnSignals(() => run);
       run = await TopologyRun.up(project, { timeoutMs: options.timeout, onCreated: (r) => (run = r) });
       printServices(run);
+      printPrometheusUrls(run, name, options.projectName);
       if (options.detach) {
         run.detach();
         removeHandlers();

@@ -9,11 +9,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import test from 'ava';
 import { parse } from 'yaml';
+import { ObservabilityConfig } from '../../mesh/index.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const rulesDir = join(root, 'deploy/prometheus');
 const rulesFile = join(rulesDir, 'causeway-rules.yaml');
 const rulesTestFile = join(rulesDir, 'causeway-rules.test.yaml');
+const sampleConfigFile = join(rulesDir, 'prometheus.yaml');
+/** The live copy of the sample: east's Prometheus in topologies/chained-gateways (prometheus.scenario.yaml). */
+const topologyConfigFile = join(root, 'topologies/chained-gateways/config/prometheus.yaml');
 const dashboardFile = join(root, 'deploy/grafana/causeway-dashboard.json');
 const runbooksFile = join(root, 'docs/runbooks.md');
 const runbookBase = 'https://github.com/causeway-mesh/causeway/blob/main/docs/runbooks.md';
@@ -83,6 +87,32 @@ test('promtool check rules accepts the rules file', async (t) => {
   const { code, output } = await promtool(['check', 'rules', rulesFile]);
   t.is(code, 0, output);
   t.regex(output, /SUCCESS: \d+ rules found/);
+});
+
+interface ScrapeConfig {
+  job_name: string;
+  static_configs?: Array<{ targets: string[]; labels?: Record<string, string> }>;
+}
+
+async function scrapeConfigs(file: string): Promise<ScrapeConfig[]> {
+  return (parse(await readFile(file, 'utf8')) as { scrape_configs: ScrapeConfig[] }).scrape_configs;
+}
+
+test('the sample prometheus.yaml is valid, loads the rules, and scrapes the port the components serve /metrics on', async (t) => {
+  const { code, output } = await promtool(['check', 'config', sampleConfigFile]);
+  t.is(code, 0, output);
+  t.regex(output, /SUCCESS: \d+ rules found/);
+  const metricsPort = ObservabilityConfig.parse({}).metricsPort;
+  const sample = await scrapeConfigs(sampleConfigFile);
+  const live = await scrapeConfigs(topologyConfigFile);
+  for (const config of [...sample, ...live]) {
+    for (const group of config.static_configs ?? []) {
+      t.true(group.targets.every((target) => target.endsWith(`:${metricsPort}`)), `${config.job_name}: ${group.targets.join(', ')}`);
+      t.truthy(group.labels?.cluster, `${config.job_name}: every target needs a cluster label`);
+    }
+  }
+  // The topology's Prometheus is the sample with its targets: the same jobs.
+  t.deepEqual(live.map((c) => c.job_name), sample.map((c) => c.job_name));
 });
 
 test('promtool test rules: every unit test of the rules passes', async (t) => {

@@ -7,6 +7,8 @@ import {
   TOPOLOGIES_DIR,
   TopologyErrorCodes,
   TopologyFileError,
+  argvFor,
+  imageMappingFor,
   loadComposeFile,
   loadScenarioFile,
   parseCompose,
@@ -44,8 +46,32 @@ test('every compose file under topologies/ passes docker-compose config -q and t
     const file = join(TOPOLOGIES_DIR, dir, 'compose.yaml');
     const project = loadComposeFile(file);
     planAddresses(project, 'check');
-    if (existsSync(join(TOPOLOGIES_DIR, dir, 'scenario.yaml'))) loadScenarioFile(join(TOPOLOGIES_DIR, dir, 'scenario.yaml'));
+    for (const scenario of readdirSync(join(TOPOLOGIES_DIR, dir)).filter((f) => f === 'scenario.yaml' || f.endsWith('.scenario.yaml'))) {
+      loadScenarioFile(join(TOPOLOGIES_DIR, dir, scenario));
+    }
   }
+});
+
+test("prom/prometheus runs the host's prometheus; the image's in-image paths are rewritten", (t) => {
+  const project = parse(`
+services:
+  server:
+    image: prom/prometheus:v2.42.0
+    command: [--config.file=/config/prometheus.yaml]
+  check:
+    image: quay.io/prometheus/prometheus
+    entrypoint: [/bin/promtool, check, config, /config/prometheus.yaml]
+  defaults:
+    image: prom/prometheus
+`);
+  const mapping = imageMappingFor('prom/prometheus:v2.42.0')!;
+  t.is(mapping.kind, 'prometheus');
+  t.deepEqual(Object.keys(mapping.programs).sort(), ['prometheus', 'promtool']);
+  t.deepEqual(argvFor(project.services.get('server')!, mapping), ['prometheus', '--config.file=/config/prometheus.yaml']);
+  t.deepEqual(argvFor(project.services.get('check')!, mapping), ['promtool', 'check', 'config', '/config/prometheus.yaml']);
+  // As the image: /bin/prometheus with its CMD.
+  t.deepEqual(argvFor(project.services.get('defaults')!, mapping), ['prometheus', '--config.file=/etc/prometheus/prometheus.yml', '--storage.tsdb.path=/prometheus']);
+  t.is(imageMappingFor('example.com/someone/prometheus:v2'), undefined);
 });
 
 test('refuses keys outside the subset, naming the key', (t) => {

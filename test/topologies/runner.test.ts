@@ -125,6 +125,24 @@ rootTest("two-clusters: east calls a service only in west through west's gateway
 rootTest('chained-gateways: workloads that reach only their own gateway call west through gateway-to-gateway passthrough', (t) =>
   scenarioPasses(t, 'chained-gateways', { minutes: 5, steps: 9 }));
 
+// A real Prometheus (Debian's, as the prom/prometheus image) in east's networks, with
+// deploy/prometheus/causeway-rules.yaml unchanged: stopping west's controller stops west's
+// heartbeats, and CausewayLinkStale goes from inactive to pending to firing, then resolves.
+rootTest("chained-gateways with Prometheus: recording rules see the live components; CausewayLinkStale fires when west's heartbeats stop", (t) =>
+  scenarioPasses(t, 'chained-gateways', {
+    minutes: 5,
+    steps: 17,
+    scenario: 'prometheus.scenario.yaml',
+    lines: [
+      /ok +\d+\. recording rule causeway:federation_heartbeat_age_seconds:max has the link to west/,
+      /ok +\d+\. recording rule causeway:sidecar_http_requests:rate5m has productpage's calls/,
+      /ok +\d+\. while west is healthy, CausewayLinkStale is evaluated and inactive/,
+      /ok +\d+\. CausewayLinkStale goes pending for west/,
+      /ok +\d+\. a minute later \(for 1m\) it fires/,
+      /ok +\d+\. the link is synced again and CausewayLinkStale resolves/,
+    ],
+  }));
+
 rootTest('three-regions-failover: killing local instances, then a region, moves traffic with zero failed requests, and it comes back', (t) =>
   scenarioPasses(t, 'three-regions-failover', { minutes: 8, steps: 20, lines: [/zero failed requests while region west went away .* 0 failed/, /traffic comes back to west within 5 s of its gateway serving/] }));
 
@@ -258,6 +276,41 @@ rootTest('up --detach, then exec, ps, logs and down from other processes', async
   await assertClean(t, project, runId);
   const again = await cli(['topology', 'down', dir, '-p', project]);
   t.regex(again.stdout, /not up; nothing to do/);
+});
+
+rootTest('a Prometheus service (prom/prometheus) runs the local prometheus; `up` prints how to reach it, and its data goes with the run', async (t) => {
+  const dir = tinyTopology(
+    t,
+    `  prom:
+    image: prom/prometheus:v2.42.0
+    command: [--config.file=/config/prometheus.yaml, --storage.tsdb.path=/prometheus, --web.listen-address=0.0.0.0:9191]
+    volumes: [".:/config:ro", "prom-data:/prometheus"]
+    healthcheck: { test: [CMD, promtool, query, instant, "http://127.0.0.1:9191", "vector(1)"], interval: 1s, timeout: 5s, retries: 30 }
+volumes:
+  prom-data: {}
+`,
+  );
+  writeFileSync(join(dir, 'prometheus.yaml'), 'global: { scrape_interval: 1s }\nscrape_configs:\n  - job_name: self\n    static_configs: [{ targets: ["127.0.0.1:9191"] }]\n');
+  const project = projectName('tinyprom');
+  const up = await cli(['topology', 'up', dir, '-p', project, '--detach']);
+  t.is(up.code, 0, `${up.stdout}\n${up.stderr}`);
+  const runId = runIdOf(up.stdout);
+  try {
+    t.regex(up.stdout, /^prom: Prometheus at http:\/\/10\.77\.\d+\.\d+:9191\/ inside the run's networks; from this host:$/m);
+    const printed = new RegExp(`^  causeway topology exec ${dir.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} -p ${project} prom -- promtool query instant http://127\\.0\\.0\\.1:9191 'ALERTS'$`, 'm');
+    t.regex(up.stdout, printed);
+    // The printed command, asking for Prometheus's own scrape of itself.
+    let answer = '';
+    for (let attempt = 0; attempt < 60 && !/=> 1 @/.test(answer); attempt++) {
+      answer = (await cli(['topology', 'exec', dir, 'prom', '-p', project, '--', 'promtool', 'query', 'instant', 'http://127.0.0.1:9191', 'up{job="self"}'])).stdout;
+      if (!/=> 1 @/.test(answer)) await new Promise((r) => setTimeout(r, 1000));
+    }
+    t.regex(answer, /up\{instance="127\.0\.0\.1:9191", job="self"\} => 1 @/);
+  } finally {
+    const down = await cli(['topology', 'down', dir, '-p', project]);
+    t.is(down.code, 0, down.stderr);
+  }
+  await assertClean(t, project, runId);
 });
 
 rootTest('an unhealthy service fails `up` with its log, and nothing remains', async (t) => {

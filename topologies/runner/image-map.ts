@@ -12,7 +12,7 @@ import { TopologyErrorCodes, TopologyFileError } from './errors.js';
  * `etcdctl` in commands and healthchecks run the local ones.
  */
 export interface ImageMapping {
-  readonly kind: 'causeway' | 'etcd';
+  readonly kind: 'causeway' | 'etcd' | 'prometheus';
   readonly entrypoint: readonly string[];
   readonly command: readonly string[];
   /** Program name inside the image → the shell command line that runs it here. */
@@ -27,8 +27,10 @@ export const CHECKOUT_ROOT = resolve(fileURLToPath(new URL('../..', import.meta.
 const CAUSEWAY_IMAGE = /^(?:[^/]+\/)*causeway(?::[\w.-]+)?(?:@sha256:[a-f0-9]+)?$/;
 /** The official etcd images: quay.io/coreos/etcd and gcr.io/etcd-development/etcd, any tag. */
 const ETCD_IMAGE = /^(?:quay\.io\/coreos|gcr\.io\/etcd-development)\/etcd(?::[\w.-]+)?(?:@sha256:[a-f0-9]+)?$/;
+/** The official Prometheus images: prom/prometheus (Docker Hub) and quay.io/prometheus/prometheus, any tag. */
+const PROMETHEUS_IMAGE = /^(?:(?:docker\.io\/)?prom|quay\.io\/prometheus)\/prometheus(?::[\w.-]+)?(?:@sha256:[a-f0-9]+)?$/;
 
-export const SupportedImages = ['causeway[:TAG] (any registry path ending in /causeway)', 'quay.io/coreos/etcd:TAG', 'gcr.io/etcd-development/etcd:TAG'] as const;
+export const SupportedImages = ['causeway[:TAG] (any registry path ending in /causeway)', 'quay.io/coreos/etcd:TAG', 'gcr.io/etcd-development/etcd:TAG', 'prom/prometheus:TAG', 'quay.io/prometheus/prometheus:TAG'] as const;
 
 function which(program: string, override: string | undefined): string {
   if (override) return override;
@@ -62,6 +64,19 @@ export function imageMappingFor(image: string): ImageMapping | undefined {
       command: ['/usr/local/bin/etcd'],
       programs: { etcd: `exec ${shellQuote(etcd)} "$@"`, etcdctl: `ETCDCTL_API=\${ETCDCTL_API:-3} exec ${shellQuote(etcdctl)} "$@"` },
       paths: { '/usr/local/bin/etcd': 'etcd', '/usr/local/bin/etcdctl': 'etcdctl' },
+    };
+  }
+  if (PROMETHEUS_IMAGE.test(image)) {
+    const prometheus = which('prometheus', process.env.CAUSEWAY_PROMETHEUS_BIN);
+    const promtool = which('promtool', process.env.CAUSEWAY_PROMTOOL_BIN);
+    // The image's ENTRYPOINT and CMD, paths included: a compose file written for the image
+    // runs unchanged (a volume at /prometheus and a config under /etc/prometheus).
+    return {
+      kind: 'prometheus',
+      entrypoint: ['/bin/prometheus'],
+      command: ['--config.file=/etc/prometheus/prometheus.yml', '--storage.tsdb.path=/prometheus'],
+      programs: { prometheus: `exec ${shellQuote(prometheus)} "$@"`, promtool: `exec ${shellQuote(promtool)} "$@"` },
+      paths: { '/bin/prometheus': 'prometheus', '/bin/promtool': 'promtool' },
     };
   }
   return undefined;
