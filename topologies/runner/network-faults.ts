@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { logger } from '../../mesh/index.js';
 import type { ComposeProject } from './compose-file.js';
 import { TopologyErrorCodes, TopologyRuntimeError } from './errors.js';
 import { systemProgram, type FaultLayout, type FaultNamespace, type FaultNamespaces } from './fault-namespaces.js';
@@ -16,6 +17,8 @@ export type NetworkFault =
 
 /** What a `heal` step removes: one partition, the delay and loss on one service, or every fault. */
 export type FaultHeal = { readonly between: readonly [string, string] } | { readonly on: string } | 'all';
+
+const log = logger('topology-faults');
 
 /** One side of a partition: the addresses it holds and the namespaces that hold them. */
 interface PartitionSide {
@@ -53,14 +56,20 @@ export class NamespaceFaults {
 
   /** Injects a fault; returns a line for the scenario report. */
   async inject(fault: NetworkFault): Promise<string> {
+    let detail: string;
     switch (fault.kind) {
       case 'partition':
-        return this.#partition(fault.between);
+        detail = await this.#partition(fault.between);
+        break;
       case 'loss':
-        return this.#loss(fault.on, fault.percent);
+        detail = await this.#loss(fault.on, fault.percent);
+        break;
       case 'delay':
-        return this.#delay(fault.on, fault.ms, fault.jitterMs);
+        detail = await this.#delay(fault.on, fault.ms, fault.jitterMs);
+        break;
     }
+    log.debug({ project: this.#project.name, fault, detail }, 'network fault injected');
+    return detail;
   }
 
   /** Removes what earlier faults added; fails when the heal names nothing that is in force. */
@@ -83,6 +92,7 @@ export class NamespaceFaults {
       this.#active.delete(key);
       healed.push(fault.description);
     }
+    log.debug({ project: this.#project.name, healed }, 'network faults healed');
     return healed.length === 0 ? 'no fault was in force' : `healed: ${healed.join('; ')}`;
   }
 
