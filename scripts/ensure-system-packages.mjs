@@ -14,8 +14,9 @@ const NEEDS = {
   // the real server a topology's prom/prometheus service runs (chained-gateways' alert test).
   test: {
     etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', 'docker-compose': 'docker-compose', ip: 'iproute2', 'systemd-analyze': 'systemd', setpriv: 'util-linux',
-    // nft and tc: the topology runner's fault steps (partition, loss, delay) inside its namespaces.
-    nft: 'nftables', tc: 'iproute2',
+    // nft and tc: the topology runner's fault steps (partition, loss, delay) inside its
+    // namespaces; nsenter: the same steps under Docker, entering a container's namespace.
+    nft: 'nftables', tc: 'iproute2', nsenter: 'util-linux',
     dockerd: 'docker.io', debootstrap: 'debootstrap', keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless',
     promtool: 'prometheus', prometheus: 'prometheus',
   },

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CHECKOUT_ROOT, loadComposeFile, TOPOLOGIES_DIR } from '../../topologies/index.js';
 import { DOCKER_CLIENT, removeStaleEngines, startDockerEngine, type DockerEngine } from '../../testkit/docker-engine.js';
+import { FAULT_STEPS_REPORT, FAULT_STEPS_SCENARIO } from '../../testkit/fault-steps-scenario.js';
 import { assertRoot } from '../../testkit/root.js';
 
 const CLI = join(CHECKOUT_ROOT, 'bin', 'causeway.js');
@@ -196,18 +197,13 @@ async function scenarioPassesUnderDocker(t: ExecutionContext, topology: string, 
   t.regex(result.stdout, new RegExp(`^${options.steps} passed, 0 failed, 0 skipped$`, 'm'));
   for (const line of options.lines ?? []) t.regex(result.stdout, line);
   // down -v took everything of the project with it.
-  for (const what of [['ps', '-aq'], ['network', 'ls', '-q'], ['volume', 'ls', '-q']]) {
-    const left = docker.docker([...what, '--filter', `label=com.docker.compose.project=${project}`]);
-    t.is(left.stdout.trim(), '', `${what.join(' ')} after the run`);
-  }
+  assertProjectRemoved(t, docker, project);
 }
 
-test.serial('a failed step under Docker: the same report (FAIL, then skip), exit 1, and down -v still removes everything', async (t) => {
-  const docker = await imagesOrFail(t);
-  if (!docker) return;
+/** The two-service topology of the netns tier's tiny tests, with a named volume; its default network takes a subnet from the engine's own pool (a free 10.x block). */
+function tinyTopology(t: ExecutionContext, scenario: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'cw-docker-tiny-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  // Its default network takes a subnet from the engine's own pool (a free 10.x block).
   writeFileSync(
     join(dir, 'compose.yaml'),
     `services:
@@ -225,8 +221,22 @@ volumes:
   scratch: {}
 `,
   );
-  writeFileSync(
-    join(dir, 'scenario.yaml'),
+  writeFileSync(join(dir, 'scenario.yaml'), scenario);
+  return dir;
+}
+
+function assertProjectRemoved(t: ExecutionContext, docker: DockerEngine, project: string): void {
+  for (const what of [['ps', '-aq'], ['network', 'ls', '-q'], ['volume', 'ls', '-q']]) {
+    const left = docker.docker([...what, '--filter', `label=com.docker.compose.project=${project}`]);
+    t.is(left.stdout.trim(), '', `${what.join(' ')} after the run`);
+  }
+}
+
+test.serial('a failed step under Docker: the same report (FAIL, then skip), exit 1, and down -v still removes everything', async (t) => {
+  const docker = await imagesOrFail(t);
+  if (!docker) return;
+  const dir = tinyTopology(
+    t,
     `steps:
   - call: { from: client, url: "http://web:8080/", requests: 3, minSuccesses: 3, expect: { version: v3 } }
   - name: wrong cluster on purpose
@@ -242,10 +252,25 @@ volumes:
   t.regex(result.stdout, /skip\s+3\./);
   t.regex(result.stdout, /^1 passed, 1 failed, 1 skipped$/m);
   t.regex(result.stderr, /CW_TOPOLOGY_SCENARIO_FAILED/);
-  for (const what of [['ps', '-aq'], ['network', 'ls', '-q'], ['volume', 'ls', '-q']]) {
-    const left = docker.docker([...what, '--filter', `label=com.docker.compose.project=${project}`]);
-    t.is(left.stdout.trim(), '', `${what.join(' ')} after the failed run`);
-  }
+  assertProjectRemoved(t, docker, project);
+});
+
+// The netns tier's fault steps, unchanged: the runner (root) enters each container's
+// network namespace from the host with nsenter and loads the rules with the host's nft.
+test.serial("fault steps under Docker: partition and loss drop packets silently inside the containers' namespaces, heal removes exactly them", async (t) => {
+  const docker = await imagesOrFail(t);
+  if (!docker) return;
+  const dir = tinyTopology(t, FAULT_STEPS_SCENARIO);
+  const project = `faults${randomBytes(3).toString('hex')}`;
+  const result = await run([process.execPath, CLI, 'topology', 'test', dir, '--engine', 'docker', '-p', project], docker.env, 5 * 60_000);
+  timings.push(`fault steps in ${result.ms} ms`);
+  t.log(result.stdout.slice(result.stdout.indexOf('scenario:')).trimEnd());
+  t.is(result.code, 0, `${tail(result.stdout, 80)}\n${tail(result.stderr)}`);
+  for (const line of FAULT_STEPS_REPORT) t.regex(result.stdout, line);
+  // Nothing of the faults is left in the host's own ruleset.
+  const hostTables = spawnSync('/usr/sbin/nft', ['list', 'tables'], { encoding: 'utf8' }).stdout;
+  t.notRegex(hostTables, /causeway_(partition|loss)/);
+  assertProjectRemoved(t, docker, project);
 });
 
 test.serial("two-clusters under Docker: east calls a service only in west through west's gateway, with its SPIFFE ID", (t) =>

@@ -1,7 +1,12 @@
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { logger } from '../../mesh/index.js';
 import type { ComposeProject } from './compose-file.js';
+import { ContainerNamespaces } from './container-namespaces.js';
 import { TopologyErrorCodes, TopologyRuntimeError } from './errors.js';
-import type { FaultHeal, NetworkFault } from './network-faults.js';
+import { NamespaceFaults, type FaultHeal, type NetworkFault } from './network-faults.js';
 import type { RunningTopology } from './running-topology.js';
 import { runCaptured, type ExecResult } from './service-process.js';
 
@@ -14,6 +19,8 @@ interface ContainerState {
   readonly exitCode: number;
   /** `starting`, `healthy`, `unhealthy`, or '' without a healthcheck. */
   readonly health: string;
+  /** Its main process on the engine's host while it runs, else 0. */
+  readonly pid: number;
 }
 
 /** Runs a program to its end (or until `timeoutMs`, then SIGKILL), collecting its output. */
@@ -37,9 +44,14 @@ export class DockerComposeRun implements RunningTopology {
   /** The image's own CLI (its ENTRYPOINT), on the PATH of every causeway service. */
   readonly cliArgv: readonly string[] = ['causeway'];
   #downing: Promise<string[]> | undefined;
+  readonly #faults: NamespaceFaults;
+  /** Where the fault steps' rule sets are written before they are loaded; removed at `down`. */
+  readonly #faultDir: string;
 
   private constructor(project: ComposeProject) {
     this.project = project;
+    this.#faultDir = join(tmpdir(), `causeway-faults-${project.name}-${randomBytes(3).toString('hex')}`);
+    this.#faults = new NamespaceFaults(project, new ContainerNamespaces(project, this), this.#faultDir);
   }
 
   /**
@@ -90,14 +102,14 @@ export class DockerComposeRun implements RunningTopology {
     const ids = await runProgram(['docker', 'ps', '-aq', '--filter', `label=com.docker.compose.project=${this.project.name}`], { timeoutMs: 30_000 });
     const list = ids.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
     if (list.length === 0) return [];
-    const format = '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{.State.ExitCode}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}';
+    const format = '{{index .Config.Labels "com.docker.compose.service"}}|{{.State.Status}}|{{.State.ExitCode}}|{{if .State.Health}}{{.State.Health.Status}}{{end}}|{{.State.Pid}}';
     const inspect = await runProgram(['docker', 'inspect', '--format', format, ...list], { timeoutMs: 30_000 });
     return inspect.stdout
       .split('\n')
       .filter((l) => l.includes('|'))
       .map((line) => {
-        const [service = '', status = '', exitCode = '0', health = ''] = line.split('|');
-        return { service, status, exitCode: Number(exitCode), health };
+        const [service = '', status = '', exitCode = '0', health = '', pid = '0'] = line.split('|');
+        return { service, status, exitCode: Number(exitCode), health, pid: Number(pid) || 0 };
       });
   }
 
@@ -130,22 +142,35 @@ export class DockerComposeRun implements RunningTopology {
     }
   }
 
-  /**
-   * Refused, not skipped: a fault changes packet filters inside a container's network
-   * namespace, which needs nft or tc in the image (the causeway image, node:24-slim, has
-   * neither) and NET_ADMIN (compose files here grant none).
-   */
-  injectFault(fault: NetworkFault): Promise<string> {
-    return Promise.reject(
-      new TopologyRuntimeError(
-        TopologyErrorCodes.faultUnsupported,
-        `${fault.kind}: not supported under Docker: the causeway image has no nft or tc and its containers no NET_ADMIN; run this scenario with --engine netns (topologies/README.md "Network faults")`,
-      ),
-    );
+  /** The project's networks by compose name, with the IPv4 subnet the engine gave each (from its IPAM configuration). */
+  async networkSubnets(): Promise<{ name: string; subnet: string }[]> {
+    const ids = await runProgram(['docker', 'network', 'ls', '-q', '--filter', `label=com.docker.compose.project=${this.project.name}`], { timeoutMs: 30_000 });
+    const list = ids.stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+    if (list.length === 0) return [];
+    const format = '{{index .Labels "com.docker.compose.network"}}|{{range .IPAM.Config}}{{.Subnet}} {{end}}';
+    const inspect = await runProgram(['docker', 'network', 'inspect', '--format', format, ...list], { timeoutMs: 30_000 });
+    if (inspect.exitCode !== 0) throw new TopologyRuntimeError(TopologyErrorCodes.network, `docker network inspect failed: ${inspect.stderr.trim().slice(-300)}`);
+    return inspect.stdout
+      .split('\n')
+      .filter((l) => l.includes('|'))
+      .flatMap((line) => {
+        const [name = '', subnets = ''] = line.split('|');
+        const subnet = subnets.split(' ').find((s) => /^\d+\.\d+\.\d+\.\d+\/\d+$/.test(s));
+        return name && subnet ? [{ name, subnet }] : [];
+      });
   }
 
-  healFaults(_what: FaultHeal): Promise<string> {
-    return Promise.reject(new TopologyRuntimeError(TopologyErrorCodes.faultUnsupported, 'heal: not supported under Docker: no fault can be injected there (topologies/README.md "Network faults")'));
+  /**
+   * nftables and tc inside the containers' network namespaces, entered from the host
+   * (topologies/README.md "Network faults"): needs root and the engine on this host.
+   */
+  injectFault(fault: NetworkFault): Promise<string> {
+    if (this.#downing) return Promise.reject(new TopologyRuntimeError(TopologyErrorCodes.notUp, `topology "${this.project.name}" is being torn down`));
+    return this.#faults.inject(fault);
+  }
+
+  healFaults(what: FaultHeal): Promise<string> {
+    return this.#faults.heal(what);
   }
 
   async logsOf(service: string): Promise<string> {
@@ -158,6 +183,7 @@ export class DockerComposeRun implements RunningTopology {
   down(): Promise<string[]> {
     this.#downing ??= (async () => {
       const problems: string[] = [];
+      rmSync(this.#faultDir, { recursive: true, force: true });
       const result = await this.compose(['down', '-v', '--remove-orphans', '--timeout', '10'], { timeoutMs: 180_000 });
       if (result.exitCode !== 0) problems.push(`docker-compose down exited ${result.exitCode}: ${result.stderr.trim().slice(-300)}`);
       const label = `label=com.docker.compose.project=${this.project.name}`;

@@ -10,6 +10,7 @@ import type { ComposeProject, ServiceSpec } from './compose-file.js';
 import { TopologyErrorCodes, TopologyFileError, TopologyNeedsRootError, TopologyRuntimeError } from './errors.js';
 import { CHECKOUT_ROOT, argvFor, checkImages, imageMappingFor, writeProgramScripts } from './image-map.js';
 import type { RunningTopology } from './running-topology.js';
+import { PlannedNamespaces } from './fault-namespaces.js';
 import { NamespaceFaults, type FaultHeal, type NetworkFault } from './network-faults.js';
 import { createNetworks, destroyNamespaces, isAlive } from './network-namespaces.js';
 import { readRunState, removeRunState, writeRunState, type RunState } from './run-state.js';
@@ -81,7 +82,7 @@ export class TopologyRun implements RunningTopology {
     this.project = project;
     this.plan = plan;
     this.runDir = runDir;
-    this.#faults = new NamespaceFaults(project, plan, runDir);
+    this.#faults = new NamespaceFaults(project, new PlannedNamespaces(plan), join(runDir, 'faults'));
     this.changes.setMaxListeners(0);
     for (const spec of project.services.values()) {
       this.services.set(spec.name, { spec, status: 'created', health: spec.healthcheck ? 'starting' : 'none', consecutiveFailures: 0, generation: 0 });
