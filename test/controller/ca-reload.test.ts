@@ -12,6 +12,7 @@ import {
   createIntermediateCa,
   createRootCa,
   mintJoinToken,
+  privateKeyPem,
   verifyCertificateChain,
   writeIntermediateCa,
   type RootCa,
@@ -115,6 +116,11 @@ test('a running controller follows its caDir through a root rotation and refuses
   await waitFor(async () => (await reloads(controller, 'refused')) === 1, { timeoutMs: 20_000, what: 'the mismatched pair refused' });
   t.true(chainsTo((await workload.renewNow()).certChainPem, oldRoot), 'still issued from the old intermediate');
   t.false(chainsTo(workload.current()!.certChainPem, newRoot));
+
+  // New key and certificate, but the old chain still there: refused too (it would verify one intermediate and sign with another).
+  await writeFile(join(caDir, CaFiles.caKey), privateKeyPem(newCa.privateKey));
+  await waitFor(async () => (await reloads(controller, 'refused')) === 2, { timeoutMs: 20_000, what: 'the old chain beside the new pair refused' });
+  t.true(chainsTo((await workload.renewNow()).certChainPem, oldRoot), 'still issued from the old intermediate');
 
   // (3) The whole new intermediate: the signer and the controller's own certificate move to the new root.
   await writeIntermediateCa(newCa, caDir);
