@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { connect } from 'node:tls';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import {
   privateKeyPem,
   verifyCertificateChain,
   writeIntermediateCa,
+  type IntermediateCa,
   type RootCa,
 } from '../../ca/index.js';
 import { Controller } from '../../controller/index.js';
@@ -48,23 +49,16 @@ const chainsTo = (chainPem: string, root: RootCa): boolean => {
   }
 };
 
-/**
- * The whole rotation against one running controller, only by writing its caDir: the bundle
- * (both roots), a half-copied intermediate (refused, the old one keeps signing), the new
- * intermediate, then the new root alone. Real etcd, real files, real TLS; no restart.
- */
-test('a running controller follows its caDir through a root rotation and refuses a half-written intermediate', async (t) => {
+/** A controller on a real etcd whose intermediate is `caDir` on disk (written first), watched with short delays. */
+async function controllerOnCaDir(t: ExecutionContext, ca: IntermediateCa): Promise<{ controller: Controller; caDir: string; dir: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'cw-ca-reload-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const caDir = join(dir, 'east');
-  const oldRoot = await createRootCa({ trustDomain: TD });
-  const oldCa = await createIntermediateCa(oldRoot, { cluster: 'east' });
-  await writeIntermediateCa(oldCa, caDir);
-
-  const etcd = await startEtcd({ name: 'east' });
+  const caDir = join(dir, ca.cluster);
+  await writeIntermediateCa(ca, caDir);
+  const etcd = await startEtcd({ name: ca.cluster });
   t.teardown(() => etcd.destroy());
   const config = parseConfig('cluster', {
-    cluster: { name: 'east', locality: { region: 'eu', zone: 'eu-1' } },
+    cluster: { name: ca.cluster, locality: { region: 'eu', zone: 'eu-1' } },
     trustDomain: TD,
     etcd: { endpoints: etcd.endpoints },
     controller: { host: '127.0.0.1', grpcPort: 0, caDir, pushDebounceMs: 20 },
@@ -73,6 +67,18 @@ test('a running controller follows its caDir through a root rotation and refuses
   const controller = new Controller({ config, caReload: { settleMs: 100, pollIntervalMs: 500 } });
   t.teardown(() => controller.stop());
   await controller.start();
+  return { controller, caDir, dir };
+}
+
+/**
+ * The whole rotation against one running controller, only by writing its caDir: the bundle
+ * (both roots), a half-copied intermediate (refused, the old one keeps signing), the new
+ * intermediate, then the new root alone. Real etcd, real files, real TLS; no restart.
+ */
+test('a running controller follows its caDir through a root rotation and refuses a half-written intermediate', async (t) => {
+  const oldRoot = await createRootCa({ trustDomain: TD });
+  const oldCa = await createIntermediateCa(oldRoot, { cluster: 'east' });
+  const { controller, caDir, dir } = await controllerOnCaDir(t, oldCa);
   const endpoint = { address: `127.0.0.1:${controller.grpcPort}`, trustBundlePem: oldRoot.certificatePem };
 
   const workload = new WorkloadCertificateClient({ endpoint, spiffeId: reviews, joinToken: mintJoinToken(oldCa, { spiffeId: reviews }), stateDir: join(dir, 'reviews') });
@@ -155,24 +161,9 @@ test('a running controller follows its caDir through a root rotation and refuses
 });
 
 test('a caDir for another cluster is refused and the running intermediate keeps signing', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'cw-ca-reload-'));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const caDir = join(dir, 'east');
   const root = await createRootCa({ trustDomain: TD });
   const eastCa = await createIntermediateCa(root, { cluster: 'east' });
-  await writeIntermediateCa(eastCa, caDir);
-  const etcd = await startEtcd({ name: 'east' });
-  t.teardown(() => etcd.destroy());
-  const config = parseConfig('cluster', {
-    cluster: { name: 'east', locality: { region: 'eu', zone: 'eu-1' } },
-    trustDomain: TD,
-    etcd: { endpoints: etcd.endpoints },
-    controller: { host: '127.0.0.1', grpcPort: 0, caDir },
-    observability: { host: '127.0.0.1', readyPort: 0, metricsPort: 0 },
-  });
-  const controller = new Controller({ config, caReload: { settleMs: 100, pollIntervalMs: 500 } });
-  t.teardown(() => controller.stop());
-  await controller.start();
+  const { controller, caDir } = await controllerOnCaDir(t, eastCa);
 
   await writeIntermediateCa(await createIntermediateCa(root, { cluster: 'west' }), caDir);
   await waitFor(async () => (await reloads(controller, 'refused')) >= 1, { timeoutMs: 20_000, what: "west's intermediate refused" });
