@@ -14,8 +14,8 @@ export interface CaDirectoryWatchOptions {
   readonly current: IntermediateCa;
   /** Installs a new intermediate (new serving certificate, signer, snapshots); a rejection counts as a refused reload. */
   readonly install: (ca: IntermediateCa) => Promise<void>;
-  /** Called once per reload attempt: `ok`, or `refused` with the reason. */
-  readonly onResult: (result: 'ok' | 'refused', ca: IntermediateCa) => void;
+  /** Called once per reload attempt (the reason of a refusal is logged). */
+  readonly onResult: (result: 'ok' | 'refused') => void;
   readonly log: Logger;
   /** Quiet time after the last file event before the directory is read (files are copied one by one). Default 500 ms. */
   readonly settleMs?: number;
@@ -114,7 +114,7 @@ export class CaDirectoryWatch {
     } catch (error) {
       const failure = error as Error & { code?: string };
       log.error({ code: failure.code, dir, err: failure.message }, 'caDir changed but cannot be used; the intermediate in effect keeps signing until the directory is fixed');
-      this.#options.onResult('refused', before);
+      this.#options.onResult('refused');
       return;
     }
     this.#current = next;
@@ -122,7 +122,7 @@ export class CaDirectoryWatch {
       { dir, intermediate: next.certificate.fingerprint256, issuer: next.certificate.issuer.replace(/\n/g, ', '), notAfter: new Date(next.certificate.validTo).toISOString(), roots: splitCertificates(next.trustBundlePem).length },
       'caDir reloaded: new certificates are issued from it, and its trust bundle is served',
     );
-    this.#options.onResult('ok', next);
+    this.#options.onResult('ok');
   }
 
   /** A digest of the watched files' bytes (a missing file counts as its error code). */
