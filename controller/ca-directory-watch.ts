@@ -53,8 +53,9 @@ export class CaDirectoryWatch {
     return this.#current;
   }
 
+  /** Starts watching; the directory is read once at once, so a change since `current` was loaded is not missed. */
   async start(): Promise<void> {
-    this.#lastDigest = await this.#digest();
+    await this.check();
     this.#arm();
     this.#pollTimer = setInterval(() => {
       this.#arm();
@@ -65,7 +66,7 @@ export class CaDirectoryWatch {
 
   /** Reads the directory now (after any check in progress); resolves when it has been installed or refused. */
   check(): Promise<void> {
-    this.#running = this.#running.then(() => this.#check());
+    this.#running = this.#running.then(() => this.#check()).catch((error: Error) => this.#options.log.error({ err: error.message, dir: this.#options.dir }, 'reading caDir failed; trying again at the next change'));
     return this.#running;
   }
 
@@ -110,6 +111,8 @@ export class CaDirectoryWatch {
       if (next.trustDomain !== before.trustDomain || next.cluster !== before.cluster) {
         throw new CaError(CaErrorCodes.caInvalid, `${join(dir, CaFiles.caCert)} is for cluster ${next.cluster} in trust domain ${next.trustDomain}, but this controller signs for cluster ${before.cluster} in ${before.trustDomain}; write that cluster's intermediate (causeway ca intermediate --cluster ${before.cluster})`);
       }
+      // Its bytes changed but not what they say (e.g. the first read, or the same files copied again).
+      if (sameIntermediate(next, before)) return;
       await this.#options.install(next);
     } catch (error) {
       const failure = error as Error & { code?: string };
@@ -134,4 +137,8 @@ export class CaDirectoryWatch {
     }
     return hash.digest('hex');
   }
+}
+
+function sameIntermediate(a: IntermediateCa, b: IntermediateCa): boolean {
+  return a.certificate.fingerprint256 === b.certificate.fingerprint256 && a.certChainPem === b.certChainPem && a.trustBundlePem === b.trustBundlePem;
 }
