@@ -7,7 +7,7 @@ import { parseAndVerifyCsr } from './csr.js';
 import { CaError, CaErrorCodes } from './errors.js';
 import { encodePkcs12, generatePkcs12Password } from './pkcs12.js';
 import { DEFAULT_KEY_TYPE, generatePrivateKey, isRsa, loadPrivateKey, privateKeyPem, signatureSchemeFor, type KeyType } from './keys.js';
-import { pemEncode } from './pem.js';
+import { pemEncode, splitCertificates } from './pem.js';
 import { buildTrustBundle, trustDomainOfCa, verifyCaChain } from './trust-bundle.js';
 
 export const DAY_SECONDS = 86_400;
@@ -360,6 +360,11 @@ export async function loadIntermediateCa(dir: string): Promise<IntermediateCa> {
   const privateKey = loadPrivateKey(await readText(dir, CaFiles.caKey, 'intermediate key'), 'intermediate key');
   const certChainPem = await readText(dir, CaFiles.certChain, 'certificate chain');
   const trustBundlePem = buildTrustBundle([await readText(dir, CaFiles.trustBundle, 'trust bundle')]);
+  // Files of two different runs (a copy caught half-way) would verify one intermediate and sign with another.
+  const chainHead = splitCertificates(certChainPem, join(dir, CaFiles.certChain))[0];
+  if (!chainHead || new X509Certificate(chainHead).fingerprint256 !== new X509Certificate(certificatePem).fingerprint256) {
+    throw new CaError(CaErrorCodes.caInvalid, `${join(dir, CaFiles.certChain)} does not start with ${join(dir, CaFiles.caCert)}; keep the files of one \`causeway ca intermediate\` run together`);
+  }
   try {
     verifyCaChain(certChainPem, trustBundlePem);
   } catch (error) {

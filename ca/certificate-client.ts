@@ -110,6 +110,13 @@ export interface WorkloadCertificateClientOptions {
   readonly keyType?: KeyType;
   /** Requested validity; 0 = the signer's default (24 h). */
   readonly ttlSeconds?: number;
+  /**
+   * More roots to verify the signing service with, besides the bundle of the last
+   * certificate: the roots a sidecar's controller announced in its snapshots. During a
+   * root rotation the controller may serve a new-root certificate before this workload
+   * has renewed into the new bundle; without these, that renewal would fail.
+   */
+  readonly additionalRoots?: () => readonly string[];
   /** Renew at this fraction of the lifetime (default 0.5)… */
   readonly renewAtFraction?: number;
   /** …± this fraction, at random, so a fleet started together does not renew together (default 0.1). */
@@ -202,7 +209,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
     const request = { csr, validitySeconds: this.#options.ttlSeconds ?? 0 };
     const current = this.#currentCertificate;
     // Once we hold a certificate, the signer's latest bundle (not the bootstrap one) says whom to trust: it is how a root rotation reaches us.
-    const endpoint = current ? { ...this.#endpoint, trustBundlePem: current.trustBundlePem } : this.#endpoint;
+    const endpoint = current ? { ...this.#endpoint, trustBundlePem: buildTrustBundle([current.trustBundlePem, ...(this.#options.additionalRoots?.() ?? [])]) } : this.#endpoint;
     let response: CreateCertificateResponse | undefined;
     // Renew with the current certificate while it is valid; fall back to a token if the signer no longer accepts it.
     if (current && current.notAfter.getTime() - Date.now() > 1000) {

@@ -30,6 +30,7 @@ import { ExportPublisher, gatewayAddresses } from './export-publisher.js';
 import { ExportStoreView } from './export-store-view.js';
 import { DEFAULT_HEALTH_CHECKS, HealthChecker, type HealthCheckSettings } from './health-checker.js';
 import { ControllerMetrics } from './metrics.js';
+import { CaDirectoryWatch } from './ca-directory-watch.js';
 import { discoveryService, registrationService, type TlsIdentity } from '../api-client/index.js';
 import { RegistrationService } from './registration-service.js';
 import { SnapshotBuilder } from './snapshot-builder.js';
@@ -80,6 +81,12 @@ export interface ControllerOptions {
   readonly federation?: boolean;
   /** More components to run in-process, their readiness folded into the controller's. */
   readonly components?: ReadonlyArray<HostedComponent>;
+  /**
+   * How `config.controller.caDir` is watched for a new intermediate or trust bundle
+   * (root rotation without a restart). Default: file events, settled for 500 ms, and a
+   * re-read every 5 s.
+   */
+  readonly caReload?: { readonly settleMs?: number; readonly pollIntervalMs?: number };
 }
 
 /** Something the controller runs alongside itself, e.g. the federation's links. */
@@ -122,6 +129,7 @@ export class Controller {
   #record: ClusterRecord | undefined;
   #observability: ObservabilityServer | undefined;
   #intermediate: IntermediateCa | undefined;
+  #caWatch: CaDirectoryWatch | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
   #boundPort = 0;
   #serving = false;
@@ -288,8 +296,8 @@ export class Controller {
     server.addService(registrationService, registration.implementation());
     server.addService(discoveryService, discovery.implementation());
     if (this.#intermediate && (this.#options.hostCa ?? true)) {
-      const intermediate = this.#intermediate;
-      signer = addCertificateService(server, { ca: intermediate, registry: this.registry, logger: logger('controller-ca') });
+      // A function: a reloaded caDir signs the next request (root rotation).
+      signer = addCertificateService(server, { ca: () => this.#intermediate!, registry: this.registry, logger: logger('controller-ca') });
     }
     await this.#options.addServices?.(server, { intermediate: this.#intermediate, registry: this.registry });
     this.#credentials = createCertificateServiceCredentials(material(tls));
@@ -322,6 +330,7 @@ export class Controller {
     await this.#heartbeat.start();
     if (this.#options.healthChecks?.enabled) checker.start();
     for (const c of this.#hosted) await c.start();
+    await this.#watchCaDirectory();
     this.#log.info({ grpcPort: this.#boundPort, identity: controllerIdentity(td), cluster: config.cluster.name, dnsPort: this.#dns?.port }, 'controller serving');
   }
 
@@ -419,20 +428,54 @@ export class Controller {
     const delay = SERVER_CERT_TTL_SECONDS * 500 * (0.9 + Math.random() * 0.2);
     clearTimeout(this.#renewTimer);
     this.#renewTimer = setTimeout(() => {
-      this.#issueServingCertificate().then(
-        (next) => {
-          this.#credentials?.update(material(next));
-          // The bundle travels in snapshots: a rotated root reaches every node.
-          this.builder?.invalidateAll();
-          this.#discovery?.schedulePush();
-          this.#log.info('serving certificate renewed');
-        },
+      this.#renewServingCertificate().then(
+        () => this.#log.info('serving certificate renewed'),
         (error: Error) => this.#log.error({ err: error.message }, 'serving certificate renewal failed'),
       );
     }, delay);
     this.#renewTimer.unref();
     this.#credentialsTls = tls;
     return tls;
+  }
+
+  /** A new serving certificate from the intermediate in effect, served to new handshakes, its bundle pushed to every node. */
+  async #renewServingCertificate(): Promise<void> {
+    const next = await this.#issueServingCertificate();
+    this.#credentials?.update(material(next));
+    this.metrics.trustBundleRoots.set(splitPem(String(next.trustBundle)).length);
+    // The bundle travels in snapshots: a rotated root reaches every node.
+    this.builder?.invalidateAll();
+    this.#discovery?.schedulePush();
+  }
+
+  /**
+   * With the intermediate from `controller.caDir`: a new intermediate or bundle written
+   * there is checked and installed while the controller runs — the signer issues from
+   * it, the controller's own certificate is re-issued from it, and the bundle goes to
+   * every node (ca/README.md "Root rotation without downtime").
+   */
+  async #watchCaDirectory(): Promise<void> {
+    const dir = this.#config.controller.caDir;
+    this.metrics.trustBundleRoots.set(splitPem(String(this.#credentialsTls?.trustBundle ?? '')).length);
+    if (this.#options.tls || this.#options.intermediate || !dir || !this.#intermediate) return;
+    this.#caWatch = new CaDirectoryWatch({
+      dir,
+      current: this.#intermediate,
+      log: logger('controller-ca-dir'),
+      ...this.#options.caReload,
+      install: async (ca) => {
+        const before = this.#intermediate;
+        this.#intermediate = ca;
+        try {
+          await this.#renewServingCertificate();
+        } catch (error) {
+          this.#intermediate = before;
+          throw error;
+        }
+      },
+      onResult: (result) => this.metrics.caReloads.inc({ result }),
+    });
+    await this.#caWatch.start();
   }
 
   /**
@@ -448,6 +491,7 @@ export class Controller {
     this.#stopped = true;
     this.#serving = false;
     clearTimeout(this.#renewTimer);
+    this.#caWatch?.close();
     this.#discovery?.close();
     if (this.#server) {
       const server = this.#server;

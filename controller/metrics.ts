@@ -18,6 +18,8 @@ export class ControllerMetrics {
   readonly healthChecks: Counter<'result'>;
   readonly dnsQueries: Counter<'rcode'>;
   readonly exportedHealthyEndpoints: Gauge<'namespace' | 'service'>;
+  readonly caReloads: Counter<'result'>;
+  readonly trustBundleRoots: Gauge;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -47,5 +49,8 @@ export class ControllerMetrics {
       labelNames: ['namespace', 'service'],
       registers,
     });
+    this.caReloads = new Counter({ name: 'causeway_controller_ca_reloads_total', help: 'Changes of controller.caDir seen while running: ok (installed) or refused (the intermediate in effect kept signing)', labelNames: ['result'], registers });
+    for (const result of ['ok', 'refused']) this.caReloads.inc({ result }, 0);
+    this.trustBundleRoots = new Gauge({ name: 'causeway_controller_trust_bundle_roots', help: 'Roots in the trust bundle the controller serves (2 during a root rotation)', registers });
   }
 }

@@ -166,6 +166,8 @@ export function certificatePart(config: SidecarConfig, identity: WorkloadIdentit
         stateDir: config.stateDir,
         ...(config.sidecar.pkcs12 ? { pkcs12: config.sidecar.pkcs12 } : {}),
         ttlSeconds: config.sidecar.certificateTtlSeconds,
+        // The controller's snapshots announce a new root before our next renewal brings it.
+        additionalRoots: () => identity.trustBundle(),
         logger: log,
       });
       client.on('certificate', (cert) => {

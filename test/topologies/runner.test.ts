@@ -168,6 +168,19 @@ rootTest('three-regions-failover, silent partition: west\'s gateway cut off the 
     lines: [/zero failed requests while west's gateway was cut off .* 0 failed/, /2 s into the partition, only south serves .* 20\/20 ok/, /traffic comes back to west/],
   }));
 
+rootTest('two-clusters, root rotation: under load east→west and inside west, a new root replaces the old one without a restart — zero failed requests, only the new root served and trusted', (t) =>
+  scenarioPasses(t, 'two-clusters', {
+    minutes: 8,
+    steps: 33,
+    scenario: 'root-rotation.scenario.yaml',
+    lines: [
+      /zero failed cross-cluster requests through the rotation, every answer from west .* 0 failed/,
+      /zero failed in-cluster requests through the rotation .* 0 failed/,
+      /reviews refuses a handshake with an old-root certificate .* exit 1/,
+      /productpage's certificate does not chain to the old root .* exit 1/,
+    ],
+  }));
+
 // The fault steps on a two-service topology (the same steps as the Docker tier's): a
 // partition and 100 % loss make the other side silent, heal brings it back, and nothing remains.
 rootTest('fault steps: partition and loss drop packets silently, heal removes exactly them', async (t) => {
