@@ -136,14 +136,16 @@ export async function readClusterStatus(store: EtcdStore, config: ClusterConfig,
   return { cluster, gateways: gatewayRows, links, generatedAt: new Date(now).toISOString() };
 }
 
-function age(ms: number | undefined): string {
+/** A duration for humans: 850ms, 12.3s, 7m; `-` when unknown. */
+export function formatAge(ms: number | undefined): string {
   if (ms === undefined) return '-';
   if (ms < 1000) return `${Math.round(ms)}ms`;
   if (ms < 120_000) return `${(ms / 1000).toFixed(1)}s`;
   return `${Math.round(ms / 60_000)}m`;
 }
 
-function table(rows: string[][]): string {
+/** Rows as aligned, two-space-indented columns (the first row is the header). */
+export function formatTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => `  ${r.map((c, i) => c.padEnd(widths[i]!)).join('  ')}`.trimEnd()).join('\n');
 }
@@ -154,21 +156,21 @@ export function renderClusterStatus(status: ClusterStatus): string {
   out.push(`cluster ${status.cluster.name}  locality ${status.cluster.locality}  network ${status.cluster.network}`);
   out.push('');
   out.push('gateways');
-  out.push(status.gateways.length === 0 ? '  (none registered)' : table([['ID', 'ADDRESS', 'LOCALITY'], ...status.gateways.map((g) => [g.id, `${g.address}:${g.port}`, g.locality])]));
+  out.push(status.gateways.length === 0 ? '  (none registered)' : formatTable([['ID', 'ADDRESS', 'LOCALITY'], ...status.gateways.map((g) => [g.id, `${g.address}:${g.port}`, g.locality])]));
   out.push('');
   out.push('links');
   if (status.links.length === 0) out.push('  (none configured)');
   else {
     out.push(
-      table([
+      formatTable([
         ['PEER', 'STATE', 'CONNECTED', 'HEARTBEAT', 'REVISION', 'LAG', 'IMPORTS', 'STALE', 'EXPIRED', 'CONFLICTS', 'INITIAL SYNC'],
         ...status.links.map((l) => [
           l.peer,
           l.state,
           l.connected === undefined ? '-' : l.connected ? 'yes' : 'no',
-          l.heartbeatAgeMs === undefined ? 'never' : `${age(l.heartbeatAgeMs)} ago`,
+          l.heartbeatAgeMs === undefined ? 'never' : `${formatAge(l.heartbeatAgeMs)} ago`,
           l.appliedRevision ?? '-',
-          age(l.syncLagMs),
+          formatAge(l.syncLagMs),
           String(l.imports),
           String(l.importsStale),
           String(l.importsExpired),

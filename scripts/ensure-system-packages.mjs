@@ -19,6 +19,8 @@ const NEEDS = {
     nft: 'nftables', tc: 'iproute2', nsenter: 'util-linux',
     dockerd: 'docker.io', debootstrap: 'debootstrap', keytool: 'openjdk-17-jdk-headless', javac: 'openjdk-17-jdk-headless',
     promtool: 'prometheus', prometheus: 'prometheus',
+    // chromium: the mesh view's browser test (test/ui/) drives it headless through puppeteer-core.
+    chromium: 'chromium',
   },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {

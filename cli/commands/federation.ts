@@ -183,8 +183,19 @@ export function registerFederationCommands(program: Command): void {
     .description('this cluster, its gateways and its federation links (state, heartbeat age, revision, lag, imports, conflicts) from its etcd')
     .option('-c, --config <file>', CONFIG_HELP, 'cluster.yaml')
     .option('--json', 'print JSON for machines')
-    .action(async (options: { config: string; json?: boolean }) => {
+    .option('--all', 'every cluster this one can see — its own and each linked peer — with links, services and their health (the model `causeway ui` shows)')
+    .option('--prometheus <url>', 'with --all: a Prometheus server scraping the sidecars, for request rate, 5xx ratio and p99 between clusters')
+    .action(async (options: { config: string; json?: boolean; all?: boolean; prometheus?: string }) => {
       const config = loadConfigFile('cluster', options.config);
+      if (options.prometheus !== undefined && !options.all) throw new UsageError('--prometheus goes with --all');
+      if (options.all) {
+        const { readMeshCatalog, renderMeshStatus, PrometheusTraffic, NO_TRAFFIC } = await import('../../ui/index.js');
+        const traffic = options.prometheus === undefined ? undefined : new PrometheusTraffic(options.prometheus);
+        const [catalog, trafficView] = await Promise.all([withStore(config.etcd, (store) => readMeshCatalog(store, config)), traffic?.read() ?? NO_TRAFFIC]);
+        const view = { ...catalog, traffic: trafficView, events: [], error: undefined };
+        process.stdout.write(options.json ? `${JSON.stringify(view, null, 2)}\n` : renderMeshStatus(view));
+        return;
+      }
       const status = await withStore(config.etcd, (store) => readClusterStatus(store, config));
       process.stdout.write(options.json ? `${JSON.stringify(status, null, 2)}\n` : renderClusterStatus(status));
     });

@@ -18,6 +18,7 @@ export const commandModules: Readonly<Record<string, () => Promise<Register>>> =
   workload: async () => (await import('./workload.js')).registerWorkloadCommands,
   topology: async () => (await import('./topology.js')).registerTopologyCommands,
   app: async () => (await import('./app.js')).registerAppCommands,
+  ui: async () => (await import('./ui.js')).registerUiCommands,
 };
 
 /** Top-level commands registered by a module of another name. */

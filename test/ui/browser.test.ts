@@ -1,0 +1,55 @@
+import test from 'ava';
+import { runMeshView } from '../../ui/index.js';
+import { viewTimings, startThreeClusters } from './helpers.js';
+import { openBrowser, screenshot } from './browser.js';
+
+/** The state each link row of the page shows, by `from>to`. */
+const LINK_STATES = `Object.fromEntries([...document.querySelectorAll('#links tr[data-link]')].map((r) => [r.dataset.link, r.querySelector('td.state').textContent]))`;
+
+test('the page shows every cluster and link live: a dead peer turns stale (dashed, labelled) without a reload, and synced again', async (t) => {
+  const { b, config } = await startThreeClusters(t);
+  const view = await runMeshView({ config, port: 0, refreshMs: 250 });
+  t.teardown(() => view.stop());
+  const browser = await openBrowser(t);
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 1000 });
+  const failedRequests: string[] = [];
+  page.on('requestfailed', (r) => failedRequests.push(r.url()));
+  page.on('pageerror', (e) => failedRequests.push(`page error: ${String(e)}`));
+  await page.goto(view.url, { waitUntil: 'domcontentloaded', timeout: 60_000 });
+  t.log(`mesh view at ${view.url}`);
+
+  await page.waitForFunction(`(${LINK_STATES})['a>b'] === 'synced' && (${LINK_STATES})['a>c'] === 'synced'`, { timeout: 45_000, polling: 100 });
+  const clusters = await page.evaluate(`[...document.querySelectorAll('#clusters tr[data-cluster]')].map((r) => r.dataset.cluster)`);
+  t.deepEqual(clusters, ['a', 'b', 'c']);
+  // The graph: one node per cluster, one edge per link, drawn by cytoscape served by causeway.
+  const graph = await page.evaluate(`({ nodes: graph.nodes().map((n) => n.id()), edges: graph.edges('.link').map((e) => [e.id(), e.data('line'), e.data('label')]) })`) as { nodes: string[]; edges: Array<[string, string, string]> };
+  t.deepEqual(graph.nodes.sort(), ['cluster:a', 'cluster:b', 'cluster:c']);
+  t.deepEqual(graph.edges.map(([id, line]) => [id, line]).sort(), [['link:a>b', 'solid'], ['link:a>c', 'solid']]);
+  t.is(await page.evaluate(`document.getElementById('connection').dataset.state`), 'live');
+  await screenshot(t, page, 'synced');
+
+  // No reload from here on: a marker on window would not survive one.
+  await page.evaluate('window.__sameDocument = true');
+  const killedAt = Date.now();
+  await b.etcd.kill();
+  await page.waitForFunction(`(${LINK_STATES})['a>b'] === 'stale'`, { timeout: 60_000, polling: 50 });
+  const staleAfterMs = Date.now() - killedAt;
+  t.log(`a>b shown stale ${staleAfterMs} ms after b's etcd died (staleAfter ${viewTimings.staleAfterMs} ms)`);
+  t.true(staleAfterMs <= viewTimings.staleAfterMs + 2000, `stale shown after ${staleAfterMs} ms, more than staleAfter + 2 s`);
+  const staleEdge = await page.evaluate(`(() => { const e = graph.getElementById('link:a>b'); return { line: e.data('line'), label: e.data('label'), color: e.style('line-color'), style: e.style('line-style') }; })()`) as Record<string, string>;
+  t.is(staleEdge.style, 'dashed');
+  t.regex(staleEdge.label ?? '', /^STALE/);
+  t.is(staleEdge.color, 'rgb(224,138,0)');
+  t.is(await page.evaluate(`getComputedStyle(document.querySelector('tr[data-link="a>b"] td.state')).color`), 'rgb(224, 138, 0)');
+  t.is((await page.evaluate(LINK_STATES) as Record<string, string>)['a>c'], 'synced');
+  t.regex(await page.$eval('#events', (e) => e.textContent ?? ''), /link a → b: \w+ → stale/);
+  await screenshot(t, page, 'stale');
+
+  await b.etcd.restart();
+  await page.waitForFunction(`(${LINK_STATES})['a>b'] === 'synced'`, { timeout: 60_000, polling: 100 });
+  t.is(await page.evaluate(`graph.getElementById('link:a>b').style('line-style')`), 'solid');
+  t.true(await page.evaluate('window.__sameDocument === true'), 'the page was never reloaded');
+  await screenshot(t, page, 'synced-again');
+  t.deepEqual(failedRequests, [], 'every asset came from causeway itself');
+});

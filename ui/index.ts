@@ -1,0 +1,13 @@
+/**
+ * The mesh view: the whole mesh as one cluster sees it, as a model (JSON), a live page
+ * (`causeway ui`) and `causeway status --all` (ui/README.md). What other parts may use.
+ */
+export { readMeshCatalog, MESH_VIEW_SCHEMA, type MeshView, type MeshCatalogView, type ClusterView, type LinkView, type ServiceView, type ServiceLocation, type GatewayView } from './mesh-view.js';
+export { meshEvents, EventLog, type MeshEvent } from './mesh-events.js';
+export { MeshViewFeed, type MeshViewFeedOptions } from './mesh-view-feed.js';
+export { PrometheusTraffic, TrafficQueries, trafficHealth, DEGRADED_RATIO, FAILING_RATIO, NO_TRAFFIC, type TrafficView, type TrafficFlow, type TrafficHealth } from './traffic.js';
+export { ViewServer, isLoopbackHost, UI_DEFAULT_PORT, type ViewServerOptions } from './view-server.js';
+export { runMeshView, type RunMeshViewOptions, type RunningMeshView } from './run.js';
+export { renderMeshStatus } from './render-status.js';
+export { UiMetrics } from './metrics.js';
+export { UiError, UiErrorCodes } from './errors.js';

@@ -1,0 +1,80 @@
+import type { MeshCatalogView } from './mesh-view.js';
+
+/**
+ * What changed in the mesh between two reads of the view: link state changes, failovers
+ * (a cluster that served a service healthy no longer does, so its callers' traffic moves
+ * to the clusters that still do) and gateways that came or went. Every event names its
+ * cluster.
+ */
+export interface MeshEvent {
+  readonly at: string;
+  readonly cluster: string;
+  readonly kind: 'link-state' | 'failover' | 'recovery' | 'gateway';
+  readonly severity: 'info' | 'warning' | 'critical';
+  readonly message: string;
+}
+
+const BAD_LINK_STATES = new Set(['stale', 'expired', 'unauthorized', 'down', 'local-store-down']);
+
+function healthyBy(view: MeshCatalogView): Map<string, Map<string, number>> {
+  return new Map(view.services.map((s) => [s.service, new Map(s.locations.map((l) => [l.cluster, l.stale ? 0 : l.healthy]))]));
+}
+
+/** The events that lead from `before` to `after` (none for the first read). */
+export function meshEvents(before: MeshCatalogView | undefined, after: MeshCatalogView): MeshEvent[] {
+  if (!before) return [];
+  const at = after.generatedAt;
+  const events: MeshEvent[] = [];
+  const oldLinks = new Map(before.links.map((l) => [`${l.cluster}>${l.peer}`, l]));
+  for (const link of after.links) {
+    const old = oldLinks.get(`${link.cluster}>${link.peer}`);
+    if (old?.state === link.state) continue;
+    events.push({
+      at,
+      cluster: link.cluster,
+      kind: 'link-state',
+      severity: BAD_LINK_STATES.has(link.state) ? 'critical' : 'info',
+      message: `link ${link.cluster} → ${link.peer}: ${old?.state ?? 'new'} → ${link.state}${link.message ? ` (${link.message})` : ''}`,
+    });
+  }
+  const oldHealthy = healthyBy(before);
+  for (const [service, now] of healthyBy(after)) {
+    const then = oldHealthy.get(service);
+    if (!then) continue;
+    for (const [cluster, was] of then) {
+      const is = now.get(cluster) ?? 0;
+      const elsewhere = [...now.entries()].filter(([c, n]) => c !== cluster && n > 0).map(([c]) => c);
+      if (was > 0 && is === 0) {
+        const to = elsewhere.length > 0 ? `traffic moves to ${elsewhere.join(', ')}` : 'no other cluster serves it healthy';
+        events.push({ at, cluster, kind: 'failover', severity: elsewhere.length > 0 ? 'warning' : 'critical', message: `${service} has no healthy endpoint left in ${cluster}: ${to}` });
+      } else if (was === 0 && is > 0) {
+        events.push({ at, cluster, kind: 'recovery', severity: 'info', message: `${service} is healthy again in ${cluster} (${is} endpoints)` });
+      }
+    }
+  }
+  const gatewaySet = (v: MeshCatalogView) => new Set(v.clusters.flatMap((c) => c.gateways.map((g) => `${c.name}|${g.address}:${g.port}`)));
+  const oldGateways = gatewaySet(before);
+  const newGateways = gatewaySet(after);
+  for (const g of newGateways) if (!oldGateways.has(g)) events.push({ at, cluster: g.split('|')[0]!, kind: 'gateway', severity: 'info', message: `gateway ${g.split('|')[1]} of ${g.split('|')[0]} appeared` });
+  for (const g of oldGateways) if (!newGateways.has(g)) events.push({ at, cluster: g.split('|')[0]!, kind: 'gateway', severity: 'warning', message: `gateway ${g.split('|')[1]} of ${g.split('|')[0]} is gone` });
+  return events;
+}
+
+/** The newest events, oldest first, at most `capacity`. */
+export class EventLog {
+  readonly #capacity: number;
+  #events: MeshEvent[] = [];
+
+  constructor(capacity = 200) {
+    this.#capacity = capacity;
+  }
+
+  add(events: readonly MeshEvent[]): void {
+    if (events.length === 0) return;
+    this.#events = [...this.#events, ...events].slice(-this.#capacity);
+  }
+
+  get list(): readonly MeshEvent[] {
+    return this.#events;
+  }
+}

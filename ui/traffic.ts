@@ -1,0 +1,128 @@
+import { UiError, UiErrorCodes } from './errors.js';
+
+/**
+ * Request rate, error ratio and p99 between clusters, per service, from the sidecars'
+ * `causeway_sidecar_http_requests_total` and `…_http_request_duration_seconds`
+ * (outbound side: the caller's view), as a Prometheus server computes them.
+ */
+export type TrafficHealth = 'ok' | 'degraded' | 'failing' | 'idle';
+
+export interface TrafficFlow {
+  readonly sourceCluster: string;
+  readonly destinationCluster: string;
+  readonly service: string;
+  readonly requestsPerSecond: number;
+  /** 5xx and failed requests over all requests, 0-1. */
+  readonly errorRatio: number;
+  readonly p99Ms: number | undefined;
+  readonly health: TrafficHealth;
+}
+
+export interface TrafficView {
+  /** `none`: no `--prometheus` given, so no numbers (the catalog lists no metrics endpoints to scrape). */
+  readonly source: 'prometheus' | 'none';
+  readonly prometheus: string | undefined;
+  /** Why the numbers are missing or old: the query that failed and how. */
+  readonly error: string | undefined;
+  readonly flows: readonly TrafficFlow[];
+}
+
+/** At or above this share of 5xx the flow is degraded; at or above {@link FAILING_RATIO}, failing. */
+export const DEGRADED_RATIO = 0.001;
+export const FAILING_RATIO = 0.1;
+
+export function trafficHealth(requestsPerSecond: number, errorRatio: number): TrafficHealth {
+  if (requestsPerSecond <= 0) return 'idle';
+  if (errorRatio >= FAILING_RATIO) return 'failing';
+  if (errorRatio >= DEGRADED_RATIO) return 'degraded';
+  return 'ok';
+}
+
+export const NO_TRAFFIC: TrafficView = Object.freeze({ source: 'none', prometheus: undefined, error: undefined, flows: [] });
+
+const BY = 'source_cluster, destination_cluster, destination_service';
+const WINDOW = '1m';
+export const TrafficQueries = {
+  rate: `sum by (${BY}) (rate(causeway_sidecar_http_requests_total{direction="outbound"}[${WINDOW}]))`,
+  errors: `sum by (${BY}) (rate(causeway_sidecar_http_requests_total{direction="outbound",code=~"5.."}[${WINDOW}]))`,
+  p99: `histogram_quantile(0.99, sum by (${BY}, le) (rate(causeway_sidecar_http_request_duration_seconds_bucket{direction="outbound"}[${WINDOW}])))`,
+} as const;
+
+interface Sample {
+  readonly metric: Record<string, string>;
+  readonly value: number;
+}
+
+function samplesOf(body: unknown, query: string): Sample[] {
+  const b = body as { status?: unknown; data?: { resultType?: unknown; result?: unknown } } | null;
+  if (b?.status !== 'success' || b.data?.resultType !== 'vector' || !Array.isArray(b.data.result)) {
+    throw new UiError(UiErrorCodes.prometheusAnswer, `Prometheus answered "${query}" with something other than a vector; is the URL a Prometheus server's?`);
+  }
+  return b.data.result.flatMap((r: unknown) => {
+    const row = r as { metric?: unknown; value?: unknown };
+    if (typeof row.metric !== 'object' || row.metric === null || !Array.isArray(row.value)) return [];
+    const value = Number(row.value[1]);
+    return Number.isFinite(value) ? [{ metric: row.metric as Record<string, string>, value }] : [];
+  });
+}
+
+/** Asks a Prometheus server (its base URL, e.g. http://127.0.0.1:9090) for the flows. */
+export class PrometheusTraffic {
+  readonly #url: URL;
+  readonly #timeoutMs: number;
+
+  constructor(url: string, options: { timeoutMs?: number } = {}) {
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch (error) {
+      throw new UiError(UiErrorCodes.invalidOption, `--prometheus must be an http(s) URL such as http://127.0.0.1:9090 (got "${url}")`, { cause: error });
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UiError(UiErrorCodes.invalidOption, `--prometheus must be an http(s) URL (got "${url}")`);
+    this.#url = parsed;
+    this.#timeoutMs = options.timeoutMs ?? 5000;
+  }
+
+  async #query(query: string): Promise<Sample[]> {
+    const url = new URL('api/v1/query', this.#url.href.endsWith('/') ? this.#url : `${this.#url.href}/`);
+    url.searchParams.set('query', query);
+    let response: Response;
+    try {
+      response = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs) });
+    } catch (error) {
+      throw new UiError(UiErrorCodes.prometheusUnreachable, `Prometheus at ${this.#url.origin} did not answer: ${(error as Error).message}`, { cause: error, retryable: true });
+    }
+    if (!response.ok) throw new UiError(UiErrorCodes.prometheusAnswer, `Prometheus at ${this.#url.origin} answered HTTP ${response.status} to "${query}"`);
+    return samplesOf(await response.json().catch(() => null), query);
+  }
+
+  /** The flows now; a failure becomes the view's `error`, never an exception. */
+  async read(): Promise<TrafficView> {
+    try {
+      const [rate, errors, p99] = await Promise.all([this.#query(TrafficQueries.rate), this.#query(TrafficQueries.errors), this.#query(TrafficQueries.p99)]);
+      const key = (m: Record<string, string>) => `${m.source_cluster ?? ''}|${m.destination_cluster ?? ''}|${m.destination_service ?? ''}`;
+      const errorBy = new Map(errors.map((s) => [key(s.metric), s.value]));
+      const p99By = new Map(p99.map((s) => [key(s.metric), s.value]));
+      const flows = rate
+        .filter((s) => s.metric.source_cluster && s.metric.destination_cluster)
+        .map((s): TrafficFlow => {
+          const k = key(s.metric);
+          const errorRatio = s.value > 0 ? Math.min(1, (errorBy.get(k) ?? 0) / s.value) : 0;
+          const p99s = p99By.get(k);
+          return {
+            sourceCluster: s.metric.source_cluster!,
+            destinationCluster: s.metric.destination_cluster!,
+            service: s.metric.destination_service ?? '',
+            requestsPerSecond: s.value,
+            errorRatio,
+            p99Ms: p99s === undefined || !Number.isFinite(p99s) ? undefined : p99s * 1000,
+            health: trafficHealth(s.value, errorRatio),
+          };
+        })
+        .sort((a, b) => `${a.sourceCluster}${a.destinationCluster}${a.service}`.localeCompare(`${b.sourceCluster}${b.destinationCluster}${b.service}`));
+      return { source: 'prometheus', prometheus: this.#url.origin, error: undefined, flows };
+    } catch (error) {
+      return { source: 'prometheus', prometheus: this.#url.origin, error: (error as Error).message, flows: [] };
+    }
+  }
+}
