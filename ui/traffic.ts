@@ -45,7 +45,9 @@ const WINDOW = '1m';
 export const TrafficQueries = {
   rate: `sum by (${BY}) (rate(causeway_sidecar_http_requests_total{direction="outbound"}[${WINDOW}]))`,
   errors: `sum by (${BY}) (rate(causeway_sidecar_http_requests_total{direction="outbound",code=~"5.."}[${WINDOW}]))`,
-  p99: `histogram_quantile(0.99, sum by (${BY}, le) (rate(causeway_sidecar_http_request_duration_seconds_bucket{direction="outbound"}[${WINDOW}])))`,
+  // The duration histogram has no source_cluster label; each sidecar sits in one cluster,
+  // so its request counter (same job and instance) lends it one.
+  p99: `histogram_quantile(0.99, sum by (${BY}, le) (rate(causeway_sidecar_http_request_duration_seconds_bucket{direction="outbound"}[${WINDOW}]) * on (job, instance, destination_cluster, destination_service) group_left (source_cluster) max by (job, instance, ${BY}) (causeway_sidecar_http_requests_total{direction="outbound"})))`,
 } as const;
 
 interface Sample {

@@ -36,11 +36,27 @@ function row(cells, attributes) {
 let graph;
 let nodeIds = '';
 
+const RANK = { idle: 0, ok: 1, degraded: 2, failing: 3 };
+
+/** The worst health of the traffic into each cluster (its border in the graph). */
+function inboundHealth(view) {
+  const worst = new Map();
+  for (const f of view.traffic.flows) {
+    const was = worst.get(f.destinationCluster) ?? 'idle';
+    if (RANK[f.health] > RANK[was]) worst.set(f.destinationCluster, f.health);
+  }
+  return worst;
+}
+
 function graphElements(view) {
-  const nodes = view.clusters.map((c) => ({
-    group: 'nodes',
-    data: { id: `cluster:${c.name}`, label: `${c.name}\n${c.locality}`, state: c.local ? 'local' : c.linkState, color: c.local ? '#1f2a44' : (COLORS[c.linkState] ?? COLORS.unknown) },
-  }));
+  const health = inboundHealth(view);
+  const nodes = view.clusters.map((c) => {
+    const h = health.get(c.name) ?? 'idle';
+    return {
+      group: 'nodes',
+      data: { id: `cluster:${c.name}`, label: `${c.name}\n${c.locality}${h === 'idle' ? '' : `\ntraffic ${h}`}`, state: c.local ? 'local' : c.linkState, color: c.local ? '#1f2a44' : (COLORS[c.linkState] ?? COLORS.unknown), border: h === 'idle' ? '#ffffff' : HEALTH[h], health: h },
+    };
+  });
   const known = new Set(view.clusters.map((c) => c.name));
   const links = view.links.filter((l) => known.has(l.peer)).map((l) => ({
     group: 'edges',
@@ -84,9 +100,9 @@ function drawGraph(view) {
       container: document.getElementById('graph'),
       wheelSensitivity: 0.3,
       style: [
-        { selector: 'node', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', color: '#fff', 'font-size': 11, width: 96, height: 52, shape: 'round-rectangle', 'background-color': 'data(color)' } },
+        { selector: 'node', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', color: '#fff', 'font-size': 11, width: 110, height: 60, shape: 'round-rectangle', 'background-color': 'data(color)', 'border-width': 4, 'border-color': 'data(border)' } },
         { selector: 'edge', style: { label: 'data(label)', 'font-size': 10, 'text-background-color': '#fff', 'text-background-opacity': 0.9, 'text-background-padding': 2, 'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'line-color': 'data(color)', 'target-arrow-color': 'data(color)', 'line-style': 'data(line)', width: 'data(width)', color: 'data(color)' } },
-        { selector: 'edge.traffic', style: { 'control-point-step-size': 60, 'font-size': 9 } },
+        { selector: 'edge.traffic', style: { 'control-point-step-size': 80, 'font-size': 9, 'text-margin-y': 12 } },
       ],
       layout: { name: 'preset' },
     });
