@@ -11,6 +11,8 @@ export interface RunMeshViewOptions {
   readonly host?: string;
   readonly port?: number;
   readonly allowRemote?: boolean;
+  /** Listen on this Unix socket instead of host:port. */
+  readonly socketPath?: string;
   /** A Prometheus server's base URL for the traffic numbers. */
   readonly prometheus?: string;
   readonly refreshMs?: number;
@@ -49,8 +51,9 @@ export async function runMeshView(options: RunMeshViewOptions): Promise<RunningM
   return { url: server.url, port: server.port, stop: close };
 }
 
-function pick(options: RunMeshViewOptions): { host?: string; port?: number; allowRemote?: boolean } {
+function pick(options: RunMeshViewOptions): { host?: string; port?: number; allowRemote?: boolean; socketPath?: string } {
   return {
+    ...(options.socketPath !== undefined ? { socketPath: options.socketPath } : {}),
     ...(options.host !== undefined ? { host: options.host } : {}),
     ...(options.port !== undefined ? { port: options.port } : {}),
     ...(options.allowRemote !== undefined ? { allowRemote: options.allowRemote } : {}),

@@ -1,3 +1,4 @@
+import { chmodSync, existsSync, lstatSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
@@ -44,6 +45,12 @@ export interface ViewServerOptions {
   readonly port?: number;
   /** Needed to bind anything but loopback: the view shows the mesh's topology to whoever reaches it. */
   readonly allowRemote?: boolean;
+  /**
+   * Listen on this Unix socket (created 0600) instead of host:port: a socket file is
+   * reachable from every network namespace that sees the file, which is how the demo
+   * shows a view running inside a cluster's namespace on the host's loopback.
+   */
+  readonly socketPath?: string;
   /** Comment lines on idle event streams, so proxies and browsers keep them open. */
   readonly keepAliveMs?: number;
 }
@@ -79,20 +86,35 @@ export class ViewServer {
     return this.#port;
   }
 
-  /** The page's address, e.g. http://127.0.0.1:15080/. */
+  /** The page's address, e.g. http://127.0.0.1:15080/ (`unix:<path>` on a socket). */
   get url(): string {
+    if (this.#o.socketPath !== undefined) return `unix:${this.#o.socketPath}`;
     const host = isIP(this.#host) === 6 ? `[${this.#host}]` : this.#host === '0.0.0.0' ? '127.0.0.1' : this.#host;
     return `http://${host}:${this.#port}/`;
   }
 
   async start(): Promise<void> {
-    this.#port = (await listenOn(this.#server, { host: this.#host, port: this.#o.port ?? UI_DEFAULT_PORT }, UiPort)).port;
+    if (this.#o.socketPath !== undefined) await this.#listenOnSocket(this.#o.socketPath);
+    else this.#port = (await listenOn(this.#server, { host: this.#host, port: this.#o.port ?? UI_DEFAULT_PORT }, UiPort)).port;
     this.#unsubscribe = this.#o.feed.onView((view) => this.#broadcast(view));
     this.#keepAlive = setInterval(() => {
       for (const res of this.#streams) res.write(': keep-alive\n\n');
     }, this.#o.keepAliveMs ?? 15_000);
     this.#keepAlive.unref();
-    this.#log.info({ host: this.#host, port: this.#port }, 'mesh view serving');
+    this.#log.info(this.#o.socketPath !== undefined ? { socket: this.#o.socketPath } : { host: this.#host, port: this.#port }, 'mesh view serving');
+  }
+
+  async #listenOnSocket(path: string): Promise<void> {
+    // A socket file left by a view that died is replaced; any other file is not.
+    if (existsSync(path)) {
+      if (!lstatSync(path).isSocket()) throw new UiError(UiErrorCodes.invalidOption, `--socket ${path} exists and is not a socket; give a new path`);
+      rmSync(path);
+    }
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', (error) => reject(new UiError(UiErrorCodes.invalidOption, `cannot listen on --socket ${path}: ${error.message}`, { cause: error })));
+      this.#server.listen({ path, readableAll: false, writableAll: false }, () => resolve());
+    });
+    chmodSync(path, 0o600);
   }
 
   async stop(): Promise<void> {

@@ -1,6 +1,9 @@
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../mesh/index.js';
 import { TopologyRun, loadComposeFile, parseComposeDurationMs, requireRoot, resolveTopology } from '../../topologies/index.js';
+import { forwardLoopbackToSocket, UI_DEFAULT_PORT, type SocketForward } from '../../ui/index.js';
+import { parsePortFlag } from '../port-flags.js';
 
 /**
  * `causeway demo` — the README's main job: the two-clusters topology in network
@@ -40,14 +43,42 @@ function describeAnswer(n: number, raw: string): string {
   return `#${n} ${MESH_NAME} → ${answer.address ?? '?'}: ${answer.status} from ${b.service ?? '?'} in cluster ${b.cluster ?? '?'} (${b.version ?? '?'}); the server saw caller ${b.peerIdentity ?? '(none)'} from cluster ${b.peerCluster ?? '?'}`;
 }
 
+/** How long the demo's view may run: until the demo ends (its namespace's teardown stops it). */
+const VIEW_LIFETIME_MS = 7 * 24 * 3600_000;
+
+/**
+ * `causeway ui` for east, run inside controller-east's namespace (it reads east's etcd,
+ * which only that network reaches) on a Unix socket in the run folder, and forwarded to
+ * the host's 127.0.0.1:`port`. Resolves once the forwarded URL answers /api/mesh.
+ */
+async function startDemoView(run: TopologyRun, port: number): Promise<SocketForward> {
+  const socketPath = join(run.runDir, 'mesh-view.sock');
+  let exited: string | undefined;
+  void run.exec('controller-east', ['causeway', 'ui', '-c', '/config/east.yaml', '--socket', socketPath], { timeoutMs: VIEW_LIFETIME_MS }).then((r) => {
+    exited = `causeway ui exited ${r.exitCode}: ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`;
+  });
+  const forward = await forwardLoopbackToSocket({ socketPath, port });
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const status = await fetch(new URL('api/mesh', forward.url), { signal: AbortSignal.timeout(5000) }).then((r) => r.status, () => 0);
+    if (status === 200) return forward;
+    if (exited !== undefined || Date.now() > deadline) {
+      await forward.close();
+      throw new Error(`the mesh view did not answer at ${forward.url}: ${exited ?? `no answer within 60 s (status ${status}); see ${run.runDir}/logs`}`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 export function registerDemoCommand(program: Command): void {
   program
     .command('demo')
-    .description(`the main job: bring up the ${TOPOLOGY} topology (east and west on separate networks, gateways on a shared WAN; each cluster's export store reached by its peer only through its gateway), show requests crossing from east to west with the caller's identity, and causeway status; Ctrl-C tears it down. Needs root (network namespaces)`)
+    .description(`the main job: bring up the ${TOPOLOGY} topology (east and west on separate networks, gateways on a shared WAN; each cluster's export store reached by its peer only through its gateway), show requests crossing from east to west with the caller's identity, causeway status, and the live mesh view (causeway ui) on the host's 127.0.0.1:15080; Ctrl-C tears it down. Needs root (network namespaces)`)
     .option('--once', 'show it once and tear down instead of waiting for Ctrl-C')
     .option('--interval <d>', 'time between requests while running', '2s')
     .option('--timeout <d>', 'give up if the topology is not up within this long', '180s')
-    .action(async (options: { once?: boolean; interval: string; timeout: string }) => {
+    .option('--ui-port <port>', `host loopback port of the live mesh view (causeway ui), 0 picks one`, parsePortFlag('--ui-port'), UI_DEFAULT_PORT)
+    .action(async (options: { once?: boolean; interval: string; timeout: string; uiPort: number }) => {
       const intervalMs = parseComposeDurationMs(options.interval);
       const timeoutMs = parseComposeDurationMs(options.timeout);
       if (intervalMs === undefined || intervalMs <= 0) throw new UsageError(`--interval must be a duration such as 2s (got "${options.interval}")`);
@@ -56,11 +87,13 @@ export function registerDemoCommand(program: Command): void {
       // Its own project name, so the demo never collides with a test run of the same topology.
       const project = loadComposeFile(resolveTopology(TOPOLOGY).composeFile, { projectName: 'causeway-demo' });
       let run: TopologyRun | undefined;
+      let view: SocketForward | undefined;
       let stopping = false;
       const tearDown = async (code: number) => {
         if (stopping) return;
         stopping = true;
         process.stdout.write('\ntearing the demo down…\n');
+        await view?.close();
         const left = run ? await run.down() : [];
         process.stdout.write(left.length === 0 ? 'all namespaces, bridges and processes removed\n' : `left behind: ${left.join('; ')}\n`);
         process.exit(left.length === 0 ? code : 1);
@@ -92,6 +125,8 @@ export function registerDemoCommand(program: Command): void {
         const status = await run.exec('controller-east', ['causeway', 'status', '-c', '/config/east.yaml'], { timeoutMs: 30_000 });
         process.stdout.write(status.stdout.replace(/^/gm, '  '));
         if (status.exitCode !== 0) process.stdout.write(`  (causeway status exited ${status.exitCode}: ${status.stderr.trim().split('\n').pop() ?? 'no output'})\n`);
+        view = await startDemoView(run, options.uiPort);
+        process.stdout.write(`\nthe live view of the mesh, as east sees it (clusters, links, services, events; updates itself): ${view.url}\n`);
         if (options.once) return await tearDown(failures === 0 ? 0 : 1);
         process.stdout.write(`\nthe mesh is up; one request every ${options.interval} (Ctrl-C tears everything down)\n`);
         process.stdout.write(`  logs: ${run.runDir}/logs   more: causeway topology exec ${TOPOLOGY} ${CALLER} -- …\n`);

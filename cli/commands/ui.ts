@@ -10,6 +10,7 @@ interface UiFlags {
   host: string;
   allowRemote?: boolean;
   prometheus?: string;
+  socket?: string;
   refresh: string;
 }
 
@@ -22,6 +23,7 @@ export function registerUiCommands(program: Command): void {
     .option('--host <host>', 'listen address; anything but loopback also needs --allow-remote (the page has no login)', '127.0.0.1')
     .option('--allow-remote', 'allow --host to be a non-loopback address such as 0.0.0.0: everyone who reaches it sees the mesh topology')
     .option('--prometheus <url>', 'a Prometheus server scraping the sidecars (e.g. http://127.0.0.1:9090): request rate, 5xx ratio and p99 between clusters')
+    .option('--socket <path>', 'listen on this Unix socket instead of --host/--port (for a port forward from another network namespace, as npm run demo does)')
     .option('--refresh <ms>', 'how often the local etcd is read, in ms', '1000')
     .action(async (flags: UiFlags) => {
       const refreshMs = Number(flags.refresh);
@@ -32,7 +34,7 @@ export function registerUiCommands(program: Command): void {
         drainTimeoutMs: DEFAULT_DRAIN_TIMEOUT_MS,
         start: () =>
           namingConfigFile(flags.config, () =>
-            runMeshView({ config, host: flags.host, port: flags.port, refreshMs, ...(flags.allowRemote ? { allowRemote: true } : {}), ...(flags.prometheus ? { prometheus: flags.prometheus } : {}) }),
+            runMeshView({ config, host: flags.host, port: flags.port, refreshMs, ...(flags.allowRemote ? { allowRemote: true } : {}), ...(flags.prometheus ? { prometheus: flags.prometheus } : {}), ...(flags.socket ? { socketPath: flags.socket } : {}) }),
           ),
         stop: (running, steps) => steps.run('mesh view', async () => running?.stop()),
         announce: (running) => process.stdout.write(`mesh view of ${config.cluster.name} at ${running.url}\n`),

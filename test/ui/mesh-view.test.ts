@@ -1,13 +1,13 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { stringify } from 'yaml';
 import { createMetricsRegistry } from '../../mesh/index.js';
 import { connectFederationStore } from '../../federation/index.js';
-import { MeshViewFeed, UiErrorCodes, UiMetrics, ViewServer, isLoopbackHost, runMeshView, type MeshView } from '../../ui/index.js';
+import { MeshViewFeed, UiErrorCodes, UiMetrics, ViewServer, forwardLoopbackToSocket, isLoopbackHost, runMeshView, type MeshView } from '../../ui/index.js';
 import { waitFor } from '../../testkit/index.js';
-import { causeway } from '../federation/helpers.js';
+import { causeway, startCauseway, startCluster } from '../federation/helpers.js';
 import { startThreeClusters, viewTimings } from './helpers.js';
 
 async function mesh(url: string): Promise<MeshView> {
@@ -173,4 +173,35 @@ test('causeway status --all prints every cluster a sees, its links and services,
   const misuse = await causeway(['status', '--prometheus', 'http://127.0.0.1:9', '-c', file]);
   t.is(misuse.code, 2, 'a usage error');
   t.regex(misuse.stderr, /--prometheus goes with --all/);
+});
+
+test('causeway ui --socket serves on a Unix socket (0600) that a loopback port forward reaches, as the demo uses it', async (t) => {
+  const a = await startCluster(t, 'a');
+  const dir = mkdtempSync(join(tmpdir(), 'cw-ui-socket-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'cluster.yaml');
+  writeFileSync(file, stringify({ cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: a.etcd.endpoints } }));
+  const socketPath = join(dir, 'view.sock');
+  writeFileSync(socketPath, 'not a socket');
+  const refused = await causeway(['ui', '-c', file, '--socket', socketPath]);
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /exists and is not a socket/);
+  rmSync(socketPath);
+
+  const proc = startCauseway(['ui', '-c', file, '--socket', socketPath]);
+  t.teardown(() => proc.kill());
+  await waitFor(() => existsSync(socketPath) && statSync(socketPath).isSocket(), { timeoutMs: 60_000, what: 'the socket' });
+  t.is(statSync(socketPath).mode & 0o777, 0o600);
+  const forward = await forwardLoopbackToSocket({ socketPath, port: 0 });
+  t.teardown(() => forward.close());
+  t.regex(forward.url, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  const view = await waitFor(async () => {
+    const r = await fetch(new URL('api/mesh', forward.url));
+    return r.status === 200 ? ((await r.json()) as MeshView) : undefined;
+  }, { timeoutMs: 30_000, what: '/api/mesh through the forward' });
+  t.is(view.seenFrom, 'a');
+  t.deepEqual(view.links, []);
+  t.is((await fetch(forward.url, { method: 'POST' })).status, 405);
+  proc.child.kill('SIGTERM');
+  t.is(await proc.exited, 0);
 });
