@@ -21,6 +21,7 @@ COPY controller ./controller
 COPY federation ./federation
 COPY gateway ./gateway
 COPY proxy ./proxy
+COPY ui ./ui
 COPY cli ./cli
 COPY topologies ./topologies
 COPY scripts/bundles.mjs ./scripts/

@@ -20,6 +20,7 @@ import {
 } from '../mesh/index.js';
 import { Federation, HeartbeatPublisher, ensureExportStoreAuth, publishExportedCluster } from '../federation/index.js';
 import { LeasedKey, MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
+import { MeshViewService } from '../ui/index.js';
 import { CatalogCache, CatalogChanges } from './catalog-cache.js';
 import { ClusterRecord, sortedAddresses } from './cluster-record.js';
 import { DiscoveryService, type NodeStatus } from './discovery-service.js';
@@ -137,6 +138,7 @@ export class Controller {
   #advertised: { address: string; port: number } | undefined;
   #heartbeat: HeartbeatPublisher | undefined;
   readonly #hosted: HostedComponent[] = [];
+  #meshView: MeshViewService | undefined;
   #hostedFederation: Federation | undefined;
 
   readonly #options: ControllerOptions;
@@ -168,6 +170,11 @@ export class Controller {
   /** The catalog as this controller sees it (read-only use). */
   get catalogView(): CatalogCache | undefined {
     return this.#catalog;
+  }
+
+  /** The mesh view's address when the config has a `ui:` section (ui/README.md). */
+  get meshViewUrl(): string | undefined {
+    return this.#meshView?.url;
   }
 
   /** The in-process federation (config with links), for status. */
@@ -277,6 +284,13 @@ export class Controller {
       // Up first, so that /healthz/ready tells what is missing while etcd is not.
       const o = config.observability;
       this.#observability = await startObservabilityServer({ host: o.host, readyPort: o.readyPort, metricsPort: o.metricsPort, registry: this.registry, readiness: () => this.readiness() });
+    }
+    if (config.ui) {
+      // Bound with the other listeners, read once the controller serves. Always ready for
+      // the controller's readiness: a view that cannot read says so on its own page.
+      const view = (this.#meshView = new MeshViewService({ config, store, registry: this.registry }));
+      this.#hosted.push({ name: 'mesh view', start: async () => view.startReading(), stop: () => view.stop(), readiness: () => ({ ready: true, reasons: [] }) });
+      await view.listen();
     }
     await this.#loadCatalog(catalog);
     this.#log.info({ revision: catalog.revision, services: catalog.services.size, endpoints: catalog.endpointCount() }, 'catalog loaded');

@@ -8,6 +8,7 @@ export { MeshViewFeed, type MeshViewFeedOptions } from './mesh-view-feed.js';
 export { PrometheusTraffic, TrafficQueries, trafficHealth, DEGRADED_RATIO, FAILING_RATIO, NO_TRAFFIC, type TrafficView, type TrafficFlow, type TrafficHealth } from './traffic.js';
 export { ViewServer, isLoopbackHost, UI_DEFAULT_PORT, type ViewServerOptions } from './view-server.js';
 export { runMeshView, type RunMeshViewOptions, type RunningMeshView } from './run.js';
+export { MeshViewService, type MeshViewServiceOptions } from './mesh-view-service.js';
 export { forwardLoopbackToSocket, type SocketForward } from './socket-forward.js';
 export { renderMeshStatus } from './render-status.js';
 export { UiMetrics } from './metrics.js';

@@ -14,13 +14,17 @@ import type { UiMetrics } from './metrics.js';
 export const UI_DEFAULT_PORT = 15080;
 export const UiPort: PortSetting = { setting: 'ui.port', flag: '--port' };
 
-/** The files the page is made of; nothing is fetched from anywhere else (works offline). */
-const require = createRequire(import.meta.url);
+/**
+ * The files the page is made of; nothing is fetched from anywhere else (works offline).
+ * `../ui/assets/` resolves the same from this file and from a command bundle (dist/, one
+ * folder below the checkout root: scripts/bundles.mjs).
+ */
+const nodeModules = createRequire(import.meta.url);
 const ASSETS: Readonly<Record<string, { file: string; type: string }>> = {
-  '/': { file: fileURLToPath(new URL('./assets/index.html', import.meta.url)), type: 'text/html; charset=utf-8' },
-  '/assets/mesh-view.js': { file: fileURLToPath(new URL('./assets/mesh-view.js', import.meta.url)), type: 'text/javascript; charset=utf-8' },
-  '/assets/mesh-view.css': { file: fileURLToPath(new URL('./assets/mesh-view.css', import.meta.url)), type: 'text/css; charset=utf-8' },
-  '/assets/cytoscape.min.js': { file: require.resolve('cytoscape/dist/cytoscape.min.js'), type: 'text/javascript; charset=utf-8' },
+  '/': { file: fileURLToPath(new URL('../ui/assets/index.html', import.meta.url)), type: 'text/html; charset=utf-8' },
+  '/assets/mesh-view.js': { file: fileURLToPath(new URL('../ui/assets/mesh-view.js', import.meta.url)), type: 'text/javascript; charset=utf-8' },
+  '/assets/mesh-view.css': { file: fileURLToPath(new URL('../ui/assets/mesh-view.css', import.meta.url)), type: 'text/css; charset=utf-8' },
+  '/assets/cytoscape.min.js': { file: nodeModules.resolve('cytoscape/dist/cytoscape.min.js'), type: 'text/javascript; charset=utf-8' },
 };
 
 const SECURITY_HEADERS = {
@@ -76,7 +80,7 @@ export class ViewServer {
     if (!isLoopbackHost(this.#host) && !options.allowRemote) {
       throw new UiError(
         UiErrorCodes.remoteBindRefused,
-        `--host ${this.#host} is not a loopback address: the view shows the mesh's clusters, gateways and services to whoever reaches it, with no login. Add --allow-remote to bind it anyway, or keep the default 127.0.0.1 and forward the port (ssh -L).`,
+        `--host ${this.#host} is not a loopback address: the view shows the mesh's clusters, gateways and services to whoever reaches it, with no login. Add --allow-remote (ui.allowRemote in the config) to bind it anyway, or keep the default 127.0.0.1 and forward the port (ssh -L).`,
       );
     }
     this.#server = createServer((req, res) => this.#handle(req, res));

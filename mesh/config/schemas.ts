@@ -159,6 +159,16 @@ export const ControllerConfig = z.strictObject({
 });
 export type ControllerConfig = z.infer<typeof ControllerConfig>;
 
+/** The mesh view (`causeway ui`, ui/README.md); in a controller's config it also runs inside the controller. */
+export const UiConfig = z.strictObject({
+  host: host.default('127.0.0.1').describe('address of the page; anything but loopback also needs allowRemote (the page has no login)'),
+  port: portOrZero.default(15080).describe('port of the page; 0 picks a free port'),
+  allowRemote: z.boolean().default(false).describe('allow a non-loopback host: everyone who reaches it sees the mesh topology'),
+  prometheus: z.url({ protocol: /^https?$/ }).optional().describe('a Prometheus server scraping the sidecars, for request rate, 5xx ratio and p99 between clusters'),
+  refreshMs: z.number().int().min(100).max(60_000).default(1000).describe('how often the view reads the local etcd, in ms'),
+});
+export type UiConfig = z.infer<typeof UiConfig>;
+
 /** A cluster's config: shared by `causeway controller`, `federation` and `gateway`. */
 export const ClusterConfig = z.strictObject({
   cluster: z
@@ -179,6 +189,7 @@ export const ClusterConfig = z.strictObject({
   controller: ControllerConfig.default(() => ControllerConfig.parse({})).describe('the controller (`causeway controller`)'),
   gateway: GatewayConfig.default(() => GatewayConfig.parse({})).describe('the east-west gateway (`causeway gateway`)'),
   observability: ObservabilityConfig.default(observabilityDefaults).describe('readiness and Prometheus metrics endpoints'),
+  ui: UiConfig.optional().describe('the live mesh view: `causeway ui` reads its defaults here, and the controller serves it too when this section is present (off when omitted)'),
 });
 export type ClusterConfig = z.infer<typeof ClusterConfig>;
 

@@ -1,0 +1,78 @@
+import type { Registry } from 'prom-client';
+import type { ClusterConfig } from '../mesh/index.js';
+import type { EtcdStore } from '../store/index.js';
+import { MeshViewFeed } from './mesh-view-feed.js';
+import { UiMetrics } from './metrics.js';
+import { PrometheusTraffic } from './traffic.js';
+import { ViewServer } from './view-server.js';
+
+export interface MeshViewServiceOptions {
+  readonly config: ClusterConfig;
+  /** A client of the local etcd; the caller owns it (the controller shares its own). */
+  readonly store: EtcdStore;
+  readonly registry: Registry;
+  readonly host?: string;
+  readonly port?: number;
+  readonly allowRemote?: boolean;
+  readonly socketPath?: string;
+  /** A Prometheus server's base URL for the traffic numbers. */
+  readonly prometheus?: string;
+  readonly refreshMs?: number;
+}
+
+/**
+ * The feed and the server together: what `causeway ui` runs alone and a controller with
+ * a `ui:` section runs inside itself. Settings not given come from the config's `ui:`.
+ */
+export class MeshViewService {
+  readonly #feed: MeshViewFeed;
+  readonly #server: ViewServer;
+
+  constructor(options: MeshViewServiceOptions) {
+    const ui = options.config.ui;
+    const prometheus = options.prometheus ?? ui?.prometheus;
+    const metrics = new UiMetrics(options.registry);
+    this.#feed = new MeshViewFeed({
+      store: options.store,
+      config: options.config,
+      metrics,
+      refreshMs: options.refreshMs ?? ui?.refreshMs ?? 1000,
+      ...(prometheus !== undefined ? { traffic: new PrometheusTraffic(prometheus) } : {}),
+    });
+    const host = options.host ?? ui?.host;
+    const port = options.port ?? ui?.port;
+    const socketPath = options.socketPath;
+    this.#server = new ViewServer({
+      feed: this.#feed,
+      registry: options.registry,
+      metrics,
+      allowRemote: options.allowRemote ?? ui?.allowRemote ?? false,
+      ...(host !== undefined ? { host } : {}),
+      ...(port !== undefined ? { port } : {}),
+      ...(socketPath !== undefined ? { socketPath } : {}),
+    });
+  }
+
+  get url(): string {
+    return this.#server.url;
+  }
+
+  get port(): number {
+    return this.#server.port;
+  }
+
+  /** Binds the listener; nothing is read yet (a bad port fails before anything else starts). */
+  listen(): Promise<void> {
+    return this.#server.start();
+  }
+
+  /** Starts reading the local etcd (the first read in the background: the page says "not yet" until it lands). */
+  startReading(): void {
+    void this.#feed.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.#server.stop();
+    await this.#feed.stop();
+  }
+}
