@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { stringify } from 'yaml';
-import { createMetricsRegistry } from '../../mesh/index.js';
+import { createMetricsRegistry, parseConfig } from '../../mesh/index.js';
 import { connectFederationStore } from '../../federation/index.js';
 import { MeshViewFeed, UiErrorCodes, UiMetrics, ViewServer, forwardLoopbackToSocket, isLoopbackHost, runMeshView, type MeshView } from '../../ui/index.js';
 import { waitFor } from '../../testkit/index.js';
@@ -123,7 +123,7 @@ test('the view and its API show every cluster, link and service a sees; a dead p
 test('the view is served on loopback only unless --allow-remote says otherwise', async (t) => {
   for (const host of ['127.0.0.1', '127.1.2.3', '::1', 'localhost']) t.true(isLoopbackHost(host), host);
   for (const host of ['0.0.0.0', '::', '10.0.0.1', '192.168.1.10', 'example.com']) t.false(isLoopbackHost(host), host);
-  const config = { cluster: { name: 'a' }, etcd: { endpoints: ['http://127.0.0.1:1'] } } as unknown as MeshViewFeedConfig;
+  const config = parseConfig('cluster', { cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: ['http://127.0.0.1:1'] } });
   const store = connectFederationStore({ endpoints: ['http://127.0.0.1:1'], dialTimeoutMs: 500 });
   t.teardown(() => store.close());
   const registry = createMetricsRegistry('ui', { defaultMetrics: false });
@@ -143,8 +143,6 @@ test('the view is served on loopback only unless --allow-remote says otherwise',
   t.is(refused.code, 1);
   t.regex(refused.stderr, /CW_UI_REMOTE_BIND_REFUSED|not a loopback address.*--allow-remote/s);
 });
-
-type MeshViewFeedConfig = ConstructorParameters<typeof MeshViewFeed>[0]['config'];
 
 test('causeway status --all prints every cluster a sees, its links and services, as text and JSON', async (t) => {
   const { config } = await startThreeClusters(t);
