@@ -1,3 +1,4 @@
+import type { CertificatesView } from './certificate-expiries.js';
 import type { MeshCatalogView } from './mesh-view.js';
 
 /**
@@ -9,7 +10,7 @@ import type { MeshCatalogView } from './mesh-view.js';
 export interface MeshEvent {
   readonly at: string;
   readonly cluster: string;
-  readonly kind: 'link-state' | 'failover' | 'recovery' | 'gateway';
+  readonly kind: 'link-state' | 'failover' | 'recovery' | 'gateway' | 'certificate-expiry';
   readonly severity: 'info' | 'warning' | 'critical';
   readonly message: string;
 }
@@ -58,6 +59,27 @@ export function meshEvents(before: MeshCatalogView | undefined, after: MeshCatal
   for (const g of newGateways) if (!oldGateways.has(g)) events.push({ at, cluster: g.split('|')[0]!, kind: 'gateway', severity: 'info', message: `gateway ${g.split('|')[1]} of ${g.split('|')[0]} appeared` });
   for (const g of oldGateways) if (!newGateways.has(g)) events.push({ at, cluster: g.split('|')[0]!, kind: 'gateway', severity: 'warning', message: `gateway ${g.split('|')[1]} of ${g.split('|')[0]} is gone` });
   return events;
+}
+
+function left(seconds: number): string {
+  if (seconds <= 0) return 'has expired';
+  if (seconds < 3600) return `expires in ${Math.round(seconds / 60)}m`;
+  return `expires in ${(seconds / 3600).toFixed(1)}h`;
+}
+
+/** A certificate that entered the warning window (or expired) since the last read. */
+export function certificateEvents(before: CertificatesView | undefined, after: CertificatesView, at: string): MeshEvent[] {
+  const key = (c: CertificatesView['expiring'][number]) => `${c.instance}|${c.identity}|${c.notAfter}|${c.secondsLeft <= 0}`;
+  const seen = new Set((before?.expiring ?? []).map(key));
+  return after.expiring
+    .filter((c) => !seen.has(key(c)))
+    .map((c) => ({
+      at,
+      cluster: c.cluster,
+      kind: 'certificate-expiry' as const,
+      severity: c.secondsLeft <= 3600 ? ('critical' as const) : ('warning' as const),
+      message: `certificate of ${c.identity} at ${c.instance} ${left(c.secondsLeft)} (notAfter ${c.notAfter}): its renewals are failing`,
+    }));
 }
 
 /** The newest events, oldest first, at most `capacity`. */

@@ -2,7 +2,8 @@ import type { ClusterConfig } from '../mesh/index.js';
 import { logger } from '../mesh/index.js';
 import type { EtcdStore } from '../store/index.js';
 import { UiErrorCodes } from './errors.js';
-import { EventLog, meshEvents } from './mesh-events.js';
+import { EventLog, certificateEvents, meshEvents } from './mesh-events.js';
+import { NO_CERTIFICATES, type CertificatesView, type PrometheusCertificates } from './certificate-expiries.js';
 import { readMeshCatalog, type MeshCatalogView, type MeshView } from './mesh-view.js';
 import type { UiMetrics } from './metrics.js';
 import { NO_TRAFFIC, type PrometheusTraffic, type TrafficView } from './traffic.js';
@@ -11,6 +12,7 @@ export interface MeshViewFeedOptions {
   readonly store: EtcdStore;
   readonly config: ClusterConfig;
   readonly traffic?: PrometheusTraffic;
+  readonly certificates?: PrometheusCertificates;
   /** How often the local etcd (and Prometheus) are read. */
   readonly refreshMs?: number;
   readonly metrics?: UiMetrics;
@@ -30,6 +32,7 @@ export class MeshViewFeed {
   readonly #listeners = new Set<Listener>();
   #catalog: MeshCatalogView | undefined;
   #traffic: TrafficView = NO_TRAFFIC;
+  #certificates: CertificatesView | undefined;
   #view: MeshView | undefined;
   #timer: NodeJS.Timeout | undefined;
   #reading: Promise<void> | undefined;
@@ -75,24 +78,25 @@ export class MeshViewFeed {
 
   async #read(): Promise<void> {
     let error: string | undefined;
-    const [catalog, traffic] = await Promise.all([
+    const [catalog, traffic, certificates] = await Promise.all([
       readMeshCatalog(this.#o.store, this.#o.config).catch((e: unknown) => {
         error = `cannot read ${this.#o.config.cluster.name}'s etcd (${this.#o.config.etcd.endpoints.join(', ')}): ${(e as Error).message}`;
         this.#log.warn({ code: UiErrorCodes.catalogUnavailable, err: e }, 'mesh view read failed; serving the last one');
         return undefined;
       }),
       this.#o.traffic?.read() ?? Promise.resolve(NO_TRAFFIC),
+      this.#o.certificates?.read() ?? Promise.resolve(NO_CERTIFICATES),
     ]);
     this.#o.metrics?.viewReads.inc({ result: catalog ? 'ok' : 'error' });
     this.#traffic = traffic;
-    if (catalog) {
-      const events = meshEvents(this.#catalog, catalog);
-      for (const e of events) this.#log.info({ cluster: e.cluster, kind: e.kind }, e.message);
-      this.#events.add(events);
-      this.#catalog = catalog;
-    }
+    const certificateChanges = certificateEvents(this.#certificates, certificates, new Date().toISOString());
+    this.#certificates = certificates;
+    const events = [...(catalog ? meshEvents(this.#catalog, catalog) : []), ...certificateChanges];
+    for (const e of events) this.#log.info({ cluster: e.cluster, kind: e.kind }, e.message);
+    this.#events.add(events);
+    if (catalog) this.#catalog = catalog;
     if (!this.#catalog || this.#stopped) return;
-    this.#view = { ...this.#catalog, traffic: this.#traffic, events: this.#events.list, error };
+    this.#view = { ...this.#catalog, traffic: this.#traffic, certificates, events: this.#events.list, error };
     for (const listener of this.#listeners) listener(this.#view);
   }
 }

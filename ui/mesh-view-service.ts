@@ -4,6 +4,7 @@ import type { EtcdStore } from '../store/index.js';
 import { MeshViewFeed } from './mesh-view-feed.js';
 import { UiMetrics } from './metrics.js';
 import { PrometheusTraffic } from './traffic.js';
+import { PrometheusCertificates } from './certificate-expiries.js';
 import { ViewServer } from './view-server.js';
 
 export interface MeshViewServiceOptions {
@@ -37,7 +38,7 @@ export class MeshViewService {
       config: options.config,
       metrics,
       refreshMs: options.refreshMs ?? ui?.refreshMs ?? 1000,
-      ...(prometheus !== undefined ? { traffic: new PrometheusTraffic(prometheus) } : {}),
+      ...(prometheus !== undefined ? { traffic: new PrometheusTraffic(prometheus), certificates: new PrometheusCertificates(prometheus) } : {}),
     });
     const host = options.host ?? ui?.host;
     const port = options.port ?? ui?.port;

@@ -15,6 +15,7 @@ import { readClusterStatus, type LinkStatusView } from '../federation/index.js';
 import type { EtcdStore } from '../store/index.js';
 import type { MeshEvent } from './mesh-events.js';
 import type { TrafficView } from './traffic.js';
+import type { CertificatesView } from './certificate-expiries.js';
 
 /**
  * The whole mesh as one cluster sees it (ui/README.md "The model"): what `causeway ui`
@@ -82,13 +83,15 @@ export interface MeshView {
   readonly links: readonly LinkView[];
   readonly services: readonly ServiceView[];
   readonly traffic: TrafficView;
+  /** Workload certificates close to expiry (from Prometheus, like traffic). */
+  readonly certificates: CertificatesView;
   readonly events: readonly MeshEvent[];
   /** Set when the last read of the local etcd failed: the rest is the last good read, as old as `generatedAt`. */
   readonly error: string | undefined;
 }
 
 /** What {@link readMeshCatalog} reads; traffic, events and read errors are added by the feed. */
-export type MeshCatalogView = Omit<MeshView, 'traffic' | 'events' | 'error'>;
+export type MeshCatalogView = Omit<MeshView, 'traffic' | 'certificates' | 'events' | 'error'>;
 
 const loc = (l: { region: string; zone: string }) => `${l.region}/${l.zone}`;
 const sum = (counts: readonly HealthyCount[], field: 'healthy' | 'total') => counts.reduce((n, c) => n + c[field], 0);

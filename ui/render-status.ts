@@ -73,5 +73,17 @@ export function renderMeshStatus(view: MeshView): string {
       ]),
     );
   }
+  out.push('', 'certificates expiring');
+  if (view.certificates.source === 'none') out.push('  (no --prometheus given)');
+  else if (view.certificates.error) out.push(`  ${view.certificates.error}`);
+  else if (view.certificates.expiring.length === 0) out.push('  (none within the warning window)');
+  else {
+    out.push(
+      formatTable([
+        ['CLUSTER', 'IDENTITY', 'SIDECAR', 'NOT AFTER', 'LEFT'],
+        ...view.certificates.expiring.map((c) => [c.cluster, c.identity, c.instance, c.notAfter, c.secondsLeft <= 0 ? 'EXPIRED' : formatAge(c.secondsLeft * 1000)]),
+      ]),
+    );
+  }
   return `${out.join('\n')}\n`;
 }

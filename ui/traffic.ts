@@ -1,4 +1,4 @@
-import { UiError, UiErrorCodes } from './errors.js';
+import { PrometheusClient } from './prometheus-client.js';
 
 /**
  * Request rate, error ratio and p99 between clusters, per service, from the sidecars'
@@ -50,58 +50,18 @@ export const TrafficQueries = {
   p99: `histogram_quantile(0.99, sum by (${BY}, le) (rate(causeway_sidecar_http_request_duration_seconds_bucket{direction="outbound"}[${WINDOW}]) * on (job, instance, destination_cluster, destination_service) group_left (source_cluster) max by (job, instance, ${BY}) (causeway_sidecar_http_requests_total{direction="outbound"})))`,
 } as const;
 
-interface Sample {
-  readonly metric: Record<string, string>;
-  readonly value: number;
-}
-
-function samplesOf(body: unknown, query: string): Sample[] {
-  const b = body as { status?: unknown; data?: { resultType?: unknown; result?: unknown } } | null;
-  if (b?.status !== 'success' || b.data?.resultType !== 'vector' || !Array.isArray(b.data.result)) {
-    throw new UiError(UiErrorCodes.prometheusAnswer, `Prometheus answered "${query}" with something other than a vector; is the URL a Prometheus server's?`);
-  }
-  return b.data.result.flatMap((r: unknown) => {
-    const row = r as { metric?: unknown; value?: unknown };
-    if (typeof row.metric !== 'object' || row.metric === null || !Array.isArray(row.value)) return [];
-    const value = Number(row.value[1]);
-    return Number.isFinite(value) ? [{ metric: row.metric as Record<string, string>, value }] : [];
-  });
-}
-
 /** Asks a Prometheus server (its base URL, e.g. http://127.0.0.1:9090) for the flows. */
 export class PrometheusTraffic {
-  readonly #url: URL;
-  readonly #timeoutMs: number;
+  readonly #client: PrometheusClient;
 
-  constructor(url: string, options: { timeoutMs?: number } = {}) {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch (error) {
-      throw new UiError(UiErrorCodes.invalidOption, `--prometheus must be an http(s) URL such as http://127.0.0.1:9090 (got "${url}")`, { cause: error });
-    }
-    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new UiError(UiErrorCodes.invalidOption, `--prometheus must be an http(s) URL (got "${url}")`);
-    this.#url = parsed;
-    this.#timeoutMs = options.timeoutMs ?? 5000;
-  }
-
-  async #query(query: string): Promise<Sample[]> {
-    const url = new URL('api/v1/query', this.#url.href.endsWith('/') ? this.#url : `${this.#url.href}/`);
-    url.searchParams.set('query', query);
-    let response: Response;
-    try {
-      response = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs) });
-    } catch (error) {
-      throw new UiError(UiErrorCodes.prometheusUnreachable, `Prometheus at ${this.#url.origin} did not answer: ${(error as Error).message}`, { cause: error, retryable: true });
-    }
-    if (!response.ok) throw new UiError(UiErrorCodes.prometheusAnswer, `Prometheus at ${this.#url.origin} answered HTTP ${response.status} to "${query}"`);
-    return samplesOf(await response.json().catch(() => null), query);
+  constructor(url: string) {
+    this.#client = new PrometheusClient(url);
   }
 
   /** The flows now; a failure becomes the view's `error`, never an exception. */
   async read(): Promise<TrafficView> {
     try {
-      const [rate, errors, p99] = await Promise.all([this.#query(TrafficQueries.rate), this.#query(TrafficQueries.errors), this.#query(TrafficQueries.p99)]);
+      const [rate, errors, p99] = await Promise.all([this.#client.query(TrafficQueries.rate), this.#client.query(TrafficQueries.errors), this.#client.query(TrafficQueries.p99)]);
       const key = (m: Record<string, string>) => `${m.source_cluster ?? ''}|${m.destination_cluster ?? ''}|${m.destination_service ?? ''}`;
       const errorBy = new Map(errors.map((s) => [key(s.metric), s.value]));
       const p99By = new Map(p99.map((s) => [key(s.metric), s.value]));
@@ -122,9 +82,9 @@ export class PrometheusTraffic {
           };
         })
         .sort((a, b) => `${a.sourceCluster}${a.destinationCluster}${a.service}`.localeCompare(`${b.sourceCluster}${b.destinationCluster}${b.service}`));
-      return { source: 'prometheus', prometheus: this.#url.origin, error: undefined, flows };
+      return { source: 'prometheus', prometheus: this.#client.origin, error: undefined, flows };
     } catch (error) {
-      return { source: 'prometheus', prometheus: this.#url.origin, error: (error as Error).message, flows: [] };
+      return { source: 'prometheus', prometheus: this.#client.origin, error: (error as Error).message, flows: [] };
     }
   }
 }

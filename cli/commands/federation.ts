@@ -189,10 +189,14 @@ export function registerFederationCommands(program: Command): void {
       const config = loadConfigFile('cluster', options.config);
       if (options.prometheus !== undefined && !options.all) throw new UsageError('--prometheus goes with --all');
       if (options.all) {
-        const { readMeshCatalog, renderMeshStatus, PrometheusTraffic, NO_TRAFFIC } = await import('../../ui/index.js');
-        const traffic = options.prometheus === undefined ? undefined : new PrometheusTraffic(options.prometheus);
-        const [catalog, trafficView] = await Promise.all([withStore(config.etcd, (store) => readMeshCatalog(store, config)), traffic?.read() ?? NO_TRAFFIC]);
-        const view = { ...catalog, traffic: trafficView, events: [], error: undefined };
+        const { readMeshCatalog, renderMeshStatus, PrometheusTraffic, PrometheusCertificates, NO_TRAFFIC, NO_CERTIFICATES } = await import('../../ui/index.js');
+        const prometheus = options.prometheus;
+        const [catalog, traffic, certificates] = await Promise.all([
+          withStore(config.etcd, (store) => readMeshCatalog(store, config)),
+          prometheus === undefined ? NO_TRAFFIC : new PrometheusTraffic(prometheus).read(),
+          prometheus === undefined ? NO_CERTIFICATES : new PrometheusCertificates(prometheus).read(),
+        ]);
+        const view = { ...catalog, traffic, certificates, events: [], error: undefined };
         process.stdout.write(options.json ? `${JSON.stringify(view, null, 2)}\n` : renderMeshStatus(view));
         return;
       }

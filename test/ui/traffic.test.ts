@@ -14,7 +14,7 @@ import { startPrometheus } from './prometheus.js';
  * (snapshots pushed by hand, as the proxy tests do), a real Prometheus scrapes a's
  * sidecar, and the view reads the numbers from that Prometheus.
  */
-test('traffic numbers appear on the page while load runs, and the flow turns failing when the server answers 5xx', async (t) => {
+test('traffic numbers appear on the page while load runs, a certificate near expiry is listed and announced, and the flow turns failing when the server answers 5xx', async (t) => {
   const [{ config }, pki] = await Promise.all([startThreeClusters(t), createMeshPki()]);
   const app = await startEchoApp('reviews-b');
   t.teardown(() => app.close());
@@ -28,7 +28,7 @@ test('traffic numbers appear on the page while load runs, and the flow turns fai
   const reviews = client.sidecar.outbound.lookup('default', 'reviews');
   if (!reviews) throw new Error('no outbound listener for reviews.default');
 
-  const prometheus = await startPrometheus(t, [`127.0.0.1:${client.sidecar.observability!.metricsPort}`]);
+  const prometheus = await startPrometheus(t, [{ target: `127.0.0.1:${client.sidecar.observability!.metricsPort}`, cluster: 'a' }]);
   let running = true;
   const statuses = new Map<number, number>();
   const load = (async () => {
@@ -59,6 +59,13 @@ test('traffic numbers appear on the page while load runs, and the flow turns fai
   t.regex(row[5] ?? '', /^\d+\.\dms$/, 'p99');
   t.regex(String(await page.evaluate(`graph.getElementById('traffic:a>b').data('label')`)), /req\/s · 0\.0% 5xx/);
   await screenshot(t, page, 'traffic');
+
+  // The client's certificate lives an hour (the test PKI's): inside the warning window, so
+  // listed with its cluster and announced once as an event.
+  await page.waitForFunction(`document.querySelector('#certificates tr[data-identity="${client.spiffeId}"]')?.dataset.cluster === 'a'`, { timeout: 60_000, polling: 200 });
+  const eventText = (await page.evaluate(`document.getElementById('events').textContent`)) as string;
+  t.true(eventText.includes(`[a] certificate of ${client.spiffeId} at 127.0.0.1:`), eventText);
+  t.regex(eventText, /expires in \d+m \(notAfter [^)]+\): its renewals are failing/);
 
   app.setStatus(503);
   await page.waitForFunction(`${FLOW}?.dataset.health === 'failing'`, { timeout: 90_000, polling: 200 });

@@ -160,6 +160,15 @@ function render(view) {
     cell(f.health, `health-${f.health}`),
   ], { 'data-flow': `${f.sourceCluster}>${f.destinationCluster}>${f.service}`, 'data-health': f.health })));
 
+  const certificates = view.certificates ?? { source: 'none', expiring: [] };
+  document.getElementById('certificates-note').textContent = certificates.source === 'none'
+    ? 'no certificate expiries: start causeway ui with --prometheus URL'
+    : (certificates.error ?? (certificates.expiring.length === 0 ? 'none within the warning window' : 'renewals of these are failing'));
+  fillTable('certificates', certificates.expiring.map((c) => row([
+    cell(c.cluster), cell(c.identity), cell(c.instance), cell(c.notAfter),
+    cell(c.secondsLeft <= 0 ? 'EXPIRED' : age(c.secondsLeft * 1000), c.secondsLeft <= 3600 ? 'health-failing' : 'health-degraded'),
+  ], { 'data-identity': c.identity, 'data-cluster': c.cluster })));
+
   const events = document.getElementById('events');
   events.replaceChildren(...[...view.events].reverse().slice(0, 50).map((e) => {
     const li = document.createElement('li');
