@@ -1,5 +1,7 @@
 import test from 'ava';
+import { parseConfig } from '../../mesh/index.js';
 import { runMeshView } from '../../ui/index.js';
+import { startCluster } from '../federation/helpers.js';
 import { viewTimings, startThreeClusters } from './helpers.js';
 import { openBrowser, screenshot } from './browser.js';
 
@@ -52,4 +54,37 @@ test('the page shows every cluster and link live: a dead peer turns stale (dashe
   t.true(await page.evaluate('window.__sameDocument === true'), 'the page was never reloaded');
   await screenshot(t, page, 'synced-again');
   t.deepEqual(failedRequests, [], 'every asset came from causeway itself');
+});
+
+test('ten clusters fit the graph: every node drawn inside it, none overlapping another', async (t) => {
+  const a = await startCluster(t, 'a');
+  // Nine configured peers that no federation reached yet: the view lists every one (state unknown).
+  const peers = Array.from({ length: 9 }, (_, i) => `peer-${i + 1}`);
+  const config = parseConfig('cluster', {
+    cluster: { name: 'a', locality: { region: 'region-a', zone: 'z1' } },
+    etcd: { endpoints: a.etcd.endpoints },
+    links: peers.map((peer) => ({ peer, etcd: { endpoints: ['http://127.0.0.1:1'] } })),
+  });
+  const view = await runMeshView({ config, port: 0, refreshMs: 500 });
+  t.teardown(() => view.stop());
+  const browser = await openBrowser(t);
+  const page = await browser.newPage();
+  await page.setViewport({ width: 1280, height: 1000 });
+  await page.goto(view.url, { waitUntil: 'domcontentloaded', timeout: 60_000 });
+  await page.waitForFunction(`typeof graph !== 'undefined' && graph.nodes().length === 10`, { timeout: 45_000, polling: 100 });
+  // Let the layout settle (it runs once, when the set of clusters changes).
+  await page.waitForFunction(`graph.nodes().every((n) => Number.isFinite(n.renderedPosition('x')))`, { timeout: 10_000 });
+  const boxes = (await page.evaluate(`(() => {
+    const w = graph.width(), h = graph.height();
+    return { w, h, nodes: graph.nodes().map((n) => ({ id: n.id(), ...n.renderedBoundingBox({ includeLabels: true }) })) };
+  })()`)) as { w: number; h: number; nodes: Array<{ id: string; x1: number; x2: number; y1: number; y2: number }> };
+  t.is(boxes.nodes.length, 10);
+  for (const n of boxes.nodes) t.true(n.x1 >= 0 && n.y1 >= 0 && n.x2 <= boxes.w && n.y2 <= boxes.h, `${n.id} inside the ${boxes.w}×${boxes.h} graph: ${JSON.stringify(n)}`);
+  for (const [i, m] of boxes.nodes.entries()) {
+    for (const n of boxes.nodes.slice(i + 1)) t.false(m.x1 < n.x2 && n.x1 < m.x2 && m.y1 < n.y2 && n.y1 < m.y2, `${m.id} and ${n.id} overlap`);
+  }
+  const zoom = (await page.evaluate('graph.zoom()')) as number;
+  t.true(zoom >= 0.6, `drawn at zoom ${zoom}: too small to read`);
+  t.is(await page.evaluate(`document.querySelectorAll('#clusters tr[data-cluster]').length`), 10);
+  await screenshot(t, page, 'ten-clusters');
 });

@@ -119,7 +119,13 @@ function drawGraph(view) {
   const nodesNow = view.clusters.map((c) => c.name).sort().join(',');
   if (nodesNow !== nodeIds) {
     nodeIds = nodesNow;
-    graph.layout({ name: view.clusters.length <= 2 ? 'grid' : 'circle', padding: 40, avoidOverlap: true }).run();
+    // The local cluster in the middle, its peers around it: every link starts there.
+    const many = view.clusters.length > 6;
+    document.getElementById('graph').style.height = many ? '600px' : '';
+    graph.resize();
+    graph.layout(view.clusters.length <= 2
+      ? { name: 'grid', padding: 40, avoidOverlap: true }
+      : { name: 'concentric', padding: 30, avoidOverlap: true, minNodeSpacing: many ? 30 : 60, concentric: (n) => (n.data('state') === 'local' ? 2 : 1), levelWidth: () => 1 }).run();
   }
 }
 
