@@ -139,8 +139,24 @@ export class ViewServer {
     res.end(res.req.method === 'HEAD' ? undefined : body);
   }
 
+  /**
+   * A loopback-only view answers only requests that name a loopback host: a web page
+   * elsewhere that rebinds its own name to 127.0.0.1 (DNS rebinding) gets 421, not the mesh.
+   */
+  #hostAllowed(req: IncomingMessage): boolean {
+    if (this.#o.allowRemote) return true;
+    const header = req.headers.host;
+    if (header === undefined) return false;
+    const name = header.startsWith('[') ? header.slice(1, header.indexOf(']')) : header.replace(/:\d+$/, '');
+    return isLoopbackHost(name.toLowerCase());
+  }
+
   #handle(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
+    if (!this.#hostAllowed(req)) {
+      this.#reply(res, 'refused', 421, { 'content-type': 'text/plain; charset=utf-8' }, 'this view answers only requests to a loopback host (127.0.0.1, localhost, [::1]); start it with --allow-remote to serve other names\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       this.#reply(res, 'refused', 405, { allow: 'GET, HEAD', 'content-type': 'text/plain; charset=utf-8' }, 'the mesh view is read-only: only GET and HEAD\n');
       return;

@@ -1,4 +1,5 @@
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -104,6 +105,19 @@ test('the view and its API show every cluster, link and service a sees; a dead p
       t.is(r.headers.get('allow'), 'GET, HEAD');
     }
   }
+  // DNS rebinding: a request naming another host gets nothing.
+  const rebound = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = httpRequest(new URL('api/mesh', running.url), { headers: { host: 'evil.example:80' } }, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.is(rebound.status, 421);
+  t.notRegex(rebound.body, /seenFrom/);
+  t.is((await fetch(new URL('api/mesh', running.url.replace('127.0.0.1', 'localhost')))).status, 200, 'localhost is loopback too');
   const page = await fetch(running.url);
   t.is(page.status, 200);
   t.regex(page.headers.get('content-security-policy') ?? '', /default-src 'self'/);
