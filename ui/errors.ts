@@ -11,6 +11,10 @@ export const UiErrorCodes = {
   prometheusUnreachable: 'CW_UI_PROMETHEUS_UNREACHABLE',
   /** Prometheus answered, but not with what a query of its HTTP API returns. */
   prometheusAnswer: 'CW_UI_PROMETHEUS_ANSWER',
+  /** A scraped /metrics endpoint served something that is not the Prometheus text format. */
+  metricsText: 'CW_UI_METRICS_TEXT',
+  /** A scraped /metrics endpoint did not answer. */
+  scrapeFailed: 'CW_UI_SCRAPE_FAILED',
 } as const;
 
 export class UiError extends CausewayError {}

@@ -7,7 +7,9 @@ export { meshEvents, certificateEvents, EventLog, type MeshEvent } from './mesh-
 export { PrometheusCertificates, EXPIRY_WARNING_SECONDS, EXPIRY_QUERY, NO_CERTIFICATES, type CertificateExpiry, type CertificatesView } from './certificate-expiries.js';
 export { PrometheusClient, type PrometheusSample } from './prometheus-client.js';
 export { MeshViewFeed, type MeshViewFeedOptions } from './mesh-view-feed.js';
-export { PrometheusTraffic, TrafficQueries, trafficHealth, DEGRADED_RATIO, FAILING_RATIO, NO_TRAFFIC, type TrafficView, type TrafficFlow, type TrafficHealth } from './traffic.js';
+export { ScrapedTraffic, quantileOfBuckets } from './scraped-traffic.js';
+export { parseMetricsText, type MetricSample } from './metrics-text.js';
+export { PrometheusTraffic, TrafficQueries, trafficHealth, DEGRADED_RATIO, FAILING_RATIO, NO_TRAFFIC, type TrafficView, type TrafficFlow, type TrafficHealth, type TrafficSource } from './traffic.js';
 export { ViewServer, isLoopbackHost, UI_DEFAULT_PORT, type ViewServerOptions } from './view-server.js';
 export { runMeshView, type RunMeshViewOptions, type RunningMeshView } from './run.js';
 export { MeshViewService, type MeshViewServiceOptions } from './mesh-view-service.js';

@@ -6,12 +6,12 @@ import { EventLog, certificateEvents, meshEvents } from './mesh-events.js';
 import { NO_CERTIFICATES, type CertificatesView, type PrometheusCertificates } from './certificate-expiries.js';
 import { readMeshCatalog, type MeshCatalogView, type MeshView } from './mesh-view.js';
 import type { UiMetrics } from './metrics.js';
-import { NO_TRAFFIC, type PrometheusTraffic, type TrafficView } from './traffic.js';
+import { NO_TRAFFIC, type TrafficSource, type TrafficView } from './traffic.js';
 
 export interface MeshViewFeedOptions {
   readonly store: EtcdStore;
   readonly config: ClusterConfig;
-  readonly traffic?: PrometheusTraffic;
+  readonly traffic?: TrafficSource;
   readonly certificates?: PrometheusCertificates;
   /** How often the local etcd (and Prometheus) are read. */
   readonly refreshMs?: number;

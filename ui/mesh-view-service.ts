@@ -4,6 +4,8 @@ import type { EtcdStore } from '../store/index.js';
 import { MeshViewFeed } from './mesh-view-feed.js';
 import { UiMetrics } from './metrics.js';
 import { PrometheusTraffic } from './traffic.js';
+import { ScrapedTraffic } from './scraped-traffic.js';
+import { UiError, UiErrorCodes } from './errors.js';
 import { PrometheusCertificates } from './certificate-expiries.js';
 import { ViewServer } from './view-server.js';
 
@@ -16,8 +18,10 @@ export interface MeshViewServiceOptions {
   readonly port?: number;
   readonly allowRemote?: boolean;
   readonly socketPath?: string;
-  /** A Prometheus server's base URL for the traffic numbers. */
+  /** A Prometheus server's base URL for the traffic numbers and certificate expiries. */
   readonly prometheus?: string;
+  /** Or the sidecars' /metrics URLs, scraped directly (traffic only). */
+  readonly scrape?: readonly string[];
   readonly refreshMs?: number;
 }
 
@@ -32,6 +36,8 @@ export class MeshViewService {
   constructor(options: MeshViewServiceOptions) {
     const ui = options.config.ui;
     const prometheus = options.prometheus ?? ui?.prometheus;
+    const scrape = options.scrape ?? ui?.scrape ?? [];
+    if (prometheus !== undefined && scrape.length > 0) throw new UiError(UiErrorCodes.invalidOption, 'give --prometheus (ui.prometheus) or --scrape (ui.scrape), not both: the traffic numbers come from one of them');
     const metrics = new UiMetrics(options.registry);
     this.#feed = new MeshViewFeed({
       store: options.store,
@@ -39,6 +45,7 @@ export class MeshViewService {
       metrics,
       refreshMs: options.refreshMs ?? ui?.refreshMs ?? 1000,
       ...(prometheus !== undefined ? { traffic: new PrometheusTraffic(prometheus), certificates: new PrometheusCertificates(prometheus) } : {}),
+      ...(scrape.length > 0 ? { traffic: new ScrapedTraffic(scrape) } : {}),
     });
     const host = options.host ?? ui?.host;
     const port = options.port ?? ui?.port;

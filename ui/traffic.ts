@@ -19,8 +19,8 @@ export interface TrafficFlow {
 }
 
 export interface TrafficView {
-  /** `none`: no `--prometheus` given, so no numbers (the catalog lists no metrics endpoints to scrape). */
-  readonly source: 'prometheus' | 'none';
+  /** `prometheus`: from `--prometheus`; `scrape`: from the sidecars' /metrics given with `--scrape`; `none`: neither given. */
+  readonly source: 'prometheus' | 'scrape' | 'none';
   readonly prometheus: string | undefined;
   /** Why the numbers are missing or old: the query that failed and how. */
   readonly error: string | undefined;
@@ -36,6 +36,11 @@ export function trafficHealth(requestsPerSecond: number, errorRatio: number): Tr
   if (errorRatio >= FAILING_RATIO) return 'failing';
   if (errorRatio >= DEGRADED_RATIO) return 'degraded';
   return 'ok';
+}
+
+/** Where the view's traffic comes from: {@link PrometheusTraffic} or `ScrapedTraffic`. */
+export interface TrafficSource {
+  read(): Promise<TrafficView>;
 }
 
 export const NO_TRAFFIC: TrafficView = Object.freeze({ source: 'none', prometheus: undefined, error: undefined, flows: [] });

@@ -1,7 +1,10 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import test from 'ava';
-import { PrometheusTraffic, runMeshView } from '../../ui/index.js';
+import test, { type ExecutionContext } from 'ava';
+import { Registry } from 'prom-client';
+import { parseConfig } from '../../mesh/index.js';
+import { MeshViewService, PrometheusTraffic, runMeshView, type MeshView } from '../../ui/index.js';
+import { waitFor } from '../../testkit/index.js';
 import { createMeshPki } from '../proxy/helpers/pki.js';
 import { endpointTarget, get, service, snapshot, startEchoApp, startTestSidecar } from '../proxy/helpers/mesh.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
@@ -9,13 +12,9 @@ import { openBrowser, screenshot } from './browser.js';
 import { startThreeClusters } from './helpers.js';
 import { startPrometheus } from './prometheus.js';
 
-/**
- * Real requests: productpage's sidecar in cluster a calls reviews' sidecar in cluster b
- * (snapshots pushed by hand, as the proxy tests do), a real Prometheus scrapes a's
- * sidecar, and the view reads the numbers from that Prometheus.
- */
-test('traffic numbers appear on the page while load runs, a certificate near expiry is listed and announced, and the flow turns failing when the server answers 5xx', async (t) => {
-  const [{ config }, pki] = await Promise.all([startThreeClusters(t), createMeshPki()]);
+/** productpage's sidecar in a calling reviews' sidecar in b (an echo app behind it) under a gentle steady load. */
+async function startCallingPair(t: ExecutionContext) {
+  const pki = await createMeshPki();
   const app = await startEchoApp('reviews-b');
   t.teardown(() => app.close());
   const server = await startTestSidecar({ cluster: 'b', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }] });
@@ -27,8 +26,6 @@ test('traffic numbers appear on the page while load runs, a certificate near exp
   await client.sidecar.settled();
   const reviews = client.sidecar.outbound.lookup('default', 'reviews');
   if (!reviews) throw new Error('no outbound listener for reviews.default');
-
-  const prometheus = await startPrometheus(t, [{ target: `127.0.0.1:${client.sidecar.observability!.metricsPort}`, cluster: 'a' }]);
   let running = true;
   const statuses = new Map<number, number>();
   const load = (async () => {
@@ -42,7 +39,18 @@ test('traffic numbers appear on the page while load runs, a certificate near exp
     running = false;
     await load;
   });
+  return { app, client, statuses, metricsUrl: `http://127.0.0.1:${client.sidecar.observability!.metricsPort}/metrics` };
+}
 
+/**
+ * Real requests: productpage's sidecar in cluster a calls reviews' sidecar in cluster b
+ * (snapshots pushed by hand, as the proxy tests do), a real Prometheus scrapes a's
+ * sidecar, and the view reads the numbers from that Prometheus.
+ */
+test('traffic numbers appear on the page while load runs, a certificate near expiry is listed and announced, and the flow turns failing when the server answers 5xx', async (t) => {
+  const { config } = await startThreeClusters(t);
+  const { app, client, statuses, metricsUrl } = await startCallingPair(t);
+  const prometheus = await startPrometheus(t, [{ target: new URL(metricsUrl).host, cluster: 'a' }]);
   const view = await runMeshView({ config, port: 0, refreshMs: 500, prometheus });
   t.teardown(() => view.stop());
   const browser = await openBrowser(t);
@@ -90,4 +98,36 @@ test('a Prometheus that is down or is not a Prometheus becomes the view\'s error
   const notOne = await new PrometheusTraffic(`http://127.0.0.1:${(other.address() as AddressInfo).port}`).read();
   t.regex(notOne.error ?? '', /something other than a vector/);
   t.throws(() => new PrometheusTraffic('ftp://x'), { message: /--prometheus must be an http\(s\) URL/ });
+});
+
+test('without Prometheus, --scrape reads the sidecars\' /metrics directly: rates between two reads, 5xx turns the flow failing', async (t) => {
+  const [{ config }, { app, metricsUrl }] = await Promise.all([startThreeClusters(t), startCallingPair(t)]);
+  const view = await runMeshView({ config, port: 0, refreshMs: 500, scrape: [metricsUrl, 'http://127.0.0.1:9/metrics'] });
+  t.teardown(() => view.stop());
+  const flowOf = async () => {
+    const v = (await (await fetch(new URL('api/mesh', view.url))).json()) as MeshView;
+    return { traffic: v.traffic, flow: v.traffic.flows.find((f) => f.sourceCluster === 'a' && f.destinationCluster === 'b' && f.service === 'reviews.default') };
+  };
+  const ok = await waitFor(async () => {
+    const r = await flowOf().catch(() => undefined);
+    return r?.flow && r.flow.requestsPerSecond > 0 ? r : undefined;
+  }, { timeoutMs: 60_000, what: 'a scraped flow a → b' });
+  t.is(ok.traffic.source, 'scrape');
+  t.is(ok.flow!.health, 'ok');
+  t.is(ok.flow!.errorRatio, 0);
+  t.true((ok.flow!.p99Ms ?? 0) > 0, 'p99 from the histogram buckets');
+  t.regex(ok.traffic.error ?? '', /127\.0\.0\.1:9\/metrics did not answer/, 'the dead target is named; the live one still counts');
+
+  app.setStatus(503);
+  const failing = await waitFor(async () => {
+    const r = await flowOf();
+    return r.flow?.health === 'failing' ? r.flow : undefined;
+  }, { timeoutMs: 60_000, what: 'the scraped flow failing' });
+  t.true(failing.errorRatio >= 0.1);
+});
+
+test('--prometheus and --scrape together are refused', (t) => {
+  const config = parseConfig('cluster', { cluster: { name: 'a', locality: { region: 'r', zone: 'z' } }, etcd: { endpoints: ['http://127.0.0.1:1'] } });
+  const error = t.throws(() => new MeshViewService({ config, store: undefined as never, registry: new Registry(), prometheus: 'http://127.0.0.1:9090', scrape: ['http://127.0.0.1:15090/metrics'] }));
+  t.is((error as { code?: string }).code, 'CW_UI_INVALID_OPTION');
 });

@@ -1,0 +1,147 @@
+import { UiError, UiErrorCodes } from './errors.js';
+import { parseMetricsText, type MetricSample } from './metrics-text.js';
+import { trafficHealth, type TrafficFlow, type TrafficView } from './traffic.js';
+
+const REQUESTS = 'causeway_sidecar_http_requests_total';
+const BUCKETS = 'causeway_sidecar_http_request_duration_seconds_bucket';
+
+interface Scrape {
+  readonly atMs: number;
+  readonly samples: readonly MetricSample[];
+}
+
+interface FlowTally {
+  source: string;
+  destination: string;
+  service: string;
+  requests: number;
+  errors: number;
+  /** Cumulative bucket increases by `le`. */
+  buckets: Map<number, number>;
+}
+
+/** The 0.99 quantile of cumulative bucket counts, interpolated as Prometheus' histogram_quantile does. */
+export function quantileOfBuckets(q: number, buckets: ReadonlyMap<number, number>): number | undefined {
+  const sorted = [...buckets.entries()].sort(([a], [b]) => a - b);
+  const total = sorted.at(-1)?.[1] ?? 0;
+  if (total <= 0) return undefined;
+  const rank = q * total;
+  let lowerLe = 0;
+  let lowerCount = 0;
+  for (const [le, count] of sorted) {
+    if (count >= rank) {
+      if (le === Infinity) return lowerLe;
+      return lowerLe + (le - lowerLe) * ((rank - lowerCount) / Math.max(count - lowerCount, Number.EPSILON));
+    }
+    lowerLe = le;
+    lowerCount = count;
+  }
+  return lowerLe;
+}
+
+/**
+ * Traffic without a Prometheus server: scrapes the sidecars' /metrics (`--scrape URL`,
+ * one per sidecar) on each read and takes rates from the difference with the previous
+ * read — so the first read has no numbers yet. A target that fails is named in the view's
+ * `error`; the others still count.
+ */
+export class ScrapedTraffic {
+  readonly #targets: readonly URL[];
+  readonly #timeoutMs: number;
+  readonly #previous = new Map<string, Scrape>();
+
+  constructor(targets: readonly string[], options: { timeoutMs?: number } = {}) {
+    this.#targets = targets.map((t) => {
+      let url: URL;
+      try {
+        url = new URL(t);
+      } catch (error) {
+        throw new UiError(UiErrorCodes.invalidOption, `--scrape must be an http(s) URL of a /metrics endpoint, e.g. http://127.0.0.1:15090/metrics (got "${t}")`, { cause: error });
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UiError(UiErrorCodes.invalidOption, `--scrape must be an http(s) URL (got "${t}")`);
+      return url;
+    });
+    this.#timeoutMs = options.timeoutMs ?? 3000;
+  }
+
+  async #scrape(url: URL): Promise<Scrape> {
+    let text: string;
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs) });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      text = await response.text();
+    } catch (error) {
+      throw new UiError(UiErrorCodes.scrapeFailed, `${url.href} did not answer: ${(error as Error).message}`, { cause: error, retryable: true });
+    }
+    return { atMs: Date.now(), samples: parseMetricsText(text, url.href) };
+  }
+
+  async read(): Promise<TrafficView> {
+    const errors: string[] = [];
+    const flows = new Map<string, FlowTally & { seconds: number }>();
+    await Promise.all(
+      this.#targets.map(async (url) => {
+        let now: Scrape;
+        try {
+          now = await this.#scrape(url);
+        } catch (error) {
+          errors.push((error as Error).message);
+          this.#previous.delete(url.href);
+          return;
+        }
+        const before = this.#previous.get(url.href);
+        this.#previous.set(url.href, now);
+        if (!before) return;
+        const seconds = (now.atMs - before.atMs) / 1000;
+        for (const tally of tallies(before.samples, now.samples)) {
+          const key = `${tally.source}|${tally.destination}|${tally.service}`;
+          const sum = flows.get(key);
+          if (!sum) flows.set(key, { ...tally, seconds });
+          else {
+            sum.requests += tally.requests;
+            sum.errors += tally.errors;
+            for (const [le, n] of tally.buckets) sum.buckets.set(le, (sum.buckets.get(le) ?? 0) + n);
+          }
+        }
+      }),
+    );
+    const list = [...flows.values()]
+      .filter((f) => f.seconds > 0)
+      .map((f): TrafficFlow => {
+        const requestsPerSecond = f.requests / f.seconds;
+        const errorRatio = f.requests > 0 ? f.errors / f.requests : 0;
+        const p99 = quantileOfBuckets(0.99, f.buckets);
+        return { sourceCluster: f.source, destinationCluster: f.destination, service: f.service, requestsPerSecond, errorRatio, p99Ms: p99 === undefined ? undefined : p99 * 1000, health: trafficHealth(requestsPerSecond, errorRatio) };
+      })
+      .sort((a, b) => `${a.sourceCluster}${a.destinationCluster}${a.service}`.localeCompare(`${b.sourceCluster}${b.destinationCluster}${b.service}`));
+    return { source: 'scrape', prometheus: undefined, error: errors.length > 0 ? errors.join('; ') : undefined, flows: list };
+  }
+}
+
+/** Per flow of one target: request and 5xx increases and bucket increases between two scrapes (a counter reset counts from 0). */
+function tallies(before: readonly MetricSample[], now: readonly MetricSample[]): FlowTally[] {
+  const id = (s: MetricSample) => `${s.name}${JSON.stringify(Object.entries(s.labels).sort())}`;
+  const old = new Map(before.map((s) => [id(s), s.value]));
+  const increase = (s: MetricSample) => {
+    const was = old.get(id(s)) ?? 0;
+    return s.value >= was ? s.value - was : s.value;
+  };
+  const byDestination = new Map<string, FlowTally>();
+  for (const s of now) {
+    if (s.name !== REQUESTS || s.labels.direction !== 'outbound' || !s.labels.source_cluster || !s.labels.destination_cluster) continue;
+    const key = `${s.labels.destination_cluster}|${s.labels.destination_service ?? ''}`;
+    let t = byDestination.get(key);
+    if (!t) byDestination.set(key, (t = { source: s.labels.source_cluster, destination: s.labels.destination_cluster, service: s.labels.destination_service ?? '', requests: 0, errors: 0, buckets: new Map() }));
+    const n = increase(s);
+    t.requests += n;
+    if (/^5\d\d$/.test(s.labels.code ?? '')) t.errors += n;
+  }
+  for (const s of now) {
+    if (s.name !== BUCKETS || s.labels.direction !== 'outbound') continue;
+    const t = byDestination.get(`${s.labels.destination_cluster ?? ''}|${s.labels.destination_service ?? ''}`);
+    const le = s.labels.le === '+Inf' ? Infinity : Number(s.labels.le);
+    if (!t || Number.isNaN(le)) continue;
+    t.buckets.set(le, (t.buckets.get(le) ?? 0) + increase(s));
+  }
+  return [...byDestination.values()];
+}
