@@ -84,6 +84,10 @@ export class ViewServer {
       );
     }
     this.#server = createServer((req, res) => this.#handle(req, res));
+    // Longer than clients' own idle limit (undici: 4 s), so a client never sends on a
+    // kept-alive connection the server is closing at that moment (a "fetch failed" on a
+    // loaded machine); stop() closes every connection anyway.
+    this.#server.keepAliveTimeout = 30_000;
   }
 
   get port(): number {

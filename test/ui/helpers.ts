@@ -2,8 +2,12 @@ import type { ExecutionContext } from 'ava';
 import { CATALOG_SCHEMA_VERSION, Endpoint, EtcdKeys, ServiceSpec, TrafficPolicy, encodeCatalogValue, parseConfig, type ClusterConfig, type FederationConfig } from '../../mesh/index.js';
 import { exportService, exportedService, linkTo, publishPeer, startCluster, startFederation, timings, type TestCluster } from '../federation/helpers.js';
 
-/** Short staleness (the semantics are the defaults'), expiry far away so a stale link stays stale however slow the machine. */
-export const viewTimings: FederationConfig = { ...timings, expireAfterMs: 120_000, initialSyncTimeoutMs: 30_000 };
+/**
+ * Short staleness (the semantics are the defaults'), yet long enough that a live peer's
+ * 250 ms heartbeats never miss it on a loaded machine; expiry far away so a stale link
+ * stays stale however slow the machine.
+ */
+export const viewTimings: FederationConfig = { ...timings, staleAfterMs: 4000, expireAfterMs: 120_000, initialSyncTimeoutMs: 30_000 };
 
 export interface ThreeClusters {
   readonly a: TestCluster;
