@@ -246,6 +246,8 @@ export interface EndpointRegistration {
   /** Address peers use to reach this sidecar's inbound listener. */
   readonly address: string;
   readonly inboundPort: number;
+  /** The sidecar's /metrics port on `address`, listed in the catalog for `causeway ui`. */
+  readonly metricsPort?: number;
   readonly labels?: Record<string, string>;
   /** Default: the controller's cluster locality. */
   readonly locality?: Locality;
@@ -383,6 +385,7 @@ export class RegistrationClient extends TypedEmitter<RegistrationEvents> {
           endpointId: e.endpointId,
           address: e.address,
           inboundPort: e.inboundPort,
+          metricsPort: e.metricsPort ?? 0,
           labels: e.labels ?? {},
           locality: e.locality ?? null,
           health: this.#health,

@@ -66,6 +66,8 @@ export interface RegisterRequest {
   labels: Record<string, string>;
   locality: LocalityMessage | null;
   health: string;
+  /** 0 (the proto default) when the sidecar serves no /metrics. */
+  metricsPort?: number;
 }
 export interface RegisterResponse {
   endpointId: string;

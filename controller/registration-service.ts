@@ -165,6 +165,7 @@ export class RegistrationService {
           identity,
           health,
           registeredAt: previous?.registeredAt ?? new Date().toISOString(),
+          ...(req.metricsPort ? { metricsPort: req.metricsPort } : {}),
         });
       } catch (error) {
         if (lease !== existing?.lease) await this.#store.revokeLease(lease).catch(() => undefined);

@@ -86,6 +86,8 @@ export const Endpoint = z.strictObject({
   identity: spiffeIdText,
   health: z.enum(HealthStates).default('unknown'),
   registeredAt: z.iso.datetime().optional(),
+  /** The sidecar's Prometheus /metrics port on `address`; absent in records of older sidecars. */
+  metricsPort: port.optional(),
 });
 export type Endpoint = z.infer<typeof Endpoint>;
 

@@ -263,6 +263,7 @@ export function registrationPart(config: SidecarConfig, identity: WorkloadIdenti
             endpointId: endpointId ?? defaultEndpointId(config, sidecar.inboundPort),
             address: config.advertiseAddress,
             inboundPort: sidecar.inboundPort,
+            ...(sidecar.observability?.metricsPort ? { metricsPort: sidecar.observability.metricsPort } : {}),
             labels: { ...config.labels },
             locality: config.locality,
           },

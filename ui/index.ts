@@ -8,6 +8,7 @@ export { PrometheusCertificates, EXPIRY_WARNING_SECONDS, EXPIRY_QUERY, NO_CERTIF
 export { PrometheusClient, type PrometheusSample } from './prometheus-client.js';
 export { MeshViewFeed, type MeshViewFeedOptions } from './mesh-view-feed.js';
 export { ScrapedTraffic, quantileOfBuckets } from './scraped-traffic.js';
+export { CatalogScrapeTargets, GivenScrapeTargets, type ScrapeTargets } from './scrape-targets.js';
 export { parseMetricsText, type MetricSample } from './metrics-text.js';
 export { PrometheusTraffic, TrafficQueries, trafficHealth, DEGRADED_RATIO, FAILING_RATIO, NO_TRAFFIC, type TrafficView, type TrafficFlow, type TrafficHealth, type TrafficSource } from './traffic.js';
 export { ViewServer, isLoopbackHost, UI_DEFAULT_PORT, type ViewServerOptions } from './view-server.js';

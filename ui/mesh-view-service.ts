@@ -5,6 +5,7 @@ import { MeshViewFeed } from './mesh-view-feed.js';
 import { UiMetrics } from './metrics.js';
 import { PrometheusTraffic } from './traffic.js';
 import { ScrapedTraffic } from './scraped-traffic.js';
+import { CatalogScrapeTargets, GivenScrapeTargets } from './scrape-targets.js';
 import { UiError, UiErrorCodes } from './errors.js';
 import { PrometheusCertificates } from './certificate-expiries.js';
 import { ViewServer } from './view-server.js';
@@ -20,7 +21,7 @@ export interface MeshViewServiceOptions {
   readonly socketPath?: string;
   /** A Prometheus server's base URL for the traffic numbers and certificate expiries. */
   readonly prometheus?: string;
-  /** Or the sidecars' /metrics URLs, scraped directly (traffic only). */
+  /** Or the sidecars' /metrics URLs, scraped directly (traffic only). Neither given: the metrics ports the local catalog lists are scraped. */
   readonly scrape?: readonly string[];
   readonly refreshMs?: number;
 }
@@ -44,8 +45,9 @@ export class MeshViewService {
       config: options.config,
       metrics,
       refreshMs: options.refreshMs ?? ui?.refreshMs ?? 1000,
-      ...(prometheus !== undefined ? { traffic: new PrometheusTraffic(prometheus), certificates: new PrometheusCertificates(prometheus) } : {}),
-      ...(scrape.length > 0 ? { traffic: new ScrapedTraffic(scrape) } : {}),
+      ...(prometheus !== undefined
+        ? { traffic: new PrometheusTraffic(prometheus), certificates: new PrometheusCertificates(prometheus) }
+        : { traffic: new ScrapedTraffic(scrape.length > 0 ? new GivenScrapeTargets(scrape) : new CatalogScrapeTargets(options.store)) }),
     });
     const host = options.host ?? ui?.host;
     const port = options.port ?? ui?.port;

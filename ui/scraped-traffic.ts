@@ -1,4 +1,5 @@
 import { UiError, UiErrorCodes } from './errors.js';
+import type { ScrapeTargets } from './scrape-targets.js';
 import { parseMetricsText, type MetricSample } from './metrics-text.js';
 import { trafficHealth, type TrafficFlow, type TrafficView } from './traffic.js';
 
@@ -39,28 +40,25 @@ export function quantileOfBuckets(q: number, buckets: ReadonlyMap<number, number
   return lowerLe;
 }
 
+/** At most this many /metrics are fetched at once. */
+const SCRAPE_CONCURRENCY = 8;
+/** A /metrics body larger than this is refused (a sidecar's is a few tens of kB). */
+const MAX_METRICS_BYTES = 4 * 1024 * 1024;
+
 /**
- * Traffic without a Prometheus server: scrapes the sidecars' /metrics (`--scrape URL`,
- * one per sidecar) on each read and takes rates from the difference with the previous
- * read — so the first read has no numbers yet. A target that fails is named in the view's
- * `error`; the others still count.
+ * Traffic without a Prometheus server: scrapes the sidecars' /metrics (the `--scrape`
+ * URLs, or the metrics ports the local catalog lists) on each read, a few at a time, and
+ * takes rates from the difference with the previous read — so the first read of a target
+ * has no numbers yet. A target that fails is named in the view's `error`; the others
+ * still count.
  */
 export class ScrapedTraffic {
-  readonly #targets: readonly URL[];
+  readonly #targets: ScrapeTargets;
   readonly #timeoutMs: number;
   readonly #previous = new Map<string, Scrape>();
 
-  constructor(targets: readonly string[], options: { timeoutMs?: number } = {}) {
-    this.#targets = targets.map((t) => {
-      let url: URL;
-      try {
-        url = new URL(t);
-      } catch (error) {
-        throw new UiError(UiErrorCodes.invalidOption, `--scrape must be an http(s) URL of a /metrics endpoint, e.g. http://127.0.0.1:15090/metrics (got "${t}")`, { cause: error });
-      }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UiError(UiErrorCodes.invalidOption, `--scrape must be an http(s) URL (got "${t}")`);
-      return url;
-    });
+  constructor(targets: ScrapeTargets, options: { timeoutMs?: number } = {}) {
+    this.#targets = targets;
     this.#timeoutMs = options.timeoutMs ?? 3000;
   }
 
@@ -69,7 +67,9 @@ export class ScrapedTraffic {
     try {
       const response = await fetch(url, { signal: AbortSignal.timeout(this.#timeoutMs) });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      if (Number(response.headers.get('content-length') ?? 0) > MAX_METRICS_BYTES) throw new Error(`body larger than ${MAX_METRICS_BYTES} bytes`);
       text = await response.text();
+      if (text.length > MAX_METRICS_BYTES) throw new Error(`body larger than ${MAX_METRICS_BYTES} bytes`);
     } catch (error) {
       throw new UiError(UiErrorCodes.scrapeFailed, `${url.href} did not answer: ${(error as Error).message}`, { cause: error, retryable: true });
     }
@@ -79,32 +79,38 @@ export class ScrapedTraffic {
   async read(): Promise<TrafficView> {
     const errors: string[] = [];
     const flows = new Map<string, FlowTally & { seconds: number }>();
-    await Promise.all(
-      this.#targets.map(async (url) => {
-        let now: Scrape;
-        try {
-          now = await this.#scrape(url);
-        } catch (error) {
-          errors.push((error as Error).message);
-          this.#previous.delete(url.href);
-          return;
+    let targets: readonly URL[];
+    try {
+      targets = await this.#targets.list();
+    } catch (error) {
+      return { source: 'scrape', prometheus: undefined, error: `cannot list the sidecars' metrics ports in the local catalog: ${(error as Error).message}`, flows: [] };
+    }
+    const listed = new Set(targets.map((u) => u.href));
+    for (const href of this.#previous.keys()) if (!listed.has(href)) this.#previous.delete(href);
+    await eachAtMost(SCRAPE_CONCURRENCY, targets, async (url) => {
+      let now: Scrape;
+      try {
+        now = await this.#scrape(url);
+      } catch (error) {
+        errors.push((error as Error).message);
+        this.#previous.delete(url.href);
+        return;
+      }
+      const before = this.#previous.get(url.href);
+      this.#previous.set(url.href, now);
+      if (!before) return;
+      const seconds = (now.atMs - before.atMs) / 1000;
+      for (const tally of tallies(before.samples, now.samples)) {
+        const key = `${tally.source}|${tally.destination}|${tally.service}`;
+        const sum = flows.get(key);
+        if (!sum) flows.set(key, { ...tally, seconds });
+        else {
+          sum.requests += tally.requests;
+          sum.errors += tally.errors;
+          for (const [le, n] of tally.buckets) sum.buckets.set(le, (sum.buckets.get(le) ?? 0) + n);
         }
-        const before = this.#previous.get(url.href);
-        this.#previous.set(url.href, now);
-        if (!before) return;
-        const seconds = (now.atMs - before.atMs) / 1000;
-        for (const tally of tallies(before.samples, now.samples)) {
-          const key = `${tally.source}|${tally.destination}|${tally.service}`;
-          const sum = flows.get(key);
-          if (!sum) flows.set(key, { ...tally, seconds });
-          else {
-            sum.requests += tally.requests;
-            sum.errors += tally.errors;
-            for (const [le, n] of tally.buckets) sum.buckets.set(le, (sum.buckets.get(le) ?? 0) + n);
-          }
-        }
-      }),
-    );
+      }
+    });
     const list = [...flows.values()]
       .filter((f) => f.seconds > 0)
       .map((f): TrafficFlow => {
@@ -114,8 +120,18 @@ export class ScrapedTraffic {
         return { sourceCluster: f.source, destinationCluster: f.destination, service: f.service, requestsPerSecond, errorRatio, p99Ms: p99 === undefined ? undefined : p99 * 1000, health: trafficHealth(requestsPerSecond, errorRatio) };
       })
       .sort((a, b) => `${a.sourceCluster}${a.destinationCluster}${a.service}`.localeCompare(`${b.sourceCluster}${b.destinationCluster}${b.service}`));
-    return { source: 'scrape', prometheus: undefined, error: errors.length > 0 ? errors.join('; ') : undefined, flows: list };
+    const none = targets.length === 0 && this.#targets.kind === 'catalog' ? 'no sidecar registered in the local catalog lists a metrics port (is observability.metricsPort set?); or give --prometheus or --scrape URL' : undefined;
+    return { source: 'scrape', prometheus: undefined, error: errors.length > 0 ? errors.join('; ') : none, flows: list };
   }
+}
+
+/** Runs `work` on every item, at most `limit` at a time. */
+async function eachAtMost<T>(limit: number, items: readonly T[], work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
 /** Per flow of one target: request and 5xx increases and bucket increases between two scrapes (a counter reset counts from 0). */

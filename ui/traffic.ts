@@ -19,7 +19,7 @@ export interface TrafficFlow {
 }
 
 export interface TrafficView {
-  /** `prometheus`: from `--prometheus`; `scrape`: from the sidecars' /metrics given with `--scrape`; `none`: neither given. */
+  /** `prometheus`: from `--prometheus`; `scrape`: from the sidecars' /metrics (`--scrape`, else the metrics ports the local catalog lists); `none`: not asked (`status --all` without `--prometheus`). */
   readonly source: 'prometheus' | 'scrape' | 'none';
   readonly prometheus: string | undefined;
   /** Why the numbers are missing or old: the query that failed and how. */

@@ -31,7 +31,7 @@ export function registerUiCommands(program: Command): void {
     .option('--host <host>', 'listen address (default: ui.host, 127.0.0.1); anything but loopback also needs --allow-remote, as the page has no login')
     .option('--allow-remote', 'allow --host to be a non-loopback address such as 0.0.0.0: everyone who reaches it sees the mesh topology')
     .option('--prometheus <url>', 'a Prometheus server scraping the sidecars (e.g. http://127.0.0.1:9090): request rate, 5xx ratio and p99 between clusters (default: ui.prometheus)')
-    .option('--scrape <url>', "without a Prometheus: a sidecar's /metrics URL to scrape on every read for the traffic numbers (repeatable; default: ui.scrape)", (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--scrape <url>', "without a Prometheus: a sidecar's /metrics URL to scrape on every read for the traffic numbers (repeatable; default: ui.scrape, else the metrics ports the local catalog's endpoints registered)", (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--socket <path>', 'listen on this Unix socket instead of --host/--port (for a port forward from another network namespace, as npm run demo does)')
     .option('--refresh <ms>', 'how often the local etcd is read, in ms (default: ui.refreshMs, 1000)')
     .action(async (flags: UiFlags) => {

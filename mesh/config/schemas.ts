@@ -165,7 +165,7 @@ export const UiConfig = z.strictObject({
   port: portOrZero.default(15080).describe('port of the page; 0 picks a free port'),
   allowRemote: z.boolean().default(false).describe('allow a non-loopback host: everyone who reaches it sees the mesh topology'),
   prometheus: z.url({ protocol: /^https?$/ }).optional().describe('a Prometheus server scraping the sidecars, for request rate, 5xx ratio and p99 between clusters, and certificate expiries'),
-  scrape: z.array(z.url({ protocol: /^https?$/ })).optional().describe("instead of prometheus: the sidecars' /metrics URLs, scraped on every read for the traffic numbers"),
+  scrape: z.array(z.url({ protocol: /^https?$/ })).optional().describe("instead of prometheus: the sidecars' /metrics URLs, scraped on every read for the traffic numbers (default: the metrics ports the local catalog's endpoints registered)"),
   refreshMs: z.number().int().min(100).max(60_000).default(1000).describe('how often the view reads the local etcd, in ms'),
 });
 export type UiConfig = z.infer<typeof UiConfig>;

@@ -122,3 +122,27 @@ test('a heartbeat for an endpoint registered through another controller works (c
   await waitFor(() => b.catalogView?.cluster?.value.controllers.length === 2, { what: 'the second controller sees both back too' });
   t.is(a.catalogView?.cluster?.value.controllers.length, 2);
 });
+
+test('a registration may carry the sidecar\'s metrics port: stored with the endpoint, absent for older sidecars, refused when not a port', async (t) => {
+  const world = await controllerWorld(t);
+  await world.admin.applyService(reviews);
+  const controller = await world.startController();
+  const withPort = await world.registration(controller, 'default/reviews', { ...endpoint('reviews-m1'), metricsPort: 15090 });
+  const without = await world.registration(controller, 'default/reviews', endpoint('reviews-m2', '127.0.0.11'));
+  await Promise.all([withPort.start(), without.start()]);
+  const stored = await waitFor(() => {
+    const all = controller.catalogView?.endpointsOf('default/reviews');
+    return all && all.size === 2 ? [...all.values()] : undefined;
+  }, { what: 'both endpoints in the catalog' });
+  const byId = new Map(stored.map((e) => [e.value.id, e.value]));
+  t.is(byId.get('reviews-m1')?.metricsPort, 15090);
+  t.false('metricsPort' in (byId.get('reviews-m2') ?? {}), 'an old-style registration stays valid, with no port');
+
+  const bad = await world.registration(controller, 'default/reviews', { ...endpoint('reviews-m3'), metricsPort: 70_000 });
+  const refused = new Promise<ServiceError>((resolve) => bad.once('refused', resolve));
+  void bad.start();
+  const error = await refused;
+  t.is(error.code, status.INVALID_ARGUMENT);
+  t.regex(error.details, /metricsPort/);
+  await Promise.all([bad.stop(), withPort.stop(), without.stop()]);
+});

@@ -76,7 +76,8 @@ test('the view and its API show every cluster, link and service a sees; a dead p
   t.deepEqual(byName.get('productpage.default')?.split, [{ subset: 'v1', weight: 90 }, { subset: 'v2', weight: 10 }]);
   t.deepEqual(byName.get('reviews.default')?.locations.map((l) => [l.cluster, l.source, l.healthy]), [['b', 'imported', 2], ['c', 'imported', 1]]);
   t.deepEqual(byName.get('ratings.default')?.locations.map((l) => l.cluster), ['c']);
-  t.is(view.traffic.source, 'none');
+  t.is(view.traffic.source, 'scrape', 'no --prometheus: the metrics ports the catalog lists');
+  t.regex(view.traffic.error ?? '', /no sidecar registered in the local catalog lists a metrics port/);
   t.is(view.error, undefined);
 
   // The stream pushes the view at once, then every change: b's etcd dies → stale, with events.

@@ -1,0 +1,66 @@
+import test from 'ava';
+import { Endpoint, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
+import { Etcd3Store } from '../../store/index.js';
+import { runMeshView, type MeshView } from '../../ui/index.js';
+import { waitFor } from '../../testkit/index.js';
+import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload } from '../proxy/helpers/clusters.js';
+import { load } from '../proxy/helpers/mesh.js';
+
+/**
+ * Two loopback clusters with real etcds, controllers and gateways; productpage's sidecar
+ * in east and reviews' sidecar in west register with their controllers for real and
+ * list their /metrics port. `causeway ui` for east, given neither --prometheus nor
+ * --scrape, finds east's sidecar through the catalog and shows the traffic east → west.
+ */
+test('without --prometheus or --scrape the view scrapes the metrics ports the sidecars registered and shows the traffic', async (t) => {
+  const world = await startMesh([
+    { name: 'east', region: 'eu', zone: 'eu-1' },
+    { name: 'west', region: 'eu', zone: 'eu-2' },
+  ]);
+  t.teardown(() => world.close());
+  await world.cluster('east').admin.applyService(productpageSpec);
+  await world.cluster('west').admin.applyService(reviewsSpec);
+  const workloads: MeshWorkload[] = [];
+  t.teardown(async () => {
+    for (const w of workloads) await w.close().catch(() => undefined);
+  });
+  const server = await startWorkload(world, 'west', { service: 'reviews', serveObservability: true });
+  workloads.push(server);
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false, serveObservability: true });
+  workloads.push(client);
+
+  // Both registrations carry the metrics port the sidecar actually serves.
+  for (const [cluster, workload, service] of [['east', client, 'productpage'], ['west', server, 'reviews']] as const) {
+    const store = new Etcd3Store({ endpoints: world.cluster(cluster).etcd.endpoints, dialTimeoutMs: 5000 });
+    t.teardown(() => store.close());
+    const endpoint = await waitFor(async () => {
+      const { entries } = await store.list(`${EtcdKeys.endpointsPrefix}default/${service}/`);
+      const decoded = entries.map((e) => decodeCatalogValue(Endpoint, e.key, e.value)).find((d) => d.ok);
+      return decoded?.ok ? decoded.value : undefined;
+    }, { timeoutMs: 30_000, what: `${service}'s endpoint in ${cluster}'s catalog` });
+    t.is(endpoint.metricsPort, workload.sidecar.observability!.metricsPort, `${service} lists its metrics port`);
+  }
+
+  await waitFor(() => targetsOf(client.sidecar, 'reviews').some((x) => x.healthy), { what: 'reviews imported from west', timeoutMs: 30_000 });
+  await client.sidecar.settled();
+  const reviews = client.sidecar.outbound.lookup('default', 'reviews');
+  if (!reviews) throw new Error('no outbound listener for reviews.default');
+  const run = load(reviews.address, { workers: 2 });
+  t.teardown(() => run.stop());
+
+  const view = await runMeshView({ config: world.cluster('east').config, port: 0, refreshMs: 500 });
+  t.teardown(() => view.stop());
+  const flow = await waitFor(async () => {
+    const v = (await (await fetch(new URL('api/mesh', view.url))).json().catch(() => undefined)) as MeshView | undefined;
+    const f = v?.traffic.flows.find((x) => x.sourceCluster === 'east' && x.destinationCluster === 'west' && x.service === 'reviews.default');
+    return f && f.requestsPerSecond > 0 ? { traffic: v!.traffic, flow: f } : undefined;
+  }, { timeoutMs: 60_000, what: 'traffic east → west in the view' });
+  t.log(`flow east → west: ${flow.flow.requestsPerSecond.toFixed(1)} req/s, p99 ${flow.flow.p99Ms?.toFixed(1)} ms, ${run.ok()} requests ok`);
+  t.is(flow.traffic.source, 'scrape');
+  t.is(flow.traffic.error, undefined, 'every listed target answered');
+  t.is(flow.flow.health, 'ok');
+  t.is(flow.flow.errorRatio, 0);
+  t.true((flow.flow.p99Ms ?? 0) > 0, 'p99 from the histogram buckets');
+  await run.stop();
+  t.deepEqual(run.failures, []);
+});
