@@ -21,7 +21,8 @@ export interface CertificateExpiry {
 }
 
 export interface CertificatesView {
-  readonly source: 'prometheus' | 'none';
+  /** `prometheus`: from `--prometheus`; `scrape`: from the sidecars' /metrics the view scrapes; `none`: not asked. */
+  readonly source: 'prometheus' | 'scrape' | 'none';
   readonly error: string | undefined;
   /** Certificates with less than the warning window left, soonest first. */
   readonly expiring: readonly CertificateExpiry[];
@@ -29,7 +30,30 @@ export interface CertificatesView {
 
 export const NO_CERTIFICATES: CertificatesView = Object.freeze({ source: 'none', error: undefined, expiring: [] });
 
-export class PrometheusCertificates {
+/** Every certificate the sidecars serve now (not only the expiring ones): what renewals are told from. */
+export interface ServedCertificates {
+  readonly source: 'prometheus' | 'scrape';
+  readonly error: string | undefined;
+  readonly served: readonly CertificateExpiry[];
+}
+
+/** Where the served certificates come from: {@link PrometheusCertificates} or `ScrapedCertificates`. */
+export interface CertificateSource {
+  readServed(now?: number): Promise<ServedCertificates>;
+}
+
+/** One certificate of one expiry sample (`notAfter` in Unix seconds). */
+export function certificateExpiry(labels: { cluster: string; identity: string; instance: string }, notAfterSeconds: number, now: number): CertificateExpiry {
+  return { ...labels, notAfter: new Date(notAfterSeconds * 1000).toISOString(), secondsLeft: Math.round(notAfterSeconds - now / 1000) };
+}
+
+/** The served certificates with less than `warningSeconds` left, soonest first. */
+export function expiringCertificates(served: ServedCertificates, warningSeconds = EXPIRY_WARNING_SECONDS): CertificatesView {
+  const expiring = served.served.filter((c) => c.secondsLeft < warningSeconds).sort((a, b) => a.secondsLeft - b.secondsLeft);
+  return { source: served.source, error: served.error, expiring };
+}
+
+export class PrometheusCertificates implements CertificateSource {
   readonly #client: PrometheusClient;
   readonly #warningSeconds: number;
 
@@ -38,23 +62,19 @@ export class PrometheusCertificates {
     this.#warningSeconds = options.warningSeconds ?? EXPIRY_WARNING_SECONDS;
   }
 
-  /** The expiring certificates now; a failure becomes the view's `error`, never an exception. */
-  async read(now = Date.now()): Promise<CertificatesView> {
+  /** Every served certificate now; a failure becomes the `error`, never an exception. */
+  async readServed(now = Date.now()): Promise<ServedCertificates> {
     try {
       const samples = await this.#client.query(EXPIRY_QUERY);
-      const expiring = samples
-        .map((s): CertificateExpiry => ({
-          cluster: s.metric.cluster ?? 'unknown',
-          identity: s.metric.identity ?? 'unknown',
-          instance: s.metric.instance ?? 'unknown',
-          notAfter: new Date(s.value * 1000).toISOString(),
-          secondsLeft: Math.round(s.value - now / 1000),
-        }))
-        .filter((c) => c.secondsLeft < this.#warningSeconds)
-        .sort((a, b) => a.secondsLeft - b.secondsLeft);
-      return { source: 'prometheus', error: undefined, expiring };
+      const served = samples.map((s) => certificateExpiry({ cluster: s.metric.cluster ?? 'unknown', identity: s.metric.identity ?? 'unknown', instance: s.metric.instance ?? 'unknown' }, s.value, now));
+      return { source: 'prometheus', error: undefined, served };
     } catch (error) {
-      return { source: 'prometheus', error: (error as Error).message, expiring: [] };
+      return { source: 'prometheus', error: (error as Error).message, served: [] };
     }
+  }
+
+  /** The expiring certificates now; a failure becomes the view's `error`, never an exception. */
+  async read(now = Date.now()): Promise<CertificatesView> {
+    return expiringCertificates(await this.readServed(now), this.#warningSeconds);
   }
 }

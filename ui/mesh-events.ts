@@ -1,16 +1,16 @@
-import type { CertificatesView } from './certificate-expiries.js';
+import type { CertificatesView, ServedCertificates } from './certificate-expiries.js';
 import type { MeshCatalogView } from './mesh-view.js';
 
 /**
  * What changed in the mesh between two reads of the view: link state changes, failovers
  * (a cluster that served a service healthy no longer does, so its callers' traffic moves
- * to the clusters that still do) and gateways that came or went. Every event names its
- * cluster.
+ * to the clusters that still do), gateways that came or went, certificates entering the
+ * expiry window and certificates renewed. Every event names its cluster.
  */
 export interface MeshEvent {
   readonly at: string;
   readonly cluster: string;
-  readonly kind: 'link-state' | 'failover' | 'recovery' | 'gateway' | 'certificate-expiry';
+  readonly kind: 'link-state' | 'failover' | 'recovery' | 'gateway' | 'certificate-expiry' | 'certificate-renewed';
   readonly severity: 'info' | 'warning' | 'critical';
   readonly message: string;
 }
@@ -80,6 +80,21 @@ export function certificateEvents(before: CertificatesView | undefined, after: C
       severity: c.secondsLeft <= 3600 ? ('critical' as const) : ('warning' as const),
       message: `certificate of ${c.identity} at ${c.instance} ${left(c.secondsLeft)} (notAfter ${c.notAfter}): its renewals are failing`,
     }));
+}
+
+/**
+ * A sidecar that now serves a certificate expiring later than the one of the last read
+ * (same scrape target and SPIFFE ID): it renewed. A target seen for the first time, or a
+ * notAfter that moved back (a restart with an older certificate), is no renewal.
+ */
+export function certificateRenewals(before: ServedCertificates | undefined, after: ServedCertificates, at: string): MeshEvent[] {
+  const key = (c: ServedCertificates['served'][number]) => `${c.instance}|${c.identity}`;
+  const old = new Map((before?.served ?? []).map((c) => [key(c), c]));
+  return after.served.flatMap((c) => {
+    const was = old.get(key(c));
+    if (!was || Date.parse(c.notAfter) <= Date.parse(was.notAfter)) return [];
+    return [{ at, cluster: c.cluster, kind: 'certificate-renewed' as const, severity: 'info' as const, message: `certificate of ${c.identity} at ${c.instance} renewed: valid until ${c.notAfter} (was ${was.notAfter})` }];
+  });
 }
 
 /** The newest events, oldest first, at most `capacity`. */

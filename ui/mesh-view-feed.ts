@@ -2,8 +2,8 @@ import type { ClusterConfig } from '../mesh/index.js';
 import { logger } from '../mesh/index.js';
 import type { EtcdStore } from '../store/index.js';
 import { UiErrorCodes } from './errors.js';
-import { EventLog, certificateEvents, meshEvents } from './mesh-events.js';
-import { NO_CERTIFICATES, type CertificatesView, type PrometheusCertificates } from './certificate-expiries.js';
+import { EventLog, certificateEvents, certificateRenewals, meshEvents } from './mesh-events.js';
+import { NO_CERTIFICATES, expiringCertificates, type CertificateSource, type CertificatesView, type ServedCertificates } from './certificate-expiries.js';
 import { readMeshCatalog, type MeshCatalogView, type MeshView } from './mesh-view.js';
 import type { UiMetrics } from './metrics.js';
 import { NO_TRAFFIC, type TrafficSource, type TrafficView } from './traffic.js';
@@ -12,7 +12,8 @@ export interface MeshViewFeedOptions {
   readonly store: EtcdStore;
   readonly config: ClusterConfig;
   readonly traffic?: TrafficSource;
-  readonly certificates?: PrometheusCertificates;
+  /** Read after `traffic` in each refresh (scraped certificates come from the traffic's scrapes). */
+  readonly certificates?: CertificateSource;
   /** How often the local etcd (and Prometheus) are read. */
   readonly refreshMs?: number;
   readonly metrics?: UiMetrics;
@@ -33,6 +34,7 @@ export class MeshViewFeed {
   #catalog: MeshCatalogView | undefined;
   #traffic: TrafficView = NO_TRAFFIC;
   #certificates: CertificatesView | undefined;
+  #served: ServedCertificates | undefined;
   #view: MeshView | undefined;
   #timer: NodeJS.Timeout | undefined;
   #reading: Promise<void> | undefined;
@@ -78,19 +80,21 @@ export class MeshViewFeed {
 
   async #read(): Promise<void> {
     let error: string | undefined;
-    const [catalog, traffic, certificates] = await Promise.all([
+    const [catalog, [traffic, served]] = await Promise.all([
       readMeshCatalog(this.#o.store, this.#o.config).catch((e: unknown) => {
         error = `cannot read ${this.#o.config.cluster.name}'s etcd (${this.#o.config.etcd.endpoints.join(', ')}): ${(e as Error).message}`;
         this.#log.warn({ code: UiErrorCodes.catalogUnavailable, err: e }, 'mesh view read failed; serving the last one');
         return undefined;
       }),
-      this.#o.traffic?.read() ?? Promise.resolve(NO_TRAFFIC),
-      this.#o.certificates?.read() ?? Promise.resolve(NO_CERTIFICATES),
+      this.#readMetrics(),
     ]);
+    const certificates = served ? expiringCertificates(served) : NO_CERTIFICATES;
     this.#o.metrics?.viewReads.inc({ result: catalog ? 'ok' : 'error' });
     this.#traffic = traffic;
-    const certificateChanges = certificateEvents(this.#certificates, certificates, new Date().toISOString());
+    const at = new Date().toISOString();
+    const certificateChanges = [...certificateEvents(this.#certificates, certificates, at), ...(served ? certificateRenewals(this.#served, served, at) : [])];
     this.#certificates = certificates;
+    if (served && !served.error) this.#served = served;
     const events = [...(catalog ? meshEvents(this.#catalog, catalog) : []), ...certificateChanges];
     for (const e of events) this.#log.info({ cluster: e.cluster, kind: e.kind }, e.message);
     this.#events.add(events);
@@ -98,5 +102,10 @@ export class MeshViewFeed {
     if (!this.#catalog || this.#stopped) return;
     this.#view = { ...this.#catalog, traffic: this.#traffic, certificates, events: this.#events.list, error };
     for (const listener of this.#listeners) listener(this.#view);
+  }
+
+  async #readMetrics(): Promise<[TrafficView, ServedCertificates | undefined]> {
+    const traffic = await (this.#o.traffic?.read() ?? NO_TRAFFIC);
+    return [traffic, await this.#o.certificates?.readServed()];
   }
 }

@@ -8,6 +8,7 @@ import { ScrapedTraffic } from './scraped-traffic.js';
 import { CatalogScrapeTargets, GivenScrapeTargets } from './scrape-targets.js';
 import { UiError, UiErrorCodes } from './errors.js';
 import { PrometheusCertificates } from './certificate-expiries.js';
+import { ScrapedCertificates } from './scraped-certificates.js';
 import { ViewServer } from './view-server.js';
 
 export interface MeshViewServiceOptions {
@@ -40,14 +41,15 @@ export class MeshViewService {
     const scrape = options.scrape ?? ui?.scrape ?? [];
     if (prometheus !== undefined && scrape.length > 0) throw new UiError(UiErrorCodes.invalidOption, 'give --prometheus (ui.prometheus) or --scrape (ui.scrape), not both: the traffic numbers come from one of them');
     const metrics = new UiMetrics(options.registry);
+    const scraped = prometheus === undefined ? new ScrapedTraffic(scrape.length > 0 ? new GivenScrapeTargets(scrape) : new CatalogScrapeTargets(options.store)) : undefined;
     this.#feed = new MeshViewFeed({
       store: options.store,
       config: options.config,
       metrics,
       refreshMs: options.refreshMs ?? ui?.refreshMs ?? 1000,
-      ...(prometheus !== undefined
-        ? { traffic: new PrometheusTraffic(prometheus), certificates: new PrometheusCertificates(prometheus) }
-        : { traffic: new ScrapedTraffic(scrape.length > 0 ? new GivenScrapeTargets(scrape) : new CatalogScrapeTargets(options.store)) }),
+      ...(scraped
+        ? { traffic: scraped, certificates: new ScrapedCertificates(scraped, scrape.length > 0 ? 'unknown' : options.config.cluster.name) }
+        : { traffic: new PrometheusTraffic(prometheus!), certificates: new PrometheusCertificates(prometheus!) }),
     });
     const host = options.host ?? ui?.host;
     const port = options.port ?? ui?.port;

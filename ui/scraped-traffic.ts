@@ -76,6 +76,11 @@ export class ScrapedTraffic {
     return { atMs: Date.now(), samples: parseMetricsText(text, url.href) };
   }
 
+  /** The samples of each target's latest successful scrape (targets that failed the last read are left out). */
+  latestSamples(): ReadonlyMap<URL, readonly MetricSample[]> {
+    return new Map([...this.#previous.entries()].map(([href, scrape]) => [new URL(href), scrape.samples]));
+  }
+
   async read(): Promise<TrafficView> {
     const errors: string[] = [];
     const flows = new Map<string, FlowTally & { seconds: number }>();

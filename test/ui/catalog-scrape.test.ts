@@ -1,4 +1,5 @@
 import test from 'ava';
+import { splitCertificates } from '../../ca/index.js';
 import { Endpoint, EtcdKeys, decodeCatalogValue } from '../../mesh/index.js';
 import { Etcd3Store } from '../../store/index.js';
 import { runMeshView, type MeshView } from '../../ui/index.js';
@@ -10,9 +11,12 @@ import { load } from '../proxy/helpers/mesh.js';
  * Two loopback clusters with real etcds, controllers and gateways; productpage's sidecar
  * in east and reviews' sidecar in west register with their controllers for real and
  * list their /metrics port. `causeway ui` for east, given neither --prometheus nor
- * --scrape, finds east's sidecar through the catalog and shows the traffic east → west.
+ * --scrape, finds east's sidecar through the catalog and shows the traffic east → west,
+ * a one-hour certificate as expiring, and its renewal as a `certificate-renewed` event.
+ * Certificates are installed into the running sidecar as its certificate client does
+ * after a CA call (the CA exchange has its own tests).
  */
-test('without --prometheus or --scrape the view scrapes the metrics ports the sidecars registered and shows the traffic', async (t) => {
+test('without --prometheus or --scrape the view scrapes the metrics ports the sidecars registered: traffic, certificates near expiry, and a renewal as an event', async (t) => {
   const world = await startMesh([
     { name: 'east', region: 'eu', zone: 'eu-1' },
     { name: 'west', region: 'eu', zone: 'eu-2' },
@@ -63,4 +67,30 @@ test('without --prometheus or --scrape the view scrapes the metrics ports the si
   t.true((flow.flow.p99Ms ?? 0) > 0, 'p99 from the histogram buckets');
   await run.stop();
   t.deepEqual(run.failures, []);
+
+  const mesh = async () => (await (await fetch(new URL('api/mesh', view.url))).json()) as MeshView;
+  const install = async (ttlSeconds: number) => {
+    const cert = await world.pki.workload('east', 'default/productpage', { ttlSeconds });
+    client.sidecar.identity.set({ keyPem: cert.privateKeyPem, chainPem: splitCertificates(cert.certChainPem), trustBundlePem: splitCertificates(cert.trustBundlePem) });
+  };
+  // A one-hour certificate replacing a longer one: inside the warning window, and no renewal (notAfter moved back).
+  await install(3600);
+  const instance = `127.0.0.1:${client.sidecar.observability!.metricsPort}`;
+  const expiring = await waitFor(async () => {
+    const c = (await mesh()).certificates;
+    return c.expiring.some((x) => x.identity === client.spiffeId) ? c : undefined;
+  }, { timeoutMs: 30_000, what: 'the one-hour certificate listed as expiring' });
+  t.is(expiring.source, 'scrape');
+  t.like(expiring.expiring.find((c) => c.identity === client.spiffeId), { cluster: 'east', instance });
+  const oldNotAfter = client.sidecar.identity.notAfter!;
+  t.deepEqual((await mesh()).events.filter((e) => e.kind === 'certificate-renewed'), [], 'a notAfter moving back is no renewal');
+
+  await install(3 * 3600);
+  const event = await waitFor(async () => (await mesh()).events.find((e) => e.kind === 'certificate-renewed'), { timeoutMs: 30_000, what: 'a certificate-renewed event' });
+  t.is(event.cluster, 'east');
+  t.is(event.severity, 'info');
+  t.true(event.message.startsWith(`certificate of ${client.spiffeId} at ${instance} renewed: valid until `), event.message);
+  t.true(event.message.includes(`(was ${new Date(Math.floor(oldNotAfter.getTime() / 1000) * 1000).toISOString()})`), event.message);
+  const after = (await mesh()).events.filter((e) => e.kind === 'certificate-renewed');
+  t.is(after.length, 1, 'one renewal, one event');
 });

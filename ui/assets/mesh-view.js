@@ -170,7 +170,7 @@ function render(view) {
 
   const certificates = view.certificates ?? { source: 'none', expiring: [] };
   document.getElementById('certificates-note').textContent = certificates.source === 'none'
-    ? 'no certificate expiries: start causeway ui with --prometheus URL'
+    ? 'no certificate expiries: start causeway ui with --prometheus URL, or let it scrape the sidecars'
     : (certificates.error ?? (certificates.expiring.length === 0 ? 'none within the warning window' : 'renewals of these are failing'));
   fillTable('certificates', certificates.expiring.map((c) => row([
     cell(c.cluster), cell(c.identity), cell(c.instance), cell(c.notAfter),
