@@ -67,9 +67,14 @@ function left(seconds: number): string {
   return `expires in ${(seconds / 3600).toFixed(1)}h`;
 }
 
-/** A certificate that entered the warning window (or expired) since the last read. */
+/**
+ * A sidecar's certificate that entered the warning window (or expired) since the last
+ * read. Once per sidecar and identity while it stays inside: a renewal that is still
+ * inside (a lifetime shorter than the window) is a `certificate-renewed` event, not a
+ * new warning.
+ */
 export function certificateEvents(before: CertificatesView | undefined, after: CertificatesView, at: string): MeshEvent[] {
-  const key = (c: CertificatesView['expiring'][number]) => `${c.instance}|${c.identity}|${c.notAfter}|${c.secondsLeft <= 0}`;
+  const key = (c: CertificatesView['expiring'][number]) => `${c.instance}|${c.identity}|${c.secondsLeft <= 0}`;
   const seen = new Set((before?.expiring ?? []).map(key));
   return after.expiring
     .filter((c) => !seen.has(key(c)))

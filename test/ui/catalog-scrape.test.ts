@@ -93,4 +93,6 @@ test('without --prometheus or --scrape the view scrapes the metrics ports the si
   t.true(event.message.includes(`(was ${new Date(Math.floor(oldNotAfter.getTime() / 1000) * 1000).toISOString()})`), event.message);
   const after = (await mesh()).events.filter((e) => e.kind === 'certificate-renewed');
   t.is(after.length, 1, 'one renewal, one event');
+  const warnings = (await mesh()).events.filter((e) => e.kind === 'certificate-expiry' && e.message.includes(client.spiffeId));
+  t.is(warnings.length, 1, 'the renewed certificate, still inside the window, is not announced again');
 });
