@@ -1,10 +1,12 @@
 import { UiError, UiErrorCodes } from './errors.js';
 import type { ScrapeTargets } from './scrape-targets.js';
+import { EXPIRY_QUERY } from './certificate-expiries.js';
 import { parseMetricsText, type MetricSample } from './metrics-text.js';
 import { trafficHealth, type TrafficFlow, type TrafficView } from './traffic.js';
 
 const REQUESTS = 'causeway_sidecar_http_requests_total';
 const BUCKETS = 'causeway_sidecar_http_request_duration_seconds_bucket';
+const KEPT = new Set([REQUESTS, BUCKETS, EXPIRY_QUERY]);
 
 interface Scrape {
   readonly atMs: number;
@@ -48,18 +50,26 @@ const MAX_METRICS_BYTES = 4 * 1024 * 1024;
 /**
  * Traffic without a Prometheus server: scrapes the sidecars' /metrics (the `--scrape`
  * URLs, or the metrics ports the local catalog lists) on each read, a few at a time, and
- * takes rates from the difference with the previous read — so the first read of a target
- * has no numbers yet. A target that fails is named in the view's `error`; the others
- * still count.
+ * takes rates from the difference with the oldest read of the last `windowMs` — so the
+ * first read of a target has no numbers yet. A target that fails is named in the view's
+ * `error`; the others still count.
  */
 export class ScrapedTraffic {
   readonly #targets: ScrapeTargets;
   readonly #timeoutMs: number;
-  readonly #previous = new Map<string, Scrape>();
+  readonly #windowMs: number;
+  /** Per target, its scrapes of the last `windowMs`, oldest first. */
+  readonly #history = new Map<string, Scrape[]>();
 
-  constructor(targets: ScrapeTargets, options: { timeoutMs?: number } = {}) {
+  /**
+   * `windowMs` (default 10 s): rates are taken against the oldest scrape in that window,
+   * so a sidecar sending one request every few seconds shows a steady rate rather than
+   * one flapping between a burst and idle from one read to the next.
+   */
+  constructor(targets: ScrapeTargets, options: { timeoutMs?: number; windowMs?: number } = {}) {
     this.#targets = targets;
     this.#timeoutMs = options.timeoutMs ?? 3000;
+    this.#windowMs = options.windowMs ?? 10_000;
   }
 
   async #scrape(url: URL): Promise<Scrape> {
@@ -73,12 +83,13 @@ export class ScrapedTraffic {
     } catch (error) {
       throw new UiError(UiErrorCodes.scrapeFailed, `${url.href} did not answer: ${(error as Error).message}`, { cause: error, retryable: true });
     }
-    return { atMs: Date.now(), samples: parseMetricsText(text, url.href) };
+    // Only what flows and certificates are made of is kept (the window holds several scrapes per target).
+    return { atMs: Date.now(), samples: parseMetricsText(text, url.href).filter((s) => KEPT.has(s.name)) };
   }
 
   /** The samples of each target's latest successful scrape (targets that failed the last read are left out). */
   latestSamples(): ReadonlyMap<URL, readonly MetricSample[]> {
-    return new Map([...this.#previous.entries()].map(([href, scrape]) => [new URL(href), scrape.samples]));
+    return new Map([...this.#history.entries()].flatMap(([href, scrapes]) => (scrapes.length > 0 ? [[new URL(href), scrapes.at(-1)!.samples] as const] : [])));
   }
 
   async read(): Promise<TrafficView> {
@@ -91,18 +102,19 @@ export class ScrapedTraffic {
       return { source: 'scrape', prometheus: undefined, error: `cannot list the sidecars' metrics ports in the local catalog: ${(error as Error).message}`, flows: [] };
     }
     const listed = new Set(targets.map((u) => u.href));
-    for (const href of this.#previous.keys()) if (!listed.has(href)) this.#previous.delete(href);
+    for (const href of this.#history.keys()) if (!listed.has(href)) this.#history.delete(href);
     await eachAtMost(SCRAPE_CONCURRENCY, targets, async (url) => {
       let now: Scrape;
       try {
         now = await this.#scrape(url);
       } catch (error) {
         errors.push((error as Error).message);
-        this.#previous.delete(url.href);
+        this.#history.delete(url.href);
         return;
       }
-      const before = this.#previous.get(url.href);
-      this.#previous.set(url.href, now);
+      const kept = (this.#history.get(url.href) ?? []).filter((s) => now.atMs - s.atMs <= this.#windowMs);
+      const before = kept[0];
+      this.#history.set(url.href, [...kept, now]);
       if (!before) return;
       const seconds = (now.atMs - before.atMs) / 1000;
       for (const tally of tallies(before.samples, now.samples)) {

@@ -161,7 +161,7 @@ function render(view) {
   const note = document.getElementById('traffic-note');
   note.textContent = view.traffic.source === 'none'
     ? 'no traffic numbers: start causeway ui with --prometheus URL (or --scrape a sidecar\'s /metrics URL)'
-    : [view.traffic.error, view.traffic.source === 'scrape' ? 'scraped from the sidecars, since the previous read' : `from ${view.traffic.prometheus}, last minute`].filter(Boolean).join('; ');
+    : [view.traffic.error, view.traffic.source === 'scrape' ? 'scraped from the sidecars, over the last 10 s' : `from ${view.traffic.prometheus}, last minute`].filter(Boolean).join('; ');
   fillTable('traffic', view.traffic.flows.map((f) => row([
     cell(f.sourceCluster), cell(f.destinationCluster), cell(f.service), cell(f.requestsPerSecond.toFixed(2)),
     cell(`${(f.errorRatio * 100).toFixed(f.errorRatio < 0.01 ? 2 : 1)}%`), cell(f.p99Ms === undefined || f.p99Ms === null ? '-' : `${f.p99Ms.toFixed(1)}ms`),
