@@ -18,18 +18,6 @@ export interface RouteRequest {
   header(lowerName: string): string | undefined;
 }
 
-/** One route, ready for per-request use. */
-export interface RouteRules {
-  readonly name: string;
-  readonly subset: string | undefined;
-  readonly split: TrafficPolicy['split'];
-  /** Over all tries, until the response head; undefined = no limit. */
-  readonly timeoutMs: number | undefined;
-  readonly retry: RetryRules;
-  readonly rateLimit: TokenBucket | undefined;
-  matches(request: RouteRequest): boolean;
-}
-
 export const DEFAULT_ROUTE = 'default';
 
 /** A service's compiled routes. */
@@ -65,7 +53,7 @@ export function compileRoutes(policy: TrafficPolicy | undefined, defaultTries: n
     on: new Set(DEFAULT_RETRY_ON),
     retriableStatusCodes: new Set(DEFAULT_RETRIABLE_STATUS_CODES),
   };
-  const fallback = new CompiledRoute(DEFAULT_ROUTE, undefined, policy?.split, undefined, defaultRetry, undefined, undefined);
+  const fallback = new RouteRules(DEFAULT_ROUTE, undefined, policy?.split, undefined, defaultRetry, undefined, undefined);
   const routes = (policy?.routes ?? []).map((route) => compileRoute(route, defaultRetry, previous?.byName(route.name)?.rateLimit));
   return new ServiceRoutes(routes, fallback);
 }
@@ -86,7 +74,7 @@ function compileRoute(route: TrafficRoute, defaultRetry: RetryRules, previousBuc
     const same = previousBucket && previousBucket.perSecond === route.rateLimit.requestsPerSecond && previousBucket.burst === burst;
     bucket = same ? previousBucket : new TokenBucket(route.rateLimit.requestsPerSecond, burst);
   }
-  return new CompiledRoute(route.name, route.subset, route.split, route.timeoutMs, retry, bucket, compileMatch(route.match));
+  return new RouteRules(route.name, route.subset, route.split, route.timeoutMs, retry, bucket, compileMatch(route.match));
 }
 
 type HeaderTest = { readonly name: string; test(value: string): boolean };
@@ -116,13 +104,16 @@ function compileHeader(h: HeaderMatch): HeaderTest {
   return { name: h.name, test: (v) => regex.test(v) };
 }
 
-class CompiledRoute implements RouteRules {
+/** One route, ready for per-request use. */
+export class RouteRules {
   readonly name: string;
   readonly subset: string | undefined;
   readonly split: TrafficPolicy['split'];
+  /** Over all tries, until the response head; undefined = no limit. */
   readonly timeoutMs: number | undefined;
   readonly retry: RetryRules;
   readonly rateLimit: TokenBucket | undefined;
+  /** Undefined: every request. */
   readonly #match: CompiledMatch | undefined;
 
   constructor(name: string, subset: string | undefined, split: TrafficPolicy['split'], timeoutMs: number | undefined, retry: RetryRules, rateLimit: TokenBucket | undefined, match: CompiledMatch | undefined) {

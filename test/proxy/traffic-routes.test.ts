@@ -1,4 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
+import { connect } from 'node:net';
 import { TrafficPolicy, type SnapshotTarget } from '../../mesh/index.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
@@ -40,6 +41,17 @@ async function client(t: ExecutionContext, targets: SnapshotTarget[], policy: Re
   return { sc, address: sc.sidecar.outbound.lookup('default', 'reviews')!.address };
 }
 
+/** An HTTP/1.0 request: the fast path hands it to Node's HTTP server, which routes it under the same policy. */
+function http10(address: string, headers: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(9080, address, () => socket.write(`GET / HTTP/1.0\r\nhost: reviews\r\n${headers}\r\n`));
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.once('end', () => resolve(Buffer.concat(chunks).toString()));
+    socket.once('error', reject);
+  });
+}
+
 async function answeredBy(address: string, n: number, options: Parameters<typeof get>[3] & { path?: string } = {}): Promise<Map<string, number>> {
   const apps = new Map<string, number>();
   for (let i = 0; i < n; i++) {
@@ -71,12 +83,15 @@ test('routes: x-canary: 1 goes to v2 only, other requests to v1; path prefix, ex
   t.deepEqual([...(await answeredBy(c.address, 5, { path: '/newer' }))], [['v1', 5]], 'exact is exact');
   t.deepEqual([...(await answeredBy(c.address, 5, { headers: { 'x-user': 'beta-17' } }))], [['v2', 5]]);
   t.deepEqual([...(await answeredBy(c.address, 5, { headers: { 'x-user': 'beta-17x' } }))], [['v1', 5]]);
+  // Node's server path (an HTTP/1.0 request) takes the same routes.
+  t.regex(await http10(c.address, 'X-Canary: 1\r\n'), /^HTTP\/1\.[01] 200[\s\S]*"app":"v2"/);
+  t.regex(await http10(c.address, ''), /^HTTP\/1\.[01] 200[\s\S]*"app":"v1"/);
 });
 
 test("a route's timeout cuts a slow upstream at its value with a 504, across retries", async (t) => {
   const slow = await server(t, 'slow', { delayMs: 5_000 });
   const slower = await server(t, 'slower', { delayMs: 5_000 });
-  const c = await client(t, [slow.target, slower.target], { routes: [{ name: 'bounded', timeoutMs: 1_000, retries: { attempts: 1, perTryTimeoutMs: 300 } }] });
+  const c = await client(t, [slow.target, slower.target], { routes: [{ name: 'bounded', timeoutMs: 1_000, retries: { attempts: 1, perTryTimeoutMs: 700 } }] });
   const started = performance.now();
   const res = await get(c.address, 9080);
   const elapsed = performance.now() - started;
@@ -85,8 +100,9 @@ test("a route's timeout cuts a slow upstream at its value with a 504, across ret
   t.regex(res.body, /no response within the route bounded's timeout of 1000 ms \(\d retries made\)/);
   // Not before the timeout; not much after it (loose: the machine is shared and noisy).
   t.true(elapsed >= 990 && elapsed < 3_500, `answered after ${Math.round(elapsed)} ms`);
-  // The per-try timeout (300 ms, counted from the request being sent) normally moves the GET to
-  // the other target well before the route's timeout; connects on a busy machine may leave no time.
+  // The per-try timeout (700 ms, counted from the request being sent) normally moves the GET to
+  // the other target before the route's timeout, which then cuts the second try; slow connects on a
+  // busy machine may leave no time for it.
   t.true(slow.app.hits() + slower.app.hits() >= 1);
 });
 
@@ -141,4 +157,20 @@ test("a route's rate limit answers 429 past its budget, counts it, and lets requ
   t.is(s.app.hits(), passed, 'a refused request never reaches the app');
   t.deepEqual([...(await answeredBy(c.address, 10, { path: '/other' }))], [['limited', 10]], 'other routes are not limited');
   await waitFor(async () => (await get(c.address, 9080, '/limited')).status === 200, { what: 'a token after the refill', timeoutMs: 10_000 });
+});
+
+test("Node's server path (HTTP/1.0) keeps a route's timeout and retries 503 on another host", async (t) => {
+  const failing = await Promise.all(['a', 'b', 'c'].map((name) => server(t, name, { status: 503 })));
+  const c = await client(t, failing.map((s) => s.target), { routes: [{ name: 'retry-503', retries: { attempts: 1 } }] });
+  t.regex(await http10(c.address, ''), /^HTTP\/1\.[01] 503/);
+  const hits = failing.map((s) => s.app.hits());
+  t.deepEqual([...hits].sort(), [0, 1, 1], 'one try and one retry, on two hosts (503 is retried by default)');
+
+  const slow = await server(t, 'slow', { delayMs: 5_000 });
+  const timed = await client(t, [slow.target], { routes: [{ name: 'bounded', timeoutMs: 800 }] });
+  const started = performance.now();
+  const answer = await http10(timed.address, '');
+  const elapsed = performance.now() - started;
+  t.regex(answer, /^HTTP\/1\.[01] 504[\s\S]*x-causeway-error: CW_PROXY_ROUTE_TIMEOUT/i);
+  t.true(elapsed >= 790 && elapsed < 3_500, `answered after ${Math.round(elapsed)} ms`);
 });
