@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { TrafficPolicy, type SnapshotTarget } from '../../mesh/index.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, get, metricValue, service, snapshot, startEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
+import { endpointTarget, gatewayTarget, get, metricValue, service, snapshot, startEchoApp, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
 import { waitFor } from '../../testkit/ports.js';
 
 // Traffic policy routes through real sidecars (mTLS, real sockets); snapshots are fed by
@@ -15,11 +15,12 @@ test.before(async () => {
 
 const subsets = { v1: { version: 'v1' }, v2: { version: 'v2' } };
 
-async function server(t: ExecutionContext, name: string, options: { status?: number; delayMs?: number; labels?: Record<string, string> } = {}) {
+async function server(t: ExecutionContext, name: string, options: { status?: number; delayMs?: number; labels?: Record<string, string>; cluster?: string } = {}) {
+  const cluster = options.cluster ?? 'east';
   const app = await startEchoApp(name, { status: options.status, delayMs: options.delayMs });
   t.teardown(() => app.close());
   const sc = await startTestSidecar({
-    cluster: 'east',
+    cluster,
     service: 'reviews',
     serviceAccount: 'reviews',
     pki,
@@ -28,8 +29,9 @@ async function server(t: ExecutionContext, name: string, options: { status?: num
   });
   t.teardown(() => sc.close());
   // A server checks an SNI's subset against the service's subsets in its own snapshot.
-  (sc.source as StaticSnapshotSource).push(snapshot('east', [service('reviews', [], { subsets })]));
-  return { app, sc, target: endpointTarget('east', sc.sidecar.inboundPort, { labels: options.labels ?? {} }) };
+  (sc.source as StaticSnapshotSource).push(snapshot(cluster, [service('reviews', [], { subsets })]));
+  const target = cluster === 'east' ? endpointTarget('east', sc.sidecar.inboundPort, { labels: options.labels ?? {} }) : gatewayTarget(cluster, '127.0.0.1', sc.sidecar.inboundPort, { priority: 1 });
+  return { app, sc, target };
 }
 
 async function client(t: ExecutionContext, targets: SnapshotTarget[], policy: Record<string, unknown>): Promise<{ sc: TestSidecar; address: string }> {
@@ -173,4 +175,27 @@ test("Node's server path (HTTP/1.0) keeps a route's timeout and retries 503 on a
   const elapsed = performance.now() - started;
   t.regex(answer, /^HTTP\/1\.[01] 504[\s\S]*x-causeway-error: CW_PROXY_ROUTE_TIMEOUT/i);
   t.true(elapsed >= 790 && elapsed < 3_500, `answered after ${Math.round(elapsed)} ms`);
+});
+
+test('with the default policy, endpoints answering 503 are retried elsewhere and ejected after 5 in a row; with all of the local cluster ejected, traffic fails over to the next cluster', async (t) => {
+  const a = await server(t, 'east-a', { status: 503 });
+  const b = await server(t, 'east-b', { status: 503 });
+  const west = await server(t, 'west', { cluster: 'west' });
+  const source = new StaticSnapshotSource();
+  const sc = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
+  t.teardown(() => sc.close());
+  source.push(snapshot('east', [service('reviews', [a.target, b.target, west.target])]));
+  await sc.sidecar.settled();
+  const address = sc.sidecar.outbound.lookup('default', 'reviews')!.address;
+  const ejections = () => metricValue(sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'east', reason: 'http-5xx' });
+  const statuses = new Set<number>();
+  await waitFor(async () => {
+    statuses.add((await get(address, 9080)).status);
+    return (await ejections()) >= 2;
+  }, { what: 'both east endpoints ejected', timeoutMs: 30_000 });
+  t.deepEqual(statuses, new Set([200]), "503s are retried (Istio's default) on the next target, in the end west");
+  const eastHits = a.app.hits() + b.app.hits();
+  t.true(eastHits >= 10, `5 failures in a row eject each: ${eastHits}`);
+  t.deepEqual([...(await answeredBy(address, 10))], [['west', 10]]);
+  t.is(a.app.hits() + b.app.hits(), eastHits, 'ejected endpoints get nothing while west answers');
 });
