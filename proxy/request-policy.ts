@@ -10,10 +10,12 @@ import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
 
 /**
  * The sidecar's one request policy (proxy/README.md "Outbound: names, addresses,
- * targets"): which targets a request or connection tries in which order and how many,
- * what a failure does to the outlier detector and the circuit breaker, which failure a
- * request may be replayed after, which status the sidecar answers with, and what every
- * request and connection leaves in the metrics and the access log. The HTTP fast path
+ * targets" and "Traffic policy routes"): which traffic policy route a request takes,
+ * which targets it tries in which order and how many, its rate limit and timeouts, what
+ * a failure does to the outlier detector and the circuit breaker, which failure a
+ * request is retried after (within the retry budget, after what back-off), which status
+ * the sidecar answers with, and what every request and connection leaves in the metrics
+ * and the access log (with why it ended). The HTTP fast path
  * (outbound-exchange.ts), Node's HTTP server path (http-fallback.ts) and the TCP path
  * (tcp-outbound.ts) ask it and nothing else; none of them keeps rules of its own.
  */
