@@ -26,17 +26,30 @@ export const SidecarTuning = z.strictObject({
     .default(() => ({ host: '127.0.0.1', outside: 'forward' as const, ttlSeconds: 5 }))
     .describe("the sidecar's DNS server for the app: mesh names answer with outbound listener addresses"),
   connectTimeoutMs: durationMs.default(2_000).describe('TCP connect plus mTLS handshake to one target (a refused connect moves on at once regardless); ms, or a duration'),
-  maxAttempts: z.number().int().min(1).max(10).default(4).describe('attempts per request or connection, across targets (a failed connect always moves on); 1-10'),
+  maxAttempts: z
+    .number()
+    .int()
+    .min(1)
+    .max(10)
+    .default(3)
+    .describe("tries per request or connection, each on another target, when the traffic policy sets no retries (default 3: a first try and Istio's 2 retries); 1-10"),
+  retryBudget: z
+    .strictObject({
+      percent: z.number().min(0).max(100).default(20).describe('retries in flight may be at most this share of the requests in flight to a service (0-100)'),
+      minConcurrent: z.number().int().min(0).default(3).describe('retries in flight always allowed, however few requests there are'),
+    })
+    .default(() => ({ percent: 20, minConcurrent: 3 }))
+    .describe('keeps retries from multiplying the load on a failing service (retries after a failed connect do not count: they put no load on any app)'),
   outlier: z
     .strictObject({
-      consecutiveFailures: z.number().int().min(1).default(3).describe('connect, handshake or 5xx failures in a row that eject a target'),
-      baseEjectionMs: durationMs.default(5_000).describe('first ejection; doubled each time the target is ejected again (ms, or a duration)'),
-      maxEjectionMs: durationMs.default(60_000).describe('longest ejection (ms, or a duration)'),
+      consecutiveFailures: z.number().int().min(1).default(5).describe('5xx failures in a row that eject a target (a failed connect or handshake ejects at once)'),
+      baseEjectionMs: durationMs.default(30_000).describe('ejection time per ejection: the nth ejection in a row lasts n × this (ms, or a duration)'),
+      maxEjectionMs: durationMs.default(300_000).describe('longest ejection (ms, or a duration)'),
       gatewayMaxEjectionMs: durationMs
         .default(2_000)
         .describe("longest ejection of a remote cluster's gateway, so traffic returns soon after a region comes back (ms, or a duration)"),
     })
-    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000, gatewayMaxEjectionMs: 2_000 }))
+    .default(() => ({ consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, gatewayMaxEjectionMs: 2_000 }))
     .describe('ejecting failing targets for a while (a traffic policy may override)'),
   circuit: z
     .strictObject({

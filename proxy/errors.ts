@@ -9,6 +9,10 @@ export const ProxyErrorCodes = {
   noHealthyTarget: 'CW_PROXY_NO_HEALTHY_TARGET',
   circuitOpen: 'CW_PROXY_CIRCUIT_OPEN',
   unknownService: 'CW_PROXY_UNKNOWN_SERVICE',
+  /** A traffic policy route's rate limit refused the request (429; gRPC RESOURCE_EXHAUSTED). */
+  rateLimited: 'CW_PROXY_RATE_LIMITED',
+  /** A traffic policy route's timeoutMs passed over all tries without a response head (504). */
+  routeTimeout: 'CW_PROXY_ROUTE_TIMEOUT',
   upstreamReset: 'CW_PROXY_UPSTREAM_RESET',
   badRequest: 'CW_PROXY_BAD_REQUEST',
   noCertificate: 'CW_PROXY_NO_CERTIFICATE',

@@ -1,8 +1,12 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { SnapshotTarget } from '../mesh/index.js';
-import { UpstreamConnectError } from './errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
 import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
+import type { TryOutcome } from './retry-policy.js';
+import { targetKey } from './target-balancer.js';
+import type { RouteRequest } from './traffic-routes.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
@@ -56,7 +60,7 @@ export class HttpFallback {
     const started = performance.now();
     let plan: AttemptPlan | undefined;
     let target: SnapshotTarget | undefined;
-    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url);
+    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url, plan);
     const fail = (error: unknown) => {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
@@ -68,15 +72,15 @@ export class HttpFallback {
       done(status, code);
     };
     try {
-      plan = policy.plan(spec);
+      plan = policy.plan(spec, new IncomingRouteRequest(req));
       policy.admitRequest(plan);
     } catch (error) {
       req.resume();
       fail(error);
       return;
     }
-    const circuit = plan.circuit;
-    res.once('close', () => circuit.active--);
+    const admitted = plan;
+    res.once('close', () => policy.release(admitted));
     const body = await bufferBody(req, REQUEST_BUFFER_BYTES);
     if (body === 'aborted') {
       done(499, 'downstream_closed');
@@ -89,15 +93,26 @@ export class HttpFallback {
     let lastError: unknown;
     for (let i = 0; i < plan.attempts; i++) {
       target = plan.targets[i]!;
-      const outcome = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), plan.policy?.requestTimeoutMs);
-      if ('response' in outcome) {
-        const upstreamRes = outcome.response;
+      // The route's timeout bounds each try's wait for a response head, and ends the request when it has passed.
+      const left = plan.deadline === undefined ? undefined : plan.deadline - performance.now();
+      if (left !== undefined && left <= 0) {
+        fail(policy.routeTimeout(plan));
+        return;
+      }
+      const perTry = plan.perTryTimeoutMs;
+      const tryTimeoutMs = left === undefined ? perTry : Math.min(left, perTry ?? left);
+      const sent = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), tryTimeoutMs, perTry);
+      let outcome: TryOutcome;
+      if ('response' in sent) {
+        const upstreamRes = sent.response;
         const status = upstreamRes.statusCode ?? 502;
         const serverError = status === 503 ? upstreamRes.headers['x-causeway-error'] : undefined;
-        const replay = policy.responded(plan, i, target, status, typeof serverError === 'string' ? serverError : undefined, method, bodyHeld);
-        if (replay) {
+        outcome = policy.responded(plan, target, status, typeof serverError === 'string' ? serverError : undefined);
+        const delay = policy.retryDelay(plan, i, outcome, method, bodyHeld);
+        if (delay !== undefined) {
           upstreamRes.resume();
-          lastError = replay;
+          lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${typeof serverError === 'string' ? serverError : status} from ${targetKey(target)}`);
+          if (delay > 0) await sleep(delay);
           continue;
         }
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
@@ -109,17 +124,26 @@ export class HttpFallback {
         });
         return;
       }
-      lastError = outcome.error;
-      if (outcome.error instanceof UpstreamConnectError) {
-        policy.connectFailed(plan, target, outcome.error);
-        continue;
+      lastError = sent.error;
+      if (sent.error instanceof UpstreamConnectError) {
+        policy.connectFailed(plan, target, sent.error);
+        outcome = { kind: 'connect-failure' };
+      } else {
+        if (sent.timedOut && plan.deadline !== undefined && performance.now() >= plan.deadline) {
+          fail(policy.routeTimeout(plan));
+          return;
+        }
+        outcome = policy.noResponse(plan, target, sent.reusedSocket, sent.timedOut);
       }
-      if (!policy.noResponse(plan, target, method, outcome.reusedSocket, bodyHeld, outcome.timedOut)) break;
+      const delay = policy.retryDelay(plan, i, outcome, method, bodyHeld);
+      if (delay === undefined) break;
+      if (delay > 0) await sleep(delay);
     }
     fail(policy.exhausted(plan, lastError));
   }
 
-  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, requestTimeoutMs: number | undefined): Promise<SendOutcome> {
+  /** One try; `timeoutMs` ends it without a response head (`perTryTimeoutMs`, when set, is the one named in the error). */
+  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, timeoutMs: number | undefined, perTryTimeoutMs: number | undefined): Promise<SendOutcome> {
     return new Promise((resolve) => {
       let timedOut = false;
       const upstreamReq = httpRequest({ agent, method: req.method, path: pathOf(req.url), headers, setHost: false });
@@ -131,12 +155,13 @@ export class HttpFallback {
         if (timer) clearTimeout(timer);
         resolve({ error, reusedSocket: upstreamReq.reusedSocket, timedOut });
       });
-      const timer = requestTimeoutMs
-        ? setTimeout(() => {
-            timedOut = true;
-            upstreamReq.destroy(this.#policy.requestTimeout(requestTimeoutMs));
-          }, requestTimeoutMs)
-        : undefined;
+      const timer =
+        timeoutMs !== undefined
+          ? setTimeout(() => {
+              timedOut = true;
+              upstreamReq.destroy(this.#policy.requestTimeout(perTryTimeoutMs ?? timeoutMs));
+            }, timeoutMs)
+          : undefined;
       if (body === 'stream') {
         req.pipe(upstreamReq);
         req.resume();
@@ -145,6 +170,24 @@ export class HttpFallback {
         upstreamReq.end();
       } else upstreamReq.end(body);
     });
+  }
+}
+
+/** What a route match reads of a request served by Node's HTTP server. */
+class IncomingRouteRequest implements RouteRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly #headers: IncomingMessage['headers'];
+
+  constructor(req: IncomingMessage) {
+    this.method = req.method ?? '';
+    this.target = pathOf(req.url);
+    this.#headers = req.headers;
+  }
+
+  header(lowerName: string): string | undefined {
+    const value = this.#headers[lowerName];
+    return Array.isArray(value) ? value[0] : value;
   }
 }
 
