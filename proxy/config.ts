@@ -59,7 +59,15 @@ export const SidecarTuning = z.strictObject({
     .optional()
     .describe('also keep <stateDir>/workload.p12 (0600): the key, chain and trust bundle as a PKCS#12 keystore for a JVM or .NET app, rewritten on every renewal'),
   probeIntervalMs: durationMs.default(2_000).describe('how often the app is probed (see probe); ms, or a duration'),
-  accessLog: z.boolean().default(true).describe('log every connection and request at debug level (an access log)'),
+  accessLog: z
+    .union([
+      z.boolean(),
+      z.strictObject({ enabled: z.boolean().default(true).describe('write the access log') }),
+    ])
+    .default(false)
+    .describe(
+      'access log: one line per request and TCP connection at info level (logger field log: "access"), Envoy\'s default-format fields and response flags first (proxy/README.md "Access log"); true or { enabled: true } turns it on; off by default',
+    ),
 });
 export type SidecarTuning = z.infer<typeof SidecarTuning>;
 

@@ -1,6 +1,8 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { SnapshotTarget } from '../mesh/index.js';
+import { headerText, type HttpAccessFacts } from './access-log.js';
 import { UpstreamConnectError } from './errors.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
@@ -56,7 +58,11 @@ export class HttpFallback {
     const started = performance.now();
     let plan: AttemptPlan | undefined;
     let target: SnapshotTarget | undefined;
-    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url);
+    // The access log's view of the request (only when it is on; this path is not the hot one).
+    const access = policy.accessLog.enabled ? new FallbackAccess(req, started) : undefined;
+    let attempt = 0;
+    const done = (code: number, result: string, error?: unknown) =>
+      policy.requestDone(spec.serviceLabel, target, code, result, started, access?.facts(code, result, error, attempt, target, spec.serviceLabel, policy.sourcePrincipal));
     const fail = (error: unknown) => {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
@@ -65,7 +71,7 @@ export class HttpFallback {
       } else {
         res.destroy();
       }
-      done(status, code);
+      done(status, code, error);
     };
     try {
       plan = policy.plan(spec);
@@ -82,6 +88,7 @@ export class HttpFallback {
       done(499, 'downstream_closed');
       return;
     }
+    access?.body(body);
     const bodyHeld = body instanceof Buffer;
     const method = req.method ?? '';
     const headers = forwardHeaders(req.headers);
@@ -89,6 +96,8 @@ export class HttpFallback {
     let lastError: unknown;
     for (let i = 0; i < plan.attempts; i++) {
       target = plan.targets[i]!;
+      attempt = i;
+      access?.sending();
       const outcome = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), plan.policy?.requestTimeoutMs);
       if ('response' in outcome) {
         const upstreamRes = outcome.response;
@@ -100,12 +109,17 @@ export class HttpFallback {
           lastError = replay;
           continue;
         }
+        access?.responded(upstreamRes);
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
-        upstreamRes.once('error', () => res.destroy());
+        let upstreamError: Error | undefined;
+        upstreamRes.once('error', (error) => {
+          upstreamError = error;
+          res.destroy();
+        });
         res.once('close', () => {
           if (!upstreamRes.complete) upstreamRes.destroy();
-          done(status, upstreamRes.complete ? 'ok' : 'incomplete');
+          done(status, upstreamRes.complete ? 'ok' : 'incomplete', upstreamError);
         });
         return;
       }
@@ -145,6 +159,64 @@ export class HttpFallback {
         upstreamReq.end();
       } else upstreamReq.end(body);
     });
+  }
+}
+
+/** What the access log needs of one request on Node's server path, gathered as it goes. */
+class FallbackAccess {
+  readonly #req: IncomingMessage;
+  readonly #started: number;
+  #received = 0;
+  #sent = 0;
+  #sentAt = 0;
+  #upstreamServiceMs: number | undefined;
+  #response: IncomingMessage | undefined;
+
+  constructor(req: IncomingMessage, started: number) {
+    this.#req = req;
+    this.#started = started;
+  }
+
+  /** The request body as read: its length, or for a streamed body its declared length (counting would need a reader of its own). */
+  body(body: Buffer | 'stream'): void {
+    this.#received = body instanceof Buffer ? body.length : Number(this.#req.headers['content-length'] ?? 0) || 0;
+  }
+
+  sending(): void {
+    this.#sentAt = performance.now();
+  }
+
+  responded(response: IncomingMessage): void {
+    this.#upstreamServiceMs = performance.now() - this.#sentAt;
+    this.#response = response;
+    response.on('data', (chunk: Buffer) => (this.#sent += chunk.length));
+  }
+
+  facts(status: number, result: string, error: unknown, retries: number, target: SnapshotTarget | undefined, destinationService: string, sourcePrincipal: string | undefined): HttpAccessFacts {
+    const req = this.#req;
+    const response = this.#response;
+    return {
+      direction: 'outbound',
+      started: this.#started,
+      method: req.method,
+      path: req.url,
+      protocol: `HTTP/${req.httpVersion}`,
+      status,
+      result,
+      error,
+      retries,
+      bytesReceived: this.#received,
+      bytesSent: this.#sent,
+      upstreamServiceMs: this.#upstreamServiceMs,
+      header: (name) => headerText(req.headers[name]),
+      responseHeader: (name) => headerText(response?.headers[name]),
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService,
+      sourcePrincipal,
+      destinationPrincipal: response && peerSpiffeId(response.socket),
+    };
   }
 }
 

@@ -1,4 +1,6 @@
 import type { SnapshotTarget } from '../mesh/index.js';
+import type { HttpAccessFacts } from './access-log.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
@@ -33,6 +35,12 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   #finished = false;
   #timer: NodeJS.Timeout | undefined;
   #lastError: unknown;
+  /** For the access log: when the current attempt was sent and its response head came, body bytes to the app, what ended it. */
+  #sentAt = 0;
+  #respondedAt = 0;
+  #bytesSent = 0;
+  #response: ResponseHead | undefined;
+  #endError: unknown;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -50,6 +58,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   refuse(error: unknown): void {
     const { status, code } = errorStatus(error);
     this.#connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
+    this.#endError = error;
     this.#done(status, code);
     this.#connection.finish(this.#request.head.close);
   }
@@ -95,6 +104,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#status = 0;
     this.#discarding = false;
     this.#settled = false;
+    this.#sentAt = performance.now();
     upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
     const ms = this.#plan!.policy?.requestTimeoutMs;
     if (ms) this.#timer = setTimeout(requestTimedOut, ms, this, upstream, ms);
@@ -133,6 +143,8 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       return 'forward';
     }
     this.#clearTimer();
+    this.#respondedAt = performance.now();
+    this.#response = response;
     const status = (this.#status = response.status);
     const serverError = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
     const replay = this.#policy.responded(this.#plan!, this.#attempt, this.#target!, status, serverError, this.#request.head.method, true);
@@ -147,6 +159,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   body(chunk: Buffer): void {
+    this.#bytesSent += chunk.length;
     this.#connection.write(chunk, this.#upstream!);
   }
 
@@ -192,6 +205,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       // Part of the response is already with the app: nothing to do but cut it.
       this.#connection.onAbort(undefined);
       this.#connection.abort();
+      this.#endError = error;
       this.#done(this.#status, 'incomplete');
       return;
     }
@@ -204,8 +218,35 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#plan) this.#plan.circuit.active--;
+    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined);
+  }
+
+  #accessFacts(status: number, result: string): HttpAccessFacts {
     const head = this.#request.head;
-    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, head.method, head.target);
+    const target = this.#target;
+    const response = this.#response;
+    return {
+      direction: 'outbound',
+      started: this.#request.started,
+      method: head.method,
+      path: head.target,
+      protocol: 'HTTP/1.1',
+      status,
+      result,
+      error: this.#endError,
+      retries: this.#attempt,
+      bytesReceived: this.#request.body.length,
+      bytesSent: this.#bytesSent,
+      upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
+      header: (name) => headerValue(head, name),
+      responseHeader: (name) => (response ? headerValue(response, name) : undefined),
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService: this.#serviceLabel,
+      sourcePrincipal: this.#policy.sourcePrincipal,
+      destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
+    };
   }
 }
 

@@ -1,6 +1,7 @@
 import type { Logger, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
+import { AccessLog, type HttpAccessFacts, type TcpAccessFacts } from './access-log.js';
 import type { SidecarTuning } from './config.js';
-import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
 import { sniFor, type UpstreamRoute } from './upstream-connector.js';
@@ -78,13 +79,15 @@ export interface RequestPolicyDeps {
   /** Own cluster and `<svc>.<ns>`, for metric labels. */
   readonly sourceCluster: string;
   readonly sourceService: string;
+  /** This workload's identity: the access log's `source_principal`. */
+  readonly identity: { readonly spiffeId: string | undefined };
 }
 
 export class RequestPolicy {
   readonly #deps: RequestPolicyDeps;
   readonly #metrics: SidecarMetrics;
-  /** Access logging costs an object per request: decided once, not per request. */
-  readonly #accessLog: boolean;
+  /** Paths build access-log facts only when {@link AccessLog.enabled}. */
+  readonly accessLog: AccessLog;
   readonly #outliers: OutlierDetector;
   #snapshot: Snapshot | undefined;
   #services = new Map<string, SnapshotService>();
@@ -97,12 +100,17 @@ export class RequestPolicy {
   constructor(deps: RequestPolicyDeps) {
     this.#deps = deps;
     this.#metrics = deps.metrics;
-    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.accessLog = new AccessLog(deps.log, deps.tuning);
     this.#gatewayMaxEjectionMs = Math.min(deps.tuning.outlier.gatewayMaxEjectionMs, deps.tuning.outlier.maxEjectionMs);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
     });
+  }
+
+  /** This workload's SPIFFE ID (the caller of every outbound request). */
+  get sourcePrincipal(): string | undefined {
+    return this.#deps.identity.spiffeId;
   }
 
   get outliers(): OutlierDetector {
@@ -259,23 +267,23 @@ export class RequestPolicy {
 
   /** The error of a traffic policy's `requestTimeoutMs` passing without a response head. */
   requestTimeout(ms: number): ProxyError {
-    return new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`);
+    return new RequestTimeoutError(ms);
   }
 
-  /** One request done: its counter, its duration and (at debug, when enabled) its access-log line. */
-  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, method: string | undefined, path: string | undefined): void {
+  /** One request done: its counter, its duration and (when the access log is on) its access-log line. */
+  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, access: HttpAccessFacts | undefined): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
     this.#metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', method, path, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+    if (access) this.accessLog.http(access);
   }
 
   /** One TCP connection done: its counter, its lifetime and its access-log line. */
-  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number): void {
+  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number, access: TcpAccessFacts | undefined): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.connections.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, result });
     this.#metrics.connectionSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+    if (access) this.accessLog.tcp(access);
   }
 
   #circuit(key: string): Circuit {
