@@ -48,6 +48,8 @@ export class TcpOutbound {
     let upstream: TLSSocket | undefined;
     let target: SnapshotTarget | undefined;
     let retries = 0;
+    // Read while the TLS session is up (a destroyed socket has no peer certificate).
+    let destinationPrincipal: string | undefined;
     const finish = (result: string) => {
       this.#downstreams.delete(downstream);
       this.#metrics.activeConnections.dec({ direction: 'outbound' });
@@ -64,7 +66,7 @@ export class TcpOutbound {
             sourceCluster: undefined,
             destinationService: spec.serviceLabel,
             sourcePrincipal: this.#policy.sourcePrincipal,
-            destinationPrincipal: upstream && peerSpiffeId(upstream),
+            destinationPrincipal,
           }
         : undefined;
       this.#policy.connectionDone(spec.serviceLabel, target, result, started, access);
@@ -87,6 +89,7 @@ export class TcpOutbound {
       finish('downstream_closed');
       return;
     }
+    if (this.#policy.accessLog.enabled) destinationPrincipal = peerSpiffeId(upstream);
     circuit.active++;
     let closed = 0;
     const onClose = () => {
