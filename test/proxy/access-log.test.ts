@@ -1,11 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { createServer as createHttpServer, request as httpRequest, type ServerResponse } from 'node:http';
 import { connect as tcpConnect, type AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
-import { pino } from 'pino';
 import { StaticSnapshotSource } from '../../proxy/index.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, get, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar } from './helpers/mesh.js';
+import { captureLog, endpointTarget, get, service, snapshot, spiffe, startEchoApp, startTcpEchoApp, startTestSidecar, type LogLine as Line } from './helpers/mesh.js';
 import { freePort, waitFor } from '../../testkit/ports.js';
 
 // Real sidecars on loopback (mTLS, real apps); snapshots are pushed by hand so that each
@@ -24,20 +22,6 @@ const FIELDS = [
   'direction', 'response_code_details', 'upstream_cluster', 'source_cluster', 'destination_service', 'source_principal', 'destination_principal', 'trace_id', 'retries', 'grpc_status', 'result',
 ];
 
-type Line = Record<string, unknown>;
-
-/** A pino logger writing into memory: every line parsed, as a test of pino output reads it. */
-function capture() {
-  const lines: Line[] = [];
-  const stream = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      for (const text of chunk.toString().split('\n')) if (text) lines.push(JSON.parse(text) as Line);
-      callback();
-    },
-  });
-  return { log: pino({ level: 'info' }, stream), access: () => lines.filter((l) => l.log === 'access') };
-}
-
 /** The access fields of a line, in the order the line has them. */
 function fieldsOf(line: Line): string[] {
   return Object.keys(line).filter((k) => FIELDS.includes(k));
@@ -48,7 +32,7 @@ async function waitForLine(lines: () => Line[], match: (l: Line) => boolean, wha
 }
 
 async function sidecarWithLog(t: ExecutionContext, options: Parameters<typeof startTestSidecar>[0]) {
-  const out = capture();
+  const out = captureLog();
   const sc = await startTestSidecar({ ...options, pki, config: { ...options.config, sidecar: { accessLog: { enabled: true }, ...options.config?.sidecar } }, extra: { log: out.log } });
   t.teardown(() => sc.close());
   return { sc, access: out.access };
@@ -152,7 +136,7 @@ test('a request leaves one line on each side, Envoy\'s fields first and in Envoy
 });
 
 test('the access log is off by default: no line at all', async (t) => {
-  const out = capture();
+  const out = captureLog();
   const app = await startEchoApp('reviews-east');
   t.teardown(() => app.close());
   const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: app.port, protocol: 'http' }], extra: { log: out.log } });
