@@ -1,6 +1,7 @@
 import type { Logger } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyErrorCodes, RequestTimeoutError } from './errors.js';
+import { parseTraceparent } from './tracing.js';
 
 /**
  * The sidecar's access log (proxy/README.md "Access log"): one pino line per request and
@@ -100,6 +101,8 @@ export interface HttpAccessFacts extends Outcome {
   readonly destinationService: string;
   readonly sourcePrincipal: string | undefined;
   readonly destinationPrincipal: string | undefined;
+  /** The trace the sidecar put the request in (tracing on); else the one of its `traceparent`, if any. */
+  readonly traceId?: string | undefined;
   /** A response header by lower-case name (for `grpc-status`), if a response came. */
   readonly responseHeader: (name: string) => string | undefined;
 }
@@ -116,14 +119,6 @@ export interface TcpAccessFacts extends Outcome {
   readonly destinationService: string;
   readonly sourcePrincipal: string | undefined;
   readonly destinationPrincipal: string | undefined;
-}
-
-const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/;
-
-/** The trace id of a W3C `traceparent` header, if it carries a valid one. */
-export function traceIdOf(traceparent: string | undefined): string | null {
-  const m = traceparent === undefined ? null : TRACEPARENT.exec(traceparent);
-  return m && m[1] !== '00000000000000000000000000000000' ? m[1]! : null;
 }
 
 /** A header of Node's parsed headers as one string (repeated ones joined as HTTP allows). */
@@ -168,7 +163,7 @@ export function httpAccessLine(f: HttpAccessFacts): Record<string, unknown> {
     destination_service: f.destinationService,
     source_principal: f.sourcePrincipal ?? null,
     destination_principal: f.destinationPrincipal ?? null,
-    trace_id: traceIdOf(f.header('traceparent')),
+    trace_id: f.traceId ?? parseTraceparent(f.header('traceparent'))?.traceId ?? null,
     retries: f.retries,
     grpc_status: grpc === undefined ? null : Number(grpc),
     result: f.result,

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
 import { AccessLog, headerText, type HttpAccessFacts } from './access-log.js';
+import { SpanKind, type RequestTrace, type Tracer } from './tracing.js';
 import { authorize, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -30,6 +31,8 @@ export interface InboundDeps {
   readonly port: number;
   /** Current authorization policies (from the last snapshot). */
   readonly policies: () => readonly AuthorizationPolicy[];
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
   /** Subset definitions of this service (from the last snapshot). */
   readonly subsets: () => Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
 }
@@ -57,6 +60,8 @@ interface InboundContext {
 
 /** Headers a caller may not set: the sidecar writes them from the verified certificate. */
 const IDENTITY_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER]);
+/** With tracing on, the caller's traceparent is replaced by one naming this sidecar's span. */
+const IDENTITY_AND_TRACE_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, 'traceparent']);
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
 
 /**
@@ -103,6 +108,7 @@ export class InboundListener {
       log: deps.log,
       accessLog: this.#accessLog,
       parties: (context) => this.#parties(context),
+      tracer: deps.tracer,
       retry: (connection, request) => this.#forwardHttp(connection, request, true),
     };
     this.#fastPath = {
@@ -314,13 +320,16 @@ export class InboundListener {
       context.identityLines = lines;
     }
     const upgrade = request.head.upgrade;
-    const head = rewriteHead(request.head, IDENTITY_HEADERS, upgrade ? context.identityLines + upgradeLines(upgrade) : context.identityLines);
+    const tracer = this.#deps.tracer;
+    const trace = tracer?.start(headerValue(request.head, 'traceparent'), false);
+    const extra = upgrade ? context.identityLines + upgradeLines(upgrade) : context.identityLines;
+    const head = trace ? rewriteHead(request.head, IDENTITY_AND_TRACE_HEADERS, extra + trace.header) : rewriteHead(request.head, IDENTITY_HEADERS, extra);
     let app = context.app;
     if (!app || app.closed) {
       const socket = tcpConnect({ host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, noDelay: true });
       app = context.app = new UpstreamConnection(socket);
     }
-    const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
+    const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried, trace);
     connection.onAbort(exchange);
     app.send(request.head.method, head, request.body, exchange, upgrade !== undefined);
   }
@@ -444,6 +453,7 @@ interface AppExchangeHost {
   readonly accessLog: AccessLog;
   /** The access log's who-called-whom of an inbound connection. */
   parties(context: InboundContext): InboundParties;
+  readonly tracer: Tracer | undefined;
   /** Sends the request again on a fresh app connection. */
   retry(connection: DownstreamConnection<InboundContext>, request: BufferedRequest): void;
 }
@@ -464,8 +474,10 @@ class AppExchange implements ResponseSink, AbortListener {
   #respondedAt = 0;
   #bytesSent = 0;
   #response: ResponseHead | undefined;
+  readonly #trace: RequestTrace | undefined;
 
-  constructor(host: AppExchangeHost, connection: DownstreamConnection<InboundContext>, request: BufferedRequest, labels: PeerLabels, app: UpstreamConnection | undefined, retried: boolean) {
+  constructor(host: AppExchangeHost, connection: DownstreamConnection<InboundContext>, request: BufferedRequest, labels: PeerLabels, app: UpstreamConnection | undefined, retried: boolean, trace?: RequestTrace) {
+    this.#trace = trace;
     this.#host = host;
     this.#connection = connection;
     this.#request = request;
@@ -482,6 +494,34 @@ class AppExchange implements ResponseSink, AbortListener {
     this.#host.metrics.requests.inc({ ...labels, code: String(code), result });
     this.#host.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
     if (this.#host.accessLog.enabled) this.#host.accessLog.http(this.#accessFacts(code, result, error, details));
+    if (this.#trace?.sampled) this.#recordSpan(code);
+  }
+
+  /** The server span: the request as this sidecar served it, child of the caller's hop span. */
+  #recordSpan(status: number): void {
+    const trace = this.#trace!;
+    const head = this.#request.head;
+    const parties = this.#host.parties(this.#connection.context);
+    this.#host.tracer!.record({
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentSpanId,
+      name: `${head.method} ${parties.destinationService}`,
+      kind: SpanKind.server,
+      start: this.#request.started,
+      end: performance.now(),
+      error: status === 0 || status === 499 || status >= 500,
+      attributes: {
+        'http.request.method': head.method,
+        'url.path': head.target,
+        'http.response.status_code': status,
+        'causeway.source.principal': parties.sourcePrincipal,
+        'causeway.source.cluster': parties.sourceCluster,
+        'causeway.destination.principal': parties.destinationPrincipal,
+        'causeway.destination.cluster': parties.upstreamCluster,
+        'causeway.destination.service': parties.destinationService,
+      },
+    });
   }
 
   #accessFacts(status: number, result: string, error: Error | undefined, details: string | undefined): HttpAccessFacts {

@@ -17,6 +17,8 @@ export class SidecarMetrics {
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
   readonly dnsQueries: Counter<'result'>;
+  readonly spansExported: Counter;
+  readonly spansDropped: Counter<'reason'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -36,6 +38,8 @@ export class SidecarMetrics {
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });
+    this.spansExported = new Counter({ name: 'causeway_sidecar_spans_exported_total', help: 'Spans the OTLP collector accepted', registers });
+    this.spansDropped = new Counter({ name: 'causeway_sidecar_spans_dropped_total', help: 'Spans dropped: queue_full (collector too slow or down), export_error, rejected', labelNames: ['reason'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

@@ -1,5 +1,6 @@
 import type { SnapshotTarget } from '../mesh/index.js';
 import type { HttpAccessFacts } from './access-log.js';
+import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
 import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
@@ -41,6 +42,9 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   #bytesSent = 0;
   #response: ResponseHead | undefined;
   #endError: unknown;
+  /** Set when tracing is on: this request's spans, and when its first attempt left. */
+  readonly #trace: RequestTrace | undefined;
+  #firstSentAt = 0;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -51,7 +55,10 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#plan = plan;
     this.#closeAfter = request.head.close;
     const upgrade = request.head.upgrade;
-    this.#head = plan ? rewriteHead(request.head, NO_EXTRA_DROPS, upgrade ? upgradeLines(upgrade) : '') : '';
+    const tracer = policy.tracer;
+    this.#trace = tracer && plan ? tracer.start(headerValue(request.head, 'traceparent'), true) : undefined;
+    const extra = upgrade ? upgradeLines(upgrade) : '';
+    this.#head = !plan ? '' : this.#trace ? rewriteHead(request.head, traceHeaders(), this.#trace.header + extra) : rewriteHead(request.head, NO_EXTRA_DROPS, extra);
   }
 
   /** Answers with the sidecar's own error response (no target was tried, or all failed). */
@@ -105,6 +112,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#discarding = false;
     this.#settled = false;
     this.#sentAt = performance.now();
+    if (this.#firstSentAt === 0) this.#firstSentAt = this.#sentAt;
     upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
     const ms = this.#plan!.policy?.requestTimeoutMs;
     if (ms) this.#timer = setTimeout(requestTimedOut, ms, this, upstream, ms);
@@ -219,6 +227,46 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#finished = true;
     if (this.#plan) this.#plan.circuit.active--;
     this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined);
+    if (this.#trace?.sampled) this.#recordSpans(code);
+  }
+
+  /**
+   * The client span (the whole request as the app saw it) and, under it, the hop to the
+   * target — for a remote cluster, the gateway hop, recorded here because the gateway
+   * never terminates TLS and cannot read the headers. The upstream got the hop's id.
+   */
+  #recordSpans(status: number): void {
+    const trace = this.#trace!;
+    const tracer = this.#policy.tracer!;
+    const head = this.#request.head;
+    const target = this.#target;
+    const end = performance.now();
+    const error = status === 0 || status === 499 || status >= 500;
+    const common = { 'causeway.source.principal': this.#policy.sourcePrincipal, 'causeway.destination.service': this.#serviceLabel, 'causeway.destination.cluster': target?.cluster };
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentSpanId,
+      name: `${head.method} ${this.#serviceLabel}`,
+      kind: SpanKind.client,
+      start: this.#request.started,
+      end,
+      error,
+      attributes: { ...common, 'http.request.method': head.method, 'url.path': head.target, 'http.response.status_code': status, 'causeway.retries': this.#attempt },
+    });
+    if (!target || this.#firstSentAt === 0) return;
+    const gateway = target.kind === 'gateway';
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.hopSpanId,
+      parentSpanId: trace.spanId,
+      name: gateway ? `gateway ${target.cluster}` : `endpoint ${target.cluster}`,
+      kind: SpanKind.client,
+      start: this.#firstSentAt,
+      end: this.#respondedAt || end,
+      error,
+      attributes: { ...common, 'causeway.hop': target.kind, 'server.address': target.address, 'server.port': target.port, 'causeway.destination.principal': this.#upstream && peerSpiffeId(this.#upstream.socket) },
+    });
   }
 
   #accessFacts(status: number, result: string): HttpAccessFacts {
@@ -246,6 +294,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       destinationService: this.#serviceLabel,
       sourcePrincipal: this.#policy.sourcePrincipal,
       destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
+      traceId: this.#trace?.traceId,
     };
   }
 }

@@ -1,6 +1,7 @@
 import type { Logger, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
 import { AccessLog, type HttpAccessFacts, type TcpAccessFacts } from './access-log.js';
 import type { SidecarTuning } from './config.js';
+import type { Tracer } from './tracing.js';
 import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
@@ -81,6 +82,8 @@ export interface RequestPolicyDeps {
   readonly sourceService: string;
   /** This workload's identity: the access log's `source_principal`. */
   readonly identity: { readonly spiffeId: string | undefined };
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
 }
 
 export class RequestPolicy {
@@ -109,6 +112,10 @@ export class RequestPolicy {
   }
 
   /** This workload's SPIFFE ID (the caller of every outbound request). */
+  get tracer(): Tracer | undefined {
+    return this.#deps.tracer;
+  }
+
   get sourcePrincipal(): string | undefined {
     return this.#deps.identity.spiffeId;
   }
