@@ -2,6 +2,8 @@ import type { Logger } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyErrorCodes, RequestTimeoutError } from './errors.js';
 import { parseTraceparent } from './tracing.js';
+import { headerValue, type ResponseHead } from './http1.js';
+import type { BufferedRequest } from './http1-relay.js';
 
 /**
  * The sidecar's access log (proxy/README.md "Access log"): one pino line per request and
@@ -74,24 +76,13 @@ export function responseFlags(outcome: Outcome): string {
   return outcome.retries > 0 && RETRIED_FLAGS.has(flag) ? `${flag},${ResponseFlags.upstreamRetryLimitExceeded}` : flag;
 }
 
-/** What a path knows about one finished HTTP request; built only when the access log is on. */
-export interface HttpAccessFacts extends Outcome {
+/** What a path knows about one finished TCP connection (and what an HTTP request adds to). */
+export interface TcpAccessFacts extends Outcome {
   readonly direction: 'outbound' | 'inbound';
-  /** performance.now() when the request head was complete. */
+  /** performance.now() when the request head was complete (TCP: the connection accepted). */
   readonly started: number;
-  readonly method: string | undefined;
-  readonly path: string | undefined;
-  readonly protocol: string;
-  /** The status the app (outbound) or the caller (inbound) got; 499 (none sent) logs as 0, as Envoy does. */
-  readonly status: number;
-  /** Envoy's `%RESPONSE_CODE_DETAILS%` where the sidecar answered itself for a reason flags do not carry (RBAC). */
-  readonly details?: string | undefined;
   readonly bytesReceived: number;
   readonly bytesSent: number;
-  /** Milliseconds from sending the request upstream to its response head, if one came. */
-  readonly upstreamServiceMs: number | undefined;
-  /** A request header by lower-case name. */
-  readonly header: (name: string) => string | undefined;
   /** `address:port` of the target (outbound) or the app (inbound). */
   readonly upstreamHost: string | undefined;
   /** The mesh cluster the request went to (outbound) or arrived in (inbound). */
@@ -101,24 +92,39 @@ export interface HttpAccessFacts extends Outcome {
   readonly destinationService: string;
   readonly sourcePrincipal: string | undefined;
   readonly destinationPrincipal: string | undefined;
+}
+
+/** What a path knows about one finished HTTP request; built only when the access log is on. */
+export interface HttpAccessFacts extends TcpAccessFacts {
+  readonly method: string | undefined;
+  readonly path: string | undefined;
+  readonly protocol: string;
+  /** The status the app (outbound) or the caller (inbound) got; 499 (none sent) logs as 0, as Envoy does. */
+  readonly status: number;
+  /** Envoy's `%RESPONSE_CODE_DETAILS%` where the sidecar answered itself for a reason flags do not carry (RBAC). */
+  readonly details?: string | undefined;
+  /** Milliseconds from sending the request upstream to its response head, if one came. */
+  readonly upstreamServiceMs: number | undefined;
+  /** A request header by lower-case name. */
+  readonly header: (name: string) => string | undefined;
   /** The trace the sidecar put the request in (tracing on); else the one of its `traceparent`, if any. */
   readonly traceId?: string | undefined;
   /** A response header by lower-case name (for `grpc-status`), if a response came. */
   readonly responseHeader: (name: string) => string | undefined;
 }
 
-/** What a path knows about one finished TCP connection. */
-export interface TcpAccessFacts extends Outcome {
-  readonly direction: 'outbound' | 'inbound';
-  readonly started: number;
-  readonly bytesReceived: number;
-  readonly bytesSent: number;
-  readonly upstreamHost: string | undefined;
-  readonly upstreamCluster: string | undefined;
-  readonly sourceCluster: string | undefined;
-  readonly destinationService: string;
-  readonly sourcePrincipal: string | undefined;
-  readonly destinationPrincipal: string | undefined;
+/** The facts the HTTP/1.1 fast path reads off a request and its response head (both directions alike). */
+export function fastPathFacts(request: BufferedRequest, response: ResponseHead | undefined): Pick<HttpAccessFacts, 'started' | 'method' | 'path' | 'protocol' | 'bytesReceived' | 'header' | 'responseHeader'> {
+  const head = request.head;
+  return {
+    started: request.started,
+    method: head.method,
+    path: head.target,
+    protocol: 'HTTP/1.1',
+    bytesReceived: request.body.length,
+    header: (name) => headerValue(head, name),
+    responseHeader: (name) => (response ? headerValue(response, name) : undefined),
+  };
 }
 
 /** A header of Node's parsed headers as one string (repeated ones joined as HTTP allows). */

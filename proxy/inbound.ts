@@ -3,7 +3,7 @@ import { connect as tcpConnect, createServer as createTcpServer, type Server as 
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
-import { AccessLog, headerText, type HttpAccessFacts } from './access-log.js';
+import { AccessLog, fastPathFacts, headerText, type HttpAccessFacts } from './access-log.js';
 import { SpanKind, type RequestTrace, type Tracer } from './tracing.js';
 import { authorize, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
@@ -525,23 +525,16 @@ class AppExchange implements ResponseSink, AbortListener {
   }
 
   #accessFacts(status: number, result: string, error: Error | undefined, details: string | undefined): HttpAccessFacts {
-    const head = this.#request.head;
     const response = this.#response;
     return {
       ...this.#host.parties(this.#connection.context),
-      started: this.#request.started,
-      method: head.method,
-      path: head.target,
-      protocol: 'HTTP/1.1',
+      ...fastPathFacts(this.#request, response),
       status,
       result,
       error,
       details,
-      bytesReceived: this.#request.body.length,
       bytesSent: this.#bytesSent,
       upstreamServiceMs: response ? this.#respondedAt - this.#request.started : undefined,
-      header: (name) => headerValue(head, name),
-      responseHeader: (name) => (response ? headerValue(response, name) : undefined),
     };
   }
 

@@ -1,5 +1,5 @@
 import type { SnapshotTarget } from '../mesh/index.js';
-import type { HttpAccessFacts } from './access-log.js';
+import { fastPathFacts, type HttpAccessFacts } from './access-log.js';
 import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
 import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
@@ -270,24 +270,17 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   #accessFacts(status: number, result: string): HttpAccessFacts {
-    const head = this.#request.head;
     const target = this.#target;
     const response = this.#response;
     return {
+      ...fastPathFacts(this.#request, response),
       direction: 'outbound',
-      started: this.#request.started,
-      method: head.method,
-      path: head.target,
-      protocol: 'HTTP/1.1',
       status,
       result,
       error: this.#endError,
       retries: this.#attempt,
-      bytesReceived: this.#request.body.length,
       bytesSent: this.#bytesSent,
       upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
-      header: (name) => headerValue(head, name),
-      responseHeader: (name) => (response ? headerValue(response, name) : undefined),
       upstreamHost: target && `${target.address}:${target.port}`,
       upstreamCluster: target?.cluster,
       sourceCluster: undefined,
@@ -297,6 +290,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       traceId: this.#trace?.traceId,
     };
   }
+
 }
 
 function requestTimedOut(exchange: OutboundExchange, upstream: UpstreamConnection, ms: number): void {
