@@ -111,11 +111,12 @@ export class RequestPolicy {
     });
   }
 
-  /** This workload's SPIFFE ID (the caller of every outbound request). */
+  /** Spans and trace context for HTTP requests; undefined = tracing off. */
   get tracer(): Tracer | undefined {
     return this.#deps.tracer;
   }
 
+  /** This workload's SPIFFE ID (the caller of every outbound request). */
   get sourcePrincipal(): string | undefined {
     return this.#deps.identity.spiffeId;
   }
