@@ -2,7 +2,7 @@ import test from 'ava';
 import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
-import { get, metricValue, spiffe } from './helpers/mesh.js';
+import { captureLog, get, metricValue, spiffe } from './helpers/mesh.js';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { SidecarMetrics } from '../../proxy/metrics.js';
@@ -68,7 +68,8 @@ test('one call east → gateway → west leaves one trace: client span, gateway 
   const tracing = { otlpEndpoint: receiver.url, sampling: 1, exportIntervalMs: 100 };
   const server = await startWorkload(world, 'west', { service: 'reviews', config: { sidecar: { tracing } } });
   workloads.push(server);
-  const client = await startWorkload(world, 'east', { service: 'productpage', app: false, config: { sidecar: { tracing } } });
+  const clientLog = captureLog();
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false, log: clientLog.log, config: { sidecar: { tracing, accessLog: true } } });
   workloads.push(client);
   await waitFor(() => targetsOf(client.sidecar, 'reviews').some((x) => x.kind === 'gateway' && x.healthy), { what: "west's reviews through west's gateway", timeoutMs: 30_000 });
   await client.sidecar.settled();
@@ -90,6 +91,8 @@ test('one call east → gateway → west leaves one trace: client span, gateway 
   t.is(hop.span.parentSpanId, clientSpan.span.spanId);
   t.is(server1.span.parentSpanId, hop.span.spanId);
   t.regex(traceId, /^[0-9a-f]{32}$/);
+  // The access log names the trace the sidecar started.
+  t.is((await waitFor(() => clientLog.access().find((l) => l.path === '/traced'), { what: 'the access-log line', timeoutMs: 20_000 })).trace_id, traceId);
 
   const c = attrs(clientSpan.span.attributes);
   t.is(c['causeway.source.principal'], spiffe('default', 'productpage'));
