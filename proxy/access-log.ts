@@ -92,6 +92,8 @@ export interface TcpAccessFacts extends Outcome {
   readonly destinationService: string;
   readonly sourcePrincipal: string | undefined;
   readonly destinationPrincipal: string | undefined;
+  /** Envoy's `%RESPONSE_CODE_DETAILS%` where the sidecar refused for a reason flags do not carry (RBAC). */
+  readonly details?: string | undefined;
 }
 
 /** What a path knows about one finished HTTP request; built only when the access log is on. */
@@ -101,8 +103,6 @@ export interface HttpAccessFacts extends TcpAccessFacts {
   readonly protocol: string;
   /** The status the app (outbound) or the caller (inbound) got; 499 (none sent) logs as 0, as Envoy does. */
   readonly status: number;
-  /** Envoy's `%RESPONSE_CODE_DETAILS%` where the sidecar answered itself for a reason flags do not carry (RBAC). */
-  readonly details?: string | undefined;
   /** Milliseconds from sending the request upstream to its response head, if one came. */
   readonly upstreamServiceMs: number | undefined;
   /** A request header by lower-case name. */
@@ -195,7 +195,7 @@ export function tcpAccessLine(f: TcpAccessFacts): Record<string, unknown> {
     authority: null,
     upstream_host: f.upstreamHost ?? null,
     direction: f.direction,
-    response_code_details: null,
+    response_code_details: f.details ?? null,
     upstream_cluster: f.upstreamCluster ?? null,
     source_cluster: f.sourceCluster ?? null,
     destination_service: f.destinationService,

@@ -204,6 +204,9 @@ export class InboundListener {
     const context: InboundContext = { caller, port, denied: decision.allowed ? undefined : decision.policy };
     if (!decision.allowed && port.protocol !== 'http') {
       this.#countDenial(caller, decision.policy);
+      if (this.#accessLog.enabled) {
+        this.#accessLog.tcp({ ...this.#parties(context), started: performance.now(), result: 'denied', details: rbacDetails(decision.policy), bytesReceived: 0, bytesSent: 0 });
+      }
       return this.#refuse(socket, 'authorization_denied', { caller: caller.spiffeId, policy: decision.policy });
     }
     this.#deliver(socket, context);
@@ -380,6 +383,7 @@ export class InboundListener {
           result,
           details,
           bytesReceived: Number(req.headers['content-length'] ?? 0) || 0,
+          // Node's path streams the body through: its declared length stands for the bytes (0 for a chunked one).
           bytesSent: Number(appRes?.headers['content-length'] ?? 0) || 0,
           upstreamServiceMs: appRes ? respondedAt - started : undefined,
           header: (name) => headerText(req.headers[name]),

@@ -292,6 +292,18 @@ test('every failure the sidecar can meet logs its Envoy response flag', async (t
   });
   const down = await waitForLine(client.access, (l) => l.destination_service === 'dbdown.default', 'the failed TCP line');
   t.is(down.response_flags, 'UF');
+
+  // A TCP port closes a denied connection; its inbound line names the policy.
+  (db.sc.source as StaticSnapshotSource).push(snapshot('east', [], { authorization: [{ schema: 1, name: 'no-tcp', namespace: 'default', service: 'db', action: 'deny', from: [], ports: [] }] }));
+  await db.sc.sidecar.settled();
+  await new Promise<void>((resolve) => {
+    const socket = tcpConnect({ host: at('db'), port: 5432 }, () => socket.write('ping'));
+    socket.on('error', () => undefined).once('close', () => resolve());
+  });
+  const tcpDenied = await waitForLine(db.access, (l) => l.result === 'denied', 'the denied TCP line');
+  t.is(tcpDenied.msg, 'inbound connection');
+  t.is(tcpDenied.response_code_details, 'rbac_access_denied_matched_policy[default/no-tcp]');
+  t.is(tcpDenied.source_principal, spiffe('default', 'productpage'));
 });
 
 test('an existing config with accessLog: true still validates and turns the log on', async (t) => {
