@@ -145,54 +145,32 @@ function startTime(started: number): string {
  * Unset values are null (Envoy's JSON format does the same; its text format prints `-`).
  */
 export function httpAccessLine(f: HttpAccessFacts): Record<string, unknown> {
-  const grpc = f.responseHeader('grpc-status');
-  return {
-    start_time: startTime(f.started),
-    method: f.method ?? null,
-    path: f.path ?? null,
-    protocol: f.protocol,
-    response_code: f.status === 499 ? 0 : f.status,
-    response_flags: responseFlags(f),
-    bytes_received: f.bytesReceived,
-    bytes_sent: f.bytesSent,
-    duration: Math.round(performance.now() - f.started),
-    upstream_service_time: f.upstreamServiceMs === undefined ? null : Math.round(f.upstreamServiceMs),
-    x_forwarded_for: f.header('x-forwarded-for') ?? null,
-    user_agent: f.header('user-agent') ?? null,
-    request_id: f.header('x-request-id') ?? null,
-    authority: f.header('host') ?? null,
-    upstream_host: f.upstreamHost ?? null,
-    direction: f.direction,
-    response_code_details: f.details ?? null,
-    upstream_cluster: f.upstreamCluster ?? null,
-    source_cluster: f.sourceCluster ?? null,
-    destination_service: f.destinationService,
-    source_principal: f.sourcePrincipal ?? null,
-    destination_principal: f.destinationPrincipal ?? null,
-    trace_id: f.traceId ?? parseTraceparent(f.header('traceparent'))?.traceId ?? null,
-    retries: f.retries,
-    grpc_status: grpc === undefined ? null : Number(grpc),
-    result: f.result,
-  };
+  return accessLine(f, f);
 }
 
-/** One TCP connection's line: the default format's fields that apply to TCP (Envoy's TCP proxy logs the same way), then ours. */
+/** One TCP connection's line: the same fields, null where they are HTTP's only (Envoy's TCP proxy logs the same way). */
 export function tcpAccessLine(f: TcpAccessFacts): Record<string, unknown> {
+  return accessLine(f, undefined);
+}
+
+function accessLine(f: TcpAccessFacts, http: HttpAccessFacts | undefined): Record<string, unknown> {
+  const header = (name: string) => http?.header(name) ?? null;
+  const grpc = http?.responseHeader('grpc-status');
   return {
     start_time: startTime(f.started),
-    method: null,
-    path: null,
-    protocol: null,
-    response_code: 0,
+    method: http?.method ?? null,
+    path: http?.path ?? null,
+    protocol: http?.protocol ?? null,
+    response_code: http === undefined || http.status === 499 ? 0 : http.status,
     response_flags: responseFlags(f),
     bytes_received: f.bytesReceived,
     bytes_sent: f.bytesSent,
     duration: Math.round(performance.now() - f.started),
-    upstream_service_time: null,
-    x_forwarded_for: null,
-    user_agent: null,
-    request_id: null,
-    authority: null,
+    upstream_service_time: http?.upstreamServiceMs === undefined ? null : Math.round(http.upstreamServiceMs),
+    x_forwarded_for: header('x-forwarded-for'),
+    user_agent: header('user-agent'),
+    request_id: header('x-request-id'),
+    authority: header('host'),
     upstream_host: f.upstreamHost ?? null,
     direction: f.direction,
     response_code_details: f.details ?? null,
@@ -201,9 +179,9 @@ export function tcpAccessLine(f: TcpAccessFacts): Record<string, unknown> {
     destination_service: f.destinationService,
     source_principal: f.sourcePrincipal ?? null,
     destination_principal: f.destinationPrincipal ?? null,
-    trace_id: null,
+    trace_id: http ? (http.traceId ?? parseTraceparent(http.header('traceparent'))?.traceId ?? null) : null,
     retries: f.retries,
-    grpc_status: null,
+    grpc_status: grpc === undefined ? null : Number(grpc),
     result: f.result,
   };
 }
