@@ -72,7 +72,25 @@ export const SidecarTuning = z.strictObject({
     .optional()
     .describe('also keep <stateDir>/workload.p12 (0600): the key, chain and trust bundle as a PKCS#12 keystore for a JVM or .NET app, rewritten on every renewal'),
   probeIntervalMs: durationMs.default(2_000).describe('how often the app is probed (see probe); ms, or a duration'),
-  accessLog: z.boolean().default(true).describe('log every connection and request at debug level (an access log)'),
+  accessLog: z
+    .union([
+      z.boolean(),
+      z.strictObject({ enabled: z.boolean().default(true).describe('write the access log') }),
+    ])
+    .default(false)
+    .describe(
+      'access log: one line per request and TCP connection at info level (logger field log: "access"), Envoy\'s default-format fields and response flags first (proxy/README.md "Access log"); true or { enabled: true } turns it on; off by default',
+    ),
+  tracing: z
+    .strictObject({
+      otlpEndpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:4318' }).optional().describe("OTLP/HTTP collector base URL (spans go to <otlpEndpoint>/v1/traces as JSON), e.g. Jaeger's or Tempo's :4318; omitted = spans are not exported (trace context is still carried on)"),
+      sampling: z.number().min(0).max(1).default(0.01).describe("share of new traces (requests without a traceparent) recorded, 0-1; a caller's traceparent keeps its own sampled flag"),
+      serviceName: z.string().min(1).optional().describe('service.name of the exported spans (default <service>.<namespace>)'),
+      maxQueuedSpans: z.number().int().min(1).default(2048).describe('spans waiting for export at most; beyond it new spans are dropped (counted in causeway_sidecar_spans_dropped_total)'),
+      exportIntervalMs: durationMs.default(1_000).describe('how often queued spans are sent (sooner when 512 are waiting); ms, or a duration'),
+    })
+    .optional()
+    .describe('W3C trace context and spans for each HTTP request on the fast path (proxy/README.md "Tracing"); omitted = off: traceparent passes through untouched'),
 });
 export type SidecarTuning = z.infer<typeof SidecarTuning>;
 

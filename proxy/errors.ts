@@ -51,6 +51,17 @@ export class UpstreamConnectError extends ProxyError {
   }
 }
 
+/**
+ * A traffic policy's `requestTimeoutMs` passed without a response head. Same code and
+ * status as a connect timeout (`504`, `CW_PROXY_CONNECT_TIMEOUT`); its own class so the
+ * access log can tell the two apart (`UT` against `UF`).
+ */
+export class RequestTimeoutError extends ProxyError {
+  constructor(ms: number) {
+    super(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs or the route's retries.perTryTimeoutMs)`);
+  }
+}
+
 /** The server presented a SPIFFE ID the service does not allow (secure naming). Never retried on that target. */
 export class SecureNamingError extends UpstreamConnectError {
   readonly presented: string | undefined;

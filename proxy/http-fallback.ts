@@ -1,7 +1,9 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { SnapshotTarget } from '../mesh/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { headerText, type HttpAccessFacts } from './access-log.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
 import type { TryOutcome } from './retry-policy.js';
@@ -60,7 +62,11 @@ export class HttpFallback {
     const started = performance.now();
     let plan: AttemptPlan | undefined;
     let target: SnapshotTarget | undefined;
-    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url, plan);
+    // The access log's view of the request (only when it is on; this path is not the hot one).
+    const access = policy.accessLog.enabled ? new FallbackAccess(req, started) : undefined;
+    let attempt = 0;
+    const done = (code: number, result: string, error?: unknown) =>
+      policy.requestDone(spec.serviceLabel, target, code, result, started, access?.facts(code, result, error, attempt, target, spec.serviceLabel, policy.sourcePrincipal), plan);
     const fail = (error: unknown) => {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
@@ -69,7 +75,7 @@ export class HttpFallback {
       } else {
         res.destroy();
       }
-      done(status, code);
+      done(status, code, error);
     };
     try {
       plan = policy.plan(spec, new IncomingRouteRequest(req));
@@ -86,6 +92,7 @@ export class HttpFallback {
       done(499, 'downstream_closed');
       return;
     }
+    access?.body(body);
     const bodyHeld = body instanceof Buffer;
     const method = req.method ?? '';
     const headers = forwardHeaders(req.headers);
@@ -101,6 +108,8 @@ export class HttpFallback {
       }
       const perTry = plan.perTryTimeoutMs;
       const tryTimeoutMs = left === undefined ? perTry : Math.min(left, perTry ?? left);
+      attempt = i;
+      access?.sending();
       const sent = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), tryTimeoutMs, perTry);
       let outcome: TryOutcome;
       if ('response' in sent) {
@@ -115,12 +124,17 @@ export class HttpFallback {
           if (delay > 0) await sleep(delay);
           continue;
         }
+        access?.responded(upstreamRes);
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
-        upstreamRes.once('error', () => res.destroy());
+        let upstreamError: Error | undefined;
+        upstreamRes.once('error', (error) => {
+          upstreamError = error;
+          res.destroy();
+        });
         res.once('close', () => {
           if (!upstreamRes.complete) upstreamRes.destroy();
-          done(status, upstreamRes.complete ? 'ok' : 'incomplete');
+          done(status, upstreamRes.complete ? 'ok' : 'incomplete', upstreamError);
         });
         return;
       }
@@ -188,6 +202,64 @@ class IncomingRouteRequest implements RouteRequest {
   header(lowerName: string): string | undefined {
     const value = this.#headers[lowerName];
     return Array.isArray(value) ? value[0] : value;
+  }
+}
+
+/** What the access log needs of one request on Node's server path, gathered as it goes. */
+class FallbackAccess {
+  readonly #req: IncomingMessage;
+  readonly #started: number;
+  #received = 0;
+  #sent = 0;
+  #sentAt = 0;
+  #upstreamServiceMs: number | undefined;
+  #response: IncomingMessage | undefined;
+
+  constructor(req: IncomingMessage, started: number) {
+    this.#req = req;
+    this.#started = started;
+  }
+
+  /** The request body as read: its length, or for a streamed body its declared length (counting would need a reader of its own). */
+  body(body: Buffer | 'stream'): void {
+    this.#received = body instanceof Buffer ? body.length : Number(this.#req.headers['content-length'] ?? 0) || 0;
+  }
+
+  sending(): void {
+    this.#sentAt = performance.now();
+  }
+
+  responded(response: IncomingMessage): void {
+    this.#upstreamServiceMs = performance.now() - this.#sentAt;
+    this.#response = response;
+    response.on('data', (chunk: Buffer) => (this.#sent += chunk.length));
+  }
+
+  facts(status: number, result: string, error: unknown, retries: number, target: SnapshotTarget | undefined, destinationService: string, sourcePrincipal: string | undefined): HttpAccessFacts {
+    const req = this.#req;
+    const response = this.#response;
+    return {
+      direction: 'outbound',
+      started: this.#started,
+      method: req.method,
+      path: req.url,
+      protocol: `HTTP/${req.httpVersion}`,
+      status,
+      result,
+      error,
+      retries,
+      bytesReceived: this.#received,
+      bytesSent: this.#sent,
+      upstreamServiceMs: this.#upstreamServiceMs,
+      header: (name) => headerText(req.headers[name]),
+      responseHeader: (name) => headerText(response?.headers[name]),
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService,
+      sourcePrincipal,
+      destinationPrincipal: response && peerSpiffeId(response.socket),
+    };
   }
 }
 

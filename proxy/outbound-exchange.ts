@@ -1,5 +1,8 @@
 import type { SnapshotTarget } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
+import { fastPathFacts, type HttpAccessFacts } from './access-log.js';
+import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
@@ -44,6 +47,15 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   /** Back-off decided for a try whose response is being discarded (the retry starts when it ends). */
   #retryDelayMs = 0;
   #lastError: unknown;
+  /** For the access log: when the current attempt was sent and its response head came, body bytes to the app, what ended it. */
+  #sentAt = 0;
+  #respondedAt = 0;
+  #bytesSent = 0;
+  #response: ResponseHead | undefined;
+  #endError: unknown;
+  /** Set when tracing is on: this request's spans, and when its first attempt left. */
+  readonly #trace: RequestTrace | undefined;
+  #firstSentAt = 0;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -54,13 +66,17 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#plan = plan;
     this.#closeAfter = request.head.close;
     const upgrade = request.head.upgrade;
-    this.#head = plan ? rewriteHead(request.head, NO_EXTRA_DROPS, upgrade ? upgradeLines(upgrade) : '') : '';
+    const tracer = policy.tracer;
+    this.#trace = tracer && plan ? tracer.start(headerValue(request.head, 'traceparent'), true) : undefined;
+    const extra = upgrade ? upgradeLines(upgrade) : '';
+    this.#head = !plan ? '' : this.#trace ? rewriteHead(request.head, traceHeaders(), this.#trace.header + extra) : rewriteHead(request.head, NO_EXTRA_DROPS, extra);
   }
 
   /** Answers with the sidecar's own error response (no target was tried, or all failed). */
   refuse(error: unknown): void {
     const { status, code } = errorStatus(error);
     this.#connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
+    this.#endError = error;
     this.#done(status, code);
     this.#connection.finish(this.#request.head.close);
   }
@@ -143,6 +159,8 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#status = 0;
     this.#discarding = false;
     this.#settled = false;
+    this.#sentAt = performance.now();
+    if (this.#firstSentAt === 0) this.#firstSentAt = this.#sentAt;
     upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
     const ms = this.#plan!.perTryTimeoutMs;
     if (ms) this.#timer = setTimeout(requestTimedOut, ms, this, upstream, ms);
@@ -188,6 +206,8 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       return 'forward';
     }
     this.#clearTimer();
+    this.#respondedAt = performance.now();
+    this.#response = response;
     const status = (this.#status = response.status);
     const serverError = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
     const plan = this.#plan!;
@@ -205,6 +225,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   body(chunk: Buffer): void {
+    this.#bytesSent += chunk.length;
     this.#connection.write(chunk, this.#upstream!);
   }
 
@@ -255,6 +276,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       // Part of the response is already with the app: nothing to do but cut it.
       this.#connection.onAbort(undefined);
       this.#connection.abort();
+      this.#endError = error;
       this.#done(this.#status, 'incomplete');
       return;
     }
@@ -266,9 +288,71 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#finished = true;
     this.#clearTimers();
     if (this.#plan) this.#policy.release(this.#plan);
-    const head = this.#request.head;
-    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, head.method, head.target, this.#plan);
+    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined, this.#plan);
+    if (this.#trace?.sampled) this.#recordSpans(code);
   }
+
+  /**
+   * The client span (the whole request as the app saw it) and, under it, the hop to the
+   * target — for a remote cluster, the gateway hop, recorded here because the gateway
+   * never terminates TLS and cannot read the headers. The upstream got the hop's id.
+   */
+  #recordSpans(status: number): void {
+    const trace = this.#trace!;
+    const tracer = this.#policy.tracer!;
+    const head = this.#request.head;
+    const target = this.#target;
+    const end = performance.now();
+    const error = status === 0 || status === 499 || status >= 500;
+    const common = { 'causeway.source.principal': this.#policy.sourcePrincipal, 'causeway.destination.service': this.#serviceLabel, 'causeway.destination.cluster': target?.cluster };
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentSpanId,
+      name: `${head.method} ${this.#serviceLabel}`,
+      kind: SpanKind.client,
+      start: this.#request.started,
+      end,
+      error,
+      attributes: { ...common, 'http.request.method': head.method, 'url.path': head.target, 'http.response.status_code': status, 'causeway.retries': this.#attempt },
+    });
+    if (!target || this.#firstSentAt === 0) return;
+    const gateway = target.kind === 'gateway';
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.hopSpanId,
+      parentSpanId: trace.spanId,
+      name: gateway ? `gateway ${target.cluster}` : `endpoint ${target.cluster}`,
+      kind: SpanKind.client,
+      start: this.#firstSentAt,
+      end: this.#respondedAt || end,
+      error,
+      attributes: { ...common, 'causeway.hop': target.kind, 'server.address': target.address, 'server.port': target.port, 'causeway.destination.principal': this.#upstream && peerSpiffeId(this.#upstream.socket) },
+    });
+  }
+
+  #accessFacts(status: number, result: string): HttpAccessFacts {
+    const target = this.#target;
+    const response = this.#response;
+    return {
+      ...fastPathFacts(this.#request, response),
+      direction: 'outbound',
+      status,
+      result,
+      error: this.#endError,
+      retries: this.#attempt,
+      bytesSent: this.#bytesSent,
+      upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService: this.#serviceLabel,
+      sourcePrincipal: this.#policy.sourcePrincipal,
+      destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
+      traceId: this.#trace?.traceId,
+    };
+  }
+
 }
 
 const CONNECT_FAILURE: TryOutcome = { kind: 'connect-failure' };

@@ -1,6 +1,8 @@
 import { Backoff, type Logger, type Snapshot, type SnapshotService, type SnapshotTarget, type TrafficPolicy } from '../mesh/index.js';
+import { AccessLog, type HttpAccessFacts, type TcpAccessFacts } from './access-log.js';
 import type { SidecarTuning } from './config.js';
-import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import type { Tracer } from './tracing.js';
+import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { retryableOutcome, retryBudgetAllows, type TryOutcome } from './retry-policy.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
@@ -116,13 +118,17 @@ export interface RequestPolicyDeps {
   /** Own cluster and `<svc>.<ns>`, for metric labels. */
   readonly sourceCluster: string;
   readonly sourceService: string;
+  /** This workload's identity: the access log's `source_principal`. */
+  readonly identity: { readonly spiffeId: string | undefined };
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
 }
 
 export class RequestPolicy {
   readonly #deps: RequestPolicyDeps;
   readonly #metrics: SidecarMetrics;
-  /** Access logging costs an object per request: decided once, not per request. */
-  readonly #accessLog: boolean;
+  /** Paths build access-log facts only when {@link AccessLog.enabled}. */
+  readonly accessLog: AccessLog;
   readonly #outliers: OutlierDetector;
   #snapshot: Snapshot | undefined;
   #services = new Map<string, SnapshotService>();
@@ -136,12 +142,22 @@ export class RequestPolicy {
   constructor(deps: RequestPolicyDeps) {
     this.#deps = deps;
     this.#metrics = deps.metrics;
-    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.accessLog = new AccessLog(deps.log, deps.tuning);
     this.#gatewayMaxEjectionMs = Math.min(deps.tuning.outlier.gatewayMaxEjectionMs, deps.tuning.outlier.maxEjectionMs);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
     });
+  }
+
+  /** Spans and trace context for HTTP requests; undefined = tracing off. */
+  get tracer(): Tracer | undefined {
+    return this.#deps.tracer;
+  }
+
+  /** This workload's SPIFFE ID (the caller of every outbound request). */
+  get sourcePrincipal(): string | undefined {
+    return this.#deps.identity.spiffeId;
   }
 
   get outliers(): OutlierDetector {
@@ -351,7 +367,7 @@ export class RequestPolicy {
 
   /** The error of one try passing its per-try timeout (the route's perTryTimeoutMs, or the policy's requestTimeoutMs). */
   requestTimeout(ms: number): ProxyError {
-    return new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs or the route's retries.perTryTimeoutMs)`);
+    return new RequestTimeoutError(ms);
   }
 
   /** The error of the route's timeoutMs passing, over all tries, without a response head. */
@@ -359,25 +375,23 @@ export class RequestPolicy {
     return new ProxyError(ProxyErrorCodes.routeTimeout, `${plan.serviceLabel}: no response within the route ${plan.trafficRoute.name}'s timeout of ${plan.trafficRoute.timeoutMs} ms (${plan.retries} retries made)`);
   }
 
-  /** One request done: its counter, its duration and (at debug, when enabled) its access-log line with why it ended. */
-  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, method: string | undefined, path: string | undefined, plan?: AttemptPlan): void {
+  /**
+   * One request done: its counter, its duration and (when the access log is on) its
+   * access-log line, with the traffic policy route it took and why it ended.
+   */
+  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, access: HttpAccessFacts | undefined, plan?: AttemptPlan): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
     this.#metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) {
-      this.#deps.log.debug(
-        { direction: 'outbound', method, path, service: serviceLabel, route: plan?.trafficRoute.name, target: target && targetKey(target), cluster, code, result, end: endReason(code, result, plan), retries: plan?.retries, ms: Math.round((performance.now() - started) * 100) / 100 },
-        'request',
-      );
-    }
+    if (access) this.accessLog.http(plan ? { ...access, route: plan.trafficRoute.name, endReason: endReason(code, result, plan), retries: plan.retries } : access);
   }
 
   /** One TCP connection done: its counter, its lifetime and its access-log line. */
-  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number): void {
+  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number, access: TcpAccessFacts | undefined): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.connections.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, result });
     this.#metrics.connectionSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+    if (access) this.accessLog.tcp(access);
   }
 
   #circuit(key: string): Circuit {

@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, request as httpRequest, Agent, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { join } from 'node:path';
 import type { Snapshot, SnapshotService, SnapshotTarget } from '../../../mesh/index.js';
 import { parseSidecarConfig, Sidecar, StaticSnapshotSource, WorkloadIdentity, type SidecarConfigInput, type SidecarOptions, type SnapshotSource } from '../../../proxy/index.js';
@@ -267,4 +269,18 @@ export async function startPair(t: import('ava').ExecutionContext, pki: MeshPki)
   const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
   t.teardown(() => client.close());
   return { app, server, client, source };
+}
+
+export type LogLine = Record<string, unknown>;
+
+/** A pino logger writing into memory (every line parsed), for tests that read a sidecar's log lines; `access()` has the access log's. */
+export function captureLog(): { log: import('pino').Logger; lines: LogLine[]; access: () => LogLine[] } {
+  const lines: LogLine[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const text of chunk.toString().split('\n')) if (text) lines.push(JSON.parse(text) as LogLine);
+      callback();
+    },
+  });
+  return { log: pino({ level: 'info' }, stream), lines, access: () => lines.filter((l) => l.log === 'access') };
 }
