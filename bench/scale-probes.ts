@@ -79,15 +79,17 @@ export interface MemoryAfterGc {
  * what it retains, without the garbage a heap figure between collections includes.
  */
 export async function memoryAfterGc(pid: number, inspectorPort: number): Promise<MemoryAfterGc> {
-  process.kill(pid, 'SIGUSR1');
   const base = `http://127.0.0.1:${inspectorPort}`;
+  const deadline = Date.now() + 30_000;
   let target: Array<{ webSocketDebuggerUrl: string }> = [];
   for (let attempt = 0; target.length === 0; attempt++) {
+    // Again every few seconds: a process busy at the first signal may not have opened it.
+    if (attempt % 20 === 0) process.kill(pid, 'SIGUSR1');
     try {
       target = (await (await fetch(`${base}/json/list`, { signal: AbortSignal.timeout(5000) })).json()) as typeof target;
     } catch (error) {
-      if (attempt >= 50) throw new Error(`inspector of pid ${pid} did not open on ${base}: ${(error as Error).message}`);
-      await new Promise((r) => setTimeout(r, 200));
+      if (Date.now() > deadline) throw new Error(`inspector of pid ${pid} did not open on ${base} within 30 s: ${(error as Error).message}`);
+      await new Promise((r) => setTimeout(r, 250));
     }
   }
   const ws = new WebSocket(target[0]!.webSocketDebuggerUrl);

@@ -88,7 +88,10 @@ interface Memory {
 
 async function memoryOf(c: ScaleCluster): Promise<Memory> {
   const federationRss = residentBytes(c.federation.pid());
-  const afterGc = await memoryAfterGc(c.federation.pid(), c.federation.inspectorPort);
+  const afterGc = await memoryAfterGc(c.federation.pid(), c.federation.inspectorPort).catch((error: unknown) => {
+    process.stderr.write(`  ${c.name}: no figures after a full GC: ${(error as Error).message}\n`);
+    return { rssBytes: NaN, heapUsedBytes: NaN };
+  });
   return { controllerRss: residentBytes(c.controller.pid()), federationRss, federationRssAfterGc: afterGc.rssBytes, federationHeapAfterGc: afterGc.heapUsedBytes };
 }
 
