@@ -52,11 +52,33 @@ export function endpointEntry(shape: CatalogShape, s: number, e: number, health:
   return { key, value };
 }
 
+const WRITE_BATCH = 500;
+const WRITE_ATTEMPTS = 5;
+
+/**
+ * `putMany` in batches, each retried: with 20 etcds fsyncing on one shared disk, a batch
+ * can miss the store's 10 s call deadline. Puts are idempotent, so a retry is safe.
+ */
+async function putInBatches(store: EtcdStore, entries: ReadonlyArray<{ key: string; value: string }>, options: { lease?: string } = {}): Promise<void> {
+  for (let i = 0; i < entries.length; i += WRITE_BATCH) {
+    const batch = entries.slice(i, i + WRITE_BATCH);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await store.putMany(batch, options);
+        break;
+      } catch (error) {
+        if (attempt >= WRITE_ATTEMPTS) throw error;
+        process.stderr.write(`  catalog write of ${batch.length} keys failed (${(error as Error).message.split(';')[0]}); retrying\n`);
+      }
+    }
+  }
+}
+
 /** Writes every service (exported) and its endpoints (healthy, on `lease`). */
 export async function writeCatalog(store: EtcdStore, shape: CatalogShape, lease: string): Promise<void> {
   const services = Array.from({ length: shape.services }, (_, s) => ({ key: EtcdKeys.service(NAMESPACE, serviceName(s)), value: serviceSpec(shape, s) }));
-  await store.putMany(services);
+  await putInBatches(store, services);
   const endpoints = [];
   for (let s = 0; s < shape.services; s++) for (let e = 0; e < shape.endpointsPerService; e++) endpoints.push(endpointEntry(shape, s, e, 'healthy'));
-  await store.putMany(endpoints, { lease });
+  await putInBatches(store, endpoints, { lease });
 }

@@ -394,20 +394,34 @@ function report(results: Step[], load: { atStart: string; atEnd: string }) {
 async function main(): Promise<void> {
   const loadAtStart = loadavg();
   const results: Step[] = [];
-  for (const n of steps) results.push(await runStep(n));
+  let failed: { clusters: number; error: string } | undefined;
+  for (const n of steps) {
+    try {
+      results.push(await runStep(n));
+    } catch (error) {
+      // What the smaller meshes measured is still worth writing down, with why the next one stopped.
+      failed = { clusters: n, error: (error as Error).message };
+      process.stderr.write(`${n} clusters failed: ${(error as Error).stack ?? String(error)}\n`);
+      break;
+    }
+  }
+  if (results.length === 0) throw new Error(`the first mesh (${steps[0]} clusters) failed: ${failed?.error}`);
   const load = { atStart: loadAtStart, atEnd: loadavg() };
-  const { markdown, goals } = report(results, load);
+  const reported = report(results, load);
+  const markdown = failed ? `${reported.markdown}\n**The ${failed.clusters}-cluster mesh failed**: ${failed.error}\n` : reported.markdown;
+  const goals = reported.goals;
   const when = new Date().toISOString();
   const dir = join(ROOT, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `scale-${when.replace(/[:.]/g, '-')}.json`);
   const options = { steps, services, endpointsPerService, rate, seconds, nodes: nodeCount, rounds, settings, namespace: NAMESPACE };
-  writeFileSync(file, `${JSON.stringify({ when, options, load, machine: { cores: cpus().length, memoryBytes: totalmem() }, goals, results }, null, 2)}\n`);
+  writeFileSync(file, `${JSON.stringify({ when, options, load, machine: { cores: cpus().length, memoryBytes: totalmem() }, goals, results, failed }, null, 2)}\n`);
   process.stdout.write(`${markdown}\nwritten: ${file}\n`);
+  if (failed) process.exitCode = 1;
 }
 
 main().then(
-  () => process.exit(0),
+  () => process.exit(process.exitCode ?? 0),
   async (error: unknown) => {
     process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
     await runTeardown();
