@@ -29,6 +29,15 @@ const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const BIN = join(ROOT, 'bin', 'causeway.js');
 export const TRUST_DOMAIN = 'causeway.internal';
 
+/**
+ * Builds the controller and federation bundles when missing or stale: once, before the
+ * first mesh, so that a long run does not depend on the build tools staying in place.
+ */
+export async function prepareBundles(): Promise<void> {
+  await ensureCommandBundle('controller');
+  await ensureCommandBundle('federation');
+}
+
 /** Teardown steps, run last-in first-out (also on Ctrl-C: see bench/scale.ts). */
 export type Teardown = Array<() => unknown>;
 
@@ -97,8 +106,6 @@ function writeConfig(dir: string, file: string, config: object): string {
  * until every controller and federation is ready. Everything it starts is pushed onto `teardown`.
  */
 export async function startScaleMesh(count: number, settings: FederationConfig, teardown: Teardown): Promise<ScaleMesh> {
-  await ensureCommandBundle('controller');
-  await ensureCommandBundle('federation');
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-scale-'));
   teardown.push(() => rmSync(dir, { recursive: true, force: true }));
   const pki = await createMeshPki(join(dir, 'pki'), { trustDomain: TRUST_DOMAIN });

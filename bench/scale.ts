@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { EtcdKeys, createRootLogger, setRootLogger, type FederationConfig } from '../mesh/index.js';
 import { startDiscoveryNodes } from './discovery-nodes.js';
 import { NAMESPACE, endpointEntry, serviceName, writeCatalog, type CatalogShape } from './scale-catalog.js';
-import { TRUST_DOMAIN, startScaleMesh, type ScaleCluster, type ScaleMesh, type Teardown } from './scale-mesh.js';
+import { TRUST_DOMAIN, prepareBundles, startScaleMesh, type ScaleCluster, type ScaleMesh, type Teardown } from './scale-mesh.js';
 import { etcdFigures, memoryAfterGc, residentBytes, type EtcdFigures } from './scale-probes.js';
 import { ServiceWatch, type ServicePut } from './scale-watch.js';
 
@@ -393,6 +393,7 @@ function report(results: Step[], load: { atStart: string; atEnd: string }) {
 
 async function main(): Promise<void> {
   const loadAtStart = loadavg();
+  await prepareBundles();
   const results: Step[] = [];
   let failed: { clusters: number; error: string } | undefined;
   for (const n of steps) {
