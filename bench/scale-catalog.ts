@@ -53,7 +53,7 @@ export function endpointEntry(shape: CatalogShape, s: number, e: number, health:
 }
 
 const WRITE_BATCH = 500;
-const WRITE_ATTEMPTS = 5;
+const WRITE_ATTEMPTS = 10;
 
 /**
  * `putMany` in batches, each retried: with 20 etcds fsyncing on one shared disk, a batch
@@ -69,6 +69,7 @@ async function putInBatches(store: EtcdStore, entries: ReadonlyArray<{ key: stri
       } catch (error) {
         if (attempt >= WRITE_ATTEMPTS) throw error;
         process.stderr.write(`  catalog write of ${batch.length} keys failed (${(error as Error).message.split(';')[0]}); retrying\n`);
+        await new Promise((r) => setTimeout(r, 2000));
       }
     }
   }
