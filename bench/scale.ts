@@ -62,7 +62,11 @@ function runTeardown(): Promise<void> {
   })();
   return tearingDown;
 }
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+process.on('unhandledRejection', (error) => {
+  console.error('bench failed:', error);
+  void runTeardown().then(() => process.exit(1));
+});
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.once(signal, () => {
     console.error(`\n${signal}: tearing down`);
     void runTeardown().then(() => process.exit(130));
@@ -213,6 +217,7 @@ async function latencyAtRate(mesh: ScaleMesh, watch: MeshWatch): Promise<Latency
   const leases = await Promise.all(mesh.clusters.map((c) => c.store.grantLease(3600)));
   const flips = new Map<string, number>();
   const puts: Promise<void>[] = [];
+  let failedPuts: string | undefined;
   const t0 = performance.now();
   for (let u = 0; u < total; u++) {
     const wait = t0 + (u * 1000) / rate - performance.now();
@@ -227,9 +232,11 @@ async function latencyAtRate(mesh: ScaleMesh, watch: MeshWatch): Promise<Latency
     pending.set(key, list);
     list.push({ expected: endpointsPerService - k - 1, startedAt: performance.now(), exportedAt: undefined, seenBy: new Set() });
     const entry = endpointEntry(shapeOf(c), s, k, 'unhealthy');
-    puts.push(c.store.put(entry.key, entry.value, { lease: leases[ci]! }));
+    // Caught at once: a put that fails (etcd gone at Ctrl-C) must not end the process before the teardown.
+    puts.push(c.store.put(entry.key, entry.value, { lease: leases[ci]! }).catch((error: unknown) => void (failedPuts = `${(error as Error).message}`)));
   }
   await Promise.all(puts);
+  if (failedPuts) console.error(`${n} clusters: some endpoint updates failed, last: ${failedPuts}`);
   const deadline = Date.now() + 15_000;
   while (pending.size > 0 && Date.now() < deadline) await sleep(20);
   watch.parseValues = false;
