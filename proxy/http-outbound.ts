@@ -64,12 +64,13 @@ export class HttpOutbound {
       new OutboundExchange(policy, this.#connections, connection, request, 'unknown', undefined).refuse(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
       return;
     }
-    let plan: AttemptPlan;
+    let plan: AttemptPlan | undefined;
     try {
       plan = policy.plan(spec, new HeadRouteRequest(request.head));
       policy.admitRequest(plan);
     } catch (error) {
-      new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, undefined).refuse(error);
+      // Not admitted (rate limit, breaker): the plan, if one was made, only names the route in the log.
+      new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, undefined).refuse(error, plan);
       return;
     }
     new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, plan).start();

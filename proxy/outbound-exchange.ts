@@ -56,6 +56,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   /** Set when tracing is on: this request's spans, and when its first attempt left. */
   readonly #trace: RequestTrace | undefined;
   #firstSentAt = 0;
+  #refusedPlan: AttemptPlan | undefined;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -72,8 +73,12 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#head = !plan ? '' : this.#trace ? rewriteHead(request.head, traceHeaders(), this.#trace.header + extra) : rewriteHead(request.head, NO_EXTRA_DROPS, extra);
   }
 
-  /** Answers with the sidecar's own error response (no target was tried, or all failed). */
-  refuse(error: unknown): void {
+  /**
+   * Answers with the sidecar's own error response (no target was tried, or all failed).
+   * `refusedPlan`: the plan of a request the policy did not admit, for its log line only.
+   */
+  refuse(error: unknown, refusedPlan?: AttemptPlan): void {
+    this.#refusedPlan = refusedPlan;
     const { status, code } = errorStatus(error);
     this.#connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
     this.#endError = error;
@@ -288,7 +293,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#finished = true;
     this.#clearTimers();
     if (this.#plan) this.#policy.release(this.#plan);
-    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined, this.#plan);
+    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined, this.#plan ?? this.#refusedPlan);
     if (this.#trace?.sampled) this.#recordSpans(code);
   }
 

@@ -19,7 +19,7 @@ test.before(async () => {
 const FIELDS = [
   'start_time', 'method', 'path', 'protocol', 'response_code', 'response_flags', 'bytes_received', 'bytes_sent', 'duration',
   'upstream_service_time', 'x_forwarded_for', 'user_agent', 'request_id', 'authority', 'upstream_host',
-  'direction', 'response_code_details', 'upstream_cluster', 'source_cluster', 'destination_service', 'source_principal', 'destination_principal', 'trace_id', 'retries', 'grpc_status', 'result',
+  'direction', 'response_code_details', 'upstream_cluster', 'source_cluster', 'destination_service', 'source_principal', 'destination_principal', 'trace_id', 'retries', 'route', 'end_reason', 'grpc_status', 'result',
 ];
 
 /** The access fields of a line, in the order the line has them. */
@@ -254,6 +254,17 @@ test('every failure the sidecar can meet logs its Envoy response flag', async (t
   source.push(snapshot('east', services, { traffic: [{ schema: 1, name: 'slow-timeout', namespace: 'default', service: 'slow', requestTimeoutMs: 300 }] }));
   await client.sc.sidecar.settled();
   await expect('slow', '/hold-timeout', 504, 'UT');
+
+  // A route's rate limit: RL, 429, and the line names the route and why the request ended.
+  const limited = { schema: 1 as const, name: 'slow-limited', namespace: 'default', service: 'slow', routes: [{ name: 'limited', match: { path: { prefix: '/limited' }, headers: [] }, rateLimit: { requestsPerSecond: 1, burst: 1 } }] };
+  source.push(snapshot('east', services, { traffic: [limited] }));
+  await client.sc.sidecar.settled();
+  const allowed = await expect('slow', '/limited-1', 200, '-');
+  t.is(allowed.route, 'limited');
+  t.is(allowed.end_reason, 'ok');
+  const refusedByLimit = await expect('slow', '/limited-2', 429, 'RL');
+  t.is(refusedByLimit.route, 'limited');
+  t.is(refusedByLimit.end_reason, 'rate-limited');
 
   // Authorization: the server sidecar denies; its line names the policy (Envoy's RBAC details).
   (slow.sc.source as StaticSnapshotSource).push(snapshot('east', [], { authorization: [{ schema: 1, name: 'deny-productpage', namespace: 'default', service: 'slow', action: 'deny', from: [{ identities: [spiffe('default', 'productpage')] }], ports: [] }] }));
