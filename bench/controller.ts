@@ -11,72 +11,21 @@
  * Options (env): BENCH_ENDPOINTS (10000), BENCH_NODES (100), BENCH_ROUNDS (40),
  * BENCH_DEBOUNCE_MS (the controller's pushDebounceMs; default 100, the config default).
  */
-import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { gunzipSync } from 'node:zlib';
-import { credentials, type ClientDuplexStream } from '@grpc/grpc-js';
-import { DiscoveryClientConstructor, SnapshotDecoder, spiffeIdOfCertificate, type DiscoveryRequest, type DiscoveryResponse } from '../api-client/index.js';
+import { SnapshotDecoder } from '../api-client/index.js';
 import { CatalogAdmin, Controller } from '../controller/index.js';
 import { Etcd3Store } from '../store/index.js';
 import type { SnapshotBuilder } from '../controller/snapshot-builder.js';
-import { CATALOG_SCHEMA_VERSION, EtcdKeys, controllerIdentity, createRootLogger, parseConfig, setRootLogger } from '../mesh/index.js';
+import { CATALOG_SCHEMA_VERSION, EtcdKeys, createRootLogger, parseConfig, setRootLogger } from '../mesh/index.js';
+import { startDiscoveryNodes } from './discovery-nodes.js';
 import { startEtcd } from '../testkit/etcd.js';
 import { createMeshPki } from '../testkit/mesh-pki.js';
 
 const TD = 'causeway.internal';
 setRootLogger(createRootLogger({ level: process.env.CAUSEWAY_LOG_LEVEL ?? 'warn' }));
-
-interface NodesInit {
-  address: string;
-  nodes: number;
-  key: string;
-  certChain: string;
-  trustBundle: string;
-}
-type ToParent = { type: 'ready' } | { type: 'acked'; version: string; ackTimes: number[]; bytes: number };
-
-/** Child: `nodes` discovery streams that ack every version on receipt and report when all have. */
-function runNodes(init: NodesInit): void {
-  const versions = new Map<string, number[]>();
-  let bytes = 0;
-  let connected = 0;
-  for (let i = 0; i < init.nodes; i++) {
-    const creds = credentials.createSsl(Buffer.from(init.trustBundle), Buffer.from(init.key), Buffer.from(init.certChain), {
-      checkServerIdentity: (_h, cert) => (spiffeIdOfCertificate(cert) === controllerIdentity(TD) ? undefined : new Error('wrong controller identity')),
-    });
-    const client = new DiscoveryClientConstructor(init.address, creds, {
-      'grpc.use_local_subchannel_pool': 1,
-      'grpc.max_receive_message_length': -1,
-      'grpc.ssl_target_name_override': `controller.east.cw1.${TD}`,
-    });
-    const stream = (client as unknown as { Stream(): ClientDuplexStream<DiscoveryRequest, DiscoveryResponse> }).Stream();
-    stream.write({ hello: { nodeKind: 'sidecar', nodeId: `bench-${i}`, cluster: 'east', region: 'eu', zone: 'eu-1', lastVersion: '', acceptEncodings: ['gzip'] } });
-    let first = true;
-    stream.on('data', (res: DiscoveryResponse) => {
-      stream.write({ ack: { version: res.version } });
-      bytes = res.snapshot.length;
-      if (first) {
-        first = false;
-        if (++connected === init.nodes) process.send!({ type: 'ready' } satisfies ToParent);
-        return;
-      }
-      const times = versions.get(res.version) ?? [];
-      times.push(Date.now());
-      versions.set(res.version, times);
-      if (times.length === init.nodes) {
-        process.send!({ type: 'acked', version: res.version, ackTimes: times, bytes } satisfies ToParent);
-        versions.delete(res.version);
-      }
-    });
-    stream.on('error', (error) => {
-      process.stderr.write(`node ${i}: ${error.message}\n`);
-      process.exit(1);
-    });
-  }
-}
 
 function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
@@ -136,27 +85,19 @@ async function main(): Promise<void> {
     process.stdout.write(`controller: catalog of ${controller.catalogView!.endpointCount()} endpoints loaded and serving in ${Date.now() - loadStarted} ms\n`);
 
     const node = await pki.workload('east', 'bench/node');
-    const child: ChildProcess = fork(fileURLToPath(import.meta.url), ['--nodes'], { execArgv: ['--import=tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    cleanups.unshift(() => child.kill('SIGKILL'));
-    const messages: ToParent[] = [];
-    let wake: (() => void) | undefined;
-    child.on('message', (m: ToParent) => {
-      messages.push(m);
-      wake?.();
+    const nodes = startDiscoveryNodes({
+      address: `127.0.0.1:${controller.grpcPort}`,
+      nodes: nodeCount,
+      trustDomain: TD,
+      cluster: 'east',
+      region: 'eu',
+      key: node.privateKeyPem,
+      certChain: node.certChainPem,
+      trustBundle: node.trustBundlePem,
     });
-    const nextMessage = async (timeoutMs: number): Promise<ToParent> => {
-      const deadline = Date.now() + timeoutMs;
-      while (messages.length === 0) {
-        if (Date.now() > deadline) throw new Error('timed out waiting for the nodes');
-        await new Promise<void>((r) => {
-          wake = r;
-          setTimeout(r, 100);
-        });
-      }
-      return messages.shift()!;
-    };
+    cleanups.unshift(() => nodes.close());
+    const nextMessage = (timeoutMs: number) => nodes.next(timeoutMs);
     const connectStarted = Date.now();
-    child.send({ address: `127.0.0.1:${controller.grpcPort}`, nodes: nodeCount, key: node.privateKeyPem, certChain: node.certChainPem, trustBundle: node.trustBundlePem } satisfies NodesInit);
     if ((await nextMessage(120_000)).type !== 'ready') throw new Error('nodes not ready');
     process.stdout.write(`nodes: ${nodeCount} connected and holding the first snapshot ${Date.now() - connectStarted} ms after start\n`);
 
@@ -178,7 +119,7 @@ async function main(): Promise<void> {
       await store.put(EtcdKeys.endpoint('bench', `svc-${s}`, `ep-${i}`), endpointValue(s, i, r % 2 === 0 ? 'unhealthy' : 'healthy'), { lease });
       const message = await nextMessage(30_000);
       if (message.type !== 'acked') throw new Error('unexpected message');
-      wire = message.bytes;
+      wire = message.wireBytes;
       allAcks.push(Math.max(...message.ackTimes) - t0);
       watchLag.push(changeSeenAt - t0);
       for (const at of message.ackTimes) perNode.push(at - t0);
@@ -228,14 +169,10 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv.includes('--nodes')) {
-  process.once('message', (init: NodesInit) => runNodes(init));
-} else {
-  main().then(
-    () => process.exit(0),
-    (error: unknown) => {
-      process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
-      process.exit(1);
-    },
-  );
-}
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    process.stderr.write(`bench failed: ${(error as Error).stack ?? String(error)}\n`);
+    process.exit(1);
+  },
+);

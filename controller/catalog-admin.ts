@@ -70,27 +70,29 @@ export class CatalogAdmin {
   async applyPolicy(kind: PolicyKind, input: unknown, source = 'policy'): Promise<AuthorizationPolicy | TrafficPolicy> {
     const draft = withSchema(input);
     const value = kind === 'authorization' ? encode(AuthorizationPolicy, source, draft) : encode(TrafficPolicy, source, draft);
-    if ('split' in value && value.split) await this.#checkSplitSubsets(value, source);
+    if (kind === 'traffic') await this.#checkSubsets(value as TrafficPolicy, source);
     const key = EtcdKeys.policy(kind, value.namespace, value.name);
     await this.#store.put(key, JSON.stringify(value));
     return value;
   }
 
   /**
-   * A split may only name subsets the service defines here. (A service this cluster only
-   * imports is not checked: its subsets are its owner's; a sidecar refuses an unknown one
-   * per request, naming it.)
+   * Splits and routes may only name subsets the service defines here. (A service this
+   * cluster only imports is not checked: its subsets are its owner's; a sidecar refuses an
+   * unknown one per request, naming it.)
    */
-  async #checkSplitSubsets(policy: TrafficPolicy, source: string): Promise<void> {
+  async #checkSubsets(policy: TrafficPolicy, source: string): Promise<void> {
+    const named = subsetReferences(policy);
+    if (named.length === 0) return;
     const key = EtcdKeys.service(policy.namespace, policy.service);
     const kv = await this.#store.get(key);
     if (!kv) return;
     const decoded = decodeCatalogValue(ServiceSpec, key, kv.value);
     if (!decoded.ok) return;
     const defined = Object.keys(decoded.value.subsets);
-    const issues = (policy.split ?? []).flatMap((s, i) =>
-      decoded.value.subsets[s.subset] === undefined
-        ? [{ path: formatPath(['split', i, 'subset']), message: `service ${policy.service}.${policy.namespace} has no subset "${s.subset}" (it has: ${defined.join(', ') || 'none'}); add it to the service's subsets first` }]
+    const issues = named.flatMap(({ path, subset }) =>
+      decoded.value.subsets[subset] === undefined
+        ? [{ path: formatPath(path), message: `service ${policy.service}.${policy.namespace} has no subset "${subset}" (it has: ${defined.join(', ') || 'none'}); add it to the service's subsets first` }]
         : [],
     );
     if (issues.length > 0) throw new ValidationError(ErrorCodes.configInvalid, source, issues);
@@ -113,6 +115,17 @@ export class CatalogAdmin {
     }
     return out;
   }
+}
+
+/** Every subset a traffic policy names (its split, its routes' subsets and splits), with its path. */
+function subsetReferences(policy: TrafficPolicy): { path: (string | number)[]; subset: string }[] {
+  const out: { path: (string | number)[]; subset: string }[] = [];
+  (policy.split ?? []).forEach((s, i) => out.push({ path: ['split', i, 'subset'], subset: s.subset }));
+  (policy.routes ?? []).forEach((r, i) => {
+    if (r.subset !== undefined) out.push({ path: ['routes', i, 'subset'], subset: r.subset });
+    (r.split ?? []).forEach((s, j) => out.push({ path: ['routes', i, 'split', j, 'subset'], subset: s.subset }));
+  });
+  return out;
 }
 
 /** The `kind:` values a policy file may use, mapped to storage kinds. */

@@ -34,6 +34,35 @@ export interface ExportPublisherOptions {
   readonly view?: ExportsView & { strays(): string[] };
 }
 
+/**
+ * Export writes of one pass kept in flight at once. Each is its own compare-and-swap on
+ * one key, so their order does not matter; one after another, a cluster exporting 1,000
+ * services paid 1,000 etcd round trips in a row before peers saw the last of them.
+ */
+export const EXPORT_WRITES_IN_FLIGHT = 32;
+
+/**
+ * Runs `tasks` with at most `limit` at a time. After a failure no further task starts; it
+ * rejects with the first failure once the started ones settled (the pass is then retried).
+ */
+async function runWithin(tasks: ReadonlyArray<() => Promise<void>>, limit: number): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const lanes = Array.from({ length: Math.min(limit, tasks.length) }, async () => {
+    while (!failed && next < tasks.length) {
+      try {
+        await tasks[next++]!();
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
+  });
+  const results = await Promise.allSettled(lanes);
+  const failure = results.find((r) => r.status === 'rejected');
+  if (failure) throw failure.reason;
+}
+
 /** Gateway addresses of this cluster, sorted (from `/causeway/v1/gateways/`): the cluster record's list; `_cluster` holds those {@link GatewayProbe} lets through. */
 export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
   return [...catalog.gateways.values()]
@@ -161,6 +190,7 @@ export class ExportPublisher {
       await o.publishCluster(value);
       this.#metrics.exportWrites.inc({ kind: 'cluster' });
     }
+    const writes: Array<() => Promise<void>> = [];
     for (const [key, { value: spec }] of this.#catalog.services) {
       if (!spec.exported) continue;
       const current = view.exports.get(key);
@@ -168,16 +198,22 @@ export class ExportPublisher {
       if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) continue;
       const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
       const value: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: spec, healthy, exportedAt: current?.value.exportedAt ?? new Date().toISOString() };
-      await this.#store.putIfUnchanged(etcdKey, encodeCatalogValue(ExportedService, etcdKey, value), current?.modRevision ?? '0');
-      this.#metrics.exportWrites.inc({ kind: 'service' });
+      const encoded = encodeCatalogValue(ExportedService, etcdKey, value);
+      writes.push(async () => {
+        await this.#store.putIfUnchanged(etcdKey, encoded, current?.modRevision ?? '0');
+        this.#metrics.exportWrites.inc({ kind: 'service' });
+      });
     }
     for (const [key, current] of view.exports) {
       if (this.#catalog.services.get(key)?.value.exported) continue;
       const { namespace, name } = current.value.service;
-      await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
-      this.#metrics.exportWrites.inc({ kind: 'unexport' });
-      this.#log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
+      writes.push(async () => {
+        await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
+        this.#metrics.exportWrites.inc({ kind: 'unexport' });
+        this.#log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
+      });
     }
+    await runWithin(writes, EXPORT_WRITES_IN_FLIGHT);
     // Only in the export store, which holds nothing but what the controllers write there.
     for (const key of o.view?.strays() ?? []) {
       await this.#store.delete(key);

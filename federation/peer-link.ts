@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import {
   Backoff,
   CATALOG_SCHEMA_VERSION,
@@ -71,6 +72,8 @@ interface PeerPlacement {
 }
 
 const SERVICE_KEY = (ns: string, name: string) => `${ns}/${name}`;
+/** Equal for equal import JSON: what {@link PeerLink} keeps of each import it wrote. */
+const fingerprint = (json: string) => createHash('sha256').update(json).digest('base64');
 const MESH_NAME = (serviceKey: string) => serviceKey.split('/').reverse().join('.');
 const SERVICE_KEY_OF = (meshName: string) => meshName.split('.').reverse().join('/');
 
@@ -112,7 +115,10 @@ export class PeerLink {
   #lastAccessCheckMs = Date.now();
   #checkingAccess = false;
 
-  /** What this link has in the local etcd: service key → import JSON. */
+  /**
+   * What this link has in the local etcd: service key → fingerprint of the import JSON
+   * (not the JSON itself, which with 10,000 imports would be ~9 MB held only to compare).
+   */
   readonly #written = new Map<string, string>();
   readonly #dirty = new Set<string>();
   #chain: Promise<void> = Promise.resolve();
@@ -547,13 +553,14 @@ export class PeerLink {
   /** Writes every dirty import (and the status) to the local etcd; serialised by the chain. */
   async #flush(receivedAtMs: readonly number[] = []): Promise<void> {
     if (this.#stopped && this.#dirty.size === 0) return;
-    const planned: Array<{ key: string; json: string | undefined; op: WriteOp }> = [];
+    const planned: Array<{ key: string; print: string | undefined; op: WriteOp }> = [];
     for (const key of this.#dirty) {
       const json = this.#render(key);
-      if (json === this.#written.get(key)) continue;
+      const print = json === undefined ? undefined : fingerprint(json);
+      if (print === this.#written.get(key)) continue;
       const [ns = '', name = ''] = key.split('/');
       const etcdKey = EtcdKeys.importedService(this.peer, ns, name);
-      planned.push({ key, json, op: json === undefined ? { delete: etcdKey } : { put: etcdKey, value: json } });
+      planned.push({ key, print, op: json === undefined ? { delete: etcdKey } : { put: etcdKey, value: json } });
     }
     this.#dirty.clear();
     const chunks: (typeof planned)[] = [];
@@ -564,8 +571,8 @@ export class PeerLink {
       // Applied to memory first so that the status in the same transaction counts them; undone on failure.
       const previous = chunk.map((p) => [p.key, this.#written.get(p.key)] as const);
       for (const p of chunk) {
-        if (p.json === undefined) this.#written.delete(p.key);
-        else this.#written.set(p.key, p.json);
+        if (p.print === undefined) this.#written.delete(p.key);
+        else this.#written.set(p.key, p.print);
       }
       const ops = chunk.map((p) => p.op);
       if (withStatus) ops.push(this.#statusOp());
@@ -576,9 +583,9 @@ export class PeerLink {
       } catch (error) {
         this.#localStoreFailed(error);
         this.#log.warn({ err: error, keys: chunk.length }, 'could not write imports to the local etcd; will retry');
-        for (const [key, json] of previous) {
-          if (json === undefined) this.#written.delete(key);
-          else this.#written.set(key, json);
+        for (const [key, print] of previous) {
+          if (print === undefined) this.#written.delete(key);
+          else this.#written.set(key, print);
           failed.push(key);
         }
       }
@@ -762,7 +769,7 @@ export class PeerLink {
       }
       const key = SERVICE_KEY(parsed.namespace, parsed.name);
       const v = decoded.value;
-      this.#written.set(key, entry.value.toString('utf8'));
+      this.#written.set(key, fingerprint(entry.value.toString('utf8')));
       const exported: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: v.service, healthy: v.healthy, exportedAt: v.exportedAt };
       this.#exports.set(key, { value: exported, modRevision: v.peerRevision });
       this.#placement ??= { locality: v.peerLocality, network: v.peerNetwork, gateways: v.gateways };

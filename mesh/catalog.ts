@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { boundedRegexProblem } from './bounded-regex.js';
 import { ErrorCodes, ValidationError } from './errors.js';
 import { clusterName, dnsLabel, host, port, spiffeIdText, validate } from './validation.js';
 
@@ -205,6 +206,115 @@ export const AuthorizationPolicy = z.strictObject({
 });
 export type AuthorizationPolicy = z.infer<typeof AuthorizationPolicy>;
 
+const Split = z
+  .array(
+    z.strictObject({
+      subset: dnsLabel.describe("one of the service's subsets"),
+      weight: z.number().int().min(0).max(10_000).describe("the subset's share, relative to the other weights (0-10000)"),
+    }),
+  )
+  .min(1)
+  .refine((split) => new Set(split.map((s) => s.subset)).size === split.length, 'each subset may appear once')
+  .refine((split) => split.some((s) => s.weight > 0), 'at least one subset needs a weight above 0');
+
+/** A user's regular expression: checked to run on V8's linear-time engine (no catastrophic backtracking). */
+const boundedRegex = z.string().superRefine((v, ctx) => {
+  const problem = boundedRegexProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
+const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Exactly one of the listed keys must be set on a match (`path`, `headers[i]`). */
+function exactlyOne<T extends object>(keys: readonly (keyof T & string)[]) {
+  return (value: T, ctx: z.RefinementCtx) => {
+    const given = keys.filter((k) => value[k] !== undefined);
+    if (given.length !== 1) ctx.addIssue({ code: 'custom', message: `give exactly one of ${keys.join(', ')} (got ${given.length === 0 ? 'none' : given.join(', ')})` });
+  };
+}
+
+export const HeaderMatch = z
+  .strictObject({
+    name: z.string().regex(HTTP_TOKEN, 'not an HTTP header name').max(128).transform((v) => v.toLowerCase()).describe('header name (any case)'),
+    exact: z.string().max(4096).optional().describe('the value equals this'),
+    prefix: z.string().min(1).max(4096).optional().describe('the value starts with this'),
+    regex: boundedRegex.optional().describe('the whole value matches this regular expression (linear-time engine: no back-references or lookahead; at most 256 characters)'),
+  })
+  .superRefine(exactlyOne(['exact', 'prefix', 'regex']));
+export type HeaderMatch = z.infer<typeof HeaderMatch>;
+
+export const RouteMatch = z.strictObject({
+  path: z
+    .strictObject({
+      exact: z.string().startsWith('/', 'a path starts with /').max(4096).optional().describe('the path (without the query) equals this'),
+      prefix: z.string().startsWith('/', 'a path prefix starts with /').max(4096).optional().describe('the path starts with this'),
+    })
+    .superRefine(exactlyOne(['exact', 'prefix']))
+    .optional()
+    .describe('the request path; omitted = any'),
+  method: z.string().regex(HTTP_TOKEN, 'not an HTTP method').max(32).transform((v) => v.toUpperCase()).optional().describe('the request method, e.g. GET; omitted = any'),
+  headers: z.array(HeaderMatch).max(32).default([]).describe('headers that must all match; a header given twice is matched by its first value'),
+});
+export type RouteMatch = z.infer<typeof RouteMatch>;
+
+/**
+ * Conditions a request is retried on (Envoy's `retry_on` vocabulary, and gRPC status
+ * names for gRPC ports): `connect-failure` (connect or handshake failed), `refused-stream`
+ * (the request never reached the app), `reset` (no response: reset, closed or per-try
+ * timeout), `5xx`, `gateway-error` (502, 503, 504), `retriable-status-codes` (the
+ * route's `retriableStatusCodes`), and gRPC `cancelled`, `deadline-exceeded`,
+ * `resource-exhausted`, `internal`, `unavailable`.
+ */
+export const RetryConditions = [
+  'connect-failure',
+  'refused-stream',
+  'reset',
+  '5xx',
+  'gateway-error',
+  'retriable-status-codes',
+  'cancelled',
+  'deadline-exceeded',
+  'resource-exhausted',
+  'internal',
+  'unavailable',
+] as const;
+export type RetryCondition = (typeof RetryConditions)[number];
+
+export const RouteRetries = z.strictObject({
+  attempts: z.number().int().min(0).max(10).describe('retries after the first try, each on another target when there is one (0-10; Istio\'s meaning of attempts)'),
+  perTryTimeoutMs: z.number().int().positive().optional().describe('how long one try may wait for the response head, in ms; omitted = the policy\'s requestTimeoutMs'),
+  on: z
+    .array(z.enum(RetryConditions))
+    .min(1)
+    .optional()
+    .describe(`what is retried, any of: ${RetryConditions.join(', ')}; omitted = connect-failure, refused-stream, reset, unavailable, cancelled, retriable-status-codes`),
+  retriableStatusCodes: z.array(z.number().int().min(100).max(599)).max(32).optional().describe('statuses retried under retriable-status-codes; omitted = [503]'),
+});
+export type RouteRetries = z.infer<typeof RouteRetries>;
+
+export const RouteRateLimit = z.strictObject({
+  requestsPerSecond: z.number().positive().max(1_000_000).describe('tokens added per second to the route\'s bucket (per sidecar)'),
+  burst: z.number().int().min(1).max(1_000_000).optional().describe('bucket size: requests allowed at once after a quiet spell; omitted = requestsPerSecond rounded up'),
+});
+export type RouteRateLimit = z.infer<typeof RouteRateLimit>;
+
+export const TrafficRoute = z
+  .strictObject({
+    name: dnsLabel
+      .refine((v) => v !== 'default', '"default" is the name of the route made of the top-level fields; pick another')
+      .describe('route name, unique in the policy (metrics and logs carry it)'),
+    match: RouteMatch.default(() => ({ headers: [] })).describe('what requests the route takes; omitted = every request'),
+    subset: dnsLabel.optional().describe("send the route's requests to this one subset of the service"),
+    split: Split.optional().describe("weighted split between subsets for the route's requests"),
+    timeoutMs: z.number().int().positive().optional().describe('how long the request may wait for the response head over all its tries and back-offs, in ms; then 504; omitted = no limit'),
+    retries: RouteRetries.optional().describe('retry policy of the route; omitted = the default route\'s'),
+    rateLimit: RouteRateLimit.optional().describe('local token bucket per sidecar; past it HTTP requests get 429 (gRPC: RESOURCE_EXHAUSTED)'),
+  })
+  .superRefine((route, ctx) => {
+    if (route.subset !== undefined && route.split !== undefined) ctx.addIssue({ code: 'custom', path: ['subset'], message: 'give subset or split, not both' });
+  });
+export type TrafficRoute = z.infer<typeof TrafficRoute>;
+
 export const TrafficPolicy = z.strictObject({
   schema: schemaVersion,
   name: dnsLabel.describe('policy name, unique per kind in its namespace'),
@@ -217,24 +327,27 @@ export const TrafficPolicy = z.strictObject({
   outlierDetection: z
     .strictObject({
       consecutiveFailures: z.number().int().min(1).describe('failures in a row that eject a target'),
-      baseEjectionMs: z.number().int().positive().describe('first ejection, in ms; doubled each time the target is ejected again'),
+      baseEjectionMs: z.number().int().positive().describe('ejection time per ejection, in ms: the nth ejection in a row lasts n × this (capped by the sidecar\'s outlier.maxEjectionMs)'),
       maxEjectionPercent: z.number().min(0).max(100).default(100).describe('the most targets ejected at once, as a percentage (0-100); not applied by the sidecar yet'),
     })
     .optional()
     .describe("ejecting failing targets for a while (default: the caller's sidecar.outlier)"),
-  split: z
-    .array(
-      z.strictObject({
-        subset: dnsLabel.describe("one of the service's subsets"),
-        weight: z.number().int().min(0).max(10_000).describe("the subset's share, relative to the other weights (0-10000)"),
-      }),
-    )
-    .min(1)
-    .refine((split) => new Set(split.map((s) => s.subset)).size === split.length, 'each subset may appear once')
-    .refine((split) => split.some((s) => s.weight > 0), 'at least one subset needs a weight above 0')
+  split: Split.optional().describe(
+    "weighted split between the service's subsets (a canary: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]), per request on HTTP ports and per connection on TCP ports, in every cluster (the subset travels in the SNI); omitted = any endpoint of the service",
+  ),
+  routes: z
+    .array(TrafficRoute)
+    .max(100, 'at most 100 routes')
+    .superRefine((routes, ctx) => {
+      const seen = new Set<string>();
+      routes.forEach((r, i) => {
+        if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `route name "${r.name}" is used twice; give each route its own name` });
+        seen.add(r.name);
+      });
+    })
     .optional()
     .describe(
-      "weighted split between the service's subsets (a canary: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]), per request on HTTP ports and per connection on TCP ports, in every cluster (the subset travels in the SNI); omitted = any endpoint of the service",
+      'per-request routes of HTTP ports, tried in order, the first that matches wins; a request no route matches takes the default route, made of the top-level fields (failoverOrder, requestTimeoutMs, retries, split)',
     ),
 });
 export type TrafficPolicy = z.infer<typeof TrafficPolicy>;

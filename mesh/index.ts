@@ -24,3 +24,4 @@ export * from './lifecycle.js';
 export * from './ipv4.js';
 export * from './backoff.js';
 export * from './typed-emitter.js';
+export * from './bounded-regex.js';

@@ -26,17 +26,30 @@ export const SidecarTuning = z.strictObject({
     .default(() => ({ host: '127.0.0.1', outside: 'forward' as const, ttlSeconds: 5 }))
     .describe("the sidecar's DNS server for the app: mesh names answer with outbound listener addresses"),
   connectTimeoutMs: durationMs.default(2_000).describe('TCP connect plus mTLS handshake to one target (a refused connect moves on at once regardless); ms, or a duration'),
-  maxAttempts: z.number().int().min(1).max(10).default(4).describe('attempts per request or connection, across targets (a failed connect always moves on); 1-10'),
+  maxAttempts: z
+    .number()
+    .int()
+    .min(1)
+    .max(10)
+    .default(3)
+    .describe("tries per request or connection, each on another target, when the traffic policy sets no retries (default 3: a first try and Istio's 2 retries); 1-10"),
+  retryBudget: z
+    .strictObject({
+      percent: z.number().min(0).max(100).default(20).describe('retries in flight may be at most this share of the requests in flight to a service (0-100)'),
+      minConcurrent: z.number().int().min(0).default(3).describe('retries in flight always allowed, however few requests there are'),
+    })
+    .default(() => ({ percent: 20, minConcurrent: 3 }))
+    .describe('keeps retries from multiplying the load on a failing service (retries after a failed connect do not count: they put no load on any app)'),
   outlier: z
     .strictObject({
-      consecutiveFailures: z.number().int().min(1).default(3).describe('connect, handshake or 5xx failures in a row that eject a target'),
-      baseEjectionMs: durationMs.default(5_000).describe('first ejection; doubled each time the target is ejected again (ms, or a duration)'),
-      maxEjectionMs: durationMs.default(60_000).describe('longest ejection (ms, or a duration)'),
+      consecutiveFailures: z.number().int().min(1).default(5).describe('5xx failures in a row that eject a target (a failed connect or handshake ejects at once)'),
+      baseEjectionMs: durationMs.default(30_000).describe('ejection time per ejection: the nth ejection in a row lasts n × this (ms, or a duration)'),
+      maxEjectionMs: durationMs.default(300_000).describe('longest ejection (ms, or a duration)'),
       gatewayMaxEjectionMs: durationMs
         .default(2_000)
         .describe("longest ejection of a remote cluster's gateway, so traffic returns soon after a region comes back (ms, or a duration)"),
     })
-    .default(() => ({ consecutiveFailures: 3, baseEjectionMs: 5_000, maxEjectionMs: 60_000, gatewayMaxEjectionMs: 2_000 }))
+    .default(() => ({ consecutiveFailures: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, gatewayMaxEjectionMs: 2_000 }))
     .describe('ejecting failing targets for a while (a traffic policy may override)'),
   circuit: z
     .strictObject({
@@ -59,7 +72,25 @@ export const SidecarTuning = z.strictObject({
     .optional()
     .describe('also keep <stateDir>/workload.p12 (0600): the key, chain and trust bundle as a PKCS#12 keystore for a JVM or .NET app, rewritten on every renewal'),
   probeIntervalMs: durationMs.default(2_000).describe('how often the app is probed (see probe); ms, or a duration'),
-  accessLog: z.boolean().default(true).describe('log every connection and request at debug level (an access log)'),
+  accessLog: z
+    .union([
+      z.boolean(),
+      z.strictObject({ enabled: z.boolean().default(true).describe('write the access log') }),
+    ])
+    .default(false)
+    .describe(
+      'access log: one line per request and TCP connection at info level (logger field log: "access"), Envoy\'s default-format fields and response flags first (proxy/README.md "Access log"); true or { enabled: true } turns it on; off by default',
+    ),
+  tracing: z
+    .strictObject({
+      otlpEndpoint: z.url({ protocol: /^https?$/, error: 'expected an http(s) URL such as http://127.0.0.1:4318' }).optional().describe("OTLP/HTTP collector base URL (spans go to <otlpEndpoint>/v1/traces as JSON), e.g. Jaeger's or Tempo's :4318; omitted = spans are not exported (trace context is still carried on)"),
+      sampling: z.number().min(0).max(1).default(0.01).describe("share of new traces (requests without a traceparent) recorded, 0-1; a caller's traceparent keeps its own sampled flag"),
+      serviceName: z.string().min(1).optional().describe('service.name of the exported spans (default <service>.<namespace>)'),
+      maxQueuedSpans: z.number().int().min(1).default(2048).describe('spans waiting for export at most; beyond it new spans are dropped (counted in causeway_sidecar_spans_dropped_total)'),
+      exportIntervalMs: durationMs.default(1_000).describe('how often queued spans are sent (sooner when 512 are waiting); ms, or a duration'),
+    })
+    .optional()
+    .describe('W3C trace context and spans for each HTTP request on the fast path (proxy/README.md "Tracing"); omitted = off: traceparent passes through untouched'),
 });
 export type SidecarTuning = z.infer<typeof SidecarTuning>;
 

@@ -9,6 +9,10 @@ export const ProxyErrorCodes = {
   noHealthyTarget: 'CW_PROXY_NO_HEALTHY_TARGET',
   circuitOpen: 'CW_PROXY_CIRCUIT_OPEN',
   unknownService: 'CW_PROXY_UNKNOWN_SERVICE',
+  /** A traffic policy route's rate limit refused the request (429; gRPC RESOURCE_EXHAUSTED). */
+  rateLimited: 'CW_PROXY_RATE_LIMITED',
+  /** A traffic policy route's timeoutMs passed over all tries without a response head (504). */
+  routeTimeout: 'CW_PROXY_ROUTE_TIMEOUT',
   upstreamReset: 'CW_PROXY_UPSTREAM_RESET',
   badRequest: 'CW_PROXY_BAD_REQUEST',
   noCertificate: 'CW_PROXY_NO_CERTIFICATE',
@@ -44,6 +48,17 @@ export class UpstreamConnectError extends ProxyError {
   constructor(code: ProxyErrorCode, target: string, message: string, options: { cause?: unknown } = {}) {
     super(code, `${target}: ${message}`, { ...options, retryable: code !== ProxyErrorCodes.circuitOpen });
     this.target = target;
+  }
+}
+
+/**
+ * A traffic policy's `requestTimeoutMs` passed without a response head. Same code and
+ * status as a connect timeout (`504`, `CW_PROXY_CONNECT_TIMEOUT`); its own class so the
+ * access log can tell the two apart (`UT` against `UF`).
+ */
+export class RequestTimeoutError extends ProxyError {
+  constructor(ms: number) {
+    super(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs or the route's retries.perTryTimeoutMs)`);
   }
 }
 

@@ -1,8 +1,14 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
 import type { SnapshotTarget } from '../mesh/index.js';
-import { UpstreamConnectError } from './errors.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { headerText, type HttpAccessFacts } from './access-log.js';
+import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
+import type { TryOutcome } from './retry-policy.js';
+import { targetKey } from './target-balancer.js';
+import type { RouteRequest } from './traffic-routes.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
@@ -56,7 +62,11 @@ export class HttpFallback {
     const started = performance.now();
     let plan: AttemptPlan | undefined;
     let target: SnapshotTarget | undefined;
-    const done = (code: number, result: string) => policy.requestDone(spec.serviceLabel, target, code, result, started, req.method, req.url);
+    // The access log's view of the request (only when it is on; this path is not the hot one).
+    const access = policy.accessLog.enabled ? new FallbackAccess(req, started) : undefined;
+    let attempt = 0;
+    const done = (code: number, result: string, error?: unknown) =>
+      policy.requestDone(spec.serviceLabel, target, code, result, started, access?.facts(code, result, error, attempt, target, spec.serviceLabel, policy.sourcePrincipal), plan);
     const fail = (error: unknown) => {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
@@ -65,23 +75,24 @@ export class HttpFallback {
       } else {
         res.destroy();
       }
-      done(status, code);
+      done(status, code, error);
     };
     try {
-      plan = policy.plan(spec);
+      plan = policy.plan(spec, new IncomingRouteRequest(req));
       policy.admitRequest(plan);
     } catch (error) {
       req.resume();
       fail(error);
       return;
     }
-    const circuit = plan.circuit;
-    res.once('close', () => circuit.active--);
+    const admitted = plan;
+    res.once('close', () => policy.release(admitted));
     const body = await bufferBody(req, REQUEST_BUFFER_BYTES);
     if (body === 'aborted') {
       done(499, 'downstream_closed');
       return;
     }
+    access?.body(body);
     const bodyHeld = body instanceof Buffer;
     const method = req.method ?? '';
     const headers = forwardHeaders(req.headers);
@@ -89,37 +100,64 @@ export class HttpFallback {
     let lastError: unknown;
     for (let i = 0; i < plan.attempts; i++) {
       target = plan.targets[i]!;
-      const outcome = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), plan.policy?.requestTimeoutMs);
-      if ('response' in outcome) {
-        const upstreamRes = outcome.response;
+      // The route's timeout bounds each try's wait for a response head, and ends the request when it has passed.
+      const left = plan.deadline === undefined ? undefined : plan.deadline - performance.now();
+      if (left !== undefined && left <= 0) {
+        fail(policy.routeTimeout(plan));
+        return;
+      }
+      const perTry = plan.perTryTimeoutMs;
+      const tryTimeoutMs = left === undefined ? perTry : Math.min(left, perTry ?? left);
+      attempt = i;
+      access?.sending();
+      const sent = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), tryTimeoutMs, perTry);
+      let outcome: TryOutcome;
+      if ('response' in sent) {
+        const upstreamRes = sent.response;
         const status = upstreamRes.statusCode ?? 502;
         const serverError = status === 503 ? upstreamRes.headers['x-causeway-error'] : undefined;
-        const replay = policy.responded(plan, i, target, status, typeof serverError === 'string' ? serverError : undefined, method, bodyHeld);
-        if (replay) {
+        outcome = policy.responded(plan, target, status, typeof serverError === 'string' ? serverError : undefined);
+        const delay = policy.retryDelay(plan, i, outcome, method, bodyHeld);
+        if (delay !== undefined) {
           upstreamRes.resume();
-          lastError = replay;
+          lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${typeof serverError === 'string' ? serverError : status} from ${targetKey(target)}`);
+          if (delay > 0) await sleep(delay);
           continue;
         }
+        access?.responded(upstreamRes);
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
-        upstreamRes.once('error', () => res.destroy());
+        let upstreamError: Error | undefined;
+        upstreamRes.once('error', (error) => {
+          upstreamError = error;
+          res.destroy();
+        });
         res.once('close', () => {
           if (!upstreamRes.complete) upstreamRes.destroy();
-          done(status, upstreamRes.complete ? 'ok' : 'incomplete');
+          done(status, upstreamRes.complete ? 'ok' : 'incomplete', upstreamError);
         });
         return;
       }
-      lastError = outcome.error;
-      if (outcome.error instanceof UpstreamConnectError) {
-        policy.connectFailed(plan, target, outcome.error);
-        continue;
+      lastError = sent.error;
+      if (sent.error instanceof UpstreamConnectError) {
+        policy.connectFailed(plan, target, sent.error);
+        outcome = { kind: 'connect-failure' };
+      } else {
+        if (sent.timedOut && plan.deadline !== undefined && performance.now() >= plan.deadline) {
+          fail(policy.routeTimeout(plan));
+          return;
+        }
+        outcome = policy.noResponse(plan, target, sent.reusedSocket, sent.timedOut);
       }
-      if (!policy.noResponse(plan, target, method, outcome.reusedSocket, bodyHeld, outcome.timedOut)) break;
+      const delay = policy.retryDelay(plan, i, outcome, method, bodyHeld);
+      if (delay === undefined) break;
+      if (delay > 0) await sleep(delay);
     }
     fail(policy.exhausted(plan, lastError));
   }
 
-  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, requestTimeoutMs: number | undefined): Promise<SendOutcome> {
+  /** One try; `timeoutMs` ends it without a response head (`perTryTimeoutMs`, when set, is the one named in the error). */
+  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, timeoutMs: number | undefined, perTryTimeoutMs: number | undefined): Promise<SendOutcome> {
     return new Promise((resolve) => {
       let timedOut = false;
       const upstreamReq = httpRequest({ agent, method: req.method, path: pathOf(req.url), headers, setHost: false });
@@ -131,12 +169,13 @@ export class HttpFallback {
         if (timer) clearTimeout(timer);
         resolve({ error, reusedSocket: upstreamReq.reusedSocket, timedOut });
       });
-      const timer = requestTimeoutMs
-        ? setTimeout(() => {
-            timedOut = true;
-            upstreamReq.destroy(this.#policy.requestTimeout(requestTimeoutMs));
-          }, requestTimeoutMs)
-        : undefined;
+      const timer =
+        timeoutMs !== undefined
+          ? setTimeout(() => {
+              timedOut = true;
+              upstreamReq.destroy(this.#policy.requestTimeout(perTryTimeoutMs ?? timeoutMs));
+            }, timeoutMs)
+          : undefined;
       if (body === 'stream') {
         req.pipe(upstreamReq);
         req.resume();
@@ -145,6 +184,82 @@ export class HttpFallback {
         upstreamReq.end();
       } else upstreamReq.end(body);
     });
+  }
+}
+
+/** What a route match reads of a request served by Node's HTTP server. */
+class IncomingRouteRequest implements RouteRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly #headers: IncomingMessage['headers'];
+
+  constructor(req: IncomingMessage) {
+    this.method = req.method ?? '';
+    this.target = pathOf(req.url);
+    this.#headers = req.headers;
+  }
+
+  header(lowerName: string): string | undefined {
+    const value = this.#headers[lowerName];
+    return Array.isArray(value) ? value[0] : value;
+  }
+}
+
+/** What the access log needs of one request on Node's server path, gathered as it goes. */
+class FallbackAccess {
+  readonly #req: IncomingMessage;
+  readonly #started: number;
+  #received = 0;
+  #sent = 0;
+  #sentAt = 0;
+  #upstreamServiceMs: number | undefined;
+  #response: IncomingMessage | undefined;
+
+  constructor(req: IncomingMessage, started: number) {
+    this.#req = req;
+    this.#started = started;
+  }
+
+  /** The request body as read: its length, or for a streamed body its declared length (counting would need a reader of its own). */
+  body(body: Buffer | 'stream'): void {
+    this.#received = body instanceof Buffer ? body.length : Number(this.#req.headers['content-length'] ?? 0) || 0;
+  }
+
+  sending(): void {
+    this.#sentAt = performance.now();
+  }
+
+  responded(response: IncomingMessage): void {
+    this.#upstreamServiceMs = performance.now() - this.#sentAt;
+    this.#response = response;
+    response.on('data', (chunk: Buffer) => (this.#sent += chunk.length));
+  }
+
+  facts(status: number, result: string, error: unknown, retries: number, target: SnapshotTarget | undefined, destinationService: string, sourcePrincipal: string | undefined): HttpAccessFacts {
+    const req = this.#req;
+    const response = this.#response;
+    return {
+      direction: 'outbound',
+      started: this.#started,
+      method: req.method,
+      path: req.url,
+      protocol: `HTTP/${req.httpVersion}`,
+      status,
+      result,
+      error,
+      retries,
+      bytesReceived: this.#received,
+      bytesSent: this.#sent,
+      upstreamServiceMs: this.#upstreamServiceMs,
+      header: (name) => headerText(req.headers[name]),
+      responseHeader: (name) => headerText(response?.headers[name]),
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService,
+      sourcePrincipal,
+      destinationPrincipal: response && peerSpiffeId(response.socket),
+    };
   }
 }
 

@@ -2,12 +2,14 @@ import type { Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
+import { headerValue, type RequestHead } from './http1.js';
 import type { SidecarMetrics } from './metrics.js';
 import { DownstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
 import type { HttpFallback } from './http-fallback.js';
 import { OutboundExchange } from './outbound-exchange.js';
 import type { AttemptPlan, OutboundListenerSpec, RequestPolicy } from './request-policy.js';
 import type { TargetConnections } from './target-connections.js';
+import type { RouteRequest } from './traffic-routes.js';
 import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 /** What an HTTP port's listener stands for at the moment (the listener table updates `spec` in place). */
@@ -62,12 +64,13 @@ export class HttpOutbound {
       new OutboundExchange(policy, this.#connections, connection, request, 'unknown', undefined).refuse(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
       return;
     }
-    let plan: AttemptPlan;
+    let plan: AttemptPlan | undefined;
     try {
-      plan = policy.plan(spec);
+      plan = policy.plan(spec, new HeadRouteRequest(request.head));
       policy.admitRequest(plan);
     } catch (error) {
-      new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, undefined).refuse(error);
+      // Not admitted (rate limit, breaker): the plan, if one was made, only names the route in the log.
+      new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, undefined).refuse(error, plan);
       return;
     }
     new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, plan).start();
@@ -98,5 +101,26 @@ class ListenerRequests implements DownstreamHandler<undefined> {
 
   closed(): void {
     if (this.#server) this.#fallback.forget(this.#server);
+  }
+}
+
+/** What a route match reads of a request on the fast path: its parsed head. */
+class HeadRouteRequest implements RouteRequest {
+  readonly #head: RequestHead;
+
+  constructor(head: RequestHead) {
+    this.#head = head;
+  }
+
+  get method(): string {
+    return this.#head.method;
+  }
+
+  get target(): string {
+    return this.#head.target;
+  }
+
+  header(lowerName: string): string | undefined {
+    return headerValue(this.#head, lowerName);
   }
 }

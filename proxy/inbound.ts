@@ -3,13 +3,15 @@ import { connect as tcpConnect, createServer as createTcpServer, type Server as 
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
+import { AccessLog, fastPathFacts, headerText, type HttpAccessFacts } from './access-log.js';
+import { SpanKind, type RequestTrace, type Tracer } from './tracing.js';
 import { authorize, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { ProxyErrorCodes } from './errors.js';
 import { clusterOfIssuer, spiffeIdOf } from './peer-certificate.js';
 import { encodeProxyV2 } from './proxy-protocol.js';
-import { rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
+import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { DownstreamConnection, UpstreamConnection, handOffServer, type AbortListener, type BufferedRequest, type DownstreamHandler, type ResponseSink } from './http1-relay.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS, PEER_CLUSTER_HEADER, PEER_IDENTITY_HEADER } from './wire.js';
 import type { WorkloadIdentity } from './workload-identity.js';
@@ -29,6 +31,8 @@ export interface InboundDeps {
   readonly port: number;
   /** Current authorization policies (from the last snapshot). */
   readonly policies: () => readonly AuthorizationPolicy[];
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
   /** Subset definitions of this service (from the last snapshot). */
   readonly subsets: () => Readonly<Record<string, Readonly<Record<string, string>>>> | undefined;
 }
@@ -56,6 +60,8 @@ interface InboundContext {
 
 /** Headers a caller may not set: the sidecar writes them from the verified certificate. */
 const IDENTITY_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER]);
+/** With tracing on, the caller's traceparent is replaced by one naming this sidecar's span. */
+const IDENTITY_AND_TRACE_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, 'traceparent']);
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
 
 /**
@@ -67,8 +73,7 @@ const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
  */
 export class InboundListener {
   readonly #deps: InboundDeps;
-  /** Access logging costs an object per request: decided once, not per request. */
-  readonly #accessLog: boolean;
+  readonly #accessLog: AccessLog;
   readonly #tls: TlsServer;
   readonly #front: TcpServer | undefined;
   readonly #http = new Map<number, HttpServer>();
@@ -82,7 +87,7 @@ export class InboundListener {
 
   constructor(deps: InboundDeps) {
     this.#deps = deps;
-    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.#accessLog = new AccessLog(deps.log, deps.tuning);
     this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
@@ -102,6 +107,8 @@ export class InboundListener {
       metrics: deps.metrics,
       log: deps.log,
       accessLog: this.#accessLog,
+      parties: (context) => this.#parties(context),
+      tracer: deps.tracer,
       retry: (connection, request) => this.#forwardHttp(connection, request, true),
     };
     this.#fastPath = {
@@ -197,6 +204,9 @@ export class InboundListener {
     const context: InboundContext = { caller, port, denied: decision.allowed ? undefined : decision.policy };
     if (!decision.allowed && port.protocol !== 'http') {
       this.#countDenial(caller, decision.policy);
+      if (this.#accessLog.enabled) {
+        this.#accessLog.tcp({ ...this.#parties(context), started: performance.now(), result: 'denied', details: rbacDetails(decision.policy), bytesReceived: 0, bytesSent: 0 });
+      }
       return this.#refuse(socket, 'authorization_denied', { caller: caller.spiffeId, policy: decision.policy });
     }
     this.#deliver(socket, context);
@@ -240,6 +250,9 @@ export class InboundListener {
       const s = socket as Socket;
       this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'sent' }, s.bytesRead ?? 0);
       this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'received' }, s.bytesWritten ?? 0);
+      if (this.#accessLog.enabled && context.port.protocol !== 'http') {
+        this.#accessLog.tcp({ ...this.#parties(context), started, result: 'ok', bytesReceived: s.bytesRead ?? 0, bytesSent: s.bytesWritten ?? 0 });
+      }
     });
     if (context.port.protocol === 'http') {
       new DownstreamConnection(socket as Socket, this.#fastPath, context, IDLE_KEEPALIVE_MS);
@@ -299,7 +312,7 @@ export class InboundListener {
     if (denied) {
       this.#countDenial(context.caller, denied);
       connection.write(textResponse(403, `RBAC: access denied (${denied})\n`, { 'x-causeway-error': ProxyErrorCodes.authzDenied }));
-      new AppExchange(this.#appHost, connection, request, this.#labels(context), undefined, retried).finish(403, 'denied');
+      new AppExchange(this.#appHost, connection, request, this.#labels(context), undefined, retried).finish(403, 'denied', undefined, rbacDetails(denied));
       connection.finish(request.head.close);
       return;
     }
@@ -310,15 +323,32 @@ export class InboundListener {
       context.identityLines = lines;
     }
     const upgrade = request.head.upgrade;
-    const head = rewriteHead(request.head, IDENTITY_HEADERS, upgrade ? context.identityLines + upgradeLines(upgrade) : context.identityLines);
+    const tracer = this.#deps.tracer;
+    const trace = tracer?.start(headerValue(request.head, 'traceparent'), false);
+    const extra = upgrade ? context.identityLines + upgradeLines(upgrade) : context.identityLines;
+    const head = trace ? rewriteHead(request.head, IDENTITY_AND_TRACE_HEADERS, extra + trace.header) : rewriteHead(request.head, IDENTITY_HEADERS, extra);
     let app = context.app;
     if (!app || app.closed) {
       const socket = tcpConnect({ host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, noDelay: true });
       app = context.app = new UpstreamConnection(socket);
     }
-    const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried);
+    const exchange = new AppExchange(this.#appHost, connection, request, this.#labels(context), app, retried, trace);
     connection.onAbort(exchange);
     app.send(request.head.method, head, request.body, exchange, upgrade !== undefined);
+  }
+
+  #parties(context: InboundContext): InboundParties {
+    const port = context.port;
+    return {
+      direction: 'inbound',
+      retries: 0,
+      upstreamHost: `${this.#deps.tuning.appHost}:${port.targetPort ?? port.port}`,
+      upstreamCluster: this.#deps.cluster,
+      sourceCluster: context.caller.cluster,
+      destinationService: `${this.#deps.service}.${this.#deps.namespace}`,
+      sourcePrincipal: context.caller.spiffeId,
+      destinationPrincipal: this.#deps.identity.spiffeId,
+    };
   }
 
   #httpServerFor(port: ServicePort): HttpServer {
@@ -337,11 +367,28 @@ export class InboundListener {
       return;
     }
     const labels = this.#labels(context);
-    const finish = (code: number, result: string) => {
+    let appRes: IncomingMessage | undefined;
+    let respondedAt = 0;
+    const finish = (code: number, result: string, details?: string) => {
       this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
       this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-      if (this.#accessLog) {
-        this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+      if (this.#accessLog.enabled) {
+        this.#accessLog.http({
+          ...this.#parties(context),
+          started,
+          method: req.method,
+          path: req.url,
+          protocol: `HTTP/${req.httpVersion}`,
+          status: code,
+          result,
+          details,
+          bytesReceived: Number(req.headers['content-length'] ?? 0) || 0,
+          // Node's path streams the body through: its declared length stands for the bytes (0 for a chunked one).
+          bytesSent: Number(appRes?.headers['content-length'] ?? 0) || 0,
+          upstreamServiceMs: appRes ? respondedAt - started : undefined,
+          header: (name) => headerText(req.headers[name]),
+          responseHeader: (name) => headerText(appRes?.headers[name]),
+        });
       }
     };
     // Policies can change while a pooled connection lives: decide again whenever the
@@ -352,7 +399,7 @@ export class InboundListener {
       req.resume();
       const body = `RBAC: access denied (${denied})\n`;
       res.writeHead(403, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': ProxyErrorCodes.authzDenied }).end(body);
-      finish(403, 'denied');
+      finish(403, 'denied', rbacDetails(denied));
       return;
     }
     const headers: OutgoingHttpHeaders = {};
@@ -365,16 +412,18 @@ export class InboundListener {
     if (context.caller.spiffeId) headers[PEER_IDENTITY_HEADER] = context.caller.spiffeId;
     if (context.caller.cluster) headers[PEER_CLUSTER_HEADER] = context.caller.cluster;
     const appReq = httpRequest({ agent: this.#appAgent, host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, method: req.method, path: req.url, headers, setHost: false });
-    appReq.once('response', (appRes) => {
+    appReq.once('response', (response) => {
+      appRes = response;
+      respondedAt = performance.now();
       const out: OutgoingHttpHeaders = {};
-      const answered = appRes.headers;
+      const answered = response.headers;
       for (const name in answered) {
         const value = answered[name];
         if (value !== undefined && name !== 'connection' && name !== 'keep-alive' && name !== 'transfer-encoding') out[name] = value;
       }
-      res.writeHead(appRes.statusCode ?? 502, appRes.statusMessage, out);
-      appRes.pipe(res);
-      res.once('close', () => finish(appRes.statusCode ?? 502, appRes.complete ? 'ok' : 'incomplete'));
+      res.writeHead(response.statusCode ?? 502, response.statusMessage, out);
+      response.pipe(res);
+      res.once('close', () => finish(response.statusCode ?? 502, response.complete ? 'ok' : 'incomplete'));
     });
     let connected = false;
     appReq.once('socket', (socket) => {
@@ -394,10 +443,21 @@ export class InboundListener {
   }
 }
 
+/** The access-log fields an inbound connection fixes: who called, who answered, where the app is. */
+type InboundParties = Pick<HttpAccessFacts, 'direction' | 'retries' | 'upstreamHost' | 'upstreamCluster' | 'sourceCluster' | 'destinationService' | 'sourcePrincipal' | 'destinationPrincipal'>;
+
+/** Envoy's `%RESPONSE_CODE_DETAILS%` of an RBAC denial: the deciding policy, or `none` when no ALLOW matched. */
+function rbacDetails(policy: string): string {
+  return `rbac_access_denied_matched_policy[${policy === 'no-allow-matched' ? 'none' : policy}]`;
+}
+
 interface AppExchangeHost {
   readonly metrics: SidecarMetrics;
   readonly log: Logger;
-  readonly accessLog: boolean;
+  readonly accessLog: AccessLog;
+  /** The access log's who-called-whom of an inbound connection. */
+  parties(context: InboundContext): InboundParties;
+  readonly tracer: Tracer | undefined;
   /** Sends the request again on a fresh app connection. */
   retry(connection: DownstreamConnection<InboundContext>, request: BufferedRequest): void;
 }
@@ -414,8 +474,14 @@ class AppExchange implements ResponseSink, AbortListener {
   readonly #reused: boolean;
   #status = 0;
   #closeAfter: boolean;
+  /** For the access log: when the app's response head came, body bytes sent back, the head itself. */
+  #respondedAt = 0;
+  #bytesSent = 0;
+  #response: ResponseHead | undefined;
+  readonly #trace: RequestTrace | undefined;
 
-  constructor(host: AppExchangeHost, connection: DownstreamConnection<InboundContext>, request: BufferedRequest, labels: PeerLabels, app: UpstreamConnection | undefined, retried: boolean) {
+  constructor(host: AppExchangeHost, connection: DownstreamConnection<InboundContext>, request: BufferedRequest, labels: PeerLabels, app: UpstreamConnection | undefined, retried: boolean, trace?: RequestTrace) {
+    this.#trace = trace;
     this.#host = host;
     this.#connection = connection;
     this.#request = request;
@@ -426,15 +492,54 @@ class AppExchange implements ResponseSink, AbortListener {
     this.#closeAfter = request.head.close;
   }
 
-  finish(code: number, result: string): void {
+  finish(code: number, result: string, error?: Error, details?: string): void {
     const labels = this.#labels;
     const started = this.#request.started;
     this.#host.metrics.requests.inc({ ...labels, code: String(code), result });
     this.#host.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-    if (this.#host.accessLog) {
-      const caller = this.#connection.context.caller;
-      this.#host.log.debug({ direction: 'inbound', method: this.#request.head.method, path: this.#request.head.target, caller: caller.spiffeId, cluster: caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
-    }
+    if (this.#host.accessLog.enabled) this.#host.accessLog.http(this.#accessFacts(code, result, error, details));
+    if (this.#trace?.sampled) this.#recordSpan(code);
+  }
+
+  /** The server span: the request as this sidecar served it, child of the caller's hop span. */
+  #recordSpan(status: number): void {
+    const trace = this.#trace!;
+    const head = this.#request.head;
+    const parties = this.#host.parties(this.#connection.context);
+    this.#host.tracer!.record({
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentSpanId,
+      name: `${head.method} ${parties.destinationService}`,
+      kind: SpanKind.server,
+      start: this.#request.started,
+      end: performance.now(),
+      error: status === 0 || status === 499 || status >= 500,
+      attributes: {
+        'http.request.method': head.method,
+        'url.path': head.target,
+        'http.response.status_code': status,
+        'causeway.source.principal': parties.sourcePrincipal,
+        'causeway.source.cluster': parties.sourceCluster,
+        'causeway.destination.principal': parties.destinationPrincipal,
+        'causeway.destination.cluster': parties.upstreamCluster,
+        'causeway.destination.service': parties.destinationService,
+      },
+    });
+  }
+
+  #accessFacts(status: number, result: string, error: Error | undefined, details: string | undefined): HttpAccessFacts {
+    const response = this.#response;
+    return {
+      ...this.#host.parties(this.#connection.context),
+      ...fastPathFacts(this.#request, response),
+      status,
+      result,
+      error,
+      details,
+      bytesSent: this.#bytesSent,
+      upstreamServiceMs: response ? this.#respondedAt - this.#request.started : undefined,
+    };
   }
 
   aborted(): void {
@@ -455,12 +560,15 @@ class AppExchange implements ResponseSink, AbortListener {
       return 'forward';
     }
     this.#status = response.status;
+    this.#respondedAt = performance.now();
+    this.#response = response;
     if (kind === 'close') this.#closeAfter = true;
     this.#connection.write(rewriteHead(response, NO_EXTRA_DROPS, this.#closeAfter ? 'connection: close\r\n' : ''));
     return 'forward';
   }
 
   body(chunk: Buffer): void {
+    this.#bytesSent += chunk.length;
     this.#connection.write(chunk, this.#app!);
   }
 
@@ -478,7 +586,7 @@ class AppExchange implements ResponseSink, AbortListener {
     this.#dropApp();
     if (gotHead) {
       connection.abort();
-      this.finish(this.#status, 'incomplete');
+      this.finish(this.#status, 'incomplete', error);
       return;
     }
     // A kept-alive app connection the app had just closed: one fresh try.

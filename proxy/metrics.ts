@@ -17,6 +17,11 @@ export class SidecarMetrics {
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
   readonly dnsQueries: Counter<'result'>;
+  readonly retries: Counter<'destination_service' | 'route' | 'reason'>;
+  readonly retryBudgetExhausted: Counter<'destination_service' | 'route'>;
+  readonly rateLimited: Counter<'destination_service' | 'route'>;
+  readonly spansExported: Counter;
+  readonly spansDropped: Counter<'reason'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -36,6 +41,11 @@ export class SidecarMetrics {
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });
+    this.retries = new Counter({ name: 'causeway_sidecar_http_retries_total', help: 'HTTP request retries by traffic policy route and what the failed try ended with (connect-failure, refused-stream, reset, timeout, response)', labelNames: ['destination_service', 'route', 'reason'], registers });
+    this.retryBudgetExhausted = new Counter({ name: 'causeway_sidecar_http_retry_budget_exhausted_total', help: 'HTTP retries not made because the retry budget was used up', labelNames: ['destination_service', 'route'], registers });
+    this.rateLimited = new Counter({ name: 'causeway_sidecar_rate_limited_total', help: 'HTTP requests refused (429) by a traffic policy route\'s rate limit', labelNames: ['destination_service', 'route'], registers });
+    this.spansExported = new Counter({ name: 'causeway_sidecar_spans_exported_total', help: 'Spans the OTLP collector accepted', registers });
+    this.spansDropped = new Counter({ name: 'causeway_sidecar_spans_dropped_total', help: 'Spans dropped: queue_full (collector too slow or down), export_error, rejected', labelNames: ['reason'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

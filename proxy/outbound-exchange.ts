@@ -1,16 +1,23 @@
 import type { SnapshotTarget } from '../mesh/index.js';
+import { ProxyError, ProxyErrorCodes } from './errors.js';
+import { fastPathFacts, type HttpAccessFacts } from './access-log.js';
+import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
+import type { TryOutcome } from './retry-policy.js';
+import { targetKey } from './target-balancer.js';
 import type { TargetConnections } from './target-connections.js';
 
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
 
 /**
- * One request of the outbound fast path: targets in plan order; a connect failure, a
- * reset before any response of a replayable request, or a server sidecar's "app
- * unavailable" moves on to the next target. The response head is rewritten, its body
- * forwarded as it comes. A class rather than closures: it is made once per request.
+ * One request of the outbound fast path: targets in plan order; after each try the
+ * request policy says whether the next target gets the request (and after what
+ * back-off); the route's timeout cuts the whole exchange. The response head is
+ * rewritten, its body forwarded as it comes. A class rather than closures: it is made
+ * once per request.
  */
 export class OutboundExchange implements ResponseSink, AbortListener {
   readonly #policy: RequestPolicy;
@@ -31,8 +38,25 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   /** The current attempt has ended (response, failure, timeout or abort): later events of it are ignored. */
   #settled = false;
   #finished = false;
+  /** The per-try timeout of the current try. */
   #timer: NodeJS.Timeout | undefined;
+  /** The route's timeout over all tries. */
+  #routeTimer: NodeJS.Timeout | undefined;
+  /** The back-off before the next try. */
+  #retryTimer: NodeJS.Timeout | undefined;
+  /** Back-off decided for a try whose response is being discarded (the retry starts when it ends). */
+  #retryDelayMs = 0;
   #lastError: unknown;
+  /** For the access log: when the current attempt was sent and its response head came, body bytes to the app, what ended it. */
+  #sentAt = 0;
+  #respondedAt = 0;
+  #bytesSent = 0;
+  #response: ResponseHead | undefined;
+  #endError: unknown;
+  /** Set when tracing is on: this request's spans, and when its first attempt left. */
+  readonly #trace: RequestTrace | undefined;
+  #firstSentAt = 0;
+  #refusedPlan: AttemptPlan | undefined;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -43,20 +67,50 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#plan = plan;
     this.#closeAfter = request.head.close;
     const upgrade = request.head.upgrade;
-    this.#head = plan ? rewriteHead(request.head, NO_EXTRA_DROPS, upgrade ? upgradeLines(upgrade) : '') : '';
+    const tracer = policy.tracer;
+    this.#trace = tracer && plan ? tracer.start(headerValue(request.head, 'traceparent'), true) : undefined;
+    const extra = upgrade ? upgradeLines(upgrade) : '';
+    this.#head = !plan ? '' : this.#trace ? rewriteHead(request.head, traceHeaders(), this.#trace.header + extra) : rewriteHead(request.head, NO_EXTRA_DROPS, extra);
   }
 
-  /** Answers with the sidecar's own error response (no target was tried, or all failed). */
-  refuse(error: unknown): void {
+  /**
+   * Answers with the sidecar's own error response (no target was tried, or all failed).
+   * `refusedPlan`: the plan of a request the policy did not admit, for its log line only.
+   */
+  refuse(error: unknown, refusedPlan?: AttemptPlan): void {
+    this.#refusedPlan = refusedPlan;
     const { status, code } = errorStatus(error);
     this.#connection.write(textResponse(status, `${(error as Error).message}\n`, { 'x-causeway-error': code }));
+    this.#endError = error;
     this.#done(status, code);
     this.#connection.finish(this.#request.head.close);
   }
 
   start(): void {
     this.#connection.onAbort(this);
+    const deadline = this.#plan!.deadline;
+    if (deadline !== undefined) this.#routeTimer = setTimeout(routeTimedOut, Math.max(0, deadline - performance.now()), this);
     this.#try(0);
+  }
+
+  /** The route's timeout passed: unless the response head is with the app already, the request ends with a 504. */
+  routeTimedOut(): void {
+    this.#routeTimer = undefined;
+    if (this.#finished || (this.#status >= 200 && !this.#discarding)) return;
+    const upstream = this.#upstream;
+    if (upstream && !this.#settled) {
+      this.#settled = true;
+      upstream.destroy();
+      this.#pool!.release(upstream, false);
+    }
+    this.#connection.onAbort(undefined);
+    this.refuse(this.#policy.routeTimeout(this.#plan!));
+  }
+
+  /** The back-off after a failed try passed. */
+  retryNow(): void {
+    this.#retryTimer = undefined;
+    if (!this.#finished) this.#try(this.#attempt + 1);
   }
 
   #try(i: number): void {
@@ -73,19 +127,34 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       (upstream) => this.#send(upstream),
       (error: unknown) => {
         this.#policy.connectFailed(plan, target, error);
-        this.#next(error);
+        this.#afterTry(CONNECT_FAILURE, error);
       },
     );
   }
 
-  #next(error: unknown): void {
+  /** A try failed (or its response is discarded): the next try, after the policy's back-off, or the error response. */
+  #afterTry(outcome: TryOutcome, error: unknown): void {
+    if (this.#finished) return;
     this.#lastError = error;
-    if (this.#connection.gone) this.#done(499, 'downstream_closed');
-    else if (this.#attempt + 1 < this.#plan!.attempts) this.#try(this.#attempt + 1);
-    else this.refuse(this.#policy.exhausted(this.#plan, error));
+    if (this.#connection.gone) {
+      this.#done(499, 'downstream_closed');
+      return;
+    }
+    const delay = this.#policy.retryDelay(this.#plan!, this.#attempt, outcome, this.#request.head.method, true);
+    if (delay === undefined) this.refuse(this.#policy.exhausted(this.#plan, error));
+    else this.#retryAfter(delay);
+  }
+
+  #retryAfter(delay: number): void {
+    if (delay <= 0) this.#try(this.#attempt + 1);
+    else this.#retryTimer = setTimeout(retryNow, delay, this);
   }
 
   #send(upstream: UpstreamConnection): void {
+    if (this.#finished) {
+      this.#pool!.release(upstream, true);
+      return;
+    }
     if (this.#connection.gone) {
       this.#pool!.release(upstream, true);
       this.#done(499, 'downstream_closed');
@@ -95,8 +164,10 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#status = 0;
     this.#discarding = false;
     this.#settled = false;
+    this.#sentAt = performance.now();
+    if (this.#firstSentAt === 0) this.#firstSentAt = this.#sentAt;
     upstream.send(this.#request.head.method, this.#head, this.#request.body, this, this.#request.head.upgrade !== undefined);
-    const ms = this.#plan!.policy?.requestTimeoutMs;
+    const ms = this.#plan!.perTryTimeoutMs;
     if (ms) this.#timer = setTimeout(requestTimedOut, ms, this, upstream, ms);
   }
 
@@ -108,7 +179,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   aborted(): void {
-    this.#clearTimer();
+    this.#clearTimers();
     const upstream = this.#upstream;
     if (upstream && !this.#settled) {
       this.#settled = true;
@@ -125,6 +196,13 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     }
   }
 
+  #clearTimers(): void {
+    this.#clearTimer();
+    if (this.#routeTimer) clearTimeout(this.#routeTimer);
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#routeTimer = this.#retryTimer = undefined;
+  }
+
   // ---- ResponseSink (the current attempt's upstream)
 
   head(response: ResponseHead, kind: 'none' | 'length' | 'chunked' | 'close'): 'forward' | 'discard' {
@@ -133,12 +211,17 @@ export class OutboundExchange implements ResponseSink, AbortListener {
       return 'forward';
     }
     this.#clearTimer();
+    this.#respondedAt = performance.now();
+    this.#response = response;
     const status = (this.#status = response.status);
     const serverError = status === 503 ? headerValue(response, 'x-causeway-error') : undefined;
-    const replay = this.#policy.responded(this.#plan!, this.#attempt, this.#target!, status, serverError, this.#request.head.method, true);
-    if (replay) {
+    const plan = this.#plan!;
+    const outcome = this.#policy.responded(plan, this.#target!, status, serverError);
+    const delay = this.#policy.retryDelay(plan, this.#attempt, outcome, this.#request.head.method, true);
+    if (delay !== undefined) {
       this.#discarding = true;
-      this.#lastError = replay;
+      this.#retryDelayMs = delay;
+      this.#lastError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${serverError ?? status} from ${targetKey(this.#target!)}`);
       return 'discard';
     }
     if (kind === 'close') this.#closeAfter = true;
@@ -147,6 +230,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
   }
 
   body(chunk: Buffer): void {
+    this.#bytesSent += chunk.length;
     this.#connection.write(chunk, this.#upstream!);
   }
 
@@ -155,7 +239,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#settled = true;
     this.#pool!.release(this.#upstream!, reusable);
     if (this.#discarding) {
-      this.#next(this.#lastError);
+      this.#retryAfter(this.#retryDelayMs);
       return;
     }
     this.#connection.onAbort(undefined);
@@ -173,7 +257,7 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#status = 101;
     const upstream = this.#upstream!;
     this.#pool!.forget(upstream);
-    this.#policy.responded(this.#plan!, this.#attempt, this.#target!, 101, undefined, this.#request.head.method, true);
+    this.#policy.responded(this.#plan!, this.#target!, 101, undefined);
     this.#connection.switchProtocols(upstream, response, rest, this.#request.head.upgrade!);
     this.#done(101, 'upgraded');
   }
@@ -188,27 +272,104 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     this.#settled = true;
     this.#clearTimer();
     this.#pool!.release(this.#upstream!, false);
-    if (gotHead && !this.#discarding) {
+    if (this.#discarding) {
+      // The retry was decided on the response head; only its body was lost.
+      this.#retryAfter(this.#retryDelayMs);
+      return;
+    }
+    if (gotHead) {
       // Part of the response is already with the app: nothing to do but cut it.
       this.#connection.onAbort(undefined);
       this.#connection.abort();
+      this.#endError = error;
       this.#done(this.#status, 'incomplete');
       return;
     }
-    const plan = this.#plan!;
-    if (!this.#policy.noResponse(plan, this.#target!, this.#request.head.method, this.#upstream!.served > 0, true, timedOut)) this.#attempt = plan.attempts; // no further target
-    this.#next(error);
+    this.#afterTry(this.#policy.noResponse(this.#plan!, this.#target!, this.#upstream!.served > 0, timedOut), error);
   }
 
   #done(code: number, result: string): void {
     if (this.#finished) return;
     this.#finished = true;
-    if (this.#plan) this.#plan.circuit.active--;
-    const head = this.#request.head;
-    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, head.method, head.target);
+    this.#clearTimers();
+    if (this.#plan) this.#policy.release(this.#plan);
+    this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined, this.#plan ?? this.#refusedPlan);
+    if (this.#trace?.sampled) this.#recordSpans(code);
   }
+
+  /**
+   * The client span (the whole request as the app saw it) and, under it, the hop to the
+   * target — for a remote cluster, the gateway hop, recorded here because the gateway
+   * never terminates TLS and cannot read the headers. The upstream got the hop's id.
+   */
+  #recordSpans(status: number): void {
+    const trace = this.#trace!;
+    const tracer = this.#policy.tracer!;
+    const head = this.#request.head;
+    const target = this.#target;
+    const end = performance.now();
+    const error = status === 0 || status === 499 || status >= 500;
+    const common = { 'causeway.source.principal': this.#policy.sourcePrincipal, 'causeway.destination.service': this.#serviceLabel, 'causeway.destination.cluster': target?.cluster };
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.spanId,
+      parentSpanId: trace.parentSpanId,
+      name: `${head.method} ${this.#serviceLabel}`,
+      kind: SpanKind.client,
+      start: this.#request.started,
+      end,
+      error,
+      attributes: { ...common, 'http.request.method': head.method, 'url.path': head.target, 'http.response.status_code': status, 'causeway.retries': this.#attempt },
+    });
+    if (!target || this.#firstSentAt === 0) return;
+    const gateway = target.kind === 'gateway';
+    tracer.record({
+      traceId: trace.traceId,
+      spanId: trace.hopSpanId,
+      parentSpanId: trace.spanId,
+      name: gateway ? `gateway ${target.cluster}` : `endpoint ${target.cluster}`,
+      kind: SpanKind.client,
+      start: this.#firstSentAt,
+      end: this.#respondedAt || end,
+      error,
+      attributes: { ...common, 'causeway.hop': target.kind, 'server.address': target.address, 'server.port': target.port, 'causeway.destination.principal': this.#upstream && peerSpiffeId(this.#upstream.socket) },
+    });
+  }
+
+  #accessFacts(status: number, result: string): HttpAccessFacts {
+    const target = this.#target;
+    const response = this.#response;
+    return {
+      ...fastPathFacts(this.#request, response),
+      direction: 'outbound',
+      status,
+      result,
+      error: this.#endError,
+      retries: this.#attempt,
+      bytesSent: this.#bytesSent,
+      upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
+      upstreamHost: target && `${target.address}:${target.port}`,
+      upstreamCluster: target?.cluster,
+      sourceCluster: undefined,
+      destinationService: this.#serviceLabel,
+      sourcePrincipal: this.#policy.sourcePrincipal,
+      destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
+      traceId: this.#trace?.traceId,
+    };
+  }
+
 }
+
+const CONNECT_FAILURE: TryOutcome = { kind: 'connect-failure' };
 
 function requestTimedOut(exchange: OutboundExchange, upstream: UpstreamConnection, ms: number): void {
   exchange.timedOut(upstream, ms);
+}
+
+function routeTimedOut(exchange: OutboundExchange): void {
+  exchange.routeTimedOut();
+}
+
+function retryNow(exchange: OutboundExchange): void {
+  exchange.retryNow();
 }

@@ -1,3 +1,4 @@
+import type { Tracer } from './tracing.js';
 import type { Logger, ServicePort, Snapshot } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
 import { ForwardProxy, type MeshHostResolver } from './forward-proxy.js';
@@ -25,6 +26,8 @@ export interface OutboundDeps {
   readonly upstreams: readonly ExplicitUpstream[];
   /** The claimed outbound range service addresses come from (see outbound-range.ts). */
   readonly range: OutboundRangeClaim;
+  /** Spans and trace context for HTTP requests; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
 }
 
 /**

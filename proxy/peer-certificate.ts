@@ -1,4 +1,4 @@
-import type { PeerCertificate } from 'node:tls';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
 import { clusterNameProblem, isSpiffeId } from '../mesh/index.js';
 
 /**
@@ -53,4 +53,9 @@ export function clusterOfIssuer(cert: Pick<PeerCertificate, 'issuer'> | undefine
     if (last) candidates.push(last);
   }
   return candidates.find((c) => clusterNameProblem(c) === undefined);
+}
+
+/** The SPIFFE ID the peer of a TLS socket presented (undefined for a plain socket). */
+export function peerSpiffeId(socket: object): string | undefined {
+  return 'getPeerCertificate' in socket && typeof socket.getPeerCertificate === 'function' ? spiffeIdOf((socket as TLSSocket).getPeerCertificate()) : undefined;
 }

@@ -1,17 +1,23 @@
-import type { Logger, Snapshot, SnapshotService, SnapshotTarget, TrafficPolicy } from '../mesh/index.js';
+import { Backoff, type Logger, type Snapshot, type SnapshotService, type SnapshotTarget, type TrafficPolicy } from '../mesh/index.js';
+import { AccessLog, type HttpAccessFacts, type TcpAccessFacts } from './access-log.js';
 import type { SidecarTuning } from './config.js';
-import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
+import type { Tracer } from './tracing.js';
+import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
+import { retryableOutcome, retryBudgetAllows, type TryOutcome } from './retry-policy.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
+import { compileRoutes, type RouteRequest, type RouteRules, type ServiceRoutes } from './traffic-routes.js';
 import { sniFor, type UpstreamRoute } from './upstream-connector.js';
 import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
 
 /**
  * The sidecar's one request policy (proxy/README.md "Outbound: names, addresses,
- * targets"): which targets a request or connection tries in which order and how many,
- * what a failure does to the outlier detector and the circuit breaker, which failure a
- * request may be replayed after, which status the sidecar answers with, and what every
- * request and connection leaves in the metrics and the access log. The HTTP fast path
+ * targets" and "Traffic policy routes"): which traffic policy route a request takes,
+ * which targets it tries in which order and how many, its rate limit and timeouts, what
+ * a failure does to the outlier detector and the circuit breaker, which failure a
+ * request is retried after (within the retry budget, after what back-off), which status
+ * the sidecar answers with, and what every request and connection leaves in the metrics
+ * and the access log (with why it ended). The HTTP fast path
  * (outbound-exchange.ts), Node's HTTP server path (http-fallback.ts) and the TCP path
  * (tcp-outbound.ts) ask it and nothing else; none of them keeps rules of its own.
  */
@@ -56,12 +62,46 @@ export const IDEMPOTENT: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS'
 export interface Circuit {
   active: number;
   pending: number;
+  /** Requests in flight that are on a retry: the retry budget's count. */
+  retrying: number;
 }
+
+/** Back-off between retries of one request (not after a failed connect: that moves on to another target at once). */
+const RETRY_BACKOFF = { initialMs: 25, maxMs: 250 } as const;
+
+/**
+ * Why a request ended, for access logs (Envoy's response flags: RL, UT, URX, UH, UO, UF,
+ * DC…) and anyone else who needs the reason rather than the status.
+ */
+export const RequestEndReasons = [
+  'ok',
+  'upgraded',
+  'rate-limited',
+  'route-timeout',
+  'upstream-timeout',
+  'retries-exhausted',
+  'no-healthy-upstream',
+  'circuit-open',
+  'unknown-service',
+  'upstream-failure',
+  'downstream-closed',
+  'incomplete',
+] as const;
+export type RequestEndReason = (typeof RequestEndReasons)[number];
 
 /** The attempts of one request or connection: made once per request, read by its path. */
 export interface AttemptPlan {
   readonly route: UpstreamRoute;
   readonly policy: TrafficPolicy | undefined;
+  /** The traffic policy route the request took (`default` without routes, and for TCP). */
+  readonly trafficRoute: RouteRules;
+  /** How long one try may wait for the response head; undefined = no limit. */
+  readonly perTryTimeoutMs: number | undefined;
+  /** `performance.now()` by which the response head must have come over all tries (the route's timeoutMs). */
+  readonly deadline: number | undefined;
+  /** Retries taken so far (this request's own state). */
+  retries: number;
+  backoff: Backoff | undefined;
   /** Targets to try, in order (locality priority or the policy's failoverOrder, ejected ones last). */
   readonly targets: SnapshotTarget[];
   /** How many of them to try at most. */
@@ -78,17 +118,22 @@ export interface RequestPolicyDeps {
   /** Own cluster and `<svc>.<ns>`, for metric labels. */
   readonly sourceCluster: string;
   readonly sourceService: string;
+  /** This workload's identity: the access log's `source_principal`. */
+  readonly identity: { readonly spiffeId: string | undefined };
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
 }
 
 export class RequestPolicy {
   readonly #deps: RequestPolicyDeps;
   readonly #metrics: SidecarMetrics;
-  /** Access logging costs an object per request: decided once, not per request. */
-  readonly #accessLog: boolean;
+  /** Paths build access-log facts only when {@link AccessLog.enabled}. */
+  readonly accessLog: AccessLog;
   readonly #outliers: OutlierDetector;
   #snapshot: Snapshot | undefined;
   #services = new Map<string, SnapshotService>();
   #policies = new Map<string, TrafficPolicy>();
+  #routes = new Map<string, ServiceRoutes>();
   readonly #circuits = new Map<string, Circuit>();
   readonly #gatewayMaxEjectionMs: number;
   /** Connect failures already counted (see {@link connectFailed}). */
@@ -97,12 +142,22 @@ export class RequestPolicy {
   constructor(deps: RequestPolicyDeps) {
     this.#deps = deps;
     this.#metrics = deps.metrics;
-    this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
+    this.accessLog = new AccessLog(deps.log, deps.tuning);
     this.#gatewayMaxEjectionMs = Math.min(deps.tuning.outlier.gatewayMaxEjectionMs, deps.tuning.outlier.maxEjectionMs);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });
       deps.log.info({ target: key, reason, ejectionMs: ms }, 'target ejected by outlier detection');
     });
+  }
+
+  /** Spans and trace context for HTTP requests; undefined = tracing off. */
+  get tracer(): Tracer | undefined {
+    return this.#deps.tracer;
+  }
+
+  /** This workload's SPIFFE ID (the caller of every outbound request). */
+  get sourcePrincipal(): string | undefined {
+    return this.#deps.identity.spiffeId;
   }
 
   get outliers(): OutlierDetector {
@@ -119,6 +174,12 @@ export class RequestPolicy {
     this.#snapshot = snapshot;
     this.#services = new Map(snapshot.services.map((s) => [serviceKey(s.namespace, s.name), s]));
     this.#policies = new Map(snapshot.traffic.map((p) => [serviceKey(p.namespace, p.service), p]));
+    const routes = new Map<string, ServiceRoutes>();
+    for (const svc of snapshot.services) {
+      const key = serviceKey(svc.namespace, svc.name);
+      routes.set(key, compileRoutes(this.#policies.get(key), this.#deps.tuning.maxAttempts, this.#routes.get(key)));
+    }
+    this.#routes = routes;
     const live = new Set<string>();
     const serving = new Set<string>();
     for (const svc of snapshot.services) {
@@ -143,11 +204,12 @@ export class RequestPolicy {
   }
 
   /**
-   * The attempts for one request or connection to a listener's service: route (subset
-   * picked by the policy's split), targets in order, how many to try, the connect
-   * timeout. Throws a ProxyError when there is nothing to try.
+   * The attempts for one request or connection to a listener's service: the traffic
+   * policy's route for the request (the default route for a connection), its subset
+   * (named, or picked by its split), targets in order, how many to try, the timeouts.
+   * Throws a ProxyError when there is nothing to try.
    */
-  plan(spec: OutboundListenerSpec): AttemptPlan {
+  plan(spec: OutboundListenerSpec, request?: RouteRequest): AttemptPlan {
     const svc = this.#services.get(spec.serviceKey);
     if (!svc || !this.#snapshot) {
       throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.serviceLabel} is not in the mesh catalog this sidecar has (yet); check the name and that the service is exported to this cluster`);
@@ -156,9 +218,10 @@ export class RequestPolicy {
       throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.serviceLabel} has no port ${spec.servicePort}`);
     }
     const policy = this.#policies.get(spec.serviceKey);
-    const subset = pickSubset(policy?.split);
+    const trafficRoute = (this.#routes.get(spec.serviceKey) ?? compileRoutes(policy, this.#deps.tuning.maxAttempts, undefined)).select(request);
+    const subset = trafficRoute.subset ?? pickSubset(trafficRoute.split);
     if (subset !== undefined && svc.subsets[subset] === undefined) {
-      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `traffic policy ${policy!.name} sends ${spec.serviceLabel} to subset ${subset}, which the service does not define (it has: ${Object.keys(svc.subsets).join(', ') || 'none'}); fix the policy's split or the service's subsets`);
+      throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `traffic policy ${policy!.name} (route ${trafficRoute.name}) sends ${spec.serviceLabel} to subset ${subset}, which the service does not define (it has: ${Object.keys(svc.subsets).join(', ') || 'none'}); fix the policy's split or the service's subsets`);
     }
     const route: UpstreamRoute = { service: svc, servicePort: spec.servicePort, subset, trustDomain: this.#snapshot.trustDomain };
     const targets = planTargets(svc, this.#outliers, { pinnedCluster: spec.pinnedCluster, subset, policy });
@@ -168,16 +231,31 @@ export class RequestPolicy {
     return {
       route,
       policy,
+      trafficRoute,
+      perTryTimeoutMs: trafficRoute.retry.perTryTimeoutMs,
+      deadline: trafficRoute.timeoutMs !== undefined ? performance.now() + trafficRoute.timeoutMs : undefined,
+      retries: 0,
+      backoff: undefined,
       targets,
-      attempts: Math.min(targets.length, policy?.retries !== undefined ? policy.retries + 1 : this.#deps.tuning.maxAttempts),
+      // Each retry goes to another target: never more tries than targets.
+      attempts: Math.min(targets.length, trafficRoute.retry.tries),
       connectTimeoutMs: policy?.connectTimeoutMs ?? this.#deps.tuning.connectTimeoutMs,
       circuit: this.#circuit(spec.serviceKey),
       serviceLabel: spec.serviceLabel,
     };
   }
 
-  /** The circuit breaker for HTTP: requests in flight to the service stand for its connections. Counts the request in. */
+  /**
+   * Admission of one HTTP request: the route's rate limit, then the circuit breaker
+   * (requests in flight to the service stand for its connections). Counts the request
+   * in; {@link release} counts it out.
+   */
   admitRequest(plan: AttemptPlan): void {
+    const bucket = plan.trafficRoute.rateLimit;
+    if (bucket && !bucket.take()) {
+      this.#metrics.rateLimited.inc({ destination_service: plan.serviceLabel, route: plan.trafficRoute.name });
+      throw new ProxyError(ProxyErrorCodes.rateLimited, `${plan.serviceLabel}: route ${plan.trafficRoute.name} is over its rate limit (${bucket.perSecond} requests/s, burst ${bucket.burst}); slow down or raise the traffic policy's rateLimit`);
+    }
     const circuit = plan.circuit;
     if (circuit.active >= this.#deps.tuning.circuit.maxConnections) {
       throw new ProxyError(ProxyErrorCodes.circuitOpen, `${plan.serviceLabel}: circuit open (${circuit.active} requests in flight)`);
@@ -219,36 +297,66 @@ export class RequestPolicy {
   }
 
   /**
-   * A response head (or a 101) from `target`. `serverError` is the `x-causeway-error` of
-   * a 503 (undefined otherwise; callers read the header only for a 503). When the server
-   * sidecar answered for an app that never saw the request (or, for an idempotent method,
-   * that reset it), the request is replayed on the next target if its body is held and
-   * an attempt is left: the target counts as failed and the error to report if no other
-   * target answers is returned. Otherwise a 5xx counts towards ejection, any other status
-   * clears the target, and undefined is returned: the response goes to the app.
+   * A response head (or a 101) from `target`, as a try outcome. `serverError` is the
+   * `x-causeway-error` of a 503 (undefined otherwise; callers read the header only for a
+   * 503): the server sidecar answered for an app that refused the connection (the request
+   * never reached it: `refused-stream`) or that took it and closed without answering
+   * (`reset`); either counts the target as failed. Otherwise a 5xx counts towards
+   * ejection and any other status clears the target. Whether to retry is
+   * {@link retryDelay}'s answer.
    */
-  responded(plan: AttemptPlan, attempt: number, target: SnapshotTarget, status: number, serverError: string | undefined, method: string, bodyHeld: boolean): ProxyError | undefined {
+  responded(plan: AttemptPlan, target: SnapshotTarget, status: number, serverError: string | undefined, grpcStatus?: number): TryOutcome {
     const key = targetKey(target);
-    if (bodyHeld && (serverError === APP_UNAVAILABLE || (serverError === APP_RESET && IDEMPOTENT.has(method))) && attempt + 1 < plan.attempts) {
+    if (serverError === APP_UNAVAILABLE || serverError === APP_RESET) {
       this.#outliers.failure(key, 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
-      return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${serverError} from ${key}`);
+      return { kind: serverError === APP_UNAVAILABLE ? 'refused-stream' : 'reset', status };
     }
     if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
     else this.#outliers.success(key);
-    return undefined;
+    return grpcStatus === undefined ? { kind: 'response', status } : { kind: 'response', status, grpcStatus };
   }
 
   /**
    * The request reached `target` (or may have) but no response head came: the target
-   * died, reset or timed out. Returns whether the request may go to the next target: only
-   * with its body held, and for an idempotent method (also after the traffic policy's
-   * `requestTimeoutMs`: a path that drops packets silently never resets, and the replay
-   * is what HTTP allows an idempotent request) or, short of a timeout, on a reused pooled
-   * connection (a keep-alive race, the request never seen).
+   * died, reset or passed the per-try timeout. A reset on a reused pooled connection
+   * short of a timeout is a keep-alive race (the request was never seen:
+   * `refused-stream`).
    */
-  noResponse(plan: AttemptPlan, target: SnapshotTarget, method: string, reusedConnection: boolean, bodyHeld: boolean, timedOut: boolean): boolean {
+  noResponse(plan: AttemptPlan, target: SnapshotTarget, reusedConnection: boolean, timedOut: boolean): TryOutcome {
     this.#outliers.failure(targetKey(target), 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
-    return bodyHeld && (IDEMPOTENT.has(method) || (reusedConnection && !timedOut));
+    return { kind: timedOut ? 'timeout' : reusedConnection ? 'refused-stream' : 'reset' };
+  }
+
+  /**
+   * Whether try `attempt` (0-based), which ended with `outcome`, is followed by another
+   * on the next target, and after how many ms; undefined = the request ends with this
+   * outcome. A retry needs: a try left, a condition of the route's `on`, a request that
+   * may be sent again (a failed connect sent nothing; a refused stream needs the body
+   * held; anything else also an idempotent method) and, except after a failed connect
+   * (no load on any app), room in the retry budget.
+   */
+  retryDelay(plan: AttemptPlan, attempt: number, outcome: TryOutcome, method: string, bodyHeld: boolean): number | undefined {
+    if (attempt + 1 >= plan.attempts) return undefined;
+    if (!retryableOutcome(outcome, plan.trafficRoute.retry)) return undefined;
+    const connectFailure = outcome.kind === 'connect-failure';
+    if (!connectFailure && !(bodyHeld && (outcome.kind === 'refused-stream' || IDEMPOTENT.has(method)))) return undefined;
+    const labels = { destination_service: plan.serviceLabel, route: plan.trafficRoute.name };
+    const circuit = plan.circuit;
+    if (!connectFailure && !retryBudgetAllows(circuit.active, circuit.retrying - (plan.retries > 0 ? 1 : 0), this.#deps.tuning.retryBudget)) {
+      this.#metrics.retryBudgetExhausted.inc(labels);
+      return undefined;
+    }
+    this.#metrics.retries.inc({ ...labels, reason: outcome.kind });
+    if (plan.retries === 0) circuit.retrying++;
+    plan.retries++;
+    if (connectFailure) return 0;
+    return (plan.backoff ??= new Backoff(RETRY_BACKOFF)).next();
+  }
+
+  /** A request admitted by {@link admitRequest} is over: out of the circuit's and the retry budget's counts. */
+  release(plan: AttemptPlan): void {
+    plan.circuit.active--;
+    if (plan.retries > 0) plan.circuit.retrying--;
   }
 
   /** The error a request answers with when its attempts are used up. */
@@ -257,30 +365,38 @@ export class RequestPolicy {
     return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan?.serviceLabel ?? 'unknown'}: ${(lastError as Error)?.message ?? 'no response'}`, { cause: lastError });
   }
 
-  /** The error of a traffic policy's `requestTimeoutMs` passing without a response head. */
+  /** The error of one try passing its per-try timeout (the route's perTryTimeoutMs, or the policy's requestTimeoutMs). */
   requestTimeout(ms: number): ProxyError {
-    return new ProxyError(ProxyErrorCodes.connectTimeout, `no response within ${ms} ms (traffic policy requestTimeoutMs)`);
+    return new RequestTimeoutError(ms);
   }
 
-  /** One request done: its counter, its duration and (at debug, when enabled) its access-log line. */
-  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, method: string | undefined, path: string | undefined): void {
+  /** The error of the route's timeoutMs passing, over all tries, without a response head. */
+  routeTimeout(plan: AttemptPlan): ProxyError {
+    return new ProxyError(ProxyErrorCodes.routeTimeout, `${plan.serviceLabel}: no response within the route ${plan.trafficRoute.name}'s timeout of ${plan.trafficRoute.timeoutMs} ms (${plan.retries} retries made)`);
+  }
+
+  /**
+   * One request done: its counter, its duration and (when the access log is on) its
+   * access-log line, with the traffic policy route it took and why it ended.
+   */
+  requestDone(serviceLabel: string, target: SnapshotTarget | undefined, code: number, result: string, started: number, access: HttpAccessFacts | undefined, plan?: AttemptPlan): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.requests.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, code: String(code), result });
     this.#metrics.requestSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', method, path, service: serviceLabel, target: target && targetKey(target), cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+    if (access) this.accessLog.http(plan ? { ...access, route: plan.trafficRoute.name, endReason: endReason(code, result, plan), retries: plan.retries } : access);
   }
 
   /** One TCP connection done: its counter, its lifetime and its access-log line. */
-  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number): void {
+  connectionDone(serviceLabel: string, target: SnapshotTarget | undefined, result: string, started: number, access: TcpAccessFacts | undefined): void {
     const cluster = target?.cluster ?? 'none';
     this.#metrics.connections.inc({ direction: 'outbound', source_cluster: this.#deps.sourceCluster, source_service: this.#deps.sourceService, destination_cluster: cluster, destination_service: serviceLabel, result });
     this.#metrics.connectionSeconds.observe({ direction: 'outbound', destination_cluster: cluster, destination_service: serviceLabel }, (performance.now() - started) / 1000);
-    if (this.#accessLog) this.#deps.log.debug({ direction: 'outbound', service: serviceLabel, target: target && targetKey(target), cluster, result, ms: Math.round(performance.now() - started) }, 'connection');
+    if (access) this.accessLog.tcp(access);
   }
 
   #circuit(key: string): Circuit {
     let c = this.#circuits.get(key);
-    if (!c) this.#circuits.set(key, (c = { active: 0, pending: 0 }));
+    if (!c) this.#circuits.set(key, (c = { active: 0, pending: 0, retrying: 0 }));
     return c;
   }
 
@@ -291,10 +407,53 @@ export class RequestPolicy {
   }
 }
 
-/** What the sidecar answers with for an error of its own: the status and the `x-causeway-error` code. */
-export function errorStatus(error: unknown): { status: number; code: string } {
+const ERROR_STATUS: Readonly<Record<string, number>> = {
+  [ProxyErrorCodes.connectTimeout]: 504,
+  [ProxyErrorCodes.routeTimeout]: 504,
+  [ProxyErrorCodes.unknownService]: 404,
+  [ProxyErrorCodes.rateLimited]: 429,
+};
+
+/** gRPC status codes of the sidecar's own errors on gRPC ports (anything else: UNAVAILABLE, 14). */
+const ERROR_GRPC_STATUS: Readonly<Record<string, number>> = {
+  [ProxyErrorCodes.connectTimeout]: 4,
+  [ProxyErrorCodes.routeTimeout]: 4,
+  [ProxyErrorCodes.unknownService]: 12,
+  [ProxyErrorCodes.rateLimited]: 8,
+};
+
+/**
+ * What the sidecar answers with for an error of its own: the HTTP status, the gRPC status
+ * (for gRPC ports: HTTP 200, trailers-only, `grpc-status`) and the `x-causeway-error` code.
+ */
+export function errorStatus(error: unknown): { status: number; grpcStatus: number; code: string } {
   const code = error instanceof ProxyError ? error.code : ProxyErrorCodes.unclassified;
-  return { status: code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503, code };
+  return { status: ERROR_STATUS[code] ?? 503, grpcStatus: ERROR_GRPC_STATUS[code] ?? 14, code };
+}
+
+const END_REASONS: Readonly<Record<string, RequestEndReason>> = {
+  ok: 'ok',
+  upgraded: 'upgraded',
+  downstream_closed: 'downstream-closed',
+  incomplete: 'incomplete',
+  [ProxyErrorCodes.rateLimited]: 'rate-limited',
+  [ProxyErrorCodes.routeTimeout]: 'route-timeout',
+  [ProxyErrorCodes.noHealthyTarget]: 'no-healthy-upstream',
+  [ProxyErrorCodes.circuitOpen]: 'circuit-open',
+  [ProxyErrorCodes.unknownService]: 'unknown-service',
+};
+
+/**
+ * Why a request ended, from its status, its `result` and its plan: a request that was
+ * retried and still failed (or still got a 5xx) used up its retries.
+ */
+export function endReason(code: number, result: string, plan: AttemptPlan | undefined): RequestEndReason {
+  const known = END_REASONS[result];
+  const retried = plan !== undefined && plan.retries > 0;
+  if (known === 'ok') return retried && code >= 500 ? 'retries-exhausted' : 'ok';
+  if (known) return known;
+  if (retried) return 'retries-exhausted';
+  return result === ProxyErrorCodes.connectTimeout ? 'upstream-timeout' : 'upstream-failure';
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { Registry } from 'prom-client';
+import { tracerFor, type Tracer } from './tracing.js';
 import { createMetricsRegistry, logger as moduleLogger, parseMeshDnsName, startObservabilityServer, type Logger, type ObservabilityServer, type Readiness, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
 import { InboundListener } from './inbound.js';
@@ -39,6 +40,7 @@ export interface SidecarOptions {
  * mTLS listener for peers, fed by a snapshot source and a workload identity.
  */
 export class Sidecar {
+  #tracer: Tracer | undefined;
   readonly config: SidecarConfig;
   readonly identity: WorkloadIdentity;
   readonly registry: Registry;
@@ -159,7 +161,9 @@ export class Sidecar {
     }
     for (const part of this.#options.bootstrap ?? []) await part.start(this);
     this.#range = await OutboundRangeClaim.claim(t.outboundRange, `${c.namespace}/${c.service}/${c.advertiseAddress}:${c.inboundPort}`, this.log.child({ module: 'outbound-range' }));
+    this.#tracer = tracerFor(t, c, this.metrics, this.log);
     this.#outbound = new OutboundProxy({
+      tracer: this.#tracer,
       range: this.#range,
       tuning: t,
       identity: this.identity,
@@ -198,6 +202,7 @@ export class Sidecar {
       mtlsMode: c.mtlsMode,
       host: t.inboundHost,
       port: c.inboundPort,
+      tracer: this.#tracer,
       policies: () => this.#snapshot?.authorization ?? [],
       subsets: () => this.#snapshot?.services.find((s) => s.name === c.service && s.namespace === c.namespace)?.subsets,
     });
@@ -235,6 +240,7 @@ export class Sidecar {
     for (const part of [...(this.#options.parts ?? [])].reverse()) await part.close();
     await this.#options.snapshots.close?.();
     await Promise.all([this.#inbound?.close(), this.#outbound?.close(), this.#dns?.close()]);
+    await this.#tracer?.close();
     await this.#range?.close();
     for (const part of [...(this.#options.bootstrap ?? [])].reverse()) await part.close();
     await this.#observability?.close();

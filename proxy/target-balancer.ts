@@ -19,9 +19,9 @@ interface OutlierState {
 
 /**
  * Consecutive-failure outlier detection (after Envoy's): `consecutiveFailures` connect,
- * handshake or 5xx failures in a row eject a target for `baseEjectionMs × 2^(n-1)`
- * (capped), n counting earlier ejections that a success has not yet forgiven. A connect
- * failure counts as `consecutiveFailures` at once when `connectFailureEjects` is set,
+ * handshake or 5xx failures in a row eject a target for `baseEjectionMs × n` (capped;
+ * Envoy's rule), n counting earlier ejections that a success has not yet forgiven. A connect
+ * failure counts as `consecutiveFailures` at once,
  * since a refused connect says more about a target than one 503 does.
  */
 export class OutlierDetector {
@@ -61,7 +61,7 @@ export class OutlierDetector {
     if (state.failures >= s.consecutiveFailures) {
       state.failures = 0;
       state.ejections += 1;
-      const ms = Math.min(s.baseEjectionMs * 2 ** (state.ejections - 1), s.maxEjectionMs);
+      const ms = Math.min(s.baseEjectionMs * state.ejections, s.maxEjectionMs);
       state.ejectedUntil = this.#now() + ms;
       this.#onEject(key, reason, ms);
     }

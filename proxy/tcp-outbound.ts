@@ -1,7 +1,9 @@
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { SnapshotTarget } from '../mesh/index.js';
+import type { TcpAccessFacts } from './access-log.js';
 import type { SidecarMetrics } from './metrics.js';
+import { peerSpiffeId } from './peer-certificate.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { AttemptPlan, Circuit, OutboundListenerSpec, RequestPolicy } from './request-policy.js';
 import type { TargetConnections } from './target-connections.js';
@@ -45,17 +47,39 @@ export class TcpOutbound {
     downstream.on('error', () => {});
     let upstream: TLSSocket | undefined;
     let target: SnapshotTarget | undefined;
+    let retries = 0;
+    // Read while the TLS session is up (a destroyed socket has no peer certificate).
+    let destinationPrincipal: string | undefined;
     const finish = (result: string) => {
       this.#downstreams.delete(downstream);
       this.#metrics.activeConnections.dec({ direction: 'outbound' });
-      this.#policy.connectionDone(spec.serviceLabel, target, result, started);
+      const access: TcpAccessFacts | undefined = this.#policy.accessLog.enabled
+        ? {
+            direction: 'outbound',
+            started,
+            result,
+            retries,
+            bytesReceived: downstream.bytesRead,
+            bytesSent: downstream.bytesWritten,
+            upstreamHost: target && `${target.address}:${target.port}`,
+            upstreamCluster: target?.cluster,
+            sourceCluster: undefined,
+            destinationService: spec.serviceLabel,
+            sourcePrincipal: this.#policy.sourcePrincipal,
+            destinationPrincipal,
+          }
+        : undefined;
+      this.#policy.connectionDone(spec.serviceLabel, target, result, started, access);
     };
     let circuit: Circuit;
+    let plan: AttemptPlan | undefined;
     try {
-      const plan = this.#policy.plan(spec);
+      plan = this.#policy.plan(spec);
       circuit = plan.circuit;
-      ({ socket: upstream, target } = await this.#connectWithRetries(plan));
+      ({ socket: upstream, target, retries } = await this.#connectWithRetries(plan));
     } catch (error) {
+      // Every attempt failed (a plan or the breaker refusing tried none).
+      if (plan && error instanceof ProxyError && error.code !== ProxyErrorCodes.circuitOpen) retries = plan.attempts - 1;
       downstream.destroy();
       finish(error instanceof ProxyError ? error.code : 'error');
       return;
@@ -65,6 +89,7 @@ export class TcpOutbound {
       finish('downstream_closed');
       return;
     }
+    if (this.#policy.accessLog.enabled) destinationPrincipal = peerSpiffeId(upstream);
     circuit.active++;
     let closed = 0;
     const onClose = () => {
@@ -82,7 +107,7 @@ export class TcpOutbound {
     downstream.resume();
   }
 
-  async #connectWithRetries(plan: AttemptPlan): Promise<{ socket: TLSSocket; target: SnapshotTarget }> {
+  async #connectWithRetries(plan: AttemptPlan): Promise<{ socket: TLSSocket; target: SnapshotTarget; retries: number }> {
     this.#policy.admitConnection(plan);
     const circuit = plan.circuit;
     let lastError: unknown;
@@ -92,7 +117,7 @@ export class TcpOutbound {
       try {
         const socket = await this.#connections.connect(target, plan.route, plan.connectTimeoutMs);
         this.#policy.connected(target);
-        return { socket, target };
+        return { socket, target, retries: i };
       } catch (error) {
         lastError = error;
         this.#policy.connectFailed(plan, target, error);

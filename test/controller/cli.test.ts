@@ -81,6 +81,22 @@ test('causeway controller, service apply, export/unexport and policy apply work 
   t.is(split.code, 0, split.stderr);
   t.true(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews-canary'), '--print-value-only']).includes('"split":[{"subset":"v1","weight":90},{"subset":"v2","weight":10}]'));
 
+  // Routes: the example policy applies; a route naming an unknown subset, or a regex the
+  // linear-time engine cannot run, is refused with the path of the bad value.
+  const example = await causeway(['policy', 'apply', '-f', 'examples/traffic-policy-routes.yaml', '--config', config]);
+  t.is(example.code, 0, example.stderr);
+  t.true(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews'), '--print-value-only']).includes('"name":"canary","match":{"headers":[{"name":"x-canary","exact":"1"}]},"subset":"v2"'));
+  const routed = (route: string) => ['kind: TrafficPolicy', 'name: reviews-routes', 'namespace: default', 'service: reviews', 'routes:', '  - { name: ok }', `  - ${route}`].join('\n');
+  await writeFile(bad, routed('{ name: canary, match: { headers: [{ name: x-canary, exact: "1" }] }, subset: v9 }'));
+  const routeSubset = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
+  t.is(routeSubset.code, 2);
+  t.regex(routeSubset.stderr, /routes\[1\]\.subset: service reviews\.default has no subset "v9"/);
+  await writeFile(bad, routed('{ name: users, match: { headers: [{ name: x-user, regex: "(a)\\\\1" }] } }'));
+  const backReference = await causeway(['policy', 'apply', '-f', bad, '--config', config]);
+  t.is(backReference.code, 2);
+  t.regex(backReference.stderr, /routes\[1\]\.match\.headers\[0\]\.regex: pattern needs backtracking/);
+  t.is(etcd.etcdctl(['get', EtcdKeys.policy('traffic', 'default', 'reviews-routes'), '--print-value-only']).trim(), '');
+
   t.is(await proc.stop(15_000), 0, 'SIGTERM: a clean exit, no SIGKILL needed');
   t.regex(proc.output(), /controller stopped/);
 });

@@ -6,7 +6,7 @@ import { CatalogAdmin, Controller } from '../../../controller/index.js';
 import { Federation } from '../../../federation/index.js';
 import { Etcd3Store } from '../../../store/index.js';
 import { runGateway, type RunningGateway } from '../../../gateway/index.js';
-import { logger, parseConfig, type ClusterConfig } from '../../../mesh/index.js';
+import { logger, parseConfig, type ClusterConfig, type Logger } from '../../../mesh/index.js';
 import { DiscoverySnapshotSource, parseSidecarConfig, registrationPart, Sidecar, WorkloadIdentity, type SidecarConfigInput } from '../../../proxy/index.js';
 import type { SnapshotTarget } from '../../../mesh/index.js';
 import { startEtcd, type EtcdServer } from '../../../testkit/etcd.js';
@@ -148,7 +148,7 @@ export interface MeshWorkload {
  * The certificate comes from the cluster's intermediate directly; the bootstrap through
  * the CA service has its own test.
  */
-export async function startWorkload(world: MeshWorld, clusterName: string, options: { service: string; sa?: string; ports?: SidecarConfigInput['ports']; app?: boolean; config?: Partial<SidecarConfigInput>; serveObservability?: boolean }): Promise<MeshWorkload> {
+export async function startWorkload(world: MeshWorld, clusterName: string, options: { service: string; sa?: string; ports?: SidecarConfigInput['ports']; app?: boolean; config?: Partial<SidecarConfigInput>; log?: Logger; serveObservability?: boolean }): Promise<MeshWorkload> {
   const cluster = world.cluster(clusterName);
   const sa = options.sa ?? options.service;
   const app = options.app === false ? undefined : await startEchoApp(`${options.service}-${clusterName}`);
@@ -179,7 +179,7 @@ export async function startWorkload(world: MeshWorld, clusterName: string, optio
   const log = logger('sidecar', { workload: options.service, cluster: clusterName });
   const snapshots = new DiscoverySnapshotSource(config, identity, log, `${options.service}-${n}`);
   const registration = registrationPart(config, identity, log, `${options.service}-${clusterName}-${n}`);
-  const sidecar = new Sidecar({ config, identity, snapshots, parts: [registration], serveObservability: options.serveObservability ?? false });
+  const sidecar = new Sidecar({ config, identity, snapshots, parts: [registration], serveObservability: options.serveObservability ?? false, ...(options.log ? { log: options.log } : {}) });
   await sidecar.start();
   return {
     sidecar,

@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, request as httpRequest, Agent, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { join } from 'node:path';
 import type { Snapshot, SnapshotService, SnapshotTarget } from '../../../mesh/index.js';
 import { parseSidecarConfig, Sidecar, StaticSnapshotSource, WorkloadIdentity, type SidecarConfigInput, type SidecarOptions, type SnapshotSource } from '../../../proxy/index.js';
@@ -17,16 +19,21 @@ export const spiffe = (ns: string, sa: string) => `spiffe://${TD}/ns/${ns}/sa/${
 let rangeCounter = (process.pid % 700) * 64;
 
 /** An HTTP app that answers with who called it (the header the sidecar sets) and where it runs. */
-export async function startEchoApp(name: string, options: { status?: number } = {}): Promise<{ port: number; server: HttpServer; hits: () => number; setStatus(s: number): void; close(): Promise<void> }> {
+export async function startEchoApp(name: string, options: { status?: number; delayMs?: number } = {}): Promise<{ port: number; server: HttpServer; hits: () => number; setStatus(s: number): void; close(): Promise<void> }> {
   let hits = 0;
   let status = options.status ?? 200;
+  const delayMs = options.delayMs ?? 0;
   const server = createHttpServer((req, res) => {
     hits++;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = JSON.stringify({ app: name, peer: req.headers['x-causeway-peer-identity'] ?? null, peerCluster: req.headers['x-causeway-peer-cluster'] ?? null, method: req.method, path: req.url, body: Buffer.concat(chunks).toString() });
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+      const answer = () => {
+        if (!res.destroyed) res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
+      };
+      if (delayMs > 0) setTimeout(answer, delayMs);
+      else answer();
     });
   });
   server.keepAliveTimeout = 30_000;
@@ -181,9 +188,9 @@ export function snapshot(cluster: string, services: SnapshotService[], options: 
 const clientAgent = new Agent({ keepAlive: true, maxSockets: 64 });
 
 /** An HTTP GET through a sidecar's outbound address; resolves with status, headers and parsed JSON (when JSON). */
-export function get(address: string, port: number, path = '/', options: { agent?: Agent | false; method?: string; body?: string } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string; json: Record<string, unknown> | undefined }> {
+export function get(address: string, port: number, path = '/', options: { agent?: Agent | false; method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string; json: Record<string, unknown> | undefined }> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: address, port, path, method: options.method ?? 'GET', agent: options.agent === undefined ? clientAgent : options.agent }, (res) => {
+    const req = httpRequest({ host: address, port, path, method: options.method ?? 'GET', headers: options.headers, agent: options.agent === undefined ? clientAgent : options.agent }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
@@ -262,4 +269,18 @@ export async function startPair(t: import('ava').ExecutionContext, pki: MeshPki)
   const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source });
   t.teardown(() => client.close());
   return { app, server, client, source };
+}
+
+export type LogLine = Record<string, unknown>;
+
+/** A pino logger writing into memory (every line parsed), for tests that read a sidecar's log lines; `access()` has the access log's. */
+export function captureLog(): { log: import('pino').Logger; lines: LogLine[]; access: () => LogLine[] } {
+  const lines: LogLine[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      for (const text of chunk.toString().split('\n')) if (text) lines.push(JSON.parse(text) as LogLine);
+      callback();
+    },
+  });
+  return { log: pino({ level: 'info' }, stream), lines, access: () => lines.filter((l) => l.log === 'access') };
 }
