@@ -100,7 +100,7 @@ test('a Prometheus that is down or is not a Prometheus becomes the view\'s error
   t.throws(() => new PrometheusTraffic('ftp://x'), { message: /--prometheus must be an http\(s\) URL/ });
 });
 
-test('without Prometheus, --scrape reads the sidecars\' /metrics directly: rates between two reads, 5xx turns the flow failing', async (t) => {
+test('without Prometheus, --scrape reads the sidecars\' /metrics directly: rates from successive reads, 5xx turns the flow failing', async (t) => {
   const [{ config }, { app, metricsUrl }] = await Promise.all([startThreeClusters(t), startCallingPair(t)]);
   const view = await runMeshView({ config, port: 0, refreshMs: 500, scrape: [metricsUrl, 'http://127.0.0.1:9/metrics'] });
   t.teardown(() => view.stop());
