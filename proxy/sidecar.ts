@@ -77,6 +77,9 @@ export class Sidecar {
     if (!id || !notAfter) return;
     this.metrics.certificateExpiry.reset();
     this.metrics.certificateExpiry.set({ identity: id }, notAfter.getTime() / 1000);
+    this.metrics.certificateNotBefore.reset();
+    const notBefore = this.identity.notBefore;
+    if (notBefore) this.metrics.certificateNotBefore.set({ identity: id }, notBefore.getTime() / 1000);
     this.log.info({ identity: id, notAfter: notAfter.toISOString() }, 'serving workload certificate');
   };
 

@@ -3,11 +3,17 @@ import { PrometheusClient } from './prometheus-client.js';
 /**
  * Workload certificates that expire soon, from the sidecars'
  * `causeway_sidecar_certificate_expiry_timestamp_seconds` (notAfter of the certificate
- * being served). A sidecar renews at half-life (24 h certificates by default), so one
- * with less than {@link EXPIRY_WARNING_SECONDS} left is one whose renewals fail.
+ * being served) and `…_not_before_timestamp_seconds` (its notBefore). A sidecar renews at
+ * half-life ± 10 % (24 h certificates by default), so one with less than
+ * {@link EXPIRY_WARNING_SECONDS} left — or, for a certificate whose lifetime is known, less
+ * than {@link RENEWAL_OVERDUE_SHARE} of it, if that is sooner — is one whose renewals fail
+ * (a 30 s certificate of a test topology is not "expiring" for its whole life).
  */
 export const EXPIRY_WARNING_SECONDS = 6 * 3600;
+/** The share of a certificate's lifetime left when its renewal is overdue by at least a tenth of that lifetime. */
+export const RENEWAL_OVERDUE_SHARE = 0.3;
 export const EXPIRY_QUERY = 'causeway_sidecar_certificate_expiry_timestamp_seconds';
+export const NOT_BEFORE_QUERY = 'causeway_sidecar_certificate_not_before_timestamp_seconds';
 
 export interface CertificateExpiry {
   /** The scrape target's `cluster` label (deploy/prometheus: give each target one), else `unknown`. */
@@ -18,6 +24,8 @@ export interface CertificateExpiry {
   readonly notAfter: string;
   /** Negative once expired. */
   readonly secondsLeft: number;
+  /** notAfter − notBefore, when the sidecar exports its notBefore (older sidecars do not). */
+  readonly lifetimeSeconds?: number | undefined;
 }
 
 export interface CertificatesView {
@@ -42,14 +50,20 @@ export interface CertificateSource {
   readServed(now?: number): Promise<ServedCertificates>;
 }
 
-/** One certificate of one expiry sample (`notAfter` in Unix seconds). */
-export function certificateExpiry(labels: { cluster: string; identity: string; instance: string }, notAfterSeconds: number, now: number): CertificateExpiry {
-  return { ...labels, notAfter: new Date(notAfterSeconds * 1000).toISOString(), secondsLeft: Math.round(notAfterSeconds - now / 1000) };
+/** One certificate of one expiry sample (`notAfter`, and `notBefore` when known, in Unix seconds). */
+export function certificateExpiry(labels: { cluster: string; identity: string; instance: string }, notAfterSeconds: number, now: number, notBeforeSeconds?: number): CertificateExpiry {
+  const lifetime = notBeforeSeconds !== undefined && Number.isFinite(notBeforeSeconds) && notBeforeSeconds < notAfterSeconds ? Math.round(notAfterSeconds - notBeforeSeconds) : undefined;
+  return { ...labels, notAfter: new Date(notAfterSeconds * 1000).toISOString(), secondsLeft: Math.round(notAfterSeconds - now / 1000), ...(lifetime === undefined ? {} : { lifetimeSeconds: lifetime }) };
 }
 
-/** The served certificates with less than `warningSeconds` left, soonest first. */
+/** How little time left makes `c` expiring: `warningSeconds`, or less for a short-lived certificate. */
+function warningWindow(c: CertificateExpiry, warningSeconds: number): number {
+  return c.lifetimeSeconds === undefined ? warningSeconds : Math.min(warningSeconds, c.lifetimeSeconds * RENEWAL_OVERDUE_SHARE);
+}
+
+/** The served certificates inside their warning window, soonest first. */
 export function expiringCertificates(served: ServedCertificates, warningSeconds = EXPIRY_WARNING_SECONDS): CertificatesView {
-  const expiring = served.served.filter((c) => c.secondsLeft < warningSeconds).sort((a, b) => a.secondsLeft - b.secondsLeft);
+  const expiring = served.served.filter((c) => c.secondsLeft < warningWindow(c, warningSeconds)).sort((a, b) => a.secondsLeft - b.secondsLeft);
   return { source: served.source, error: served.error, expiring };
 }
 
@@ -65,8 +79,11 @@ export class PrometheusCertificates implements CertificateSource {
   /** Every served certificate now; a failure becomes the `error`, never an exception. */
   async readServed(now = Date.now()): Promise<ServedCertificates> {
     try {
-      const samples = await this.#client.query(EXPIRY_QUERY);
-      const served = samples.map((s) => certificateExpiry({ cluster: s.metric.cluster ?? 'unknown', identity: s.metric.identity ?? 'unknown', instance: s.metric.instance ?? 'unknown' }, s.value, now));
+      const [samples, notBefores] = await Promise.all([this.#client.query(EXPIRY_QUERY), this.#client.query(NOT_BEFORE_QUERY)]);
+      const notBefore = new Map(notBefores.map((s) => [`${s.metric.instance}|${s.metric.identity}`, s.value]));
+      const served = samples.map((s) =>
+        certificateExpiry({ cluster: s.metric.cluster ?? 'unknown', identity: s.metric.identity ?? 'unknown', instance: s.metric.instance ?? 'unknown' }, s.value, now, notBefore.get(`${s.metric.instance}|${s.metric.identity}`)),
+      );
       return { source: 'prometheus', error: undefined, served };
     } catch (error) {
       return { source: 'prometheus', error: (error as Error).message, served: [] };

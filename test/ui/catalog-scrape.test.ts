@@ -69,12 +69,20 @@ test('without --prometheus or --scrape the view scrapes the metrics ports the si
   t.deepEqual(run.failures, []);
 
   const mesh = async () => (await (await fetch(new URL('api/mesh', view.url))).json()) as MeshView;
-  const install = async (ttlSeconds: number) => {
-    const cert = await world.pki.workload('east', 'default/productpage', { ttlSeconds });
+  const install = async (ttlSeconds: number, ageSeconds = 0) => {
+    const cert = await world.pki.workload('east', 'default/productpage', { ttlSeconds, now: new Date(Date.now() - ageSeconds * 1000) });
     client.sidecar.identity.set({ keyPem: cert.privateKeyPem, chainPem: splitCertificates(cert.certChainPem), trustBundlePem: splitCertificates(cert.trustBundlePem) });
   };
-  // A one-hour certificate replacing a longer one: inside the warning window, and no renewal (notAfter moved back).
-  await install(3600);
+  // A fresh three-hour certificate is not expiring: renewals happen at half-life, so a short lifetime is no warning by itself.
+  await install(3 * 3600);
+  const fresh = await waitFor(async () => {
+    const c = (await mesh()).certificates;
+    return c.expiring.length === 0 && c.error === undefined ? c : undefined;
+  }, { timeoutMs: 30_000, what: 'no certificate expiring with a fresh three-hour one served' });
+  t.deepEqual(fresh.expiring, []);
+  // An eleven-hour certificate ten hours into its life replacing it: one hour left, inside the warning window
+  // (under 30 % of its lifetime and under 6 h), and no renewal (notAfter moved back).
+  await install(11 * 3600, 10 * 3600);
   const instance = `127.0.0.1:${client.sidecar.observability!.metricsPort}`;
   const expiring = await waitFor(async () => {
     const c = (await mesh()).certificates;

@@ -22,6 +22,10 @@ async function startCallingPair(t: ExecutionContext) {
   const source = new StaticSnapshotSource();
   const client = await startTestSidecar({ cluster: 'a', service: 'productpage', pki, source, config: { sidecar: { maxAttempts: 1 } } });
   t.teardown(() => client.close());
+  // An eleven-hour certificate ten hours into its life: one hour left, under 30 % of its
+  // lifetime and under 6 h — the view's warning window (renewals at half-life have failed).
+  const aged = await pki.issue('a', client.spiffeId, { seconds: 3600, ageSeconds: 10 * 3600 });
+  client.sidecar.identity.set({ keyPem: aged.key, chainPem: aged.chain, trustBundlePem: [pki.rootPem] });
   source.push(snapshot('a', [service('reviews', [endpointTarget('b', server.sidecar.inboundPort, { identity: server.spiffeId })])]));
   await client.sidecar.settled();
   const reviews = client.sidecar.outbound.lookup('default', 'reviews');
@@ -68,8 +72,8 @@ test('traffic numbers appear on the page while load runs, a certificate near exp
   t.regex(String(await page.evaluate(`graph.getElementById('traffic:a>b').data('label')`)), /req\/s · 0\.0% 5xx/);
   await screenshot(t, page, 'traffic');
 
-  // The client's certificate lives an hour (the test PKI's): inside the warning window, so
-  // listed with its cluster and announced once as an event.
+  // The client's aged certificate is inside the warning window: listed with its cluster and
+  // announced once as an event.
   await page.waitForFunction(`document.querySelector('#certificates tr[data-identity="${client.spiffeId}"]')?.dataset.cluster === 'a'`, { timeout: 60_000, polling: 200 });
   const eventText = (await page.evaluate(`document.getElementById('events').textContent`)) as string;
   t.true(eventText.includes(`[a] certificate of ${client.spiffeId} at 127.0.0.1:`), eventText);

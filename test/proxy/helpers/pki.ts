@@ -24,7 +24,8 @@ export interface WorkloadPem {
 export interface MeshPki {
   readonly trustDomain: string;
   readonly rootPem: string;
-  issue(cluster: string, spiffeId: string, options?: { seconds?: number }): Promise<WorkloadPem>;
+  /** `seconds`: life left from now; `ageSeconds`: how long ago it began (its notBefore, beyond the usual minute of backdating). */
+  issue(cluster: string, spiffeId: string, options?: { seconds?: number; ageSeconds?: number }): Promise<WorkloadPem>;
   /** Signs a PEM CSR with the cluster's intermediate, as the CA service would; the SAN is taken from `spiffeId`. */
   signCsr(cluster: string, csrPem: string, spiffeId: string, seconds?: number): Promise<string[]>;
 }
@@ -79,13 +80,13 @@ export async function createMeshPki(trustDomain = 'causeway.internal'): Promise<
     }
     return found;
   };
-  const sign = async (cluster: string, publicKey: CryptoKey | x509.PublicKey, spiffeId: string, seconds: number): Promise<string[]> => {
+  const sign = async (cluster: string, publicKey: CryptoKey | x509.PublicKey, spiffeId: string, seconds: number, ageSeconds = 0): Promise<string[]> => {
     const ca = await intermediate(cluster);
     const leaf = await x509.X509CertificateGenerator.create({
       serialNumber: nextSerial(),
       subject: 'O=causeway',
       issuer: ca.cert.subject,
-      notBefore: new Date(Date.now() - 60_000),
+      notBefore: new Date(Date.now() - 60_000 - ageSeconds * 1000),
       notAfter: new Date(Date.now() + seconds * 1000),
       publicKey,
       signingKey: ca.keys.privateKey,
@@ -105,7 +106,7 @@ export async function createMeshPki(trustDomain = 'causeway.internal'): Promise<
     rootPem: root.toString('pem') + '\n',
     async issue(cluster, spiffeId, options = {}) {
       const k = await keys();
-      const chain = await sign(cluster, k.publicKey, spiffeId, options.seconds ?? 86_400);
+      const chain = await sign(cluster, k.publicKey, spiffeId, options.seconds ?? 86_400, options.ageSeconds);
       return { key: await pkcs8Pem(k.privateKey), chain, spiffeId };
     },
     async signCsr(cluster, csrPem, spiffeId, seconds = 86_400) {
