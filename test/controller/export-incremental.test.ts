@@ -1,8 +1,10 @@
 import test, { type ExecutionContext } from 'ava';
 import { endpointEntry, serviceName, writeCatalog, type CatalogShape } from '../../bench/scale-catalog.js';
-import { EtcdKeys, ExportedService, decodeCatalogValue, parseEtcdKey, type HealthState } from '../../mesh/index.js';
+import { Controller } from '../../controller/index.js';
+import { EtcdKeys, ExportedService, decodeCatalogValue, parseConfig, parseEtcdKey, type HealthState } from '../../mesh/index.js';
 import type { EtcdStore } from '../../store/index.js';
 import { waitFor } from '../../testkit/ports.js';
+import { startExportStore } from '../federation/export-store-fixture.js';
 import { controllerWorld, TD, type ControllerWorld } from './harness.js';
 
 const SHAPE: CatalogShape = { cluster: 'east', region: 'eu', trustDomain: TD, services: 100, endpointsPerService: 3 };
@@ -52,6 +54,20 @@ const allExported = (store: EtcdStore, healthy = SHAPE.endpointsPerService) =>
  */
 const QUIET_MS = 1500;
 
+type Flip = Awaited<ReturnType<typeof catalog>>;
+
+/**
+ * Marks one endpoint of svc-7, then one of svc-42, unhealthy, each waited for in `exports`;
+ * svc-42's write comes after svc-7's echo was handled. Then lets QUIET_MS pass.
+ */
+async function twoChanges(flip: Flip, exports: EtcdStore): Promise<void> {
+  for (const [s, e] of [[7, 0], [42, 1]] as const) {
+    await flip(s, e, 'unhealthy');
+    await waitFor(async () => (await healthyOf(exports, s)) === SHAPE.endpointsPerService - 1, { what: `svc-${s} exported with one endpoint fewer healthy` });
+  }
+  await new Promise((r) => setTimeout(r, QUIET_MS));
+}
+
 test('one endpoint change among many services rewrites only that service’s export, once; the echo of the write causes none', async (t) => {
   const world = await controllerWorld(t);
   const flip = await catalog(world);
@@ -61,12 +77,7 @@ test('one endpoint change among many services rewrites only that service’s exp
   const writes = await exportWrites(t, world.store);
   const passesBefore = (await controller.metrics.exportPassServices.get()).values.find((v) => v.metricName?.endsWith('_count') && v.labels.kind === 'changed')?.value ?? 0;
 
-  await flip(7, 0, 'unhealthy');
-  await waitFor(async () => (await healthyOf(world.store, 7)) === SHAPE.endpointsPerService - 1, { what: 'svc-7 exported with one endpoint fewer healthy' });
-  // A second, unrelated change: its write comes after the first one's echo was handled.
-  await flip(42, 1, 'unhealthy');
-  await waitFor(async () => (await healthyOf(world.store, 42)) === SHAPE.endpointsPerService - 1, { what: 'svc-42 exported with one endpoint fewer healthy' });
-  await new Promise((r) => setTimeout(r, QUIET_MS));
+  await twoChanges(flip, world.store);
 
   t.deepEqual(writes, [exportKey(7), exportKey(42)], 'one write per change, none for the echoes');
   for (const entry of (await world.store.list(EtcdKeys.exportsPrefix)).entries) {
@@ -114,4 +125,21 @@ test('two controllers of one cluster converge: each change is written once, by o
 
   t.deepEqual([...writes].sort(), changed.map(exportKey).sort(), 'one write per change between the two controllers');
   for (const s of changed) t.is(await healthyOf(world.store, s), SHAPE.endpointsPerService - 1);
+});
+
+test('with an export store: one endpoint change is one write there, and the echo through the export store\'s watch causes none', async (t) => {
+  const world = await controllerWorld(t);
+  const exportStore = await startExportStore(t, 'east');
+  const flip = await catalog(world);
+  const config = parseConfig('cluster', { ...structuredClone(world.config()), exportStore: exportStore.config });
+  const controller = new Controller({ config, intermediate: (await world.pki.cluster('east')).ca, healthChecks: { enabled: false } });
+  t.teardown(() => controller.stop());
+  await controller.start();
+  await allExported(exportStore.root);
+  const writes = await exportWrites(t, exportStore.root);
+
+  await twoChanges(flip, exportStore.root);
+
+  t.deepEqual(writes, [exportKey(7), exportKey(42)], 'one write per change, none for the echoes');
+  t.is((await world.store.list(EtcdKeys.exportsPrefix)).entries.length, 0, 'nothing exported into the main etcd');
 });
