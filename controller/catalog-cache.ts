@@ -40,6 +40,10 @@ export class CatalogChanges {
   controllers = false;
   cluster = false;
   exports = false;
+  /** Exported services whose `/exports/<ns>/<name>` changed (a subset of what `exports` says). */
+  readonly exported = new Set<ServiceKey>();
+  /** `/exports/_cluster` changed (also flags `exports`). */
+  exportedCluster = false;
   workloads = false;
   links = false;
   everything = false;
@@ -51,6 +55,8 @@ export class CatalogChanges {
     this.controllers ||= other.controllers;
     this.cluster ||= other.cluster;
     this.exports ||= other.exports;
+    for (const s of other.exported) this.exported.add(s);
+    this.exportedCluster ||= other.exportedCluster;
     this.workloads ||= other.workloads;
     this.links ||= other.links;
     this.everything ||= other.everything;
@@ -205,14 +211,18 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
       case 'exported-cluster':
         this.exportedCluster = { value: entry.value, modRevision: m };
         changes.exports = true;
+        changes.exportedCluster = true;
         return;
       case 'heartbeat':
         this.heartbeat = { value: entry.value, modRevision: m };
         return;
-      case 'exported-service':
-        this.exports.set(serviceKey(entry.name.namespace, entry.name.name), { value: entry.value, modRevision: m });
+      case 'exported-service': {
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
+        this.exports.set(sk, { value: entry.value, modRevision: m });
         changes.exports = true;
+        changes.exported.add(sk);
         return;
+      }
       case 'imported-service': {
         const sk = serviceKey(entry.name.namespace, entry.name.name);
         let byPeer = this.imports.get(sk);
@@ -271,13 +281,19 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
       case 'exported-cluster':
         this.exportedCluster = undefined;
         changes.exports = true;
+        changes.exportedCluster = true;
         return;
       case 'heartbeat':
         this.heartbeat = undefined;
         return;
-      case 'exported-service':
-        if (this.exports.delete(serviceKey(entry.name.namespace, entry.name.name))) changes.exports = true;
+      case 'exported-service': {
+        const sk = serviceKey(entry.name.namespace, entry.name.name);
+        if (this.exports.delete(sk)) {
+          changes.exports = true;
+          changes.exported.add(sk);
+        }
         return;
+      }
       case 'imported-service': {
         const sk = serviceKey(entry.name.namespace, entry.name.name);
         const byPeer = this.imports.get(sk);

@@ -238,14 +238,14 @@ export class Controller {
       const changes = new CatalogChanges();
       for (const s of services) changes.services.add(s);
       discovery?.onCatalogChange(changes);
-      publisher?.schedule();
+      publisher?.onCatalogChange(changes);
     }));
     const endpointHealthy = checker.endpointHealthy.bind(checker);
     const trustBundle = () => splitPem(String(this.#credentialsTls?.trustBundle ?? ''));
     const builder = (this.builder = new SnapshotBuilder(catalog, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, trustBundle, endpointHealthy }));
     discovery = this.#discovery = new DiscoveryService(builder, { cluster: config.cluster.name, trustDomain: td, locality: config.cluster.locality, debounceMs: config.controller.pushDebounceMs }, this.metrics);
     const view = (this.#exportStoreView = exportStore
-      ? new ExportStoreView({ store: exportStore, cluster: config.cluster.name, log: logger('controller-export-store'), onChange: () => publisher?.schedule(), sweepIntervalMs: this.#options.exportStoreSweepIntervalMs })
+      ? new ExportStoreView({ store: exportStore, cluster: config.cluster.name, log: logger('controller-export-store'), onChange: (changes) => publisher?.onExportsChange(changes), sweepIntervalMs: this.#options.exportStoreSweepIntervalMs })
       : undefined);
     publisher = this.#publisher = new ExportPublisher(
       exportsStore,
@@ -256,6 +256,7 @@ export class Controller {
         network: config.cluster.network,
         trustDomain: td,
         debounceMs: config.controller.pushDebounceMs,
+        ...(this.#options.exportStoreSweepIntervalMs ? { fullPassIntervalMs: this.#options.exportStoreSweepIntervalMs } : {}),
         endpointHealthy,
         publishCluster: (value) => publishExportedCluster(exportsStore, value),
         ...(view ? { view } : {}),

@@ -23,7 +23,10 @@ export interface ExportPublisherOptions {
   readonly locality: Locality;
   readonly network: string;
   readonly trustDomain: string;
+  /** At most one pass starts per this window: a lone change is written at once, a burst in one pass at the window's end. */
   readonly debounceMs: number;
+  /** How often every exported service is checked again (besides start and each re-list); default 30 s. */
+  readonly fullPassIntervalMs?: number;
   /** Writes `/exports/_cluster` (the federation's `publishExportedCluster`). */
   publishCluster(value: Omit<ExportedCluster, 'schema'>): Promise<void>;
   endpointHealthy(endpoint: StoredEndpoint): boolean;
@@ -81,19 +84,33 @@ export function gatewayAddresses(catalog: CatalogCache): GatewayAddress[] {
  * different (ignoring `exportedAt`, which is kept from the first write), so their writes
  * converge instead of alternating. (The gateways in `_cluster` also depend on what each
  * controller's probe saw: they agree once every listed gateway answers.)
+ *
+ * Passes are incremental: a change to service S (its spec, an endpoint's registration or
+ * health) recomputes only S's export; `_cluster` only when gateways or `_cluster` itself
+ * changed; every service only at start, on a re-list and every `fullPassIntervalMs`. A
+ * change of an export key (the echo of this controller's own write, or another
+ * controller's) costs one comparison with what the catalog says it should be; only a
+ * difference makes the key dirty again. Strays are removed at every pass.
  */
 export class ExportPublisher {
   readonly #log = logger('controller-exports');
   #timer: NodeJS.Timeout | undefined;
+  #fullTimer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
   #closed = false;
+  /** When the last pass started (for the debounce window). */
+  #lastPassAt = -Infinity;
+  /** What the next pass must look at. */
+  #full = true;
+  #cluster = true;
+  readonly #dirty = new Set<ServiceKey>();
 
   readonly #store: EtcdStore;
   readonly #catalog: CatalogCache;
   readonly #options: ExportPublisherOptions;
   readonly #metrics: ControllerMetrics;
-  readonly #probe = new GatewayProbe({ onAnswered: () => this.schedule() });
+  readonly #probe = new GatewayProbe({ onAnswered: () => this.#markCluster() });
   /** Between failed passes (etcd away): 0.5 s doubling to 10 s, jittered, reset by a pass that succeeds. */
   readonly #retry = new Backoff({ initialMs: 500, maxMs: 10_000 });
 
@@ -109,33 +126,76 @@ export class ExportPublisher {
     this.#metrics = metrics;
   }
 
-  start(): Promise<void> {
-    return this.reconcile();
+  /** Reconciles every exported service, then does so again every `fullPassIntervalMs`. */
+  async start(): Promise<void> {
+    this.#full = true;
+    await this.reconcile();
+    this.#fullTimer ??= setInterval(() => {
+      this.#full = true;
+      this.schedule();
+    }, this.#options.fullPassIntervalMs ?? 30_000);
+    this.#fullTimer.unref();
   }
 
+  /** A catalog change: its services become dirty; its export keys (main-etcd exports) are compared. */
   onCatalogChange(changes: CatalogChanges): void {
-    if (changes.everything || changes.exports || changes.gateways || changes.services.size > 0) this.schedule();
+    for (const key of changes.services) this.#dirty.add(key);
+    if (changes.gateways) this.#cluster = true;
+    // With an export store, the catalog's own exports/ are not what peers read.
+    if (this.#options.view) {
+      if (changes.everything || changes.gateways || changes.services.size > 0) this.#request(changes.everything);
+      return;
+    }
+    this.onExportsChange(changes, changes.services.size > 0 || changes.gateways);
   }
 
-  /** Recompute soon (health-check results changed). */
+  /** Export keys changed (the export store's watch, or the main etcd's): compare each with what it should be. */
+  onExportsChange(changes: CatalogChanges, pending = false): void {
+    if (changes.exportedCluster) this.#cluster = true;
+    let work = pending || changes.exportedCluster;
+    for (const key of changes.exported) {
+      if (this.#dirty.has(key) || this.#plan(key) === undefined) continue;
+      this.#dirty.add(key);
+      work = true;
+    }
+    if (work || changes.everything) this.#request(changes.everything);
+  }
+
+  #markCluster(): void {
+    this.#cluster = true;
+    this.schedule();
+  }
+
+  /** Schedules a pass, of every service when `full`. */
+  #request(full: boolean): void {
+    if (full) this.#full = true;
+    this.schedule();
+  }
+
+  /**
+   * Runs a pass soon: at once when none started within `debounceMs`, else when that
+   * window ends (the changes meanwhile go in one pass).
+   */
   schedule(): void {
     if (this.#closed || this.#timer) return;
+    const delayMs = Math.max(0, this.#lastPassAt + this.#options.debounceMs - performance.now());
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.reconcile().then(
         () => this.#retry.reset(),
         (error: Error) => {
-          const delayMs = Math.round(this.#retry.next());
-          this.#log.warn({ err: error.message, retryInMs: delayMs }, 'export reconcile failed; retrying');
-          setTimeout(() => this.schedule(), delayMs).unref();
+          const retryMs = Math.round(this.#retry.next());
+          this.#log.warn({ err: error.message, retryInMs: retryMs }, 'export reconcile failed; retrying');
+          setTimeout(() => this.schedule(), retryMs).unref();
         },
       );
-    }, this.#options.debounceMs);
+    }, delayMs);
   }
 
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#timer);
+    clearInterval(this.#fullTimer);
     this.#probe.close();
     await this.#running?.catch(() => undefined);
   }
@@ -150,15 +210,6 @@ export class ExportPublisher {
       counts.set(k, { locality: l, healthy: c.healthy + (this.#options.endpointHealthy(stored) ? 1 : 0), total: c.total + 1 });
     }
     return [...counts.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([, c]) => c);
-  }
-
-  /** Sets the healthy-endpoints gauge of every exported service in one go (no await: a scrape never sees half); an unexported service leaves it. */
-  #countHealthyExported(): void {
-    const gauge = this.#metrics.exportedHealthyEndpoints;
-    gauge.reset();
-    for (const [key, { value: spec }] of this.#catalog.services) {
-      if (spec.exported) gauge.set({ namespace: spec.namespace, service: spec.name }, this.healthyCounts(key).reduce((sum, c) => sum + c.healthy, 0));
-    }
   }
 
   /** Brings `/exports/` in line with the catalog; runs one pass at a time. */
@@ -180,42 +231,81 @@ export class ExportPublisher {
     return this.#running;
   }
 
-  async #pass(): Promise<void> {
-    this.#countHealthyExported();
-    const o = this.#options;
-    const view: ExportsView = o.view ?? this.#catalog;
-    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, await this.#probe.serving(this.#catalog.gateways));
-    if (!isDeepStrictEqual(view.exportedCluster?.value, cluster)) {
-      const { schema: _schema, ...value } = cluster;
-      await o.publishCluster(value);
-      this.#metrics.exportWrites.inc({ kind: 'cluster' });
-    }
-    const writes: Array<() => Promise<void>> = [];
-    for (const [key, { value: spec }] of this.#catalog.services) {
-      if (!spec.exported) continue;
-      const current = view.exports.get(key);
-      const healthy = this.healthyCounts(key);
-      if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) continue;
-      const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
-      const value: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: spec, healthy, exportedAt: current?.value.exportedAt ?? new Date().toISOString() };
-      const encoded = encodeCatalogValue(ExportedService, etcdKey, value);
-      writes.push(async () => {
-        await this.#store.putIfUnchanged(etcdKey, encoded, current?.modRevision ?? '0');
-        this.#metrics.exportWrites.inc({ kind: 'service' });
-      });
-    }
-    for (const [key, current] of view.exports) {
-      if (this.#catalog.services.get(key)?.value.exported) continue;
+  get #view(): ExportsView {
+    return this.#options.view ?? this.#catalog;
+  }
+
+  /**
+   * The write that brings service `key`'s export in line with the catalog (and sets its
+   * healthy-endpoints gauge when `gauge`), or undefined when etcd already holds it.
+   */
+  #plan(key: ServiceKey, gauge = false): (() => Promise<void>) | undefined {
+    const spec = this.#catalog.services.get(key)?.value;
+    const current = this.#view.exports.get(key);
+    const labels = { namespace: spec?.namespace ?? current?.value.service.namespace ?? '', service: spec?.name ?? current?.value.service.name ?? '' };
+    if (!spec?.exported) {
+      if (gauge) this.#metrics.exportedHealthyEndpoints.remove(labels);
+      if (!current) return undefined;
       const { namespace, name } = current.value.service;
-      writes.push(async () => {
-        await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision);
+      return async () => {
+        // Lost to another controller's write: its echo makes the key dirty again if need be.
+        if (!(await this.#store.deleteIfUnchanged(EtcdKeys.exportedService(namespace, name), current.modRevision))) return;
         this.#metrics.exportWrites.inc({ kind: 'unexport' });
         this.#log.info({ service: `${name}.${namespace}` }, 'service no longer exported');
-      });
+      };
     }
-    await runWithin(writes, EXPORT_WRITES_IN_FLIGHT);
-    // Only in the export store, which holds nothing but what the controllers write there.
-    for (const key of o.view?.strays() ?? []) {
+    const healthy = this.healthyCounts(key);
+    if (gauge) this.#metrics.exportedHealthyEndpoints.set(labels, healthy.reduce((sum, c) => sum + c.healthy, 0));
+    if (current && isDeepStrictEqual(current.value.service, spec) && isDeepStrictEqual(current.value.healthy, healthy)) return undefined;
+    const etcdKey = EtcdKeys.exportedService(spec.namespace, spec.name);
+    const value: ExportedService = { schema: CATALOG_SCHEMA_VERSION, service: spec, healthy, exportedAt: current?.value.exportedAt ?? new Date().toISOString() };
+    const encoded = encodeCatalogValue(ExportedService, etcdKey, value);
+    return async () => {
+      if (await this.#store.putIfUnchanged(etcdKey, encoded, current?.modRevision ?? '0')) this.#metrics.exportWrites.inc({ kind: 'service' });
+    };
+  }
+
+  async #pass(): Promise<void> {
+    this.#lastPassAt = performance.now();
+    const full = this.#full;
+    const cluster = this.#cluster || full;
+    const keys = full ? new Set([...this.#catalog.services.keys(), ...this.#view.exports.keys()]) : new Set(this.#dirty);
+    this.#full = false;
+    this.#cluster = false;
+    this.#dirty.clear();
+    try {
+      // Gauges and plans in one go, no await between: a scrape never sees half.
+      if (full) this.#metrics.exportedHealthyEndpoints.reset();
+      const writes: Array<() => Promise<void>> = [];
+      for (const key of keys) {
+        const write = this.#plan(key, true);
+        if (write) writes.push(write);
+      }
+      this.#metrics.exportPassServices.observe({ kind: full ? 'full' : 'changed' }, keys.size);
+      if (cluster) await this.#writeCluster();
+      await runWithin(writes, EXPORT_WRITES_IN_FLIGHT);
+      await this.#removeStrays();
+    } catch (error) {
+      // Whatever this pass was to look at, the retry looks at again.
+      this.#full ||= full;
+      this.#cluster ||= cluster;
+      for (const key of keys) this.#dirty.add(key);
+      throw error;
+    }
+  }
+
+  async #writeCluster(): Promise<void> {
+    const o = this.#options;
+    const cluster = exportedClusterValue({ name: o.cluster, locality: o.locality, network: o.network, trustDomain: o.trustDomain }, await this.#probe.serving(this.#catalog.gateways));
+    if (isDeepStrictEqual(this.#view.exportedCluster?.value, cluster)) return;
+    const { schema: _schema, ...value } = cluster;
+    await o.publishCluster(value);
+    this.#metrics.exportWrites.inc({ kind: 'cluster' });
+  }
+
+  /** Only in the export store, which holds nothing but what the controllers write there. */
+  async #removeStrays(): Promise<void> {
+    for (const key of this.#options.view?.strays() ?? []) {
       await this.#store.delete(key);
       this.#metrics.exportWrites.inc({ kind: 'stray' });
       this.#log.warn({ key }, 'removed a key from the export store that no controller wrote');

@@ -1,6 +1,6 @@
 import { EtcdKeys, type ExportedCluster, type ExportedService, type Heartbeat, type Logger } from '../mesh/index.js';
 import { CatalogMirror, MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
-import { serviceKey, type ServiceKey } from './catalog-cache.js';
+import { CatalogChanges, serviceKey, type ServiceKey } from './catalog-cache.js';
 
 interface Versioned<T> {
   readonly value: T;
@@ -17,8 +17,12 @@ export interface ExportStoreViewOptions {
   readonly store: EtcdStore;
   readonly cluster: string;
   readonly log: Logger;
-  /** Something under `/causeway/v1/exports/` changed (or was listed again). */
-  readonly onChange: () => void;
+  /**
+   * Something under `/causeway/v1/exports/` changed: `exported` names the services whose
+   * key changed, `exportedCluster` flags `_cluster`; `everything` means listed again, an
+   * invalid value or a stray key (check it all).
+   */
+  readonly onChange: (changes: CatalogChanges) => void;
   /** How often every key of the export store is checked for strays (besides start and each re-list). */
   readonly sweepIntervalMs?: number;
 }
@@ -46,20 +50,26 @@ export class ExportStoreView implements ExportsView {
       store: options.store,
       prefix: EtcdKeys.exportsPrefix,
       log: options.log,
-      onInvalid: () => options.onChange(),
+      onInvalid: () => options.onChange(Object.assign(new CatalogChanges(), { everything: true })),
       onUpdate: ({ changes, relisted }) => {
+        const seen = Object.assign(new CatalogChanges(), { exports: true, everything: relisted });
         for (const { type, entry } of changes) {
           const versioned = type === 'put' ? { value: entry.value, modRevision: entry.modRevision } : undefined;
-          if (entry.kind === 'exported-cluster') this.#exportedCluster = versioned as Versioned<ExportedCluster> | undefined;
-          else if (entry.kind === 'heartbeat') this.#heartbeat = versioned as Versioned<Heartbeat> | undefined;
-          else if (entry.kind === 'exported-service') {
+          if (entry.kind === 'exported-cluster') {
+            this.#exportedCluster = versioned as Versioned<ExportedCluster> | undefined;
+            seen.exportedCluster = true;
+          } else if (entry.kind === 'heartbeat') {
+            this.#heartbeat = versioned as Versioned<Heartbeat> | undefined;
+            if (this.#heartbeat && this.#heartbeat.value.cluster !== this.#o.cluster) seen.everything = true;
+          } else if (entry.kind === 'exported-service') {
             const key = serviceKey(entry.name.namespace, entry.name.name);
             if (versioned) this.#exports.set(key, versioned as Versioned<ExportedService>);
             else this.#exports.delete(key);
-          }
+            seen.exported.add(key);
+          } else seen.everything = true;
         }
         if (relisted) this.sweep();
-        options.onChange();
+        options.onChange(seen);
       },
     });
   }

@@ -15,6 +15,7 @@ export class ControllerMetrics {
   readonly services: Gauge;
   readonly invalidValues: Counter;
   readonly exportWrites: Counter<'kind'>;
+  readonly exportPassServices: Histogram<'kind'>;
   readonly healthChecks: Counter<'result'>;
   readonly dnsQueries: Counter<'rcode'>;
   readonly exportedHealthyEndpoints: Gauge<'namespace' | 'service'>;
@@ -41,6 +42,13 @@ export class ControllerMetrics {
     this.services = new Gauge({ name: 'causeway_controller_services', help: 'Services in the catalog', registers });
     this.invalidValues = new Counter({ name: 'causeway_controller_invalid_etcd_values_total', help: 'etcd values skipped because they failed validation', registers });
     this.exportWrites = new Counter({ name: 'causeway_controller_export_writes_total', help: 'Writes to /causeway/v1/exports/', labelNames: ['kind'], registers });
+    this.exportPassServices = new Histogram({
+      name: 'causeway_controller_export_pass_services',
+      help: 'Services an export pass compared with the export store (kind: full = every service, changed = only those that changed)',
+      labelNames: ['kind'],
+      buckets: [1, 2, 5, 10, 50, 100, 500, 1000, 5000],
+      registers,
+    });
     this.healthChecks = new Counter({ name: 'causeway_controller_health_checks_total', help: 'Active health checks by result', labelNames: ['result'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_controller_dns_queries_total', help: 'Operator DNS queries by response code', labelNames: ['rcode'], registers });
     this.exportedHealthyEndpoints = new Gauge({
