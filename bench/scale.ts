@@ -3,7 +3,7 @@
  * clusters on this machine, every part real (bench/scale-mesh.ts: per cluster a main etcd,
  * an export store with TLS and RBAC, a controller process and a federation process; a
  * granted link for every ordered pair). Each cluster gets 1,000 exported services × 10
- * endpoints, written into its etcd in the registry's format (bench/scale-catalog.ts).
+ * endpoints, written into its etcd in the registry's format (testkit/bulk-catalog.ts).
  * Per mesh size it measures:
  *  1. convergence: from the first catalog write until every cluster holds every peer's
  *     services as imports (goal ≤ 30 s);
@@ -27,7 +27,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtcdKeys, createRootLogger, setRootLogger, type FederationConfig } from '../mesh/index.js';
 import { startDiscoveryNodes } from './discovery-nodes.js';
-import { NAMESPACE, endpointEntry, serviceName, writeCatalog, type CatalogShape } from './scale-catalog.js';
+import { NAMESPACE, endpointEntry, serviceName, writeCatalog, type CatalogShape } from '../testkit/bulk-catalog.js';
 import { TRUST_DOMAIN, prepareBundles, startScaleMesh, type ScaleCluster, type ScaleMesh, type Teardown } from './scale-mesh.js';
 import { etcdFigures, memoryAfterGc, residentBytes, type EtcdFigures } from './scale-probes.js';
 import { ServiceWatch, type ServicePut } from './scale-watch.js';

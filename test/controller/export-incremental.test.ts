@@ -1,5 +1,5 @@
 import test, { type ExecutionContext } from 'ava';
-import { endpointEntry, serviceName, writeCatalog, type CatalogShape } from '../../bench/scale-catalog.js';
+import { endpointEntry, serviceName, writeCatalog, type CatalogShape } from '../../testkit/bulk-catalog.js';
 import { Controller } from '../../controller/index.js';
 import { EtcdKeys, ExportedService, decodeCatalogValue, parseConfig, parseEtcdKey, type HealthState } from '../../mesh/index.js';
 import type { EtcdStore } from '../../store/index.js';

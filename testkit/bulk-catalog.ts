@@ -1,5 +1,5 @@
 /**
- * The catalog `bench:scale` gives each cluster, written straight into the cluster's etcd in
+ * The catalog `bench:scale` (and the export tests) give each cluster, written straight into the cluster's etcd in
  * the registry's format — service specs as `causeway service apply` stores them, endpoints
  * on a lease as `Register` stores them — so the controller picks them up by watch exactly
  * as it does the real registry's writes.
