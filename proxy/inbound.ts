@@ -2,6 +2,7 @@ import { Agent, request as httpRequest, type IncomingMessage, type OutgoingHttpH
 import { connect as tcpConnect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { InboundH2 } from './h2-inbound.js';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
 import { authorize, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
@@ -57,6 +58,12 @@ interface InboundContext {
 /** Headers a caller may not set: the sidecar writes them from the verified certificate. */
 const IDENTITY_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER]);
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
+/**
+ * ALPN the inbound listener answers, for clients that offer it: client sidecars offer `h2`
+ * on `http2`/`grpc` ports only; sidecars from before HTTP/2, and every other port, offer
+ * none and get none (an offer without a match also continues without ALPN).
+ */
+const INBOUND_ALPN = ['h2', 'http/1.1'];
 
 /**
  * The inbound listener (15006): terminates mTLS (STRICT: a client certificate chaining
@@ -78,12 +85,14 @@ export class InboundListener {
   readonly #onIdentityChange: () => void;
   readonly #fastPath: DownstreamHandler<InboundContext>;
   readonly #appHost: AppExchangeHost;
+  readonly #h2: InboundH2;
   #port = 0;
 
   constructor(deps: InboundDeps) {
     this.#deps = deps;
     this.#accessLog = deps.tuning.accessLog && deps.log.isLevelEnabled('debug');
-    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true });
+    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true, ALPNProtocols: INBOUND_ALPN });
+    this.#h2 = new InboundH2({ appHost: deps.tuning.appHost, metrics: deps.metrics, log: deps.log.child({ module: 'h2-inbound' }), serviceLabel: `${deps.service}.${deps.namespace}`, cluster: deps.cluster, dropHeaders: IDENTITY_HEADERS });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
       deps.metrics.inboundRefused.inc({ reason: 'handshake' });
@@ -133,6 +142,7 @@ export class InboundListener {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     for (const s of this.#sockets) s.destroy();
     for (const h of this.#http.values()) h.closeAllConnections();
+    this.#h2.close();
     this.#appAgent.destroy();
     await closed;
   }
@@ -195,7 +205,8 @@ export class InboundListener {
     if (!port) return this.#refuse(socket, 'unknown_port', { sni: servername });
     const decision = authorize(this.#deps.policies(), { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, caller);
     const context: InboundContext = { caller, port, denied: decision.allowed ? undefined : decision.policy };
-    if (!decision.allowed && port.protocol !== 'http') {
+    // HTTP and HTTP/2 decide per request (a denied one gets a 403 or PERMISSION_DENIED); other ports per connection.
+    if (!decision.allowed && port.protocol !== 'http' && !(socket.alpnProtocol === 'h2' && (port.protocol === 'http2' || port.protocol === 'grpc'))) {
       this.#countDenial(caller, decision.policy);
       return this.#refuse(socket, 'authorization_denied', { caller: caller.spiffeId, policy: decision.policy });
     }
@@ -241,11 +252,40 @@ export class InboundListener {
       this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'sent' }, s.bytesRead ?? 0);
       this.#deps.metrics.bytes.inc({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service, flow: 'received' }, s.bytesWritten ?? 0);
     });
+    if ((socket as TLSSocket).alpnProtocol === 'h2' && (context.port.protocol === 'http2' || context.port.protocol === 'grpc')) {
+      this.#serveH2(socket, context);
+      return;
+    }
     if (context.port.protocol === 'http') {
       new DownstreamConnection(socket as Socket, this.#fastPath, context, IDLE_KEEPALIVE_MS);
       return;
     }
     this.#pipeTcp(socket, context);
+  }
+
+  /** An HTTP/2 connection (ALPN h2 on an `http2`/`grpc` port): streams authorized and forwarded one by one. */
+  #serveH2(socket: Duplex, context: InboundContext): void {
+    const port = context.port;
+    const identityHeaders: Record<string, string> = {};
+    if (context.caller.spiffeId) identityHeaders[PEER_IDENTITY_HEADER] = context.caller.spiffeId;
+    if (context.caller.cluster) identityHeaders[PEER_CLUSTER_HEADER] = context.caller.cluster;
+    this.#h2.serve(socket, {
+      targetPort: port.targetPort ?? port.port,
+      identityHeaders,
+      denied: () => this.#denied(context, port),
+      countDenial: (policy) => this.#countDenial(context.caller, policy),
+      finish: (code, result, started, method, path) => this.#requestDone(context, code, result, started, method, path),
+    });
+  }
+
+  /** One inbound request done: its counter, its duration and (at debug, when enabled) its access-log line. */
+  #requestDone(context: InboundContext, code: number, result: string, started: number, method: string | undefined, path: string | undefined): void {
+    const labels = this.#labels(context);
+    this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
+    this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
+    if (this.#accessLog) {
+      this.#deps.log.debug({ direction: 'inbound', method, path, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
+    }
   }
 
   #pipeTcp(socket: Duplex, context: InboundContext): void {
@@ -336,14 +376,7 @@ export class InboundListener {
       res.writeHead(500).end();
       return;
     }
-    const labels = this.#labels(context);
-    const finish = (code: number, result: string) => {
-      this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
-      this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-      if (this.#accessLog) {
-        this.#deps.log.debug({ direction: 'inbound', method: req.method, path: req.url, caller: context.caller.spiffeId, cluster: context.caller.cluster, code, result, ms: Math.round((performance.now() - started) * 100) / 100 }, 'request');
-      }
-    };
+    const finish = (code: number, result: string) => this.#requestDone(context, code, result, started, req.method, req.url);
     // Policies can change while a pooled connection lives: decide again whenever the
     // snapshot's policy list is another one (a new snapshot brings a new array).
     const denied = this.#denied(context, port);

@@ -17,6 +17,8 @@ export class SidecarMetrics {
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
   readonly dnsQueries: Counter<'result'>;
+  readonly h2Sessions: Gauge<'direction' | 'peer'>;
+  readonly grpcResponses: Counter<'direction' | 'destination_cluster' | 'destination_service' | 'grpc_status'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -36,6 +38,8 @@ export class SidecarMetrics {
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });
+    this.h2Sessions = new Gauge({ name: 'causeway_sidecar_h2_sessions', help: 'Open HTTP/2 sessions; peer=app is the app side (the app\'s h2c connections outbound, the sidecar\'s own to the app inbound), peer=mesh the mTLS side', labelNames: ['direction', 'peer'], registers });
+    this.grpcResponses = new Counter({ name: 'causeway_sidecar_grpc_responses_total', help: 'gRPC calls by their grpc-status (from the response headers or trailers; the sidecar\'s own errors included). Each call is also in causeway_sidecar_http_requests_total', labelNames: ['direction', 'destination_cluster', 'destination_service', 'grpc_status'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

@@ -3,6 +3,7 @@ import type { SidecarTuning } from './config.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
+import { GrpcStatus } from './grpc-wire.js';
 import { sniFor, type UpstreamRoute } from './upstream-connector.js';
 import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
 
@@ -136,10 +137,10 @@ export class RequestPolicy {
     return this.#services.get(serviceKey(namespace, service));
   }
 
-  /** Whether a listener's port is proxied per request (HTTP) or per connection. */
-  protocolOf(spec: OutboundListenerSpec): 'http' | 'tcp' {
-    const port = this.#services.get(spec.serviceKey)?.ports.find((p) => p.port === spec.servicePort);
-    return port?.protocol === 'http' ? 'http' : 'tcp';
+  /** Whether a listener's port is proxied per request (HTTP/1.1, or HTTP/2 per stream for `http2` and `grpc` ports) or per connection. */
+  protocolOf(spec: OutboundListenerSpec): 'http' | 'h2' | 'tcp' {
+    const protocol = this.#services.get(spec.serviceKey)?.ports.find((p) => p.port === spec.servicePort)?.protocol;
+    return protocol === 'http' ? 'http' : protocol === 'http2' || protocol === 'grpc' ? 'h2' : 'tcp';
   }
 
   /**
@@ -226,12 +227,21 @@ export class RequestPolicy {
    * an attempt is left: the target counts as failed and the error to report if no other
    * target answers is returned. Otherwise a 5xx counts towards ejection, any other status
    * clears the target, and undefined is returned: the response goes to the app.
+   * `grpcStatus` is the `grpc-status` of a gRPC response's headers (a trailers-only
+   * response) or trailers, when it has one: {@link grpcStatusOutcome} decides what it does.
    */
-  responded(plan: AttemptPlan, attempt: number, target: SnapshotTarget, status: number, serverError: string | undefined, method: string, bodyHeld: boolean): ProxyError | undefined {
+  responded(plan: AttemptPlan, attempt: number, target: SnapshotTarget, status: number, serverError: string | undefined, method: string, bodyHeld: boolean, grpcStatus?: number): ProxyError | undefined {
     const key = targetKey(target);
     if (bodyHeld && (serverError === APP_UNAVAILABLE || (serverError === APP_RESET && IDEMPOTENT.has(method))) && attempt + 1 < plan.attempts) {
       this.#outliers.failure(key, 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
       return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${serverError} from ${key}`);
+    }
+    if (grpcStatus !== undefined) {
+      const outcome = grpcStatusOutcome(grpcStatus);
+      if (outcome.failure) this.#outliers.failure(key, 'grpc-status', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
+      else if (status < 500) this.#outliers.success(key);
+      if (outcome.retry && bodyHeld && attempt + 1 < plan.attempts) return new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: grpc-status ${grpcStatus} from ${key}`);
+      if (outcome.failure || status < 500) return undefined;
     }
     if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
     else this.#outliers.success(key);
@@ -295,6 +305,20 @@ export class RequestPolicy {
 export function errorStatus(error: unknown): { status: number; code: string } {
   const code = error instanceof ProxyError ? error.code : ProxyErrorCodes.unclassified;
   return { status: code === ProxyErrorCodes.connectTimeout ? 504 : code === ProxyErrorCodes.unknownService ? 404 : 503, code };
+}
+
+/** gRPC statuses a call is replayed on another target after (when its request is held and an attempt is left). */
+const GRPC_RETRY_ON: ReadonlySet<number> = new Set([GrpcStatus.unavailable, GrpcStatus.cancelled]);
+/** gRPC statuses that count towards a target's ejection, as a 5xx does (the statuses a server or path failure produces). */
+const GRPC_FAILURES: ReadonlySet<number> = new Set([GrpcStatus.deadlineExceeded, GrpcStatus.internal, GrpcStatus.unavailable, 15 /* DATA_LOSS */]);
+
+/**
+ * What a response's `grpc-status` does: whether the call may go to another target
+ * (`retry`) and whether it counts against the target in outlier detection (`failure`).
+ * The one place gRPC codes become retry and outlier decisions.
+ */
+export function grpcStatusOutcome(code: number): { retry: boolean; failure: boolean } {
+  return { retry: GRPC_RETRY_ON.has(code), failure: GRPC_FAILURES.has(code) };
 }
 
 /**

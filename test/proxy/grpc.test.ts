@@ -1,0 +1,203 @@
+import test from 'ava';
+import { connect as h2connect, constants, type IncomingHttpHeaders } from 'node:http2';
+import type { ServiceError } from '@grpc/grpc-js';
+import { startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
+import { echo, echoClient, GrpcCode, startGrpcEchoApp, type EchoClient, type GrpcEchoApp } from './helpers/grpc.js';
+import { metricValue, spiffe } from './helpers/mesh.js';
+import { waitFor } from '../../testkit/ports.js';
+
+// Three clusters on loopback (real etcd, controllers, SNI gateways, sidecars, mTLS):
+// the caller in east (eu); greeter in west and south, both in region us, so east's
+// sidecar sees their two gateways in one priority group and picks per call between them.
+const greeterSpec = { name: 'greeter', namespace: 'default', ports: [{ name: 'grpc', port: 9090, protocol: 'grpc' }], serviceAccounts: [spiffe('default', 'greeter')], exported: true };
+const productpageSpec = { name: 'productpage', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' }], serviceAccounts: [spiffe('default', 'productpage')], exported: false };
+
+interface Greeter {
+  readonly workload: MeshWorkload;
+  readonly app: GrpcEchoApp;
+  close(): Promise<void>;
+}
+
+interface World {
+  world: MeshWorld;
+  client: MeshWorkload;
+  greeters: Map<string, Greeter>;
+}
+
+/** A greeter workload: a gRPC app and its sidecar; `inboundProtocol: 'tcp'` makes its inbound carry the port as bytes, as sidecars before HTTP/2 did. */
+async function startGreeter(world: MeshWorld, cluster: string, inboundProtocol: 'grpc' | 'tcp' = 'grpc'): Promise<Greeter> {
+  const app = await startGrpcEchoApp(`greeter-${cluster}${inboundProtocol === 'tcp' ? '-tcp' : ''}`);
+  const workload = await startWorkload(world, cluster, { service: 'greeter', app: false, ports: [{ name: 'grpc', port: 9090, targetPort: app.port, protocol: inboundProtocol }], config: { probe: { tcp: { port: app.port } } } });
+  return {
+    workload,
+    app,
+    async close() {
+      await workload.close();
+      await app.close();
+    },
+  };
+}
+
+function ctx(t: { context: unknown }): World {
+  return t.context as World;
+}
+
+test.serial.before(async (t) => {
+  const world = await startMesh([
+    { name: 'east', region: 'eu', zone: 'eu-1' },
+    { name: 'west', region: 'us', zone: 'us-1' },
+    { name: 'south', region: 'us', zone: 'us-2' },
+  ]);
+  Object.assign(t.context as object, { world, greeters: new Map() });
+  for (const name of world.clusters.keys()) {
+    await world.cluster(name).admin.applyService(productpageSpec);
+    await world.cluster(name).admin.applyService(greeterSpec);
+  }
+  const greeters = ctx(t).greeters;
+  greeters.set('west', await startGreeter(world, 'west'));
+  greeters.set('south', await startGreeter(world, 'south'));
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  ctx(t).client = client;
+  await waitFor(() => new Set(targetsOf(client.sidecar, 'greeter').filter((x) => x.kind === 'gateway' && x.healthy).map((x) => x.cluster)).size === 2, { what: 'greeter imported from west and south', timeoutMs: 30_000 });
+  await client.sidecar.settled();
+});
+
+test.after.always(async (t) => {
+  const c = t.context as Partial<World>;
+  await c.client?.close().catch(() => undefined);
+  for (const g of c.greeters?.values() ?? []) await g.close().catch(() => undefined);
+  await c.world?.close();
+});
+
+function channel(t: { context: unknown; teardown(fn: () => void): void }, cluster?: string): EchoClient {
+  const address = ctx(t).client.sidecar.outbound.lookup('default', 'greeter', cluster)!.address;
+  const client = echoClient(address, 9090);
+  t.teardown(() => client.close());
+  return client;
+}
+
+/** `count` unary calls on one channel, `concurrency` at a time; answers per app, and every failure. */
+async function calls(client: EchoClient, count: number, concurrency = 5): Promise<{ apps: Map<string, number>; peers: Set<string | null>; failures: ServiceError[] }> {
+  const apps = new Map<string, number>();
+  const peers = new Set<string | null>();
+  const failures: ServiceError[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      next++;
+      const answer = await echo(client);
+      if ('code' in answer) failures.push(answer);
+      else {
+        apps.set(answer.app, (apps.get(answer.app) ?? 0) + 1);
+        peers.add(answer.peer);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { apps, peers, failures };
+}
+
+test.serial('100 unary calls on ONE gRPC channel spread over endpoints in two clusters; the servers learn the caller\'s SPIFFE ID', async (t) => {
+  const { client } = ctx(t);
+  const result = await calls(channel(t), 100);
+  t.deepEqual(result.failures, []);
+  t.true((result.apps.get('greeter-west') ?? 0) > 0, `west served none: ${JSON.stringify([...result.apps])}`);
+  t.true((result.apps.get('greeter-south') ?? 0) > 0, `south served none: ${JSON.stringify([...result.apps])}`);
+  t.deepEqual([...result.peers], [spiffe('default', 'productpage')]);
+  // Each call is one request in the sidecar's metrics; each peer is one pooled HTTP/2 session.
+  const requests = async (cluster: string) => metricValue(client.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'outbound', destination_cluster: cluster, destination_service: 'greeter.default', code: '200' });
+  t.is((await requests('west')) + (await requests('south')), 100);
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), 100);
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'outbound', peer: 'mesh' }), 2);
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'outbound', peer: 'app' }), 1);
+  t.true((await metricValue(ctx(t).greeters.get('west')!.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound', peer: 'mesh' })) >= 1);
+});
+
+test.serial('calls that get UNAVAILABLE from one cluster are retried on the other and its gateway is ejected; no call fails', async (t) => {
+  const { client, greeters } = ctx(t);
+  const south = greeters.get('south')!;
+  south.app.failWith(GrpcCode.UNAVAILABLE);
+  t.teardown(() => south.app.failWith(undefined));
+  const before = south.app.calls();
+  const result = await calls(channel(t), 100);
+  t.deepEqual(result.failures, []);
+  t.is(result.apps.get('greeter-south'), undefined);
+  t.is(result.apps.get('greeter-west'), 100);
+  t.true(south.app.calls() > before, 'south was tried');
+  t.true((await metricValue(client.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'south', reason: 'grpc-status' })) >= 1);
+  t.true((await metricValue(client.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'inbound', grpc_status: '14' })) === 0, 'the client sidecar counts only outbound calls');
+});
+
+test.serial('server-streaming calls pass through message by message', async (t) => {
+  const stream = channel(t).Count(Buffer.from('20'));
+  const received: { app: string; i: number }[] = [];
+  for await (const message of stream as AsyncIterable<Buffer>) received.push(JSON.parse(message.toString()) as { app: string; i: number });
+  t.deepEqual(received.map((m) => m.i), Array.from({ length: 20 }, (_, i) => i));
+  t.is(new Set(received.map((m) => m.app)).size, 1, 'one call, one server');
+});
+
+test.serial('grpc-timeout is the call\'s deadline: the sidecar answers DEADLINE_EXCEEDED when it passes and cancels the call upstream', async (t) => {
+  const { client, greeters } = ctx(t);
+  for (const g of greeters.values()) g.app.delay(5000);
+  t.teardown(() => {
+    for (const g of greeters.values()) g.app.delay(0);
+  });
+  const cancelledBefore = [...greeters.values()].reduce((n, g) => n + g.app.cancelled(), 0);
+  // A raw HTTP/2 client: it sends grpc-timeout but keeps no deadline of its own, so what ends the call is the sidecar.
+  const address = client.sidecar.outbound.lookup('default', 'greeter')!.address;
+  const session = h2connect(`http://${address}:9090`);
+  t.teardown(() => session.close());
+  const started = Date.now();
+  const stream = session.request({ ':method': 'POST', ':path': '/cw.test.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '300m' });
+  const message = Buffer.from('hi');
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  message.copy(frame, 5);
+  stream.end(frame);
+  const [headers, flags] = await new Promise<[IncomingHttpHeaders, number]>((resolve) => stream.once('response', (h: IncomingHttpHeaders, f: number) => resolve([h, f])));
+  t.is(headers['grpc-status'], String(GrpcCode.DEADLINE_EXCEEDED));
+  t.is(flags & constants.NGHTTP2_FLAG_END_STREAM, constants.NGHTTP2_FLAG_END_STREAM, 'a trailers-only response');
+  t.true(Date.now() - started < 4000, `answered after ${Date.now() - started} ms`);
+  await waitFor(() => [...greeters.values()].reduce((n, g) => n + g.app.cancelled(), 0) > cancelledBefore, { what: 'the app to see the call cancelled', timeoutMs: 10_000 });
+  t.true((await metricValue(client.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: String(GrpcCode.DEADLINE_EXCEEDED) })) >= 1);
+});
+
+test.serial('a peer whose inbound carries the port as TCP (a sidecar from before HTTP/2) still serves the calls, on the same session', async (t) => {
+  const { world, client } = ctx(t);
+  const old = await startGreeter(world, 'east', 'tcp');
+  t.teardown(() => old.close());
+  await waitFor(() => targetsOf(client.sidecar, 'greeter').some((x) => x.kind === 'endpoint' && x.healthy), { what: 'the east greeter endpoint', timeoutMs: 20_000 });
+  await client.sidecar.settled();
+  const result = await calls(channel(t, 'east'), 20);
+  t.deepEqual(result.failures, []);
+  t.is(result.apps.get('greeter-east-tcp'), 20);
+  t.is(await metricValue(old.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound' }), 0, 'the old-style inbound terminated no HTTP/2');
+});
+
+test.serial('a whole cluster killed while calls run on one channel: zero failed calls', async (t) => {
+  const { world, greeters } = ctx(t);
+  const client = channel(t);
+  const apps = new Map<string, number>();
+  const failures: ServiceError[] = [];
+  let running = true;
+  const worker = async () => {
+    while (running) {
+      const answer = await echo(client);
+      if ('code' in answer) failures.push(answer);
+      else apps.set(answer.app, (apps.get(answer.app) ?? 0) + 1);
+    }
+  };
+  const workers = Array.from({ length: 4 }, worker);
+  await waitFor(() => (apps.get('greeter-south') ?? 0) >= 20 && (apps.get('greeter-west') ?? 0) >= 20, { what: 'calls served by both clusters', timeoutMs: 30_000 });
+  const south = greeters.get('south')!;
+  await south.workload.kill();
+  await south.app.close();
+  await world.cluster('south').stopGateway();
+  const westBefore = apps.get('greeter-west') ?? 0;
+  await waitFor(() => (apps.get('greeter-west') ?? 0) >= westBefore + 100, { what: '100 more calls after south died', timeoutMs: 30_000 });
+  running = false;
+  await Promise.all(workers);
+  t.deepEqual(failures.map((f) => f.message), []);
+  greeters.delete('south');
+  await world.cluster('south').startGateway();
+});
