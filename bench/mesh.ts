@@ -41,18 +41,17 @@
  * (this process's on stdout).
  */
 import 'reflect-metadata';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { connect as netConnect, createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
 import { serviceSni } from '../mesh/index.js';
 import { ensureCommandBundle, ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/bundles.mjs';
+import { cpuSeconds, freePort, LAG_MONITOR, machineBusySeconds, memory, percentile, root, runQueueSeconds, start, startHaproxy, stopHops, tail, type Memory } from './hops.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
 const rps = Number(args.get('rps') ?? 1000);
@@ -63,132 +62,7 @@ if (!['bundle', 'bundle-plain', 'tsx'].includes(sidecarMode)) throw new Error(`-
 const peer = args.get('peer') ?? 'haproxy';
 if (!['haproxy', 'none'].includes(peer)) throw new Error(`--peer ${peer}: expected haproxy or none`);
 const TD = 'causeway.internal';
-/** Loaded into every hop, and into this process, with CAUSEWAY_BENCH_LAG_MS: see the file. */
-const LAG_MONITOR = join(root, 'bench', 'event-loop-lag.mjs');
 if (process.env.CAUSEWAY_BENCH_LAG_MS) await import(pathToFileURL(LAG_MONITOR).href);
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const children: ChildProcess[] = [];
-
-/** With CAUSEWAY_BENCH_LOG_DIR, where a hop's whole output goes (e.g. with --trace-gc): <dir>/<name>.log. */
-function hopLog(name: string): ReturnType<typeof createWriteStream> | undefined {
-  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
-  return logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
-}
-/** Starts `node [CAUSEWAY_BENCH_NODE_OPTIONS] <nodeArgs>` (TypeScript entries with `--import tsx` in nodeArgs). */
-function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
-  // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
-  const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  if (process.env.CAUSEWAY_BENCH_LAG_MS) extra.push('--import', LAG_MONITOR);
-  const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, CAUSEWAY_LOG_LEVEL: 'warn' } });
-  children.push(child);
-  let output = '';
-  let ready = false;
-  const log = hopLog(name);
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      log?.write(d);
-      if (ready) return;
-      output += d.toString();
-      if (readyText.test(output)) {
-        ready = true;
-        resolve(child);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${output.slice(-2000)}`)));
-    setTimeout(() => reject(new Error(`${name} not ready after 30 s:\n${output.slice(-2000)}`)), 30_000).unref();
-  });
-}
-
-/** Starts `haproxy -db -f <config>` and resolves once `port` accepts connections. */
-async function startHaproxy(name: string, config: string, port: number): Promise<ChildProcess> {
-  const child = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  const log = hopLog(name);
-  const onData = (d: Buffer) => {
-    log?.write(d);
-    if (output.length < 20_000) output += d.toString();
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}) before it listened on ${port}:\n${output.slice(-2000)}`);
-    const open = await new Promise<boolean>((resolve) => {
-      const s = netConnect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (open) return child;
-    if (Date.now() > deadline) throw new Error(`${name} not listening on ${port} after 10 s:\n${output.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** CPU seconds all processes of the machine used (all cores), from /proc/stat. */
-function machineBusySeconds(): number {
-  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal …: processes' time only (user, nice,
-  // system) — interrupt and softirq time is largely this benchmark's own loopback traffic.
-  return (fields[0]! + fields[1]! + fields[2]!) / 100;
-}
-
-/** Seconds a process's main thread spent runnable but waiting for a CPU (schedstat's second field, ns). */
-function runQueueSeconds(pid: number): number {
-  try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
-  } catch {
-    return 0;
-  }
-}
-
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
-}
-
-interface Memory {
-  /** Resident set size, MB: every resident page the process maps, shared or not. */
-  rssMb: number;
-  /** Proportional set size, MB: shared pages divided among the processes mapping them. */
-  pssMb: number;
-  /** Unique set size, MB: pages only this process maps (Private_Clean + Private_Dirty). */
-  ussMb: number;
-}
-
-function memory(pid: number): Memory {
-  const kb = new Map<string, number>();
-  for (const line of readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').split('\n')) {
-    const m = /^(\w+):\s+(\d+) kB/.exec(line);
-    if (m) kb.set(m[1]!, Number(m[2]));
-  }
-  const mb = (n: number) => n / 1024;
-  return { rssMb: mb(kb.get('Rss')!), pssMb: mb(kb.get('Pss')!), ussMb: mb(kb.get('Private_Clean')! + kb.get('Private_Dirty')!) };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-/** The latency percentiles reported for a path. */
-function tail(sorted: number[]): { p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number; maxMs: number } {
-  return { p50Ms: percentile(sorted, 50), p90Ms: percentile(sorted, 90), p99Ms: percentile(sorted, 99), p999Ms: percentile(sorted, 99.9), maxMs: sorted[sorted.length - 1] ?? NaN };
-}
 
 /** Open-loop load at `rate`/s for `durationS`; returns latencies (ms) of the measured window and the error count. */
 async function drive(port: number, rate: number, durationS: number, warmupS: number, timelineFile?: string): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
@@ -443,21 +317,7 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
   } finally {
-    // SIGTERM first so that a profiled run (CAUSEWAY_BENCH_NODE_OPTIONS=--cpu-prof) can write its profile.
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            const kill = setTimeout(() => c.kill('SIGKILL'), 3000);
-            c.once('exit', () => {
-              clearTimeout(kill);
-              resolve();
-            });
-            c.kill('SIGTERM');
-          }),
-      ),
-    );
+    await stopHops();
     rmSync(dir, { recursive: true, force: true });
   }
 }
