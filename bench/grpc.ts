@@ -22,10 +22,9 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { connect as h2connect, type IncomingHttpHeaders } from 'node:http2';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
-import { serviceSni } from '../mesh/index.js';
 import { ensureCommandBundle, ensureSidecarBundle, sidecarEnv } from '../scripts/bundles.mjs';
-import { cpuSeconds, freePort, machineBusySeconds, memory, percentile, root, runQueueSeconds, start, startHaproxy, stopHops, tail } from './hops.js';
+import { writeTwoClusters } from './two-clusters.js';
+import { freePort, measurePath, openLoop, type OpenLoopResult, root, start, startHaproxy, stopHops, tail } from './hops.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
@@ -34,7 +33,6 @@ const seconds = Number(args.get('seconds') ?? 10);
 const warmup = Number(args.get('warmup') ?? 2);
 const peer = args.get('peer') ?? 'haproxy';
 if (!['haproxy', 'none'].includes(peer)) throw new Error(`--peer ${peer}: expected haproxy or none`);
-const TD = 'causeway.internal';
 const GOALS = { addedP50Ms: 0.5, cpuVsHaproxy: 1.5 };
 
 /** One gRPC message (5-byte length prefix), ~100 bytes like a small unary request. */
@@ -46,55 +44,28 @@ const MESSAGE = (() => {
   return frame;
 })();
 
-/** Open-loop unary calls at `rate`/s on one HTTP/2 session; latencies (ms) of the measured window and failures. */
-async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
+/** Open-loop unary calls at `rate`/s on one HTTP/2 session (see {@link openLoop}). */
+async function drive(port: number, rate: number, durationS: number, warmupS: number): Promise<OpenLoopResult> {
   const session = h2connect(`http://127.0.0.1:${port}`);
   session.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     session.once('connect', () => resolve());
     session.once('error', reject);
   });
-  const latencies: number[] = [];
-  let errors = 0;
-  let sent = 0;
-  const errorKinds: Record<string, number> = {};
-  const failed = (kind: string) => {
-    errors++;
-    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
-  };
-  const startedAt = performance.now();
-  const total = Math.round(rate * (durationS + warmupS));
-  const interval = 1000 / rate;
-  const inflight: Promise<void>[] = [];
-  const fire = (i: number) => {
-    const scheduled = startedAt + i * interval;
-    const measured = i >= rate * warmupS;
-    sent++;
-    inflight.push(
-      new Promise<void>((resolve) => {
-        const stream = session.request({ ':method': 'POST', ':path': '/bench.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers' });
-        let status: string | undefined;
-        stream.on('response', (headers: IncomingHttpHeaders) => (status = headers['grpc-status'] as string | undefined ?? status));
-        stream.on('trailers', (trailers: IncomingHttpHeaders) => (status = trailers['grpc-status'] as string | undefined));
-        stream.on('error', () => {});
-        stream.resume();
-        stream.once('close', () => {
-          if (status !== '0') failed(`grpc-status ${status ?? 'none'} (rst ${stream.rstCode})`);
-          else if (measured) latencies.push(performance.now() - scheduled);
-          resolve();
-        });
-        stream.end(MESSAGE);
-      }),
-    );
-  };
-  for (let next = 0; next < total; ) {
-    const due = Math.min(total, Math.floor((performance.now() - startedAt) / interval) + 1);
-    while (next < due) fire(next++);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  await Promise.all(inflight);
+  const call = () =>
+    new Promise<string | undefined>((resolve) => {
+      const stream = session.request({ ':method': 'POST', ':path': '/bench.Echo/Echo', 'content-type': 'application/grpc', te: 'trailers' });
+      let status: string | undefined;
+      stream.on('response', (headers: IncomingHttpHeaders) => (status = (headers['grpc-status'] as string | undefined) ?? status));
+      stream.on('trailers', (trailers: IncomingHttpHeaders) => (status = trailers['grpc-status'] as string | undefined));
+      stream.on('error', () => {});
+      stream.resume();
+      stream.once('close', () => resolve(status === '0' ? undefined : `grpc-status ${status ?? 'none'} (rst ${stream.rstCode})`));
+      stream.end(MESSAGE);
+    });
+  const result = await openLoop(rate, durationS, warmupS, call);
   session.close();
-  return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
+  return result;
 }
 
 async function main(): Promise<void> {
@@ -102,35 +73,9 @@ async function main(): Promise<void> {
   const gatewayBundle = await ensureCommandBundle('gateway');
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-grpc-'));
   try {
-    const rootCa = await createRootCa({ trustDomain: TD });
-    const eastCa = await createIntermediateCa(rootCa, { cluster: 'east' });
-    const westCa = await createIntermediateCa(rootCa, { cluster: 'west' });
     const [appPort, gatewayPort, serverInbound, clientLocal, dnsA, dnsB, haproxyLocal, haproxyInbound] = (await Promise.all(Array.from({ length: 8 }, () => freePort()))) as [number, number, number, number, number, number, number, number];
-    const echo = { name: 'echo', namespace: 'default', ports: [{ name: 'grpc', port: 9090, protocol: 'grpc' as const }], serviceAccounts: [`spiffe://${TD}/ns/default/sa/echo`], subsets: {} };
-    const snapshot = (cluster: string, targets: unknown[]) => ({ schema: 1, version: '1', cluster, trustDomain: TD, trustBundle: [], services: [{ ...echo, targets }], authorization: [], traffic: [] });
-    const writeSidecar = async (name: string, cluster: string, ca: typeof eastCa, extra: Record<string, unknown>, snap: unknown) => {
-      const cert = await ca.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/${name}` });
-      const file = join(dir, `${name}.json`);
-      const config = {
-        cluster,
-        locality: { region: cluster === 'east' ? 'eu' : 'us', zone: 'z1' },
-        namespace: 'default',
-        service: name,
-        serviceAccount: name,
-        controller: { address: '127.0.0.1:1' },
-        advertiseAddress: '127.0.0.1',
-        stateDir: join(dir, name),
-        sidecar: { inboundHost: '127.0.0.1', accessLog: false, dns: { outside: 'refuse' }, outboundRange: cluster === 'east' ? '127.63.0.0/16' : '127.64.0.0/16' },
-        ...extra,
-      };
-      writeFileSync(file, JSON.stringify({ config, keyPem: cert.privateKeyPem, chainPem: [...cert.certChain], trustBundlePem: splitCertificates(cert.trustBundlePem), snapshot: snap }));
-      return file;
-    };
-    const serverFile = await writeSidecar('echo', 'west', westCa, { ports: [{ name: 'grpc', port: 9090, targetPort: appPort, protocol: 'grpc' }], inboundPort: serverInbound, dnsPort: dnsB }, snapshot('west', []));
-    const gatewayTarget = { kind: 'gateway', cluster: 'west', address: '127.0.0.1', port: gatewayPort, locality: { region: 'us', zone: 'z1' }, priority: 2, weight: 1, labels: {}, healthy: true, stale: false };
-    const clientFile = await writeSidecar('load', 'east', eastCa, { inboundPort: 0, dnsPort: dnsA, upstreams: [{ service: 'echo.default', port: 9090, localPort: clientLocal }] }, snapshot('east', [gatewayTarget]));
-    const routesFile = join(dir, 'routes.yaml');
-    writeFileSync(routesFile, `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n  - service: echo-haproxy.default\n    endpoints: [127.0.0.1:${haproxyInbound}]\n`);
+    const topology = await writeTwoClusters(dir, { name: 'grpc', port: 9090, protocol: 'grpc' }, { app: appPort, gateway: gatewayPort, serverInbound, clientLocal, dnsEast: dnsA, dnsWest: dnsB, haproxyInbound }, { east: '127.63.0.0/16', west: '127.64.0.0/16' });
+    const { serverFile, clientFile, routesFile } = topology;
 
     const app = await start('app', [join(root, 'bench', 'grpc-app.mjs'), String(appPort)], /listening/);
     const gateway = await start('gateway', [gatewayBundle, 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
@@ -140,21 +85,12 @@ async function main(): Promise<void> {
     const client = await start('client sidecar', [harness, clientFile], /READY/, env);
     let haproxy: { client: ChildProcess; server: ChildProcess; version: string } | undefined;
     if (peer === 'haproxy') {
-      const clientCert = await eastCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/load-haproxy` });
-      const sni = serviceSni({ port: 9090, subset: undefined, service: 'echo-haproxy', namespace: 'default', cluster: 'west', trustDomain: TD });
-      const serverCert = await westCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/echo-haproxy`, commonName: sni });
-      const pem = (c: typeof clientCert, name: string) => {
-        const file = join(dir, name);
-        writeFileSync(file, [...c.certChain, c.privateKeyPem].join('\n'), { mode: 0o600 });
-        return file;
-      };
-      const caFile = join(dir, 'haproxy-trust.pem');
-      writeFileSync(caFile, clientCert.trustBundlePem);
+      const { sni, clientPem, serverPem, caFile } = await topology.haproxyFiles();
       const common = `global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n`;
       const clientConfig = join(dir, 'haproxy-client.cfg');
-      writeFileSync(clientConfig, `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal} proto h2\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${pem(clientCert, 'haproxy-client.pem')} ca-file ${caFile} verify required sni str(${sni}) alpn h2\n`);
+      writeFileSync(clientConfig, `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal} proto h2\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${clientPem} ca-file ${caFile} verify required sni str(${sni}) alpn h2\n`);
       const serverConfig = join(dir, 'haproxy-server.cfg');
-      writeFileSync(serverConfig, `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${pem(serverCert, 'haproxy-server.pem')} ca-file ${caFile} verify required alpn h2\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort} proto h2\n`);
+      writeFileSync(serverConfig, `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${serverPem} ca-file ${caFile} verify required alpn h2\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort} proto h2\n`);
       haproxy = {
         server: await startHaproxy('haproxy server side', serverConfig, haproxyInbound),
         client: await startHaproxy('haproxy client side', clientConfig, haproxyLocal),
@@ -168,28 +104,7 @@ async function main(): Promise<void> {
     const measure = async (name: string, localPort: number, clientPid: number, serverPid: number) => {
       process.stderr.write(`${name} path: ${rps} calls/s for ${seconds} s (+${warmup} s warm-up)…\n`);
       await drive(localPort, Math.min(rps, 200), 1, 0); // sessions up and JIT warm before measuring
-      const hops = [clientPid, serverPid, gateway.pid!, app.pid!];
-      const own = () => hops.reduce((a, pid) => a + cpuSeconds(pid), 0) + (process.cpuUsage().user + process.cpuUsage().system) / 1e6;
-      const before = { client: cpuSeconds(clientPid), server: cpuSeconds(serverPid), own: own(), machine: machineBusySeconds(), wait: hops.reduce((a, pid) => a + runQueueSeconds(pid), 0) };
-      const t0 = performance.now();
-      const load = await drive(localPort, rps, seconds, warmup);
-      const elapsed = (performance.now() - t0) / 1000;
-      const otherCpuShare = Math.max(0, machineBusySeconds() - before.machine - (own() - before.own)) / (elapsed * availableParallelism());
-      const answered = Math.max(1, load.sent - load.errors);
-      const per1000 = (cpuS: number) => (cpuS / answered) * 1000;
-      const clientCpu = per1000(cpuSeconds(clientPid) - before.client);
-      const serverCpu = per1000(cpuSeconds(serverPid) - before.server);
-      return {
-        latency: { ...tail(load.latencies), errors: load.errors, errorKinds: load.errorKinds },
-        addedP50Ms: percentile(load.latencies, 50) - percentile(direct.latencies, 50),
-        addedP99Ms: percentile(load.latencies, 99) - percentile(direct.latencies, 99),
-        sidecarVcpuPer1000Rps: (clientCpu + serverCpu) / 2,
-        clientSidecarVcpuPer1000Rps: clientCpu,
-        serverSidecarVcpuPer1000Rps: serverCpu,
-        otherCpuShare,
-        runQueueWaitPerSecond: (hops.reduce((a, pid) => a + runQueueSeconds(pid), 0) - before.wait) / elapsed,
-        rssMb: { client: memory(clientPid).rssMb, server: memory(serverPid).rssMb },
-      };
+      return measurePath({ client: clientPid, server: serverPid, gateway: gateway.pid!, app: app.pid! }, direct, () => drive(localPort, rps, seconds, warmup));
     };
     const haproxyRun = haproxy && (await measure('haproxy', haproxyLocal, haproxy.client.pid!, haproxy.server.pid!));
     const mesh = await measure('mesh', clientLocal, client.pid!, server.pid!);
@@ -203,7 +118,7 @@ async function main(): Promise<void> {
     const result = { when, rps, seconds, warmup, direct: { ...tail(direct.latencies), errors: direct.errors }, mesh, haproxy: haproxyRun && { version: haproxy!.version, ...haproxyRun }, goals, loadAverage };
     const f = (n: number) => n.toFixed(3);
     const row = (name: string, l: ReturnType<typeof tail> & { errors: number }) => `| ${name} | ${f(l.p50Ms)} | ${f(l.p90Ms)} | ${f(l.p99Ms)} | ${f(l.p999Ms)} | ${f(l.maxMs)} | ${l.errors} |`;
-    const side = (name: string, r: typeof mesh) => `| ${name} | ${f(r.addedP50Ms)} | ${f(r.addedP99Ms)} | ${f(r.sidecarVcpuPer1000Rps)} (client ${f(r.clientSidecarVcpuPer1000Rps)}, server ${f(r.serverSidecarVcpuPer1000Rps)}) | ${r.rssMb.client.toFixed(1)} / ${r.rssMb.server.toFixed(1)} | ${(r.otherCpuShare * 100).toFixed(1)} % |`;
+    const side = (name: string, r: typeof mesh) => `| ${name} | ${f(r.addedP50Ms)} | ${f(r.addedP99Ms)} | ${f(r.sidecarVcpuPer1000Rps)} (client ${f(r.clientSidecarVcpuPer1000Rps)}, server ${f(r.serverSidecarVcpuPer1000Rps)}) | ${r.afterLoad.client.rssMb.toFixed(1)} / ${r.afterLoad.server.rssMb.toFixed(1)} | ${(r.otherCpuShare * 100).toFixed(1)} % |`;
     const markdown = [
       `# gRPC benchmark ${when}`,
       '',

@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, readFileSync } from 'node:fs';
 import { connect as netConnect, createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -153,4 +154,98 @@ export async function stopHops(): Promise<void> {
         }),
     ),
   );
+}
+
+/** What an open-loop run measured: latencies (ms, sorted) of the measured window, and the failures by kind. */
+export interface OpenLoopResult {
+  latencies: number[];
+  errors: number;
+  sent: number;
+  errorKinds: Record<string, number>;
+}
+
+/**
+ * Open-loop load at `rate`/s for `warmupS` + `durationS`: `call` starts one request and
+ * resolves with a failure kind, or undefined when it succeeded. Latency counts from each
+ * request's scheduled send time, so a stall is not hidden by coordinated omission; each
+ * turn of the event loop sends every request that is due, then yields, so responses are
+ * read between sends. `measured` gets each measured request (ms since the start, latency).
+ */
+export async function openLoop(rate: number, durationS: number, warmupS: number, call: () => Promise<string | undefined>, measured?: (sinceStartMs: number, latencyMs: number) => void): Promise<OpenLoopResult> {
+  const latencies: number[] = [];
+  let errors = 0;
+  let sent = 0;
+  const errorKinds: Record<string, number> = {};
+  const startedAt = performance.now();
+  const total = Math.round(rate * (durationS + warmupS));
+  const interval = 1000 / rate;
+  const inflight: Promise<void>[] = [];
+  const fire = (i: number) => {
+    const scheduled = startedAt + i * interval;
+    const inWindow = i >= rate * warmupS;
+    sent++;
+    inflight.push(
+      call().then((failure) => {
+        if (failure !== undefined) {
+          errors++;
+          errorKinds[failure] = (errorKinds[failure] ?? 0) + 1;
+        } else if (inWindow) {
+          const latency = performance.now() - scheduled;
+          latencies.push(latency);
+          measured?.(scheduled - startedAt, latency);
+        }
+      }),
+    );
+  };
+  for (let next = 0; next < total; ) {
+    const due = Math.min(total, Math.floor((performance.now() - startedAt) / interval) + 1);
+    while (next < due) fire(next++);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await Promise.all(inflight);
+  return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
+}
+
+/** The pids of one proxied path under load: its two sidecars (or HAProxies), the gateway and the app. */
+export interface PathHops {
+  readonly client: number;
+  readonly server: number;
+  readonly gateway: number;
+  readonly app: number;
+}
+
+/**
+ * One proxied path under load (`run`, an open loop): its latencies, what it adds to the
+ * direct path's, CPU per 1000 requests/s of its two sidecars and of the gateway (per
+ * request actually answered: a starved run answers fewer than it sent), the CPU other
+ * work used meanwhile, the time the hops waited for a CPU, and the sidecars' memory after.
+ */
+export async function measurePath(hops: PathHops, direct: OpenLoopResult, run: () => Promise<OpenLoopResult>) {
+  const pids = [hops.client, hops.server, hops.gateway, hops.app];
+  const ours = () => pids.reduce((a, pid) => a + cpuSeconds(pid), 0) + (process.cpuUsage().user + process.cpuUsage().system) / 1e6;
+  const before = { client: cpuSeconds(hops.client), server: cpuSeconds(hops.server), gateway: cpuSeconds(hops.gateway), ours: ours(), machine: machineBusySeconds(), wait: pids.reduce((a, pid) => a + runQueueSeconds(pid), 0) };
+  const t0 = performance.now();
+  const load = await run();
+  const elapsed = (performance.now() - t0) / 1000;
+  // Work on the machine that is not this benchmark's (other sessions, builds…): the
+  // numbers only mean something when it is near zero.
+  const otherCpuShare = Math.max(0, machineBusySeconds() - before.machine - (ours() - before.ours)) / (elapsed * availableParallelism());
+  const runQueueWaitPerSecond = (pids.reduce((a, pid) => a + runQueueSeconds(pid), 0) - before.wait) / elapsed;
+  const answered = Math.max(1, load.sent - load.errors);
+  const per1000 = (cpuS: number) => (cpuS / answered) * 1000;
+  const client = per1000(cpuSeconds(hops.client) - before.client);
+  const server = per1000(cpuSeconds(hops.server) - before.server);
+  return {
+    latency: { ...tail(load.latencies), errors: load.errors, errorKinds: load.errorKinds },
+    addedP50Ms: percentile(load.latencies, 50) - percentile(direct.latencies, 50),
+    addedP99Ms: percentile(load.latencies, 99) - percentile(direct.latencies, 99),
+    sidecarVcpuPer1000Rps: (client + server) / 2,
+    clientSidecarVcpuPer1000Rps: client,
+    serverSidecarVcpuPer1000Rps: server,
+    gatewayVcpuPer1000Rps: per1000(cpuSeconds(hops.gateway) - before.gateway),
+    otherCpuShare,
+    runQueueWaitPerSecond,
+    phaseSeconds: elapsed,
+    afterLoad: { client: memory(hops.client), server: memory(hops.server) },
+  };
 }

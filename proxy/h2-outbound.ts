@@ -1,7 +1,6 @@
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Logger } from '../mesh/index.js';
-import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { H2Exchange } from './h2-exchange.js';
 import type { ListenerBinding } from './http-outbound.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -67,18 +66,13 @@ export class H2Outbound {
   #forward(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, listener: ListenerBinding): void {
     const policy = this.#policy;
     const spec = listener.spec;
-    if (!spec) {
-      new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, 'unknown', undefined).refuse(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
-      return;
-    }
     let plan: AttemptPlan;
     try {
-      plan = policy.plan(spec);
-      policy.admitRequest(plan);
+      plan = policy.admit(spec);
     } catch (error) {
-      new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, spec.serviceLabel, undefined).refuse(error);
+      new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, spec?.serviceLabel ?? 'unknown', undefined).refuse(error);
       return;
     }
-    new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, spec.serviceLabel, plan).start();
+    new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, spec!.serviceLabel, plan).start();
   }
 }

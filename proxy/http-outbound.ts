@@ -1,7 +1,6 @@
 import type { Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { ProxyError, ProxyErrorCodes } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { DownstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
 import type { HttpFallback } from './http-fallback.js';
@@ -58,19 +57,14 @@ export class HttpOutbound {
   /** One request on the fast path: the policy's plan, then an exchange; a request it refuses is answered at once. */
   forward(connection: DownstreamConnection<undefined>, request: BufferedRequest, spec: OutboundListenerSpec | undefined): void {
     const policy = this.#policy;
-    if (!spec) {
-      new OutboundExchange(policy, this.#connections, connection, request, 'unknown', undefined).refuse(new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service'));
-      return;
-    }
     let plan: AttemptPlan;
     try {
-      plan = policy.plan(spec);
-      policy.admitRequest(plan);
+      plan = policy.admit(spec);
     } catch (error) {
-      new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, undefined).refuse(error);
+      new OutboundExchange(policy, this.#connections, connection, request, spec?.serviceLabel ?? 'unknown', undefined).refuse(error);
       return;
     }
-    new OutboundExchange(policy, this.#connections, connection, request, spec.serviceLabel, plan).start();
+    new OutboundExchange(policy, this.#connections, connection, request, spec!.serviceLabel, plan).start();
   }
 }
 

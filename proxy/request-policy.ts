@@ -177,6 +177,18 @@ export class RequestPolicy {
     };
   }
 
+  /**
+   * {@link plan} and {@link admitRequest} for one request (or HTTP/2 stream) to what a
+   * listener stands for; throws the ProxyError to answer with (the listener no longer
+   * stands for a service, nothing to try, circuit open).
+   */
+  admit(spec: OutboundListenerSpec | undefined): AttemptPlan {
+    if (!spec) throw new ProxyError(ProxyErrorCodes.unknownService, 'this listener no longer stands for a mesh service');
+    const plan = this.plan(spec);
+    this.admitRequest(plan);
+    return plan;
+  }
+
   /** The circuit breaker for HTTP: requests in flight to the service stand for its connections. Counts the request in. */
   admitRequest(plan: AttemptPlan): void {
     const circuit = plan.circuit;
