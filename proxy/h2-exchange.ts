@@ -43,7 +43,11 @@ export class H2Exchange {
   #attempt = 0;
   #target: SnapshotTarget | undefined;
   #upstream: ClientHttp2Stream | undefined;
-  /** Sessions that have carried a stream before (a stream lost on one may be a race with its closing, as with a kept-alive HTTP/1.1 connection). */
+  /**
+   * The stream may be replayed after a reset without a response: its session had carried
+   * streams before (a race with the session's closing, as with a kept-alive HTTP/1.1
+   * connection) or the peer refused it unprocessed (REFUSED_STREAM, GOAWAY).
+   */
   #reused = false;
   /** The response is going to the app: no other attempt can start. */
   #committed = false;
@@ -189,7 +193,10 @@ export class H2Exchange {
     }
     upstream.once('response', (headers: IncomingHttpHeaders, flags: number) => this.#response(upstream, headers, endsStream(flags)));
     upstream.once('close', () => {
-      if (this.#upstream === upstream && !this.#committed) this.#attemptFailed(new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: the stream was reset before a response (HTTP/2 code ${upstream.rstCode ?? 'none'})`), false);
+      if (this.#upstream !== upstream || this.#committed) return;
+      // REFUSED_STREAM (also what a GOAWAY does to the streams after its last one): the peer never processed it.
+      if (upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM) this.#reused = true;
+      this.#attemptFailed(new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: the stream was reset before a response (HTTP/2 code ${upstream.rstCode ?? 'none'})`), false);
     });
     const ms = this.#plan!.policy?.requestTimeoutMs;
     if (ms) this.#attemptTimer = setTimeout(attemptTimedOut, ms, this, upstream, ms);

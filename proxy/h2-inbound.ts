@@ -9,6 +9,9 @@ import { H2SessionPool } from './h2-session-pool.js';
 import type { SidecarMetrics } from './metrics.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 
+/** How long a closing inbound waits for the streams in flight on its HTTP/2 sessions. */
+const DRAIN_MS = 1000;
+
 /** What the inbound listener knows of one verified mTLS connection that chose ALPN `h2`. */
 export interface InboundH2Connection {
   /** The app port the SNI named. */
@@ -68,6 +71,8 @@ export class InboundH2 {
     this.#sessions.add(session);
     gauge.inc({ direction: 'inbound', peer: 'mesh' });
     session.once('close', () => {
+      // The connection goes with its session (also one that failed: a bad preface, a protocol error).
+      socket.destroy();
       this.#sessions.delete(session);
       gauge.dec({ direction: 'inbound', peer: 'mesh' });
     });
@@ -76,8 +81,18 @@ export class InboundH2 {
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#forward(stream, headers, connection));
   }
 
-  close(): void {
-    for (const session of this.#sessions) session.destroy();
+  /**
+   * Closes every session gracefully: a GOAWAY tells each client sidecar which streams
+   * were taken (those finish, up to `drainMs`) and which were not (it replays them on
+   * another target), instead of cutting responses half-way.
+   */
+  async close(drainMs = DRAIN_MS): Promise<void> {
+    const sessions = [...this.#sessions];
+    await Promise.race([
+      Promise.all(sessions.map((session) => new Promise<void>((resolve) => session.close(() => resolve())))),
+      new Promise<void>((resolve) => setTimeout(resolve, drainMs).unref()),
+    ]);
+    for (const session of sessions) session.destroy();
     for (const pool of this.#apps.values()) pool.destroy();
     this.#apps.clear();
   }

@@ -52,6 +52,8 @@ export class H2Outbound {
     metrics.activeConnections.inc({ direction: 'outbound' });
     metrics.h2Sessions.inc({ direction: 'outbound', peer: 'app' });
     session.once('close', () => {
+      // The connection goes with its session (also one that failed: a bad preface, a protocol error).
+      socket.destroy();
       this.#sessions.delete(session);
       metrics.activeConnections.dec({ direction: 'outbound' });
       metrics.h2Sessions.dec({ direction: 'outbound', peer: 'app' });

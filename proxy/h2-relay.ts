@@ -67,14 +67,7 @@ export function relayResponse(upstream: ClientHttp2Stream, headers: IncomingHttp
       downstream.once('drain', () => upstream.resume());
     }
   });
-  upstream.once('end', () => {
-    ended = true;
-    downstream.end();
-    finished(grpcStatus, true);
-  });
-  upstream.once('close', () => {
-    if (ended) return;
-    ended = true;
+  const breakOff = () => {
     if (grpc && !downstream.destroyed) {
       trailers = { 'grpc-status': String(GrpcStatus.unavailable), 'grpc-message': encodeURIComponent('the upstream stream broke off') };
       downstream.end();
@@ -82,6 +75,19 @@ export function relayResponse(upstream: ClientHttp2Stream, headers: IncomingHttp
       downstream.close(constants.NGHTTP2_INTERNAL_ERROR);
     }
     finished(GrpcStatus.unavailable, false);
+  };
+  // Node ends a stream's readable side when the stream is reset or its session dies, so
+  // an 'end' is whole only without an error code (and, for gRPC, with a status).
+  upstream.once('end', () => {
+    ended = true;
+    if ((upstream.rstCode ?? 0) !== constants.NGHTTP2_NO_ERROR || (grpc && grpcStatus === undefined)) return breakOff();
+    downstream.end();
+    finished(grpcStatus, true);
+  });
+  upstream.once('close', () => {
+    if (ended) return;
+    ended = true;
+    breakOff();
   });
   downstream.once('close', () => {
     if (!ended) upstream.close(constants.NGHTTP2_CANCEL);

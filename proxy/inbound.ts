@@ -140,9 +140,9 @@ export class InboundListener {
     this.#deps.identity.off('change', this.#onIdentityChange);
     const server = this.#front ?? this.#tls;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#h2.close();
     for (const s of this.#sockets) s.destroy();
     for (const h of this.#http.values()) h.closeAllConnections();
-    this.#h2.close();
     this.#appAgent.destroy();
     await closed;
   }

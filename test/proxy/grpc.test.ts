@@ -1,6 +1,7 @@
 import test from 'ava';
 import { connect as h2connect, constants, type IncomingHttpHeaders } from 'node:http2';
 import type { ServiceError } from '@grpc/grpc-js';
+import { connect as netConnect } from 'node:net';
 import { startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { echo, echoClient, GrpcCode, startGrpcEchoApp, type EchoClient, type GrpcEchoApp } from './helpers/grpc.js';
 import { metricValue, spiffe } from './helpers/mesh.js';
@@ -134,6 +135,53 @@ test.serial('server-streaming calls pass through message by message', async (t) 
   for await (const message of stream as AsyncIterable<Buffer>) received.push(JSON.parse(message.toString()) as { app: string; i: number });
   t.deepEqual(received.map((m) => m.i), Array.from({ length: 20 }, (_, i) => i));
   t.is(new Set(received.map((m) => m.app)).size, 1, 'one call, one server');
+});
+
+test.serial('a client-streaming call of 1 MiB (beyond what a replay holds) streams through whole', async (t) => {
+  const answer = await new Promise<{ app: string; bytes: number; messages: number }>((resolve, reject) => {
+    const call = channel(t).Size((error, response) => (error ? reject(error) : resolve(JSON.parse(response!.toString()) as { app: string; bytes: number; messages: number })));
+    for (let i = 0; i < 64; i++) call.write(Buffer.alloc(16 * 1024, i));
+    call.end();
+  });
+  t.is(answer.messages, 64);
+  t.is(answer.bytes, 64 * 16 * 1024);
+});
+
+test.serial('authorization is decided per stream: a denied call gets PERMISSION_DENIED, counted; the sidecar\'s own failures are gRPC UNAVAILABLE with a message', async (t) => {
+  const { world, client, greeters } = ctx(t);
+  const west = world.cluster('west');
+  await west.admin.applyPolicy('authorization', { name: 'deny-productpage', namespace: 'default', service: 'greeter', action: 'deny', from: [{ identities: [spiffe('default', 'productpage')] }] });
+  t.teardown(() => west.admin.deletePolicy('authorization', 'deny-productpage', 'default'));
+  const westSidecar = greeters.get('west')!.workload.sidecar;
+  await waitFor(() => (westSidecar.snapshot?.authorization.length ?? 0) > 0, { what: 'policy pushed to west', timeoutMs: 20_000 });
+  await westSidecar.settled();
+  const denied = await echo(channel(t, 'west'));
+  t.true('code' in denied && denied.code === GrpcCode.PERMISSION_DENIED, JSON.stringify(denied));
+  t.true((await metricValue(westSidecar, 'causeway_sidecar_authorization_denials_total', { policy: 'default/deny-productpage' })) >= 1);
+  t.true((await metricValue(westSidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'inbound', grpc_status: String(GrpcCode.PERMISSION_DENIED) })) >= 1);
+
+  // A service with a gRPC port and no endpoint anywhere: the sidecar answers itself.
+  await world.cluster('east').admin.applyService({ ...greeterSpec, name: 'nobody', serviceAccounts: [spiffe('default', 'nobody')] });
+  await waitFor(() => client.sidecar.outbound.lookup('default', 'nobody'), { what: 'a listener for nobody', timeoutMs: 20_000 });
+  const lonely = echoClient(client.sidecar.outbound.lookup('default', 'nobody')!.address, 9090);
+  t.teardown(() => lonely.close());
+  const refused = await echo(lonely);
+  t.true('code' in refused && refused.code === GrpcCode.UNAVAILABLE && /no healthy/.test(refused.details), JSON.stringify(refused));
+});
+
+test.serial('garbage and HTTP/1.1 on a gRPC listener fail only that connection: the sidecar stays up and calls on other connections go on', async (t) => {
+  const { client } = ctx(t);
+  const address = client.sidecar.outbound.lookup('default', 'greeter')!.address;
+  const garbage = [Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n'), Buffer.alloc(4096, 0xff)];
+  for (const bytes of garbage) {
+    const socket = netConnect({ host: address, port: 9090 });
+    t.teardown(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.write(bytes);
+  }
+  await waitFor(async () => (await metricValue(client.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'outbound', peer: 'app' })) === 0, { what: 'the failed sessions to be gone', timeoutMs: 10_000 });
+  const result = await calls(channel(t), 10);
+  t.deepEqual(result.failures, []);
 });
 
 test.serial('grpc-timeout is the call\'s deadline: the sidecar answers DEADLINE_EXCEEDED when it passes and cancels the call upstream', async (t) => {

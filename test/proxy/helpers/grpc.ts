@@ -1,4 +1,4 @@
-import { credentials, makeGenericClientConstructor, Server, ServerCredentials, status, type ServiceDefinition, type ServiceError, type handleServerStreamingCall, type handleUnaryCall } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, Server, ServerCredentials, status, type ServiceDefinition, type ServiceError, type handleClientStreamingCall, type handleServerStreamingCall, type handleUnaryCall } from '@grpc/grpc-js';
 import type { Client } from '@grpc/grpc-js';
 
 /** A tiny gRPC service with raw JSON bytes as messages (no .proto needed): unary `Echo` and server-streaming `Count`. */
@@ -6,6 +6,7 @@ const identity = (b: Buffer) => b;
 export const echoService: ServiceDefinition = {
   Echo: { path: '/cw.test.Echo/Echo', requestStream: false, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
   Count: { path: '/cw.test.Echo/Count', requestStream: false, responseStream: true, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
+  Size: { path: '/cw.test.Echo/Size', requestStream: true, responseStream: false, requestSerialize: identity, requestDeserialize: identity, responseSerialize: identity, responseDeserialize: identity },
 };
 
 export interface GrpcEchoApp {
@@ -50,7 +51,17 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
     };
     next();
   };
-  server.addService(echoService, { Echo: echo, Count: count });
+  const size: handleClientStreamingCall<Buffer, Buffer> = (call, callback) => {
+    calls++;
+    let bytes = 0;
+    let messages = 0;
+    call.on('data', (m: Buffer) => {
+      bytes += m.length;
+      messages++;
+    });
+    call.on('end', () => callback(null, Buffer.from(JSON.stringify({ app: name, bytes, messages }))));
+  };
+  server.addService(echoService, { Echo: echo, Count: count, Size: size });
   const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, p) => (error ? reject(error) : resolve(p))));
   return {
     port,
@@ -70,6 +81,7 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
 export type EchoClient = Client & {
   Echo(request: Buffer, options: { deadline?: number }, callback: (error: ServiceError | null, response?: Buffer) => void): void;
   Count(request: Buffer): NodeJS.ReadableStream;
+  Size(callback: (error: ServiceError | null, response?: Buffer) => void): NodeJS.WritableStream;
 };
 
 /** One gRPC channel (one HTTP/2 connection) to `address:port`, plaintext, as an app talks to its sidecar. */
