@@ -223,7 +223,7 @@ export class H2Exchange {
     const target = this.#target!;
     const judged = !this.#grpc || trailersOnly;
     relayResponse(upstream, headers, trailersOnly, this.#stream, this.#grpc, (finalStatus, complete) => {
-      if (!judged) this.#policy.responded(plan, this.#attempt, target, status, undefined, 'POST', false, finalStatus);
+      if (!judged) this.#policy.responded(plan, this.#attempt, target, status, undefined, this.#headers[':method'] as string, false, finalStatus);
       this.#done(status, complete ? 'ok' : 'incomplete', finalStatus);
     });
   }
