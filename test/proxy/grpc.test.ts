@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { connect as h2connect, constants, type IncomingHttpHeaders } from 'node:http2';
+import { connect as h2connect, constants, createServer as createH2cServer, type IncomingHttpHeaders } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import type { ServiceError } from '@grpc/grpc-js';
 import { connect as netConnect } from 'node:net';
 import { startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
@@ -262,37 +263,43 @@ test.serial('a whole cluster killed while calls run on one channel: zero failed 
 
 // Traffic policy routes on gRPC ports, through real sidecars (mTLS, HTTP/2 both hops)
 // with snapshots fed by hand (StaticSnapshotSource), as in traffic-routes.test.ts.
-const greeterPorts = [{ name: 'grpc', port: 9090, protocol: 'grpc' as const }];
+const greeterPorts: { name: string; port: number; protocol: 'grpc' | 'http2' }[] = [{ name: 'grpc', port: 9090, protocol: 'grpc' }];
 let routePki: MeshPki | undefined;
 
 /** A greeter app behind its own sidecar, as an endpoint target of the hand-fed snapshots. */
 async function routedGreeter(t: ExecutionContext, name: string, log?: ReturnType<typeof captureLog>): Promise<{ app: GrpcEchoApp; target: SnapshotTarget }> {
-  routePki ??= await createMeshPki();
   const app = await startGrpcEchoApp(name);
   t.teardown(() => app.close());
+  return { app, target: await greeterSidecar(t, app.port, 'grpc', log) };
+}
+
+/** The sidecar of a greeter app listening on `appPort`, serving port 9090 as `protocol`; its endpoint target. */
+async function greeterSidecar(t: ExecutionContext, appPort: number, protocol: 'grpc' | 'http2', log?: ReturnType<typeof captureLog>): Promise<SnapshotTarget> {
+  routePki ??= await createMeshPki();
   const sc = await startTestSidecar({
     cluster: 'east',
     service: 'greeter',
     pki: routePki,
-    ports: [{ name: 'grpc', port: 9090, targetPort: app.port, protocol: 'grpc' }],
+    ports: [{ name: protocol, port: 9090, targetPort: appPort, protocol }],
     config: log ? { sidecar: { accessLog: { enabled: true } } } : {},
     extra: log ? { log: log.log } : undefined,
   });
   t.teardown(() => sc.close());
-  return { app, target: endpointTarget('east', sc.sidecar.inboundPort) };
+  return endpointTarget('east', sc.sidecar.inboundPort);
 }
 
 /** A client sidecar whose snapshot has greeter at `targets` under a traffic policy; one gRPC channel to it. */
-async function routedChannel(t: ExecutionContext, targets: SnapshotTarget[], policy: Record<string, unknown>, log?: ReturnType<typeof captureLog>) {
+async function routedChannel(t: ExecutionContext, targets: SnapshotTarget[], policy: Record<string, unknown>, log?: ReturnType<typeof captureLog>, ports = greeterPorts) {
   routePki ??= await createMeshPki();
   const source = new StaticSnapshotSource();
   const sc = await startTestSidecar({ cluster: 'east', service: 'productpage', pki: routePki, source, config: log ? { sidecar: { accessLog: { enabled: true } } } : {}, extra: log ? { log: log.log } : undefined });
   t.teardown(() => sc.close());
-  source.push(snapshot('east', [service('greeter', targets, { ports: greeterPorts })], { traffic: [TrafficPolicy.parse({ schema: 1, name: 'greeter', namespace: 'default', service: 'greeter', ...policy })] }));
+  source.push(snapshot('east', [service('greeter', targets, { ports })], { traffic: [TrafficPolicy.parse({ schema: 1, name: 'greeter', namespace: 'default', service: 'greeter', ...policy })] }));
   await sc.sidecar.settled();
-  const client = echoClient(sc.sidecar.outbound.lookup('default', 'greeter')!.address, 9090);
+  const address = sc.sidecar.outbound.lookup('default', 'greeter')!.address;
+  const client = echoClient(address, 9090);
   t.teardown(() => client.close());
-  return { sc, client };
+  return { sc, client, address };
 }
 
 /** Outlier detection that never ejects within a test: every call meets both targets' answers. */
@@ -349,4 +356,34 @@ test.serial("a gRPC route over its rate limit answers RESOURCE_EXHAUSTED (traile
   for (const line of refused) t.like(line, { protocol: 'HTTP/2', response_code: 200, response_flags: 'RL', route: 'limited', end_reason: 'rate-limited', result: 'CW_PROXY_RATE_LIMITED' });
   const inbound = await waitFor(() => (serverLog.access().filter((l) => l.direction === 'inbound').length === passed ? serverLog.access().filter((l) => l.direction === 'inbound') : undefined), { what: 'the server sidecar\'s inbound lines', timeoutMs: 20_000 });
   for (const line of inbound) t.like(line, { protocol: 'HTTP/2', path: '/cw.test.Echo/Echo', response_code: 200, grpc_status: 0, result: 'ok', source_principal: spiffe('default', 'productpage') });
+});
+
+test.serial("an http2 port (not gRPC): streams take the route their :path matches, and one over the route's rate limit gets 429 with CW_PROXY_RATE_LIMITED", async (t) => {
+  const app = createH2cServer((req, res) => res.writeHead(200, { 'content-type': 'text/plain' }).end(`h2 app ${req.url}`));
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => app.close(() => resolve())));
+  const target = await greeterSidecar(t, (app.address() as AddressInfo).port, 'http2');
+  const { sc, address } = await routedChannel(t, [target], { routes: [{ name: 'limited', match: { path: { prefix: '/limited' } }, rateLimit: { requestsPerSecond: 1, burst: 1 } }] }, undefined, [{ name: 'http2', port: 9090, protocol: 'http2' }]);
+  const session = h2connect(`http://${address}:9090`);
+  t.teardown(() => session.close());
+  session.on('error', () => {});
+  const get = (path: string) =>
+    new Promise<{ status: number; headers: IncomingHttpHeaders; body: string }>((resolve, reject) => {
+      const stream = session.request({ ':path': path });
+      const chunks: Buffer[] = [];
+      let headers: IncomingHttpHeaders = {};
+      stream.once('response', (h) => (headers = h));
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.once('end', () => resolve({ status: Number(headers[':status']), headers, body: Buffer.concat(chunks).toString() }));
+      stream.once('error', reject);
+    });
+  const answers = await Promise.all(Array.from({ length: 5 }, () => get('/limited/x')));
+  const limited = answers.filter((a) => a.status === 429);
+  t.is(answers.filter((a) => a.status === 200).length + limited.length, 5, answers.map((a) => a.status).join(','));
+  t.true(limited.length >= 2, `${limited.length} limited`);
+  t.is(limited[0]!.headers['x-causeway-error'], 'CW_PROXY_RATE_LIMITED');
+  t.regex(limited[0]!.body, /route limited is over its rate limit/);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_rate_limited_total', { destination_service: 'greeter.default', route: 'limited' }), limited.length);
+  const others = await Promise.all(Array.from({ length: 5 }, () => get('/other')));
+  t.deepEqual(others.map((a) => `${a.status} ${a.body}`), Array.from({ length: 5 }, () => '200 h2 app /other'), 'other paths take the default route, which has no limit');
 });
