@@ -41,18 +41,16 @@
  * (this process's on stdout).
  */
 import 'reflect-metadata';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { connect as netConnect, createServer } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createIntermediateCa, createRootCa, splitCertificates } from '../ca/index.js';
-import { serviceSni } from '../mesh/index.js';
+import { pathToFileURL } from 'node:url';
 import { ensureCommandBundle, ensureSidecarBundle, SIDECAR_ENTRY, sidecarEnv } from '../scripts/bundles.mjs';
+import { writeTwoClusters } from './two-clusters.js';
+import { freePort, LAG_MONITOR, measurePath, openLoop, type OpenLoopResult, memory, root, start, startHaproxy, stopHops, tail, type Memory } from './hops.js';
 
-const root = fileURLToPath(new URL('..', import.meta.url));
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
 const rps = Number(args.get('rps') ?? 1000);
@@ -62,187 +60,27 @@ const sidecarMode = args.get('sidecar') ?? 'bundle';
 if (!['bundle', 'bundle-plain', 'tsx'].includes(sidecarMode)) throw new Error(`--sidecar ${sidecarMode}: expected bundle, bundle-plain or tsx`);
 const peer = args.get('peer') ?? 'haproxy';
 if (!['haproxy', 'none'].includes(peer)) throw new Error(`--peer ${peer}: expected haproxy or none`);
-const TD = 'causeway.internal';
-/** Loaded into every hop, and into this process, with CAUSEWAY_BENCH_LAG_MS: see the file. */
-const LAG_MONITOR = join(root, 'bench', 'event-loop-lag.mjs');
 if (process.env.CAUSEWAY_BENCH_LAG_MS) await import(pathToFileURL(LAG_MONITOR).href);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const children: ChildProcess[] = [];
-
-/** With CAUSEWAY_BENCH_LOG_DIR, where a hop's whole output goes (e.g. with --trace-gc): <dir>/<name>.log. */
-function hopLog(name: string): ReturnType<typeof createWriteStream> | undefined {
-  const logDir = process.env.CAUSEWAY_BENCH_LOG_DIR;
-  return logDir ? createWriteStream(join(logDir, `${name.replace(/\W+/g, '-')}.log`)) : undefined;
-}
-/** Starts `node [CAUSEWAY_BENCH_NODE_OPTIONS] <nodeArgs>` (TypeScript entries with `--import tsx` in nodeArgs). */
-function start(name: string, nodeArgs: string[], readyText: RegExp, env: NodeJS.ProcessEnv = process.env): Promise<ChildProcess> {
-  // node itself (not the tsx wrapper), so that /proc/<pid> is the process doing the work.
-  const extra = (process.env.CAUSEWAY_BENCH_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  if (process.env.CAUSEWAY_BENCH_LAG_MS) extra.push('--import', LAG_MONITOR);
-  const child = spawn(process.execPath, [...extra, ...nodeArgs], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...env, CAUSEWAY_LOG_LEVEL: 'warn' } });
-  children.push(child);
-  let output = '';
-  let ready = false;
-  const log = hopLog(name);
-  return new Promise((resolve, reject) => {
-    const onData = (d: Buffer) => {
-      log?.write(d);
-      if (ready) return;
-      output += d.toString();
-      if (readyText.test(output)) {
-        ready = true;
-        resolve(child);
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`${name} exited (${code}) before it was ready:\n${output.slice(-2000)}`)));
-    setTimeout(() => reject(new Error(`${name} not ready after 30 s:\n${output.slice(-2000)}`)), 30_000).unref();
-  });
-}
-
-/** Starts `haproxy -db -f <config>` and resolves once `port` accepts connections. */
-async function startHaproxy(name: string, config: string, port: number): Promise<ChildProcess> {
-  const child = spawn('haproxy', ['-db', '-f', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  let output = '';
-  const log = hopLog(name);
-  const onData = (d: Buffer) => {
-    log?.write(d);
-    if (output.length < 20_000) output += d.toString();
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`${name} exited (${child.exitCode}) before it listened on ${port}:\n${output.slice(-2000)}`);
-    const open = await new Promise<boolean>((resolve) => {
-      const s = netConnect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (open) return child;
-    if (Date.now() > deadline) throw new Error(`${name} not listening on ${port} after 10 s:\n${output.slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/** CPU seconds all processes of the machine used (all cores), from /proc/stat. */
-function machineBusySeconds(): number {
-  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  // user nice system idle iowait irq softirq steal …: processes' time only (user, nice,
-  // system) — interrupt and softirq time is largely this benchmark's own loopback traffic.
-  return (fields[0]! + fields[1]! + fields[2]!) / 100;
-}
-
-/** Seconds a process's main thread spent runnable but waiting for a CPU (schedstat's second field, ns). */
-function runQueueSeconds(pid: number): number {
-  try {
-    return Number(readFileSync(`/proc/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9;
-  } catch {
-    return 0;
-  }
-}
-
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
-}
-
-interface Memory {
-  /** Resident set size, MB: every resident page the process maps, shared or not. */
-  rssMb: number;
-  /** Proportional set size, MB: shared pages divided among the processes mapping them. */
-  pssMb: number;
-  /** Unique set size, MB: pages only this process maps (Private_Clean + Private_Dirty). */
-  ussMb: number;
-}
-
-function memory(pid: number): Memory {
-  const kb = new Map<string, number>();
-  for (const line of readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8').split('\n')) {
-    const m = /^(\w+):\s+(\d+) kB/.exec(line);
-    if (m) kb.set(m[1]!, Number(m[2]));
-  }
-  const mb = (n: number) => n / 1024;
-  return { rssMb: mb(kb.get('Rss')!), pssMb: mb(kb.get('Pss')!), ussMb: mb(kb.get('Private_Clean')! + kb.get('Private_Dirty')!) };
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
-}
-
-/** The latency percentiles reported for a path. */
-function tail(sorted: number[]): { p50Ms: number; p90Ms: number; p99Ms: number; p999Ms: number; maxMs: number } {
-  return { p50Ms: percentile(sorted, 50), p90Ms: percentile(sorted, 90), p99Ms: percentile(sorted, 99), p999Ms: percentile(sorted, 99.9), maxMs: sorted[sorted.length - 1] ?? NaN };
-}
-
-/** Open-loop load at `rate`/s for `durationS`; returns latencies (ms) of the measured window and the error count. */
-async function drive(port: number, rate: number, durationS: number, warmupS: number, timelineFile?: string): Promise<{ latencies: number[]; errors: number; sent: number; errorKinds: Record<string, number> }> {
+/** Open-loop HTTP/1.1 GETs at `rate`/s for `durationS` (see {@link openLoop}); with `timelineFile`, one line per measured request. */
+async function drive(port: number, rate: number, durationS: number, warmupS: number, timelineFile?: string): Promise<OpenLoopResult> {
   const agent = new Agent({ keepAlive: true, maxSockets: 256 });
-  const latencies: number[] = [];
   // With CAUSEWAY_BENCH_LOG_DIR: "<ms since start of the run> <latency ms>" per measured request, to see when the tail happened.
   const timeline: string[] | undefined = timelineFile ? [] : undefined;
-  let errors = 0;
-  let sent = 0;
-  const errorKinds: Record<string, number> = {};
-  const failed = (kind: string) => {
-    errors++;
-    errorKinds[kind] = (errorKinds[kind] ?? 0) + 1;
-  };
-  const start = performance.now();
-  const total = Math.round(rate * (durationS + warmupS));
-  const interval = 1000 / rate;
-  const inflight: Promise<void>[] = [];
-  const fire = (i: number) => {
-    const scheduled = start + i * interval;
-    const measured = i >= rate * warmupS;
-    sent++;
-    inflight.push(
-      new Promise<void>((resolve) => {
-        const req = request({ host: '127.0.0.1', port, path: '/bench', agent }, (res) => {
-          res.resume();
-          res.once('end', () => {
-            if (res.statusCode !== 200) failed(`${res.statusCode} ${String(res.headers['x-causeway-error'] ?? '')}`.trim());
-            else if (measured) {
-              latencies.push(performance.now() - scheduled);
-              timeline?.push(`${(scheduled - start).toFixed(2)} ${(performance.now() - scheduled).toFixed(3)}`);
-            }
-            resolve();
-          });
-        });
-        req.once('error', (error: NodeJS.ErrnoException) => {
-          failed(error.code ?? error.message);
-          resolve();
-        });
-        req.end();
-      }),
-    );
-  };
-  // Each turn of the event loop sends every request that is due, then yields, so
-  // responses are read between sends and a late request still counts from its schedule.
-  for (let next = 0; next < total; ) {
-    const due = Math.min(total, Math.floor((performance.now() - start) / interval) + 1);
-    while (next < due) fire(next++);
-    await new Promise((r) => setTimeout(r, 1));
-  }
-  await Promise.all(inflight);
+  const get = () =>
+    new Promise<string | undefined>((resolve) => {
+      const req = request({ host: '127.0.0.1', port, path: '/bench', agent }, (res) => {
+        res.resume();
+        res.once('end', () => resolve(res.statusCode !== 200 ? `${res.statusCode} ${String(res.headers['x-causeway-error'] ?? '')}`.trim() : undefined));
+      });
+      req.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? error.message));
+      req.end();
+    });
+  const startedAt = performance.now();
+  const result = await openLoop(rate, durationS, warmupS, get, timeline && ((at, latency) => timeline.push(`${at.toFixed(2)} ${latency.toFixed(3)}`)));
   agent.destroy();
-  if (timeline && timelineFile) writeFileSync(timelineFile, `# start ${(performance.timeOrigin + start).toFixed(1)} (epoch ms)\n` + timeline.join('\n') + '\n');
-  return { latencies: latencies.sort((a, b) => a - b), errors, sent, errorKinds };
+  if (timeline && timelineFile) writeFileSync(timelineFile, `# start ${(performance.timeOrigin + startedAt).toFixed(1)} (epoch ms)\n` + timeline.join('\n') + '\n');
+  return result;
 }
 
 async function main(): Promise<void> {
@@ -252,40 +90,9 @@ async function main(): Promise<void> {
   const gatewayBundle = await ensureCommandBundle('gateway');
   const dir = mkdtempSync(join(tmpdir(), 'cw-bench-mesh-'));
   try {
-    const rootCa = await createRootCa({ trustDomain: TD });
-    const eastCa = await createIntermediateCa(rootCa, { cluster: 'east' });
-    const westCa = await createIntermediateCa(rootCa, { cluster: 'west' });
-    const [appPort, gatewayPort, serverInbound, clientLocal, dnsA, dnsB] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort(), freePort()]);
-    const echo = { name: 'echo', namespace: 'default', ports: [{ name: 'http', port: 9080, protocol: 'http' as const }], serviceAccounts: [`spiffe://${TD}/ns/default/sa/echo`], subsets: {} };
-    const snapshot = (cluster: string, targets: unknown[]) => ({ schema: 1, version: '1', cluster, trustDomain: TD, trustBundle: [], services: [{ ...echo, targets }], authorization: [], traffic: [] });
-    const sidecarSpec = async (name: string, cluster: string, ca: typeof eastCa, extra: Record<string, unknown>, snap: unknown) => {
-      const cert = await ca.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/${name}` });
-      const file = join(dir, `${name}.json`);
-      const config = {
-        cluster,
-        locality: { region: cluster === 'east' ? 'eu' : 'us', zone: 'z1' },
-        namespace: 'default',
-        service: name,
-        serviceAccount: name,
-        controller: { address: '127.0.0.1:1' },
-        advertiseAddress: '127.0.0.1',
-        stateDir: join(dir, name),
-        sidecar: { inboundHost: '127.0.0.1', accessLog: false, dns: { outside: 'refuse' }, outboundRange: cluster === 'east' ? '127.61.0.0/16' : '127.62.0.0/16' },
-        ...extra,
-      };
-      writeFileSync(file, JSON.stringify({ config, keyPem: cert.privateKeyPem, chainPem: [...cert.certChain], trustBundlePem: splitCertificates(cert.trustBundlePem), snapshot: snap }));
-      return file;
-    };
-    const serverFile = await sidecarSpec('echo', 'west', westCa, { ports: [{ name: 'http', port: 9080, targetPort: appPort, protocol: 'http' }], inboundPort: serverInbound, dnsPort: dnsB }, snapshot('west', []));
-    const gatewayTarget = { kind: 'gateway', cluster: 'west', address: '127.0.0.1', port: gatewayPort, locality: { region: 'us', zone: 'z1' }, priority: 2, weight: 1, labels: {}, healthy: true, stale: false };
-    const clientFile = await sidecarSpec('load', 'east', eastCa, { inboundPort: 0, dnsPort: dnsA, upstreams: [{ service: 'echo.default', port: 9080, localPort: clientLocal }] }, snapshot('east', [gatewayTarget]));
-    const routesFile = join(dir, 'routes.yaml');
-    const [haproxyLocal, haproxyInbound] = await Promise.all([freePort(), freePort()]);
-    // echo-haproxy.default: the same app behind the HAProxy "server sidecar".
-    writeFileSync(
-      routesFile,
-      `cluster: west\ntrustDomain: ${TD}\nroutes:\n  - service: echo.default\n    endpoints: [127.0.0.1:${serverInbound}]\n  - service: echo-haproxy.default\n    endpoints: [127.0.0.1:${haproxyInbound}]\n`,
-    );
+    const [appPort, gatewayPort, serverInbound, clientLocal, dnsA, dnsB, haproxyLocal, haproxyInbound] = (await Promise.all(Array.from({ length: 8 }, () => freePort()))) as [number, number, number, number, number, number, number, number];
+    const topology = await writeTwoClusters(dir, { name: 'http', port: 9080, protocol: 'http' }, { app: appPort, gateway: gatewayPort, serverInbound, clientLocal, dnsEast: dnsA, dnsWest: dnsB, haproxyInbound }, { east: '127.61.0.0/16', west: '127.62.0.0/16' });
+    const { serverFile, clientFile, routesFile } = topology;
 
     const app = await start('app', ['--import', 'tsx', 'cli/main.ts', 'app', 'echo', '--host', '127.0.0.1', '--port', String(appPort), '--name', 'echo', '--cluster', 'west'], /listening/);
     const gateway = await start('gateway', [gatewayBundle, 'gateway', '--routes', routesFile, '--host', '127.0.0.1', '--port', String(gatewayPort), '--ready-port', '0', '--metrics-port', '0', '--workers', '1'], /listening|"gateway listening"/);
@@ -298,31 +105,19 @@ async function main(): Promise<void> {
     const client = await start('client sidecar', sidecarArgs(clientFile), /READY/, envOfSidecars);
     let haproxy: { client: ChildProcess; server: ChildProcess; version: string } | undefined;
     if (peer === 'haproxy') {
-      // The same kinds of certificates as the sidecars', from the same intermediates.
-      const clientCert = await eastCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/load-haproxy` });
-      const sni = serviceSni({ port: 9080, subset: undefined, service: 'echo-haproxy', namespace: 'default', cluster: 'west', trustDomain: TD });
-      // HAProxy checks a server's name against the SNI, by DNS SAN or CN, not by SPIFFE
-      // URI: the CN carries the SNI so that the client side verifies whom it reached.
-      const serverCert = await westCa.issue({ spiffeId: `spiffe://${TD}/ns/default/sa/echo-haproxy`, commonName: sni });
-      const pem = (c: typeof clientCert, name: string) => {
-        const file = join(dir, name);
-        writeFileSync(file, [...c.certChain, c.privateKeyPem].join('\n'), { mode: 0o600 });
-        return file;
-      };
-      const caFile = join(dir, 'haproxy-trust.pem');
-      writeFileSync(caFile, clientCert.trustBundlePem);
+      const { sni, clientPem, serverPem, caFile } = await topology.haproxyFiles();
       // With CAUSEWAY_BENCH_LOG_DIR, one log line per request on stderr (kept in <dir>/haproxy-*.log).
       const logging = logDir ? `  log stderr format raw local0\n` : '';
       const common = `global\n  nbthread 1\n  maxconn 4096\n${logging}defaults\n  mode http\n${logDir ? '  log global\n  option httplog\n' : ''}  option http-keep-alive\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout http-keep-alive 1h\n`;
       const clientConfig = join(dir, 'haproxy-client.cfg');
       writeFileSync(
         clientConfig,
-        `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal}\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${pem(clientCert, 'haproxy-client.pem')} ca-file ${caFile} verify required sni str(${sni}) alpn http/1.1\n`,
+        `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal}\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${clientPem} ca-file ${caFile} verify required sni str(${sni}) alpn http/1.1\n`,
       );
       const serverConfig = join(dir, 'haproxy-server.cfg');
       writeFileSync(
         serverConfig,
-        `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${pem(serverCert, 'haproxy-server.pem')} ca-file ${caFile} verify required alpn http/1.1\n  http-request set-header x-client-cert-sha1 %[ssl_c_sha1,hex]\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort}\n`,
+        `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${serverPem} ca-file ${caFile} verify required alpn http/1.1\n  http-request set-header x-client-cert-sha1 %[ssl_c_sha1,hex]\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort}\n`,
       );
       haproxy = {
         server: await startHaproxy('haproxy server side', serverConfig, haproxyInbound),
@@ -342,37 +137,7 @@ async function main(): Promise<void> {
     const measure = async (name: string, localPort: number, clientPid: number, serverPid: number) => {
       process.stderr.write(`${name} path: ${rps} req/s for ${seconds} s (+${warmup} s warm-up)…\n`);
       await drive(localPort, Math.min(rps, 200), 1, 0); // open pools and JIT before measuring
-      const ours = [clientPid, serverPid, gateway.pid!, app.pid!];
-      const cpuBefore = { client: cpuSeconds(clientPid), server: cpuSeconds(serverPid), gateway: cpuSeconds(gateway.pid!) };
-      const oursBefore = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
-      const machineBefore = machineBusySeconds();
-      const waitBefore = ours.reduce((a, pid) => a + runQueueSeconds(pid), 0);
-      const t0 = performance.now();
-      const load = await drive(localPort, rps, seconds, warmup, logDir && join(logDir, `${name}-latencies.txt`));
-      const elapsed = (performance.now() - t0) / 1000;
-      // Work on the machine that is not this benchmark's (other sessions, builds…): the
-      // numbers below only mean something when it is near zero.
-      const oursAfter = ours.reduce((a, pid) => a + cpuSeconds(pid), 0) + process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6;
-      const otherCpuShare = Math.max(0, machineBusySeconds() - machineBefore - (oursAfter - oursBefore)) / (elapsed * availableParallelism());
-      const runQueueWaitPerSecond = (ours.reduce((a, pid) => a + runQueueSeconds(pid), 0) - waitBefore) / elapsed;
-      // Per request actually answered (a starved run answers fewer than it sent).
-      const answered = Math.max(1, load.sent - load.errors);
-      const per1000 = (cpuS: number) => (cpuS / answered) * 1000;
-      const client = per1000(cpuSeconds(clientPid) - cpuBefore.client);
-      const server = per1000(cpuSeconds(serverPid) - cpuBefore.server);
-      return {
-        latency: { ...tail(load.latencies), errors: load.errors, errorKinds: load.errorKinds },
-        addedP50Ms: percentile(load.latencies, 50) - percentile(direct.latencies, 50),
-        addedP99Ms: percentile(load.latencies, 99) - percentile(direct.latencies, 99),
-        sidecarVcpuPer1000Rps: (client + server) / 2,
-        clientSidecarVcpuPer1000Rps: client,
-        serverSidecarVcpuPer1000Rps: server,
-        gatewayVcpuPer1000Rps: per1000(cpuSeconds(gateway.pid!) - cpuBefore.gateway),
-        otherCpuShare,
-        runQueueWaitPerSecond,
-        phaseSeconds: elapsed,
-        afterLoad: { client: memory(clientPid), server: memory(serverPid) },
-      };
+      return measurePath({ client: clientPid, server: serverPid, gateway: gateway.pid!, app: app.pid! }, direct, () => drive(localPort, rps, seconds, warmup, logDir && join(logDir, `${name}-latencies.txt`)));
     };
     const peerRun = haproxy && (await measure('haproxy', haproxyLocal, haproxy.client.pid!, haproxy.server.pid!));
     const mesh = await measure('mesh', clientLocal, client.pid!, server.pid!);
@@ -443,21 +208,7 @@ async function main(): Promise<void> {
       ].join('\n'),
     );
   } finally {
-    // SIGTERM first so that a profiled run (CAUSEWAY_BENCH_NODE_OPTIONS=--cpu-prof) can write its profile.
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            const kill = setTimeout(() => c.kill('SIGKILL'), 3000);
-            c.once('exit', () => {
-              clearTimeout(kill);
-              resolve();
-            });
-            c.kill('SIGTERM');
-          }),
-      ),
-    );
+    await stopHops();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -20,7 +20,7 @@ export const ServicePort = z.strictObject({
   name: dnsLabel.describe('port name, unique in the service (e.g. http)'),
   port: port.describe('the port callers use'),
   targetPort: port.optional().describe("the app's port behind the sidecar (default: port)"),
-  protocol: z.enum(Protocols).default('tcp').describe('what the port speaks; http and grpc get per-request routing, retries and splits'),
+  protocol: z.enum(Protocols).default('tcp').describe('what the port speaks; http, http2 and grpc get per-request routing, retries and splits (HTTP/2 and gRPC per stream, proxy/README.md "HTTP/2 and gRPC")'),
 });
 export type ServicePort = z.infer<typeof ServicePort>;
 

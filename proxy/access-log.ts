@@ -1,4 +1,5 @@
-import type { Logger } from '../mesh/index.js';
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { Logger, SnapshotTarget } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
 import { ProxyErrorCodes, RequestTimeoutError } from './errors.js';
 import { parseTraceparent } from './tracing.js';
@@ -130,6 +131,44 @@ export function fastPathFacts(request: BufferedRequest, response: ResponseHead |
     bytesReceived: request.body.length,
     header: (name) => headerValue(head, name),
     responseHeader: (name) => (response ? headerValue(response, name) : undefined),
+  };
+}
+
+/**
+ * The facts of one HTTP/2 stream (both directions alike): `response` is the response's
+ * headers if they came, `grpcStatus` its final `grpc-status` (from the trailers when it
+ * had a body). An HTTP/2 request has `:authority` where HTTP/1.1 has `host`.
+ */
+export function h2StreamFacts(
+  started: number,
+  request: IncomingHttpHeaders,
+  response: IncomingHttpHeaders | undefined,
+  grpcStatus: number | undefined,
+  bytesReceived: number,
+  bytesSent: number,
+): Pick<HttpAccessFacts, 'started' | 'method' | 'path' | 'protocol' | 'bytesReceived' | 'bytesSent' | 'header' | 'responseHeader'> {
+  return {
+    started,
+    method: request[':method'],
+    path: request[':path'],
+    protocol: 'HTTP/2',
+    bytesReceived,
+    bytesSent,
+    header: (name) => headerText(request[name === 'host' ? ':authority' : name]),
+    responseHeader: (name) => (name === 'grpc-status' && grpcStatus !== undefined ? String(grpcStatus) : headerText(response?.[name])),
+  };
+}
+
+/** Who called whom, for an outbound request's line: the target it went to (if any) and both identities. */
+export function outboundParties(target: SnapshotTarget | undefined, destinationService: string, sourcePrincipal: string | undefined, destinationPrincipal: string | undefined): Pick<HttpAccessFacts, 'direction' | 'upstreamHost' | 'upstreamCluster' | 'sourceCluster' | 'destinationService' | 'sourcePrincipal' | 'destinationPrincipal'> {
+  return {
+    direction: 'outbound',
+    upstreamHost: target && `${target.address}:${target.port}`,
+    upstreamCluster: target?.cluster,
+    sourceCluster: undefined,
+    destinationService,
+    sourcePrincipal,
+    destinationPrincipal,
   };
 }
 

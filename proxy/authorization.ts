@@ -51,3 +51,8 @@ export function authorize(policies: readonly AuthorizationPolicy[], target: { na
   const hit = allows.find(matches);
   return hit ? { allowed: true, policy: `${hit.namespace}/${hit.name}` } : { allowed: false, policy: 'no-allow-matched' };
 }
+
+/** Envoy's `%RESPONSE_CODE_DETAILS%` of an RBAC denial: the deciding policy, or `none` when no ALLOW matched. */
+export function rbacDetails(policy: string): string {
+  return `rbac_access_denied_matched_policy[${policy === 'no-allow-matched' ? 'none' : policy}]`;
+}

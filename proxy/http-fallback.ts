@@ -8,7 +8,7 @@ import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
 import type { TryOutcome } from './retry-policy.js';
 import { targetKey } from './target-balancer.js';
-import type { RouteRequest } from './traffic-routes.js';
+import { HeaderMapRouteRequest } from './traffic-routes.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
@@ -78,7 +78,7 @@ export class HttpFallback {
       done(status, code, error);
     };
     try {
-      plan = policy.plan(spec, new IncomingRouteRequest(req));
+      plan = policy.plan(spec, new HeaderMapRouteRequest(req.method, pathOf(req.url), req.headers));
       policy.admitRequest(plan);
     } catch (error) {
       req.resume();
@@ -184,24 +184,6 @@ export class HttpFallback {
         upstreamReq.end();
       } else upstreamReq.end(body);
     });
-  }
-}
-
-/** What a route match reads of a request served by Node's HTTP server. */
-class IncomingRouteRequest implements RouteRequest {
-  readonly method: string;
-  readonly target: string;
-  readonly #headers: IncomingMessage['headers'];
-
-  constructor(req: IncomingMessage) {
-    this.method = req.method ?? '';
-    this.target = pathOf(req.url);
-    this.#headers = req.headers;
-  }
-
-  header(lowerName: string): string | undefined {
-    const value = this.#headers[lowerName];
-    return Array.isArray(value) ? value[0] : value;
   }
 }
 

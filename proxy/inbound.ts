@@ -2,10 +2,11 @@ import { Agent, request as httpRequest, type IncomingMessage, type OutgoingHttpH
 import { connect as tcpConnect, createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { InboundH2 } from './h2-inbound.js';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
 import { AccessLog, fastPathFacts, headerText, type HttpAccessFacts } from './access-log.js';
 import { SpanKind, type RequestTrace, type Tracer } from './tracing.js';
-import { authorize, type Caller } from './authorization.js';
+import { authorize, rbacDetails, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
 import { ProxyErrorCodes } from './errors.js';
@@ -63,6 +64,12 @@ const IDENTITY_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEE
 /** With tracing on, the caller's traceparent is replaced by one naming this sidecar's span. */
 const IDENTITY_AND_TRACE_HEADERS: ReadonlySet<string> = new Set([PEER_IDENTITY_HEADER, PEER_CLUSTER_HEADER, 'traceparent']);
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
+/**
+ * ALPN the inbound listener answers, for clients that offer it: client sidecars offer `h2`
+ * on `http2`/`grpc` ports only; sidecars from before HTTP/2, and every other port, offer
+ * none and get none (an offer without a match also continues without ALPN).
+ */
+const INBOUND_ALPN = ['h2', 'http/1.1'];
 
 /**
  * The inbound listener (15006): terminates mTLS (STRICT: a client certificate chaining
@@ -83,12 +90,14 @@ export class InboundListener {
   readonly #onIdentityChange: () => void;
   readonly #fastPath: DownstreamHandler<InboundContext>;
   readonly #appHost: AppExchangeHost;
+  readonly #h2: InboundH2;
   #port = 0;
 
   constructor(deps: InboundDeps) {
     this.#deps = deps;
     this.#accessLog = new AccessLog(deps.log, deps.tuning);
-    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true });
+    this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true, ALPNProtocols: INBOUND_ALPN });
+    this.#h2 = new InboundH2({ appHost: deps.tuning.appHost, metrics: deps.metrics, log: deps.log.child({ module: 'h2-inbound' }), serviceLabel: `${deps.service}.${deps.namespace}`, cluster: deps.cluster, dropHeaders: IDENTITY_HEADERS });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
       deps.metrics.inboundRefused.inc({ reason: 'handshake' });
@@ -138,6 +147,7 @@ export class InboundListener {
     this.#deps.identity.off('change', this.#onIdentityChange);
     const server = this.#front ?? this.#tls;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#h2.close();
     for (const s of this.#sockets) s.destroy();
     for (const h of this.#http.values()) h.closeAllConnections();
     this.#appAgent.destroy();
@@ -202,7 +212,8 @@ export class InboundListener {
     if (!port) return this.#refuse(socket, 'unknown_port', { sni: servername });
     const decision = authorize(this.#deps.policies(), { namespace: this.#deps.namespace, service: this.#deps.service, port: port.port }, caller);
     const context: InboundContext = { caller, port, denied: decision.allowed ? undefined : decision.policy };
-    if (!decision.allowed && port.protocol !== 'http') {
+    // HTTP and HTTP/2 decide per request (a denied one gets a 403 or PERMISSION_DENIED); other ports per connection.
+    if (!decision.allowed && port.protocol !== 'http' && !(socket.alpnProtocol === 'h2' && (port.protocol === 'http2' || port.protocol === 'grpc'))) {
       this.#countDenial(caller, decision.policy);
       if (this.#accessLog.enabled) {
         this.#accessLog.tcp({ ...this.#parties(context), started: performance.now(), result: 'denied', details: rbacDetails(decision.policy), bytesReceived: 0, bytesSent: 0 });
@@ -254,11 +265,41 @@ export class InboundListener {
         this.#accessLog.tcp({ ...this.#parties(context), started, result: 'ok', bytesReceived: s.bytesRead ?? 0, bytesSent: s.bytesWritten ?? 0 });
       }
     });
+    if ((socket as TLSSocket).alpnProtocol === 'h2' && (context.port.protocol === 'http2' || context.port.protocol === 'grpc')) {
+      this.#serveH2(socket, context);
+      return;
+    }
     if (context.port.protocol === 'http') {
       new DownstreamConnection(socket as Socket, this.#fastPath, context, IDLE_KEEPALIVE_MS);
       return;
     }
     this.#pipeTcp(socket, context);
+  }
+
+  /** An HTTP/2 connection (ALPN h2 on an `http2`/`grpc` port): streams authorized and forwarded one by one. */
+  #serveH2(socket: Duplex, context: InboundContext): void {
+    const port = context.port;
+    const identityHeaders: Record<string, string> = {};
+    if (context.caller.spiffeId) identityHeaders[PEER_IDENTITY_HEADER] = context.caller.spiffeId;
+    if (context.caller.cluster) identityHeaders[PEER_CLUSTER_HEADER] = context.caller.cluster;
+    this.#h2.serve(socket, {
+      targetPort: port.targetPort ?? port.port,
+      identityHeaders,
+      denied: () => this.#denied(context, port),
+      countDenial: (policy) => this.#countDenial(context.caller, policy),
+      finish: (code, result, started, facts) => this.#requestDone(context, code, result, started, facts),
+    });
+  }
+
+  /**
+   * One inbound request (Node's HTTP/1.1 path) or HTTP/2 stream done: its counter, its
+   * duration and, when the access log is on, its line (`facts` is called only then).
+   */
+  #requestDone(context: InboundContext, code: number, result: string, started: number, facts: () => InboundRequestFacts): void {
+    const labels = this.#labels(context);
+    this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
+    this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
+    if (this.#accessLog.enabled) this.#accessLog.http({ ...this.#parties(context), ...facts(), status: code, result });
   }
 
   #pipeTcp(socket: Duplex, context: InboundContext): void {
@@ -366,31 +407,22 @@ export class InboundListener {
       res.writeHead(500).end();
       return;
     }
-    const labels = this.#labels(context);
     let appRes: IncomingMessage | undefined;
     let respondedAt = 0;
-    const finish = (code: number, result: string, details?: string) => {
-      this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
-      this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-      if (this.#accessLog.enabled) {
-        this.#accessLog.http({
-          ...this.#parties(context),
-          started,
-          method: req.method,
-          path: req.url,
-          protocol: `HTTP/${req.httpVersion}`,
-          status: code,
-          result,
-          details,
-          bytesReceived: Number(req.headers['content-length'] ?? 0) || 0,
-          // Node's path streams the body through: its declared length stands for the bytes (0 for a chunked one).
-          bytesSent: Number(appRes?.headers['content-length'] ?? 0) || 0,
-          upstreamServiceMs: appRes ? respondedAt - started : undefined,
-          header: (name) => headerText(req.headers[name]),
-          responseHeader: (name) => headerText(appRes?.headers[name]),
-        });
-      }
-    };
+    const finish = (code: number, result: string, details?: string) =>
+      this.#requestDone(context, code, result, started, () => ({
+        started,
+        method: req.method,
+        path: req.url,
+        protocol: `HTTP/${req.httpVersion}`,
+        details,
+        bytesReceived: Number(req.headers['content-length'] ?? 0) || 0,
+        // Node's path streams the body through: its declared length stands for the bytes (0 for a chunked one).
+        bytesSent: Number(appRes?.headers['content-length'] ?? 0) || 0,
+        upstreamServiceMs: appRes ? respondedAt - started : undefined,
+        header: (name) => headerText(req.headers[name]),
+        responseHeader: (name) => headerText(appRes?.headers[name]),
+      }));
     // Policies can change while a pooled connection lives: decide again whenever the
     // snapshot's policy list is another one (a new snapshot brings a new array).
     const denied = this.#denied(context, port);
@@ -445,11 +477,8 @@ export class InboundListener {
 
 /** The access-log fields an inbound connection fixes: who called, who answered, where the app is. */
 type InboundParties = Pick<HttpAccessFacts, 'direction' | 'retries' | 'upstreamHost' | 'upstreamCluster' | 'sourceCluster' | 'destinationService' | 'sourcePrincipal' | 'destinationPrincipal'>;
-
-/** Envoy's `%RESPONSE_CODE_DETAILS%` of an RBAC denial: the deciding policy, or `none` when no ALLOW matched. */
-function rbacDetails(policy: string): string {
-  return `rbac_access_denied_matched_policy[${policy === 'no-allow-matched' ? 'none' : policy}]`;
-}
+/** What a request's path adds to its parties, status and result for its access-log line. */
+export type InboundRequestFacts = Omit<HttpAccessFacts, keyof InboundParties | 'status' | 'result'>;
 
 interface AppExchangeHost {
   readonly metrics: SidecarMetrics;

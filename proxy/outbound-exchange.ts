@@ -1,12 +1,13 @@
 import type { SnapshotTarget } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
-import { fastPathFacts, type HttpAccessFacts } from './access-log.js';
+import { fastPathFacts, outboundParties, type HttpAccessFacts } from './access-log.js';
 import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
 import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
-import type { TryOutcome } from './retry-policy.js';
+import { CONNECT_FAILURE, type TryOutcome } from './retry-policy.js';
+import { retryNow, routeTimedOut, type RetryTimers } from './exchange-timers.js';
 import { targetKey } from './target-balancer.js';
 import type { TargetConnections } from './target-connections.js';
 
@@ -19,7 +20,7 @@ const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
  * rewritten, its body forwarded as it comes. A class rather than closures: it is made
  * once per request.
  */
-export class OutboundExchange implements ResponseSink, AbortListener {
+export class OutboundExchange implements ResponseSink, AbortListener, RetryTimers {
   readonly #policy: RequestPolicy;
   readonly #connections: TargetConnections;
   readonly #connection: DownstreamConnection<undefined>;
@@ -341,35 +342,19 @@ export class OutboundExchange implements ResponseSink, AbortListener {
     const response = this.#response;
     return {
       ...fastPathFacts(this.#request, response),
-      direction: 'outbound',
+      ...outboundParties(target, this.#serviceLabel, this.#policy.sourcePrincipal, this.#upstream && peerSpiffeId(this.#upstream.socket)),
       status,
       result,
       error: this.#endError,
       retries: this.#attempt,
       bytesSent: this.#bytesSent,
       upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
-      upstreamHost: target && `${target.address}:${target.port}`,
-      upstreamCluster: target?.cluster,
-      sourceCluster: undefined,
-      destinationService: this.#serviceLabel,
-      sourcePrincipal: this.#policy.sourcePrincipal,
-      destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
       traceId: this.#trace?.traceId,
     };
   }
 
 }
 
-const CONNECT_FAILURE: TryOutcome = { kind: 'connect-failure' };
-
 function requestTimedOut(exchange: OutboundExchange, upstream: UpstreamConnection, ms: number): void {
   exchange.timedOut(upstream, ms);
-}
-
-function routeTimedOut(exchange: OutboundExchange): void {
-  exchange.routeTimedOut();
-}
-
-function retryNow(exchange: OutboundExchange): void {
-  exchange.retryNow();
 }

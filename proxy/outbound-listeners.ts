@@ -1,6 +1,7 @@
 import type { Server as TcpServer } from 'node:net';
 import type { Logger, ServicePort, Snapshot } from '../mesh/index.js';
 import { LoopbackAddressAllocator } from './address-allocator.js';
+import type { H2Outbound } from './h2-outbound.js';
 import type { HttpOutbound } from './http-outbound.js';
 import type { OutboundRangeClaim } from './outbound-range.js';
 import { outboundListenerSpec, serviceKey, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
@@ -24,6 +25,7 @@ export interface OutboundListenersDeps {
   /** Routes and protocols of the snapshot's services. */
   readonly policy: RequestPolicy;
   readonly http: HttpOutbound;
+  readonly h2: H2Outbound;
   readonly tcp: TcpOutbound;
 }
 
@@ -31,7 +33,7 @@ export interface OutboundListenersDeps {
 interface Listener {
   spec: OutboundListenerSpec;
   readonly server: TcpServer;
-  readonly protocol: 'http' | 'tcp';
+  readonly protocol: 'http' | 'h2' | 'tcp';
   bound: boolean;
 }
 
@@ -43,8 +45,8 @@ function listenerKey(address: string, port: number): string {
  * The app-facing listeners, per snapshot: a loopback address from the claimed outbound
  * range per mesh service (and per service pinned to a cluster) with a listener on each
  * of its ports, plus the explicit upstreams (proxy/README.md "Outbound: names, addresses,
- * targets"). A listener of an HTTP port is served by {@link HttpOutbound}, of any other
- * port by {@link TcpOutbound}. A listener that cannot bind keeps the sidecar not ready
+ * targets"). A listener of an HTTP port is served by {@link HttpOutbound}, of an
+ * `http2`/`grpc` port by {@link H2Outbound}, of any other port by {@link TcpOutbound}. A listener that cannot bind keeps the sidecar not ready
  * and is tried again every {@link REBIND_INTERVAL_MS}.
  */
 export class OutboundListeners {
@@ -180,7 +182,7 @@ export class OutboundListeners {
         return listeners.get(key)?.spec;
       },
     };
-    const server = protocol === 'http' ? this.#deps.http.server(binding) : this.#deps.tcp.server(binding);
+    const server = protocol === 'http' ? this.#deps.http.server(binding) : protocol === 'h2' ? this.#deps.h2.server(binding) : this.#deps.tcp.server(binding);
     const entry: Listener = { spec, server, protocol, bound: false };
     this.#listeners.set(key, entry);
     return new Promise<void>((resolve) => {

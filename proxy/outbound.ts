@@ -2,6 +2,7 @@ import type { Tracer } from './tracing.js';
 import type { Logger, ServicePort, Snapshot } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
 import { ForwardProxy, type MeshHostResolver } from './forward-proxy.js';
+import { H2Outbound } from './h2-outbound.js';
 import { HttpFallback } from './http-fallback.js';
 import { HttpOutbound } from './http-outbound.js';
 import { OutboundListeners, type ExplicitUpstream } from './outbound-listeners.js';
@@ -34,7 +35,7 @@ export interface OutboundDeps {
  * The app-facing side of the sidecar, assembled (proxy/README.md "The path of one
  * request"): the listeners per snapshot ({@link OutboundListeners}) hand each
  * connection to the HTTP path ({@link HttpOutbound}, with {@link HttpFallback} for what
- * the fast path does not take) or the TCP path ({@link TcpOutbound}); the optional
+ * the fast path does not take), the HTTP/2 path ({@link H2Outbound}) or the TCP path ({@link TcpOutbound}); the optional
  * forward proxy ({@link ForwardProxy}) uses the same two. Every path plans and accounts
  * its attempts with the one {@link RequestPolicy} and gets its connections from
  * {@link TargetConnections}.
@@ -44,6 +45,7 @@ export class OutboundProxy {
   readonly #connections: TargetConnections;
   readonly #fallback: HttpFallback;
   readonly #http: HttpOutbound;
+  readonly #h2: H2Outbound;
   readonly #tcp: TcpOutbound;
   readonly #listeners: OutboundListeners;
   #forwardProxy: ForwardProxy | undefined;
@@ -53,8 +55,9 @@ export class OutboundProxy {
     this.#connections = new TargetConnections(deps);
     this.#fallback = new HttpFallback(this.#policy, this.#connections);
     this.#http = new HttpOutbound(this.#policy, this.#connections, this.#fallback, deps.metrics);
+    this.#h2 = new H2Outbound(this.#policy, this.#connections, deps.metrics, deps.log);
     this.#tcp = new TcpOutbound(this.#policy, this.#connections, deps.metrics);
-    this.#listeners = new OutboundListeners({ log: deps.log, upstreams: deps.upstreams, range: deps.range, policy: this.#policy, http: this.#http, tcp: this.#tcp });
+    this.#listeners = new OutboundListeners({ log: deps.log, upstreams: deps.upstreams, range: deps.range, policy: this.#policy, http: this.#http, h2: this.#h2, tcp: this.#tcp });
   }
 
   get outliers(): OutlierDetector {
@@ -97,6 +100,7 @@ export class OutboundProxy {
     this.#forwardProxy?.close();
     const listeners = this.#listeners.close();
     this.#http.close();
+    this.#h2.close();
     this.#tcp.close();
     this.#connections.close();
     this.#fallback.close();

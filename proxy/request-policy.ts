@@ -7,6 +7,7 @@ import type { SidecarMetrics } from './metrics.js';
 import { retryableOutcome, retryBudgetAllows, type TryOutcome } from './retry-policy.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
 import { compileRoutes, type RouteRequest, type RouteRules, type ServiceRoutes } from './traffic-routes.js';
+import { GrpcStatus } from './grpc-wire.js';
 import { sniFor, type UpstreamRoute } from './upstream-connector.js';
 import { APP_RESET, APP_UNAVAILABLE } from './wire.js';
 
@@ -197,10 +198,10 @@ export class RequestPolicy {
     return this.#services.get(serviceKey(namespace, service));
   }
 
-  /** Whether a listener's port is proxied per request (HTTP) or per connection. */
-  protocolOf(spec: OutboundListenerSpec): 'http' | 'tcp' {
-    const port = this.#services.get(spec.serviceKey)?.ports.find((p) => p.port === spec.servicePort);
-    return port?.protocol === 'http' ? 'http' : 'tcp';
+  /** Whether a listener's port is proxied per request (HTTP/1.1, or HTTP/2 per stream for `http2` and `grpc` ports) or per connection. */
+  protocolOf(spec: OutboundListenerSpec): 'http' | 'h2' | 'tcp' {
+    const protocol = this.#services.get(spec.serviceKey)?.ports.find((p) => p.port === spec.servicePort)?.protocol;
+    return protocol === 'http' ? 'http' : protocol === 'http2' || protocol === 'grpc' ? 'h2' : 'tcp';
   }
 
   /**
@@ -301,9 +302,11 @@ export class RequestPolicy {
    * `x-causeway-error` of a 503 (undefined otherwise; callers read the header only for a
    * 503): the server sidecar answered for an app that refused the connection (the request
    * never reached it: `refused-stream`) or that took it and closed without answering
-   * (`reset`); either counts the target as failed. Otherwise a 5xx counts towards
-   * ejection and any other status clears the target. Whether to retry is
-   * {@link retryDelay}'s answer.
+   * (`reset`); either counts the target as failed. `grpcStatus` is the `grpc-status` of a
+   * gRPC response's headers (trailers-only) or trailers, when it has one: a status a
+   * server or path failure produces ({@link grpcStatusFailure}) counts towards ejection.
+   * Otherwise a 5xx counts towards ejection and any other status clears the target.
+   * Whether to retry is {@link retryDelay}'s answer.
    */
   responded(plan: AttemptPlan, target: SnapshotTarget, status: number, serverError: string | undefined, grpcStatus?: number): TryOutcome {
     const key = targetKey(target);
@@ -311,7 +314,8 @@ export class RequestPolicy {
       this.#outliers.failure(key, 'connect', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
       return { kind: serverError === APP_UNAVAILABLE ? 'refused-stream' : 'reset', status };
     }
-    if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
+    if (grpcStatus !== undefined && grpcStatusFailure(grpcStatus)) this.#outliers.failure(key, 'grpc-status', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
+    else if (status >= 500) this.#outliers.failure(key, 'http-5xx', outlierSettings(plan.policy, target, this.#gatewayMaxEjectionMs));
     else this.#outliers.success(key);
     return grpcStatus === undefined ? { kind: 'response', status } : { kind: 'response', status, grpcStatus };
   }
@@ -332,14 +336,16 @@ export class RequestPolicy {
    * on the next target, and after how many ms; undefined = the request ends with this
    * outcome. A retry needs: a try left, a condition of the route's `on`, a request that
    * may be sent again (a failed connect sent nothing; a refused stream needs the body
-   * held; anything else also an idempotent method) and, except after a failed connect
-   * (no load on any app), room in the retry budget.
+   * held; so does a gRPC call whose status the route retries, as gRPC's own retry policy
+   * replays any method; anything else also an idempotent method) and, except after a
+   * failed connect (no load on any app), room in the retry budget.
    */
   retryDelay(plan: AttemptPlan, attempt: number, outcome: TryOutcome, method: string, bodyHeld: boolean): number | undefined {
     if (attempt + 1 >= plan.attempts) return undefined;
     if (!retryableOutcome(outcome, plan.trafficRoute.retry)) return undefined;
     const connectFailure = outcome.kind === 'connect-failure';
-    if (!connectFailure && !(bodyHeld && (outcome.kind === 'refused-stream' || IDEMPOTENT.has(method)))) return undefined;
+    const replayable = outcome.kind === 'refused-stream' || (outcome.grpcStatus !== undefined && outcome.grpcStatus !== 0) || IDEMPOTENT.has(method);
+    if (!connectFailure && !(bodyHeld && replayable)) return undefined;
     const labels = { destination_service: plan.serviceLabel, route: plan.trafficRoute.name };
     const circuit = plan.circuit;
     if (!connectFailure && !retryBudgetAllows(circuit.active, circuit.retrying - (plan.retries > 0 ? 1 : 0), this.#deps.tuning.retryBudget)) {
@@ -454,6 +460,18 @@ export function endReason(code: number, result: string, plan: AttemptPlan | unde
   if (known) return known;
   if (retried) return 'retries-exhausted';
   return result === ProxyErrorCodes.connectTimeout ? 'upstream-timeout' : 'upstream-failure';
+}
+
+/** gRPC statuses that count towards a target's ejection, as a 5xx does (the statuses a server or path failure produces). */
+const GRPC_FAILURES: ReadonlySet<number> = new Set([GrpcStatus.deadlineExceeded, GrpcStatus.internal, GrpcStatus.unavailable, GrpcStatus.dataLoss]);
+
+/**
+ * Whether a response's `grpc-status` counts against the target in outlier detection: the
+ * one place gRPC codes become outlier decisions (retries are the route's `on`, read by
+ * retryableOutcome).
+ */
+export function grpcStatusFailure(code: number): boolean {
+  return GRPC_FAILURES.has(code);
 }
 
 /**

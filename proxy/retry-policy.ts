@@ -1,4 +1,5 @@
 import type { RetryCondition } from '../mesh/index.js';
+import { GrpcStatus } from './grpc-wire.js';
 
 /**
  * When a request may be tried again (proxy/README.md "Retries"): the route's `on`
@@ -21,6 +22,9 @@ export interface TryOutcome {
   readonly grpcStatus?: number;
 }
 
+/** The outcome of a try whose connect or handshake failed (nothing was sent). */
+export const CONNECT_FAILURE: TryOutcome = { kind: 'connect-failure' };
+
 /** A route's retry rules, compiled once per snapshot. */
 export interface RetryRules {
   /** Tries in all: 1 + the route's retries. */
@@ -36,11 +40,11 @@ export const DEFAULT_RETRIABLE_STATUS_CODES: readonly number[] = [503];
 
 /** gRPC status codes by their retry-condition names. */
 export const GRPC_RETRY_CODES: Readonly<Record<string, number>> = {
-  cancelled: 1,
-  'deadline-exceeded': 4,
-  'resource-exhausted': 8,
-  internal: 13,
-  unavailable: 14,
+  cancelled: GrpcStatus.cancelled,
+  'deadline-exceeded': GrpcStatus.deadlineExceeded,
+  'resource-exhausted': GrpcStatus.resourceExhausted,
+  internal: GrpcStatus.internal,
+  unavailable: GrpcStatus.unavailable,
 };
 
 /**

@@ -49,7 +49,7 @@ export class OutlierDetector {
     if (state.failures === 0 && state.ejections === 0) this.#states.delete(key);
   }
 
-  failure(key: string, reason: 'connect' | 'handshake' | 'http-5xx', settings: Partial<OutlierSettings> = {}): void {
+  failure(key: string, reason: 'connect' | 'handshake' | 'http-5xx' | 'grpc-status', settings: Partial<OutlierSettings> = {}): void {
     const s = { ...this.#settings, ...settings };
     let state = this.#states.get(key);
     if (!state) {
@@ -57,7 +57,7 @@ export class OutlierDetector {
       this.#states.set(key, state);
     }
     if (state.ejectedUntil > this.#now()) return;
-    state.failures += reason === 'http-5xx' ? 1 : s.consecutiveFailures;
+    state.failures += reason === 'http-5xx' || reason === 'grpc-status' ? 1 : s.consecutiveFailures;
     if (state.failures >= s.consecutiveFailures) {
       state.failures = 0;
       state.ejections += 1;

@@ -2,6 +2,7 @@ import { Agent } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import type { SnapshotTarget } from '../mesh/index.js';
+import { H2SessionPool } from './h2-session-pool.js';
 import { UpstreamPool } from './http1-relay.js';
 import type { SidecarMetrics } from './metrics.js';
 import { targetKey } from './target-balancer.js';
@@ -15,6 +16,8 @@ const POOLED_IDLE_MS = 60_000;
  * handshakes time out together and each retry adds more (seen in bench:mesh).
  */
 const MAX_CONNECTIONS_PER_TARGET = 64;
+/** Offered on the mTLS hop of HTTP/2 and gRPC ports only: other ports carry the app's bytes as they are. */
+const H2_ALPN = ['h2'];
 
 export interface TargetConnectionsDeps {
   readonly identity: WorkloadIdentity;
@@ -36,9 +39,37 @@ export class TargetConnections {
   /** The last pool used per target object of the current snapshot (a new snapshot brings new objects). */
   #poolsByTarget = new WeakMap<SnapshotTarget, { route: UpstreamRoute['service']; port: number; subset: string | undefined; pool: UpstreamPool }>();
   readonly #agents = new Map<string, TargetAgent>();
+  /** HTTP/2 sessions (ALPN h2), one per target and SNI, keyed like the fast-path pools. */
+  readonly #sessions = new Map<string, { pool: H2SessionPool; target: SnapshotTarget }>();
+  readonly #sessionGauge: { inc(): void; dec(): void };
 
   constructor(deps: TargetConnectionsDeps) {
     this.#deps = deps;
+    const gauge = deps.metrics.h2Sessions;
+    this.#sessionGauge = { inc: () => gauge.inc({ direction: 'outbound', peer: 'mesh' }), dec: () => gauge.dec({ direction: 'outbound', peer: 'mesh' }) };
+  }
+
+  /**
+   * The pooled HTTP/2 session to a target and route (`http2`/`grpc` ports): many streams
+   * on one mTLS connection that offered ALPN `h2`. A peer that does not answer ALPN (a
+   * sidecar from before HTTP/2 carries such a port as TCP to its app, which speaks h2c)
+   * gets the same session: its bytes reach the app unchanged.
+   */
+  h2Pool(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number): H2SessionPool {
+    const key = upstreamKey(target, route);
+    let entry = this.#sessions.get(key);
+    if (!entry) {
+      const counters = new ConnectionCounters(this.#deps.metrics, target, route);
+      const options = { identity: this.#deps.identity, connectTimeoutMs, alpnProtocols: H2_ALPN };
+      const dial = () =>
+        connectTarget(target, route, options).then((socket) => {
+          counters.connected(socket);
+          return socket;
+        });
+      entry = { pool: new H2SessionPool(dial, `https://${route.service.name}.${route.service.namespace}:${route.servicePort}`, this.#sessionGauge), target };
+      this.#sessions.set(key, entry);
+    }
+    return entry.pool;
   }
 
   /** The fast path's pool for a target and route (per request: found through the target object, no key string built). */
@@ -81,10 +112,12 @@ export class TargetConnections {
         this.#agents.delete(key);
       }
     }
-    for (const [key, entry] of this.#pools) {
-      if (!live.has(targetKey(entry.target))) {
-        entry.pool.destroy();
-        this.#pools.delete(key);
+    for (const pools of [this.#pools, this.#sessions]) {
+      for (const [key, entry] of pools) {
+        if (!live.has(targetKey(entry.target))) {
+          entry.pool.destroy();
+          pools.delete(key);
+        }
       }
     }
     this.#poolsByTarget = new WeakMap();
@@ -95,6 +128,8 @@ export class TargetConnections {
     this.#agents.clear();
     for (const entry of this.#pools.values()) entry.pool.destroy();
     this.#pools.clear();
+    for (const entry of this.#sessions.values()) entry.pool.destroy();
+    this.#sessions.clear();
   }
 
   #connect(target: SnapshotTarget, route: UpstreamRoute, connectTimeoutMs: number, counters: ConnectionCounters): Promise<TLSSocket> {

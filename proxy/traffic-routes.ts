@@ -18,6 +18,27 @@ export interface RouteRequest {
   header(lowerName: string): string | undefined;
 }
 
+/**
+ * What a route match reads of a request whose headers Node parsed (its HTTP/1.1 server,
+ * an HTTP/2 stream). An HTTP/2 request's `host` is its `:authority`.
+ */
+export class HeaderMapRouteRequest implements RouteRequest {
+  readonly method: string;
+  readonly target: string;
+  readonly #headers: Readonly<Record<string, string | string[] | undefined>>;
+
+  constructor(method: string | undefined, target: string | undefined, headers: Readonly<Record<string, string | string[] | undefined>>) {
+    this.method = method ?? '';
+    this.target = target ?? '/';
+    this.#headers = headers;
+  }
+
+  header(lowerName: string): string | undefined {
+    const value = this.#headers[lowerName] ?? (lowerName === 'host' ? this.#headers[':authority'] : undefined);
+    return Array.isArray(value) ? value[0] : value;
+  }
+}
+
 export const DEFAULT_ROUTE = 'default';
 
 /** A service's compiled routes. */

@@ -14,6 +14,8 @@ export interface UpstreamRoute {
 export interface DialOptions {
   connectTimeoutMs: number;
   identity: WorkloadIdentity;
+  /** ALPN to offer (`['h2']` for HTTP/2 and gRPC ports); none by default: the byte stream is the app's. */
+  alpnProtocols?: string[] | undefined;
 }
 
 /** The SNI a client sidecar sends to reach `route` at `target`'s cluster (endpoint or gateway alike). */
@@ -49,7 +51,7 @@ export function dialTarget(target: SnapshotTarget, route: UpstreamRoute, options
     servername: sniFor(route, target),
     secureContext: options.identity.secureContext,
     rejectUnauthorized: true,
-    // No ALPN: the byte stream is the app's, whatever it speaks.
+    ...(options.alpnProtocols ? { ALPNProtocols: options.alpnProtocols } : {}),
     checkServerIdentity: (_host, cert) => {
       const presented = spiffeIdOf(cert);
       if (presented !== undefined && allowed.includes(presented)) return undefined;
