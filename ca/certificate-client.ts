@@ -255,8 +255,7 @@ export class WorkloadCertificateClient extends EventEmitter<WorkloadCertificateC
   }
 
   #renewalDelayMs(cert: CurrentCertificate): number {
-    // Our CA backdates notBefore; the lifetime the caller asked for starts at issuance.
-    const issuedAt = Math.min(cert.notBefore.getTime() + Defaults.backdateSeconds * 1000, cert.notAfter.getTime());
+    const issuedAt = certificateIssuedAt(cert.notBefore, cert.notAfter);
     const lifetime = cert.notAfter.getTime() - issuedAt;
     const fraction = this.#options.renewAtFraction ?? 0.5;
     const jitter = this.#options.jitterFraction ?? 0.1;
@@ -359,4 +358,13 @@ function toCurrent(spiffeId: string, keyPem: string, chain: readonly string[], t
     notAfter: new Date(leaf.validTo),
     tlsOptions: { key: keyPem, cert: certChainPem, ca: trustBundlePem },
   };
+}
+
+/**
+ * When a certificate's lifetime began, in ms: our CA backdates notBefore (for peers with
+ * slow clocks), so the lifetime the caller asked for starts that much later. Renewal is
+ * scheduled from it, and the mesh view reads how much of a lifetime is left from it.
+ */
+export function certificateIssuedAt(notBefore: Date, notAfter: Date): number {
+  return Math.min(notBefore.getTime() + Defaults.backdateSeconds * 1000, notAfter.getTime());
 }

@@ -76,6 +76,7 @@ export {
 } from './certificate-service.js';
 export {
   WorkloadCertificateClient,
+  certificateIssuedAt,
   requestCertificate,
   signingServiceChannelCredentials,
   type SigningServiceEndpoint,

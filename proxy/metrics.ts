@@ -14,7 +14,7 @@ export class SidecarMetrics {
   readonly inboundRefused: Counter<'reason'>;
   readonly outlierEjections: Counter<'destination_cluster' | 'kind' | 'reason'>;
   readonly certificateExpiry: Gauge<'identity'>;
-  readonly certificateNotBefore: Gauge<'identity'>;
+  readonly certificateIssued: Gauge<'identity'>;
   readonly certificateRenewals: Counter<'result'>;
   readonly snapshots: Counter<'result'>;
   readonly dnsQueries: Counter<'result'>;
@@ -41,7 +41,7 @@ export class SidecarMetrics {
     this.authorizationDenials = new Counter({ name: 'causeway_sidecar_authorization_denials_total', help: 'Inbound connections denied by authorization policy', labelNames: ['destination_service', 'source_namespace', 'source_cluster', 'policy'], registers });
     this.inboundRefused = new Counter({ name: 'causeway_sidecar_inbound_refused_total', help: 'Inbound connections refused before authorization (no/invalid client certificate, bad SNI…)', labelNames: ['reason'], registers });
     this.outlierEjections = new Counter({ name: 'causeway_sidecar_outlier_ejections_total', help: 'Targets ejected by outlier detection; kind=gateway is a peer cluster\'s gateway', labelNames: ['destination_cluster', 'kind', 'reason'], registers });
-    this.certificateNotBefore = new Gauge({ name: 'causeway_sidecar_certificate_not_before_timestamp_seconds', help: 'notBefore of the workload certificate being served (Unix seconds): with the expiry, its lifetime', labelNames: ['identity'], registers });
+    this.certificateIssued = new Gauge({ name: 'causeway_sidecar_certificate_issued_timestamp_seconds', help: "when the served workload certificate's lifetime began (Unix seconds; notBefore without the CA's backdating): renewal is due at half of the lifetime", labelNames: ['identity'], registers });
     this.certificateExpiry = new Gauge({ name: 'causeway_sidecar_certificate_expiry_timestamp_seconds', help: 'notAfter of the workload certificate being served (Unix seconds)', labelNames: ['identity'], registers });
     this.certificateRenewals = new Counter({ name: 'causeway_sidecar_certificate_renewals_total', help: 'Certificate issuance attempts by result', labelNames: ['result'], registers });
     this.snapshots = new Counter({ name: 'causeway_sidecar_snapshots_total', help: 'Snapshots received by result (applied, rejected)', labelNames: ['result'], registers });

@@ -1,4 +1,5 @@
 import type { Registry } from 'prom-client';
+import { certificateIssuedAt } from '../ca/index.js';
 import { tracerFor, type Tracer } from './tracing.js';
 import { createMetricsRegistry, logger as moduleLogger, parseMeshDnsName, startObservabilityServer, type Logger, type ObservabilityServer, type Readiness, type Snapshot } from '../mesh/index.js';
 import type { SidecarConfig } from './config.js';
@@ -77,9 +78,9 @@ export class Sidecar {
     if (!id || !notAfter) return;
     this.metrics.certificateExpiry.reset();
     this.metrics.certificateExpiry.set({ identity: id }, notAfter.getTime() / 1000);
-    this.metrics.certificateNotBefore.reset();
+    this.metrics.certificateIssued.reset();
     const notBefore = this.identity.notBefore;
-    if (notBefore) this.metrics.certificateNotBefore.set({ identity: id }, notBefore.getTime() / 1000);
+    if (notBefore) this.metrics.certificateIssued.set({ identity: id }, certificateIssuedAt(notBefore, notAfter) / 1000);
     this.log.info({ identity: id, notAfter: notAfter.toISOString() }, 'serving workload certificate');
   };
 

@@ -3,7 +3,7 @@ import { PrometheusClient } from './prometheus-client.js';
 /**
  * Workload certificates that expire soon, from the sidecars'
  * `causeway_sidecar_certificate_expiry_timestamp_seconds` (notAfter of the certificate
- * being served) and `…_not_before_timestamp_seconds` (its notBefore). A sidecar renews at
+ * being served) and `…_issued_timestamp_seconds` (when its lifetime began). A sidecar renews at
  * half-life ± 10 % (24 h certificates by default), so one with less than
  * {@link EXPIRY_WARNING_SECONDS} left — or, for a certificate whose lifetime is known, less
  * than {@link RENEWAL_OVERDUE_SHARE} of it, if that is sooner — is one whose renewals fail
@@ -13,7 +13,7 @@ export const EXPIRY_WARNING_SECONDS = 6 * 3600;
 /** The share of a certificate's lifetime left when its renewal is overdue by at least a tenth of that lifetime. */
 export const RENEWAL_OVERDUE_SHARE = 0.3;
 export const EXPIRY_QUERY = 'causeway_sidecar_certificate_expiry_timestamp_seconds';
-export const NOT_BEFORE_QUERY = 'causeway_sidecar_certificate_not_before_timestamp_seconds';
+export const ISSUED_QUERY = 'causeway_sidecar_certificate_issued_timestamp_seconds';
 
 export interface CertificateExpiry {
   /** The scrape target's `cluster` label (deploy/prometheus: give each target one), else `unknown`. */
@@ -24,7 +24,7 @@ export interface CertificateExpiry {
   readonly notAfter: string;
   /** Negative once expired. */
   readonly secondsLeft: number;
-  /** notAfter − notBefore, when the sidecar exports its notBefore (older sidecars do not). */
+  /** notAfter − issued, when the sidecar exports when its lifetime began (older sidecars do not). */
   readonly lifetimeSeconds?: number | undefined;
 }
 
@@ -50,9 +50,9 @@ export interface CertificateSource {
   readServed(now?: number): Promise<ServedCertificates>;
 }
 
-/** One certificate of one expiry sample (`notAfter`, and `notBefore` when known, in Unix seconds). */
-export function certificateExpiry(labels: { cluster: string; identity: string; instance: string }, notAfterSeconds: number, now: number, notBeforeSeconds?: number): CertificateExpiry {
-  const lifetime = notBeforeSeconds !== undefined && Number.isFinite(notBeforeSeconds) && notBeforeSeconds < notAfterSeconds ? Math.round(notAfterSeconds - notBeforeSeconds) : undefined;
+/** One certificate of one expiry sample (`notAfter`, and when its lifetime began if known, in Unix seconds). */
+export function certificateExpiry(labels: { cluster: string; identity: string; instance: string }, notAfterSeconds: number, now: number, issuedSeconds?: number): CertificateExpiry {
+  const lifetime = issuedSeconds !== undefined && Number.isFinite(issuedSeconds) && issuedSeconds < notAfterSeconds ? notAfterSeconds - issuedSeconds : undefined;
   return { ...labels, notAfter: new Date(notAfterSeconds * 1000).toISOString(), secondsLeft: Math.round(notAfterSeconds - now / 1000), ...(lifetime === undefined ? {} : { lifetimeSeconds: lifetime }) };
 }
 
@@ -79,10 +79,10 @@ export class PrometheusCertificates implements CertificateSource {
   /** Every served certificate now; a failure becomes the `error`, never an exception. */
   async readServed(now = Date.now()): Promise<ServedCertificates> {
     try {
-      const [samples, notBefores] = await Promise.all([this.#client.query(EXPIRY_QUERY), this.#client.query(NOT_BEFORE_QUERY)]);
-      const notBefore = new Map(notBefores.map((s) => [`${s.metric.instance}|${s.metric.identity}`, s.value]));
+      const [samples, issued] = await Promise.all([this.#client.query(EXPIRY_QUERY), this.#client.query(ISSUED_QUERY)]);
+      const issuedAt = new Map(issued.map((s) => [`${s.metric.instance}|${s.metric.identity}`, s.value]));
       const served = samples.map((s) =>
-        certificateExpiry({ cluster: s.metric.cluster ?? 'unknown', identity: s.metric.identity ?? 'unknown', instance: s.metric.instance ?? 'unknown' }, s.value, now, notBefore.get(`${s.metric.instance}|${s.metric.identity}`)),
+        certificateExpiry({ cluster: s.metric.cluster ?? 'unknown', identity: s.metric.identity ?? 'unknown', instance: s.metric.instance ?? 'unknown' }, s.value, now, issuedAt.get(`${s.metric.instance}|${s.metric.identity}`)),
       );
       return { source: 'prometheus', error: undefined, served };
     } catch (error) {

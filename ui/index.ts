@@ -4,7 +4,7 @@
  */
 export { readMeshCatalog, MESH_VIEW_SCHEMA, type MeshView, type MeshCatalogView, type ClusterView, type LinkView, type ServiceView, type ServiceLocation, type GatewayView } from './mesh-view.js';
 export { meshEvents, certificateEvents, certificateRenewals, EventLog, type MeshEvent } from './mesh-events.js';
-export { PrometheusCertificates, EXPIRY_WARNING_SECONDS, EXPIRY_QUERY, NO_CERTIFICATES, expiringCertificates, type CertificateExpiry, type CertificatesView, type CertificateSource, type ServedCertificates } from './certificate-expiries.js';
+export { PrometheusCertificates, EXPIRY_WARNING_SECONDS, EXPIRY_QUERY, NO_CERTIFICATES, certificateExpiry, expiringCertificates, type CertificateExpiry, type CertificatesView, type CertificateSource, type ServedCertificates } from './certificate-expiries.js';
 export { ScrapedCertificates } from './scraped-certificates.js';
 export { PrometheusClient, type PrometheusSample } from './prometheus-client.js';
 export { MeshViewFeed, type MeshViewFeedOptions } from './mesh-view-feed.js';

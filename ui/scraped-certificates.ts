@@ -1,4 +1,4 @@
-import { EXPIRY_QUERY, NOT_BEFORE_QUERY, certificateExpiry, type CertificateSource, type ServedCertificates } from './certificate-expiries.js';
+import { EXPIRY_QUERY, ISSUED_QUERY, certificateExpiry, type CertificateSource, type ServedCertificates } from './certificate-expiries.js';
 import type { ScrapedTraffic } from './scraped-traffic.js';
 
 /**
@@ -17,10 +17,10 @@ export class ScrapedCertificates implements CertificateSource {
 
   readServed(now = Date.now()): Promise<ServedCertificates> {
     const served = [...this.#traffic.latestSamples()].flatMap(([url, samples]) => {
-      const notBefore = new Map(samples.filter((s) => s.name === NOT_BEFORE_QUERY && s.labels.identity).map((s) => [s.labels.identity!, s.value]));
+      const issuedAt = new Map(samples.filter((s) => s.name === ISSUED_QUERY && s.labels.identity).map((s) => [s.labels.identity!, s.value]));
       return samples
         .filter((s) => s.name === EXPIRY_QUERY && s.labels.identity && Number.isFinite(s.value))
-        .map((s) => certificateExpiry({ cluster: this.#cluster, identity: s.labels.identity!, instance: url.host }, s.value, now, notBefore.get(s.labels.identity!)));
+        .map((s) => certificateExpiry({ cluster: this.#cluster, identity: s.labels.identity!, instance: url.host }, s.value, now, issuedAt.get(s.labels.identity!)));
     });
     return Promise.resolve({ source: 'scrape', error: undefined, served });
   }

@@ -1,12 +1,12 @@
 import { UiError, UiErrorCodes } from './errors.js';
 import type { ScrapeTargets } from './scrape-targets.js';
-import { EXPIRY_QUERY, NOT_BEFORE_QUERY } from './certificate-expiries.js';
+import { EXPIRY_QUERY, ISSUED_QUERY } from './certificate-expiries.js';
 import { parseMetricsText, type MetricSample } from './metrics-text.js';
 import { trafficHealth, type TrafficFlow, type TrafficView } from './traffic.js';
 
 const REQUESTS = 'causeway_sidecar_http_requests_total';
 const BUCKETS = 'causeway_sidecar_http_request_duration_seconds_bucket';
-const KEPT = new Set([REQUESTS, BUCKETS, EXPIRY_QUERY, NOT_BEFORE_QUERY]);
+const KEPT = new Set([REQUESTS, BUCKETS, EXPIRY_QUERY, ISSUED_QUERY]);
 
 interface Scrape {
   readonly atMs: number;
