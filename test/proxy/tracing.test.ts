@@ -1,8 +1,8 @@
 import test from 'ava';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { captureLog, get, metricValue, spiffe } from './helpers/mesh.js';
+import { attrs, startOtlpReceiver } from './helpers/otlp.js';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { SidecarMetrics } from '../../proxy/metrics.js';
@@ -14,46 +14,9 @@ import { waitFor } from '../../testkit/ports.js';
 // spans to a small OTLP/HTTP receiver (a plain node http server parsing the JSON, as a
 // collector would): the trace must come out whole.
 
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-}
-
-interface Received {
-  resource: Record<string, string | undefined>;
-  span: OtlpSpan;
-}
-
-function attrs(list: OtlpSpan['attributes']): Record<string, string | undefined> {
-  return Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? a.value.intValue]));
-}
-
-async function startOtlpReceiver(): Promise<{ server: Server; url: string; spans: Received[]; posts: string[] }> {
-  const spans: Received[] = [];
-  const posts: string[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      posts.push(`${req.method} ${req.url} ${req.headers['content-type']}`);
-      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { resource: { attributes: OtlpSpan['attributes'] }; scopeSpans: { spans: OtlpSpan[] }[] }[] };
-      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ resource: attrs(rs.resource.attributes), span });
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, posts };
-}
-
 test('one call east → gateway → west leaves one trace: client span, gateway hop, server span, linked, with both identities and clusters', async (t) => {
   const receiver = await startOtlpReceiver();
-  t.teardown(() => new Promise<void>((resolve) => receiver.server.close(() => resolve())));
+  t.teardown(() => receiver.close());
   const world: MeshWorld = await startMesh([
     { name: 'east', region: 'eu', zone: 'eu-1' },
     { name: 'west', region: 'eu', zone: 'eu-2' },
