@@ -2,7 +2,7 @@ import test from 'ava';
 import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { connect as netConnect, type AddressInfo } from 'node:net';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
-import { echo, echoClient, startGrpcEchoApp, type GrpcEchoApp } from './helpers/grpc.js';
+import { echo, echoClient, GrpcCode, startGrpcEchoApp, type GrpcEchoApp } from './helpers/grpc.js';
 import { captureLog, spiffe, type LogLine } from './helpers/mesh.js';
 import { attrs, startOtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
 import { waitFor } from '../../testkit/ports.js';
@@ -199,4 +199,39 @@ test.serial('x-request-id on the fast path: generated when absent (app and both 
   const longest = 'y'.repeat(128);
   t.is(await get(t, '/rid-128', { 'x-request-id': longest }), 200);
   t.is(c.seen.get('/rid-128')?.['x-request-id'], longest);
+});
+
+test.serial('a failing gRPC call: its spans carry the gRPC status and an error status on both sides', async (t) => {
+  const c = ctx(t);
+  const client = echoClient(c.client.sidecar.outbound.lookup('default', 'greeter')!.address, 9090);
+  t.teardown(() => client.close());
+  c.grpcApp.failWith(GrpcCode.NOT_FOUND);
+  t.teardown(() => c.grpcApp.failWith(undefined));
+  const answer = await echo(client, 'fail');
+  t.is('code' in answer ? answer.code : undefined, GrpcCode.NOT_FOUND);
+  const { client: clientSpan, server } = await traceOf(t, (r) => attrs(r.span.attributes)['rpc.grpc.status_code'] === String(GrpcCode.NOT_FOUND));
+  for (const span of [clientSpan, server]) {
+    t.is(attrs(span.span.attributes)['rpc.grpc.status_code'], String(GrpcCode.NOT_FOUND));
+    t.is(span.span.status?.code, 2);
+  }
+});
+
+test.serial("Expect: 100-continue goes through Node's server path on both sidecars: the server span comes from the callee's Node path, the app gets its traceparent", async (t) => {
+  const c = ctx(t);
+  const address = c.client.sidecar.outbound.lookup('default', 'reviews')!.address;
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = httpRequest({ host: address, port: 9080, path: '/expect', method: 'POST', agent: false, headers: { expect: '100-continue', 'content-type': 'text/plain', 'content-length': '5' } }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('continue', () => req.end('hello'));
+    req.once('error', reject);
+  });
+  t.is(status, 200);
+  const { server } = await traceOf(t, (r) => attrs(r.span.attributes)['url.path'] === '/expect');
+  t.is(attrs(server.span.attributes)['http.request.method'], 'POST');
+  // The app's traceparent names the server span of the callee's sidecar.
+  const traceparent = String(c.seen.get('/expect')?.traceparent);
+  t.is(traceparent, `00-${server.span.traceId}-${server.span.spanId}-01`);
+  t.regex(String(c.seen.get('/expect')?.['x-request-id']), UUID_V4);
 });
