@@ -4,7 +4,7 @@ import { connect as netConnect, type AddressInfo } from 'node:net';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { echo, echoClient, GrpcCode, startGrpcEchoApp, type GrpcEchoApp } from './helpers/grpc.js';
 import { captureLog, spiffe, type LogLine } from './helpers/mesh.js';
-import { attrs, startOtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
+import { attrs, callTrace, startOtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
 import { waitFor } from '../../testkit/ports.js';
 
 // Spans and x-request-id on the sidecar's other HTTP paths, through a real gateway:
@@ -78,20 +78,9 @@ test.after.always(async (t) => {
   await c.receiver?.close();
 });
 
-/** The three spans of the trace whose server span `isServer` picks: client → gateway hop → server, checked linked. */
+/** The trace whose server span `isServer` picks (client → gateway hop → server, linked), checked for west's gateway and both parties. */
 async function traceOf(t: import('ava').ExecutionContext, isServer: (r: ReceivedSpan) => boolean): Promise<{ client: ReceivedSpan; hop: ReceivedSpan; server: ReceivedSpan }> {
-  const spans = ctx(t).receiver.spans;
-  const server = await waitFor(() => spans.find((r) => r.span.kind === 2 && isServer(r)), { what: 'the server span', timeoutMs: 30_000 });
-  const ofTrace = () => spans.filter((r) => r.span.traceId === server.span.traceId);
-  await waitFor(() => ofTrace().length >= 3, { what: 'the three spans of the trace', timeoutMs: 30_000 });
-  const all = ofTrace();
-  t.is(all.length, 3);
-  const client = all.find((r) => r.span.kind === 3 && r.span.parentSpanId === undefined)!;
-  const hop = all.find((r) => r.span.kind === 3 && r.span.parentSpanId !== undefined)!;
-  t.truthy(client, 'the client span is the root');
-  t.truthy(hop, 'the gateway hop');
-  t.is(hop.span.parentSpanId, client.span.spanId);
-  t.is(server.span.parentSpanId, hop.span.spanId);
+  const { client, hop, server } = await callTrace(t, ctx(t).receiver.spans, isServer);
   t.is(hop.span.name, 'gateway west');
   const h = attrs(hop.span.attributes);
   t.is(h['causeway.hop'], 'gateway');

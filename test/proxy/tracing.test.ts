@@ -2,7 +2,7 @@ import test from 'ava';
 import { request as httpRequest } from 'node:http';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { captureLog, get, metricValue, spiffe } from './helpers/mesh.js';
-import { attrs, startOtlpReceiver } from './helpers/otlp.js';
+import { attrs, callTrace, startOtlpReceiver } from './helpers/otlp.js';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { SidecarMetrics } from '../../proxy/metrics.js';
@@ -40,19 +40,9 @@ test('one call east → gateway → west leaves one trace: client span, gateway 
   const res = await get(client.sidecar.outbound.lookup('default', 'reviews')!.address, 9080, '/traced', { agent: false });
   t.is(res.status, 200);
 
-  const server1 = await waitFor(() => receiver.spans.find((r) => r.span.kind === 2 && attrs(r.span.attributes)['url.path'] === '/traced'), { what: 'the server span', timeoutMs: 20_000 });
+  const { client: clientSpan, hop, server: server1 } = await callTrace(t, receiver.spans, (r) => attrs(r.span.attributes)['url.path'] === '/traced');
   const traceId = server1.span.traceId;
-  const ofTrace = () => receiver.spans.filter((r) => r.span.traceId === traceId);
-  await waitFor(() => ofTrace().length >= 3, { what: 'the three spans of the trace', timeoutMs: 20_000 });
   t.true(receiver.posts.every((p) => p === 'POST /v1/traces application/json'));
-  const spans = ofTrace();
-  t.is(spans.length, 3);
-  const clientSpan = spans.find((r) => r.span.kind === 3 && r.span.parentSpanId === undefined)!;
-  const hop = spans.find((r) => r.span.kind === 3 && r.span.parentSpanId !== undefined)!;
-  t.truthy(clientSpan, 'the client span is the root (the app sent no traceparent)');
-  t.truthy(hop, 'the gateway hop');
-  t.is(hop.span.parentSpanId, clientSpan.span.spanId);
-  t.is(server1.span.parentSpanId, hop.span.spanId);
   t.regex(traceId, /^[0-9a-f]{32}$/);
   // The access log names the trace the sidecar started.
   t.is((await waitFor(() => clientLog.access().find((l) => l.path === '/traced'), { what: 'the access-log line', timeoutMs: 20_000 })).trace_id, traceId);
