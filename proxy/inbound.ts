@@ -5,7 +5,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import { InboundH2 } from './h2-inbound.js';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
 import { AccessLog, fastPathFacts, headerText, type HttpAccessFacts } from './access-log.js';
-import { type RequestTrace, type Tracer } from './tracing.js';
+import type { RequestTrace, Tracer } from './tracing.js';
 import { recordServerSpan } from './request-spans.js';
 import { authorize, rbacDetails, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';

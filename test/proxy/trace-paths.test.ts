@@ -3,13 +3,16 @@ import { createServer, request as httpRequest, type IncomingHttpHeaders } from '
 import { connect as netConnect, type AddressInfo } from 'node:net';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { echo, echoClient, GrpcCode, startGrpcEchoApp, type GrpcEchoApp } from './helpers/grpc.js';
-import { captureLog, spiffe, type LogLine } from './helpers/mesh.js';
+import { captureLog, endpointTarget, get as meshGet, service, snapshot, spiffe, startTestSidecar, type LogLine } from './helpers/mesh.js';
+import { createMeshPki } from './helpers/pki.js';
+import { StaticSnapshotSource } from '../../proxy/index.js';
 import { attrs, callTrace, startOtlpReceiver, type ReceivedSpan } from './helpers/otlp.js';
 import { waitFor } from '../../testkit/ports.js';
 
 // Spans and x-request-id on the sidecar's other HTTP paths, through a real gateway:
 // east's productpage calls west's reviews (HTTP) and greeter (gRPC); every sidecar
-// exports to a small OTLP receiver and writes its access log into memory.
+// exports to a small OTLP receiver and writes its access log into memory. The last test
+// (the switch turned off) uses two hand-fed sidecars of its own.
 
 const greeterSpec = { name: 'greeter', namespace: 'default', ports: [{ name: 'grpc', port: 9090, protocol: 'grpc' }], serviceAccounts: [spiffe('default', 'greeter')], exported: true };
 const UUID_V4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -223,4 +226,31 @@ test.serial("Expect: 100-continue goes through Node's server path on both sideca
   const traceparent = String(c.seen.get('/expect')?.traceparent);
   t.is(traceparent, `00-${server.span.traceId}-${server.span.spanId}-01`);
   t.regex(String(c.seen.get('/expect')?.['x-request-id']), UUID_V4);
+});
+
+test.serial('sidecar.requestId.generate: false leaves x-request-id to the app: none is added, the access log has null', async (t) => {
+  const pki = await createMeshPki();
+  const seen: (string | undefined)[] = [];
+  const app = createServer((req, res) => {
+    seen.push(req.headers['x-request-id'] as string | undefined);
+    req.resume();
+    res.writeHead(200, { 'content-length': '2' }).end('ok');
+  });
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    app.closeAllConnections();
+    return new Promise<void>((resolve) => app.close(() => resolve()));
+  });
+  const server = await startTestSidecar({ cluster: 'east', service: 'reviews', pki, ports: [{ name: 'http', port: 9080, targetPort: (app.address() as AddressInfo).port, protocol: 'http' }] });
+  t.teardown(() => server.close());
+  const source = new StaticSnapshotSource();
+  const log = captureLog();
+  const client = await startTestSidecar({ cluster: 'east', service: 'productpage', pki, source, config: { sidecar: { accessLog: true, requestId: { generate: false } } }, extra: { log: log.log } });
+  t.teardown(() => client.close());
+  source.push(snapshot('east', [service('reviews', [endpointTarget('east', server.sidecar.inboundPort)])]));
+  await client.sidecar.settled();
+  const res = await meshGet(client.sidecar.outbound.lookup('default', 'reviews')!.address, 9080, '/no-id', { agent: false });
+  t.is(res.status, 200);
+  t.deepEqual(seen, [undefined]);
+  t.is((await accessLine(log, '/no-id')).request_id, null);
 });
