@@ -114,6 +114,8 @@ export interface HttpAccessFacts extends TcpAccessFacts {
   readonly upstreamServiceMs: number | undefined;
   /** A request header by lower-case name. */
   readonly header: (name: string) => string | undefined;
+  /** The `x-request-id` the sidecar gave the request (outbound), when the app's was absent or not acceptable. */
+  readonly requestId?: string | undefined;
   /** The trace the sidecar put the request in (tracing on); else the one of its `traceparent`, if any. */
   readonly traceId?: string | undefined;
   /** A response header by lower-case name (for `grpc-status`), if a response came. */
@@ -214,7 +216,7 @@ function accessLine(f: TcpAccessFacts, http: HttpAccessFacts | undefined): Recor
     upstream_service_time: http?.upstreamServiceMs === undefined ? null : Math.round(http.upstreamServiceMs),
     x_forwarded_for: header('x-forwarded-for'),
     user_agent: header('user-agent'),
-    request_id: header('x-request-id'),
+    request_id: http?.requestId ?? header('x-request-id'),
     authority: header('host'),
     upstream_host: f.upstreamHost ?? null,
     direction: f.direction,

@@ -90,7 +90,11 @@ export const SidecarTuning = z.strictObject({
       exportIntervalMs: durationMs.default(1_000).describe('how often queued spans are sent (sooner when 512 are waiting); ms, or a duration'),
     })
     .optional()
-    .describe('W3C trace context and spans for each HTTP request on the fast path (proxy/README.md "Tracing"); omitted = off: traceparent passes through untouched'),
+    .describe('W3C trace context and spans for each HTTP request and HTTP/2 stream (proxy/README.md "Tracing"); omitted = off: traceparent passes through untouched'),
+  requestId: z
+    .strictObject({ generate: z.boolean().default(true).describe("give an outbound request without a valid x-request-id (1-128 visible ASCII characters) a new UUID v4; the app's valid one is kept") })
+    .default({ generate: true })
+    .describe('x-request-id of outbound HTTP requests (proxy/README.md "Access log")'),
 });
 export type SidecarTuning = z.infer<typeof SidecarTuning>;
 

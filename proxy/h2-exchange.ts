@@ -1,6 +1,6 @@
 import { constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { SnapshotTarget } from '../mesh/index.js';
-import { h2StreamFacts, outboundParties, type HttpAccessFacts } from './access-log.js';
+import { h2StreamFacts, headerText, outboundParties, type HttpAccessFacts } from './access-log.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { GrpcStatus, grpcErrorHeaders, grpcStatusOf, grpcTimeoutMs, isGrpcRequest } from './grpc-wire.js';
 import { endsStream, forwardHeaders, relayResponse } from './h2-relay.js';
@@ -8,6 +8,9 @@ import { sessionPeerSpiffeId } from './h2-session-pool.js';
 import type { SidecarMetrics } from './metrics.js';
 import { errorStatus, type AttemptPlan, type RequestPolicy } from './request-policy.js';
 import { CONNECT_FAILURE, type TryOutcome } from './retry-policy.js';
+import { REQUEST_ID_HEADER } from './request-id.js';
+import { recordOutboundSpans } from './request-spans.js';
+import type { RequestTrace } from './tracing.js';
 import { retryNow, routeTimedOut, type RetryTimers } from './exchange-timers.js';
 import { targetKey } from './target-balancer.js';
 import type { TargetConnections } from './target-connections.js';
@@ -78,6 +81,13 @@ export class H2Exchange implements RetryTimers {
   #response: IncomingHttpHeaders | undefined;
   #endError: unknown;
   #refusedPlan: AttemptPlan | undefined;
+  /** The `x-request-id` this sidecar gave the stream (the app's was absent or not acceptable). */
+  readonly #requestId: string | undefined;
+  /** Set when tracing is on and the stream was admitted: its spans, and when its first try left. */
+  readonly #trace: RequestTrace | undefined;
+  #firstSentAt = 0;
+  /** What every try adds to the app's headers: the request id, the trace context (undefined: nothing). */
+  readonly #extraHeaders: Record<string, string> | undefined;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, metrics: SidecarMetrics, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -89,6 +99,14 @@ export class H2Exchange implements RetryTimers {
     this.#serviceLabel = serviceLabel;
     this.#plan = plan;
     this.#grpc = isGrpcRequest(headers);
+    const requestId = (this.#requestId = policy.requestIds?.replacement(headerText(headers[REQUEST_ID_HEADER])));
+    const trace = (this.#trace = plan ? policy.tracer?.start(headerText(headers.traceparent), true) : undefined);
+    if (requestId !== undefined || trace) {
+      const extra: Record<string, string> = {};
+      if (requestId !== undefined) extra[REQUEST_ID_HEADER] = requestId;
+      if (trace) extra.traceparent = trace.traceparent;
+      this.#extraHeaders = extra;
+    }
     stream.on('error', () => {});
   }
 
@@ -227,7 +245,7 @@ export class H2Exchange implements RetryTimers {
     const endNow = this.#requestEnded && body.length === 0;
     let upstream: ClientHttp2Stream;
     try {
-      upstream = session.request(forwardHeaders(this.#headers), { endStream: endNow });
+      upstream = session.request(forwardHeaders(this.#headers, undefined, this.#extraHeaders), { endStream: endNow });
     } catch (error) {
       // The session closed between being handed out and this request (GOAWAY, idle close).
       this.#attemptFailed(error as Error, false);
@@ -236,6 +254,7 @@ export class H2Exchange implements RetryTimers {
     this.#upstream = upstream;
     this.#session = session;
     this.#sentAt = performance.now();
+    if (this.#firstSentAt === 0) this.#firstSentAt = this.#sentAt;
     upstream.on('error', () => {});
     if (!endNow) {
       for (const chunk of body) upstream.write(chunk);
@@ -319,6 +338,23 @@ export class H2Exchange implements RetryTimers {
     if (this.#plan) this.#policy.release(this.#plan);
     const access = this.#policy.accessLog.enabled ? this.#accessFacts(code, result, grpcStatus) : undefined;
     this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#started, access, this.#plan ?? this.#refusedPlan);
+    const trace = this.#trace;
+    if (trace?.sampled) {
+      recordOutboundSpans(this.#policy.tracer!, trace, {
+        method: this.#method,
+        path: this.#headers[':path'],
+        status: code,
+        grpcStatus,
+        serviceLabel: this.#serviceLabel,
+        sourcePrincipal: this.#policy.sourcePrincipal,
+        target: this.#target,
+        retries: this.#attempt,
+        started: this.#started,
+        firstSentAt: this.#firstSentAt,
+        respondedAt: this.#respondedAt,
+        destinationPrincipal: this.#session && sessionPeerSpiffeId(this.#session),
+      });
+    }
     if (grpcStatus !== undefined) this.#metrics.grpcResponses.inc({ direction: 'outbound', destination_cluster: this.#target?.cluster ?? 'none', destination_service: this.#serviceLabel, grpc_status: String(grpcStatus) });
   }
 
@@ -332,6 +368,8 @@ export class H2Exchange implements RetryTimers {
       error: this.#endError,
       retries: this.#attempt,
       upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
+      requestId: this.#requestId,
+      traceId: this.#trace?.traceId,
     };
   }
 }

@@ -2,7 +2,7 @@ import { performServerHandshake, type ClientHttp2Session, type IncomingHttpHeade
 import { connect as tcpConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../mesh/index.js';
-import { h2StreamFacts } from './access-log.js';
+import { h2StreamFacts, headerText } from './access-log.js';
 import { rbacDetails } from './authorization.js';
 import { ProxyErrorCodes } from './errors.js';
 import { GrpcStatus, grpcErrorHeaders, isGrpcRequest } from './grpc-wire.js';
@@ -10,6 +10,7 @@ import { endsStream, forwardHeaders, relayResponse } from './h2-relay.js';
 import { H2SessionPool } from './h2-session-pool.js';
 import type { InboundRequestFacts } from './inbound.js';
 import type { SidecarMetrics } from './metrics.js';
+import type { RequestTrace, Tracer } from './tracing.js';
 import { APP_RESET, APP_UNAVAILABLE, IDLE_KEEPALIVE_MS } from './wire.js';
 
 /** How long a closing inbound waits for the streams in flight on its HTTP/2 sessions. */
@@ -25,8 +26,8 @@ export interface InboundH2Connection {
   countDenial(policy: string): void;
   /** The caller's verified identity as headers for the app (incoming copies are dropped). */
   readonly identityHeaders: Readonly<Record<string, string>>;
-  /** Counts one stream: status, result, duration and (access log on) its line, whose facts `facts` gives. */
-  finish(code: number, result: string, started: number, facts: () => InboundRequestFacts): void;
+  /** Counts one stream: status, result, duration, (access log on) its line, whose facts `facts` gives, and (sampled) its server span. */
+  finish(code: number, result: string, started: number, facts: () => InboundRequestFacts, trace: RequestTrace | undefined, grpcStatus: number | undefined): void;
 }
 
 export interface InboundH2Deps {
@@ -38,6 +39,8 @@ export interface InboundH2Deps {
   readonly cluster: string;
   /** Headers a caller may not set (the identity headers). */
   readonly dropHeaders: ReadonlySet<string>;
+  /** Spans and trace context; undefined = tracing off. */
+  readonly tracer: Tracer | undefined;
 }
 
 /**
@@ -101,7 +104,7 @@ export class InboundH2 {
   }
 
   #forward(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, connection: InboundH2Connection): void {
-    const record = new StreamRecord(connection, headers, this.#deps);
+    const record = new StreamRecord(connection, headers, this.#deps, this.#deps.tracer?.start(headerText(headers.traceparent), false));
     const grpc = isGrpcRequest(headers);
     stream.on('error', () => {});
     const denied = connection.denied();
@@ -135,7 +138,8 @@ export class InboundH2 {
     }
     let upstream;
     try {
-      upstream = app.request(forwardHeaders(headers, this.#deps.dropHeaders, connection.identityHeaders));
+      const trace = record.trace;
+      upstream = app.request(forwardHeaders(headers, this.#deps.dropHeaders, trace ? { ...connection.identityHeaders, traceparent: trace.traceparent } : connection.identityHeaders));
     } catch (error) {
       this.#deps.log.debug({ err: error }, 'app session closed before the request');
       this.#answer(stream, grpc, 503, GrpcStatus.unavailable, 'the app closed the connection without answering', APP_RESET);
@@ -199,7 +203,11 @@ class StreamRecord {
   bytesSent = 0;
   details: string | undefined;
 
-  constructor(connection: InboundH2Connection, headers: IncomingHttpHeaders, deps: InboundH2Deps) {
+  /** The stream's trace (tracing on): the app gets its server span as the parent. */
+  readonly trace: RequestTrace | undefined;
+
+  constructor(connection: InboundH2Connection, headers: IncomingHttpHeaders, deps: InboundH2Deps, trace: RequestTrace | undefined) {
+    this.trace = trace;
     this.#connection = connection;
     this.#headers = headers;
     this.#deps = deps;
@@ -218,7 +226,7 @@ class StreamRecord {
       ...h2StreamFacts(started, this.#headers, this.#response, grpcStatus, this.bytesReceived, this.bytesSent),
       details: this.details,
       upstreamServiceMs: this.#response ? this.#respondedAt - started : undefined,
-    }));
+    }), this.trace, grpcStatus);
     if (grpcStatus !== undefined) this.#deps.metrics.grpcResponses.inc({ direction: 'inbound', destination_cluster: this.#deps.cluster, destination_service: this.#deps.serviceLabel, grpc_status: String(grpcStatus) });
   }
 }

@@ -4,6 +4,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { headerText, type HttpAccessFacts } from './access-log.js';
 import { ProxyError, ProxyErrorCodes, UpstreamConnectError } from './errors.js';
 import { peerSpiffeId } from './peer-certificate.js';
+import { REQUEST_ID_HEADER } from './request-id.js';
+import { recordOutboundSpans } from './request-spans.js';
+import type { RequestTrace } from './tracing.js';
 import { REQUEST_BUFFER_BYTES, handOffServer } from './http1-relay.js';
 import { errorStatus, type AttemptPlan, type OutboundListenerSpec, type RequestPolicy } from './request-policy.js';
 import type { TryOutcome } from './retry-policy.js';
@@ -65,8 +68,20 @@ export class HttpFallback {
     // The access log's view of the request (only when it is on; this path is not the hot one).
     const access = policy.accessLog.enabled ? new FallbackAccess(req, started) : undefined;
     let attempt = 0;
-    const done = (code: number, result: string, error?: unknown) =>
-      policy.requestDone(spec.serviceLabel, target, code, result, started, access?.facts(code, result, error, attempt, target, spec.serviceLabel, policy.sourcePrincipal), plan);
+    const requestId = policy.requestIds?.replacement(headerText(req.headers[REQUEST_ID_HEADER]));
+    // Set once the request policy admitted the request (tracing on), with what its spans need.
+    let trace: RequestTrace | undefined;
+    let firstSentAt = 0;
+    let respondedAt = 0;
+    // Read when the response head comes: once it is complete, Node detaches its socket.
+    let destinationPrincipal: string | undefined;
+    const done = (code: number, result: string, error?: unknown) => {
+      const facts = access && { ...access.facts(code, result, error, attempt, target, spec.serviceLabel, policy.sourcePrincipal), requestId, traceId: trace?.traceId };
+      policy.requestDone(spec.serviceLabel, target, code, result, started, facts, plan);
+      if (trace?.sampled) {
+        recordOutboundSpans(policy.tracer!, trace, { method: req.method ?? '', path: req.url, status: code, serviceLabel: spec.serviceLabel, sourcePrincipal: policy.sourcePrincipal, target, retries: attempt, started, firstSentAt, respondedAt, destinationPrincipal });
+      }
+    };
     const fail = (error: unknown) => {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
@@ -97,6 +112,9 @@ export class HttpFallback {
     const method = req.method ?? '';
     const headers = forwardHeaders(req.headers);
     if (bodyHeld) headers['content-length'] = body.length;
+    if (requestId !== undefined) headers[REQUEST_ID_HEADER] = requestId;
+    trace = policy.tracer?.start(headerText(req.headers.traceparent), true);
+    if (trace) headers.traceparent = trace.traceparent;
     let lastError: unknown;
     for (let i = 0; i < plan.attempts; i++) {
       target = plan.targets[i]!;
@@ -110,6 +128,7 @@ export class HttpFallback {
       const tryTimeoutMs = left === undefined ? perTry : Math.min(left, perTry ?? left);
       attempt = i;
       access?.sending();
+      if (firstSentAt === 0) firstSentAt = performance.now();
       const sent = await this.#sendOnce(req, body, headers, this.#connections.agent(target, plan.route, plan.connectTimeoutMs), tryTimeoutMs, perTry);
       let outcome: TryOutcome;
       if ('response' in sent) {
@@ -124,7 +143,9 @@ export class HttpFallback {
           if (delay > 0) await sleep(delay);
           continue;
         }
-        access?.responded(upstreamRes);
+        respondedAt = performance.now();
+        destinationPrincipal = peerSpiffeId(upstreamRes.socket);
+        access?.responded(upstreamRes, destinationPrincipal);
         res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
         let upstreamError: Error | undefined;
@@ -196,6 +217,7 @@ class FallbackAccess {
   #sentAt = 0;
   #upstreamServiceMs: number | undefined;
   #response: IncomingMessage | undefined;
+  #destinationPrincipal: string | undefined;
 
   constructor(req: IncomingMessage, started: number) {
     this.#req = req;
@@ -211,9 +233,10 @@ class FallbackAccess {
     this.#sentAt = performance.now();
   }
 
-  responded(response: IncomingMessage): void {
+  responded(response: IncomingMessage, destinationPrincipal: string | undefined): void {
     this.#upstreamServiceMs = performance.now() - this.#sentAt;
     this.#response = response;
+    this.#destinationPrincipal = destinationPrincipal;
     response.on('data', (chunk: Buffer) => (this.#sent += chunk.length));
   }
 
@@ -240,7 +263,7 @@ class FallbackAccess {
       sourceCluster: undefined,
       destinationService,
       sourcePrincipal,
-      destinationPrincipal: response && peerSpiffeId(response.socket),
+      destinationPrincipal: this.#destinationPrincipal,
     };
   }
 }

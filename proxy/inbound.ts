@@ -5,7 +5,8 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import { InboundH2 } from './h2-inbound.js';
 import { listenOn, parseSpiffeId, tryParseSni, type AuthorizationPolicy, type Logger, type ServicePort } from '../mesh/index.js';
 import { AccessLog, fastPathFacts, headerText, type HttpAccessFacts } from './access-log.js';
-import { SpanKind, type RequestTrace, type Tracer } from './tracing.js';
+import type { RequestTrace, Tracer } from './tracing.js';
+import { recordServerSpan } from './request-spans.js';
 import { authorize, rbacDetails, type Caller } from './authorization.js';
 import type { SidecarTuning } from './config.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -97,7 +98,7 @@ export class InboundListener {
     this.#deps = deps;
     this.#accessLog = new AccessLog(deps.log, deps.tuning);
     this.#tls = createTlsServer({ ...deps.identity.serverContextOptions(), requestCert: true, rejectUnauthorized: false, handshakeTimeout: 10_000, noDelay: true, ALPNProtocols: INBOUND_ALPN });
-    this.#h2 = new InboundH2({ appHost: deps.tuning.appHost, metrics: deps.metrics, log: deps.log.child({ module: 'h2-inbound' }), serviceLabel: `${deps.service}.${deps.namespace}`, cluster: deps.cluster, dropHeaders: IDENTITY_HEADERS });
+    this.#h2 = new InboundH2({ appHost: deps.tuning.appHost, metrics: deps.metrics, log: deps.log.child({ module: 'h2-inbound' }), serviceLabel: `${deps.service}.${deps.namespace}`, cluster: deps.cluster, dropHeaders: IDENTITY_HEADERS, tracer: deps.tracer });
     this.#tls.on('secureConnection', (socket) => this.#onSecureConnection(socket));
     this.#tls.on('tlsClientError', (error, socket) => {
       deps.metrics.inboundRefused.inc({ reason: 'handshake' });
@@ -287,19 +288,26 @@ export class InboundListener {
       identityHeaders,
       denied: () => this.#denied(context, port),
       countDenial: (policy) => this.#countDenial(context.caller, policy),
-      finish: (code, result, started, facts) => this.#requestDone(context, code, result, started, facts),
+      finish: (code, result, started, facts, trace, grpcStatus) => this.#requestDone(context, code, result, started, facts, trace, grpcStatus),
     });
   }
 
   /**
    * One inbound request (Node's HTTP/1.1 path) or HTTP/2 stream done: its counter, its
-   * duration and, when the access log is on, its line (`facts` is called only then).
+   * duration, when the access log is on its line, and when its trace is sampled its
+   * server span (`facts` is called only for those).
    */
-  #requestDone(context: InboundContext, code: number, result: string, started: number, facts: () => InboundRequestFacts): void {
+  #requestDone(context: InboundContext, code: number, result: string, started: number, facts: () => InboundRequestFacts, trace: RequestTrace | undefined, grpcStatus?: number): void {
     const labels = this.#labels(context);
     this.#deps.metrics.requests.inc({ ...labels, code: String(code), result });
     this.#deps.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
-    if (this.#accessLog.enabled) this.#accessLog.http({ ...this.#parties(context), ...facts(), status: code, result });
+    const accessLog = this.#accessLog.enabled;
+    const span = trace?.sampled === true;
+    if (!accessLog && !span) return;
+    const parties = this.#parties(context);
+    const f = facts();
+    if (accessLog) this.#accessLog.http({ ...parties, ...f, traceId: trace?.traceId ?? f.traceId, status: code, result });
+    if (span) recordServerSpan(this.#deps.tracer!, trace, { ...parties, method: f.method, path: f.path, status: code, grpcStatus, started });
   }
 
   #pipeTcp(socket: Duplex, context: InboundContext): void {
@@ -409,6 +417,7 @@ export class InboundListener {
     }
     let appRes: IncomingMessage | undefined;
     let respondedAt = 0;
+    const trace = this.#deps.tracer?.start(headerText(req.headers.traceparent), false);
     const finish = (code: number, result: string, details?: string) =>
       this.#requestDone(context, code, result, started, () => ({
         started,
@@ -422,7 +431,7 @@ export class InboundListener {
         upstreamServiceMs: appRes ? respondedAt - started : undefined,
         header: (name) => headerText(req.headers[name]),
         responseHeader: (name) => headerText(appRes?.headers[name]),
-      }));
+      }), trace);
     // Policies can change while a pooled connection lives: decide again whenever the
     // snapshot's policy list is another one (a new snapshot brings a new array).
     const denied = this.#denied(context, port);
@@ -443,6 +452,7 @@ export class InboundListener {
     }
     if (context.caller.spiffeId) headers[PEER_IDENTITY_HEADER] = context.caller.spiffeId;
     if (context.caller.cluster) headers[PEER_CLUSTER_HEADER] = context.caller.cluster;
+    if (trace) headers.traceparent = trace.traceparent;
     const appReq = httpRequest({ agent: this.#appAgent, host: this.#deps.tuning.appHost, port: port.targetPort ?? port.port, method: req.method, path: req.url, headers, setHost: false });
     appReq.once('response', (response) => {
       appRes = response;
@@ -527,34 +537,11 @@ class AppExchange implements ResponseSink, AbortListener {
     this.#host.metrics.requests.inc({ ...labels, code: String(code), result });
     this.#host.metrics.requestSeconds.observe({ direction: 'inbound', destination_cluster: labels.destination_cluster, destination_service: labels.destination_service }, (performance.now() - started) / 1000);
     if (this.#host.accessLog.enabled) this.#host.accessLog.http(this.#accessFacts(code, result, error, details));
-    if (this.#trace?.sampled) this.#recordSpan(code);
-  }
-
-  /** The server span: the request as this sidecar served it, child of the caller's hop span. */
-  #recordSpan(status: number): void {
-    const trace = this.#trace!;
-    const head = this.#request.head;
-    const parties = this.#host.parties(this.#connection.context);
-    this.#host.tracer!.record({
-      traceId: trace.traceId,
-      spanId: trace.spanId,
-      parentSpanId: trace.parentSpanId,
-      name: `${head.method} ${parties.destinationService}`,
-      kind: SpanKind.server,
-      start: this.#request.started,
-      end: performance.now(),
-      error: status === 0 || status === 499 || status >= 500,
-      attributes: {
-        'http.request.method': head.method,
-        'url.path': head.target,
-        'http.response.status_code': status,
-        'causeway.source.principal': parties.sourcePrincipal,
-        'causeway.source.cluster': parties.sourceCluster,
-        'causeway.destination.principal': parties.destinationPrincipal,
-        'causeway.destination.cluster': parties.upstreamCluster,
-        'causeway.destination.service': parties.destinationService,
-      },
-    });
+    const trace = this.#trace;
+    if (trace?.sampled) {
+      const head = this.#request.head;
+      recordServerSpan(this.#host.tracer!, trace, { ...this.#host.parties(this.#connection.context), method: head.method, path: head.target, status: code, started });
+    }
   }
 
   #accessFacts(status: number, result: string, error: Error | undefined, details: string | undefined): HttpAccessFacts {

@@ -1,7 +1,9 @@
 import type { SnapshotTarget } from '../mesh/index.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { fastPathFacts, outboundParties, type HttpAccessFacts } from './access-log.js';
-import { SpanKind, traceHeaders, type RequestTrace } from './tracing.js';
+import { traceHeaders, type RequestTrace } from './tracing.js';
+import { REQUEST_ID_HEADER } from './request-id.js';
+import { recordOutboundSpans } from './request-spans.js';
 import { peerSpiffeId } from './peer-certificate.js';
 import { headerValue, rewriteHead, textResponse, upgradeLines, type ResponseHead } from './http1.js';
 import { type AbortListener, type BufferedRequest, type DownstreamConnection, type ResponseSink, type UpstreamConnection, type UpstreamPool } from './http1-relay.js';
@@ -12,6 +14,9 @@ import { targetKey } from './target-balancer.js';
 import type { TargetConnections } from './target-connections.js';
 
 const NO_EXTRA_DROPS: ReadonlySet<string> = new Set();
+/** Headers replaced when the sidecar gives the request its `x-request-id` (with or without a trace). */
+const REQUEST_ID_DROPS: ReadonlySet<string> = new Set([REQUEST_ID_HEADER]);
+const TRACE_AND_REQUEST_ID_DROPS: ReadonlySet<string> = new Set([...traceHeaders(), REQUEST_ID_HEADER]);
 
 /**
  * One request of the outbound fast path: targets in plan order; after each try the
@@ -58,6 +63,8 @@ export class OutboundExchange implements ResponseSink, AbortListener, RetryTimer
   readonly #trace: RequestTrace | undefined;
   #firstSentAt = 0;
   #refusedPlan: AttemptPlan | undefined;
+  /** The `x-request-id` this sidecar gave the request (the app's was absent or not acceptable). */
+  readonly #requestId: string | undefined;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, connection: DownstreamConnection<undefined>, request: BufferedRequest, serviceLabel: string, plan: AttemptPlan | undefined) {
     this.#policy = policy;
@@ -70,8 +77,17 @@ export class OutboundExchange implements ResponseSink, AbortListener, RetryTimer
     const upgrade = request.head.upgrade;
     const tracer = policy.tracer;
     this.#trace = tracer && plan ? tracer.start(headerValue(request.head, 'traceparent'), true) : undefined;
-    const extra = upgrade ? upgradeLines(upgrade) : '';
-    this.#head = !plan ? '' : this.#trace ? rewriteHead(request.head, traceHeaders(), this.#trace.header + extra) : rewriteHead(request.head, NO_EXTRA_DROPS, extra);
+    const requestId = (this.#requestId = policy.requestIds?.replacement(headerValue(request.head, REQUEST_ID_HEADER)));
+    if (!plan) {
+      this.#head = '';
+      return;
+    }
+    // One rewrite of the head whatever is added: the trace's line, the request id's, the upgrade's.
+    let extra = upgrade ? upgradeLines(upgrade) : '';
+    if (requestId !== undefined) extra = `${REQUEST_ID_HEADER}: ${requestId}\r\n${extra}`;
+    const trace = this.#trace;
+    if (trace) this.#head = rewriteHead(request.head, requestId === undefined ? traceHeaders() : TRACE_AND_REQUEST_ID_DROPS, trace.header + extra);
+    else this.#head = rewriteHead(request.head, requestId === undefined ? NO_EXTRA_DROPS : REQUEST_ID_DROPS, extra);
   }
 
   /**
@@ -295,46 +311,23 @@ export class OutboundExchange implements ResponseSink, AbortListener, RetryTimer
     this.#clearTimers();
     if (this.#plan) this.#policy.release(this.#plan);
     this.#policy.requestDone(this.#serviceLabel, this.#target, code, result, this.#request.started, this.#policy.accessLog.enabled ? this.#accessFacts(code, result) : undefined, this.#plan ?? this.#refusedPlan);
-    if (this.#trace?.sampled) this.#recordSpans(code);
-  }
-
-  /**
-   * The client span (the whole request as the app saw it) and, under it, the hop to the
-   * target — for a remote cluster, the gateway hop, recorded here because the gateway
-   * never terminates TLS and cannot read the headers. The upstream got the hop's id.
-   */
-  #recordSpans(status: number): void {
-    const trace = this.#trace!;
-    const tracer = this.#policy.tracer!;
-    const head = this.#request.head;
-    const target = this.#target;
-    const end = performance.now();
-    const error = status === 0 || status === 499 || status >= 500;
-    const common = { 'causeway.source.principal': this.#policy.sourcePrincipal, 'causeway.destination.service': this.#serviceLabel, 'causeway.destination.cluster': target?.cluster };
-    tracer.record({
-      traceId: trace.traceId,
-      spanId: trace.spanId,
-      parentSpanId: trace.parentSpanId,
-      name: `${head.method} ${this.#serviceLabel}`,
-      kind: SpanKind.client,
-      start: this.#request.started,
-      end,
-      error,
-      attributes: { ...common, 'http.request.method': head.method, 'url.path': head.target, 'http.response.status_code': status, 'causeway.retries': this.#attempt },
-    });
-    if (!target || this.#firstSentAt === 0) return;
-    const gateway = target.kind === 'gateway';
-    tracer.record({
-      traceId: trace.traceId,
-      spanId: trace.hopSpanId,
-      parentSpanId: trace.spanId,
-      name: gateway ? `gateway ${target.cluster}` : `endpoint ${target.cluster}`,
-      kind: SpanKind.client,
-      start: this.#firstSentAt,
-      end: this.#respondedAt || end,
-      error,
-      attributes: { ...common, 'causeway.hop': target.kind, 'server.address': target.address, 'server.port': target.port, 'causeway.destination.principal': this.#upstream && peerSpiffeId(this.#upstream.socket) },
-    });
+    const trace = this.#trace;
+    if (trace?.sampled) {
+      const head = this.#request.head;
+      recordOutboundSpans(this.#policy.tracer!, trace, {
+        method: head.method,
+        path: head.target,
+        status: code,
+        serviceLabel: this.#serviceLabel,
+        sourcePrincipal: this.#policy.sourcePrincipal,
+        target: this.#target,
+        retries: this.#attempt,
+        started: this.#request.started,
+        firstSentAt: this.#firstSentAt,
+        respondedAt: this.#respondedAt,
+        destinationPrincipal: this.#upstream && peerSpiffeId(this.#upstream.socket),
+      });
+    }
   }
 
   #accessFacts(status: number, result: string): HttpAccessFacts {
@@ -350,6 +343,7 @@ export class OutboundExchange implements ResponseSink, AbortListener, RetryTimer
       bytesSent: this.#bytesSent,
       upstreamServiceMs: response ? this.#respondedAt - this.#sentAt : undefined,
       traceId: this.#trace?.traceId,
+      requestId: this.#requestId,
     };
   }
 

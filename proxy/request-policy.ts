@@ -2,6 +2,7 @@ import { Backoff, type Logger, type Snapshot, type SnapshotService, type Snapsho
 import { AccessLog, type HttpAccessFacts, type TcpAccessFacts } from './access-log.js';
 import type { SidecarTuning } from './config.js';
 import type { Tracer } from './tracing.js';
+import { RequestIdSource } from './request-id.js';
 import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
 import { retryableOutcome, retryBudgetAllows, type TryOutcome } from './retry-policy.js';
@@ -130,6 +131,8 @@ export class RequestPolicy {
   readonly #metrics: SidecarMetrics;
   /** Paths build access-log facts only when {@link AccessLog.enabled}. */
   readonly accessLog: AccessLog;
+  /** Ids for outbound requests without one; undefined = `sidecar.requestId.generate` is off. */
+  readonly requestIds: RequestIdSource | undefined;
   readonly #outliers: OutlierDetector;
   #snapshot: Snapshot | undefined;
   #services = new Map<string, SnapshotService>();
@@ -144,6 +147,7 @@ export class RequestPolicy {
     this.#deps = deps;
     this.#metrics = deps.metrics;
     this.accessLog = new AccessLog(deps.log, deps.tuning);
+    this.requestIds = deps.tuning.requestId.generate ? new RequestIdSource(deps.log) : undefined;
     this.#gatewayMaxEjectionMs = Math.min(deps.tuning.outlier.gatewayMaxEjectionMs, deps.tuning.outlier.maxEjectionMs);
     this.#outliers = new OutlierDetector(deps.tuning.outlier, (key, reason, ms) => {
       deps.metrics.outlierEjections.inc({ ...this.#targetLabels(key), reason });

@@ -73,7 +73,8 @@ export interface RequestTrace {
   readonly spanId: string;
   readonly hopSpanId: string;
   readonly sampled: boolean;
-  /** The `traceparent` line to send on (with its CRLF). */
+  /** The `traceparent` to send on, and its header line (with its CRLF). */
+  readonly traceparent: string;
   readonly header: string;
 }
 
@@ -104,7 +105,8 @@ export class Tracer {
     const sampled = parent ? parent.sampled : Math.random() < this.#settings.sampling;
     const spanId = newSpanId();
     const hopSpanId = outbound ? newSpanId() : spanId;
-    return { traceId, parentSpanId: parent?.spanId, spanId, hopSpanId, sampled, header: `traceparent: ${formatTraceparent(traceId, hopSpanId, sampled)}\r\n` };
+    const sent = formatTraceparent(traceId, hopSpanId, sampled);
+    return { traceId, parentSpanId: parent?.spanId, spanId, hopSpanId, sampled, traceparent: sent, header: `traceparent: ${sent}\r\n` };
   }
 
   record(span: FinishedSpan): void {

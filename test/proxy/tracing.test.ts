@@ -1,8 +1,8 @@
 import test from 'ava';
-import { createServer, request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { productpageSpec, reviewsSpec, startMesh, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { captureLog, get, metricValue, spiffe } from './helpers/mesh.js';
+import { attrs, callTrace, startOtlpReceiver } from './helpers/otlp.js';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { SidecarMetrics } from '../../proxy/metrics.js';
@@ -14,46 +14,9 @@ import { waitFor } from '../../testkit/ports.js';
 // spans to a small OTLP/HTTP receiver (a plain node http server parsing the JSON, as a
 // collector would): the trace must come out whole.
 
-interface OtlpSpan {
-  traceId: string;
-  spanId: string;
-  parentSpanId?: string;
-  name: string;
-  kind: number;
-  startTimeUnixNano: string;
-  endTimeUnixNano: string;
-  attributes: { key: string; value: { stringValue?: string; intValue?: string } }[];
-}
-
-interface Received {
-  resource: Record<string, string | undefined>;
-  span: OtlpSpan;
-}
-
-function attrs(list: OtlpSpan['attributes']): Record<string, string | undefined> {
-  return Object.fromEntries(list.map((a) => [a.key, a.value.stringValue ?? a.value.intValue]));
-}
-
-async function startOtlpReceiver(): Promise<{ server: Server; url: string; spans: Received[]; posts: string[] }> {
-  const spans: Received[] = [];
-  const posts: string[] = [];
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      posts.push(`${req.method} ${req.url} ${req.headers['content-type']}`);
-      const body = JSON.parse(Buffer.concat(chunks).toString()) as { resourceSpans: { resource: { attributes: OtlpSpan['attributes'] }; scopeSpans: { spans: OtlpSpan[] }[] }[] };
-      for (const rs of body.resourceSpans) for (const ss of rs.scopeSpans) for (const span of ss.spans) spans.push({ resource: attrs(rs.resource.attributes), span });
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, spans, posts };
-}
-
 test('one call east → gateway → west leaves one trace: client span, gateway hop, server span, linked, with both identities and clusters', async (t) => {
   const receiver = await startOtlpReceiver();
-  t.teardown(() => new Promise<void>((resolve) => receiver.server.close(() => resolve())));
+  t.teardown(() => receiver.close());
   const world: MeshWorld = await startMesh([
     { name: 'east', region: 'eu', zone: 'eu-1' },
     { name: 'west', region: 'eu', zone: 'eu-2' },
@@ -77,19 +40,9 @@ test('one call east → gateway → west leaves one trace: client span, gateway 
   const res = await get(client.sidecar.outbound.lookup('default', 'reviews')!.address, 9080, '/traced', { agent: false });
   t.is(res.status, 200);
 
-  const server1 = await waitFor(() => receiver.spans.find((r) => r.span.kind === 2 && attrs(r.span.attributes)['url.path'] === '/traced'), { what: 'the server span', timeoutMs: 20_000 });
+  const { client: clientSpan, hop, server: server1 } = await callTrace(t, receiver.spans, (r) => attrs(r.span.attributes)['url.path'] === '/traced');
   const traceId = server1.span.traceId;
-  const ofTrace = () => receiver.spans.filter((r) => r.span.traceId === traceId);
-  await waitFor(() => ofTrace().length >= 3, { what: 'the three spans of the trace', timeoutMs: 20_000 });
   t.true(receiver.posts.every((p) => p === 'POST /v1/traces application/json'));
-  const spans = ofTrace();
-  t.is(spans.length, 3);
-  const clientSpan = spans.find((r) => r.span.kind === 3 && r.span.parentSpanId === undefined)!;
-  const hop = spans.find((r) => r.span.kind === 3 && r.span.parentSpanId !== undefined)!;
-  t.truthy(clientSpan, 'the client span is the root (the app sent no traceparent)');
-  t.truthy(hop, 'the gateway hop');
-  t.is(hop.span.parentSpanId, clientSpan.span.spanId);
-  t.is(server1.span.parentSpanId, hop.span.spanId);
   t.regex(traceId, /^[0-9a-f]{32}$/);
   // The access log names the trace the sidecar started.
   t.is((await waitFor(() => clientLog.access().find((l) => l.path === '/traced'), { what: 'the access-log line', timeoutMs: 20_000 })).trace_id, traceId);
