@@ -223,7 +223,8 @@ export class RequestPolicy {
       throw new ProxyError(ProxyErrorCodes.unknownService, `${spec.serviceLabel} has no port ${spec.servicePort}`);
     }
     const policy = this.#policies.get(spec.serviceKey);
-    const trafficRoute = (this.#routes.get(spec.serviceKey) ?? compileRoutes(policy, this.#deps.tuning.maxAttempts, undefined)).select(request);
+    // apply() compiles the routes of every service it keeps: a service found above has them.
+    const trafficRoute = this.#routes.get(spec.serviceKey)!.select(request);
     const subset = trafficRoute.subset ?? pickSubset(trafficRoute.split);
     if (subset !== undefined && svc.subsets[subset] === undefined) {
       throw new ProxyError(ProxyErrorCodes.noHealthyTarget, `traffic policy ${policy!.name} (route ${trafficRoute.name}) sends ${spec.serviceLabel} to subset ${subset}, which the service does not define (it has: ${Object.keys(svc.subsets).join(', ') || 'none'}); fix the policy's split or the service's subsets`);
