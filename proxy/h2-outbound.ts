@@ -1,8 +1,13 @@
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../mesh/index.js';
+import type { AppH2c } from './app-h2c.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { H2Exchange } from './h2-exchange.js';
+import { asksForH2c } from './h2c-upgrade.js';
+import { textResponse } from './http1.js';
+import { DownstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
 import type { ListenerBinding } from './http-outbound.js';
 import type { SidecarMetrics } from './metrics.js';
 import type { AttemptPlan, RequestPolicy } from './request-policy.js';
@@ -12,36 +17,50 @@ import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 /**
  * Outbound `http2` and `grpc` ports: the app speaks h2c (HTTP/2 with prior knowledge,
- * as gRPC clients do) to the listener, and each stream is one request under the request
- * policy ({@link H2Exchange}) — so the calls of one long-lived gRPC channel spread over
- * the service's targets like HTTP/1.1 requests do.
+ * as gRPC clients do, or after an HTTP/1.1 request with `Upgrade: h2c`) to the listener,
+ * and each stream is one request under the request policy ({@link H2Exchange}) — so the
+ * calls of one long-lived gRPC channel spread over the service's targets like HTTP/1.1
+ * requests do. Other HTTP/1.1 requests are answered 426 (the mTLS hop of these ports
+ * speaks HTTP/2).
  */
 export class H2Outbound {
   readonly #policy: RequestPolicy;
   readonly #connections: TargetConnections;
   readonly #metrics: SidecarMetrics;
   readonly #log: Logger;
-  readonly #sessions = new Set<ServerHttp2Session>();
+  readonly #appH2c: AppH2c;
+  readonly #downstreams = new Set<Socket>();
 
-  constructor(policy: RequestPolicy, connections: TargetConnections, metrics: SidecarMetrics, log: Logger) {
+  constructor(policy: RequestPolicy, connections: TargetConnections, metrics: SidecarMetrics, log: Logger, appH2c: AppH2c) {
     this.#policy = policy;
     this.#connections = connections;
     this.#metrics = metrics;
     this.#log = log.child({ module: 'h2-outbound' });
+    this.#appH2c = appH2c;
   }
 
   /** An HTTP/2 port's listener: each stream goes to the service the listener stands for at that moment. */
   server(listener: ListenerBinding): TcpServer {
-    return createTcpServer({ noDelay: true }, (socket) => this.#accept(socket, listener));
+    const handler = new H2PortRequests(this, listener, this.#appH2c);
+    return createTcpServer({ noDelay: true }, (socket) => {
+      const metrics = this.#metrics;
+      this.#downstreams.add(socket);
+      metrics.activeConnections.inc({ direction: 'outbound' });
+      socket.once('close', () => {
+        this.#downstreams.delete(socket);
+        metrics.activeConnections.dec({ direction: 'outbound' });
+      });
+      // Read by the fast path's reader only until the first bytes say how the app speaks HTTP/2.
+      new DownstreamConnection(socket, handler, undefined, IDLE_KEEPALIVE_MS);
+    });
   }
 
   close(): void {
-    for (const session of this.#sessions) session.destroy();
+    for (const socket of this.#downstreams) socket.destroy();
   }
 
-  #accept(socket: Socket, listener: ListenerBinding): void {
-    const metrics = this.#metrics;
-    socket.on('error', () => {});
+  /** An h2c connection (prior knowledge, or upgraded): one HTTP/2 session with the app. */
+  accept(socket: Duplex, listener: ListenerBinding): void {
     let session: ServerHttp2Session;
     try {
       session = performServerHandshake(socket);
@@ -50,19 +69,8 @@ export class H2Outbound {
       socket.destroy();
       return;
     }
-    this.#sessions.add(session);
-    metrics.activeConnections.inc({ direction: 'outbound' });
-    metrics.h2Sessions.inc({ direction: 'outbound', peer: 'app' });
-    session.once('close', () => {
-      // The connection goes with its session (also one that failed: a bad preface, a protocol error).
-      socket.destroy();
-      this.#sessions.delete(session);
-      metrics.activeConnections.dec({ direction: 'outbound' });
-      metrics.h2Sessions.dec({ direction: 'outbound', peer: 'app' });
-    });
-    // An app that is not speaking HTTP/2 (an HTTP/1.1 client on a gRPC port) fails the preface: logged, connection closed.
-    session.on('error', (error) => this.#log.debug({ err: error }, 'h2c session with the app failed'));
-    session.setTimeout(IDLE_KEEPALIVE_MS, () => session.close());
+    // The connection goes with its session (also one that failed: a bad preface, a protocol error).
+    this.#appH2c.track(session, socket);
     session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.#forward(stream, headers, listener));
   }
 
@@ -85,4 +93,44 @@ export class H2Outbound {
     }
     new H2Exchange(policy, this.#connections, this.#metrics, stream, headers, spec.serviceLabel, plan).start();
   }
+}
+
+/**
+ * The first request of a connection to an HTTP/2 port that did not open with the HTTP/2
+ * preface: an `Upgrade: h2c` switches it to HTTP/2; anything else gets a 426 that says
+ * how to speak to the port, and the connection closes.
+ */
+class H2PortRequests implements DownstreamHandler<undefined> {
+  readonly #outbound: H2Outbound;
+  readonly #listener: ListenerBinding;
+  readonly #appH2c: AppH2c;
+
+  constructor(outbound: H2Outbound, listener: ListenerBinding, appH2c: AppH2c) {
+    this.#outbound = outbound;
+    this.#listener = listener;
+    this.#appH2c = appH2c;
+  }
+
+  http2(socket: Duplex): void {
+    this.#outbound.accept(socket, this.#listener);
+  }
+
+  handle(connection: DownstreamConnection<undefined>, request: BufferedRequest): void {
+    const upgrade = request.head.upgrade;
+    let why = 'it speaks HTTP/2 only';
+    if (upgrade !== undefined && asksForH2c(upgrade)) {
+      if (this.#appH2c.upgrade(connection, request, (upgraded) => this.http2(upgraded)) !== 'declined') return;
+      why = 'the upgrade needs one HTTP2-Settings header and a request body of at most 65,535 bytes with a Content-Length';
+    }
+    connection.write(upgradeRequired(why));
+    connection.finish(true);
+  }
+
+  handOff(socket: Socket): void {
+    socket.end(upgradeRequired('it speaks HTTP/2 only'));
+  }
+}
+
+function upgradeRequired(why: string): Buffer {
+  return textResponse(426, `this port's protocol is http2 or grpc and ${why}: connect with HTTP/2 prior knowledge (h2c), or send Upgrade: h2c with HTTP2-Settings\n`, { upgrade: 'h2c', 'x-causeway-error': ProxyErrorCodes.badRequest }, true);
 }

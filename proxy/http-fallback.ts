@@ -1,4 +1,5 @@
 import { request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createH2Server, Http2ServerRequest, Http2ServerResponse, type Http2Server } from 'node:http2';
 import type { SnapshotTarget } from '../mesh/index.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { headerText, type HttpAccessFacts } from './access-log.js';
@@ -14,7 +15,11 @@ import { targetKey } from './target-balancer.js';
 import { HeaderMapRouteRequest } from './traffic-routes.js';
 import type { TargetAgent, TargetConnections } from './target-connections.js';
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'te', 'trailer', 'proxy-authorization', 'proxy-authenticate']);
+
+/** A request on Node's server path: HTTP/1.x, or one stream of an app's HTTP/2 connection on an `http` port. */
+type ServerRequest = IncomingMessage | Http2ServerRequest;
+type ServerReply = ServerResponse | Http2ServerResponse;
 
 type SendOutcome = { response: IncomingMessage } | { error: unknown; reusedSocket: boolean; timedOut: boolean };
 
@@ -24,6 +29,11 @@ type SendOutcome = { response: IncomingMessage } | { error: unknown; reusedSocke
  * proxy's plain requests: served by Node's HTTP server and client, under the same
  * request policy as the fast path. Bodies up to the retry buffer are held so that an
  * attempt can be replayed; larger ones stream (without replays).
+ *
+ * An app's HTTP/2 connection on an `http` port (h2c: prior knowledge or `Upgrade: h2c`)
+ * is served here too, by Node's HTTP/2 server and its compatibility API: each stream is
+ * one request forwarded as HTTP/1.1 on the mTLS hop — the peer's inbound and its app
+ * speak HTTP/1.1 on an `http` port — with the same plan, retries and log as the rest.
  */
 export class HttpFallback {
   readonly #policy: RequestPolicy;
@@ -36,17 +46,33 @@ export class HttpFallback {
   }
 
   /** Node's HTTP server for the connections one listener's fast path hands over (never listening itself). */
-  server(listener: { readonly spec: OutboundListenerSpec | undefined }): HttpServer {
-    const server = handOffServer((req, res) => {
-      const spec = listener.spec;
-      if (!spec) {
-        res.writeHead(503).end();
-        return;
-      }
-      void this.serve(req, res, spec);
-    });
+  server(listener: ListenerSpec): HttpServer {
+    const server = handOffServer((req, res) => this.#serveListener(req, res, listener));
     this.#servers.add(server);
     return server;
+  }
+
+  /**
+   * Node's HTTP/2 server for one listener's h2c connections (never listening itself:
+   * connections are emitted into it). Its sessions close with their connections.
+   */
+  h2Server(listener: ListenerSpec): Http2Server {
+    return createH2Server({ settings: { enablePush: false } }, (req, res) => {
+      if (req.method === 'CONNECT') {
+        reply(res, 405, { 'content-type': 'text/plain', 'x-causeway-error': ProxyErrorCodes.badRequest }, 'CONNECT is not forwarded on an http port; use a tcp port or the HTTP proxy\n');
+        return;
+      }
+      this.#serveListener(req, res, listener);
+    });
+  }
+
+  #serveListener(req: ServerRequest, res: ServerReply, listener: ListenerSpec): void {
+    const spec = listener.spec;
+    if (!spec) {
+      reply(res, 503, {});
+      return;
+    }
+    void this.serve(req, res, spec);
   }
 
   /** A listener closed: its server is no longer closed with the sidecar (its connections finish on their own). */
@@ -60,7 +86,7 @@ export class HttpFallback {
   }
 
   /** One request to a listener's service: attempts in the request policy's plan. */
-  async serve(req: IncomingMessage, res: ServerResponse, spec: OutboundListenerSpec): Promise<void> {
+  async serve(req: ServerRequest, res: ServerReply, spec: OutboundListenerSpec): Promise<void> {
     const policy = this.#policy;
     const started = performance.now();
     let plan: AttemptPlan | undefined;
@@ -86,7 +112,7 @@ export class HttpFallback {
       const { status, code } = errorStatus(error);
       if (!res.headersSent) {
         const body = `${(error as Error).message}\n`;
-        res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': code }).end(body);
+        reply(res, status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body), 'x-causeway-error': code }, body);
       } else {
         res.destroy();
       }
@@ -146,7 +172,13 @@ export class HttpFallback {
         respondedAt = performance.now();
         destinationPrincipal = peerSpiffeId(upstreamRes.socket);
         access?.responded(upstreamRes, destinationPrincipal);
-        res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
+        if (res instanceof Http2ServerResponse) {
+          // HTTP/2 has no reason phrase; the HTTP/1.1 response's trailers become the stream's.
+          res.writeHead(status, forwardHeaders(upstreamRes.headers));
+          upstreamRes.once('end', () => {
+            if (Object.keys(upstreamRes.trailers).length > 0) res.addTrailers(forwardHeaders(upstreamRes.trailers));
+          });
+        } else res.writeHead(status, upstreamRes.statusMessage, forwardHeaders(upstreamRes.headers));
         upstreamRes.pipe(res);
         let upstreamError: Error | undefined;
         upstreamRes.once('error', (error) => {
@@ -178,7 +210,7 @@ export class HttpFallback {
   }
 
   /** One try; `timeoutMs` ends it without a response head (`perTryTimeoutMs`, when set, is the one named in the error). */
-  #sendOnce(req: IncomingMessage, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, timeoutMs: number | undefined, perTryTimeoutMs: number | undefined): Promise<SendOutcome> {
+  #sendOnce(req: ServerRequest, body: Buffer | 'stream', headers: OutgoingHttpHeaders, agent: TargetAgent, timeoutMs: number | undefined, perTryTimeoutMs: number | undefined): Promise<SendOutcome> {
     return new Promise((resolve) => {
       let timedOut = false;
       const upstreamReq = httpRequest({ agent, method: req.method, path: pathOf(req.url), headers, setHost: false });
@@ -210,7 +242,7 @@ export class HttpFallback {
 
 /** What the access log needs of one request on Node's server path, gathered as it goes. */
 class FallbackAccess {
-  readonly #req: IncomingMessage;
+  readonly #req: ServerRequest;
   readonly #started: number;
   #received = 0;
   #sent = 0;
@@ -219,7 +251,7 @@ class FallbackAccess {
   #response: IncomingMessage | undefined;
   #destinationPrincipal: string | undefined;
 
-  constructor(req: IncomingMessage, started: number) {
+  constructor(req: ServerRequest, started: number) {
     this.#req = req;
     this.#started = started;
   }
@@ -248,7 +280,7 @@ class FallbackAccess {
       started: this.#started,
       method: req.method,
       path: req.url,
-      protocol: `HTTP/${req.httpVersion}`,
+      protocol: req.httpVersionMajor === 2 ? 'HTTP/2' : `HTTP/${req.httpVersion}`,
       status,
       result,
       error,
@@ -268,7 +300,8 @@ class FallbackAccess {
   }
 }
 
-function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeaders {
+/** The headers to forward: hop-by-hop ones dropped; an HTTP/2 request's pseudo-headers dropped, its `:authority` as `host`. */
+function forwardHeaders(headers: ServerRequest['headers']): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
   // Runs twice per request: no token set unless the message names extra hop-by-hop headers.
   const connection = headers.connection;
@@ -284,11 +317,22 @@ function forwardHeaders(headers: IncomingMessage['headers']): OutgoingHttpHeader
         );
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.has(name)) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || connectionTokens?.has(name) || name.charCodeAt(0) === COLON) continue;
     out[name] = value;
   }
+  const authority = headers[':authority'];
+  if (out.host === undefined && typeof authority === 'string') out.host = authority;
   return out;
 }
+
+const COLON = 0x3a;
+
+/** Answers with a whole response of the sidecar's own (the two response APIs' overloads do not unite for TypeScript). */
+function reply(res: ServerReply, status: number, headers: OutgoingHttpHeaders, body = ''): void {
+  if (res instanceof Http2ServerResponse) res.writeHead(status, headers).end(body);
+  else res.writeHead(status, headers).end(body);
+}
+type ListenerSpec = { readonly spec: OutboundListenerSpec | undefined };
 
 /** An absolute-form target (`http://host:port/path`, sent to a forward proxy) becomes its origin form. */
 function pathOf(url: string | undefined): string {
@@ -303,9 +347,10 @@ function pathOf(url: string | undefined): string {
 }
 
 /** Reads a request body up to `limit` bytes; beyond that the request streams (and cannot be retried). */
-function bufferBody(req: IncomingMessage, limit: number): Promise<Buffer | 'stream' | 'aborted'> {
+function bufferBody(req: ServerRequest, limit: number): Promise<Buffer | 'stream' | 'aborted'> {
   const length = req.headers['content-length'];
-  const hasBody = (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+  // An HTTP/2 request has a body unless its HEADERS ended the stream (a length is optional there).
+  const hasBody = req instanceof Http2ServerRequest ? !req.stream.endAfterHeaders : (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
   if (!hasBody) {
     req.resume();
     return Promise.resolve(Buffer.alloc(0));

@@ -1,6 +1,10 @@
 import type { Server as HttpServer } from 'node:http';
+import type { Http2Server } from 'node:http2';
 import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import type { AppH2c } from './app-h2c.js';
+import { asksForH2c } from './h2c-upgrade.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { headerValue, type RequestHead } from './http1.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -22,24 +26,29 @@ export interface ListenerBinding {
  * ({@link DownstreamConnection}); each request is planned and admitted by the request
  * policy and forwarded by an {@link OutboundExchange}. A connection the fast path does
  * not take goes to Node's HTTP server ({@link HttpFallback}), under the same policy.
+ * The app may speak HTTP/2 too (h2c): a connection that opens with the HTTP/2 preface,
+ * or whose request asks for `Upgrade: h2c`, goes to Node's HTTP/2 server, each stream
+ * one request on the fallback path.
  */
 export class HttpOutbound {
   readonly #policy: RequestPolicy;
   readonly #connections: TargetConnections;
   readonly #fallback: HttpFallback;
   readonly #metrics: SidecarMetrics;
+  readonly #appH2c: AppH2c;
   readonly #downstreams = new Set<Socket>();
 
-  constructor(policy: RequestPolicy, connections: TargetConnections, fallback: HttpFallback, metrics: SidecarMetrics) {
+  constructor(policy: RequestPolicy, connections: TargetConnections, fallback: HttpFallback, metrics: SidecarMetrics, appH2c: AppH2c) {
     this.#policy = policy;
     this.#connections = connections;
     this.#fallback = fallback;
     this.#metrics = metrics;
+    this.#appH2c = appH2c;
   }
 
   /** An HTTP port's listener: each request goes to the service the listener stands for at that moment. */
   server(listener: ListenerBinding): TcpServer {
-    const handler = new ListenerRequests(this, listener, this.#fallback);
+    const handler = new ListenerRequests(this, listener, this.#fallback, this.#appH2c);
     const server = createTcpServer({ noDelay: true }, (socket) => {
       this.#downstreams.add(socket);
       this.#metrics.activeConnections.inc({ direction: 'outbound' });
@@ -55,6 +64,11 @@ export class HttpOutbound {
 
   close(): void {
     for (const socket of this.#downstreams) socket.destroy();
+  }
+
+  /** A connection left the fast path (counted once per connection, never per request). */
+  handedOff(to: 'http2' | 'node-http1'): void {
+    this.#metrics.appHandoffs.inc({ to });
   }
 
   /** One request on the fast path: the policy's plan, then an exchange; a request it refuses is answered at once. */
@@ -77,24 +91,52 @@ export class HttpOutbound {
   }
 }
 
-/** The fast path's handler of one listener: requests go to {@link HttpOutbound.forward}, hand-offs to Node's HTTP server. */
+/**
+ * The fast path's handler of one listener: requests go to {@link HttpOutbound.forward},
+ * hand-offs to Node's HTTP server, h2c connections to Node's HTTP/2 server.
+ */
 class ListenerRequests implements DownstreamHandler<undefined> {
   readonly #outbound: HttpOutbound;
   readonly #listener: ListenerBinding;
   readonly #fallback: HttpFallback;
+  readonly #appH2c: AppH2c;
   #server: HttpServer | undefined;
+  #h2Server: Http2Server | undefined;
 
-  constructor(outbound: HttpOutbound, listener: ListenerBinding, fallback: HttpFallback) {
+  constructor(outbound: HttpOutbound, listener: ListenerBinding, fallback: HttpFallback, appH2c: AppH2c) {
     this.#outbound = outbound;
     this.#listener = listener;
     this.#fallback = fallback;
+    this.#appH2c = appH2c;
   }
 
   handle(connection: DownstreamConnection<undefined>, request: BufferedRequest): void {
+    const upgrade = request.head.upgrade;
+    if (upgrade !== undefined && asksForH2c(upgrade)) {
+      if (this.#appH2c.upgrade(connection, request, (upgraded) => this.#serveH2(upgraded)) !== 'declined') return;
+      // Served as HTTP/1.1: the head is forwarded without the upgrade (and without Upgrade/HTTP2-Settings, hop-by-hop).
+      request = { ...request, head: { ...request.head, upgrade: undefined } };
+    }
     this.#outbound.forward(connection, request, this.#listener.spec);
   }
 
+  /** The connection opened with the HTTP/2 preface (h2c with prior knowledge). */
+  http2(socket: Socket): void {
+    this.#outbound.handedOff('http2');
+    this.#serveH2(socket);
+  }
+
+  /** An h2c connection (prior knowledge, or upgraded): a session of this listener's HTTP/2 server. */
+  #serveH2(socket: Duplex): void {
+    if (!this.#h2Server) {
+      const server = (this.#h2Server = this.#fallback.h2Server(this.#listener));
+      server.on('session', (session) => this.#appH2c.track(session));
+    }
+    this.#h2Server.emit('connection', socket);
+  }
+
   handOff(socket: Socket | TLSSocket): void {
+    this.#outbound.handedOff('node-http1');
     (this.#server ??= this.#fallback.server(this.#listener)).emit('connection', socket);
     socket.resume();
   }

@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { ProxyErrorCodes } from './errors.js';
 import { BodyFramer, Http1Error, headEnd, headerValue, leadingEmptyLines, parseRequestHead, parseResponseHead, responseBodyKind, rewriteHead, textResponse, upgradeLines, type RequestHead, type ResponseHead } from './http1.js';
+import { sniffPreface } from './h2-preface.js';
 import { socketIo, watchIdle, type SocketIo, type SocketIoReader } from './socket-io.js';
 import { IDLE_KEEPALIVE_MS } from './wire.js';
 
@@ -47,6 +48,12 @@ export interface DownstreamHandler<C> {
   handOff(socket: AnySocket, buffered: Buffer, connection: DownstreamConnection<C>): void;
   /** A malformed request: answered with `error.status` and the connection closed. */
   rejected?(connection: DownstreamConnection<C>, error: Http1Error): void;
+  /**
+   * The connection opened with the HTTP/2 client preface (h2c with prior knowledge): serve
+   * it as HTTP/2 from `buffered` on (the socket is back on its stream API, `buffered`
+   * unshifted). Only a handler that has this method gets its connections sniffed.
+   */
+  http2?(socket: AnySocket, buffered: Buffer): void;
 }
 
 const enum ReadState {
@@ -84,11 +91,14 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
   /** Told when the connection goes while a request is being served. */
   #onAbort: AbortListener | undefined;
   #closeAfter = false;
+  /** Until the first bytes tell HTTP/1.1 from the HTTP/2 preface (only when the handler serves HTTP/2). */
+  #sniffing: boolean;
 
   constructor(socket: AnySocket, handler: DownstreamHandler<C>, context: C, idleTimeoutMs: number) {
     this.socket = socket;
     this.#handler = handler;
     this.context = context;
+    this.#sniffing = handler.http2 !== undefined;
     socket.on('error', noop);
     socket.once('close', this.#onClose);
     this.#io = socketIo(socket, this);
@@ -208,6 +218,7 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     switch (this.#state) {
       case ReadState.Head:
         this.#pending = this.#pending ? Buffer.concat([this.#pending, chunk]) : chunk;
+        if (this.#sniffing && !this.#sniffed()) return;
         this.#advance();
         return;
       case ReadState.Body:
@@ -253,6 +264,18 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
     if (end < buf.length) this.#takeBody(buf.subarray(end));
   }
 
+  /** Whether the connection's first bytes are (still) read as HTTP/1.1; on the HTTP/2 preface it goes to the handler's HTTP/2 server. */
+  #sniffed(): boolean {
+    const verdict = sniffPreface(this.#pending!);
+    if (verdict === 'more') return false;
+    this.#sniffing = false;
+    if (verdict === 'http1') return true;
+    const buffered = this.#pending!;
+    this.#pending = undefined;
+    this.#leave(buffered, (socket) => this.#handler.http2!(socket, buffered));
+    return false;
+  }
+
   #takeBody(chunk: Buffer): void {
     let n: number;
     try {
@@ -282,12 +305,17 @@ export class DownstreamConnection<C = unknown> implements SocketIoReader {
   }
 
   #handOff(buffered: Buffer): void {
+    this.#leave(buffered, (socket) => this.#handler.handOff(socket, buffered, this));
+  }
+
+  /** Leaves the fast path with `buffered` put back in front of the socket's unread bytes, for `then` to serve. */
+  #leave(buffered: Buffer, then: (socket: AnySocket) => void): void {
     this.detach(() => {
       const socket = this.socket;
       if (socket.destroyed) return;
       socket.pause();
       if (buffered.length > 0) socket.unshift(buffered);
-      this.#handler.handOff(socket, buffered, this);
+      then(socket);
     });
   }
 

@@ -426,10 +426,11 @@ export function rewriteHead(head: MessageHead, drop: ReadonlySet<string>, extra:
 }
 
 /**
- * Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy does not forward. Transfer-Encoding
+ * Hop-by-hop headers (RFC 9110 §7.6.1; `HTTP2-Settings` belongs to an `Upgrade: h2c`, RFC 7540
+ * §3.2.1) that a proxy does not forward. Transfer-Encoding
  * stays: chunked bodies are forwarded as they came.
  */
-const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'proxy-authorization', 'proxy-authenticate']);
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'upgrade', 'http2-settings', 'proxy-authorization', 'proxy-authenticate']);
 
 /** Headers that frame the body or name the authority: kept even when Connection lists them (the body is forwarded as framed). */
 const FRAMING: ReadonlySet<string> = new Set(['content-length', 'transfer-encoding', 'host']);
@@ -442,7 +443,7 @@ function trimOws(text: string): string {
   return start === 0 && end === text.length ? text : text.slice(start, end);
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 413: 'Content Too Large', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 505: 'HTTP Version Not Supported' };
+const REASONS: Record<number, string> = { 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 413: 'Content Too Large', 426: 'Upgrade Required', 431: 'Request Header Fields Too Large', 500: 'Internal Server Error', 501: 'Not Implemented', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 505: 'HTTP Version Not Supported' };
 
 /** The Connection and Upgrade lines an upgrade request or its 101 carries on (both are hop-by-hop otherwise). */
 export function upgradeLines(protocol: string): string {

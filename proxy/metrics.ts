@@ -24,6 +24,8 @@ export class SidecarMetrics {
   readonly spansExported: Counter;
   readonly spansDropped: Counter<'reason'>;
   readonly h2Sessions: Gauge<'direction' | 'peer'>;
+  readonly h2cUpgrades: Counter<'result' | 'reason'>;
+  readonly appHandoffs: Counter<'to'>;
   readonly grpcResponses: Counter<'direction' | 'destination_cluster' | 'destination_service' | 'grpc_status'>;
 
   constructor(registry: Registry) {
@@ -50,7 +52,9 @@ export class SidecarMetrics {
     this.rateLimited = new Counter({ name: 'causeway_sidecar_rate_limited_total', help: 'HTTP requests refused (429) by a traffic policy route\'s rate limit', labelNames: ['destination_service', 'route'], registers });
     this.spansExported = new Counter({ name: 'causeway_sidecar_spans_exported_total', help: 'Spans the OTLP collector accepted', registers });
     this.spansDropped = new Counter({ name: 'causeway_sidecar_spans_dropped_total', help: 'Spans dropped: queue_full (collector too slow or down), export_error, rejected', labelNames: ['reason'], registers });
-    this.h2Sessions = new Gauge({ name: 'causeway_sidecar_h2_sessions', help: 'Open HTTP/2 sessions; peer=app is the app side (the app\'s h2c connections outbound, the sidecar\'s own to the app inbound), peer=mesh the mTLS side', labelNames: ['direction', 'peer'], registers });
+    this.h2Sessions = new Gauge({ name: 'causeway_sidecar_h2_sessions', help: 'Open HTTP/2 sessions; peer=app is the app side (the app\'s h2c connections outbound, on any HTTP port, prior knowledge or upgraded; the sidecar\'s own to the app inbound), peer=mesh the mTLS side', labelNames: ['direction', 'peer'], registers });
+    this.h2cUpgrades = new Counter({ name: 'causeway_sidecar_h2c_upgrades_total', help: 'HTTP/1.1 requests from the app that asked for Upgrade: h2c, by result: upgraded (reason none), declined (served as HTTP/1.1, or refused on an http2/grpc port: no-settings, chunked-body, body-too-large, headers-too-large), refused (400: bad-settings)', labelNames: ['result', 'reason'], registers });
+    this.appHandoffs = new Counter({ name: 'causeway_sidecar_app_connection_handoffs_total', help: 'App connections to outbound HTTP ports that left the HTTP/1.1 fast path: to=http2 (the connection opened with the HTTP/2 preface: h2c with prior knowledge), to=node-http1 (a request the fast path does not take; Node\'s HTTP server serves the rest of the connection). Upgrades to h2c are in causeway_sidecar_h2c_upgrades_total', labelNames: ['to'], registers });
     this.grpcResponses = new Counter({ name: 'causeway_sidecar_grpc_responses_total', help: 'gRPC calls by their grpc-status (from the response headers or trailers; the sidecar\'s own errors included). Each call is also in causeway_sidecar_http_requests_total', labelNames: ['direction', 'destination_cluster', 'destination_service', 'grpc_status'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }

@@ -1,6 +1,7 @@
 import type { Tracer } from './tracing.js';
 import type { Logger, ServicePort, Snapshot } from '../mesh/index.js';
 import type { SidecarTuning } from './config.js';
+import { AppH2c } from './app-h2c.js';
 import { ForwardProxy, type MeshHostResolver } from './forward-proxy.js';
 import { H2Outbound } from './h2-outbound.js';
 import { HttpFallback } from './http-fallback.js';
@@ -54,8 +55,9 @@ export class OutboundProxy {
     this.#policy = new RequestPolicy(deps);
     this.#connections = new TargetConnections(deps);
     this.#fallback = new HttpFallback(this.#policy, this.#connections);
-    this.#http = new HttpOutbound(this.#policy, this.#connections, this.#fallback, deps.metrics);
-    this.#h2 = new H2Outbound(this.#policy, this.#connections, deps.metrics, deps.log);
+    const appH2c = new AppH2c(deps.metrics, deps.log);
+    this.#http = new HttpOutbound(this.#policy, this.#connections, this.#fallback, deps.metrics, appH2c);
+    this.#h2 = new H2Outbound(this.#policy, this.#connections, deps.metrics, deps.log, appH2c);
     this.#tcp = new TcpOutbound(this.#policy, this.#connections, deps.metrics);
     this.#listeners = new OutboundListeners({ log: deps.log, upstreams: deps.upstreams, range: deps.range, policy: this.#policy, http: this.#http, h2: this.#h2, tcp: this.#tcp });
   }
