@@ -21,6 +21,8 @@ const NEEDS = {
     promtool: 'prometheus', prometheus: 'prometheus',
     // chromium: the mesh view's browser test (test/ui/) drives it headless through puppeteer-core.
     chromium: 'chromium',
+    // nghttp and curl: real HTTP/2 clients for the sidecar's h2c tests (Upgrade: h2c, prior knowledge).
+    nghttp: 'nghttp2-client', curl: 'curl',
   },
   demo: { etcd: 'etcd-server', etcdctl: 'etcd-client', openssl: 'openssl', ip: 'iproute2' },
   bench: {

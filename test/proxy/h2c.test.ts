@@ -316,6 +316,14 @@ test('Upgrade: h2c on an http port (nghttp -u): the 101, the response on stream 
   }
   t.is(await metricValue(client.sc.sidecar, 'causeway_sidecar_h2c_upgrades_total', { result: 'upgraded' }), 1);
 
+  // curl --http2 on an http:// URL upgrades the same way; its second URL reuses the HTTP/2 connection.
+  const curl = await run('curl', ['--http2', '-sS', '-v', '--max-time', '20', `http://${address}:9080/c1`, `http://${address}:9080/c2`], { timeout: 30_000, encoding: 'utf8' });
+  t.regex(curl.stderr, /HTTP\/1\.1 101 Switching Protocols/);
+  t.is(curl.stderr.match(/< HTTP\/2 200/g)?.length, 2, curl.stderr);
+  t.regex(curl.stderr, /Re-using existing connection/);
+  t.regex(curl.stdout, /"path":"\/c1".*"path":"\/c2"/s);
+  t.is(await metricValue(client.sc.sidecar, 'causeway_sidecar_h2c_upgrades_total', { result: 'upgraded' }), 2);
+
   // A request body rides into stream 1 too (a client written here: nghttp -u upgrades with OPTIONS when it has a body).
   const body = 'b'.repeat(40_000);
   const frames = await rawUpgrade(address, 9080, `POST /posted HTTP/1.1\r\nhost: reviews\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\ncontent-length: ${body.length}\r\n\r\n${body}`);

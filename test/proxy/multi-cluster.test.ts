@@ -1,5 +1,6 @@
 import test from 'ava';
 import { Resolver } from 'node:dns/promises';
+import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { reviewsSpec, startMesh, startReviewsCaller, startWorkload, targetsOf, type MeshWorkload, type MeshWorld } from './helpers/clusters.js';
 import { get, load, metricValue, spiffe } from './helpers/mesh.js'
 import { waitFor } from '../../testkit/ports.js';
@@ -134,4 +135,58 @@ test.serial("a traffic policy's split in east sends every request to west's v2 i
   const fromEast = (w: MeshWorkload) => metricValue(w.sidecar, 'causeway_sidecar_http_requests_total', { direction: 'inbound', source_cluster: 'east' });
   t.is(await fromEast(v1), 0, 'the gateway sent none of the v2 SNIs to v1');
   t.is(await fromEast(v2), 20);
+});
+
+/** One GET on an HTTP/2 session; resolves with the status and the echo app's JSON. */
+function h2Get(session: ClientHttp2Session, path: string): Promise<{ status: number; json: Record<string, unknown> | undefined }> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request({ ':path': path });
+    let status = 0;
+    const chunks: Buffer[] = [];
+    stream.on('response', (headers) => (status = Number(headers[':status'])));
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      try {
+        resolve({ status, json: JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown> });
+      } catch {
+        resolve({ status, json: undefined });
+      }
+    });
+    stream.on('error', reject);
+  });
+}
+
+test.serial('HTTP/2 from the app on an http port crosses clusters through the real gateways; when west goes, the same connection\'s next streams fail over to south', async (t) => {
+  const world = (t.context as { world: MeshWorld }).world;
+  const h2Spec = { ...reviewsSpec, name: 'details', serviceAccounts: [spiffe('default', 'details')] };
+  for (const name of world.clusters.keys()) await world.cluster(name).admin.applyService(h2Spec);
+  const workloads: MeshWorkload[] = [];
+  t.teardown(async () => {
+    for (const w of workloads) await w.close().catch(() => undefined);
+  });
+  const west = await startWorkload(world, 'west', { service: 'details' });
+  workloads.push(west, await startWorkload(world, 'south', { service: 'details' }));
+  const client = await startWorkload(world, 'east', { service: 'productpage', app: false });
+  workloads.push(client);
+  await waitFor(() => targetsOf(client.sidecar, 'details').filter((x) => x.kind === 'gateway' && x.healthy).length === 2, { what: 'details through west and south', timeoutMs: 20_000 });
+  await client.sidecar.settled();
+  const address = client.sidecar.outbound.lookup('default', 'details')!.address;
+  // h2c with prior knowledge on the http port: one connection for every request below.
+  const session = h2connect(`http://${address}:9080`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  for (let i = 0; i < 10; i++) {
+    const res = await h2Get(session, `/west/${i}`);
+    t.is(res.status, 200);
+    t.is(res.json?.app, 'details-west', 'same region (west) before other regions (south)');
+    t.is(res.json?.peer, spiffe('default', 'productpage'));
+    t.is(res.json?.peerCluster, 'east');
+  }
+  await west.kill();
+  // Each stream is planned on its own: the next ones go to south without a new connection, and none fails.
+  const after = [];
+  for (let i = 0; i < 20; i++) after.push(await h2Get(session, `/after/${i}`));
+  t.deepEqual(after.map((r) => r.status), Array(20).fill(200));
+  t.is(after.at(-1)!.json?.app, 'details-south');
+  t.is(await metricValue(client.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'outbound', peer: 'app' }), 1);
 });
