@@ -12,7 +12,7 @@ import { connect as h2connect, createServer as createH2cServer, type ClientHttp2
 import { connect as tcpConnect, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { StaticSnapshotSource } from '../../proxy/index.js';
-import { captureLog, endpointTarget, gatewayTarget, metricValue, service, snapshot, spiffe, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
+import { captureLog, endpointTarget, gatewayTarget, metricValue, rawExchange, service, snapshot, spiffe, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { waitFor } from '../../testkit/ports.js';
 
@@ -104,33 +104,6 @@ function h2Request(session: ClientHttp2Session, headers: OutgoingHttpHeaders, bo
     });
     stream.on('error', reject);
     if (body !== undefined) stream.end(body);
-  });
-}
-
-/** Writes raw bytes and collects what comes back until the peer closes or `idleMs` of silence. */
-function raw(address: string, port: number, bytes: (string | Buffer)[], idleMs = 1000): Promise<{ text: string; closedByPeer: boolean }> {
-  return new Promise((resolve, reject) => {
-    const socket = tcpConnect({ host: address, port });
-    const chunks: Buffer[] = [];
-    let timer = setTimeout(() => done(false), idleMs);
-    const done = (closedByPeer: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text: Buffer.concat(chunks).toString('latin1'), closedByPeer });
-    };
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      clearTimeout(timer);
-      timer = setTimeout(() => done(false), idleMs);
-    });
-    socket.once('end', () => done(true));
-    socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? done(true) : reject(error)));
-    // Each piece is its own write, so the sidecar sees the bytes in several reads.
-    let i = 0;
-    const next = () => {
-      if (i < bytes.length) socket.write(bytes[i++]!, () => setTimeout(next, 20));
-    };
-    next();
   });
 }
 
@@ -384,7 +357,7 @@ test('upgrades that cannot be made are declined (served as HTTP/1.1, headers str
     ['AAMAAAB', /decodes to 5 bytes, not a whole number of 6-byte settings/],
     ['A'.repeat(600), /at most 64/],
   ] as const) {
-    const answer = await raw(address, 9080, [`GET /bad HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: ${value}\r\n\r\n`]);
+    const answer = await rawExchange(address, 9080, [`GET /bad HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: ${value}\r\n\r\n`]);
     t.regex(answer.text, /^HTTP\/1\.1 400 /);
     t.regex(answer.text, why);
     t.regex(answer.text, /x-causeway-error: CW_PROXY_BAD_REQUEST/);
@@ -410,7 +383,7 @@ test('bad bytes from the app (a truncated or garbled preface, garbage after an u
     // An upgrade whose client sends a preface and then a frame that is not SETTINGS.
     ['GET /u HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: \r\n\r\n', preface, Buffer.from([0, 0, 8, 0x06, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])],
   ];
-  for (const bytes of cases) await raw(address, 9080, bytes, 500);
+  for (const bytes of cases) await rawExchange(address, 9080, bytes, 500);
   const session = h2(t, address);
   t.is(Number((await h2Request(session, { ':path': '/still-fine' })).headers[':status']), 200);
   t.is((await http1(address, 9080, { path: '/still-fine' })).status, 200);

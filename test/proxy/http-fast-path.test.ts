@@ -10,7 +10,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createServer as createHttpServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo } from 'node:net';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
-import { endpointTarget, metricValue, service, snapshot, spiffe, startTestSidecar } from './helpers/mesh.js';
+import { endpointTarget, metricValue, rawExchange, service, snapshot, spiffe, startTestSidecar } from './helpers/mesh.js';
 import { StaticSnapshotSource } from '../../proxy/index.js';
 import { waitFor } from '../../testkit/ports.js';
 
@@ -88,24 +88,7 @@ async function mesh(t: import('ava').ExecutionContext, appPort: number) {
 
 /** Writes raw bytes to host:9080 and collects everything until the peer closes (or `idleMs` of silence). */
 function raw(address: string, bytes: string | Buffer, idleMs = 1500): Promise<{ text: string; closedByPeer: boolean }> {
-  return new Promise((resolve, reject) => {
-    const socket = tcpConnect({ host: address, port: 9080 });
-    const chunks: Buffer[] = [];
-    let timer = setTimeout(() => done(false), idleMs);
-    const done = (closedByPeer: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve({ text: Buffer.concat(chunks).toString('latin1'), closedByPeer });
-    };
-    socket.on('data', (c: Buffer) => {
-      chunks.push(c);
-      clearTimeout(timer);
-      timer = setTimeout(() => done(false), idleMs);
-    });
-    socket.once('end', () => done(true));
-    socket.once('error', reject);
-    socket.write(bytes);
-  });
+  return rawExchange(address, 9080, [bytes], idleMs);
 }
 
 function send(address: string, options: { method?: string; path: string; headers?: Record<string, string>; body?: Buffer | Buffer[] }): Promise<{ res: IncomingMessage; body: Buffer }> {

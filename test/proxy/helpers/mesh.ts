@@ -1,6 +1,6 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer, request as httpRequest, Agent, type Server as HttpServer } from 'node:http';
-import { createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
+import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo, type Server as TcpServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -283,4 +283,34 @@ export function captureLog(): { log: import('pino').Logger; lines: LogLine[]; ac
     },
   });
   return { log: pino({ level: 'info' }, stream), lines, access: () => lines.filter((l) => l.log === 'access') };
+}
+
+/**
+ * Writes raw bytes to address:port — each piece its own write, 20 ms apart, so the peer
+ * reads them separately — and collects everything until the peer closes or resets
+ * (`closedByPeer`) or `idleMs` of silence.
+ */
+export function rawExchange(address: string, port: number, pieces: readonly (string | Buffer)[], idleMs = 1500): Promise<{ text: string; closedByPeer: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = tcpConnect({ host: address, port });
+    const chunks: Buffer[] = [];
+    let timer = setTimeout(() => done(false), idleMs);
+    const done = (closedByPeer: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ text: Buffer.concat(chunks).toString('latin1'), closedByPeer });
+    };
+    socket.on('data', (c: Buffer) => {
+      chunks.push(c);
+      clearTimeout(timer);
+      timer = setTimeout(() => done(false), idleMs);
+    });
+    socket.once('end', () => done(true));
+    socket.once('error', (error: NodeJS.ErrnoException) => (error.code === 'ECONNRESET' ? done(true) : reject(error)));
+    let i = 0;
+    const next = () => {
+      if (i < pieces.length) socket.write(pieces[i++]!, () => setTimeout(next, 20));
+    };
+    next();
+  });
 }
