@@ -299,11 +299,17 @@ test('Upgrade: h2c on an http port (nghttp -u): the 101, the response on stream 
 
   // A request body rides into stream 1 too (a client written here: nghttp -u upgrades with OPTIONS when it has a body).
   const body = 'b'.repeat(40_000);
-  const frames = await rawUpgrade(address, 9080, `POST /posted HTTP/1.1\r\nhost: reviews\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
+  // A 1,000-byte header: its HPACK string length takes a multi-byte integer.
+  const long = 'v'.repeat(1000);
+  const frames = await rawUpgrade(address, 9080, `POST /posted HTTP/1.1\r\nhost: reviews\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\nx-long: ${long}\r\nx-short: s\r\ncontent-length: ${body.length}\r\n\r\n${body}`);
   t.true(frames.some((f) => f.type === 1 && f.streamId === 1), 'response HEADERS on stream 1');
   const data = Buffer.concat(frames.filter((f) => f.type === 0 && f.streamId === 1).map((f) => f.payload)).toString();
   t.like(JSON.parse(data), { method: 'POST', path: '/posted', length: 40_000 });
   t.is(frames.filter((f) => f.type === 4 && (f.flags & 1) === 1).length, 1, 'one SETTINGS ACK for the one SETTINGS frame the client sent');
+  const posted = [...a.app.seen, ...b.app.seen].find((seen) => seen.path === '/posted')!;
+  t.is(posted.headers['x-long'], long);
+  t.is(posted.headers['x-short'], 's');
+  t.is(posted.headers.host, 'reviews', 'Host became :authority, and Host again on the HTTP/1.1 hop');
 });
 
 test('Upgrade: h2c on an http2 port: stream 1 and stream 3 reach the HTTP/2 app; a plain HTTP/1.1 request gets a 426 that says what to do', async (t) => {
