@@ -17,6 +17,7 @@ import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { waitFor } from '../../testkit/ports.js';
 
 const run = promisify(execFile);
+const H2_PREFACE_TEXT = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
 
 let pki: MeshPki;
 test.before(async () => {
@@ -140,7 +141,7 @@ function rawUpgrade(address: string, port: number, request: string): Promise<Fra
         }
         switched = true;
         buffer = buffer.subarray(end + 4);
-        socket.write(Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+        socket.write(Buffer.concat([Buffer.from(H2_PREFACE_TEXT), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
       }
       while (buffer.length >= 9 && buffer.length >= 9 + buffer.readUIntBE(0, 3)) {
         const length = buffer.readUIntBE(0, 3);
@@ -350,6 +351,11 @@ test('upgrades that cannot be made are declined (served as HTTP/1.1, headers str
   const tooBig = await http1(address, 9080, { method: 'POST', path: '/big', headers: { connection: 'Upgrade, HTTP2-Settings', upgrade: 'h2c', 'http2-settings': 'AAMAAABkAAQAoAAAAAIAAAAA', 'content-length': String(big.length) }, body: big });
   t.is(tooBig.status, 200);
   t.is(JSON.parse(tooBig.body).length, 70_000);
+  // On Node's server path (here: Expect: 100-continue) the upgrade is not made either.
+  const expecting = await rawExchange(address, 9080, ['POST /expect HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABk\r\nexpect: 100-continue\r\ncontent-length: 5\r\n\r\n', 'hello'], 1000);
+  t.regex(expecting.text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+  t.regex(expecting.text, /"path":"\/expect","host":"x","peer":"[^"]+","length":5/);
+  t.is(a.app.seen.length + b.app.seen.length, 3);
   for (const s of [...a.app.seen, ...b.app.seen]) {
     t.is(s.headers.upgrade, undefined, s.path);
     t.is(s.headers['http2-settings'], undefined, s.path);
@@ -373,28 +379,34 @@ test('upgrades that cannot be made are declined (served as HTTP/1.1, headers str
 
 test('bad bytes from the app (a truncated or garbled preface, garbage after an upgrade) close only their own connection', async (t) => {
   const { client, address } = await twoEndpoints(t);
-  const preface = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n';
-  const cases: (string | Buffer)[][] = [
-    // The preface in pieces, then garbage instead of a SETTINGS frame.
-    ['P', 'RI * HT', 'TP/2.0\r\n\r\nSM\r\n\r\n', Buffer.from([0, 0, 6, 0x09, 0, 0, 0, 0, 1, 1, 2, 3, 4, 5, 6])],
-    // Truncated preface, then the connection is left alone.
-    ['PRI * HTTP/2.0\r\n'],
-    // Garbage after PRI: not the preface, so HTTP/1.1, which refuses it.
-    ['PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n'],
-    ['PRIZE /x HTTP/1.1\r\nhost: x\r\n\r\n'],
-    // The preface followed by a frame too large for the session.
-    [preface, Buffer.from([0xff, 0xff, 0xff, 0x04, 0, 0, 0, 0, 0])],
+  const upgrade = 'GET /u HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAoAAA\r\n\r\n';
+  // What each case sends (piece by piece), whether the sidecar closes the connection, and what it answers first.
+  const cases: { bytes: (string | Buffer)[]; closes?: boolean; answer?: RegExp }[] = [
+    // The preface in pieces, then a SETTINGS frame whose length is no multiple of 6: the session fails.
+    { bytes: ['P', 'RI * HT', 'TP/2.0\r\n\r\nSM\r\n\r\n', Buffer.from([0, 0, 5, 0x04, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5])], closes: true },
+    // Truncated preface: the sidecar waits for the rest (as for a partial HTTP/1.1 head) until the client goes.
+    { bytes: ['PRI * HTTP/2.0\r\n'], closes: false, answer: /^$/ },
+    // Garbage after PRI: not the preface, so HTTP/1.1, which refuses version 2.0.
+    { bytes: ['PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n'], closes: true, answer: /^HTTP\/1\.1 505 / },
+    // A method that starts like the preface is just a method, forwarded as HTTP/1.1 (the app's Node server refuses it with a 400).
+    { bytes: ['PRIZE /x HTTP/1.1\r\nhost: x\r\n\r\n'], answer: /^HTTP\/1\.1 400 / },
+    // The preface, then a frame larger than the session allows.
+    { bytes: [H2_PREFACE_TEXT, Buffer.from([0xff, 0xff, 0xff, 0x04, 0, 0, 0, 0, 0])], closes: true },
     // An upgrade whose client then speaks no HTTP/2 at all.
-    ['GET /u HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABk\r\n\r\n'.replace('AAMAAABk', 'AAMAAABkAAQAoAAA'), 'hello, not a preface\r\n\r\n'],
-    // An upgrade whose client sends a preface and then a frame that is not SETTINGS.
-    ['GET /u HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: \r\n\r\n', preface, Buffer.from([0, 0, 8, 0x06, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])],
+    { bytes: [upgrade, 'hello, not a preface\r\n\r\n'], closes: true, answer: /^HTTP\/1\.1 101 / },
+    // An upgrade whose client sends the preface and then a PING instead of SETTINGS.
+    { bytes: [upgrade, H2_PREFACE_TEXT, Buffer.from([0, 0, 8, 0x06, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8])], closes: true, answer: /^HTTP\/1\.1 101 / },
   ];
-  for (const bytes of cases) await rawExchange(address, 9080, bytes, 500);
+  for (const { bytes, closes, answer } of cases) {
+    const result = await rawExchange(address, 9080, bytes, 1500);
+    if (closes !== undefined) t.is(result.closedByPeer, closes, JSON.stringify(bytes.map(String)));
+    if (answer) t.regex(result.text, answer, JSON.stringify(bytes.map(String)));
+  }
   const session = h2(t, address);
   t.is(Number((await h2Request(session, { ':path': '/still-fine' })).headers[':status']), 200);
   t.is((await http1(address, 9080, { path: '/still-fine' })).status, 200);
   session.close();
   // Every connection of the cases is gone (none is left holding a session).
-  await waitFor(async () => (await metricValue(client.sc.sidecar, 'causeway_sidecar_h2_sessions', { peer: 'app' })) === 0, { timeoutMs: 15_000 });
+  await waitFor(async () => (await metricValue(client.sc.sidecar, 'causeway_sidecar_h2_sessions', { peer: 'app' })) === 0 && (await metricValue(client.sc.sidecar, 'causeway_sidecar_active_connections', { direction: 'outbound' })) === 0, { timeoutMs: 15_000, what: 'every connection of the cases closed' });
   t.pass();
 });
