@@ -175,33 +175,6 @@ export class H2cUpgradedSocket extends Duplex {
     if (early && early.length > 0) this.#received(early);
   }
 
-  /** What the client's connection says about itself, for Node's session (address, port). */
-  get remoteAddress(): string | undefined {
-    return this.#socket.remoteAddress;
-  }
-
-  get remotePort(): number | undefined {
-    return this.#socket.remotePort;
-  }
-
-  get localAddress(): string | undefined {
-    return this.#socket.localAddress;
-  }
-
-  get localPort(): number | undefined {
-    return this.#socket.localPort;
-  }
-
-  setNoDelay(noDelay?: boolean): this {
-    this.#socket.setNoDelay(noDelay);
-    return this;
-  }
-
-  setKeepAlive(enable?: boolean, delayMs?: number): this {
-    this.#socket.setKeepAlive(enable, delayMs);
-    return this;
-  }
-
   override _read(): void {
     this.#socket.resume();
   }

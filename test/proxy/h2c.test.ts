@@ -338,6 +338,11 @@ test('Upgrade: h2c on an http2 port: stream 1 and stream 3 reach the HTTP/2 app;
   t.is(refused.status, 426);
   t.is(refused.headers.upgrade, 'h2c');
   t.regex(refused.body, /prior knowledge \(h2c\), or send Upgrade: h2c with HTTP2-Settings/);
+  // An upgrade this port cannot take (no HTTP2-Settings) cannot be served as HTTP/1.1 here: 426 too, saying why.
+  const declined = await http1(address, 9443, { path: '/no-settings', headers: { connection: 'Upgrade', upgrade: 'h2c' } });
+  t.is(declined.status, 426);
+  t.regex(declined.body, /the upgrade needs one HTTP2-Settings header/);
+  t.is(await metricValue(client.sc.sidecar, 'causeway_sidecar_h2c_upgrades_total', { result: 'declined', reason: 'no-settings' }), 1);
 });
 
 test('upgrades that cannot be made are declined (served as HTTP/1.1, headers stripped) or refused with a 400 that says why', async (t) => {
