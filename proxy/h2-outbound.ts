@@ -126,8 +126,11 @@ class H2PortRequests implements DownstreamHandler<undefined> {
     connection.finish(true);
   }
 
+  /** A request the fast path's reader does not take (HTTP/1.0, `Expect`…): the same 426. */
   handOff(socket: Socket): void {
     socket.end(upgradeRequired('it speaks HTTP/2 only'));
+    // Read (and drop) what else the client sent, so that its FIN closes the connection.
+    socket.resume();
   }
 }
 

@@ -57,7 +57,7 @@ export class HttpFallback {
    * connections are emitted into it). Its sessions close with their connections.
    */
   h2Server(listener: ListenerSpec): Http2Server {
-    return createH2Server({ settings: { enablePush: false } }, (req, res) => {
+    return createH2Server((req, res) => {
       if (req.method === 'CONNECT') {
         reply(res, 405, { 'content-type': 'text/plain', 'x-causeway-error': ProxyErrorCodes.badRequest }, 'CONNECT is not forwarded on an http port; use a tcp port or the HTTP proxy\n');
         return;

@@ -338,6 +338,9 @@ test('Upgrade: h2c on an http2 port: stream 1 and stream 3 reach the HTTP/2 app;
   t.is(refused.status, 426);
   t.is(refused.headers.upgrade, 'h2c');
   t.regex(refused.body, /prior knowledge \(h2c\), or send Upgrade: h2c with HTTP2-Settings/);
+  const legacy = await rawExchange(address, 9443, ['GET /old HTTP/1.0\r\nhost: x\r\n\r\n']);
+  t.regex(legacy.text, /^HTTP\/1\.1 426 /);
+  t.true(legacy.closedByPeer);
   // An upgrade this port cannot take (no HTTP2-Settings) cannot be served as HTTP/1.1 here: 426 too, saying why.
   const declined = await http1(address, 9443, { path: '/no-settings', headers: { connection: 'Upgrade', upgrade: 'h2c' } });
   t.is(declined.status, 426);
