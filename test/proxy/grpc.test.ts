@@ -30,8 +30,8 @@ interface World {
 }
 
 /** A greeter workload: a gRPC app and its sidecar; `inboundProtocol: 'tcp'` makes its inbound carry the port as bytes, as sidecars before HTTP/2 did. */
-async function startGreeter(world: MeshWorld, cluster: string, inboundProtocol: 'grpc' | 'tcp' = 'grpc'): Promise<Greeter> {
-  const app = await startGrpcEchoApp(`greeter-${cluster}${inboundProtocol === 'tcp' ? '-tcp' : ''}`);
+async function startGreeter(world: MeshWorld, cluster: string, inboundProtocol: 'grpc' | 'tcp' = 'grpc', name = `greeter-${cluster}${inboundProtocol === 'tcp' ? '-tcp' : ''}`): Promise<Greeter> {
+  const app = await startGrpcEchoApp(name);
   const workload = await startWorkload(world, cluster, { service: 'greeter', app: false, ports: [{ name: 'grpc', port: 9090, targetPort: app.port, protocol: inboundProtocol }], config: { probe: { tcp: { port: app.port } } } });
   return {
     workload,
@@ -231,6 +231,35 @@ test.serial('a peer whose inbound carries the port as TCP (a sidecar from before
   t.deepEqual(result.failures, []);
   t.is(result.apps.get('greeter-east-tcp'), 20);
   t.is(await metricValue(old.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound' }), 0, 'the old-style inbound terminated no HTTP/2');
+});
+
+/** A sample of west's gateway's metrics (in-process gateway, text format). */
+async function gatewaySample(world: MeshWorld, cluster: string, name: string, labels: string): Promise<number | undefined> {
+  const text = await (await fetch(`http://127.0.0.1:${world.cluster(cluster).gateway!.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
+test.serial('calls to one peer cluster spread over its endpoints: a session to its gateway per healthy endpoint behind it (the gateway balances per connection)', async (t) => {
+  const { world, client, greeters } = ctx(t);
+  const second = await startGreeter(world, 'west', 'grpc', 'greeter-west-2');
+  t.teardown(() => second.close());
+  const westWeight = () => targetsOf(client.sidecar, 'greeter').find((x) => x.kind === 'gateway' && x.cluster === 'west')?.weight;
+  await waitFor(() => westWeight() === 2, { what: "west's gateway target with 2 healthy endpoints behind it", timeoutMs: 30_000 });
+  // West's gateway routes to both (its table can trail the export east read the weight from).
+  await waitFor(async () => (await gatewaySample(world, 'west', 'causeway_gateway_service_endpoints', 'health="healthy"')) === 2, { what: "west's gateway routing to 2 healthy greeter endpoints", timeoutMs: 30_000 });
+  await client.sidecar.settled();
+  const inboundSessions = (g: Greeter) => metricValue(g.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound', peer: 'mesh' });
+  const result = await calls(channel(t, 'west'), 60);
+  t.deepEqual(result.failures, []);
+  t.true((result.apps.get('greeter-west') ?? 0) > 0 && (result.apps.get('greeter-west-2') ?? 0) > 0, `both west endpoints serve: ${JSON.stringify([...result.apps])}`);
+  t.true((await inboundSessions(greeters.get('west')!)) >= 1 && (await inboundSessions(second)) >= 1, 'each west sidecar holds a session from east');
+  await second.close();
+  await waitFor(() => westWeight() === 1, { what: "west's gateway target back to 1 endpoint", timeoutMs: 30_000 });
+  await client.sidecar.settled();
+  const after = await calls(channel(t, 'west'), 20);
+  t.deepEqual(after.failures, [], 'calls go on after the endpoint left and the sessions shrank to one');
+  t.deepEqual([...after.apps.keys()], ['greeter-west']);
 });
 
 test.serial('a whole cluster killed while calls run on one channel: zero failed calls', async (t) => {
