@@ -2,8 +2,8 @@ import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 
 /**
  * How long the response headers of a gRPC call that could still be retried are held at
- * most, waiting for its first message or its trailers (proxy/README.md "HTTP/2 and
- * gRPC", Retries). A server that answers headers and then a failing status (grpc-go
+ * most, waiting for its first message or its trailers (proxy/README.md "A gRPC status
+ * after response headers"). A server that answers headers and then a failing status (grpc-go
  * after `SendHeader`, an interceptor, a Node server that called `respond()` first) sends
  * both within the same moment, far under this; a server-streaming call whose first
  * message takes longer gets its headers (the client's `metadata` event) at most this
@@ -15,10 +15,11 @@ export const GRPC_HEADERS_HOLD_MS = 100;
 export interface HeldResponseOwner {
   /**
    * The headers go to the app now: a message came (it is back in `upstream`'s buffer,
-   * unread), or the hold's time ran out. `trailers`: trailers that came while a message
-   * was still buffered.
+   * unread), or the hold was released ({@link GrpcResponseHold.release}; `ranOut`: by
+   * its time running out). `trailers`: trailers that came while a message was still
+   * buffered.
    */
-  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined): void;
+  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined, ranOut: boolean): void;
   /** The trailers came before any message: the call's status, before anything went to the app. */
   heldTrailers(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders): void;
 }
@@ -41,12 +42,12 @@ export class GrpcResponseHold {
     this.#timer = setTimeout(holdExpired, holdMs, this);
   }
 
-  /** Sends the headers on now (the hold's time ran out, or the route's timeout passed). */
-  release(): void {
+  /** Sends the headers on now: the route's timeout passed, or (`ranOut`) the hold's time. */
+  release(ranOut = false): void {
     if (this.#over) return;
     this.#stop();
     this.#upstream.pause();
-    this.#owner.releaseHeld(this.#upstream, undefined);
+    this.#owner.releaseHeld(this.#upstream, undefined, ranOut);
     this.#upstream.resume();
   }
 
@@ -61,7 +62,7 @@ export class GrpcResponseHold {
     // The relay reads the stream from its first byte on: the chunk goes back in front.
     this.#upstream.pause();
     this.#upstream.unshift(chunk);
-    this.#owner.releaseHeld(this.#upstream, undefined);
+    this.#owner.releaseHeld(this.#upstream, undefined, false);
     this.#upstream.resume();
   };
 
@@ -72,7 +73,7 @@ export class GrpcResponseHold {
     // the buffer (the stream was not flowing yet): then a message did come first.
     if (this.#upstream.readableLength > 0) {
       this.#upstream.pause();
-      this.#owner.releaseHeld(this.#upstream, trailers);
+      this.#owner.releaseHeld(this.#upstream, trailers, false);
       this.#upstream.resume();
     } else this.#owner.heldTrailers(this.#upstream, trailers);
   };
@@ -86,5 +87,5 @@ export class GrpcResponseHold {
 }
 
 function holdExpired(hold: GrpcResponseHold): void {
-  hold.release();
+  hold.release(true);
 }

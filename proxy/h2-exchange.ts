@@ -301,9 +301,10 @@ export class H2Exchange implements RetryTimers, HeldResponseOwner {
   }
 
   /** The held response's first message came (or its hold ran out): its headers go to the app and the call is committed. */
-  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined): void {
+  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined, ranOut: boolean): void {
     this.#hold = undefined;
     if (this.#upstream !== upstream || this.#finished) return;
+    if (ranOut) this.#metrics.grpcHeadersHoldExpired.inc({ destination_service: this.#serviceLabel });
     this.#commit(upstream, this.#response!, false, false, trailers);
   }
 

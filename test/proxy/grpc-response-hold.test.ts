@@ -24,8 +24,8 @@ class Recorder implements HeldResponseOwner {
   trailers: IncomingHttpHeaders | undefined;
   ended = false;
 
-  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined): void {
-    this.calls.push(trailers ? 'release with trailers' : 'release');
+  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined, ranOut: boolean): void {
+    this.calls.push(`${trailers ? 'release with trailers' : 'release'}${ranOut ? ', ran out' : ''}`);
     this.trailers = trailers;
     upstream.on('data', (chunk: Buffer) => this.body.push(chunk));
     upstream.on('trailers', (t: IncomingHttpHeaders) => (this.trailers = t));
@@ -120,7 +120,7 @@ test('trailers that arrive while a message is still unread in the buffer count a
 test('without a message or trailers the headers are released when the hold runs out; what comes later is read as usual', async (t) => {
   const { owner, finish } = await heldCall(t, 50);
   await waitFor(() => owner.calls.length > 0, { what: 'the hold to run out', timeoutMs: 10_000 });
-  t.deepEqual(owner.calls, ['release']);
+  t.deepEqual(owner.calls, ['release, ran out']);
   finish('0', 'late');
   await waitFor(() => owner.ended, { what: 'the stream read to its end', timeoutMs: 10_000 });
   t.deepEqual(Buffer.concat(owner.body), message('late'));

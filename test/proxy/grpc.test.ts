@@ -428,6 +428,7 @@ test.serial("a server-streaming call whose first message waits gets its response
   t.deepEqual(events, ['metadata', 'message', 'message', 'message']);
   t.is(one.app.calls() + two.app.calls(), 1, 'one call, not retried');
   t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), 1);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_headers_hold_expired_total', { destination_service: 'greeter.default' }), 1, 'counted as a call whose headers waited the whole hold');
 });
 
 test.serial("a gRPC route over its rate limit answers RESOURCE_EXHAUSTED (trailers-only, grpc-status 8) and the call never reaches the app; the access log has one HTTP/2 line per call with grpc_status from the trailers", async (t) => {
