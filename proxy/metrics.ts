@@ -25,6 +25,7 @@ export class SidecarMetrics {
   readonly spansDropped: Counter<'reason'>;
   readonly h2Sessions: Gauge<'direction' | 'peer'>;
   readonly grpcResponses: Counter<'direction' | 'destination_cluster' | 'destination_service' | 'grpc_status'>;
+  readonly grpcHeadersHoldExpired: Counter<'destination_service'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -52,6 +53,7 @@ export class SidecarMetrics {
     this.spansDropped = new Counter({ name: 'causeway_sidecar_spans_dropped_total', help: 'Spans dropped: queue_full (collector too slow or down), export_error, rejected', labelNames: ['reason'], registers });
     this.h2Sessions = new Gauge({ name: 'causeway_sidecar_h2_sessions', help: 'Open HTTP/2 sessions; peer=app is the app side (the app\'s h2c connections outbound, the sidecar\'s own to the app inbound), peer=mesh the mTLS side', labelNames: ['direction', 'peer'], registers });
     this.grpcResponses = new Counter({ name: 'causeway_sidecar_grpc_responses_total', help: 'gRPC calls by their grpc-status (from the response headers or trailers; the sidecar\'s own errors included). Each call is also in causeway_sidecar_http_requests_total', labelNames: ['direction', 'destination_cluster', 'destination_service', 'grpc_status'], registers });
+    this.grpcHeadersHoldExpired = new Counter({ name: 'causeway_sidecar_grpc_headers_hold_expired_total', help: 'gRPC calls whose response headers were held for a possible retry and went to the app only when the hold ran out (no message or status within it): streams whose headers came late by the hold', labelNames: ['destination_service'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

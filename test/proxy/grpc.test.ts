@@ -355,6 +355,111 @@ test.serial("a route's retries.on names the gRPC codes retried: with unavailable
   t.is(await metricValue(notRetried.sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo', reason: 'response' }), 0);
 });
 
+/** A route retrying UNAVAILABLE once on the other target. */
+const retryUnavailable = { routes: [{ name: 'echo', match: { path: { prefix: '/cw.test.Echo/' } }, retries: { attempts: 1, on: ['unavailable'] } }] };
+
+test.serial('UNAVAILABLE in the trailers after response headers (no message) is retried on the other target like a trailers-only one, and the target is ejected; no call fails', async (t) => {
+  const clientLog = captureLog();
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  // grpc-js sends the response headers at sendMetadata(), the status later in the trailers.
+  bad.app.failWith(GrpcCode.UNAVAILABLE, 'headers');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 60_000 }, ...retryUnavailable }, clientLog);
+  const result = await calls(client, 40, 2);
+  t.deepEqual(result.failures.map((f) => `${f.code} ${f.details}`), []);
+  t.is(result.apps.get('greeter-good'), 40);
+  const badCalls = bad.app.calls();
+  t.true(badCalls >= 1, 'the failing target was tried');
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo', reason: 'response' }), badCalls, 'each call the failing target answered was retried');
+  t.true((await metricValue(sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'east', reason: 'grpc-status' })) >= 1, 'ejected for its grpc-status');
+  const outbound = (l: LogLine) => l.direction === 'outbound' && l.destination_service === 'greeter.default';
+  const lines = await waitFor(() => (clientLog.access().filter(outbound).length === 40 ? clientLog.access().filter(outbound) : undefined), { what: 'forty outbound access-log lines', timeoutMs: 20_000 });
+  t.is(lines.filter((l) => l.retries === 1).length, badCalls, 'a retried call logs retries: 1');
+  for (const line of lines) t.like(line, { grpc_status: 0, result: 'ok', response_code: 200 });
+  // Ejected: the next calls never meet it.
+  const more = await calls(client, 20, 2);
+  t.deepEqual(more.failures, []);
+  t.is(bad.app.calls(), badCalls, 'no call reached the ejected target');
+});
+
+test.serial('a response that sent a message before UNAVAILABLE is committed: the app gets the message and the status, nothing is retried', async (t) => {
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  bad.app.failWith(GrpcCode.UNAVAILABLE, 'message');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const outcomes: { apps: string[]; code: number }[] = [];
+  for (let i = 0; i < 20; i++) {
+    outcomes.push(
+      await new Promise((resolve) => {
+        const apps: string[] = [];
+        const stream = client.Count(Buffer.from('1'));
+        stream.on('data', (m: Buffer) => apps.push((JSON.parse(m.toString()) as { app: string }).app));
+        stream.once('error', (error: ServiceError) => resolve({ apps, code: error.code }));
+        stream.once('end', () => resolve({ apps, code: GrpcCode.OK }));
+      }),
+    );
+  }
+  const failed = outcomes.filter((o) => o.code !== GrpcCode.OK);
+  t.true(failed.length > 0, 'calls met the failing target');
+  t.is(failed.length, bad.app.calls(), 'each call the failing target answered failed: none was retried');
+  for (const o of failed) t.deepEqual(o, { apps: ['greeter-bad'], code: GrpcCode.UNAVAILABLE }, 'the message, then the status');
+  for (const o of outcomes.filter((x) => x.code === GrpcCode.OK)) t.deepEqual(o.apps, ['greeter-good']);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo' }), 0);
+});
+
+test.serial('trailers after response headers with a status the route does not retry, or with OK and no message, reach the app as they came', async (t) => {
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  bad.app.failWith(GrpcCode.INTERNAL, 'headers');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const result = await calls(client, 20, 2);
+  t.true(result.failures.length > 0, 'calls met the failing target');
+  t.is(result.failures.length, bad.app.calls(), 'each call the failing target answered failed: INTERNAL is not retried here');
+  t.deepEqual(new Set(result.failures.map((f) => `${f.code} ${f.details}`)), new Set([`${GrpcCode.INTERNAL} greeter-bad fails on purpose`]));
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo' }), 0);
+
+  // Headers, then trailers with OK: a server stream with no message.
+  bad.app.failWith(undefined);
+  for (const g of [bad, good]) g.app.holdFirstMessage(Promise.resolve());
+  const messages: Buffer[] = [];
+  const stream = client.Count(Buffer.from('0'));
+  stream.on('data', (m: Buffer) => messages.push(m));
+  await new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve);
+    stream.once('error', reject);
+  });
+  t.deepEqual(messages, []);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), result.apps.get('greeter-good')! + 1);
+});
+
+test.serial("a server-streaming call whose first message waits gets its response headers anyway: the server sends the message only once the app has seen the headers", async (t) => {
+  const one = await routedGreeter(t, 'greeter-one');
+  const two = await routedGreeter(t, 'greeter-two');
+  let headersSeen!: () => void;
+  const gate = new Promise<void>((resolve) => (headersSeen = resolve));
+  for (const g of [one, two]) g.app.holdFirstMessage(gate);
+  const { sc, client } = await routedChannel(t, [one.target, two.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const events: string[] = [];
+  const stream = client.Count(Buffer.from('3'));
+  t.teardown(() => stream.cancel());
+  stream.once('metadata', () => {
+    events.push('metadata');
+    headersSeen();
+  });
+  stream.on('data', () => events.push('message'));
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve);
+    stream.once('error', reject);
+  });
+  // Held for good, the headers would never come: the server waits for them to send anything.
+  await waitFor(() => events.length >= 4, { what: 'the headers, then three messages', timeoutMs: 20_000 });
+  await ended;
+  t.deepEqual(events, ['metadata', 'message', 'message', 'message']);
+  t.is(one.app.calls() + two.app.calls(), 1, 'one call, not retried');
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), 1);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_headers_hold_expired_total', { destination_service: 'greeter.default' }), 1, 'counted as a call whose headers waited the whole hold');
+});
+
 test.serial("a gRPC route over its rate limit answers RESOURCE_EXHAUSTED (trailers-only, grpc-status 8) and the call never reaches the app; the access log has one HTTP/2 line per call with grpc_status from the trailers", async (t) => {
   const clientLog = captureLog();
   const serverLog = captureLog();
