@@ -8,13 +8,16 @@
  *   haproxy: load ─h2c─► HAProxy (proto h2, TLS origination with the client certificate,
  *            the SNI and ALPN h2) ─► west gateway ─► HAProxy (TLS termination, client
  *            certificate required, ALPN h2) ─h2c─► app
+ *   node:    the same hops as haproxy, with bench/h2-relay-floor.mjs (a bare relay on
+ *            Node's http2 module, nothing else) as both sidecars: the floor a sidecar on
+ *            that module cannot go below
  *
  * Every hop is its own process; the load generator is open-loop (latency from each call's
  * scheduled send time) on node:http2 with gRPC framing, the app a node:http2 gRPC echo
  * (bench/grpc-app.mjs). Reports added p50/p99, sidecar CPU per 1000 calls/s, RSS, and
  * the goals: added p50 ≤ 0.5 ms, sidecar CPU ≤ 1.5× HAProxy's. Writes
  * bench/results/grpc-<time>.{md,json}.
- * Options: --rps 1000 --seconds 10 --warmup 2 --peer haproxy|none.
+ * Options: --rps 1000 --seconds 10 --warmup 2 --peer haproxy,node (a comma list, or none).
  */
 import 'reflect-metadata';
 import { execFileSync, type ChildProcess } from 'node:child_process';
@@ -24,15 +27,15 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureCommandBundle, ensureSidecarBundle, sidecarEnv } from '../scripts/bundles.mjs';
 import { writeTwoClusters } from './two-clusters.js';
-import { freePort, measurePath, openLoop, type OpenLoopResult, root, start, startHaproxy, stopHops, tail } from './hops.js';
+import { freePort, measurePath, openLoop, type OpenLoopResult, root, start, startHaproxy, stopHops, stopProcesses, tail } from './hops.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1] ?? '');
 const rps = Number(args.get('rps') ?? 1000);
 const seconds = Number(args.get('seconds') ?? 10);
 const warmup = Number(args.get('warmup') ?? 2);
-const peer = args.get('peer') ?? 'haproxy';
-if (!['haproxy', 'none'].includes(peer)) throw new Error(`--peer ${peer}: expected haproxy or none`);
+const peers = (args.get('peer') ?? 'haproxy,node').split(',').filter((p) => p !== 'none');
+for (const p of peers) if (!['haproxy', 'node'].includes(p)) throw new Error(`--peer ${p}: expected haproxy, node (comma-separated) or none`);
 const GOALS = { addedP50Ms: 0.5, cpuVsHaproxy: 1.5 };
 
 /** One gRPC message (5-byte length prefix), ~100 bytes like a small unary request. */
@@ -83,20 +86,29 @@ async function main(): Promise<void> {
     const env = sidecarEnv(process.env);
     const server = await start('server sidecar', [harness, serverFile], /READY/, env);
     const client = await start('client sidecar', [harness, clientFile], /READY/, env);
-    let haproxy: { client: ChildProcess; server: ChildProcess; version: string } | undefined;
-    if (peer === 'haproxy') {
-      const { sni, clientPem, serverPem, caFile } = await topology.haproxyFiles();
+    // The peers take turns on the same ports: the gateway routes the peers' SNI to haproxyInbound.
+    const files = peers.length > 0 ? await topology.haproxyFiles() : undefined;
+    const startPeer = async (name: string): Promise<{ client: ChildProcess; server: ChildProcess; version: string }> => {
+      const { sni, clientPem, serverPem, caFile } = files!;
+      if (name === 'node') {
+        const floor = join(root, 'bench', 'h2-relay-floor.mjs');
+        return {
+          server: await start('node floor server side', [floor, 'server', String(haproxyInbound), String(appPort), serverPem, caFile], /READY/),
+          client: await start('node floor client side', [floor, 'client', String(haproxyLocal), String(gatewayPort), sni, clientPem, caFile], /READY/),
+          version: `Node ${process.version} http2 bare relay (floor)`,
+        };
+      }
       const common = `global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n`;
       const clientConfig = join(dir, 'haproxy-client.cfg');
       writeFileSync(clientConfig, `${common}frontend out\n  bind 127.0.0.1:${haproxyLocal} proto h2\n  default_backend gateway\nbackend gateway\n  http-reuse always\n  server gw 127.0.0.1:${gatewayPort} ssl crt ${clientPem} ca-file ${caFile} verify required sni str(${sni}) alpn h2\n`);
       const serverConfig = join(dir, 'haproxy-server.cfg');
       writeFileSync(serverConfig, `${common}frontend in\n  bind 127.0.0.1:${haproxyInbound} ssl crt ${serverPem} ca-file ${caFile} verify required alpn h2\n  default_backend app\nbackend app\n  http-reuse always\n  server app 127.0.0.1:${appPort} proto h2\n`);
-      haproxy = {
+      return {
         server: await startHaproxy('haproxy server side', serverConfig, haproxyInbound),
         client: await startHaproxy('haproxy client side', clientConfig, haproxyLocal),
         version: execFileSync('haproxy', ['-v'], { encoding: 'utf8' }).split('\n')[0]!,
       };
-    }
+    };
     await new Promise((r) => setTimeout(r, 1000));
 
     process.stderr.write(`direct path: ${rps} calls/s for ${seconds} s (+${warmup} s warm-up)…\n`);
@@ -106,16 +118,25 @@ async function main(): Promise<void> {
       await drive(localPort, Math.min(rps, 200), 1, 0); // sessions up and JIT warm before measuring
       return measurePath({ client: clientPid, server: serverPid, gateway: gateway.pid!, app: app.pid! }, direct, () => drive(localPort, rps, seconds, warmup));
     };
-    const haproxyRun = haproxy && (await measure('haproxy', haproxyLocal, haproxy.client.pid!, haproxy.server.pid!));
+    const peerRuns: { name: string; version: string; run: Awaited<ReturnType<typeof measure>> }[] = [];
+    for (const name of peers) {
+      const hops = await startPeer(name);
+      peerRuns.push({ name, version: hops.version, run: await measure(name, haproxyLocal, hops.client.pid!, hops.server.pid!) });
+      await stopProcesses([hops.client, hops.server]);
+    }
     const mesh = await measure('mesh', clientLocal, client.pid!, server.pid!);
+    const haproxyRun = peerRuns.find((p) => p.name === 'haproxy')?.run;
     const cpuRatio = haproxyRun ? mesh.sidecarVcpuPer1000Rps / haproxyRun.sidecarVcpuPer1000Rps : undefined;
+    const nodeRun = peerRuns.find((p) => p.name === 'node')?.run;
     const goals = {
       addedP50: { goalMs: GOALS.addedP50Ms, met: mesh.addedP50Ms <= GOALS.addedP50Ms },
       cpuVsHaproxy: { goal: GOALS.cpuVsHaproxy, ratio: cpuRatio, met: cpuRatio === undefined ? undefined : cpuRatio <= GOALS.cpuVsHaproxy },
+      ...(nodeRun && haproxyRun ? { nodeFloorVsHaproxy: nodeRun.sidecarVcpuPer1000Rps / haproxyRun.sidecarVcpuPer1000Rps } : {}),
+      ...(nodeRun ? { meshVsNodeFloor: mesh.sidecarVcpuPer1000Rps / nodeRun.sidecarVcpuPer1000Rps } : {}),
     };
     const when = new Date().toISOString();
     const loadAverage = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-    const result = { when, rps, seconds, warmup, direct: { ...tail(direct.latencies), errors: direct.errors }, mesh, haproxy: haproxyRun && { version: haproxy!.version, ...haproxyRun }, goals, loadAverage };
+    const result = { when, rps, seconds, warmup, direct: { ...tail(direct.latencies), errors: direct.errors }, mesh, peers: Object.fromEntries(peerRuns.map((p) => [p.name, { version: p.version, ...p.run }])), goals, loadAverage };
     const f = (n: number) => n.toFixed(3);
     const row = (name: string, l: ReturnType<typeof tail> & { errors: number }) => `| ${name} | ${f(l.p50Ms)} | ${f(l.p90Ms)} | ${f(l.p99Ms)} | ${f(l.p999Ms)} | ${f(l.maxMs)} | ${l.errors} |`;
     const side = (name: string, r: typeof mesh) => `| ${name} | ${f(r.addedP50Ms)} | ${f(r.addedP99Ms)} | ${f(r.sidecarVcpuPer1000Rps)} (client ${f(r.clientSidecarVcpuPer1000Rps)}, server ${f(r.serverSidecarVcpuPer1000Rps)}) | ${r.afterLoad.client.rssMb.toFixed(1)} / ${r.afterLoad.server.rssMb.toFixed(1)} | ${(r.otherCpuShare * 100).toFixed(1)} % |`;
@@ -128,15 +149,17 @@ async function main(): Promise<void> {
       '|---|---|---|---|---|---|---|',
       row('direct', result.direct),
       row('mesh', mesh.latency),
-      ...(haproxyRun ? [row('haproxy', haproxyRun.latency)] : []),
+      ...peerRuns.map((p) => row(p.name, p.run.latency)),
       '',
       '| sidecars | added p50 ms | added p99 ms | vCPU per 1000 calls/s per sidecar | RSS MB client / server | other work on the machine |',
       '|---|---|---|---|---|---|',
       side('causeway', mesh),
-      ...(haproxyRun ? [side(haproxy!.version, haproxyRun)] : []),
+      ...peerRuns.map((p) => side(p.version, p.run)),
       '',
       `- added p50 ${f(mesh.addedP50Ms)} ms (goal ≤ ${GOALS.addedP50Ms}: ${goals.addedP50.met ? 'met' : 'not met'})`,
       ...(cpuRatio !== undefined ? [`- sidecar CPU ${cpuRatio.toFixed(2)}× HAProxy's (goal ≤ ${GOALS.cpuVsHaproxy}×: ${goals.cpuVsHaproxy.met ? 'met' : 'not met'})`] : []),
+      ...(goals.nodeFloorVsHaproxy !== undefined ? [`- a bare relay on Node's http2 (the floor for a sidecar on that module) costs ${goals.nodeFloorVsHaproxy.toFixed(2)}× HAProxy's CPU`] : []),
+      ...(goals.meshVsNodeFloor !== undefined ? [`- the Causeway sidecar costs ${goals.meshVsNodeFloor.toFixed(2)}× that floor (what the policy, metrics and logs add)`] : []),
       ...(mesh.otherCpuShare > 0.1 ? [`- other work used ${(mesh.otherCpuShare * 100).toFixed(0)} % of the machine during the mesh phase: TOO BUSY, latencies and CPU per call are inflated`] : []),
       '',
     ].join('\n');

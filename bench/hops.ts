@@ -139,9 +139,10 @@ export function tail(sorted: number[]): { p50Ms: number; p90Ms: number; p99Ms: n
 }
 
 /** Stops every hop: SIGTERM first so that a profiled run (CAUSEWAY_BENCH_NODE_OPTIONS=--cpu-prof) can write its profile. */
-export async function stopHops(): Promise<void> {
+/** Stops the given hop processes (SIGTERM, SIGKILL after 3 s) and waits for them to exit. */
+export async function stopProcesses(processes: readonly ChildProcess[]): Promise<void> {
   await Promise.all(
-    children.map(
+    processes.map(
       (c) =>
         new Promise<void>((resolve) => {
           if (c.exitCode !== null || c.signalCode !== null) return resolve();
@@ -154,6 +155,11 @@ export async function stopHops(): Promise<void> {
         }),
     ),
   );
+}
+
+/** Stops every hop process started. */
+export async function stopHops(): Promise<void> {
+  await stopProcesses(children);
 }
 
 /** What an open-loop run measured: latencies (ms, sorted) of the measured window, and the failures by kind. */

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { HealthState } from '../mesh/index.js';
 import type { RouteStats } from './route-table.js';
 
 /**
@@ -17,7 +18,8 @@ export class GatewayMetrics {
   readonly helloWait: Histogram;
   readonly upstreamConnect: Histogram;
 
-  constructor(registry: Registry, routeCount: () => number, activeConnections: () => number) {
+  /** `endpointsByHealth`: the exported services' endpoints in the active route table, by health. */
+  constructor(registry: Registry, routeCount: () => number, activeConnections: () => number, endpointsByHealth: () => Readonly<Record<HealthState, number>>) {
     const self = this;
     new Counter({
       name: 'causeway_gateway_connections_total',
@@ -82,6 +84,16 @@ export class GatewayMetrics {
       aggregator: 'max',
       collect() {
         this.set(routeCount());
+      },
+    });
+    new Gauge({
+      name: 'causeway_gateway_service_endpoints',
+      help: "Endpoints of exported services in the active route table, by health: 'healthy' ones get connections; 'unknown' (not checked yet) only when a service has no healthy one.",
+      labelNames: ['health'],
+      registers: [registry],
+      aggregator: 'max',
+      collect() {
+        for (const [health, count] of Object.entries(endpointsByHealth())) this.set({ health }, count);
       },
     });
     this.helloWait = new Histogram({

@@ -36,9 +36,22 @@ export class UpstreamTarget implements TargetAddress {
   ) {}
 }
 
-/** Hands out one {@link UpstreamTarget} per address, across table rebuilds. */
+/** Where a route's round-robin goes next; kept across table rebuilds by {@link TargetRegistry.cursor}. */
+export interface RoundRobinCursor {
+  value: number;
+}
+
+/** Cursors kept at most (one per server name routed); past it they start afresh. */
+const MAX_CURSORS = 10_000;
+
+/**
+ * Hands out one {@link UpstreamTarget} per address, and one round-robin cursor per route,
+ * across table rebuilds: a rebuild (any endpoint or health change) must not send the next
+ * connections of every route back to its first target.
+ */
 export class TargetRegistry {
   readonly #targets = new Map<string, UpstreamTarget>();
+  readonly #cursors = new Map<string, RoundRobinCursor>();
 
   get(address: string, port: number): UpstreamTarget {
     const key = `${address}:${port}`;
@@ -50,6 +63,17 @@ export class TargetRegistry {
     return target;
   }
 
+  /** The cursor of the route `key` (a server name, or a route's name); a new one starts at a random place. */
+  cursor(key: string): RoundRobinCursor {
+    let cursor = this.#cursors.get(key);
+    if (cursor === undefined) {
+      if (this.#cursors.size >= MAX_CURSORS) this.#cursors.clear();
+      cursor = { value: Math.floor(Math.random() * 1024) };
+      this.#cursors.set(key, cursor);
+    }
+    return cursor;
+  }
+
   /** Forgets targets no table uses and no connection holds. */
   retain(used: ReadonlySet<UpstreamTarget>): void {
     for (const [key, target] of this.#targets) if (target.active === 0 && !used.has(target)) this.#targets.delete(key);
@@ -57,19 +81,22 @@ export class TargetRegistry {
 }
 
 export class TargetPool {
-  #cursor = 0;
+  readonly #cursor: RoundRobinCursor;
   constructor(
     readonly targets: readonly UpstreamTarget[],
     readonly balancer: Balancer,
-  ) {}
+    cursor: RoundRobinCursor = { value: 0 },
+  ) {
+    this.#cursor = cursor;
+  }
 
   /** The next target, skipping those in `tried`; undefined when none is left. */
   pick(tried: readonly UpstreamTarget[] | undefined): UpstreamTarget | undefined {
     const targets = this.targets;
     const n = targets.length;
     if (n === 0) return undefined;
-    const start = this.#cursor;
-    this.#cursor = start + 1 >= n ? 0 : start + 1;
+    const start = this.#cursor.value % n;
+    this.#cursor.value = start + 1 >= n ? 0 : start + 1;
     if (this.balancer === 'round-robin') {
       for (let i = 0; i < n; i++) {
         const target = targets[(start + i) % n]!;
@@ -185,14 +212,25 @@ export class RouteTable {
     if (spec.exportStore && spec.exportStore.length > 0) this.#exportStore = this.#route('exports', 'exports', spec.exportStore);
   }
 
+  /** The exported services' endpoints by health (the `causeway_gateway_service_endpoints` gauge). */
+  get endpointsByHealth(): Readonly<Record<HealthState, number>> {
+    const counts: Record<HealthState, number> = { healthy: 0, unknown: 0, unhealthy: 0 };
+    for (const { spec } of this.#services.values()) {
+      if (!spec.exported) continue;
+      for (const endpoint of spec.endpoints) counts[endpointHealth(endpoint.health)]++;
+    }
+    return counts;
+  }
+
   get routeCount(): number {
     return this.#exact.size + this.#services.size + this.#peers.size + (this.#controller ? 1 : 0) + (this.#exportStore ? 1 : 0);
   }
 
-  #route(name: string, kind: RouteKind, addresses: readonly TargetAddress[]): Route {
+  /** `cursorKey`: what the round-robin position is kept under across rebuilds (the server name of a service route). */
+  #route(name: string, kind: RouteKind, addresses: readonly TargetAddress[], cursorKey = name): Route {
     const targets = addresses.map((a) => this.#registry.get(a.address, a.port));
     for (const target of targets) this.targets.add(target);
-    return { name, kind, pool: new TargetPool(targets, this.spec.balancer), stats: this.#statsFor(name) };
+    return { name, kind, pool: new TargetPool(targets, this.spec.balancer, this.#registry.cursor(cursorKey)), stats: this.#statsFor(name) };
   }
 
   /** The route for a server name (lower-case, as the ClientHello reader hands it over), or why there is none. */
@@ -229,11 +267,16 @@ export class RouteTable {
     }
     const endpoints = service.endpoints.filter((e) => selector === undefined || matches(e.labels, selector));
     // Healthy endpoints first; endpoints whose health nobody has checked yet only when none is healthy.
-    let usable = endpoints.filter((e) => (e.health ?? 'healthy') === 'healthy');
-    if (usable.length === 0) usable = endpoints.filter((e) => e.health === 'unknown');
+    let usable = endpoints.filter((e) => endpointHealth(e.health) === 'healthy');
+    if (usable.length === 0) usable = endpoints.filter((e) => endpointHealth(e.health) === 'unknown');
     if (usable.length === 0) return 'no-healthy-endpoint';
-    return this.#route(entry.name, 'service', usable);
+    return this.#route(entry.name, 'service', usable, serverName);
   }
+}
+
+/** An endpoint's health as routing reads it: none recorded counts as healthy. */
+function endpointHealth(health: HealthState | undefined): HealthState {
+  return health ?? 'healthy';
 }
 
 function matches(labels: Readonly<Record<string, string>> | undefined, selector: Readonly<Record<string, string>>): boolean {

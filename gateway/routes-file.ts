@@ -77,7 +77,7 @@ const sniRoute = z.strictObject({
 export const RoutesFile = z.strictObject({
   cluster: clusterName.optional().describe('the cluster service SNIs name for the service routes below (needed with service routes)'),
   trustDomain: dnsName.optional().describe('SNIs naming another trust domain are refused; omitted = any'),
-  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional().describe("how an endpoint is chosen (default: the gateway's gateway.balancer, round-robin)"),
+  balancer: z.enum(Balancers as [Balancer, ...Balancer[]]).optional().describe("how an endpoint is chosen (default: the gateway's gateway.balancer, least-connections)"),
   routes: z
     .array(
       z.union([serviceRoute, clusterRoute, controllerRoute, sniRoute], { error: 'a route has exactly one of service, cluster, controller or sni, with its fields' }).describe('one route: service, cluster, controller or sni, with its fields'),

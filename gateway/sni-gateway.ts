@@ -64,7 +64,7 @@ export class SniGateway {
     this.#reusePort = reusePort ?? false;
     this.registry = registry ?? new Registry();
     this.#log = logger ?? moduleLogger('gateway');
-    this.metrics = new GatewayMetrics(this.registry, () => this.#ctx.table?.routeCount ?? 0, () => this.activeConnections);
+    this.metrics = new GatewayMetrics(this.registry, () => this.#ctx.table?.routeCount ?? 0, () => this.activeConnections, () => this.#ctx.table?.endpointsByHealth ?? { healthy: 0, unknown: 0, unhealthy: 0 });
     this.#ctx = {
       table: undefined,
       inspectTimeoutMs: this.config.inspectTimeoutMs,

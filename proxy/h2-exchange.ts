@@ -3,6 +3,7 @@ import type { SnapshotTarget } from '../mesh/index.js';
 import { h2StreamFacts, headerText, outboundParties, type HttpAccessFacts } from './access-log.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { GrpcStatus, grpcErrorHeaders, grpcStatusOf, grpcTimeoutMs, isGrpcRequest } from './grpc-wire.js';
+import { GRPC_HEADERS_HOLD_MS, GrpcResponseHold, type HeldResponseOwner } from './grpc-response-hold.js';
 import { endsStream, forwardHeaders, relayResponse } from './h2-relay.js';
 import { sessionPeerSpiffeId } from './h2-session-pool.js';
 import type { SidecarMetrics } from './metrics.js';
@@ -32,9 +33,12 @@ const REPLAY_BUFFER_BYTES = 64 * 1024;
  * response streams back with its trailers. `grpc-timeout` is the call's deadline: when it
  * passes the call ends with `DEADLINE_EXCEEDED` here. The sidecar's own errors on a gRPC
  * call are gRPC errors (trailers-only, the status {@link errorStatus} gives), on other
- * streams a status with a text body.
+ * streams a status with a text body. A gRPC call's `grpc-status` is judged for a retry
+ * from a trailers-only response or, while a retry is still possible, from trailers that
+ * come before any message: until the first message (or {@link GRPC_HEADERS_HOLD_MS}) the
+ * response headers are held ({@link GrpcResponseHold}); after a message, never.
  */
-export class H2Exchange implements RetryTimers {
+export class H2Exchange implements RetryTimers, HeldResponseOwner {
   readonly #policy: RequestPolicy;
   readonly #connections: TargetConnections;
   readonly #metrics: SidecarMetrics;
@@ -64,6 +68,8 @@ export class H2Exchange implements RetryTimers {
   #reused = false;
   /** The response is going to the app: no other attempt can start. */
   #committed = false;
+  /** The current try's response headers, held until its first message or its trailers. */
+  #hold: GrpcResponseHold | undefined;
   #finished = false;
   /** The per-try timeout of the current try. */
   #attemptTimer: NodeJS.Timeout | undefined;
@@ -162,6 +168,8 @@ export class H2Exchange implements RetryTimers {
   routeTimedOut(): void {
     this.#routeTimer = undefined;
     if (this.#finished || this.#committed) return;
+    // The response headers came: the route's timeout is met, they go to the app.
+    if (this.#hold) return this.#hold.release();
     const upstream = this.#upstream;
     this.#upstream = undefined;
     upstream?.close(constants.NGHTTP2_CANCEL);
@@ -269,7 +277,8 @@ export class H2Exchange implements RetryTimers {
       if (this.#upstream !== upstream || this.#committed) return;
       // REFUSED_STREAM (also what a GOAWAY does to the streams after its last one): the peer never processed it.
       if (upstream.rstCode === constants.NGHTTP2_REFUSED_STREAM) this.#reused = true;
-      this.#attemptFailed(new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: the stream was reset before a response (HTTP/2 code ${upstream.rstCode ?? 'none'})`), false);
+      const when = this.#hold ? 'after its response headers, before a message or a grpc-status' : 'before a response';
+      this.#attemptFailed(new ProxyError(ProxyErrorCodes.upstreamReset, `${this.#serviceLabel}: the stream was reset ${when} (HTTP/2 code ${upstream.rstCode ?? 'none'})`), false);
     });
     const ms = this.#plan!.perTryTimeoutMs;
     if (ms) this.#attemptTimer = setTimeout(attemptTimedOut, ms, this, upstream, ms);
@@ -280,39 +289,85 @@ export class H2Exchange implements RetryTimers {
     clearTimeout(this.#attemptTimer);
     this.#respondedAt = performance.now();
     this.#response = headers;
+    // A gRPC response with a body has its status in the trailers. While the status could
+    // still be retried the headers wait for the first message or the trailers; once a
+    // message went to the app the call is committed and its status only counts for the
+    // outlier detector.
+    if (!this.#grpc || trailersOnly) {
+      if (!this.#retried(upstream, headers, headers)) this.#commit(upstream, headers, trailersOnly, true, undefined);
+    } else if (this.#policy.mayRetryGrpcStatus(this.#plan!, this.#attempt, this.#held !== undefined)) {
+      this.#hold = new GrpcResponseHold(upstream, this, GRPC_HEADERS_HOLD_MS);
+    } else this.#commit(upstream, headers, false, false, undefined);
+  }
+
+  /** The held response's first message came (or its hold ran out): its headers go to the app and the call is committed. */
+  releaseHeld(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders | undefined, ranOut: boolean): void {
+    this.#hold = undefined;
+    if (this.#upstream !== upstream || this.#finished) return;
+    if (ranOut) this.#metrics.grpcHeadersHoldExpired.inc({ destination_service: this.#serviceLabel });
+    this.#commit(upstream, this.#response!, false, false, trailers);
+  }
+
+  /** The held response ended with its trailers and no message: their status is judged as a trailers-only response's would be. */
+  heldTrailers(upstream: ClientHttp2Stream, trailers: IncomingHttpHeaders): void {
+    this.#hold = undefined;
+    if (this.#upstream !== upstream || this.#finished) return;
+    const headers = this.#response!;
+    if (!this.#retried(upstream, headers, trailers)) this.#commit(upstream, headers, false, true, trailers);
+  }
+
+  /**
+   * Counts the try's response (`status`: the headers or trailers with its `grpc-status`)
+   * for the outlier detector and, when the policy retries it, starts the next try: true.
+   */
+  #retried(upstream: ClientHttp2Stream, headers: IncomingHttpHeaders, status: IncomingHttpHeaders): boolean {
+    const plan = this.#plan!;
+    const target = this.#target!;
+    const httpStatus = Number(headers[':status'] ?? 0);
+    const grpcStatus = grpcStatusOf(status);
+    const serverError = httpStatus === 503 || grpcStatus !== undefined ? (status['x-causeway-error'] as string | undefined) : undefined;
+    const outcome = this.#policy.responded(plan, target, httpStatus, serverError, grpcStatus);
+    const delay = this.#policy.retryDelay(plan, this.#attempt, outcome, this.#method, this.#held !== undefined);
+    if (delay === undefined) return false;
+    this.#upstream = undefined;
+    upstream.close(constants.NGHTTP2_CANCEL);
+    this.#endError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : (serverError ?? httpStatus)} from ${targetKey(target)}`);
+    if (delay <= 0) this.#try(this.#attempt + 1);
+    else this.#retryTimer = setTimeout(retryNow, delay, this);
+    return true;
+  }
+
+  /**
+   * The try's response goes to the app; no other try can start. `judged`: its status was
+   * counted already (else the relay's final `grpc-status` is); `trailers`: trailers that
+   * came while it was held.
+   */
+  #commit(upstream: ClientHttp2Stream, headers: IncomingHttpHeaders, trailersOnly: boolean, judged: boolean, trailers: IncomingHttpHeaders | undefined): void {
+    this.#committed = true;
     const plan = this.#plan!;
     const target = this.#target!;
     const status = Number(headers[':status'] ?? 0);
-    // A gRPC response with a body has its status in the trailers: it counts for the
-    // outlier detector when they come, but the call can no longer be retried.
-    const judged = !this.#grpc || trailersOnly;
-    if (judged) {
-      const grpcStatus = grpcStatusOf(headers);
-      const serverError = status === 503 || grpcStatus !== undefined ? (headers['x-causeway-error'] as string | undefined) : undefined;
-      const outcome = this.#policy.responded(plan, target, status, serverError, grpcStatus);
-      const delay = this.#policy.retryDelay(plan, this.#attempt, outcome, this.#method, this.#held !== undefined);
-      if (delay !== undefined) {
-        this.#upstream = undefined;
-        upstream.close(constants.NGHTTP2_CANCEL);
-        const error = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: ${grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : (serverError ?? status)} from ${targetKey(target)}`);
-        if (delay <= 0) this.#try(this.#attempt + 1);
-        else this.#retryTimer = setTimeout(retryNow, delay, this);
-        this.#endError = error;
-        return;
-      }
-    }
-    this.#committed = true;
-    relayResponse(upstream, headers, trailersOnly, this.#stream, this.#grpc, (finalStatus, complete, bytesSent) => {
-      this.#bytesSent = bytesSent;
-      if (!judged) this.#policy.responded(plan, target, status, undefined, finalStatus);
-      if (!complete) this.#endError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: the response from ${targetKey(target)} broke off`);
-      this.#done(status, complete ? 'ok' : 'incomplete', finalStatus);
-    });
+    relayResponse(
+      upstream,
+      headers,
+      trailersOnly,
+      this.#stream,
+      this.#grpc,
+      (finalStatus, complete, bytesSent) => {
+        this.#bytesSent = bytesSent;
+        if (!judged) this.#policy.responded(plan, target, status, undefined, finalStatus);
+        if (!complete) this.#endError = new ProxyError(ProxyErrorCodes.upstreamReset, `${plan.serviceLabel}: the response from ${targetKey(target)} broke off`);
+        this.#done(status, complete ? 'ok' : 'incomplete', finalStatus);
+      },
+      trailers,
+    );
   }
 
   #attemptFailed(error: Error, timedOut: boolean): void {
     if (this.#finished) return;
     clearTimeout(this.#attemptTimer);
+    this.#hold?.cancel();
+    this.#hold = undefined;
     this.#upstream = undefined;
     this.#afterTry(this.#policy.noResponse(this.#plan!, this.#target!, this.#reused, timedOut), error);
   }
@@ -329,6 +384,8 @@ export class H2Exchange implements RetryTimers {
     clearTimeout(this.#routeTimer);
     clearTimeout(this.#retryTimer);
     this.#attemptTimer = this.#deadlineTimer = this.#routeTimer = this.#retryTimer = undefined;
+    this.#hold?.cancel();
+    this.#hold = undefined;
   }
 
   #done(code: number, result: string, grpcStatus: number | undefined): void {

@@ -33,9 +33,10 @@ export type RelayFinished = (grpcStatus: number | undefined, complete: boolean, 
  * downstream stream: body as it comes (with backpressure both ways), trailers after it,
  * a trailers-only response as one HEADERS frame. An upstream that breaks off after the
  * headers ends a gRPC call with `UNAVAILABLE` in the trailers and resets any other stream;
- * a downstream that goes away cancels the upstream stream.
+ * a downstream that goes away cancels the upstream stream. `received`: trailers that
+ * already came (a response held until then), sent after the body as if they came now.
  */
-export function relayResponse(upstream: ClientHttp2Stream, headers: IncomingHttpHeaders, trailersOnly: boolean, downstream: ServerHttp2Stream, grpc: boolean, finished: RelayFinished): void {
+export function relayResponse(upstream: ClientHttp2Stream, headers: IncomingHttpHeaders, trailersOnly: boolean, downstream: ServerHttp2Stream, grpc: boolean, finished: RelayFinished, received?: IncomingHttpHeaders): void {
   if (downstream.destroyed || downstream.closed) {
     upstream.close(constants.NGHTTP2_CANCEL);
     finished(grpcStatusOf(headers), false, 0);
@@ -46,8 +47,8 @@ export function relayResponse(upstream: ClientHttp2Stream, headers: IncomingHttp
     finished(grpcStatusOf(headers), true, 0);
     return;
   }
-  let trailers: OutgoingHttpHeaders = {};
-  let grpcStatus = grpcStatusOf(headers);
+  let trailers: OutgoingHttpHeaders = received ? forwardHeaders(received) : {};
+  let grpcStatus = (received && grpcStatusOf(received)) ?? grpcStatusOf(headers);
   let ended = false;
   let bytesSent = 0;
   downstream.respond(forwardHeaders(headers), { waitForTrailers: true });

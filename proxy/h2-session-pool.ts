@@ -16,39 +16,65 @@ export function sessionPeerSpiffeId(session: ClientHttp2Session): string | undef
 }
 
 /**
- * One pooled HTTP/2 client session to one peer (a target by its SNI, or an app port),
- * shared by every stream to it; a new one is dialled when the last closed, went away
- * (GOAWAY) or failed. Callers that arrive while it is being dialled share the dial.
+ * Pooled HTTP/2 client sessions to one peer (a target by its SNI, or an app port), shared
+ * by every stream to it. Usually one session; a peer cluster's gateway gets as many as it
+ * has healthy instances behind it (`width`, capped by the caller), and streams take them
+ * in turn: the gateway balances per connection, so one session would send every stream to
+ * the one endpoint it picked for that connection. A slot whose session closed, went away
+ * (GOAWAY) or failed is dialled again when its turn comes; callers that arrive while a
+ * slot is being dialled share the dial.
  */
 export class H2SessionPool {
   readonly #dial: () => Promise<Duplex>;
   readonly #authority: string;
   readonly #gauge: { inc(): void; dec(): void };
-  #session: ClientHttp2Session | undefined;
-  #connecting: Promise<ClientHttp2Session> | undefined;
+  readonly #slots: Slot[] = [];
+  #width = 1;
+  #next = 0;
   #destroyed = false;
 
-  /** `dial` opens the connection the session runs on (an mTLS connection after its checks, or plain TCP to an app). */
+  /** `dial` opens the connection a session runs on (an mTLS connection after its checks, or plain TCP to an app). */
   constructor(dial: () => Promise<Duplex>, authority: string, gauge: { inc(): void; dec(): void }) {
     this.#dial = dial;
     this.#authority = authority;
     this.#gauge = gauge;
   }
 
-  /** The live session, or a promise of one being dialled (rejects with the dial's error). */
+  /**
+   * How many sessions streams are spread over (at least 1). When it shrinks, the sessions
+   * beyond it are closed gracefully: their streams finish, no new stream takes them.
+   */
+  set width(width: number) {
+    const w = Math.max(1, Math.floor(width));
+    if (w === this.#width) return;
+    this.#width = w;
+    for (const slot of this.#slots.splice(w)) slot.session?.close();
+  }
+
+  get width(): number {
+    return this.#width;
+  }
+
+  /** The next slot's live session, or a promise of one being dialled (rejects with the dial's error). */
   session(): ClientHttp2Session | Promise<ClientHttp2Session> {
-    const current = this.#session;
+    let i = 0;
+    if (this.#width > 1) {
+      i = this.#next;
+      this.#next = (i + 1) % this.#width;
+    }
+    const slot = (this.#slots[i] ??= { session: undefined, connecting: undefined });
+    const current = slot.session;
     if (current && !current.closed && !current.destroyed) return current;
-    return (this.#connecting ??= this.#open());
+    return (slot.connecting ??= this.#open(slot));
   }
 
   destroy(): void {
     this.#destroyed = true;
-    this.#session?.destroy();
-    this.#session = undefined;
+    for (const slot of this.#slots) slot.session?.destroy();
+    this.#slots.length = 0;
   }
 
-  async #open(): Promise<ClientHttp2Session> {
+  async #open(slot: Slot): Promise<ClientHttp2Session> {
     try {
       const socket = await this.#dial();
       if (this.#destroyed) {
@@ -60,7 +86,7 @@ export class H2SessionPool {
       PEERS.set(session, peerSpiffeId(socket));
       this.#gauge.inc();
       const forget = () => {
-        if (this.#session === session) this.#session = undefined;
+        if (slot.session === session) slot.session = undefined;
       };
       // Errors reach the streams on the session; the pool only stops handing it out.
       session.on('error', forget);
@@ -70,10 +96,18 @@ export class H2SessionPool {
         this.#gauge.dec();
       });
       session.setTimeout(SESSION_IDLE_MS, () => session.close());
-      this.#session = session;
+      // A slot dropped meanwhile (the width shrank): the session serves this stream, then closes.
+      if (this.#slots.includes(slot)) slot.session = session;
+      else setImmediate(() => session.close());
       return session;
     } finally {
-      this.#connecting = undefined;
+      slot.connecting = undefined;
     }
   }
+}
+
+/** One session of a pool: live, being dialled, or neither (dialled on its next turn). */
+interface Slot {
+  session: ClientHttp2Session | undefined;
+  connecting: Promise<ClientHttp2Session> | undefined;
 }

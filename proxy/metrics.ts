@@ -27,6 +27,7 @@ export class SidecarMetrics {
   readonly h2cUpgrades: Counter<'result' | 'reason'>;
   readonly appHandoffs: Counter<'to'>;
   readonly grpcResponses: Counter<'direction' | 'destination_cluster' | 'destination_service' | 'grpc_status'>;
+  readonly grpcHeadersHoldExpired: Counter<'destination_service'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -56,6 +57,7 @@ export class SidecarMetrics {
     this.h2cUpgrades = new Counter({ name: 'causeway_sidecar_h2c_upgrades_total', help: 'HTTP/1.1 requests from the app that asked for Upgrade: h2c, by result: upgraded (reason none), declined (served as HTTP/1.1, or refused on an http2/grpc port: no-settings, chunked-body, body-too-large, headers-too-large), refused (400: bad-settings)', labelNames: ['result', 'reason'], registers });
     this.appHandoffs = new Counter({ name: 'causeway_sidecar_app_connection_handoffs_total', help: 'App connections to outbound HTTP ports that left the HTTP/1.1 fast path: to=http2 (the connection opened with the HTTP/2 preface: h2c with prior knowledge), to=node-http1 (a request the fast path does not take; Node\'s HTTP server serves the rest of the connection). Upgrades to h2c are in causeway_sidecar_h2c_upgrades_total', labelNames: ['to'], registers });
     this.grpcResponses = new Counter({ name: 'causeway_sidecar_grpc_responses_total', help: 'gRPC calls by their grpc-status (from the response headers or trailers; the sidecar\'s own errors included). Each call is also in causeway_sidecar_http_requests_total', labelNames: ['direction', 'destination_cluster', 'destination_service', 'grpc_status'], registers });
+    this.grpcHeadersHoldExpired = new Counter({ name: 'causeway_sidecar_grpc_headers_hold_expired_total', help: 'gRPC calls whose response headers were held for a possible retry and went to the app only when the hold ran out (no message or status within it): streams whose headers came late by the hold', labelNames: ['destination_service'], registers });
     this.dnsQueries = new Counter({ name: 'causeway_sidecar_dns_queries_total', help: 'DNS queries by result (mesh, nxdomain, forwarded, refused, error)', labelNames: ['result'], registers });
   }
 }

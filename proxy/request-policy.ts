@@ -5,7 +5,7 @@ import type { Tracer } from './tracing.js';
 import { RequestIdSource } from './request-id.js';
 import { ProxyError, ProxyErrorCodes, RequestTimeoutError, UpstreamConnectError } from './errors.js';
 import type { SidecarMetrics } from './metrics.js';
-import { retryableOutcome, retryBudgetAllows, type TryOutcome } from './retry-policy.js';
+import { retryableOutcome, retryBudgetAllows, retriesGrpcStatus, type TryOutcome } from './retry-policy.js';
 import { OutlierDetector, pickSubset, planTargets, targetKey, type OutlierSettings } from './target-balancer.js';
 import { compileRoutes, type RouteRequest, type RouteRules, type ServiceRoutes } from './traffic-routes.js';
 import { GrpcStatus } from './grpc-wire.js';
@@ -353,7 +353,7 @@ export class RequestPolicy {
     if (!connectFailure && !(bodyHeld && replayable)) return undefined;
     const labels = { destination_service: plan.serviceLabel, route: plan.trafficRoute.name };
     const circuit = plan.circuit;
-    if (!connectFailure && !retryBudgetAllows(circuit.active, circuit.retrying - (plan.retries > 0 ? 1 : 0), this.#deps.tuning.retryBudget)) {
+    if (!connectFailure && !this.#budgetAllows(plan)) {
       this.#metrics.retryBudgetExhausted.inc(labels);
       return undefined;
     }
@@ -362,6 +362,22 @@ export class RequestPolicy {
     plan.retries++;
     if (connectFailure) return 0;
     return (plan.backoff ??= new Backoff(RETRY_BACKOFF)).next();
+  }
+
+  /**
+   * Whether a `grpc-status` that try `attempt` (0-based) has yet to send could still be
+   * retried: a try left, the body held, a gRPC code among the route's `retries.on`, room
+   * in the retry budget. Counts nothing ({@link retryDelay} decides when the status
+   * comes); while it holds, h2-exchange.ts holds the try's response headers.
+   */
+  mayRetryGrpcStatus(plan: AttemptPlan, attempt: number, bodyHeld: boolean): boolean {
+    return bodyHeld && attempt + 1 < plan.attempts && retriesGrpcStatus(plan.trafficRoute.retry.on) && this.#budgetAllows(plan);
+  }
+
+  /** Whether one more retry of the request fits the retry budget of its service. */
+  #budgetAllows(plan: AttemptPlan): boolean {
+    const circuit = plan.circuit;
+    return retryBudgetAllows(circuit.active, circuit.retrying - (plan.retries > 0 ? 1 : 0), this.#deps.tuning.retryBudget);
   }
 
   /** A request admitted by {@link admitRequest} is over: out of the circuit's and the retry budget's counts. */

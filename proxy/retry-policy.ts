@@ -74,6 +74,12 @@ export function retryableOutcome(outcome: TryOutcome, rules: Pick<RetryRules, 'o
   }
 }
 
+/** Whether the conditions retry any gRPC status: a call's `grpc-status` can still decide a retry. */
+export function retriesGrpcStatus(on: ReadonlySet<RetryCondition>): boolean {
+  for (const name in GRPC_RETRY_CODES) if (on.has(name as RetryCondition)) return true;
+  return false;
+}
+
 /** Retry budget settings: the share of active requests that may be retries, and a floor. */
 export interface RetryBudgetSettings {
   readonly percent: number;

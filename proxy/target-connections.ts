@@ -19,6 +19,13 @@ const MAX_CONNECTIONS_PER_TARGET = 64;
 /** Offered on the mTLS hop of HTTP/2 and gRPC ports only: other ports carry the app's bytes as they are. */
 const H2_ALPN = ['h2'];
 
+/**
+ * The most HTTP/2 sessions to one peer cluster's gateway for one service port: streams
+ * then spread over up to this many of its endpoints (the gateway picks one per
+ * connection), at the cost of a TLS connection each.
+ */
+const MAX_SESSIONS_PER_GATEWAY = 8;
+
 export interface TargetConnectionsDeps {
   readonly identity: WorkloadIdentity;
   readonly metrics: SidecarMetrics;
@@ -69,6 +76,8 @@ export class TargetConnections {
       entry = { pool: new H2SessionPool(dial, `https://${route.service.name}.${route.service.namespace}:${route.servicePort}`, this.#sessionGauge), target };
       this.#sessions.set(key, entry);
     }
+    // A gateway balances per connection: a session per healthy instance behind it spreads the streams over them.
+    entry.pool.width = target.kind === 'gateway' ? Math.min(target.weight, MAX_SESSIONS_PER_GATEWAY) : 1;
     return entry.pool;
   }
 

@@ -127,7 +127,7 @@ export const GatewayConfig = z.strictObject({
   idleTimeoutMs: durationMs.default(3_600_000).describe('a relayed connection with no bytes either way for this long is closed (ms, or a duration)'),
   maxConnections: z.number().int().positive().default(100_000).describe('open connections at most; beyond it new ones are refused'),
   drainTimeoutMs: durationMs.default(30_000).describe('on SIGTERM, how long open connections may finish before they are closed (ms, or a duration)'),
-  balancer: z.enum(['round-robin', 'least-connections']).default('round-robin').describe('how an endpoint is chosen among the healthy ones'),
+  balancer: z.enum(['round-robin', 'least-connections']).default('least-connections').describe('how an endpoint is chosen among the healthy ones: least-connections (the default; connections through a gateway are long-lived HTTP/2 sessions and pooled connections) or round-robin'),
   connectAttempts: z.number().int().min(1).max(10).default(3).describe('endpoints tried per connection before it is refused (1-10)'),
 });
 export type GatewayConfig = z.infer<typeof GatewayConfig>;

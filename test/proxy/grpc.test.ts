@@ -30,8 +30,8 @@ interface World {
 }
 
 /** A greeter workload: a gRPC app and its sidecar; `inboundProtocol: 'tcp'` makes its inbound carry the port as bytes, as sidecars before HTTP/2 did. */
-async function startGreeter(world: MeshWorld, cluster: string, inboundProtocol: 'grpc' | 'tcp' = 'grpc'): Promise<Greeter> {
-  const app = await startGrpcEchoApp(`greeter-${cluster}${inboundProtocol === 'tcp' ? '-tcp' : ''}`);
+async function startGreeter(world: MeshWorld, cluster: string, inboundProtocol: 'grpc' | 'tcp' = 'grpc', name = `greeter-${cluster}${inboundProtocol === 'tcp' ? '-tcp' : ''}`): Promise<Greeter> {
+  const app = await startGrpcEchoApp(name);
   const workload = await startWorkload(world, cluster, { service: 'greeter', app: false, ports: [{ name: 'grpc', port: 9090, targetPort: app.port, protocol: inboundProtocol }], config: { probe: { tcp: { port: app.port } } } });
   return {
     workload,
@@ -233,6 +233,35 @@ test.serial('a peer whose inbound carries the port as TCP (a sidecar from before
   t.is(await metricValue(old.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound' }), 0, 'the old-style inbound terminated no HTTP/2');
 });
 
+/** A sample of west's gateway's metrics (in-process gateway, text format). */
+async function gatewaySample(world: MeshWorld, cluster: string, name: string, labels: string): Promise<number | undefined> {
+  const text = await (await fetch(`http://127.0.0.1:${world.cluster(cluster).gateway!.metricsPort}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name}{${labels}}`));
+  return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
+test.serial('calls to one peer cluster spread over its endpoints: a session to its gateway per healthy endpoint behind it (the gateway balances per connection)', async (t) => {
+  const { world, client, greeters } = ctx(t);
+  const second = await startGreeter(world, 'west', 'grpc', 'greeter-west-2');
+  t.teardown(() => second.close());
+  const westWeight = () => targetsOf(client.sidecar, 'greeter').find((x) => x.kind === 'gateway' && x.cluster === 'west')?.weight;
+  await waitFor(() => westWeight() === 2, { what: "west's gateway target with 2 healthy endpoints behind it", timeoutMs: 30_000 });
+  // West's gateway routes to both (its table can trail the export east read the weight from).
+  await waitFor(async () => (await gatewaySample(world, 'west', 'causeway_gateway_service_endpoints', 'health="healthy"')) === 2, { what: "west's gateway routing to 2 healthy greeter endpoints", timeoutMs: 30_000 });
+  await client.sidecar.settled();
+  const inboundSessions = (g: Greeter) => metricValue(g.workload.sidecar, 'causeway_sidecar_h2_sessions', { direction: 'inbound', peer: 'mesh' });
+  const result = await calls(channel(t, 'west'), 60);
+  t.deepEqual(result.failures, []);
+  t.true((result.apps.get('greeter-west') ?? 0) > 0 && (result.apps.get('greeter-west-2') ?? 0) > 0, `both west endpoints serve: ${JSON.stringify([...result.apps])}`);
+  t.true((await inboundSessions(greeters.get('west')!)) >= 1 && (await inboundSessions(second)) >= 1, 'each west sidecar holds a session from east');
+  await second.close();
+  await waitFor(() => westWeight() === 1, { what: "west's gateway target back to 1 endpoint", timeoutMs: 30_000 });
+  await client.sidecar.settled();
+  const after = await calls(channel(t, 'west'), 20);
+  t.deepEqual(after.failures, [], 'calls go on after the endpoint left and the sessions shrank to one');
+  t.deepEqual([...after.apps.keys()], ['greeter-west']);
+});
+
 test.serial('a whole cluster killed while calls run on one channel: zero failed calls', async (t) => {
   const { world, greeters } = ctx(t);
   const client = channel(t);
@@ -324,6 +353,111 @@ test.serial("a route's retries.on names the gRPC codes retried: with unavailable
   t.is(withoutCode.failures.length, bad.app.calls() - badBefore, 'each call the failing target answered failed, none was retried');
   t.deepEqual(new Set(withoutCode.failures.map((f) => f.code)), new Set([GrpcCode.UNAVAILABLE]));
   t.is(await metricValue(notRetried.sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo', reason: 'response' }), 0);
+});
+
+/** A route retrying UNAVAILABLE once on the other target. */
+const retryUnavailable = { routes: [{ name: 'echo', match: { path: { prefix: '/cw.test.Echo/' } }, retries: { attempts: 1, on: ['unavailable'] } }] };
+
+test.serial('UNAVAILABLE in the trailers after response headers (no message) is retried on the other target like a trailers-only one, and the target is ejected; no call fails', async (t) => {
+  const clientLog = captureLog();
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  // grpc-js sends the response headers at sendMetadata(), the status later in the trailers.
+  bad.app.failWith(GrpcCode.UNAVAILABLE, 'headers');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: { consecutiveFailures: 3, baseEjectionMs: 60_000 }, ...retryUnavailable }, clientLog);
+  const result = await calls(client, 40, 2);
+  t.deepEqual(result.failures.map((f) => `${f.code} ${f.details}`), []);
+  t.is(result.apps.get('greeter-good'), 40);
+  const badCalls = bad.app.calls();
+  t.true(badCalls >= 1, 'the failing target was tried');
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo', reason: 'response' }), badCalls, 'each call the failing target answered was retried');
+  t.true((await metricValue(sc.sidecar, 'causeway_sidecar_outlier_ejections_total', { destination_cluster: 'east', reason: 'grpc-status' })) >= 1, 'ejected for its grpc-status');
+  const outbound = (l: LogLine) => l.direction === 'outbound' && l.destination_service === 'greeter.default';
+  const lines = await waitFor(() => (clientLog.access().filter(outbound).length === 40 ? clientLog.access().filter(outbound) : undefined), { what: 'forty outbound access-log lines', timeoutMs: 20_000 });
+  t.is(lines.filter((l) => l.retries === 1).length, badCalls, 'a retried call logs retries: 1');
+  for (const line of lines) t.like(line, { grpc_status: 0, result: 'ok', response_code: 200 });
+  // Ejected: the next calls never meet it.
+  const more = await calls(client, 20, 2);
+  t.deepEqual(more.failures, []);
+  t.is(bad.app.calls(), badCalls, 'no call reached the ejected target');
+});
+
+test.serial('a response that sent a message before UNAVAILABLE is committed: the app gets the message and the status, nothing is retried', async (t) => {
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  bad.app.failWith(GrpcCode.UNAVAILABLE, 'message');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const outcomes: { apps: string[]; code: number }[] = [];
+  for (let i = 0; i < 20; i++) {
+    outcomes.push(
+      await new Promise((resolve) => {
+        const apps: string[] = [];
+        const stream = client.Count(Buffer.from('1'));
+        stream.on('data', (m: Buffer) => apps.push((JSON.parse(m.toString()) as { app: string }).app));
+        stream.once('error', (error: ServiceError) => resolve({ apps, code: error.code }));
+        stream.once('end', () => resolve({ apps, code: GrpcCode.OK }));
+      }),
+    );
+  }
+  const failed = outcomes.filter((o) => o.code !== GrpcCode.OK);
+  t.true(failed.length > 0, 'calls met the failing target');
+  t.is(failed.length, bad.app.calls(), 'each call the failing target answered failed: none was retried');
+  for (const o of failed) t.deepEqual(o, { apps: ['greeter-bad'], code: GrpcCode.UNAVAILABLE }, 'the message, then the status');
+  for (const o of outcomes.filter((x) => x.code === GrpcCode.OK)) t.deepEqual(o.apps, ['greeter-good']);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo' }), 0);
+});
+
+test.serial('trailers after response headers with a status the route does not retry, or with OK and no message, reach the app as they came', async (t) => {
+  const bad = await routedGreeter(t, 'greeter-bad');
+  const good = await routedGreeter(t, 'greeter-good');
+  bad.app.failWith(GrpcCode.INTERNAL, 'headers');
+  const { sc, client } = await routedChannel(t, [bad.target, good.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const result = await calls(client, 20, 2);
+  t.true(result.failures.length > 0, 'calls met the failing target');
+  t.is(result.failures.length, bad.app.calls(), 'each call the failing target answered failed: INTERNAL is not retried here');
+  t.deepEqual(new Set(result.failures.map((f) => `${f.code} ${f.details}`)), new Set([`${GrpcCode.INTERNAL} greeter-bad fails on purpose`]));
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_http_retries_total', { destination_service: 'greeter.default', route: 'echo' }), 0);
+
+  // Headers, then trailers with OK: a server stream with no message.
+  bad.app.failWith(undefined);
+  for (const g of [bad, good]) g.app.holdFirstMessage(Promise.resolve());
+  const messages: Buffer[] = [];
+  const stream = client.Count(Buffer.from('0'));
+  stream.on('data', (m: Buffer) => messages.push(m));
+  await new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve);
+    stream.once('error', reject);
+  });
+  t.deepEqual(messages, []);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), result.apps.get('greeter-good')! + 1);
+});
+
+test.serial("a server-streaming call whose first message waits gets its response headers anyway: the server sends the message only once the app has seen the headers", async (t) => {
+  const one = await routedGreeter(t, 'greeter-one');
+  const two = await routedGreeter(t, 'greeter-two');
+  let headersSeen!: () => void;
+  const gate = new Promise<void>((resolve) => (headersSeen = resolve));
+  for (const g of [one, two]) g.app.holdFirstMessage(gate);
+  const { sc, client } = await routedChannel(t, [one.target, two.target], { outlierDetection: noEjection, ...retryUnavailable });
+  const events: string[] = [];
+  const stream = client.Count(Buffer.from('3'));
+  t.teardown(() => stream.cancel());
+  stream.once('metadata', () => {
+    events.push('metadata');
+    headersSeen();
+  });
+  stream.on('data', () => events.push('message'));
+  const ended = new Promise<void>((resolve, reject) => {
+    stream.once('end', resolve);
+    stream.once('error', reject);
+  });
+  // Held for good, the headers would never come: the server waits for them to send anything.
+  await waitFor(() => events.length >= 4, { what: 'the headers, then three messages', timeoutMs: 20_000 });
+  await ended;
+  t.deepEqual(events, ['metadata', 'message', 'message', 'message']);
+  t.is(one.app.calls() + two.app.calls(), 1, 'one call, not retried');
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_responses_total', { direction: 'outbound', grpc_status: '0' }), 1);
+  t.is(await metricValue(sc.sidecar, 'causeway_sidecar_grpc_headers_hold_expired_total', { destination_service: 'greeter.default' }), 1, 'counted as a call whose headers waited the whole hold');
 });
 
 test.serial("a gRPC route over its rate limit answers RESOURCE_EXHAUSTED (trailers-only, grpc-status 8) and the call never reaches the app; the access log has one HTTP/2 line per call with grpc_status from the trailers", async (t) => {

@@ -1,4 +1,4 @@
-import { credentials, makeGenericClientConstructor, Server, ServerCredentials, status, type ServiceDefinition, type ServiceError, type handleClientStreamingCall, type handleServerStreamingCall, type handleUnaryCall } from '@grpc/grpc-js';
+import { credentials, makeGenericClientConstructor, Metadata, Server, ServerCredentials, status, type ServiceDefinition, type ServiceError, type handleClientStreamingCall, type handleServerStreamingCall, type handleUnaryCall } from '@grpc/grpc-js';
 import type { Client } from '@grpc/grpc-js';
 
 /** A tiny gRPC service with raw JSON bytes as messages (no .proto needed): unary `Echo` and server-streaming `Count`. */
@@ -13,8 +13,15 @@ export interface GrpcEchoApp {
   readonly port: number;
   readonly name: string;
   calls(): number;
-  /** From now on every call fails with this gRPC status (undefined: answer normally). */
-  failWith(code: number | undefined): void;
+  /**
+   * From now on every call fails with this gRPC status (undefined: answer normally).
+   * `after`: how much of a response goes first — nothing (a trailers-only response), the
+   * response headers (`sendMetadata`, then the status in the trailers), or for `Count`
+   * one message too (`Echo` sends the headers only).
+   */
+  failWith(code: number | undefined, after?: 'headers' | 'message'): void;
+  /** From now on `Count` sends its response headers at once and its first message only once `gate` resolves (undefined: no gate). */
+  holdFirstMessage(gate: Promise<void> | undefined): void;
   /** From now on each call waits this long before answering. */
   delay(ms: number): void;
   /** Calls whose client went away (cancelled or past their deadline) while the app held them. */
@@ -26,6 +33,8 @@ export interface GrpcEchoApp {
 export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
   let calls = 0;
   let failure: number | undefined;
+  let failAfter: 'headers' | 'message' | undefined;
+  let gate: Promise<void> | undefined;
   let delayMs = 0;
   let cancelled = 0;
   const server = new Server();
@@ -33,7 +42,10 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
     calls++;
     call.on('cancelled', () => cancelled++);
     const answer = () => {
-      if (failure !== undefined) return callback({ code: failure, details: `${name} fails on purpose` } as ServiceError);
+      if (failure !== undefined) {
+        if (failAfter) call.sendMetadata(new Metadata());
+        return callback({ code: failure, details: `${name} fails on purpose` } as ServiceError);
+      }
       const peer = call.metadata.get('x-causeway-peer-identity')[0] ?? null;
       callback(null, Buffer.from(JSON.stringify({ app: name, peer, request: call.request.toString() })));
     };
@@ -44,12 +56,21 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
     calls++;
     const n = Number(call.request.toString());
     let i = 0;
+    if (failure !== undefined) {
+      const error = { code: failure, details: `${name} fails on purpose` } as ServiceError;
+      if (failAfter) call.sendMetadata(new Metadata());
+      if (failAfter === 'message') call.write(Buffer.from(JSON.stringify({ app: name, i: i++ })));
+      call.emit('error', error);
+      return;
+    }
     const next = () => {
       if (i === n) return call.end();
       call.write(Buffer.from(JSON.stringify({ app: name, i: i++ })));
       setTimeout(next, 5);
     };
-    next();
+    if (!gate) return next();
+    call.sendMetadata(new Metadata());
+    void gate.then(next);
   };
   const size: handleClientStreamingCall<Buffer, Buffer> = (call, callback) => {
     calls++;
@@ -67,8 +88,12 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
     port,
     name,
     calls: () => calls,
-    failWith(code) {
+    failWith(code, after) {
       failure = code;
+      failAfter = after;
+    },
+    holdFirstMessage(g) {
+      gate = g;
     },
     delay(ms) {
       delayMs = ms;
@@ -80,7 +105,7 @@ export async function startGrpcEchoApp(name: string): Promise<GrpcEchoApp> {
 
 export type EchoClient = Client & {
   Echo(request: Buffer, options: { deadline?: number }, callback: (error: ServiceError | null, response?: Buffer) => void): void;
-  Count(request: Buffer): NodeJS.ReadableStream;
+  Count(request: Buffer): NodeJS.ReadableStream & { cancel(): void };
   Size(callback: (error: ServiceError | null, response?: Buffer) => void): NodeJS.WritableStream;
 };
 
