@@ -12,6 +12,7 @@ import {
 } from '../mesh/index.js';
 import { MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
 import { connectFederationStore, connectPeerStore } from './etcd-connection.js';
+import { LinksReportPublisher } from './links-report-publisher.js';
 import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
@@ -63,6 +64,7 @@ export class Federation {
   readonly #conflicts = new PortConflictBoard();
   readonly metrics: FederationMetrics;
   #localExports: LocalExportClaims | undefined;
+  #report: LinksReportPublisher | undefined;
   #started = false;
   /** Set once every link exists: until then readiness has no link to wait for and must not say ready. */
   #linksCreated = false;
@@ -128,6 +130,15 @@ export class Federation {
     });
     await this.#localExports.start();
     for (const link of this.#links.values()) link.start();
+    this.#report = new LinksReportPublisher({
+      cluster: this.#o.cluster,
+      store: this.#exports,
+      links: () => this.#linkStatuses(),
+      intervalMs: this.#o.settings.heartbeatIntervalMs,
+      metrics: this.metrics,
+      log: this.#log,
+    });
+    this.#report.start();
     this.#log.info({ links: [...this.#links.keys()] }, 'federation started');
   }
 
@@ -138,7 +149,11 @@ export class Federation {
 
   async stop(): Promise<void> {
     this.#localExports?.stop();
+    const report = this.#report;
+    await report?.stop();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
+    // Peers see this cluster's links go down now, not only once the report has grown old.
+    await report?.stop(() => this.#linkStatuses());
     await Promise.all(this.#peerStores.map((store) => store.close()));
     if (this.#ownsLocal) await this.#local.close();
     if (this.#ownsExports) await this.#exports.close();
@@ -167,9 +182,13 @@ export class Federation {
     return {
       cluster: this.#o.cluster,
       ready: this.readiness().ready,
-      links: [...this.#links.values()].map((l) => l.status()),
+      links: this.#linkStatuses(),
       conflicts: this.#conflicts.conflicts(),
     };
+  }
+
+  #linkStatuses(): PeerLinkStatus[] {
+    return [...this.#links.values()].map((l) => l.status());
   }
 
   async #removeUnlinkedPeers(): Promise<void> {
@@ -180,7 +199,7 @@ export class Federation {
       let peer: string | undefined;
       try {
         const key = parseEtcdKey(entry.key);
-        peer = key.kind === 'imported-service' || key.kind === 'link-status' ? key.peer : undefined;
+        peer = key.kind === 'imported-service' || key.kind === 'link-status' || key.kind === 'peer-reported-links' ? key.peer : undefined;
       } catch {
         peer = undefined;
       }
