@@ -149,11 +149,10 @@ export class Federation {
 
   async stop(): Promise<void> {
     this.#localExports?.stop();
-    const report = this.#report;
-    await report?.stop();
+    await this.#report?.pause();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
     // Peers see this cluster's links go down now, not only once the report has grown old.
-    await report?.stop(() => this.#linkStatuses());
+    await this.#report?.stop(() => this.#linkStatuses());
     await Promise.all(this.#peerStores.map((store) => store.close()));
     if (this.#ownsLocal) await this.#local.close();
     if (this.#ownsExports) await this.#exports.close();

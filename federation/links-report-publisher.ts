@@ -34,6 +34,7 @@ export class LinksReportPublisher {
   #lastSignature: string | undefined;
   #lastWriteMs = 0;
   #failing = false;
+  #stopped = false;
 
   constructor(options: LinksReportPublisherOptions) {
     this.#o = options;
@@ -45,10 +46,17 @@ export class LinksReportPublisher {
     this.#check();
   }
 
-  /** Stops checking; `final` (the links once stopped) is published once more, best effort. */
-  async stop(final?: () => PeerLinkStatus[]): Promise<void> {
+  /** Stops checking (a write under way finishes). */
+  async pause(): Promise<void> {
     clearInterval(this.#timer);
     await this.#writing;
+  }
+
+  /** Stops for good; `final` (the links once stopped) is published once more, best effort. Idempotent. */
+  async stop(final?: () => PeerLinkStatus[]): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    await this.pause();
     if (!final) return;
     // Bounded: a store that is down must not hold up the shutdown for the store's deadline.
     let timer: NodeJS.Timeout | undefined;
