@@ -116,7 +116,8 @@ function drawGraph(view) {
       style: [
         { selector: 'node', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', color: '#fff', 'font-size': 11, width: 110, height: 60, shape: 'round-rectangle', 'background-color': 'data(color)', 'border-width': 4, 'border-color': 'data(border)' } },
         { selector: 'edge', style: { label: 'data(label)', 'font-size': 10, 'text-background-color': '#fff', 'text-background-opacity': 0.9, 'text-background-padding': 2, 'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'line-color': 'data(color)', 'target-arrow-color': 'data(color)', 'line-style': 'data(line)', width: 'data(width)', color: 'data(color)' } },
-        { selector: 'edge.reported', style: { 'line-dash-pattern': [10, 6], opacity: 0.8, 'font-size': 9 } },
+        // Bowed: with the local cluster in the middle, a straight line between two peers would run behind it.
+        { selector: 'edge.reported', style: { 'line-dash-pattern': [10, 6], opacity: 0.85, 'font-size': 9, 'curve-style': 'unbundled-bezier', 'control-point-distances': [140], 'control-point-weights': [0.5] } },
         { selector: 'edge.traffic', style: { 'control-point-step-size': 80, 'font-size': 9, 'text-margin-y': 12 } },
       ],
       layout: { name: 'preset' },
