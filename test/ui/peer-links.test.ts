@@ -71,6 +71,10 @@ test('from east, the links between west and south show as their holders report t
   t.log(`west → south shown ${reported(stale, 'west', 'south')!.state} after ${Date.now() - startedMs} ms (staleAfter ${viewTimings.staleAfterMs} ms)`);
   t.like(reported(stale, 'west', 'south'), { reportedBy: 'west', staleReport: false }, "west's report itself is current");
   t.like(reported(stale, 'west', 'east'), { state: 'synced' });
+  t.true(
+    stale.events.some((e) => e.kind === 'link-state' && e.cluster === 'west' && e.severity === 'warning' && /^link west → south: synced → (stale|down|expired) \(reported by west\)$/.test(e.message)),
+    JSON.stringify(stale.events),
+  );
   const staleText = await causeway(['status', '--all', '-c', file]);
   t.regex(staleText.stdout, /south reports: .* — a stale report, [\d.]+m?s old/);
   t.regex(staleText.stdout, /^\s+south\s+west\s+down \(stale report\)/m);
