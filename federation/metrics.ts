@@ -15,6 +15,7 @@ export class FederationMetrics {
   readonly reportsPublished: Counter<'result'>;
   readonly reportsReceived: Counter<'peer'>;
   readonly reportsRefused: Counter<'peer' | 'reason'>;
+  readonly reportAge: Gauge<'peer'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -51,6 +52,7 @@ export class FederationMetrics {
       labelNames: ['peer', 'reason'],
       registers,
     });
+    this.reportAge = new Gauge({ name: 'causeway_federation_peer_link_report_age_seconds', help: "Since the peer's last valid _links report was received (local clock)", labelNames: ['peer'], registers });
   }
 
   setLinkState(peer: string, state: LinkState): void {

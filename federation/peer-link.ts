@@ -741,6 +741,7 @@ export class PeerLink {
     }
     if (this.#watch && this.#connected && now - this.#lastAccessCheckMs >= Math.max(1000, this.#o.timings.staleAfterMs / 2)) this.#checkAccess(now);
     this.#o.metrics.heartbeatAge.set({ peer: this.peer }, age / 1000);
+    if (this.#reported) this.#o.metrics.reportAge.set({ peer: this.peer }, Math.max(0, now - Date.parse(this.#reported.receivedAt)) / 1000);
     this.#o.metrics.setLinkState(this.peer, this.#state());
     this.#o.metrics.initialSyncDone.set({ peer: this.peer }, this.#initialSync === 'done' ? 1 : 0);
   }

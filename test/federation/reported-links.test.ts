@@ -53,6 +53,7 @@ test('a federation publishes its own links to exports/_links, and a peer link st
   t.is(stored.cluster, 'a');
   t.true(Date.parse(stored.receivedAt) <= Date.now());
   t.true((await metricValue(fb.registry, 'causeway_federation_peer_link_reports_total', { peer: 'a' }))! >= 1);
+  await waitFor(async () => (await metricValue(fb.registry, 'causeway_federation_peer_link_report_age_seconds', { peer: 'a' })) !== undefined, { timeoutMs: 5000, what: 'report age gauge' });
   // Republished every heartbeat interval, so its age tells how current it is.
   await waitFor(async () => ((await storedReport(b, 'a'))?.reportedAt ?? '') > stored.reportedAt, { timeoutMs: 10_000, what: 'a newer report' });
 
