@@ -82,6 +82,8 @@ test('a hostile peer\'s _links (another cluster named, 10,000 links, 257 links, 
     ['not JSON', '{"schema":1,', 'invalid'],
     ['a link to itself', JSON.stringify(report('b', [link('b')])), 'invalid'],
     ['a negative count', JSON.stringify(report('b', [{ ...link('c'), imports: -1 }])), 'invalid'],
+    ['an infinite age (1e400 in the JSON)', JSON.stringify(report('b', [link('c')])).replace('"heartbeatAgeMs":120', '"heartbeatAgeMs":1e400'), 'invalid'],
+    ['two links to one peer', JSON.stringify(report('b', [link('c'), link('c', 'down')])), 'invalid'],
     ['an unknown field', JSON.stringify({ ...report('b', [link('c')]), gateways: ['10.0.0.1:15443'] }), 'invalid'],
   ];
   for (const [what, value, reason] of cases) {
