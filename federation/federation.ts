@@ -65,6 +65,7 @@ export class Federation {
   readonly metrics: FederationMetrics;
   #localExports: LocalExportClaims | undefined;
   #report: LinksReportPublisher | undefined;
+  #stopping: Promise<void> | undefined;
   #started = false;
   /** Set once every link exists: until then readiness has no link to wait for and must not say ready. */
   #linksCreated = false;
@@ -147,7 +148,13 @@ export class Federation {
     for (const cluster of clusters) if (cluster !== cause) this.#links.get(cluster)?.markDirty(serviceKey);
   }
 
-  async stop(): Promise<void> {
+  /** Stops the links, publishes them down, closes the stores it opened. A second call waits for the first. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
     this.#localExports?.stop();
     await this.#report?.pause();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
