@@ -25,6 +25,7 @@ import {
   ExportedService,
   encodeCatalogValue,
   parseConfig,
+  parseEtcdKey,
   setRootLogger,
   createRootLogger,
   type EtcdConnection,
@@ -145,7 +146,7 @@ function latencyAtRate(path: PathName): Promise<Latency> {
     const watch = b.watchPrefix(EtcdKeys.peerImportsPrefix('a'), '1', {
       onBatch: (batch) => {
         for (const ev of batch.events) {
-          if (ev.type !== 'put' || ev.key.endsWith('/_status')) continue;
+          if (ev.type !== 'put' || parseEtcdKey(ev.key).kind !== 'imported-service') continue; // not _status, _links
           const rev = (JSON.parse(ev.value.toString('utf8')) as { peerRevision: string }).peerRevision;
           if (!seenAt.has(rev)) seenAt.set(rev, performance.now());
         }
@@ -188,7 +189,7 @@ function initialSync(path: PathName): Promise<{ ms: number; imports: number }> {
     await federation.start();
     await federation.whenReady();
     const ms = performance.now() - t0;
-    const imported = (await clusters.b.list(EtcdKeys.peerImportsPrefix('a'))).entries.length - 1;
+    const imported = (await clusters.b.list(EtcdKeys.peerImportsPrefix('a'))).entries.filter((e) => parseEtcdKey(e.key).kind === 'imported-service').length;
     await federation.stop();
     return { ms, imports: imported };
   });

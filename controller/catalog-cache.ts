@@ -235,6 +235,9 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
         this.linkStatus.set(entry.name.peer, { value: entry.value, modRevision: m });
         changes.links = true;
         return;
+      case 'reported-links':
+      case 'peer-reported-links':
+        return; // links between other clusters: the mesh view reads them, discovery does not
       case 'policy':
         if (entry.name.policyKind === 'authorization') this.authorization.set(entry.key, { value: entry.value as AuthorizationPolicy, modRevision: m });
         else this.traffic.set(entry.key, { value: entry.value as TrafficPolicy, modRevision: m });
@@ -305,6 +308,9 @@ export class CatalogCache extends TypedEmitter<CatalogEvents> {
       }
       case 'link-status':
         if (this.linkStatus.delete(entry.name.peer)) changes.links = true;
+        return;
+      case 'reported-links':
+      case 'peer-reported-links':
         return;
       case 'policy':
         if (this.authorization.delete(key) || this.traffic.delete(key)) changes.policies = true;

@@ -31,8 +31,9 @@ export interface ExportStoreViewOptions {
  * The export store as the controller sees it (controller/README.md "The export store"):
  * a validated mirror of its `/causeway/v1/exports/`, shared by every controller of the
  * cluster — they converge on it as they do on the main etcd — and the sweep that removes
- * whatever the controllers did not write: invalid values and unknown keys under exports/,
- * a heartbeat of another cluster, and any key outside `/causeway/v1/exports/`.
+ * whatever the controllers (and their federation, `_links`) did not write: invalid values
+ * and unknown keys under exports/, a heartbeat or `_links` of another cluster, and any key
+ * outside `/causeway/v1/exports/`.
  */
 export class ExportStoreView implements ExportsView {
   readonly #o: ExportStoreViewOptions;
@@ -61,6 +62,9 @@ export class ExportStoreView implements ExportsView {
           } else if (entry.kind === 'heartbeat') {
             this.#heartbeat = versioned as Versioned<Heartbeat> | undefined;
             if (this.#heartbeat && this.#heartbeat.value.cluster !== this.#o.cluster) seen.everything = true;
+          } else if (entry.kind === 'reported-links') {
+            // The hosted (or standalone) federation writes it; only another cluster's report is a stray.
+            if (type === 'put' && entry.value.cluster !== this.#o.cluster) seen.everything = true;
           } else if (entry.kind === 'exported-service') {
             const key = serviceKey(entry.name.namespace, entry.name.name);
             if (versioned) this.#exports.set(key, versioned as Versioned<ExportedService>);
@@ -90,7 +94,8 @@ export class ExportStoreView implements ExportsView {
   strays(): string[] {
     const keys = [...this.#mirror.invalid.keys()];
     for (const entry of this.#mirror.entries.values()) {
-      if (entry.kind !== 'exported-cluster' && entry.kind !== 'heartbeat' && entry.kind !== 'exported-service') keys.push(entry.key);
+      if (entry.kind === 'reported-links' && entry.value.cluster !== this.#o.cluster) keys.push(entry.key);
+      else if (entry.kind !== 'exported-cluster' && entry.kind !== 'heartbeat' && entry.kind !== 'exported-service' && entry.kind !== 'reported-links') keys.push(entry.key);
     }
     if (this.#heartbeat && this.#heartbeat.value.cluster !== this.#o.cluster) keys.push(EtcdKeys.heartbeat);
     return keys;

@@ -4,10 +4,12 @@ import {
   Gateway,
   ImportedService,
   LinkStatus,
+  PeerReportedLinks,
   decodeCatalogValue,
   parseEtcdKey,
   type ClusterConfig,
   type LinkState,
+  type ReportedLink,
 } from '../mesh/index.js';
 import type { EtcdStore } from '../store/index.js';
 
@@ -39,10 +41,30 @@ export interface LinkStatusView {
   readonly warnings: readonly string[];
 }
 
+/**
+ * A link between two other clusters, as its holder reported it (`exports/_links`, mirrored by
+ * the local federation to `imports/<peer>/_links`): the holder's word, shown with its age.
+ */
+export interface ReportedLinkView extends ReportedLink {
+  /** The cluster that holds the link — and reported it. */
+  readonly cluster: string;
+  readonly reportedBy: string;
+  /** The reporter's clock when it wrote the report. */
+  readonly reportedAt: string;
+  /** Since the local federation received this report, on the local clock. */
+  readonly reportAgeMs: number;
+  /** Older than `staleAfter`: the reporter's federation, or the local link to the reporter, stopped bringing news. */
+  readonly staleReport: boolean;
+  /** `peer` is the local cluster: the reporter's side of a link into it (the local cluster's own links come from its own data only). */
+  readonly towardsLocal: boolean;
+}
+
 export interface ClusterStatus {
   readonly cluster: { name: string; locality: string; network: string; source: 'etcd' | 'config' };
   readonly gateways: ReadonlyArray<{ id: string; address: string; port: number; locality: string }>;
   readonly links: LinkStatusView[];
+  /** Links of the peers, as each reported its own, ordered by reporter then peer. */
+  readonly reportedLinks: ReportedLinkView[];
   readonly generatedAt: string;
 }
 
@@ -66,6 +88,7 @@ export async function readClusterStatus(store: EtcdStore, config: ClusterConfig,
 
   interface Tally {
     status?: LinkStatus;
+    reported?: PeerReportedLinks;
     imports: number;
     stale: number;
     conflicts: Array<{ service: string; reason: string }>;
@@ -87,6 +110,9 @@ export async function readClusterStatus(store: EtcdStore, config: ClusterConfig,
     if (key.kind === 'link-status') {
       const decoded = decodeCatalogValue(LinkStatus, entry.key, entry.value);
       if (decoded.ok) tally(key.peer).status = decoded.value;
+    } else if (key.kind === 'peer-reported-links') {
+      const decoded = decodeCatalogValue(PeerReportedLinks, entry.key, entry.value);
+      if (decoded.ok && decoded.value.cluster === key.peer) tally(key.peer).reported = decoded.value;
     } else if (key.kind === 'imported-service') {
       const decoded = decodeCatalogValue(ImportedService, entry.key, entry.value);
       if (!decoded.ok) continue;
@@ -133,7 +159,25 @@ export async function readClusterStatus(store: EtcdStore, config: ClusterConfig,
         warnings,
       };
     });
-  return { cluster, gateways: gatewayRows, links, generatedAt: new Date(now).toISOString() };
+  const reportedLinks = [...byPeer.entries()]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .flatMap(([, t]) => (t.reported ? reportedLinkViews(t.reported, cluster.name, config.federation.staleAfterMs, now) : []));
+  return { cluster, gateways: gatewayRows, links, reportedLinks, generatedAt: new Date(now).toISOString() };
+}
+
+function reportedLinkViews(report: PeerReportedLinks, local: string, staleAfterMs: number, now: number): ReportedLinkView[] {
+  const reportAgeMs = Math.max(0, now - Date.parse(report.receivedAt));
+  return [...report.links]
+    .sort((a, b) => a.peer.localeCompare(b.peer))
+    .map((link) => ({
+      ...link,
+      cluster: report.cluster,
+      reportedBy: report.cluster,
+      reportedAt: report.reportedAt,
+      reportAgeMs,
+      staleReport: reportAgeMs > staleAfterMs,
+      towardsLocal: link.peer === local,
+    }));
 }
 
 /** A duration for humans: 850ms, 12.3s, 7m; `-` when unknown. */

@@ -13,6 +13,8 @@ export const FederationErrorCodes = {
   filesExist: 'CW_FEDERATION_FILES_EXIST',
   /** `federation probe` was given a certificate without its key, or the other way round. */
   probeInvalid: 'CW_FEDERATION_PROBE_INVALID',
+  /** A peer's `exports/_links` was refused (too large, too many links, invalid, or about another cluster); the last good one is kept. */
+  reportedLinksRefused: 'CW_FEDERATION_REPORTED_LINKS_REFUSED',
   internal: 'CW_FEDERATION_INTERNAL',
 } as const;
 

@@ -12,6 +12,7 @@ import {
 } from '../mesh/index.js';
 import { MAX_TXN_OPS, type EtcdStore } from '../store/index.js';
 import { connectFederationStore, connectPeerStore } from './etcd-connection.js';
+import { LinksReportPublisher } from './links-report-publisher.js';
 import { LocalExportClaims } from './local-exports.js';
 import { FederationMetrics } from './metrics.js';
 import { PeerLink, type PeerLinkStatus } from './peer-link.js';
@@ -63,6 +64,8 @@ export class Federation {
   readonly #conflicts = new PortConflictBoard();
   readonly metrics: FederationMetrics;
   #localExports: LocalExportClaims | undefined;
+  #report: LinksReportPublisher | undefined;
+  #stopping: Promise<void> | undefined;
   #started = false;
   /** Set once every link exists: until then readiness has no link to wait for and must not say ready. */
   #linksCreated = false;
@@ -128,6 +131,15 @@ export class Federation {
     });
     await this.#localExports.start();
     for (const link of this.#links.values()) link.start();
+    this.#report = new LinksReportPublisher({
+      cluster: this.#o.cluster,
+      store: this.#exports,
+      links: () => this.#linkStatuses(),
+      intervalMs: this.#o.settings.heartbeatIntervalMs,
+      metrics: this.metrics,
+      log: this.#log,
+    });
+    this.#report.start();
     this.#log.info({ links: [...this.#links.keys()] }, 'federation started');
   }
 
@@ -136,9 +148,18 @@ export class Federation {
     for (const cluster of clusters) if (cluster !== cause) this.#links.get(cluster)?.markDirty(serviceKey);
   }
 
-  async stop(): Promise<void> {
+  /** Stops the links, publishes them down, closes the stores it opened. A second call waits for the first. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
     this.#localExports?.stop();
+    await this.#report?.pause();
     await Promise.all([...this.#links.values()].map((l) => l.stop()));
+    // Peers see this cluster's links go down now, not only once the report has grown old.
+    await this.#report?.stop(() => this.#linkStatuses());
     await Promise.all(this.#peerStores.map((store) => store.close()));
     if (this.#ownsLocal) await this.#local.close();
     if (this.#ownsExports) await this.#exports.close();
@@ -167,9 +188,13 @@ export class Federation {
     return {
       cluster: this.#o.cluster,
       ready: this.readiness().ready,
-      links: [...this.#links.values()].map((l) => l.status()),
+      links: this.#linkStatuses(),
       conflicts: this.#conflicts.conflicts(),
     };
+  }
+
+  #linkStatuses(): PeerLinkStatus[] {
+    return [...this.#links.values()].map((l) => l.status());
   }
 
   async #removeUnlinkedPeers(): Promise<void> {
@@ -180,7 +205,7 @@ export class Federation {
       let peer: string | undefined;
       try {
         const key = parseEtcdKey(entry.key);
-        peer = key.kind === 'imported-service' || key.kind === 'link-status' ? key.peer : undefined;
+        peer = key.kind === 'imported-service' || key.kind === 'link-status' || key.kind === 'peer-reported-links' ? key.peer : undefined;
       } catch {
         peer = undefined;
       }

@@ -18,7 +18,8 @@ export {
   type ExportStorePki,
   type ExportStorePkiOptions,
 } from './export-store-pki.js';
-export { readClusterStatus, renderClusterStatus, formatAge, formatTable, type ClusterStatus, type LinkStatusView } from './cluster-status.js';
+export { readClusterStatus, renderClusterStatus, formatAge, formatTable, type ClusterStatus, type LinkStatusView, type ReportedLinkView } from './cluster-status.js';
+export { decodeReportedLinks, ReportRefusals, type ReportRefusal } from './reported-links.js';
 export { connectFederationStore, connectPeerStore, peerConnection } from './etcd-connection.js';
 export { ensureExportStoreAuth } from './export-store.js';
 export { probeExportStore, type ExportStoreProbeOptions, type ExportStoreProbeResult } from './export-store-probe.js';

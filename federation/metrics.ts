@@ -12,6 +12,10 @@ export class FederationMetrics {
   readonly conflicts: Gauge<'peer'>;
   readonly appliedRevision: Gauge<'peer'>;
   readonly initialSyncDone: Gauge<'peer'>;
+  readonly reportsPublished: Counter<'result'>;
+  readonly reportsReceived: Counter<'peer'>;
+  readonly reportsRefused: Counter<'peer' | 'reason'>;
+  readonly reportAge: Gauge<'peer'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -35,6 +39,20 @@ export class FederationMetrics {
       labelNames: ['peer'],
       registers,
     });
+    this.reportsPublished = new Counter({
+      name: 'causeway_federation_links_reports_published_total',
+      help: "Writes of this cluster's own links to exports/_links in its export store, by result (ok, error)",
+      labelNames: ['result'],
+      registers,
+    });
+    this.reportsReceived = new Counter({ name: 'causeway_federation_peer_link_reports_total', help: "New _links reports of a peer's own links, accepted and stored", labelNames: ['peer'], registers });
+    this.reportsRefused = new Counter({
+      name: 'causeway_federation_peer_link_reports_refused_total',
+      help: "A peer's _links reports refused (too-large, too-many-links, invalid, spoofed); the last good one is kept",
+      labelNames: ['peer', 'reason'],
+      registers,
+    });
+    this.reportAge = new Gauge({ name: 'causeway_federation_peer_link_report_age_seconds', help: "Since the peer's last valid _links report was received (local clock)", labelNames: ['peer'], registers });
   }
 
   setLinkState(peer: string, state: LinkState): void {

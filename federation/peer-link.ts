@@ -8,6 +8,7 @@ import {
   Heartbeat,
   ImportedService,
   LinkStatus,
+  PeerReportedLinks,
   decodeCatalogValue,
   encodeCatalogValue,
   parseEtcdKey,
@@ -18,6 +19,7 @@ import {
 } from '../mesh/index.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
 import { HeartbeatFreshness } from './heartbeat-freshness.js';
+import { decodeReportedLinks } from './reported-links.js';
 import { MAX_TXN_OPS, type EtcdStore, type ChangeBatch, type PrefixWatch, type StoredValue, type WriteOp } from '../store/index.js';
 import type { FederationMetrics } from './metrics.js';
 import type { PortConflictBoard } from './port-conflicts.js';
@@ -136,6 +138,9 @@ export class PeerLink {
   #flushQueued = false;
   /** The last status written, without its updatedAt. */
   #lastStatusSent = '';
+  /** The peer's last valid `_links` report (never replaced by an invalid one), and whether the local etcd lacks it. */
+  #reported: PeerReportedLinks | undefined;
+  #reportedUnwritten = false;
 
   constructor(options: PeerLinkOptions) {
     this.peer = options.peer;
@@ -432,7 +437,7 @@ export class PeerLink {
   /** Applies one peer key's value to memory; returns what it was (undefined for skipped values). */
   #applyEntry(
     entry: StoredValue,
-  ): { kind: 'service'; key: string } | { kind: 'placement'; placement: PeerPlacement } | { kind: 'heartbeat' } | undefined {
+  ): { kind: 'service'; key: string } | { kind: 'placement'; placement: PeerPlacement } | { kind: 'heartbeat' } | { kind: 'report' } | undefined {
     let parsed;
     try {
       parsed = parseEtcdKey(entry.key);
@@ -453,6 +458,7 @@ export class PeerLink {
       this.#heartbeatAtMs = seen.advancedAtMs;
       return { kind: 'heartbeat' };
     }
+    if (parsed.kind === 'reported-links') return this.#applyReport(entry);
     if (parsed.kind === 'exported-cluster') {
       const decoded = decodeCatalogValue(ExportedCluster, entry.key, entry.value);
       if (!decoded.ok) {
@@ -503,8 +509,46 @@ export class PeerLink {
       this.#markAllDirty();
       return true;
     }
-    // A deleted heartbeat (its lease expired) proves nothing new: its age keeps growing.
+    // A deleted heartbeat (its lease expired) or links report proves nothing new: its age keeps growing.
     return false;
+  }
+
+  /**
+   * The peer's report of its own links (federation/README.md "Links reported by peers"):
+   * kept only when valid and new (another `reportedAt`), dated on the local clock; a
+   * refused one is logged with its key and counted, and the last good one stays.
+   */
+  #applyReport(entry: StoredValue): { kind: 'report' } | undefined {
+    const decoded = decodeReportedLinks(this.peer, entry.value);
+    if (!decoded.ok) {
+      this.#o.metrics.reportsRefused.inc({ peer: this.peer, reason: decoded.reason });
+      this.#log.warn(
+        { key: entry.key, code: FederationErrorCodes.reportedLinksRefused, reason: decoded.reason, err: decoded.message, keptReportedAt: this.#reported?.reportedAt },
+        "refused the peer's links report; keeping the last good one",
+      );
+      return undefined;
+    }
+    if (decoded.value.reportedAt === this.#reported?.reportedAt) return undefined;
+    this.#reported = { ...decoded.value, receivedAt: new Date().toISOString() };
+    this.#reportedUnwritten = true;
+    this.#o.metrics.reportsReceived.inc({ peer: this.peer });
+    return { kind: 'report' };
+  }
+
+  async #writeReport(): Promise<void> {
+    const report = this.#reported;
+    if (!this.#reportedUnwritten || report === undefined) return;
+    const key = EtcdKeys.peerReportedLinks(this.peer);
+    this.#reportedUnwritten = false;
+    try {
+      await this.#o.localStore.commit([{ put: key, value: encodeCatalogValue(PeerReportedLinks, key, report) }]);
+      this.#localStoreAnswered();
+    } catch (error) {
+      if (this.#reported === report) this.#reportedUnwritten = true;
+      this.#localStoreFailed(error);
+      this.#log.debug({ err: error, key }, "could not store the peer's links report; will retry");
+      setTimeout(() => this.#requestFlush(), 1000).unref();
+    }
   }
 
   #removeExport(key: string): boolean {
@@ -594,6 +638,7 @@ export class PeerLink {
     for (let i = 0; i < chunks.length; i += 4) await Promise.all(chunks.slice(i, i + 4).map((c) => commitChunk(c, false)));
     if (last) await commitChunk(last, true);
     else await this.#writeStatus(false);
+    await this.#writeReport();
     if (failed.length > 0) {
       for (const key of failed) this.#dirty.add(key);
       setTimeout(() => this.#enqueue(() => this.#flush()), 1000).unref();
@@ -696,6 +741,7 @@ export class PeerLink {
     }
     if (this.#watch && this.#connected && now - this.#lastAccessCheckMs >= Math.max(1000, this.#o.timings.staleAfterMs / 2)) this.#checkAccess(now);
     this.#o.metrics.heartbeatAge.set({ peer: this.peer }, age / 1000);
+    if (this.#reported) this.#o.metrics.reportAge.set({ peer: this.peer }, Math.max(0, now - Date.parse(this.#reported.receivedAt)) / 1000);
     this.#o.metrics.setLinkState(this.peer, this.#state());
     this.#o.metrics.initialSyncDone.set({ peer: this.peer }, this.#initialSync === 'done' ? 1 : 0);
   }
@@ -753,6 +799,12 @@ export class PeerLink {
           this.#heartbeatAtMs = Math.min(Date.now(), Date.parse(decoded.value.lastHeartbeatAt));
           this.#heartbeats = new HeartbeatFreshness(this.#heartbeatAtMs);
         }
+        continue;
+      }
+      if (entry.key === EtcdKeys.peerReportedLinks(this.peer)) {
+        const decoded = decodeCatalogValue(PeerReportedLinks, entry.key, entry.value);
+        if (decoded.ok && decoded.value.cluster === this.peer) this.#reported = decoded.value;
+        else this.#log.warn({ key: entry.key, ...(decoded.ok ? {} : { err: decoded.error }) }, 'ignoring an invalid stored links report; the next one replaces it');
         continue;
       }
       const decoded = decodeCatalogValue(ImportedService, entry.key, entry.value);

@@ -186,6 +186,50 @@ export const LinkStatus = z.strictObject({
 });
 export type LinkStatus = z.infer<typeof LinkStatus>;
 
+/** At most this many links in one cluster's `_links` report (a mesh of 257 clusters). */
+export const MAX_REPORTED_LINKS = 256;
+/** At most this many bytes of `_links` JSON are read (256 links take about 40 KiB). */
+export const MAX_REPORTED_LINKS_BYTES = 64 * 1024;
+
+const durationMs = z.number().nonnegative().max(Number.MAX_SAFE_INTEGER);
+
+/** One link of a `_links` report: what the view shows of it, no address and no secret. */
+export const ReportedLink = z.strictObject({
+  peer: clusterName,
+  state: z.enum(LinkStates),
+  heartbeatAgeMs: durationMs.optional(),
+  syncLagMs: durationMs.optional(),
+  imports: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+  conflicts: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
+});
+export type ReportedLink = z.infer<typeof ReportedLink>;
+
+const reportedLinkFields = {
+  schema: schemaVersion,
+  /** The reporting cluster: the links are `cluster → links[].peer`. */
+  cluster: clusterName,
+  /** The reporter's clock when it wrote the report (readers age reports on their own clock). */
+  reportedAt: z.iso.datetime(),
+  links: z.array(ReportedLink).max(MAX_REPORTED_LINKS, { error: `at most ${MAX_REPORTED_LINKS} links` }),
+};
+
+function oneLinkPerPeer(value: { cluster: string; links: readonly ReportedLink[] }, ctx: z.core.$RefinementCtx): void {
+  const seen = new Set<string>();
+  value.links.forEach((link, i) => {
+    if (link.peer === value.cluster) ctx.addIssue({ code: 'custom', path: ['links', i, 'peer'], message: `a link of ${value.cluster} to itself` });
+    if (seen.has(link.peer)) ctx.addIssue({ code: 'custom', path: ['links', i, 'peer'], message: `a second link to ${link.peer}` });
+    seen.add(link.peer);
+  });
+}
+
+/** `/causeway/v1/exports/_links`: the cluster's own federation links, written by its federation. */
+export const ReportedLinks = z.strictObject(reportedLinkFields).superRefine(oneLinkPerPeer);
+export type ReportedLinks = z.infer<typeof ReportedLinks>;
+
+/** `/causeway/v1/imports/<peer>/_links`: the last valid report read from `peer`, and when this cluster received it. */
+export const PeerReportedLinks = z.strictObject({ ...reportedLinkFields, receivedAt: z.iso.datetime() }).superRefine(oneLinkPerPeer);
+export type PeerReportedLinks = z.infer<typeof PeerReportedLinks>;
+
 const PeerSelector = z.strictObject({
   identities: z.array(spiffeIdText).optional().describe("callers' SPIFFE IDs"),
   namespaces: z.array(dnsLabel).optional().describe("callers' namespaces"),

@@ -73,6 +73,8 @@ export const EtcdKeys = {
   exportsPrefix: `${KEY_ROOT}exports/`,
   exportedCluster: `${KEY_ROOT}exports/_cluster`,
   heartbeat: `${KEY_ROOT}exports/_heartbeat`,
+  /** This cluster's own links as its federation reports them to peers (federation/README.md "Links reported by peers"). */
+  reportedLinks: `${KEY_ROOT}exports/_links`,
   exportedService: (ns: string, name: string) => {
     const key = `${KEY_ROOT}exports/${ns}/${name}`;
     label('namespace', ns, key);
@@ -94,6 +96,12 @@ export const EtcdKeys = {
   },
   linkStatus: (peer: string) => {
     const key = `${KEY_ROOT}imports/${peer}/_status`;
+    cluster(peer, key);
+    return key;
+  },
+  /** The last valid `exports/_links` read from `peer`: the peer's own links, as it reports them. */
+  peerReportedLinks: (peer: string) => {
+    const key = `${KEY_ROOT}imports/${peer}/_links`;
     cluster(peer, key);
     return key;
   },
@@ -122,9 +130,11 @@ export type EtcdKey =
   | { readonly kind: 'gateway'; readonly gatewayId: string }
   | { readonly kind: 'exported-cluster' }
   | { readonly kind: 'heartbeat' }
+  | { readonly kind: 'reported-links' }
   | { readonly kind: 'exported-service'; readonly namespace: string; readonly name: string }
   | { readonly kind: 'imported-service'; readonly peer: string; readonly namespace: string; readonly name: string }
   | { readonly kind: 'link-status'; readonly peer: string }
+  | { readonly kind: 'peer-reported-links'; readonly peer: string }
   | { readonly kind: 'policy'; readonly policyKind: PolicyKind; readonly namespace: string; readonly name: string }
   | { readonly kind: 'workload-group'; readonly namespace: string; readonly name: string };
 
@@ -155,10 +165,12 @@ export function parseEtcdKey(key: string): EtcdKey {
     case 'exports':
       if (n === 2 && a === '_cluster') return { kind: 'exported-cluster' };
       if (n === 2 && a === '_heartbeat') return { kind: 'heartbeat' };
+      if (n === 2 && a === '_links') return { kind: 'reported-links' };
       if (n === 3) return { kind: 'exported-service', namespace: label('namespace', a, key), name: label('service', b, key) };
       break;
     case 'imports':
       if (n === 3 && b === '_status') return { kind: 'link-status', peer: cluster(a, key) };
+      if (n === 3 && b === '_links') return { kind: 'peer-reported-links', peer: cluster(a, key) };
       if (n === 4) {
         return { kind: 'imported-service', peer: cluster(a, key), namespace: label('namespace', b, key), name: label('service', c, key) };
       }

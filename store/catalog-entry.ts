@@ -10,6 +10,8 @@ import {
   Heartbeat,
   ImportedService,
   LinkStatus,
+  PeerReportedLinks,
+  ReportedLinks,
   ServiceSpec,
   TrafficPolicy,
   WorkloadGroup,
@@ -40,9 +42,11 @@ export type CatalogEntry =
   | Entry<'gateway', Gateway>
   | Entry<'exported-cluster', ExportedCluster>
   | Entry<'heartbeat', Heartbeat>
+  | Entry<'reported-links', ReportedLinks>
   | Entry<'exported-service', ExportedService>
   | Entry<'imported-service', ImportedService>
   | Entry<'link-status', LinkStatus>
+  | Entry<'peer-reported-links', PeerReportedLinks>
   | Entry<'policy', AuthorizationPolicy | TrafficPolicy>
   | Entry<'workload-group', WorkloadGroup>;
 
@@ -54,9 +58,11 @@ const SCHEMAS = {
   gateway: Gateway,
   'exported-cluster': ExportedCluster,
   heartbeat: Heartbeat,
+  'reported-links': ReportedLinks,
   'exported-service': ExportedService,
   'imported-service': ImportedService,
   'link-status': LinkStatus,
+  'peer-reported-links': PeerReportedLinks,
   'workload-group': WorkloadGroup,
 } satisfies Record<Exclude<EtcdKey['kind'], 'policy'>, z.ZodType>;
 
@@ -76,6 +82,8 @@ function mismatch(entry: CatalogEntry): string | undefined {
       const { value: v, name: k } = entry;
       return v.peer !== k.peer || v.service.namespace !== k.namespace || v.service.name !== k.name ? 'peer/namespace/name' : undefined;
     }
+    case 'peer-reported-links':
+      return entry.value.cluster !== entry.name.peer ? 'cluster' : undefined;
     default:
       return undefined;
   }

@@ -2,7 +2,8 @@ import type { CertificatesView, ServedCertificates } from './certificate-expirie
 import type { MeshCatalogView } from './mesh-view.js';
 
 /**
- * What changed in the mesh between two reads of the view: link state changes, failovers
+ * What changed in the mesh between two reads of the view: link state changes (also those
+ * peers report of their own links), failovers
  * (a cluster that served a service healthy no longer does, so its callers' traffic moves
  * to the clusters that still do), gateways that came or went, certificates entering the
  * expiry window and certificates renewed. Every event names its cluster.
@@ -36,6 +37,21 @@ export function meshEvents(before: MeshCatalogView | undefined, after: MeshCatal
       kind: 'link-state',
       severity: BAD_LINK_STATES.has(link.state) ? 'critical' : 'info',
       message: `link ${link.cluster} → ${link.peer}: ${old?.state ?? 'new'} → ${link.state}${link.message ? ` (${link.message})` : ''}`,
+    });
+  }
+  // Links between other clusters, in their holders' words: a warning at most (hearsay, and not this cluster's to fix).
+  const reported = (l: MeshCatalogView['reportedLinks'][number]) => (l.staleReport ? 'stale report' : l.state);
+  const oldReported = new Map(before.reportedLinks.map((l) => [`${l.cluster}>${l.peer}`, reported(l)]));
+  for (const link of after.reportedLinks) {
+    const was = oldReported.get(`${link.cluster}>${link.peer}`);
+    const is = reported(link);
+    if (was === is) continue;
+    events.push({
+      at,
+      cluster: link.cluster,
+      kind: 'link-state',
+      severity: BAD_LINK_STATES.has(link.state) || link.staleReport ? 'warning' : 'info',
+      message: `link ${link.cluster} → ${link.peer}: ${was ?? 'new'} → ${is} (reported by ${link.reportedBy})`,
     });
   }
   const oldHealthy = healthyBy(before);

@@ -11,7 +11,7 @@ import {
   type ClusterConfig,
   type HealthyCount,
 } from '../mesh/index.js';
-import { readClusterStatus, type LinkStatusView } from '../federation/index.js';
+import { readClusterStatus, type LinkStatusView, type ReportedLinkView } from '../federation/index.js';
 import type { EtcdStore } from '../store/index.js';
 import type { MeshEvent } from './mesh-events.js';
 import type { TrafficView } from './traffic.js';
@@ -44,7 +44,7 @@ export interface ClusterView {
   readonly controllers: number | undefined;
   readonly controllerReady: boolean | undefined;
   readonly gateways: readonly GatewayView[];
-  /** The state of the local cluster's link to this peer (`local` for the local cluster). */
+  /** The state of the local cluster's link to this peer (`local` for the local cluster; `unlinked` for a cluster known only from peers' reports). */
   readonly linkState: string;
 }
 
@@ -81,6 +81,8 @@ export interface MeshView {
   readonly seenFrom: string;
   readonly clusters: readonly ClusterView[];
   readonly links: readonly LinkView[];
+  /** Links between other clusters, as their holders reported them (`reportedBy`, with the report's age). */
+  readonly reportedLinks: readonly ReportedLinkView[];
   readonly services: readonly ServiceView[];
   readonly traffic: TrafficView;
   /** Workload certificates close to expiry (from Prometheus, like traffic). */
@@ -158,6 +160,13 @@ export async function readMeshCatalog(store: EtcdStore, config: ClusterConfig, n
       };
     }),
   ];
+  // A cluster that only the peers' reports name still gets a node: their links end there.
+  const named = new Set(clusters.map((c) => c.name));
+  for (const link of status.reportedLinks) {
+    if (named.has(link.peer)) continue;
+    named.add(link.peer);
+    clusters.push({ name: link.peer, locality: 'unknown', network: 'unknown', local: false, controllers: undefined, controllerReady: undefined, gateways: [], linkState: 'unlinked' });
+  }
 
   const services = new Map<string, { spec?: ServiceSpec; locations: ServiceLocation[]; policy?: TrafficPolicy }>();
   const service = (id: string) => {
@@ -207,6 +216,7 @@ export async function readMeshCatalog(store: EtcdStore, config: ClusterConfig, n
     seenFrom: local,
     clusters,
     links: status.links.map((l) => ({ ...l, cluster: local })),
+    reportedLinks: status.reportedLinks,
     services: serviceViews,
   };
 }

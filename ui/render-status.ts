@@ -42,6 +42,31 @@ export function renderMeshStatus(view: MeshView): string {
     );
     for (const l of view.links) for (const line of [l.message, ...l.warnings]) if (line) out.push(`  ${l.cluster} → ${l.peer}: ${line}`);
   }
+  out.push('', 'links reported by peers (each peer reports its own links; ages on this clock)');
+  if (view.reportedLinks.length === 0) out.push('  (none: no linked peer has reported its links yet)');
+  else {
+    out.push(
+      formatTable([
+        ['FROM', 'TO', 'STATE', 'HEARTBEAT', 'LAG', 'IMPORTS', 'CONFLICTS', 'REPORT'],
+        ...view.reportedLinks.map((l) => [
+          l.cluster,
+          l.towardsLocal ? `${l.peer} (this cluster)` : l.peer,
+          l.staleReport ? `${l.state} (stale report)` : l.state,
+          l.heartbeatAgeMs === undefined ? 'never' : `${formatAge(l.heartbeatAgeMs)} ago`,
+          formatAge(l.syncLagMs),
+          String(l.imports),
+          String(l.conflicts),
+          `by ${l.reportedBy}, ${formatAge(l.reportAgeMs)} ago`,
+        ]),
+      ]),
+    );
+    for (const reporter of new Set(view.reportedLinks.map((l) => l.reportedBy))) {
+      const links = view.reportedLinks.filter((l) => l.reportedBy === reporter);
+      const line = links.map((l) => `${l.cluster} → ${l.peer} ${l.state}${l.syncLagMs === undefined ? '' : `, ${formatAge(l.syncLagMs)} lag`}`).join('; ');
+      const stale = links[0]!.staleReport ? ` — a stale report, ${formatAge(links[0]!.reportAgeMs)} old: ${reporter}'s federation, or the link to ${reporter}, stopped updating it` : '';
+      out.push(`  ${reporter} reports: ${line}${stale}`);
+    }
+  }
   out.push('', 'services');
   if (view.services.length === 0) out.push('  (none)');
   else {

@@ -48,9 +48,16 @@ test('with exportStore the controller bootstraps its auth, projects _cluster, th
   await waitFor(async () => (await exportStore.root.get(EtcdKeys.exportedService('default', 'ratings'))) === undefined, { what: 'invalid export removed' });
   t.truthy(await exportStore.root.get(REVIEWS), 'what it wrote stays');
 
+  // _links is the cluster's federation's: its own stays, another cluster's goes like a stray.
+  const links = (cluster: string) => JSON.stringify({ schema: CATALOG_SCHEMA_VERSION, cluster, reportedAt: new Date().toISOString(), links: [{ peer: 'south', state: 'synced', imports: 1, conflicts: 0 }] });
+  await exportStore.root.put(EtcdKeys.reportedLinks, links('west'));
+  await waitFor(async () => (await exportStore.root.get(EtcdKeys.reportedLinks)) === undefined, { what: "another cluster's _links removed" });
+  await exportStore.root.put(EtcdKeys.reportedLinks, links('east'));
+
   // Unexporting removes the export from the export store.
   await world.admin.setExported('reviews', 'default', false);
   await waitFor(async () => (await exportStore.root.get(REVIEWS)) === undefined, { what: 'unexported reviews removed from the export store' });
+  t.truthy(await exportStore.root.get(EtcdKeys.reportedLinks), "this cluster's own _links stays through the passes since");
 
   // While it is down, the export store drifts; a restart reconciles it.
   await controller.stop();

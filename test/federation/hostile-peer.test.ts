@@ -81,6 +81,7 @@ test('a hostile peer with the credentials grant issues, through the gateway: eve
     ['put outside exports', () => hostile.put('/causeway/v1/endpoints/default/reviews/evil', '{}')],
     ['put inside exports (a fake export)', () => hostile.put(EtcdKeys.exportedService('default', 'evil'), '{}')],
     ['put the heartbeat', () => hostile.put(EtcdKeys.heartbeat, '{}')],
+    ['put the links report (exports/_links)', () => hostile.put(EtcdKeys.reportedLinks, '{}')],
     ['delete an export', () => hostile.delete(EtcdKeys.exportedService('default', 'reviews'))],
     ['txn: put + delete', () => hostile.commit([{ put: EtcdKeys.exportedCluster, value: '{}' }, { delete: EtcdKeys.heartbeat }])],
     ['user/role: grant itself readwrite on everything', () => hostile.grantPrefix({ user: 'causeway-peer-b', role: 'evil', prefix: '/', permission: 'readwrite' })],

@@ -13,6 +13,8 @@ test('every key of the layout round-trips through the parser', (t) => {
     [EtcdKeys.exportedService('default', 'reviews'), { kind: 'exported-service', namespace: 'default', name: 'reviews' }],
     [EtcdKeys.importedService('west', 'default', 'reviews'), { kind: 'imported-service', peer: 'west', namespace: 'default', name: 'reviews' }],
     [EtcdKeys.linkStatus('west'), { kind: 'link-status', peer: 'west' }],
+    [EtcdKeys.reportedLinks, { kind: 'reported-links' }],
+    [EtcdKeys.peerReportedLinks('west'), { kind: 'peer-reported-links', peer: 'west' }],
     [EtcdKeys.policy('authorization', 'default', 'deny-all'), { kind: 'policy', policyKind: 'authorization', namespace: 'default', name: 'deny-all' }],
     [EtcdKeys.workloadGroup('default', 'billing'), { kind: 'workload-group', namespace: 'default', name: 'billing' }],
   ];
@@ -22,6 +24,8 @@ test('every key of the layout round-trips through the parser', (t) => {
 test('keys match docs/architecture.md literally', (t) => {
   t.is(EtcdKeys.importedService('west', 'default', 'reviews'), '/causeway/v1/imports/west/default/reviews');
   t.is(EtcdKeys.heartbeat, '/causeway/v1/exports/_heartbeat');
+  t.is(EtcdKeys.reportedLinks, '/causeway/v1/exports/_links');
+  t.is(EtcdKeys.peerReportedLinks('west'), '/causeway/v1/imports/west/_links');
   t.true(EtcdKeys.exportedService('a', 'b').startsWith(EtcdKeys.exportsPrefix));
 });
 

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { parseConfig } from '../../mesh/index.js';
+import { CATALOG_SCHEMA_VERSION, EtcdKeys, parseConfig } from '../../mesh/index.js';
 import { runMeshView } from '../../ui/index.js';
 import { startCluster } from '../federation/helpers.js';
 import { viewTimings, startThreeClusters } from './helpers.js';
@@ -29,6 +29,15 @@ test('the page shows every cluster and link live: a dead peer turns stale (dashe
   t.deepEqual(graph.nodes.sort(), ['cluster:a', 'cluster:b', 'cluster:c']);
   t.deepEqual(graph.edges.map(([id, line]) => [id, line]).sort(), [['link:a>b', 'solid'], ['link:a>c', 'solid']]);
   t.is(await page.evaluate(`document.getElementById('connection').dataset.state`), 'live');
+
+  // b reports its own link to c (as b's federation would): drawn between b and c, thin, long dashes, labelled with who said so.
+  const report = { schema: CATALOG_SCHEMA_VERSION, cluster: 'b', reportedAt: new Date().toISOString(), links: [{ peer: 'c', state: 'synced', heartbeatAgeMs: 100, syncLagMs: 3, imports: 2, conflicts: 0 }] };
+  await b.store.commit([{ put: EtcdKeys.reportedLinks, value: JSON.stringify(report) }]);
+  await page.waitForFunction(`graph.getElementById('reported:b>c').nonempty()`, { timeout: 30_000, polling: 100 });
+  const reportedEdge = await page.evaluate(`(() => { const e = graph.getElementById('reported:b>c'); return { label: e.data('label'), style: e.style('line-style'), source: e.source().id(), target: e.target().id() }; })()`) as Record<string, string>;
+  t.like(reportedEdge, { style: 'dashed', source: 'cluster:b', target: 'cluster:c' });
+  t.regex(reportedEdge.label ?? '', /^synced · reported by b, [\d.]+m?s ago$/);
+  t.is(await page.evaluate(`document.querySelector('tr[data-reported-link="b>c"]').dataset.report`), 'fresh');
   await screenshot(t, page, 'synced');
 
   // No reload from here on: a marker on window would not survive one.
@@ -46,6 +55,9 @@ test('the page shows every cluster and link live: a dead peer turns stale (dashe
   t.is(await page.evaluate(`getComputedStyle(document.querySelector('tr[data-link="a>b"] td.state')).color`), 'rgb(224, 138, 0)');
   t.is((await page.evaluate(LINK_STATES) as Record<string, string>)['a>c'], 'synced');
   t.regex(await page.$eval('#events', (e) => e.textContent ?? ''), /link a → b: \w+ → stale/);
+  // b's report can no longer be read: it ages past staleAfter and says so.
+  await page.waitForFunction(`document.querySelector('tr[data-reported-link="b>c"]')?.dataset.report === 'stale'`, { timeout: 30_000, polling: 100 });
+  t.regex(await page.evaluate(`graph.getElementById('reported:b>c').data('label')`) as string, /^STALE REPORT · reported by b/);
   await screenshot(t, page, 'stale');
 
   await b.etcd.restart();

@@ -71,6 +71,20 @@ function graphElements(view) {
     },
     classes: 'link',
   }));
+  // Links between other clusters, in the reporter's words: thinner, long dashes, labelled with who said so and when.
+  const reported = (view.reportedLinks ?? []).filter((l) => known.has(l.cluster) && known.has(l.peer)).map((l) => ({
+    group: 'edges',
+    data: {
+      id: `reported:${l.cluster}>${l.peer}`,
+      source: `cluster:${l.cluster}`,
+      target: `cluster:${l.peer}`,
+      label: `${l.staleReport ? 'STALE REPORT' : (DASHED.has(l.state) ? l.state.toUpperCase() : l.state)} · reported by ${l.reportedBy}, ${age(l.reportAgeMs)} ago`,
+      color: l.staleReport ? COLORS.unknown : (COLORS[l.state] ?? COLORS.unknown),
+      line: 'dashed',
+      width: 2,
+    },
+    classes: 'reported',
+  }));
   const pairs = new Map();
   for (const f of view.traffic.flows) {
     if (f.sourceCluster === f.destinationCluster || !known.has(f.sourceCluster) || !known.has(f.destinationCluster)) continue;
@@ -89,7 +103,7 @@ function graphElements(view) {
       classes: 'traffic',
     };
   });
-  return [...nodes, ...links, ...traffic];
+  return [...nodes, ...links, ...reported, ...traffic];
 }
 
 function drawGraph(view) {
@@ -102,6 +116,8 @@ function drawGraph(view) {
       style: [
         { selector: 'node', style: { label: 'data(label)', 'text-wrap': 'wrap', 'text-valign': 'center', 'text-halign': 'center', color: '#fff', 'font-size': 11, width: 110, height: 60, shape: 'round-rectangle', 'background-color': 'data(color)', 'border-width': 4, 'border-color': 'data(border)' } },
         { selector: 'edge', style: { label: 'data(label)', 'font-size': 10, 'text-background-color': '#fff', 'text-background-opacity': 0.9, 'text-background-padding': 2, 'curve-style': 'bezier', 'target-arrow-shape': 'triangle', 'line-color': 'data(color)', 'target-arrow-color': 'data(color)', 'line-style': 'data(line)', width: 'data(width)', color: 'data(color)' } },
+        // Bowed: with the local cluster in the middle, a straight line between two peers would run behind it.
+        { selector: 'edge.reported', style: { 'line-dash-pattern': [10, 6], opacity: 0.85, 'font-size': 9, 'curve-style': 'unbundled-bezier', 'control-point-distances': [140], 'control-point-weights': [0.5] } },
         { selector: 'edge.traffic', style: { 'control-point-step-size': 80, 'font-size': 9, 'text-margin-y': 12 } },
       ],
       layout: { name: 'preset' },
@@ -150,6 +166,14 @@ function render(view) {
     cell(l.conflicts.map((c) => `${c.service}: ${c.reason}`).join('; ') || String(l.importsInConflict)),
     cell([l.message, ...l.warnings].filter(Boolean).join('; ')),
   ], { 'data-link': `${l.cluster}>${l.peer}`, 'data-state': l.state })));
+
+  fillTable('reported-links', (view.reportedLinks ?? []).map((l) => row([
+    cell(l.cluster), cell(l.towardsLocal ? `${l.peer} (this cluster)` : l.peer),
+    cell(l.staleReport ? `${l.state} (stale report)` : l.state, 'state'),
+    cell(l.heartbeatAgeMs === undefined ? 'never' : `${age(l.heartbeatAgeMs)} ago`),
+    cell(age(l.syncLagMs)), cell(String(l.imports)), cell(String(l.conflicts)),
+    cell(`reported by ${l.reportedBy}, ${age(l.reportAgeMs)} ago`),
+  ], { 'data-reported-link': `${l.cluster}>${l.peer}`, 'data-state': l.state, 'data-report': l.staleReport ? 'stale' : 'fresh', 'data-reported-by': l.reportedBy })));
 
   fillTable('services', view.services.flatMap((s) => s.locations.map((l, i) => row([
     cell(i === 0 ? s.service : ''), cell(l.cluster), cell(`${l.healthy}/${l.total}`),
