@@ -1,4 +1,4 @@
-import { EtcdKeys, type LinkConfig } from '../mesh/index.js';
+import { EtcdKeys, parseEtcdKey, type LinkConfig } from '../mesh/index.js';
 import { connectFederationStore, peerConnection } from './etcd-connection.js';
 import { FederationError, FederationErrorCodes } from './errors.js';
 
@@ -18,10 +18,18 @@ export interface ExportStoreProbeOptions {
 
 export interface ExportStoreProbeResult {
   readonly serverName: string;
-  /** Keys under /causeway/v1/exports/, _cluster and _heartbeat excluded. */
+  /** The exported services' keys under /causeway/v1/exports/ (`_cluster`, `_heartbeat`, `_links` and anything else not counted). */
   readonly exports: number;
   readonly keys: readonly string[];
   readonly revision: string;
+}
+
+function isExportedServiceKey(key: string): boolean {
+  try {
+    return parseEtcdKey(key).kind === 'exported-service';
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -42,7 +50,7 @@ export async function probeExportStore(options: ExportStoreProbeOptions): Promis
   const store = connectFederationStore({ ...connection, tls, ...(options.dialTimeoutMs !== undefined ? { dialTimeoutMs: options.dialTimeoutMs } : {}) }, { setting: '--gateway' });
   try {
     const listing = await store.list(EtcdKeys.exportsPrefix);
-    const keys = listing.entries.map((e) => e.key).filter((key) => key !== EtcdKeys.exportedCluster && key !== EtcdKeys.heartbeat);
+    const keys = listing.entries.map((e) => e.key).filter(isExportedServiceKey);
     return { serverName: connection.serverName ?? '', exports: keys.length, keys, revision: listing.revision };
   } finally {
     await store.close();

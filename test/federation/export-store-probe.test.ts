@@ -11,10 +11,11 @@ import { startExportStore } from './export-store-fixture.js';
 
 const hostPort = (endpoint: string) => new URL(endpoint).host;
 
-test('lists the exports a certificate may read, by the export-store SNI, without _cluster and _heartbeat', async (t) => {
+test('lists the exports a certificate may read, by the export-store SNI, without _cluster, _heartbeat and _links', async (t) => {
   const store = await startExportStore(t, 'west', { auth: true });
   await store.root.put('/causeway/v1/exports/_cluster', '{}');
   await store.root.put('/causeway/v1/exports/_heartbeat', '{}');
+  await store.root.put('/causeway/v1/exports/_links', '{}');
   await store.root.put('/causeway/v1/exports/default/reviews', '{}');
   const result = await probeExportStore({
     peer: 'west',
