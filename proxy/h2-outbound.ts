@@ -1,19 +1,19 @@
 import { performServerHandshake, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
-import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { Server as TcpServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../mesh/index.js';
+import { AppConnections } from './app-connections.js';
 import type { AppH2c } from './app-h2c.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { H2Exchange } from './h2-exchange.js';
 import { asksForH2c } from './h2c-upgrade.js';
 import { textResponse } from './http1.js';
-import { DownstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
+import type { BufferedRequest, DownstreamConnection, DownstreamHandler } from './http1-relay.js';
 import type { ListenerBinding } from './http-outbound.js';
 import type { SidecarMetrics } from './metrics.js';
 import type { AttemptPlan, RequestPolicy } from './request-policy.js';
 import type { TargetConnections } from './target-connections.js';
 import { HeaderMapRouteRequest } from './traffic-routes.js';
-import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 /**
  * Outbound `http2` and `grpc` ports: the app speaks h2c (HTTP/2 with prior knowledge,
@@ -29,7 +29,7 @@ export class H2Outbound {
   readonly #metrics: SidecarMetrics;
   readonly #log: Logger;
   readonly #appH2c: AppH2c;
-  readonly #downstreams = new Set<Socket>();
+  readonly #downstreams: AppConnections;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, metrics: SidecarMetrics, log: Logger, appH2c: AppH2c) {
     this.#policy = policy;
@@ -37,26 +37,17 @@ export class H2Outbound {
     this.#metrics = metrics;
     this.#log = log.child({ module: 'h2-outbound' });
     this.#appH2c = appH2c;
+    this.#downstreams = new AppConnections(metrics);
   }
 
   /** An HTTP/2 port's listener: each stream goes to the service the listener stands for at that moment. */
   server(listener: ListenerBinding): TcpServer {
-    const handler = new H2PortRequests(this, listener, this.#appH2c);
-    return createTcpServer({ noDelay: true }, (socket) => {
-      const metrics = this.#metrics;
-      this.#downstreams.add(socket);
-      metrics.activeConnections.inc({ direction: 'outbound' });
-      socket.once('close', () => {
-        this.#downstreams.delete(socket);
-        metrics.activeConnections.dec({ direction: 'outbound' });
-      });
-      // Read by the fast path's reader only until the first bytes say how the app speaks HTTP/2.
-      new DownstreamConnection(socket, handler, undefined, IDLE_KEEPALIVE_MS);
-    });
+    // Read by the fast path's reader only until the first bytes say how the app speaks HTTP/2.
+    return this.#downstreams.server(new H2PortRequests(this, listener, this.#appH2c));
   }
 
   close(): void {
-    for (const socket of this.#downstreams) socket.destroy();
+    this.#downstreams.close();
   }
 
   /** An h2c connection (prior knowledge, or upgraded): one HTTP/2 session with the app. */

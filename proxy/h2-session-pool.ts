@@ -51,10 +51,6 @@ export class H2SessionPool {
     for (const slot of this.#slots.splice(w)) slot.session?.close();
   }
 
-  get width(): number {
-    return this.#width;
-  }
-
   /** The next slot's live session, or a promise of one being dialled (rejects with the dial's error). */
   session(): ClientHttp2Session | Promise<ClientHttp2Session> {
     let i = 0;

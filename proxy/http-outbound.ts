@@ -1,20 +1,20 @@
 import type { Server as HttpServer } from 'node:http';
 import type { Http2Server } from 'node:http2';
-import { createServer as createTcpServer, type Server as TcpServer, type Socket } from 'node:net';
+import type { Server as TcpServer, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
+import { AppConnections } from './app-connections.js';
 import type { AppH2c } from './app-h2c.js';
 import { asksForH2c } from './h2c-upgrade.js';
 import { ProxyError, ProxyErrorCodes } from './errors.js';
 import { headerValue, type RequestHead } from './http1.js';
 import type { SidecarMetrics } from './metrics.js';
-import { DownstreamConnection, type BufferedRequest, type DownstreamHandler } from './http1-relay.js';
+import type { BufferedRequest, DownstreamConnection, DownstreamHandler } from './http1-relay.js';
 import type { HttpFallback } from './http-fallback.js';
 import { OutboundExchange } from './outbound-exchange.js';
 import type { AttemptPlan, OutboundListenerSpec, RequestPolicy } from './request-policy.js';
 import type { TargetConnections } from './target-connections.js';
 import type { RouteRequest } from './traffic-routes.js';
-import { IDLE_KEEPALIVE_MS } from './wire.js';
 
 /** What an HTTP port's listener stands for at the moment (the listener table updates `spec` in place). */
 export interface ListenerBinding {
@@ -36,7 +36,7 @@ export class HttpOutbound {
   readonly #fallback: HttpFallback;
   readonly #metrics: SidecarMetrics;
   readonly #appH2c: AppH2c;
-  readonly #downstreams = new Set<Socket>();
+  readonly #downstreams: AppConnections;
 
   constructor(policy: RequestPolicy, connections: TargetConnections, fallback: HttpFallback, metrics: SidecarMetrics, appH2c: AppH2c) {
     this.#policy = policy;
@@ -44,26 +44,19 @@ export class HttpOutbound {
     this.#fallback = fallback;
     this.#metrics = metrics;
     this.#appH2c = appH2c;
+    this.#downstreams = new AppConnections(metrics);
   }
 
   /** An HTTP port's listener: each request goes to the service the listener stands for at that moment. */
   server(listener: ListenerBinding): TcpServer {
     const handler = new ListenerRequests(this, listener, this.#fallback, this.#appH2c);
-    const server = createTcpServer({ noDelay: true }, (socket) => {
-      this.#downstreams.add(socket);
-      this.#metrics.activeConnections.inc({ direction: 'outbound' });
-      socket.once('close', () => {
-        this.#downstreams.delete(socket);
-        this.#metrics.activeConnections.dec({ direction: 'outbound' });
-      });
-      new DownstreamConnection(socket, handler, undefined, IDLE_KEEPALIVE_MS);
-    });
+    const server = this.#downstreams.server(handler);
     server.once('close', () => handler.closed());
     return server;
   }
 
   close(): void {
-    for (const socket of this.#downstreams) socket.destroy();
+    this.#downstreams.close();
   }
 
   /** A connection left the fast path (counted once per connection, never per request). */

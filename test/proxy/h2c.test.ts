@@ -12,7 +12,7 @@ import { connect as h2connect, createServer as createH2cServer, type ClientHttp2
 import { connect as tcpConnect, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { StaticSnapshotSource } from '../../proxy/index.js';
-import { captureLog, endpointTarget, gatewayTarget, metricValue, rawExchange, service, snapshot, spiffe, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
+import { captureLog, endpointTarget, gatewayTarget, jsonBody, metricValue, rawExchange, service, snapshot, spiffe, startTestSidecar, type TestSidecar } from './helpers/mesh.js';
 import { createMeshPki, type MeshPki } from './helpers/pki.js';
 import { waitFor } from '../../testkit/ports.js';
 
@@ -95,13 +95,7 @@ function h2Request(session: ClientHttp2Session, headers: OutgoingHttpHeaders, bo
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
       const text = Buffer.concat(chunks).toString();
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = JSON.parse(text) as Record<string, unknown>;
-      } catch {
-        json = undefined;
-      }
-      resolve({ headers: responseHeaders, trailers, body: text, json });
+      resolve({ headers: responseHeaders, trailers, body: text, json: jsonBody(text) });
     });
     stream.on('error', reject);
     if (body !== undefined) stream.end(body);

@@ -187,6 +187,15 @@ export function snapshot(cluster: string, services: SnapshotService[], options: 
 
 const clientAgent = new Agent({ keepAlive: true, maxSockets: 64 });
 
+/** A response body parsed as JSON, or undefined when it is not JSON. */
+export function jsonBody(text: string): Record<string, unknown> | undefined {
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    return undefined;
+  }
+}
+
 /** An HTTP GET through a sidecar's outbound address; resolves with status, headers and parsed JSON (when JSON). */
 export function get(address: string, port: number, path = '/', options: { agent?: Agent | false; method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string; json: Record<string, unknown> | undefined }> {
   return new Promise((resolve, reject) => {
@@ -195,13 +204,7 @@ export function get(address: string, port: number, path = '/', options: { agent?
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const body = Buffer.concat(chunks).toString();
-        let json: Record<string, unknown> | undefined;
-        try {
-          json = JSON.parse(body) as Record<string, unknown>;
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json });
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, json: jsonBody(body) });
       });
       res.on('error', reject);
     });
